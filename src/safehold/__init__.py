@@ -1,0 +1,3 @@
+"""safehold: consistent, encrypted, verified recovery points for self-hosted IT apps."""
+
+__version__ = "0.1.0"

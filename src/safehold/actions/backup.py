@@ -1,0 +1,157 @@
+"""`safehold backup`: one consistent recovery point of an instance.
+
+A point is a group of restic snapshots tagged with the instance and run id: one per database
+stream, one for the file trees and config files, one for escrowed keys, and last the manifest.
+The manifest is written only when everything else succeeded, so a point without one (a killed
+or failed run) is never listed or restored, and prune removes its leftovers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from typing import IO
+
+from safehold import __version__
+from safehold.actions.common import describe, open_repository, tree_stats
+from safehold.config import Config
+from safehold.engines import engine_for
+from safehold.lock import instance_lock
+from safehold.models import DatabaseReport, Instance
+from safehold.output import Reporter
+from safehold.repository.manifest import (
+    DB_DIR,
+    KEYS_PATH,
+    MANIFEST_PATH,
+    DatabaseEntry,
+    Manifest,
+    TableEntry,
+    TreeEntry,
+    new_run_id,
+    now,
+)
+from safehold.repository.restic import Repository
+
+
+def _database_entry(report: DatabaseReport, path: str, snapshot: str, prefix: str | None) -> DatabaseEntry:
+    return DatabaseEntry(
+        key=report.key, engine=report.engine, name=report.name, method=report.method, path=path,
+        snapshot=snapshot, server_version=report.server_version, bytes=report.bytes,
+        tables={t: TableEntry(rows=r.rows, checksum=r.checksum) for t, r in report.tables.items()},
+        objects=report.objects, table_prefix=prefix, notes=report.notes,
+    )
+
+
+def _store_databases(repo: Repository, instance: Instance, tags: list[str], manifest: Manifest,
+                     reporter: Reporter) -> int:
+    added = 0
+    for db in instance.databases:
+        engine = engine_for(db.connection.engine)
+        path = f"{DB_DIR}/{db.key}{engine.suffix(db)}"
+        reporter.step(f"dumping {db.connection.engine} database {db.name}")
+
+        def produce(out: IO[bytes], db=db, engine=engine) -> DatabaseReport:
+            return engine.dump(db, out, reporter)
+
+        summary, report = repo.backup_stream(path, [*tags, f"part=db:{db.key}"], produce, reporter,
+                                             f"database {db.name}")
+        manifest.databases.append(_database_entry(report, path, summary.snapshot_id, db.table_prefix))
+        added += summary.data_added
+        reporter.step(f"database {db.name}: {len(report.tables)} tables, {report.bytes / 1e6:.1f} MB dumped, "
+                      f"{summary.data_added / 1e6:.2f} MB new in repository")
+    return added
+
+
+def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest: Manifest,
+                 reporter: Reporter) -> int:
+    trees = [(p, "files") for p in instance.files] + [(p, "config") for p in instance.config_files]
+    present = [(p, kind) for p, kind in trees if p.exists() or p.is_symlink()]
+    for missing in sorted({str(p) for p, _ in trees} - {str(p) for p, _ in present}):
+        manifest.warnings.append(f"{missing} does not exist and was not saved")
+        reporter.warn(f"{missing} does not exist and was not saved")
+    if not present:
+        return 0
+    reporter.step(f"saving {len(present)} file tree(s)")
+    summary = repo.backup_paths([p for p, _ in present], [*tags, "part=files"], instance.exclude, reporter, "files")
+    manifest.files_snapshot = summary.snapshot_id
+    for path, kind in present:
+        count, size = tree_stats(path.resolve() if kind == "files" else path, instance.exclude)
+        manifest.trees.append(TreeEntry(root=str(path), kind=kind, files=count, bytes=size))
+    return summary.data_added
+
+
+def backup_instance(config: Config, name: str, reporter: Reporter, safety_point: bool = False,
+                    only_databases: bool = False) -> dict[str, object]:
+    """Make one recovery point of instance `name` in its first repository; return a summary."""
+    instance, profile, instance_config = describe(config, name)
+    repo = open_repository(config, instance_config.repositories[0])
+    run_id = new_run_id()
+    # A safety point runs inside a restore that already holds the instance lock.
+    lock = contextlib.nullcontext() if safety_point else instance_lock(
+        config.state_dir, name, run_id, "backup", reporter, config.settings.lock_wait_seconds)
+    with lock:
+        return _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
+                              safety_point, only_databases)
+
+
+def _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter, safety_point,
+                   only_databases) -> dict[str, object]:  # noqa: ANN001 - internal continuation
+    started = time.monotonic()
+    repo.ensure(reporter)
+    manifest = Manifest(run_id=run_id, instance=instance.name, app=instance.app, app_version=instance.app_version,
+                        schema_version=instance.schema_version, host=socket.gethostname(),
+                        safehold_version=__version__, started=now(), safety_point=safety_point,
+                        details=instance.details)
+    tags = [f"instance={instance.name}", f"run={run_id}"] + (["safety"] if safety_point else [])
+    reporter.step(f"{'safety point' if safety_point else 'backup'} {run_id} of {instance.name} "
+                  f"→ repository {repo.name}")
+    keys = profile.keys(instance, config.state_dir)
+    added = 0
+    with profile.quiesce(instance, instance_config, reporter) as window:
+        window["start"] = now().isoformat()
+        added += _store_databases(repo, instance, tags, manifest, reporter)
+        if not only_databases:
+            added += _store_files(repo, instance, tags, manifest, reporter)
+        window["end"] = now().isoformat()
+    manifest.quiesce = dict(window)
+    if keys:
+        payload = json.dumps({k: v.reveal() for k, v in keys.items()}).encode()
+        summary, _ = repo.backup_stream(KEYS_PATH, [*tags, "part=keys"], lambda out: out.write(payload),
+                                        reporter, "keys")
+        manifest.keys = sorted(keys)
+        manifest.keys_snapshot = summary.snapshot_id
+    manifest.finished = now()
+    summary, _ = repo.backup_stream(MANIFEST_PATH, [*tags, "part=manifest"],
+                                    lambda out: out.write(manifest.to_bytes()), reporter, "manifest")
+    reporter.step(f"recovery point {run_id} complete")
+    return {
+        "instance": instance.name,
+        "run_id": run_id,
+        "repository": repo.name,
+        "snapshot": summary.snapshot_id,
+        "databases": [{"name": d.name, "tables": len(d.tables), "bytes": d.bytes} for d in manifest.databases],
+        "files": sum(t.files for t in manifest.trees),
+        "bytes_added": added + summary.data_added,
+        "seconds": round(time.monotonic() - started, 2),
+        "warnings": manifest.warnings,
+        "safety_point": safety_point,
+    }
+
+
+def backup(config: Config, name: str | None, reporter: Reporter) -> list[dict[str, object]]:
+    """Back up one instance or all; a failed instance does not stop the others."""
+    from safehold.errors import SafeholdError
+
+    results: list[dict[str, object]] = []
+    for instance_name in config.select(name):
+        try:
+            results.append({"result": "ok", **backup_instance(config, instance_name, reporter)})
+        except SafeholdError as exc:
+            if name is not None:
+                raise
+            reporter.warn(f"{instance_name}: {exc.line()}")
+            results.append({"instance": instance_name, "result": "failed", "error": exc.line()})
+    return results
+

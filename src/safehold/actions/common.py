@@ -1,0 +1,110 @@
+"""What several actions need: open repositories, describe instances, find recovery points."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from safehold.apps import profile_for
+from safehold.config import Config, InstanceConfig
+from safehold.errors import RepositoryError, SafeholdError
+from safehold.models import Instance
+from safehold.repository.manifest import MANIFEST_PATH, Manifest
+from safehold.repository.restic import Repository
+from safehold.secrets import resolve, write_private
+
+
+def open_repository(config: Config, name: str) -> Repository:
+    """A configured repository with its secrets resolved."""
+    repo = config.repositories[name]
+    password = resolve(repo.password, f"repositories.{name}.password")
+    env = {key: resolve(ref, f"repositories.{name}.env.{key}") for key, ref in repo.env.items()}
+    return Repository(name=name, url=repo.url, password=password, env=env)
+
+
+def describe(config: Config, name: str) -> tuple[Instance, ModuleType, InstanceConfig]:
+    """The live instance as its profile sees it, the profile module and the instance config."""
+    instance_config = config.instance(name)
+    profile = profile_for(instance_config.app)
+    return profile.describe(name, instance_config), profile, instance_config
+
+
+@dataclass
+class Point:
+    """A complete recovery point: its manifest and the snapshot that holds the manifest."""
+
+    manifest: Manifest
+    snapshot: str
+    repository: str
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest.run_id
+
+
+def _cache_dir(config: Config, repo: Repository) -> Path:
+    return config.state_dir / "manifests" / repo.name
+
+
+def points(config: Config, repo: Repository, instance: str | None = None) -> list[Point]:
+    """Complete points in a repository (those whose manifest was written), newest first.
+
+    Manifests are immutable per snapshot id, so they are cached in the state directory.
+    """
+    tags = ["part=manifest"] + ([f"instance={instance}"] if instance else [])
+    cache = _cache_dir(config, repo)
+    result: list[Point] = []
+    for snap in repo.snapshots(tags):
+        cached = cache / f"{snap['id']}.json"
+        if cached.is_file():
+            data = cached.read_bytes()
+        else:
+            data = repo.cat_file(snap["id"], MANIFEST_PATH)
+            write_private(cached, data)
+        result.append(Point(Manifest.from_bytes(data, f"snapshot {snap['short_id']}"), snap["id"], repo.name))
+    result.sort(key=lambda p: p.manifest.started, reverse=True)
+    return result
+
+
+def find_point(config: Config, repo: Repository, instance: str, run: str) -> Point:
+    """`latest` or a run id (a unique prefix is enough) of an instance."""
+    available = points(config, repo, instance)
+    if not available:
+        raise RepositoryError(f"no recovery point of {instance} in repository {repo.name}",
+                              f"run `safehold backup {instance}` first")
+    if run == "latest":
+        normal = [p for p in available if not p.manifest.safety_point]
+        return (normal or available)[0]
+    matches = [p for p in available if p.run_id.startswith(run) or p.snapshot.startswith(run)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise SafeholdError(f"no point {run!r} of {instance} in repository {repo.name}",
+                            f"see `safehold list {instance}`")
+    raise SafeholdError(f"{run!r} matches {len(matches)} points", "give more characters of the run id")
+
+
+def tree_stats(root: Path, excludes: list[str]) -> tuple[int, int]:
+    """File count and bytes under a path (a single file counts as one)."""
+    import fnmatch
+    import os
+
+    if root.is_file() or root.is_symlink():
+        return 1, root.lstat().st_size
+    count = size = 0
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not any(fnmatch.fnmatch(os.path.join(folder, d), p) for p in excludes)]
+        for name in files:
+            path = os.path.join(folder, name)
+            if any(fnmatch.fnmatch(path, p) for p in excludes):
+                continue
+            count += 1
+            size += os.lstat(path).st_size
+    return count, size
+
+
+def dumps(result: object) -> str:
+    """JSON for --json output (datetimes and paths as strings)."""
+    return json.dumps(result, indent=2, default=str)

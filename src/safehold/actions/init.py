@@ -1,0 +1,61 @@
+"""`safehold init`: write a commented example configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safehold.errors import ConfigError
+
+TEMPLATE = '''# safehold configuration. Secrets are never written here: use "env:NAME" or "file:/path" (mode 0600).
+
+[settings]
+# state_dir = "/var/lib/safehold"      # run history, locks, escrowed keys (default shown for root)
+# lock_wait_seconds = 0                # 0: a second run of the same instance exits; N: waits N seconds
+
+[repositories.main]
+url = "{repo}"                         # local path, sftp:user@host:/path, s3:https://host/bucket/path
+password = "file:/etc/safehold/repo.pass"   # create with: umask 077; openssl rand -base64 32 > /etc/safehold/repo.pass
+# env = {{ AWS_ACCESS_KEY_ID = "env:AWS_ACCESS_KEY_ID", AWS_SECRET_ACCESS_KEY = "file:/etc/safehold/s3.secret" }}
+
+[instances.{name}]
+app = "{app}"                          # itflow | idoit | itop | generic
+{root_line}
+repositories = ["main"]                # the first gets every run; others receive copies
+# files = ["/srv/app/uploads"]         # extra file trees to keep
+# config_files = ["/etc/apache2", "/etc/php"]
+# exclude = ["*/cache/*"]
+retention = {{ last = 14 }}            # or {{ daily = 7, weekly = 4, monthly = 12, yearly = 2 }}
+# schedule = {{ week_days = ["monday","tuesday","wednesday","thursday","friday"], time = "23:30", timezone = "UTC" }}
+# quiesce = {{ stop = [["systemctl","stop","apache2"]], start = [["systemctl","start","apache2"]] }}
+{databases}'''
+
+GENERIC_DB = '''
+# [[instances.{name}.databases]]
+# engine = "mariadb"                   # mariadb | sqlite
+# host = "127.0.0.1"
+# port = 3306
+# user = "backup"
+# password = "env:APP_DB_PASSWORD"
+# names = ["app"]
+'''
+
+
+def write_example(path: Path, app: str, root: Path | None, repo: str | None, force: bool) -> dict[str, object]:
+    """Write the template for `app`; refuse to overwrite without `force`."""
+    if app not in ("itflow", "idoit", "itop", "generic"):
+        raise ConfigError(f"--app {app!r} is not known", "use itflow, idoit, itop or generic")
+    if app != "generic" and root is None:
+        raise ConfigError(f"--app {app} needs --root", f"e.g. safehold init --app {app} --root /var/www/{app}")
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists", "use --force to overwrite it, or --output another file")
+    name = app if app != "generic" else "myapp"
+    text = TEMPLATE.format(
+        repo=repo or "/var/backups/safehold",
+        name=name,
+        app=app,
+        root_line=f'root = "{root}"' if root else '# root = "/srv/app"',
+        databases=GENERIC_DB.format(name=name) if app == "generic" else
+        "# database credentials are read from the application's own config file\n",
+    )
+    path.write_text(text, encoding="utf-8")
+    return {"path": str(path), "app": app}

@@ -1,0 +1,39 @@
+"""`safehold list` and `safehold show`: recovery points and their manifests."""
+
+from __future__ import annotations
+
+from safehold.actions.common import find_point, open_repository, points
+from safehold.config import Config
+from safehold.errors import SafeholdError
+
+
+def list_points(config: Config, name: str | None) -> list[dict[str, object]]:
+    """Points of one instance or all, per repository, newest first."""
+    rows: list[dict[str, object]] = []
+    for instance_name, instance in config.select(name).items():
+        for repo_name in instance.repositories:
+            repo = open_repository(config, repo_name)
+            for point in points(config, repo, instance_name):
+                m = point.manifest
+                rows.append({
+                    "instance": instance_name, "repository": repo_name, "run_id": m.run_id,
+                    "started": m.started, "finished": m.finished,
+                    "seconds": (m.finished - m.started).total_seconds() if m.finished else None,
+                    "databases": len(m.databases), "files": sum(t.files for t in m.trees),
+                    "bytes": sum(d.bytes for d in m.databases) + sum(t.bytes for t in m.trees),
+                    "app_version": m.app_version, "safety_point": m.safety_point,
+                })
+    return rows
+
+
+def show_point(config: Config, run: str, name: str | None = None) -> dict[str, object]:
+    """The manifest of one point, searched in every repository of the instance(s)."""
+    for instance_name, instance in config.select(name).items():
+        for repo_name in instance.repositories:
+            repo = open_repository(config, repo_name)
+            try:
+                point = find_point(config, repo, instance_name, run)
+            except SafeholdError:
+                continue
+            return {"repository": repo_name, "snapshot": point.snapshot, **point.manifest.model_dump(mode="json")}
+    raise SafeholdError(f"no point {run!r} found", "see `safehold list` for run ids")

@@ -1,0 +1,63 @@
+"""`safehold prune`: apply each instance's retention in each of its repositories."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from safehold.actions.common import open_repository, points
+from safehold.config import Config
+from safehold.lock import instance_lock
+from safehold.output import Reporter
+from safehold.repository.manifest import new_run_id, now
+from safehold.repository.restic import snapshot_time
+from safehold.retention import keep
+
+# Leftovers of a run with no manifest are removed only once no run could still be writing them.
+ORPHAN_AGE = timedelta(hours=24)
+
+
+def _run_of(snapshot: dict[str, object]) -> str | None:
+    for tag in snapshot.get("tags") or []:
+        if isinstance(tag, str) and tag.startswith("run="):
+            return tag[4:]
+    return None
+
+
+def prune_instance(config: Config, name: str, reporter: Reporter, dry_run: bool = False) -> list[dict[str, object]]:
+    """Forget points the policy does not keep (and leftovers of failed runs), then free space."""
+    instance = config.instance(name)
+    results = []
+    with instance_lock(config.state_dir, name, new_run_id(), "prune", reporter, config.settings.lock_wait_seconds):
+        for repo_name in instance.repositories:
+            repo = open_repository(config, repo_name)
+            complete = points(config, repo, name)
+            kept = keep([(p.run_id, p.manifest.started) for p in complete], instance.retention)
+            drop_runs = {p.run_id for p in complete} - kept
+            complete_runs = {p.run_id for p in complete}
+            forget: list[str] = []
+            orphans: set[str] = set()
+            for snap in repo.snapshots([f"instance={name}"]):
+                run = _run_of(snap)
+                if run in drop_runs:
+                    forget.append(snap["id"])
+                elif run not in complete_runs and run is not None and now() - snapshot_time(snap) > ORPHAN_AGE:
+                    forget.append(snap["id"])
+                    orphans.add(run)
+            results.append({"repository": repo_name, "keep": sorted(kept, reverse=True),
+                            "remove": sorted(drop_runs, reverse=True), "incomplete_removed": sorted(orphans),
+                            "dry_run": dry_run})
+            if dry_run or not forget:
+                continue
+            reporter.step(f"{repo_name}: removing {len(drop_runs)} point(s) of {name}")
+            repo.forget(forget)
+            repo.prune()
+    return results
+
+
+def prune(config: Config, name: str | None, reporter: Reporter, dry_run: bool = False) -> list[dict[str, object]]:
+    """Prune one instance or all."""
+    results: list[dict[str, object]] = []
+    for instance_name in config.select(name):
+        for row in prune_instance(config, instance_name, reporter, dry_run):
+            results.append({"instance": instance_name, **row})
+    return results

@@ -1,0 +1,192 @@
+"""`safehold restore`: bring databases, files and config of a point back, safely.
+
+Databases are loaded only into empty databases; a non-empty target needs --force, and then a
+safety point of the current state is taken first. After loading, row counts are compared with
+the manifest and the comparison is part of the result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from safehold.actions.backup import backup_instance
+from safehold.actions.common import Point, describe, find_point, open_repository
+from safehold.config import Config
+from safehold.engines import engine_for
+from safehold.errors import ConfigError, RestoreRefused, SafeholdError
+from safehold.lock import instance_lock
+from safehold.models import Database, Instance
+from safehold.output import Reporter
+from safehold.repository.manifest import DatabaseEntry, Manifest
+
+PARTS = ("db", "files", "config")
+
+
+@dataclass
+class DatabaseStep:
+    entry: DatabaseEntry
+    database: Database
+    target: str
+    non_empty: bool
+
+
+@dataclass
+class Plan:
+    """What a restore will do; printed as-is by --dry-run."""
+
+    point: Point
+    databases: list[DatabaseStep] = field(default_factory=list)
+    includes: list[str] = field(default_factory=list)
+    files_target: Path = Path("/")
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "instance": self.point.manifest.instance,
+            "run_id": self.point.run_id,
+            "repository": self.point.repository,
+            "databases": [{"from": s.entry.name, "into": s.target, "engine": s.entry.engine,
+                           "tables": len(s.entry.tables), "target_has_data": s.non_empty}
+                          for s in self.databases],
+            "paths": self.includes,
+            "files_into": str(self.files_target),
+        }
+
+
+def parse_to_db(values: list[str], manifest: Manifest) -> dict[str, str]:
+    """`--to-db NAME` (single database) or `--to-db OLD=NEW` per database."""
+    mapping: dict[str, str] = {}
+    for value in values:
+        if "=" in value:
+            old, new = value.split("=", 1)
+            mapping[old] = new
+        elif len(manifest.databases) == 1:
+            mapping[manifest.databases[0].name] = value
+        else:
+            names = ", ".join(d.name for d in manifest.databases)
+            raise ConfigError(f"this point holds {len(manifest.databases)} databases ({names})",
+                              "use --to-db OLD=NEW for each one to rename")
+    unknown = set(mapping) - {d.name for d in manifest.databases}
+    if unknown:
+        raise ConfigError(f"--to-db names {sorted(unknown)}, not in this point", "see `safehold show RUN`")
+    return mapping
+
+
+def _live_database(instance: Instance, entry: DatabaseEntry) -> Database:
+    for db in instance.databases:
+        if db.key == entry.key or db.name == entry.name:
+            return db
+    if instance.databases and entry.engine == instance.databases[0].connection.engine:
+        # A database renamed since the point: reach it through the same server.
+        first = instance.databases[0]
+        return Database(first.connection, entry.name, table_prefix=entry.table_prefix)
+    raise ConfigError(f"point database {entry.name} ({entry.engine}) has no server in the current config",
+                      "add it to the instance's databases, then retry")
+
+
+def make_plan(config: Config, instance: Instance, point: Point, only: list[str], to_db: list[str],
+              files_to: Path | None) -> Plan:
+    """Work out what goes where, checking targets without changing anything."""
+    for part in only:
+        if part not in PARTS:
+            raise ConfigError(f"--only {part!r} is not a part", f"use one of {', '.join(PARTS)}")
+    parts = set(only or PARTS)
+    manifest = point.manifest
+    plan = Plan(point=point, files_target=files_to or Path("/"))
+    if "db" in parts:
+        mapping = parse_to_db(to_db, manifest)
+        for entry in manifest.databases:
+            live = _live_database(instance, entry)
+            target = mapping.get(entry.name, entry.name)
+            engine = engine_for(entry.engine)
+            step_db = Database(live.connection, target, table_prefix=entry.table_prefix, method=entry.method)
+            plan.databases.append(DatabaseStep(entry, step_db, target, not engine.is_empty(step_db, target)))
+    kinds = {"files"} if "files" in parts else set()
+    kinds |= {"config"} if "config" in parts else set()
+    plan.includes = [t.root for t in manifest.trees if t.kind in kinds]
+    return plan
+
+
+def compare(entry: DatabaseEntry, restored: dict[str, object]) -> list[dict[str, object]]:
+    """Per-table rows expected (manifest) versus found after restore."""
+    rows: list[dict[str, object]] = []
+    found = restored
+    for table in sorted(set(entry.tables) | set(found)):
+        expected = entry.tables[table].rows if table in entry.tables else None
+        actual = found.get(table)
+        rows.append({"database": entry.name, "table": table, "expected": expected, "restored": actual,
+                     "ok": expected == actual})
+    return rows
+
+
+def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: list[str] | None = None,
+            to_db: list[str] | None = None, files_to: Path | None = None, dry_run: bool = False,
+            force: bool = False, repository: str | None = None) -> dict[str, object]:
+    """Restore a point of instance `name`; returns the plan and, unless dry-run, the comparison."""
+    instance, profile, instance_config = describe(config, name)
+    repo_name = repository or instance_config.repositories[0]
+    if repo_name not in instance_config.repositories:
+        raise ConfigError(f"instance {name} does not use repository {repo_name}",
+                          f"use one of {instance_config.repositories}")
+    repo = open_repository(config, repo_name)
+    point = find_point(config, repo, name, run)
+    plan = make_plan(config, instance, point, only or [], to_db or [], files_to)
+    result: dict[str, object] = {"plan": plan.describe(), "dry_run": dry_run}
+    if dry_run:
+        return result
+    busy = [s.target for s in plan.databases if s.non_empty]
+    if busy and not force:
+        raise RestoreRefused(f"database(s) {', '.join(busy)} already hold data",
+                             "restore with --to-db NEWNAME, or add --force (a safety point is taken first)")
+    lock = instance_lock(config.state_dir, name, point.run_id, "restore", reporter,
+                         config.settings.lock_wait_seconds)
+    with lock:
+        started = time.monotonic()
+        phases: dict[str, float] = {}
+        if busy or (plan.includes and plan.files_target == Path("/")):
+            reporter.step("taking a safety point of the current state before overwriting it")
+            safety = backup_instance(config, name, reporter, safety_point=True, only_databases=not plan.includes)
+            result["safety_point"] = safety["run_id"]
+        comparison: list[dict[str, object]] = []
+        for step in plan.databases:
+            comparison += _restore_database(repo, step, reporter, phases)
+        if plan.includes:
+            t0 = time.monotonic()
+            plan.files_target.mkdir(parents=True, exist_ok=True)
+            repo.restore(point.manifest.files_snapshot or "", plan.files_target, plan.includes, reporter)
+            phases["files"] = round(time.monotonic() - t0, 3)
+            if plan.files_target == Path("/"):
+                profile.post_restore(instance, reporter)
+        mismatches = [row for row in comparison if not row["ok"]]
+        result.update(comparison=comparison, phases=phases, seconds=round(time.monotonic() - started, 2),
+                      ok=not mismatches)
+        if mismatches:
+            reporter.warn(f"{len(mismatches)} table(s) differ from the manifest: "
+                          + ", ".join(f"{r['database']}.{r['table']}" for r in mismatches[:5]))
+        else:
+            reporter.step("restore complete; every table's row count matches the manifest")
+    return result
+
+
+def _restore_database(repo, step: DatabaseStep, reporter: Reporter,  # noqa: ANN001 - Repository
+                      phases: dict[str, float]) -> list[dict[str, object]]:
+    engine = engine_for(step.entry.engine)
+    t0 = time.monotonic()
+    if step.non_empty:
+        reporter.step(f"emptying {step.target} (saved in the safety point)")
+        engine.drop(step.database, step.target)
+    engine.create(step.database, step.target)
+    reporter.step(f"loading {step.entry.name} into {step.target}")
+    try:
+        with repo.open_file(step.entry.snapshot, step.entry.path) as stream:
+            report = engine.restore(step.database, step.target, stream, reporter, step.entry.method)
+    except SafeholdError:
+        raise
+    except Exception as exc:  # the load failed half-way: say so, never leave it silent
+        raise SafeholdError(f"loading {step.entry.name} into {step.target} failed: {exc}",
+                            "the target is incomplete; fix the cause and restore again with --force") from exc
+    phases[f"database {step.target}"] = round(time.monotonic() - t0, 3)
+    phases.update({f"{step.target} {k}": v for k, v in report.phases.items()})
+    return compare(step.entry, {t: r.rows for t, r in report.tables.items()})
+

@@ -1,0 +1,44 @@
+"""The generic profile: everything is declared in the config (databases, files, config files)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from safehold.apps.common import base_instance, command_quiesce
+from safehold.config import InstanceConfig
+from safehold.models import Instance
+from safehold.output import Reporter
+from safehold.secrets import Secret
+
+
+def detect(root: Path) -> bool:
+    """Any folder can be a generic instance."""
+    return root.is_dir()
+
+
+def describe(name: str, config: InstanceConfig) -> Instance:
+    """The instance exactly as declared."""
+    return base_instance(name, config, "generic")
+
+
+@contextlib.contextmanager
+def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter) -> Iterator[dict[str, object]]:
+    """Configured stop/start commands, if any."""
+    with command_quiesce(config, reporter) as window:
+        yield window
+
+
+def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
+    """The generic profile escrows no application keys."""
+    return {}
+
+
+def post_restore(instance: Instance, reporter: Reporter) -> None:
+    """Nothing to do: restic restores owners, modes and mtimes."""
+
+
+def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str | None = None) -> list[str]:
+    """No keys, nothing to verify."""
+    return []

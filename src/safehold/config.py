@@ -1,0 +1,278 @@
+"""safehold.toml → validated models. Secrets stay references here; they are resolved at use."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from safehold.errors import ConfigError
+
+DEFAULT_PATHS = (Path("safehold.toml"), Path("/etc/safehold/safehold.toml"))
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+SECRET_PATTERN = r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$"
+WEEK_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class Model(BaseModel):
+    """Base for config sections: unknown keys are errors, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+SecretRef = str
+
+
+def _check_secret(value: str | None) -> str | None:
+    if value is not None and not re.match(SECRET_PATTERN, value):
+        raise ValueError('must be a secret reference "env:NAME" or "file:/path" (never the secret itself)')
+    return value
+
+
+class RepositoryConfig(Model):
+    """One restic repository: a local path or any restic URL (sftp:, s3:, rest:, rclone:)."""
+
+    url: str
+    password: SecretRef
+    env: dict[str, SecretRef] = Field(
+        default_factory=dict, description="extra environment for restic, e.g. AWS_ACCESS_KEY_ID"
+    )
+    known_hosts: str | None = Field(default=None, description="SSH known_hosts line(s) for sftp:")
+    ssh_key: str | None = Field(default=None, description="private key file for sftp:")
+
+    _secret_password = field_validator("password")(_check_secret)
+
+    @field_validator("env")
+    @classmethod
+    def _env_refs(cls, value: dict[str, str]) -> dict[str, str]:
+        for item in value.values():
+            _check_secret(item)
+        return value
+
+
+class DatabaseConfig(Model):
+    """A database the instance owns (generic profile) or an override for a profile's database."""
+
+    engine: Literal["mariadb", "postgres", "sqlite"]
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    socket: str | None = None
+    user: str | None = None
+    password: SecretRef | None = None
+    names: list[str] = Field(default_factory=list)
+    path: str | None = Field(default=None, description="SQLite database file")
+    method: Literal["auto", "parallel", "mariadb-dump"] = "auto"
+    table_prefix: str | None = None
+    workers: int | None = Field(default=None, ge=1, le=64)
+
+    _secret_password = field_validator("password")(_check_secret)
+
+    @model_validator(mode="after")
+    def _shape(self) -> DatabaseConfig:
+        if self.engine == "sqlite" and not self.path:
+            raise ValueError("an sqlite database needs path = \"/path/to/file.db\"")
+        if self.engine != "sqlite" and not self.names:
+            raise ValueError(f"a {self.engine} database needs names = [\"dbname\", ...]")
+        return self
+
+
+class ScheduleConfig(Model):
+    """When runs happen: iTop-style week_days + time, or a cron expression."""
+
+    enabled: bool = True
+    week_days: list[Literal[WEEK_DAYS]] = Field(default_factory=lambda: list(WEEK_DAYS[:5]))  # type: ignore[valid-type]
+    time: str = "23:30"
+    cron: str | None = None
+    timezone: str = "UTC"
+    drill: str | None = Field(default=None, description="cron expression for scheduled drills")
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        if not re.match(r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$", value):
+            raise ValueError("must be HH:MM (24h)")
+        return value
+
+
+class RetentionConfig(Model):
+    """How many points to keep: a plain count (`last`) and/or GFS buckets."""
+
+    last: int | None = Field(default=None, ge=1)
+    hourly: int | None = Field(default=None, ge=0)
+    daily: int | None = Field(default=None, ge=0)
+    weekly: int | None = Field(default=None, ge=0)
+    monthly: int | None = Field(default=None, ge=0)
+    yearly: int | None = Field(default=None, ge=0)
+
+
+class QuiesceConfig(Model):
+    """Commands that pause and resume the application around a snapshot (run without a shell)."""
+
+    stop: list[list[str]] = Field(default_factory=list)
+    start: list[list[str]] = Field(default_factory=list)
+    enabled: bool = True
+
+
+class InstanceConfig(Model):
+    """One protected application instance."""
+
+    app: Literal["itflow", "idoit", "itop", "generic"] = "generic"
+    root: str | None = None
+    repositories: list[str] = Field(min_length=1)
+    files: list[str] = Field(default_factory=list)
+    config_files: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    databases: list[DatabaseConfig] = Field(default_factory=list)
+    schedule: ScheduleConfig | None = None
+    retention: RetentionConfig = Field(default_factory=lambda: RetentionConfig(last=14))
+    quiesce: QuiesceConfig = Field(default_factory=QuiesceConfig)
+    owner: str | None = Field(default=None, description="user:group the app's files belong to")
+    drill_interval_hours: int = Field(default=8 * 24, ge=1)
+
+    @model_validator(mode="after")
+    def _shape(self) -> InstanceConfig:
+        if self.app == "generic":
+            if not (self.databases or self.files or self.config_files):
+                raise ValueError("a generic instance needs at least one of databases, files, config_files")
+        elif not self.root:
+            raise ValueError(f'app = "{self.app}" needs root = "/path/to/the/{self.app}/install"')
+        return self
+
+
+class NotifyConfig(Model):
+    """Where failures (and optionally successes) are announced."""
+
+    urls: list[SecretRef | str] = Field(default_factory=list, description="apprise URLs or secret refs to them")
+    on_success: bool = False
+
+
+class ExportConfig(Model):
+    """Encryption for portable exports (`.age`)."""
+
+    recipients: list[str] = Field(default_factory=list, description="age public keys (age1...)")
+    passphrase: SecretRef | None = None
+    identity: SecretRef | None = Field(default=None, description="age identity file for --from-file")
+
+    _secret_passphrase = field_validator("passphrase", "identity")(_check_secret)
+
+
+class WebConfig(Model):
+    """Admin console served by `safehold serve`."""
+
+    listen: str = "127.0.0.1:8750"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    proxy_auth_header: str | None = None
+
+
+class Settings(Model):
+    """Process-wide settings."""
+
+    state_dir: str | None = None
+    lock_wait_seconds: int = Field(default=0, ge=0, description="0: a second run exits; >0: waits this long")
+    metrics_textfile: str | None = None
+
+
+class Config(Model):
+    """The whole validated configuration file."""
+
+    settings: Settings = Field(default_factory=Settings)
+    repositories: dict[str, RepositoryConfig] = Field(default_factory=dict)
+    instances: dict[str, InstanceConfig] = Field(default_factory=dict)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        for name, instance in self.instances.items():
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"instance name {name!r} must match {NAME_PATTERN}")
+            for repo in instance.repositories:
+                if repo not in self.repositories:
+                    known = ", ".join(sorted(self.repositories)) or "none defined"
+                    raise ValueError(
+                        f"instances.{name}.repositories names {repo!r}, not a [repositories.*] ({known})"
+                    )
+        return self
+
+    @property
+    def state_dir(self) -> Path:
+        """Where run history, locks and escrowed keys live (0700)."""
+        if self.settings.state_dir:
+            return Path(self.settings.state_dir).expanduser()
+        if os.geteuid() == 0:
+            return Path("/var/lib/safehold")
+        return Path(os.environ.get("XDG_STATE_HOME", "~/.local/state")).expanduser() / "safehold"
+
+    def instance(self, name: str) -> InstanceConfig:
+        """The instance called `name`, or a ConfigError listing the known ones."""
+        if name not in self.instances:
+            known = ", ".join(sorted(self.instances)) or "none"
+            raise ConfigError(f"no instance {name!r} in {self.source}", f"known instances: {known}")
+        return self.instances[name]
+
+    def select(self, name: str | None) -> dict[str, InstanceConfig]:
+        """One named instance, or all of them when `name` is None."""
+        if name is None:
+            if not self.instances:
+                raise ConfigError(f"{self.source} defines no [instances.*]", "add one (see safehold init)")
+            return dict(self.instances)
+        return {name: self.instance(name)}
+
+
+def find_config(explicit: Path | None) -> Path:
+    """--config, then $SAFEHOLD_CONFIG, then ./safehold.toml, then /etc/safehold/safehold.toml."""
+    if explicit is not None:
+        candidates: tuple[Path, ...] = (explicit,)
+    elif os.environ.get("SAFEHOLD_CONFIG"):
+        candidates = (Path(os.environ["SAFEHOLD_CONFIG"]),)
+    else:
+        candidates = DEFAULT_PATHS
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ConfigError(
+        f"no config file found (looked at {', '.join(str(p) for p in candidates)})",
+        "run `safehold init` to write one, or `safehold demo` to try safehold without one",
+    )
+
+
+def _format_loc(loc: tuple[object, ...]) -> str:
+    return ".".join(str(part) for part in loc if not str(part).startswith("function-after"))
+
+
+def parse(text: str, source: Path) -> Config:
+    """Validate TOML text; errors name the file, the key path and what is allowed."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}", "fix the syntax at that line") from None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = _format_loc(first["loc"])
+        msg = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `safehold init` writes every allowed key)"
+        where = f"{source}: {loc}: " if loc else f"{source}: "
+        more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise ConfigError(f"{where}{msg}{more}", "fix the config file") from None
+    config.source = source
+    return config
+
+
+def load(explicit: Path | None = None) -> Config:
+    """Find, read and validate the config file."""
+    path = find_config(explicit)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", "check the path and its permissions") from None
+    return parse(text, path)

@@ -1,0 +1,29 @@
+"""Database engines. Every engine module exposes the same functions:
+
+- `suffix(db) -> str`: file name suffix of the stream `dump` will write (".sql", ".tar", ".sqlite").
+- `dump(db, out, progress) -> DatabaseReport`: write one consistent dump of `db` to the binary
+  stream `out` (never a full temporary copy on disk for server databases).
+- `restore(db, into, stream, progress, method) -> DatabaseReport`: load a dump (written by
+  `method`, as recorded in the manifest) read from `stream` into the
+  database named `into` (or file path, for SQLite), which must exist and be empty.
+- `inspect(db, name) -> DatabaseReport`: row counts (and checksums where cheap) of a live database.
+- `is_empty(db, name) -> bool`, `exists(db, name) -> bool`, `create(db, name)`, `drop(db, name)`.
+- `server_version(db) -> str`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from safehold.engines import mariadb, sqlite
+
+ENGINES: dict[str, ModuleType] = {"mariadb": mariadb, "sqlite": sqlite}
+
+
+def engine_for(engine: str) -> ModuleType:
+    """The engine module for a connection's engine name."""
+    from safehold.errors import ConfigError
+
+    if engine not in ENGINES:
+        raise ConfigError(f"database engine {engine!r} is not supported yet", f"use one of {sorted(ENGINES)}")
+    return ENGINES[engine]

@@ -1,0 +1,42 @@
+"""MariaDB/MySQL engine: the engine interface, dispatching to a dump method.
+
+Methods: `mariadb-dump` (single consistent SQL stream from the reference tool).
+"""
+
+from __future__ import annotations
+
+from typing import IO
+
+from safehold.engines.mariadb import client, dumptool
+from safehold.models import Database, DatabaseReport
+from safehold.output import Reporter
+
+METHODS = {"mariadb-dump": dumptool}
+
+
+def _method(db: Database):  # noqa: ANN202 - returns a method module
+    name = "mariadb-dump" if db.method in ("auto", "parallel") else db.method
+    return METHODS[name]
+
+
+def suffix(db: Database) -> str:
+    """File suffix of the stream `dump` writes for this database."""
+    return _method(db).SUFFIX
+
+
+def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
+    """Write one consistent dump of `db` to `out`."""
+    return _method(db).dump(db, out, progress)
+
+
+def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter, method: str) -> DatabaseReport:
+    """Load a dump written by `method` into the empty database `into`."""
+    return METHODS[method].restore(db, into, stream, progress)
+
+
+inspect = client.inspect
+is_empty = client.is_empty
+exists = client.exists
+create = client.create
+drop = client.drop
+server_version = client.server_version

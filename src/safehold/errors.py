@@ -1,0 +1,49 @@
+"""Errors a user can cause or fix, each with one line that says what happened and what to do."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+
+
+class SafeholdError(Exception):
+    """An error reported to the user as one line: what happened, then what to do."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def line(self) -> str:
+        """The single line shown to the user."""
+        return f"{self.message} — {self.hint}" if self.hint else self.message
+
+
+class ConfigError(SafeholdError):
+    """Bad or missing configuration (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class RepositoryError(SafeholdError):
+    """The restic repository is unreachable, locked, corrupt or the password is wrong."""
+
+
+class DatabaseError(SafeholdError):
+    """A database could not be read or written."""
+
+
+class RestoreRefused(SafeholdError):
+    """A restore would overwrite live data or mismatch versions; --force overrides."""
+
+    exit_code = EXIT_FAILED
+
+
+class PartialFailure(SafeholdError):
+    """Some instances or repository copies failed while others succeeded (exit 3)."""
+
+    exit_code = EXIT_PARTIAL

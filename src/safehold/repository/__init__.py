@@ -1,0 +1,1 @@
+"""Storage: the restic wrapper and the recovery-point manifest."""

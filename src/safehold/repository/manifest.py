@@ -1,0 +1,103 @@
+"""The recovery-point manifest (`safehold/manifest.json`): what a point holds and how to check it.
+
+Versioned (`format`), JSON, and never holds a secret: keys are listed by name only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from safehold.errors import RepositoryError
+
+FORMAT = 1
+MANIFEST_PATH = "/safehold/manifest.json"
+DB_DIR = "/safehold/db"
+KEYS_PATH = "/safehold/keys.json"
+
+
+class TableEntry(BaseModel):
+    rows: int
+    checksum: str | None = None
+
+
+class DatabaseEntry(BaseModel):
+    key: str
+    engine: str
+    name: str
+    method: str
+    path: str = Field(description="file inside the point holding the dump")
+    snapshot: str
+    server_version: str | None = None
+    bytes: int = 0
+    tables: dict[str, TableEntry] = Field(default_factory=dict)
+    objects: dict[str, int] = Field(default_factory=dict)
+    table_prefix: str | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class TreeEntry(BaseModel):
+    root: str
+    kind: str = "files"  # files | config
+    files: int = 0
+    bytes: int = 0
+
+
+class Manifest(BaseModel):
+    """Everything needed to know what a recovery point contains and to check a restore."""
+
+    format: int = FORMAT
+    run_id: str
+    instance: str
+    app: str
+    app_version: str | None = None
+    schema_version: str | None = None
+    host: str
+    safehold_version: str
+    started: datetime
+    finished: datetime | None = None
+    databases: list[DatabaseEntry] = Field(default_factory=list)
+    trees: list[TreeEntry] = Field(default_factory=list)
+    files_snapshot: str | None = None
+    keys: list[str] = Field(default_factory=list, description="names of escrowed keys, never values")
+    keys_snapshot: str | None = None
+    quiesce: dict[str, Any] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
+    safety_point: bool = False
+    warnings: list[str] = Field(default_factory=list)
+
+    def snapshot_ids(self) -> list[str]:
+        """Every restic snapshot this point is made of (the manifest's own excluded)."""
+        ids = [db.snapshot for db in self.databases]
+        ids += [s for s in (self.files_snapshot, self.keys_snapshot) if s]
+        return ids
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(indent=2).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str) -> Manifest:
+        """Parse a manifest; a damaged or foreign one gives a clear error."""
+        try:
+            manifest = cls.model_validate_json(data)
+        except ValidationError as exc:
+            raise RepositoryError(f"manifest of {where} is unreadable ({exc.errors()[0]['msg']})",
+                                  "the point is damaged: restore an older one and run `safehold verify`") from None
+        if manifest.format > FORMAT:
+            raise RepositoryError(f"manifest of {where} has format {manifest.format}, newer than this safehold",
+                                  "upgrade safehold to read it")
+        return manifest
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_run_id(when: datetime | None = None) -> str:
+    """Sortable, unique run id: UTC time plus a short random suffix."""
+    import secrets as _secrets
+
+    when = when or now()
+    return when.strftime("%Y%m%dT%H%M%SZ") + "-" + _secrets.token_hex(2)

@@ -1,0 +1,350 @@
+"""restic, the storage engine. Every restic call goes through this module.
+
+The password reaches restic only as RESTIC_PASSWORD_FILE (a 0600 file in a private folder that
+lives as long as the call); backend credentials go in the environment, never argv. Output is read
+with --json where restic offers it; errors are translated from restic's stderr into one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import re
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from safehold import runner
+from safehold.errors import RepositoryError
+from safehold.output import Reporter
+from safehold.secrets import Secret, secret_files
+
+T = TypeVar("T")
+TAG = "safehold"
+COPY_BUFFER = 1 << 20
+
+
+@functools.cache
+def restic_version() -> tuple[int, int, int]:
+    """The installed restic version; newer flags are used only when present."""
+    try:
+        out = runner.run(["restic", "version"], what="restic version").decode()
+    except runner.ProcessFailed:
+        raise RepositoryError(
+            "restic is not installed", "install it: apt-get install restic (0.14 or newer)"
+        ) from None
+    match = re.search(r"restic (\d+)\.(\d+)\.(\d+)", out)
+    if not match:
+        raise RepositoryError(f"cannot read restic's version from {out.strip()!r}", "reinstall restic")
+    return int(match[1]), int(match[2]), int(match[3])
+
+
+def explain(stderr: str, repo: str) -> RepositoryError:
+    """Turn restic's stderr into one line that says what happened and what to do."""
+    text = stderr.lower()
+    rules: list[tuple[str, str, str]] = [
+        ("wrong password", f"wrong password for repository {repo}", "check its password reference"),
+        ("no key found", f"wrong password for repository {repo}", "check its password reference"),
+        ("no space left on device", f"repository {repo}: disk full", "free space or move the repository"),
+        ("host key verification failed", f"repository {repo}: SSH host key does not match",
+         "verify the server's key, then update known_hosts for this repository"),
+        ("remote host identification has changed", f"repository {repo}: SSH host key changed",
+         "verify the server's key, then update known_hosts for this repository"),
+        ("permission denied (publickey", f"repository {repo}: SSH login refused",
+         "check the user and ssh_key of this repository"),
+        ("connection refused", f"repository {repo}: connection refused", "is the server up and the port right?"),
+        ("no route to host", f"repository {repo}: host unreachable", "check the network and the host name"),
+        ("could not resolve", f"repository {repo}: host name not found", "check the repository URL"),
+        ("no such host", f"repository {repo}: host name not found", "check the repository URL"),
+        ("invalidaccesskeyid", f"repository {repo}: S3 access key rejected", "check the access key reference"),
+        ("signaturedoesnotmatch", f"repository {repo}: S3 secret key rejected", "check the secret key reference"),
+        ("access denied", f"repository {repo}: access denied", "check the credentials and bucket policy"),
+        ("nosuchbucket", f"repository {repo}: bucket does not exist", "create the bucket or fix the URL"),
+        ("bucket does not exist", f"repository {repo}: bucket does not exist", "create the bucket or fix the URL"),
+        ("permission denied", f"repository {repo}: permission denied", "check who owns the repository path"),
+        ("read-only file system", f"repository {repo}: read-only file system", "use a writable location"),
+        ("repository is already locked", f"repository {repo} is locked by another run",
+         "wait for it, or run `safehold verify` to clear stale locks"),
+        ("unable to create lock", f"repository {repo} is locked by another run",
+         "wait for it, or run `safehold verify` to clear stale locks"),
+        ("does not exist", f"repository {repo} does not exist or is not reachable", "check the repository URL"),
+        ("unable to open config file", f"repository {repo} does not exist or is not reachable",
+         "check the repository URL"),
+        ("ciphertext verification failed", f"repository {repo} is corrupt (integrity check failed)",
+         "run `safehold verify --read-data`, then restore from another repository"),
+        ("timeout", f"repository {repo}: connection timed out", "check the network"),
+    ]
+    for needle, message, hint in rules:
+        if needle in text:
+            return RepositoryError(message, hint)
+    last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "no message")
+    return RepositoryError(f"repository {repo}: restic failed: {last[:300]}", "see the log above for details")
+
+
+def snapshot_time(snapshot: dict[str, Any]) -> datetime:
+    """A snapshot's time; restic writes nanoseconds, which datetime cannot parse."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", snapshot["time"]).replace("Z", "+00:00")
+    return datetime.fromisoformat(text)
+
+
+@dataclass
+class Summary:
+    """restic's closing summary of a backup."""
+
+    snapshot_id: str
+    data_added: int = 0
+    total_bytes: int = 0
+    files_new: int = 0
+    files_changed: int = 0
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class _CountingWriter:
+    """Wraps restic's stdin so the producer's bytes are counted for progress."""
+
+    def __init__(self, sink: IO[bytes], on_bytes: Callable[[int], None]) -> None:
+        self.sink = sink
+        self.count = 0
+        self.on_bytes = on_bytes
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.sink.write(data)
+        self.count += len(data)
+        self.on_bytes(self.count)
+        return len(data)
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+
+@dataclass
+class Repository:
+    """One restic repository as configured, with its secrets resolved."""
+
+    name: str
+    url: str
+    password: Secret
+    env: dict[str, Secret] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @property
+    def secrets(self) -> list[Secret]:
+        return [self.password, *self.env.values()]
+
+    @contextlib.contextmanager
+    def _environment(self) -> Iterator[dict[str, str]]:
+        with secret_files(password=self.password) as files:
+            env = {"RESTIC_REPOSITORY": self.url, "RESTIC_PASSWORD_FILE": str(files["password"])}
+            env.update({key: value.reveal() for key, value in self.env.items()})
+            yield env
+
+    def _argv(self, *args: str) -> list[str]:
+        return ["restic", *self.extra_args, *args]
+
+    def run(self, *args: str, input: bytes | None = None) -> bytes:
+        """Run one restic command to completion; translate failures."""
+        with self._environment() as env:
+            try:
+                return runner.run(self._argv(*args), what=f"restic {args[0]}", env=env, input=input,
+                                  secrets=self.secrets)
+            except runner.ProcessFailed as exc:
+                raise explain(exc.stderr, self.name) from None
+
+    def run_json(self, *args: str) -> Any:
+        """Run a restic command with --json and parse its output."""
+        out = self.run(*args, "--json")
+        return json.loads(out or b"null")
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def is_initialised(self) -> bool:
+        """True when a repository exists at the URL (and the password opens it)."""
+        try:
+            self.run("cat", "config")
+            return True
+        except RepositoryError as exc:
+            if "does not exist" in exc.message:
+                return False
+            raise
+
+    def ensure(self, reporter: Reporter) -> None:
+        """Open the repository, initialising it (with a clear message) on first use."""
+        if self.is_initialised():
+            return
+        reporter.step(f"repository {self.name} ({self.url}) is new: initialising it")
+        self.run("init")
+
+    def unlock_stale(self) -> None:
+        """Remove only locks restic can prove dead (same host, process gone, or too old)."""
+        self.run("unlock")
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _summary(self, lines: list[dict[str, Any]]) -> Summary:
+        for item in reversed(lines):
+            if item.get("message_type") == "summary":
+                return Summary(
+                    snapshot_id=item["snapshot_id"],
+                    data_added=int(item.get("data_added", 0)),
+                    total_bytes=int(item.get("total_bytes_processed", 0)),
+                    files_new=int(item.get("files_new", 0)),
+                    files_changed=int(item.get("files_changed", 0)),
+                    raw=item,
+                )
+        raise RepositoryError(f"repository {self.name}: restic reported no snapshot", "see the log for details")
+
+    def _read_json_lines(self, stream: IO[bytes], sink: list[dict[str, Any]],
+                         on_status: Callable[[dict[str, Any]], None] | None) -> threading.Thread:
+        def read() -> None:
+            for raw in stream:
+                try:
+                    item = json.loads(raw)
+                except ValueError:
+                    continue
+                if item.get("message_type") == "status":
+                    if on_status:
+                        on_status(item)
+                else:
+                    sink.append(item)
+
+        thread = threading.Thread(target=read, daemon=True)
+        thread.start()
+        return thread
+
+    def backup_stream(self, filename: str, tags: Sequence[str], producer: Callable[[IO[bytes]], T],
+                      reporter: Reporter, label: str) -> tuple[Summary, T]:
+        """Store what `producer` writes as one file in a new snapshot.
+
+        If the producer fails, restic is killed before it sees end-of-input, so no snapshot holding
+        a truncated stream is ever created.
+        """
+        args = ["backup", "--stdin", "--stdin-filename", filename, "--json",
+                "--host", socket.gethostname(), *self._tag_args(tags)]
+        lines: list[dict[str, Any]] = []
+        with self._environment() as env:
+            child = runner.start(self._argv(*args), what="restic backup", env=env, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, secrets=self.secrets)
+            reader = self._read_json_lines(child.stdout, lines, None)
+            writer = _CountingWriter(child.stdin, lambda n: reporter.advance(label, n))
+            try:
+                result = producer(writer)
+                child.stdin.close()
+            except BaseException as exc:
+                child.kill()
+                reader.join(timeout=5)
+                if isinstance(exc, BrokenPipeError | OSError) and child.popen.returncode:
+                    raise explain(child.stderr_text(), self.name) from None
+                raise
+            try:
+                child.wait()
+            except runner.ProcessFailed as exc:
+                raise explain(exc.stderr, self.name) from None
+            reader.join()
+        reporter.advance(label, writer.count, writer.count)
+        return self._summary(lines), result
+
+    def backup_paths(self, paths: Sequence[Path], tags: Sequence[str], excludes: Sequence[str],
+                     reporter: Reporter, label: str) -> Summary:
+        """Store file trees (owners, modes, mtimes, symlinks kept by restic) as one snapshot."""
+        args = ["backup", "--json", "--host", socket.gethostname(), *self._tag_args(tags)]
+        for pattern in excludes:
+            args += ["--exclude", pattern]
+        args += ["--", *[str(p) for p in paths]]
+        lines: list[dict[str, Any]] = []
+
+        def status(item: dict[str, Any]) -> None:
+            reporter.advance(label, int(item.get("bytes_done", 0)), int(item.get("total_bytes", 0)) or None)
+
+        with self._environment() as env:
+            child = runner.start(self._argv(*args), what="restic backup", env=env, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, secrets=self.secrets)
+            reader = self._read_json_lines(child.stdout, lines, status)
+            try:
+                child.wait()
+            except runner.ProcessFailed as exc:
+                raise explain(exc.stderr, self.name) from None
+            reader.join()
+        for item in lines:
+            if item.get("message_type") == "error":
+                reporter.warn(f"{label}: {item.get('error', {}).get('message', item)} ({item.get('item', '')})")
+        return self._summary(lines)
+
+    @staticmethod
+    def _tag_args(tags: Sequence[str]) -> list[str]:
+        return ["--tag", ",".join([TAG, *tags])]
+
+    # -- reading --------------------------------------------------------------------------
+
+    def snapshots(self, tags: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Snapshots carrying all `tags` (and the safehold tag), oldest first."""
+        return self.run_json("snapshots", "--tag", ",".join([TAG, *tags])) or []
+
+    def cat_file(self, snapshot_id: str, path: str) -> bytes:
+        """The whole content of one (small) file in a snapshot."""
+        return self.run("dump", snapshot_id, path)
+
+    @contextlib.contextmanager
+    def open_file(self, snapshot_id: str, path: str) -> Iterator[IO[bytes]]:
+        """Stream one file out of a snapshot; a failed read raises after the consumer is done."""
+        with self._environment() as env:
+            child = runner.start(self._argv("dump", snapshot_id, path), what="restic dump", env=env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, secrets=self.secrets)
+            try:
+                yield child.stdout
+            except BaseException:
+                child.kill()
+                raise
+            try:
+                child.stdout.read()
+                child.wait()
+            except runner.ProcessFailed as exc:
+                raise explain(exc.stderr, self.name) from None
+
+    def ls(self, snapshot_id: str) -> list[dict[str, Any]]:
+        """Every node of a snapshot (path, type, size, mode, uid, gid, mtime)."""
+        out = self.run("ls", "--json", snapshot_id)
+        nodes = []
+        for raw in out.splitlines():
+            item = json.loads(raw)
+            if item.get("struct_type") == "node":
+                nodes.append(item)
+        return nodes
+
+    def restore(self, snapshot_id: str, target: Path, includes: Sequence[str], reporter: Reporter) -> None:
+        """Restore paths of a snapshot under `target` ("/" puts them back where they were)."""
+        args = ["restore", snapshot_id, "--target", str(target)]
+        for path in includes:
+            args += ["--include", path]
+        reporter.step(f"restoring files from {self.name} into {target}")
+        self.run(*args)
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def forget(self, snapshot_ids: Sequence[str]) -> None:
+        """Drop snapshots (data is freed by prune)."""
+        if snapshot_ids:
+            self.run("forget", *snapshot_ids)
+
+    def prune(self) -> None:
+        """Free data no snapshot references; needs the exclusive lock, so clear stale ones first."""
+        self.unlock_stale()
+        self.run("prune")
+
+    def check(self, read_data: bool = False) -> str:
+        """restic's own integrity check; returns its output."""
+        self.unlock_stale()
+        args = ["check", *(["--read-data"] if read_data else [])]
+        return self.run(*args).decode(errors="replace")
+
+    def raw_size(self) -> int:
+        """Bytes the repository stores (after dedup and compression)."""
+        stats = self.run_json("stats", "--mode", "raw-data")
+        return int(stats.get("total_size", 0))

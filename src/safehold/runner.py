@@ -1,0 +1,170 @@
+"""The one place that starts child processes (restic, mariadb-dump, mariadb, pg_dump…).
+
+It keeps secrets out of argv (callers pass them as files or environment), drains stderr in the
+background so a chatty child never blocks, scrubs known secret values out of what it keeps, and
+turns a non-zero exit into a ProcessFailed that callers translate into a user-facing error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+from safehold.secrets import Secret
+
+log = logging.getLogger(__name__)
+
+STDERR_TAIL_LINES = 40
+
+
+class ProcessFailed(Exception):
+    """A child exited non-zero; `stderr` is scrubbed of secrets."""
+
+    def __init__(self, what: str, returncode: int, stderr: str) -> None:
+        super().__init__(f"{what} exited with {returncode}: {stderr.strip()[-500:]}")
+        self.what = what
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+def scrub(text: str, secrets: Iterable[Secret]) -> str:
+    """Replace every secret value found in `text` with ***."""
+    for secret in secrets:
+        value = secret.reveal()
+        if value:
+            text = text.replace(value, "***")
+    return text
+
+
+@dataclass
+class Child:
+    """A running child process with its stderr collected in the background."""
+
+    what: str
+    popen: subprocess.Popen[bytes]
+    secrets: Sequence[Secret] = ()
+    _tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
+    _drain: threading.Thread | None = None
+    on_stderr_line: object = None
+
+    def start_drain(self) -> None:
+        if self.popen.stderr is None:
+            return
+
+        def drain() -> None:
+            assert self.popen.stderr is not None
+            for raw in self.popen.stderr:
+                line = scrub(raw.decode("utf-8", "replace").rstrip("\n"), self.secrets)
+                self._tail.append(line)
+                if callable(self.on_stderr_line):
+                    self.on_stderr_line(line)
+
+        self._drain = threading.Thread(target=drain, daemon=True)
+        self._drain.start()
+
+    @property
+    def stdin(self) -> IO[bytes]:
+        assert self.popen.stdin is not None
+        return self.popen.stdin
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        assert self.popen.stdout is not None
+        return self.popen.stdout
+
+    def stderr_text(self) -> str:
+        """The last lines the child wrote to stderr, secrets scrubbed."""
+        if self._drain is not None:
+            self._drain.join(timeout=5)
+        return "\n".join(self._tail)
+
+    def wait(self, check: bool = True) -> int:
+        """Wait for exit; raise ProcessFailed on a non-zero code when `check`."""
+        code = self.popen.wait()
+        if self.popen.stdin and not self.popen.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.popen.stdin.close()
+        if check and code != 0:
+            raise ProcessFailed(self.what, code, self.stderr_text())
+        return code
+
+    def kill(self) -> None:
+        """Stop the child (used when the producer or consumer on the other side failed)."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait()
+
+
+def start(
+    argv: Sequence[str],
+    *,
+    what: str | None = None,
+    env: dict[str, str] | None = None,
+    stdin: int | IO[bytes] | None = None,
+    stdout: int | IO[bytes] | None = None,
+    secrets: Sequence[Secret] = (),
+    cwd: str | None = None,
+    on_stderr_line: object = None,
+) -> Child:
+    """Start a child; `env` is added to a copy of os.environ. Secrets must never be in argv."""
+    for secret in secrets:
+        value = secret.reveal()
+        assert not any(value and value in arg for arg in argv), "secret in argv"
+    full_env = {**os.environ, **(env or {})}
+    log.debug("start %s", " ".join(argv))
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            cwd=cwd,
+        )
+    except FileNotFoundError:
+        raise ProcessFailed(what or argv[0], 127, f"{argv[0]}: command not found") from None
+    child = Child(what or os.path.basename(argv[0]), popen, secrets, on_stderr_line=on_stderr_line)
+    child.start_drain()
+    return child
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    what: str | None = None,
+    env: dict[str, str] | None = None,
+    input: bytes | None = None,
+    secrets: Sequence[Secret] = (),
+    cwd: str | None = None,
+    check: bool = True,
+) -> bytes:
+    """Run a child to completion and return its stdout."""
+    child = start(
+        argv,
+        what=what,
+        env=env,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        secrets=secrets,
+        cwd=cwd,
+    )
+    if input is not None:
+
+        def feed() -> None:
+            try:
+                child.stdin.write(input)
+                child.stdin.close()
+            except BrokenPipeError:
+                pass
+
+        threading.Thread(target=feed, daemon=True).start()
+    out = child.stdout.read()
+    child.wait(check=check)
+    return out

@@ -1,0 +1,96 @@
+"""Secret references (`env:NAME`, `file:PATH`) and the value type that never prints itself."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from safehold.errors import ConfigError
+
+
+class Secret:
+    """A secret value: masked in repr/str so it cannot leak into logs or exceptions."""
+
+    __slots__ = ("_value", "reference")
+
+    def __init__(self, value: str, reference: str = "") -> None:
+        self._value = value
+        self.reference = reference
+
+    def reveal(self) -> str:
+        """The clear value; call only where it is handed to a file or a library, never to output."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.reference or '***'})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def check_private_file(path: Path, what: str) -> None:
+    """Refuse a secret file that others can read or write."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{what}: secret file {path} does not exist", "create it with mode 0600 or fix the path"
+        ) from None
+    except PermissionError:
+        raise ConfigError(f"{what}: secret file {path} is not readable", "check its owner") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{what}: secret file {path} is readable by others (mode {stat.S_IMODE(mode):04o})",
+            f"run: chmod 600 {path}",
+        )
+
+
+def resolve(reference: str, what: str) -> Secret:
+    """Turn `env:NAME` or `file:PATH` into a Secret; `what` names the config key for errors."""
+    if reference.startswith("env:"):
+        name = reference[4:]
+        if name not in os.environ:
+            raise ConfigError(f"{what}: environment variable {name} is not set", f"export {name}=...")
+        return Secret(os.environ[name], reference)
+    if reference.startswith("file:"):
+        path = Path(reference[5:]).expanduser()
+        check_private_file(path, what)
+        value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        if not value:
+            raise ConfigError(f"{what}: secret file {path} is empty", "write the secret into it")
+        return Secret(value, reference)
+    raise ConfigError(
+        f"{what}: secrets must be references, not values",
+        'use "env:NAME" or "file:/path/to/0600-file"',
+    )
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write a file that only its owner can read (0600), created with that mode from the start."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    raw = data.encode() if isinstance(data, str) else data
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(raw)
+    os.chmod(path, 0o600)
+
+
+@contextlib.contextmanager
+def secret_files(**secrets: Secret) -> Iterator[dict[str, Path]]:
+    """Materialise secrets as 0600 files in a private 0700 folder for a child process's lifetime."""
+    with tempfile.TemporaryDirectory(prefix="safehold-secret-") as folder:
+        os.chmod(folder, 0o700)
+        paths: dict[str, Path] = {}
+        for name, secret in secrets.items():
+            paths[name] = Path(folder) / name
+            write_private(paths[name], secret.reveal() + "\n")
+        yield paths
