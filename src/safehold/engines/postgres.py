@@ -9,16 +9,14 @@ the dump; under concurrent writes they can differ slightly, which the manifest n
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import IO
 
 from safehold import runner
 from safehold.errors import DatabaseError
 from safehold.models import Database, DatabaseReport, TableReport, default_port
 from safehold.output import Reporter
-from safehold.secrets import Secret, write_private
+from safehold.secrets import Secret, secret_text_file
 
 SUFFIX = ".pgdump"
 METHOD = "pg_dump"
@@ -42,13 +40,12 @@ def _environment(db: Database, name: str) -> Iterator[dict[str, str]]:
     conn = db.connection
     env = {"PGHOST": conn.socket or conn.host, "PGPORT": str(conn.port or default_port("postgres")),
            "PGUSER": conn.user or "postgres", "PGDATABASE": name, "PGCONNECT_TIMEOUT": "10"}
-    with tempfile.TemporaryDirectory(prefix="safehold-pg-") as folder:
-        if conn.password is not None:
-            passfile = Path(folder) / "pgpass"
-            escaped = conn.password.reveal().replace("\\", "\\\\").replace(":", "\\:")
-            write_private(passfile, f"*:*:*:*:{escaped}\n")
-            env["PGPASSFILE"] = str(passfile)
+    if conn.password is None:
         yield env
+        return
+    escaped = conn.password.reveal().replace("\\", "\\\\").replace(":", "\\:")
+    with secret_text_file("pgpass", f"*:*:*:*:{escaped}") as passfile:
+        yield {**env, "PGPASSFILE": str(passfile)}
 
 
 def _secrets(db: Database) -> list[Secret]:
