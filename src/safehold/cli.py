@@ -232,6 +232,31 @@ def prune(instance: InstanceArg = None,
     _run(json_out, lambda r: do_prune(_load(config), instance, r, dry_run), render)
 
 
+@app.command()
+def drill(instance: InstanceArg = None,
+          run: Annotated[str | None, typer.Option("--run", help="run id to drill (default: the newest point)")] = None,
+          config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Test-restore a point into scratch space, compare it with its manifest, measure RTO/RPO."""
+    from safehold.actions.drill import drill as do_drill
+
+    def render(results: list[dict[str, Any]]) -> None:
+        for res in results:
+            _table(f"drill {res['instance']} point {res['run_id'] or '-'}", ["check", "result", "detail"],
+                   [[c["check"], "ok" if c["ok"] else "FAILED", c["detail"]] for c in res["checks"]])
+            for problem in res["problems"]:
+                out.print(f"[red]problem:[/] {problem}")
+            phases = ", ".join(f"{k} {v:.2f} s" for k, v in res["phases"].items()) or "-"
+            rpo = f"{res['rpo_seconds'] / 3600:.1f} h" if res.get("rpo_seconds") is not None else "-"
+            verdict = "[green]drill passed[/]" if res["ok"] else "[red]drill FAILED[/]"
+            out.print(f"{verdict} {res['instance']}: RTO {res['rto_seconds']:.2f} s ({phases}); point age (RPO) {rpo}")
+
+    def code(results: list[dict[str, Any]]) -> int:
+        failed = [r for r in results if not r["ok"]]
+        return 0 if not failed else EXIT_FAILED if len(failed) == len(results) else EXIT_PARTIAL
+
+    _run(json_out, lambda r: do_drill(_load(config), instance, r, run), render, code)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -15,7 +15,7 @@ import time
 from typing import IO
 
 from safehold import __version__
-from safehold.actions.common import describe, open_repository, tree_stats
+from safehold.actions.common import describe, open_repository, sample_hashes, tree_stats
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.lock import instance_lock
@@ -77,8 +77,10 @@ def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest
     summary = repo.backup_paths([p for p, _ in present], [*tags, "part=files"], instance.exclude, reporter, "files")
     manifest.files_snapshot = summary.snapshot_id
     for path, kind in present:
-        count, size = tree_stats(path.resolve() if kind == "files" else path, instance.exclude)
-        manifest.trees.append(TreeEntry(root=str(path), kind=kind, files=count, bytes=size))
+        counted = path.resolve() if kind == "files" else path
+        count, size = tree_stats(counted, instance.exclude)
+        manifest.trees.append(TreeEntry(root=str(path), kind=kind, files=count, bytes=size,
+                                        samples=sample_hashes(counted, instance.exclude)))
     return summary.data_added
 
 

@@ -30,7 +30,7 @@ def explain(exc: Exception, conn: Connection, database: str | None = None) -> Da
     """Translate a MySQLdb error into one line without credentials."""
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
     where = conn.describe()
-    if code in (1044, 1045, 1698):
+    if code in (1045, 1698):
         return DatabaseError(f"cannot log in to {where}: access denied", "check the database user and password")
     if code in (2002, 2003, 2005, 2006, 2013):
         return DatabaseError(f"database server {where} is unreachable", "is MariaDB running and the host/port right?")
@@ -164,6 +164,14 @@ def drop(db: Database, name: str) -> None:
         )
         for (view,) in cur.fetchall():
             cur.execute(f"DROP VIEW IF EXISTS {quote(name)}.{quote(view)}")
+
+
+def names(db: Database, prefix: str) -> list[str]:
+    """Databases on the server (that the user can see) whose name starts with `prefix`."""
+    pattern = prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
+    with cursor(db.connection) as cur:
+        cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s", (pattern,))
+        return sorted(row[0].decode() if isinstance(row[0], bytes) else row[0] for row in cur.fetchall())
 
 
 def server_version(db: Database) -> str:
