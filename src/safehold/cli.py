@@ -257,6 +257,32 @@ def drill(instance: InstanceArg = None,
     _run(json_out, lambda r: do_drill(_load(config), instance, r, run), render, code)
 
 
+@app.command()
+def report(instance: InstanceArg = None,
+           html: Annotated[Path | None, typer.Option("--html", help="write the printable HTML page here")] = None,
+           days: Annotated[int, typer.Option(help="period the report covers, in days", min=1)] = 30,
+           config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Recovery report: points kept, last backup, last drill (RTO/RPO), failures, history chart."""
+    from safehold.actions.report import report as do_report
+
+    def render(data: dict[str, Any]) -> None:
+        for inst in data["instances"]:
+            drill_res = inst["last_drill"]
+            last = inst["last_backup"]
+            out.print(f"[bold]{inst['name']}[/] ({inst['app']}): "
+                      + ", ".join(f"{r['name']} {r['points'] if r['error'] is None else 'unreachable'} point(s)"
+                                  for r in inst["repositories"]))
+            out.print(f"  last backup: {last['run_id'] + ' ' + str(last['started'])[:16] if last else 'none'}")
+            out.print("  last drill: " + ("none" if not drill_res else
+                      f"{'passed' if drill_res['ok'] else 'FAILED'}, RTO {drill_res['rto_seconds']:.1f} s"))
+            for failure in inst["failures"]:
+                out.print(f"  [red]{failure['what']}[/] {str(failure['when'])[:16]}: {failure['message']}")
+        if data.get("html"):
+            out.print(f"wrote {data['html']}")
+
+    _run(json_out, lambda r: do_report(_load(config), instance, html, days), render)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
