@@ -22,8 +22,11 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -217,7 +220,7 @@ def _drill_database(repo: Repository, step: DatabaseStep, scratch: Scratch, outc
     except SafeholdError as exc:
         outcome.check(name, [exc.message], "")
         return
-    indexes = report.phases.get("indexes", 0.0)
+    indexes = sum(v for k, v in report.phases.items() if "index" in k)
     outcome.add_phase("database load", phases[f"database {step.target}"] - indexes)
     outcome.add_phase("indexes", indexes)
     outcome.detail.update({f"{step.entry.name} {k}": v for k, v in report.phases.items()})
@@ -327,6 +330,23 @@ def _run_drill(config: Config, repo: Repository, instance: Instance, profile: Mo
         outcome.problems += scratch.remove(reporter)
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM (service stop, timeout) into an error, so the scratch space is removed on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SafeholdError("drill stopped by SIGTERM", "run it again")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def drill_instance(config: Config, name: str, reporter: Reporter, run: str | None = None) -> dict[str, object]:
     """Drill one instance (newest point, or `run`); the result is recorded and returned, pass or fail."""
     instance, profile, instance_config = describe(config, name)
@@ -336,7 +356,7 @@ def drill_instance(config: Config, name: str, reporter: Reporter, run: str | Non
     outcome = Outcome()
     # Its own lock: backups go on during a drill, but two drills of one instance would clean each other up.
     with instance_lock(config.state_dir, f"{name}@drill", started.isoformat(), "drill", reporter,
-                       config.settings.lock_wait_seconds):
+                       config.settings.lock_wait_seconds), _stop_on_sigterm():
         result["leftovers_removed"] = clean_leftovers(instance, reporter)
         try:
             _run_drill(config, repo, instance, profile, run or "latest", result, outcome, reporter)
