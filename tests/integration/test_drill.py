@@ -68,7 +68,7 @@ def _make_live(root: Path) -> tuple[str, Path]:
 
 
 def write_config(root: Path, instance: str, repo: dict[str, str], db: str, lite: Path,
-                 user: str = "root", password: str | None = None) -> Path:
+                 user: str = "root", password: str | None = None, scratch_server: str = "") -> Path:
     """A generic instance: MariaDB database, SQLite database, uploads tree and a config file."""
     auth = f'user = "{user}"\n' + (f'password = "{password}"\n' if password else "")
     text = f'''[settings]
@@ -83,6 +83,7 @@ app = "generic"
 repositories = ["main"]
 files = ["{root / 'app' / 'uploads'}"]
 config_files = ["{root / 'app' / 'config.php'}"]
+{scratch_server}
 
 [[instances.{instance}.databases]]
 engine = "mariadb"
@@ -94,7 +95,7 @@ port = {MARIADB['port']}
 engine = "sqlite"
 path = "{lite}"
 '''
-    path = root / f"safehold-{user}.toml"
+    path = root / f"safehold-{user}{'-scratch' if scratch_server else ''}.toml"
     path.write_text(text)
     return path
 
@@ -269,11 +270,16 @@ def test_scratch_database_without_privilege_is_named(env: Env, drill: Callable[.
     try:
         limited = write_config(env.root, env.instance, env.repo_info, env.db, env.lite, user, "env:T_DRILL_PW")
         result = drill(env.run_id, limited)
+        # The same instance with a scratch server where drills may create databases passes.
+        elsewhere = write_config(env.root, env.instance, env.repo_info, env.db, env.lite, user, "env:T_DRILL_PW",
+                                 'drill_server = { host = "127.0.0.1", port = 3306, user = "root" }')
+        passed = drill(env.run_id, elsewhere)
     finally:
         sql([f"DROP USER IF EXISTS '{user}'@'{h}'" for h in hosts])
     assert len(result["problems"]) == 1
     assert result["problems"][0].startswith(f"cannot create scratch database safehold_drill_{env.instance}_")
     assert result["problems"][0].endswith(": access denied")
+    assert passed["ok"], passed["problems"]
     # The other parts were still drilled.
     assert {c["check"] for c in result["checks"] if c["ok"]} >= {f"database {env.lite} tables",
                                                                 f"files {env.root / 'app' / 'uploads'}"}

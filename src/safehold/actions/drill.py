@@ -39,15 +39,15 @@ from safehold.actions.common import (
     tree_stats,
 )
 from safehold.actions.restore import DatabaseStep, Plan, compare, load_database, make_plan
-from safehold.config import Config
+from safehold.config import Config, InstanceConfig
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, SafeholdError
 from safehold.lock import instance_lock
-from safehold.models import Database, DatabaseReport, Instance
+from safehold.models import Connection, Database, DatabaseReport, Instance
 from safehold.output import Reporter
 from safehold.repository.manifest import KEYS_PATH, DatabaseEntry, TreeEntry, now
 from safehold.repository.restic import Repository
-from safehold.secrets import Secret
+from safehold.secrets import Secret, resolve
 
 PREFIX = "safehold_drill_"
 DRILLS_FILE = "drills.jsonl"
@@ -81,7 +81,7 @@ def _scratch_root() -> Path:
     return Path(tempfile.gettempdir())
 
 
-def clean_leftovers(instance: Instance, reporter: Reporter) -> list[str]:
+def clean_leftovers(instance: Instance, server: Connection | None, reporter: Reporter) -> list[str]:
     """Remove scratch databases and folders an earlier (killed) drill of this instance left behind."""
     removed: list[str] = []
     for folder in _scratch_root().glob(f"{PREFIX}{_instance_tag(instance.name)}_*"):
@@ -89,7 +89,8 @@ def clean_leftovers(instance: Instance, reporter: Reporter) -> list[str]:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(str(folder))
     seen: set[object] = set()
-    for db in instance.databases:
+    servers = [Database(server, "")] if server is not None else []
+    for db in [*instance.databases, *servers]:
         if db.connection in seen:
             continue
         seen.add(db.connection)
@@ -308,8 +309,27 @@ def _drill_app(repo: Repository, point: Point, instance: Instance, profile: Modu
 
 # -- the drill ----------------------------------------------------------------------------------
 
+def scratch_server(name: str, instance_config: InstanceConfig) -> Connection | None:
+    """The configured server for scratch databases, if any (secrets resolved)."""
+    server = instance_config.drill_server
+    if server is None:
+        return None
+    password = resolve(server.password, f"instances.{name}.drill_server.password") if server.password else None
+    return Connection(engine=server.engine, host=server.host, port=server.port, socket=server.socket,
+                      user=server.user, password=password)
+
+
+def _on_server(step: DatabaseStep, server: Connection) -> DatabaseStep:
+    """A plan step moved to the scratch server (SQLite files stay in the scratch folder)."""
+    if step.entry.engine != server.engine:
+        return step
+    database = dataclasses.replace(step.database, connection=server)
+    return dataclasses.replace(step, database=database,
+                               non_empty=not engine_for(server.engine).is_empty(database, step.target))
+
+
 def _run_drill(config: Config, repo: Repository, instance: Instance, profile: ModuleType, run: str,
-               result: dict[str, object], outcome: Outcome, reporter: Reporter) -> None:
+               server: Connection | None, result: dict[str, object], outcome: Outcome, reporter: Reporter) -> None:
     point = find_point(config, repo, instance.name, run)
     manifest = point.manifest
     result.update(run_id=point.run_id, point_started=manifest.started,
@@ -320,6 +340,8 @@ def _run_drill(config: Config, repo: Repository, instance: Instance, profile: Mo
     try:
         targets = {entry.name: scratch.target(entry, i) for i, entry in enumerate(manifest.databases)}
         plan = make_plan(config, instance, point, [], [], scratch.folder / "files", targets=targets)
+        if server is not None:
+            plan.databases = [_on_server(step, server) for step in plan.databases]
         result["scratch"] = {"databases": [s.target for s in plan.databases], "folder": str(scratch.folder)}
         reporter.step(f"drill of point {point.run_id} of {instance.name} into scratch space {scratch.stem}")
         for step in plan.databases:
@@ -351,15 +373,16 @@ def drill_instance(config: Config, name: str, reporter: Reporter, run: str | Non
     """Drill one instance (newest point, or `run`); the result is recorded and returned, pass or fail."""
     instance, profile, instance_config = describe(config, name)
     repo = open_repository(config, instance_config.repositories[0])
+    server = scratch_server(name, instance_config)
     started = now()
     result: dict[str, object] = {"instance": name, "repository": repo.name, "run_id": None, "started": started}
     outcome = Outcome()
     # Its own lock: backups go on during a drill, but two drills of one instance would clean each other up.
     with instance_lock(config.state_dir, f"{name}@drill", started.isoformat(), "drill", reporter,
                        config.settings.lock_wait_seconds), _stop_on_sigterm():
-        result["leftovers_removed"] = clean_leftovers(instance, reporter)
+        result["leftovers_removed"] = clean_leftovers(instance, server, reporter)
         try:
-            _run_drill(config, repo, instance, profile, run or "latest", result, outcome, reporter)
+            _run_drill(config, repo, instance, profile, run or "latest", server, result, outcome, reporter)
         except SafeholdError as exc:
             outcome.problems.append(exc.message)
     result.update(finished=now(), ok=not outcome.problems, problems=outcome.problems, checks=outcome.checks,
