@@ -216,7 +216,7 @@ def _drill_database(repo: Repository, step: DatabaseStep, scratch: Scratch, outc
                                 "create triggers/routines without the database name, then back up again")
         phases: dict[str, float] = {}
         with dump.open("rb") as stream:
-            report = load_database(dataclasses.replace(step, non_empty=False), stream, reporter, phases)
+            report = load_database(step, stream, reporter, phases)
         dump.unlink()
     except SafeholdError as exc:
         outcome.check(name, [exc.message], "")
