@@ -34,7 +34,7 @@ from safehold.apps import generic
 from safehold.output import Silent
 from safehold.repository.manifest import MANIFEST_PATH, Manifest, new_run_id, now
 from safehold.secrets import Secret
-from tests.conftest import MARIADB, SRC, private_file, run_cli, sql
+from tests.conftest import MARIADB, SRC, need, private_file, run_cli, sql
 
 UPLOADS = {"a/b.txt": b"invoice 1\n", "a/c.pdf": b"%PDF" + bytes(range(256)) * 40, "d.png": b"\x89PNG" * 999,
            "e/f/g.txt": b"deep\n", "h.txt": b""}
@@ -421,3 +421,41 @@ def test_sigterm_cleans_up_and_sigkill_leftovers_go_next_time(env: Env,
     assert len(left) == 2  # a SIGKILLed drill cannot clean up its database and folder ...
     result = drill(env.run_id)  # ... so the next one does
     assert result["ok"] and sorted(result["leftovers_removed"]) == sorted(left)
+
+
+def test_postgres_point_drills_and_leaves_nothing(tmp_path: Path, repo: dict[str, str]) -> None:
+    ready = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"], check=False).returncode == 0
+    need(ready, "PostgreSQL on 127.0.0.1:5432 is not running")
+
+    def psql(database: str, query: str) -> str:
+        return subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-X", "-At", "-v", "ON_ERROR_STOP=1",
+                               "-d", database, "-c", query], check=True, capture_output=True, text=True).stdout
+
+    name, instance = f"t_drill_pg_{secrets.token_hex(3)}", f"pg{secrets.token_hex(3)}"
+    psql("postgres", f"CREATE DATABASE {name}")
+    try:
+        psql(name, "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT 'x' FROM"
+                   " generate_series(1, 42); CREATE VIEW v AS SELECT * FROM t")
+        config = tmp_path / "safehold.toml"
+        config.write_text(f'''[settings]
+state_dir = "{tmp_path / 'state'}"
+[repositories.main]
+url = "{repo['url']}"
+password = "file:{repo['password_file']}"
+[instances.{instance}]
+repositories = ["main"]
+[[instances.{instance}.databases]]
+engine = "postgres"
+host = "127.0.0.1"
+user = "postgres"
+names = ["{name}"]
+''')
+        assert run_cli("backup", instance, config=config).returncode == 0
+        res = run_cli("drill", instance, "--json", config=config, env={"TMPDIR": str(tmp_path)})
+        assert res.returncode == 0, res.stdout + res.stderr
+        checks = {c["check"]: c["detail"] for c in json.loads(res.stdout)[0]["checks"]}
+        assert checks[f"database {name} tables"].startswith("1 tables, 42 rows match")
+        assert psql("postgres", f"SELECT datname FROM pg_database WHERE datname LIKE 'safehold_drill_{instance}%'")\
+            == ""
+    finally:
+        psql("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
