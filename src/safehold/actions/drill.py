@@ -376,7 +376,8 @@ def drill_instance(config: Config, name: str, reporter: Reporter, run: str | Non
     repo = open_repository(config, instance_config.repositories[0])
     server = scratch_server(name, instance_config)
     started = now()
-    result: dict[str, object] = {"instance": name, "repository": repo.name, "run_id": None, "started": started}
+    result: dict[str, object] = {"instance": name, "repository": repo.name, "run_id": None, "point_started": None,
+                                 "rpo_seconds": None, "started": started}
     outcome = Outcome()
     # Its own lock: backups go on during a drill, but two drills of one instance would clean each other up.
     with instance_lock(config.state_dir, f"{name}@drill", started.isoformat(), "drill", reporter,
