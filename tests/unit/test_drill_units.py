@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
 from pathlib import Path
 
 from safehold.actions.common import sample_hashes
-from safehold.actions.drill import is_scratch, record, scratch_stem, status
+from safehold.actions.drill import is_scratch, scratch_stem
 from safehold.actions.report import age
 from safehold.actions.restore import table_problem
-from safehold.config import parse
 from safehold.models import TableReport
-from safehold.repository.manifest import TableEntry, new_run_id, now
+from safehold.repository.manifest import TableEntry, new_run_id
 
 
 def test_scratch_names_fit_mariadb_and_are_recognised_only_for_their_instance() -> None:
@@ -54,24 +52,3 @@ def test_sample_hashes_are_stable_bounded_and_correct(tmp_path: Path) -> None:
 def test_age_reads_naturally() -> None:
     assert (age(None), age(59), age(1800), age(7200)) == ("-", "1 min", "30 min", "2.0 h")
 
-
-def test_drill_status_for_check(tmp_path: Path) -> None:
-    config = parse(f"""[settings]
-state_dir = "{tmp_path}"
-[repositories.r]
-url = "/x"
-password = "env:X"
-[instances.app]
-repositories = ["r"]
-files = ["/srv"]
-drill_interval_hours = 24
-""", tmp_path / "safehold.toml")
-    assert status(config, "app")["state"] == "warning"
-    record(config, {"instance": "app", "started": now() - timedelta(hours=30), "ok": True, "rto_seconds": 3.5})
-    assert status(config, "app")["state"] == "warning"
-    record(config, {"instance": "app", "started": now(), "ok": True, "rto_seconds": 3.5})
-    assert status(config, "app")["message"] == "app: last drill passed 0 h ago, RTO 3.5 s"
-    record(config, {"instance": "app", "started": now(), "ok": False, "problems": ["table a.b missing"]})
-    failed = status(config, "app")
-    assert failed["state"] == "critical" and failed["message"].endswith("failed: table a.b missing")
-    assert (tmp_path / "drills.jsonl").stat().st_mode & 0o777 == 0o600

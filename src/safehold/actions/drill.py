@@ -27,7 +27,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 
@@ -428,27 +427,3 @@ def load(config: Config, instance: str | None = None) -> list[dict[str, object]]
                     results.append(item)
     return results
 
-
-def status(config: Config, name: str) -> dict[str, object]:
-    """Drill state of an instance for `safehold check` and metrics: ok, warning or critical, with one line.
-
-    Critical when the last drill failed; warning when there is none, or the last passing one is older
-    than the instance's `drill_interval_hours`.
-    """
-    interval = config.instance(name).drill_interval_hours
-    recorded = load(config, name)
-    if not recorded:
-        return {"state": "warning", "message": f"{name}: no restore drill recorded yet (run `safehold drill {name}`)",
-                "last": None}
-    last = recorded[-1]
-    when = datetime.fromisoformat(str(last["started"]))
-    hours = (now() - when).total_seconds() / 3600
-    if not last.get("ok"):
-        first = (last.get("problems") or ["failed"])[0]  # type: ignore[index]
-        return {"state": "critical", "message": f"{name}: last drill ({hours:.0f} h ago) failed: {first}",
-                "last": last}
-    if hours > interval:
-        return {"state": "warning", "message": f"{name}: last drill passed {hours:.0f} h ago, more than the "
-                                               f"{interval} h drill interval", "last": last}
-    return {"state": "ok", "message": f"{name}: last drill passed {hours:.0f} h ago, RTO {last['rto_seconds']} s",
-            "last": last}
