@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from safehold.actions.common import sample_hashes
 from safehold.actions.drill import is_scratch, scratch_stem
 from safehold.actions.report import age
 from safehold.actions.restore import table_problem
+from safehold.files import sample_hashes
 from safehold.models import TableReport
 from safehold.repository.manifest import TableEntry, new_run_id
 

@@ -30,18 +30,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-from safehold.actions.common import (
-    Point,
-    describe,
-    file_sha256,
-    find_point,
-    open_repository,
-    tree_stats,
-)
+from safehold.actions.common import Point, describe, find_point, open_repository
 from safehold.actions.restore import DatabaseStep, Plan, compare, load_database, make_plan
 from safehold.config import Config, InstanceConfig
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, SafeholdError
+from safehold.files import file_sha256, tree_stats
 from safehold.lock import instance_lock
 from safehold.models import Connection, Database, DatabaseReport, Instance
 from safehold.output import Reporter
