@@ -233,6 +233,57 @@ def prune(instance: InstanceArg = None,
     _run(json_out, lambda r: do_prune(_load(config), instance, r, dry_run), render)
 
 
+@app.command()
+def drill(instance: InstanceArg = None,
+          run: Annotated[str | None, typer.Option("--run", help="run id to drill (default: the newest point)")] = None,
+          config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Test-restore a point into scratch space, compare it with its manifest, measure RTO/RPO."""
+    from safehold.actions.drill import drill as do_drill
+
+    def render(results: list[dict[str, Any]]) -> None:
+        for res in results:
+            _table(f"drill {res['instance']} point {res['run_id'] or '-'}", ["check", "result", "detail"],
+                   [[c["check"], "ok" if c["ok"] else "FAILED", c["detail"]] for c in res["checks"]])
+            for problem in res["problems"]:
+                out.print(f"[red]problem:[/] {problem}")
+            phases = ", ".join(f"{k} {v:.2f} s" for k, v in res["phases"].items()) or "-"
+            rpo = f"{res['rpo_seconds'] / 3600:.1f} h" if res.get("rpo_seconds") is not None else "-"
+            verdict = "[green]drill passed[/]" if res["ok"] else "[red]drill FAILED[/]"
+            out.print(f"{verdict} {res['instance']}: RTO {res['rto_seconds']:.2f} s ({phases}); point age (RPO) {rpo}")
+
+    def code(results: list[dict[str, Any]]) -> int:
+        failed = [r for r in results if not r["ok"]]
+        return 0 if not failed else EXIT_FAILED if len(failed) == len(results) else EXIT_PARTIAL
+
+    _run(json_out, lambda r: do_drill(_load(config), instance, r, run), render, code)
+
+
+@app.command()
+def report(instance: InstanceArg = None,
+           html: Annotated[Path | None, typer.Option("--html", help="write the printable HTML page here")] = None,
+           days: Annotated[int, typer.Option(help="period the report covers, in days", min=1)] = 30,
+           config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Recovery report: points kept, last backup, last drill (RTO/RPO), failures, history chart."""
+    from safehold.actions.report import report as do_report
+
+    def render(data: dict[str, Any]) -> None:
+        for inst in data["instances"]:
+            drill_res = inst["last_drill"]
+            last = inst["last_backup"]
+            out.print(f"[bold]{inst['name']}[/] ({inst['app']}): "
+                      + ", ".join(f"{r['name']} {r['points'] if r['error'] is None else 'unreachable'} point(s)"
+                                  for r in inst["repositories"]))
+            out.print(f"  last backup: {last['run_id'] + ' ' + str(last['started'])[:16] if last else 'none'}")
+            out.print("  last drill: " + ("none" if not drill_res else
+                      f"{'passed' if drill_res['ok'] else 'FAILED'}, RTO {drill_res['rto_seconds']:.1f} s"))
+            for failure in inst["failures"]:
+                out.print(f"  [red]{failure['what']}[/] {str(failure['when'])[:16]}: {failure['message']}")
+        if data.get("html"):
+            out.print(f"wrote {data['html']}")
+
+    _run(json_out, lambda r: do_report(_load(config), instance, html, days), render)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -117,6 +117,19 @@ class QuiesceConfig(Model):
     enabled: bool = True
 
 
+class ScratchServerConfig(Model):
+    """A MariaDB server where `safehold drill` may create its scratch databases (instead of the instance's own)."""
+
+    engine: Literal["mariadb"] = "mariadb"
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    socket: str | None = None
+    user: str | None = None
+    password: SecretRef | None = None
+
+    _secret_password = field_validator("password")(_check_secret)
+
+
 class InstanceConfig(Model):
     """One protected application instance."""
 
@@ -132,6 +145,8 @@ class InstanceConfig(Model):
     quiesce: QuiesceConfig = Field(default_factory=QuiesceConfig)
     owner: str | None = Field(default=None, description="user:group the app's files belong to")
     drill_interval_hours: int = Field(default=8 * 24, ge=1)
+    drill_server: ScratchServerConfig | None = Field(
+        default=None, description="server for drill scratch databases (default: the instance's own server)")
 
     @model_validator(mode="after")
     def _shape(self) -> InstanceConfig:

@@ -19,7 +19,7 @@ from safehold.actions.common import describe, open_repository
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, SafeholdError
-from safehold.files import tree_stats
+from safehold.files import sample_hashes, tree_stats
 from safehold.lock import instance_lock
 from safehold.models import DatabaseReport, Instance
 from safehold.output import Reporter
@@ -79,8 +79,10 @@ def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest
     summary = repo.backup_paths([p for p, _ in present], [*tags, "part=files"], instance.exclude, reporter, "files")
     manifest.files_snapshot = summary.snapshot_id
     for path, kind in present:
-        count, size = tree_stats(path.resolve() if kind == "files" else path, instance.exclude)
-        manifest.trees.append(TreeEntry(root=str(path), kind=kind, files=count, bytes=size))
+        counted = path.resolve() if kind == "files" else path
+        count, size = tree_stats(counted, instance.exclude)
+        manifest.trees.append(TreeEntry(root=str(path), kind=kind, files=count, bytes=size,
+                                        samples=sample_hashes(counted, instance.exclude)))
     return summary.data_added
 
 

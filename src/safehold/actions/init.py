@@ -27,6 +27,8 @@ repositories = ["main"]                # the first gets every run; others receiv
 retention = {{ last = 14 }}            # or {{ daily = 7, weekly = 4, monthly = 12, yearly = 2 }}
 # schedule = {{ week_days = ["monday","tuesday","wednesday","thursday","friday"], time = "23:30", timezone = "UTC" }}
 # quiesce = {{ stop = [["systemctl","stop","apache2"]], start = [["systemctl","start","apache2"]] }}
+# drill_server = {{ host = "127.0.0.1", user = "safehold_drill", password = "env:DRILL_DB_PASSWORD" }}
+#                                      # where `safehold drill` may create scratch databases (default: the app's server)
 {databases}'''
 
 GENERIC_DB = '''

@@ -151,5 +151,16 @@ def drop(db: Database, name: str) -> None:
     _maintenance(db, f"DROP DATABASE IF EXISTS {_quote(name)} WITH (FORCE)")
 
 
+def names(db: Database, prefix: str) -> list[str]:
+    """Databases on the server whose name starts with `prefix`."""
+    pattern = prefix.replace("'", "''").replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+    return sorted(_psql(db, "postgres", f"SELECT datname FROM pg_database WHERE datname LIKE '{pattern}%'"))
+
+
+def foreign_reference(method: str, stream: IO[bytes], name: str) -> str | None:
+    """A PostgreSQL database cannot write into another one: a dump is always safe to load elsewhere."""
+    return None
+
+
 def server_version(db: Database) -> str:
     return _psql(db, "postgres", "SHOW server_version")[0]

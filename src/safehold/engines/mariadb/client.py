@@ -163,6 +163,14 @@ def drop(db: Database, name: str) -> None:
             cur.execute(f"DROP VIEW IF EXISTS {quote(name)}.{quote(view)}")
 
 
+def names(db: Database, prefix: str) -> list[str]:
+    """Databases on the server (that the user can see) whose name starts with `prefix`."""
+    pattern = prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
+    with cursor(db.connection) as cur:
+        cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s", (pattern,))
+        return sorted(row[0].decode() if isinstance(row[0], bytes) else row[0] for row in cur.fetchall())
+
+
 def server_version(db: Database) -> str:
     """The server's VERSION() string."""
     with cursor(db.connection) as cur:
