@@ -9,6 +9,8 @@ from pathlib import Path
 from tests.conftest import private_file, sql
 
 ENV_SECRET = "SAFEHOLD_WEB_TEST_SECRET"
+# beta also names a database that does not exist, so its backups fail (the console must show that in red)
+MISSING_DB = "t_web_missing_db"
 
 
 @dataclass
@@ -73,7 +75,7 @@ engine = "mariadb"
 host = "127.0.0.1"
 port = 3306
 user = "root"
-names = ["{databases['beta']}"]
+names = ["{databases['beta']}", "{MISSING_DB}"]
 ''')
     return WebEnv(config=config, state_dir=state_dir, databases=databases,
                   secrets=[repo["password"], env_secret, notify_password, aws_key.read_text()],
