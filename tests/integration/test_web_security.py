@@ -183,3 +183,18 @@ def test_path_parameters_stay_inside_the_state_dir(app, env: webenv.WebEnv, tmp_
         assert response.status_code in (400, 404), (path, response.status_code)
         assert canary not in response.text and "root:x:0:0" not in response.text
         assert "CREATE TABLE" not in response.text and "argon2" not in response.text
+
+
+def test_proxy_header_auth_is_off_by_default_and_needs_a_known_user(app, env: webenv.WebEnv) -> None:
+    anonymous = client(app)
+    assert anonymous.get("/", headers={"X-Remote-User": OPERATOR[0]}).status_code == 303
+    config = config_module.load(env.config)
+    config.web.proxy_auth_header = "X-Remote-User"
+    proxied = client(create_app(config, app.state.console.store))
+    assert proxied.get("/", headers={"X-Remote-User": "stranger"}).status_code == 403
+    page = proxied.get("/instances/alpha", headers={"X-Remote-User": VIEWER[0]})
+    assert page.status_code == 200 and "view (viewer)" in page.text
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
+    headers = {"X-Remote-User": VIEWER[0]}
+    assert proxied.post("/instances/alpha/backup", data={"csrf": token}, headers=headers).status_code == 403
+    assert proxied.post("/logout", data={}, headers=headers).status_code == 403
