@@ -83,9 +83,15 @@ def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest
 
 
 def backup_instance(config: Config, name: str, reporter: Reporter, safety_point: bool = False,
-                    only_databases: bool = False) -> dict[str, object]:
-    """Make one recovery point of instance `name` in its first repository; return a summary."""
+                    databases: set[str] | None = None, with_files: bool = True) -> dict[str, object]:
+    """Make one recovery point of instance `name` in its first repository; return a summary.
+
+    A safety point (taken by restore before overwriting) passes `databases` (names to include)
+    and `with_files`, so it saves exactly what is about to be overwritten.
+    """
     instance, profile, instance_config = describe(config, name)
+    if databases is not None:
+        instance.databases = [db for db in instance.databases if db.name in databases]
     repo = open_repository(config, instance_config.repositories[0])
     run_id = new_run_id()
     # A safety point runs inside a restore that already holds the instance lock.
@@ -93,11 +99,11 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
         config.state_dir, name, run_id, "backup", reporter, config.settings.lock_wait_seconds)
     with lock:
         return _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
-                              safety_point, only_databases)
+                              safety_point, with_files)
 
 
 def _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter, safety_point,
-                   only_databases) -> dict[str, object]:  # noqa: ANN001 - internal continuation
+                   with_files) -> dict[str, object]:  # noqa: ANN001 - internal continuation
     started = time.monotonic()
     repo.ensure(reporter)
     manifest = Manifest(run_id=run_id, instance=instance.name, app=instance.app, app_version=instance.app_version,
@@ -112,7 +118,7 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
     with profile.quiesce(instance, instance_config, reporter) as window:
         window["start"] = now().isoformat()
         added += _store_databases(repo, instance, tags, manifest, reporter)
-        if not only_databases:
+        if with_files:
             added += _store_files(repo, instance, tags, manifest, reporter)
         window["end"] = now().isoformat()
     manifest.quiesce = dict(window)
