@@ -200,7 +200,8 @@ class Console:
 
     def runs(self, request: Request) -> Response:
         session = self.auth.require(request)
-        return self.render(request, "runs.html", session, jobs=self.jobs.history())
+        return self.render(request, "runs.html", session, jobs=self.jobs.history(),
+                           history=self.data.history_runs())
 
     def job(self, request: Request) -> Response:
         session = self.auth.require(request)
@@ -253,8 +254,7 @@ class Console:
         name = self.instance_name(request)
         run = self.run_param(request.path_params["run"])
         self.exports.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self.exports / f"{name}-{run}.tar.zst"
-        action = data_module.export_action(self.config, name, run, path)
+        action = data_module.export_action(self.config, name, run, self.exports)
         if action is None:
             raise HTTPException(404, "exports are not available in this build")
         return self.start(request, session, "export", name, action, {"run": run})

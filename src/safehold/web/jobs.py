@@ -106,7 +106,12 @@ class JobRunner:
         job.state, job.started = "running", time.time()
         try:
             job.result = json.loads(dumps(action(reporter)))
-            job.state = "ok"
+            job.state, job.error = "ok", None
+            if isinstance(job.result, dict) and job.result.get("ok") is False:
+                # verify, drill and restore report problems in their result instead of raising
+                problems = [str(p) for p in job.result.get("problems") or []]
+                job.state = "failed"
+                job.error = "; ".join(problems[:3]) or "finished with differences: see the result"
         except Locked as exc:
             job.state, job.error = "failed", f"{BUSY}: {exc.line()}"
         except SafeholdError as exc:
