@@ -194,6 +194,19 @@ def test_restore_to_other_database_and_files_elsewhere(instance: dict[str, objec
     assert (tmp_path / "elsewhere" / str(app / "uploads" / "empty").lstrip("/")).exists()
 
 
+def test_in_place_restore_makes_the_folder_as_it_was(instance: dict[str, object]) -> None:
+    app, config = instance["app"], instance["config"]
+    before = tree_state(app / "uploads")
+    assert run_cli("backup", "app", config=config).returncode == 0
+    (app / "uploads" / "created-later.txt").write_text("not in the point")
+    (app / "uploads" / "nested" / "deeper" / "file with spaces.txt").write_text("changed")
+    result = run_cli("restore", "app", "latest", "--only", "files", "--json", config=config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["safety_point"]
+    assert tree_state(app / "uploads") == before
+    assert not [p for p in app.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
 def test_dry_run_changes_nothing(instance: dict[str, object]) -> None:
     db, config = instance["db"], instance["config"]
     assert run_cli("backup", "app", config=config).returncode == 0

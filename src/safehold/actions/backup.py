@@ -15,9 +15,11 @@ import time
 from typing import IO
 
 from safehold import __version__
-from safehold.actions.common import describe, open_repository, tree_stats
+from safehold.actions.common import describe, open_repository
 from safehold.config import Config
 from safehold.engines import engine_for
+from safehold.errors import ConfigError, SafeholdError
+from safehold.files import tree_stats
 from safehold.lock import instance_lock
 from safehold.models import DatabaseReport, Instance
 from safehold.output import Reporter
@@ -148,16 +150,13 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
 
 def backup(config: Config, name: str | None, reporter: Reporter) -> list[dict[str, object]]:
     """Back up one instance or all; a failed instance does not stop the others."""
-    from safehold.errors import SafeholdError
-
     results: list[dict[str, object]] = []
     for instance_name in config.select(name):
         try:
             results.append({"result": "ok", **backup_instance(config, instance_name, reporter)})
         except SafeholdError as exc:
-            if name is not None:
+            if name is not None or isinstance(exc, ConfigError):
                 raise
-            reporter.warn(f"{instance_name}: {exc.line()}")
             results.append({"instance": instance_name, "result": "failed", "error": exc.line()})
     return results
 
