@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from safehold.web.data import feature
 from tests.conftest import SRC, need, run_cli, sql
 from tests.integration import webenv
 
@@ -89,8 +90,9 @@ def test_console_end_to_end(server, browser) -> None:
     page.click("button:text('Backup now')")
     page.wait_for_url(f"{url}/jobs/*")
     page.wait_for_selector("#log span")  # live log lines arrive while the job runs
-    page.wait_for_selector("text=Recovery point")
+    page.wait_for_selector("#job[data-done=yes]")  # the page reloads itself when the run ends
     assert page.locator("#job-state .job-ok").count() == 1
+    assert "complete" in page.inner_text("p.good")
     page.click("h1 a:text('alpha')")
     assert page.locator("tr.point").count() == before + 1
 
@@ -119,14 +121,25 @@ def test_console_end_to_end(server, browser) -> None:
     # A failing run shows in red on the dashboard (beta names a database that does not exist)
     page.goto(url + "/instances/beta")
     page.click("button:text('Backup now')")
-    page.wait_for_selector("#job-state .job-failed")
-    page.wait_for_selector("p.error")
+    page.wait_for_selector("#job[data-done=yes]")
+    assert page.locator("#job-state .job-failed").count() == 1
+    assert webenv.MISSING_DB in page.inner_text("p.error")
     page.goto(url + "/")
     beta = page.locator("tr[data-instance=beta]")
     assert "state-row-bad" in beta.get_attribute("class")
     assert "last backup failed" in beta.inner_text()
     color = beta.locator(".badge").evaluate("e => getComputedStyle(e).backgroundColor")
     assert color == "rgb(198, 40, 40)"
+    if feature("drill") is not None:
+        # a drill of beta fails (it has no point) and the dashboard shows it in red
+        page.goto(url + "/instances/beta")
+        page.click("button:text('Drill now')")
+        page.wait_for_selector("#job[data-done=yes]")
+        assert "Drill FAILED" in page.inner_text("main")
+        page.goto(url + "/")
+        beta = page.locator("tr[data-instance=beta]")
+        assert "last drill failed" in beta.inner_text() and beta.locator("td .bad", has_text="FAILED").count() == 1
+
     page.screenshot(path=str(DOCS / "dashboard.png"), full_page=True)
 
     # Viewing works with JavaScript disabled
