@@ -113,6 +113,17 @@ def test_operator_backup_and_busy_instance(app, env: webenv.WebEnv) -> None:
     audit = operator.get("/audit").text
     assert "refused: a run is already in progress" in audit and "backup finished" in audit
 
+    # restoring over the live database: the plan says so and the confirmation carries --force
+    plan = operator.get("/instances/alpha/restore/plan?run=latest&parts=db").text
+    assert "target holds data: it will be replaced" in plan and 'name="force" value="1"' in plan
+    assert "safety point" in plan
+    # a wrong confirmation name starts nothing
+    jobs_before = len(app.state.console.jobs.history())
+    wrong = operator.post("/instances/alpha/restore", data={"csrf": token, "run": "latest", "parts": "db",
+                                                            "force": "1", "confirm": "ALPHA"})
+    assert wrong.status_code == 400 and "type the instance name alpha" in wrong.text
+    assert len(app.state.console.jobs.history()) == jobs_before
+
 
 def test_wrong_passwords_are_rate_limited(app) -> None:
     c = client(app)

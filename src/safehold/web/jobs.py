@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,13 +71,18 @@ class Job:
 
 
 class JobRunner:
-    """A small thread pool; one job per instance at a time, on top of the instance lock."""
+    """A small thread pool; one job per instance at a time, on top of the instance lock.
 
-    def __init__(self, state_dir: Path, workers: int = 2) -> None:
+    `pool` lets the console share the scheduler's executor, so scheduled and manual runs compete
+    for the same workers; without it the runner has its own.
+    """
+
+    def __init__(self, state_dir: Path, workers: int = 2, pool: Executor | None = None) -> None:
         self.state_dir = state_dir
         self.folder = state_dir / "web" / "jobs"
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="safehold-job")
+        self._own_pool = pool is None
+        self._pool = pool or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="safehold-job")
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self.on_finish: list[Callable[[Job], None]] = []
@@ -156,5 +161,6 @@ class JobRunner:
         return [j for j in jobs if instance is None or j.instance == instance][:limit]
 
     def shutdown(self) -> None:
-        """Stop taking jobs; running ones finish."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop taking jobs; running ones finish (a shared pool is its owner's to stop)."""
+        if self._own_pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
