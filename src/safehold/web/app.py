@@ -215,7 +215,8 @@ class Console:
         job = self.jobs.get(request.path_params["job"])
         if job is None:
             raise HTTPException(404, "no such run")
-        since = int(request.query_params.get("since", "0") or 0)
+        since_text = request.query_params.get("since", "0")
+        since = int(since_text) if since_text.isdigit() else 0
         return JSONResponse({"state": job.state, "error": job.error, "progress": job.progress,
                              "log": job.log[since:], "next": len(job.log), "done": job.done})
 

@@ -36,6 +36,10 @@ class RateLimiter:
         times = self._failures[key]
         while times and now - times[0] > self.window:
             times.popleft()
+        if not times:
+            # Forget quiet keys so guessing many names cannot grow memory without bound.
+            del self._failures[key]
+            times = deque()
         return times
 
     def blocked(self, *keys: str) -> float:
@@ -51,7 +55,8 @@ class RateLimiter:
         now = time.monotonic()
         with self._lock:
             for key in keys:
-                self._recent(key, now).append(now)
+                self._recent(key, now)
+                self._failures[key].append(now)
 
     def succeeded(self, *keys: str) -> None:
         """A good login clears its keys."""

@@ -167,26 +167,31 @@ class Data:
     def __init__(self, config: Config, jobs: JobRunner) -> None:
         self.config = config
         self.jobs = jobs
-        self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._cache: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
         jobs.on_finish.append(lambda job: self.invalidate(job.instance))
 
     def invalidate(self, name: str) -> None:
-        """Forget cached points of an instance (a run just changed them)."""
+        """Forget cached points and copy status of an instance (a run just changed them)."""
         with self._lock:
             self._cache.pop(name, None)
+            self._cache.pop(f"{name} copies", None)
+
+    def _cached(self, key: str, compute: Any) -> Any:
+        # Listing points costs restic calls per repository: pages reuse a recent answer.
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached and time.monotonic() - cached[0] < POINTS_TTL:
+            return cached[1]
+        value = compute()
+        with self._lock:
+            self._cache[key] = (time.monotonic(), value)
+        return value
 
     def points(self, name: str) -> list[dict[str, Any]]:
         """Recovery points of an instance in all its repositories, newest first."""
-        with self._lock:
-            cached = self._cache.get(name)
-        if cached and time.monotonic() - cached[0] < POINTS_TTL:
-            return cached[1]
-        rows = list_points(self.config, name)
-        rows.sort(key=lambda r: r["started"], reverse=True)
-        with self._lock:
-            self._cache[name] = (time.monotonic(), rows)
-        return rows
+        return self._cached(name, lambda: sorted(list_points(self.config, name), key=lambda r: r["started"],
+                                                 reverse=True))
 
     def history_runs(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]] | None:
         """Runs from the run history (scheduler, CLI and console alike), or None without that feature."""
@@ -220,7 +225,8 @@ class Data:
         if module is None:
             return {}
         try:
-            return {row["repository"]: row for row in module.copy_status(self.config, name)}
+            rows = self._cached(f"{name} copies", lambda: module.copy_status(self.config, name))
+            return {row["repository"]: row for row in rows}
         except SafeholdError as exc:
             return {"": {"missing": [], "error": exc.line()}}
 
