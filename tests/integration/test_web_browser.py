@@ -78,7 +78,7 @@ def log_in(page, url: str) -> None:
 
 def test_console_end_to_end(server, browser) -> None:
     url = server["url"]
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
     page.set_default_timeout(60_000)
     log_in(page, url)
     assert page.locator("table.dashboard tr.instance").count() == 2
@@ -117,6 +117,15 @@ def test_console_end_to_end(server, browser) -> None:
     rows = page.locator("table.comparison tbody tr")
     assert rows.count() == 2 and page.locator("table.comparison tr.row-failed").count() == 0
     assert sql("SELECT COUNT(*) FROM items", target)[0][0] == 25
+
+    if feature("export") is not None:
+        # a portable export of the newest point, downloaded through the browser
+        page.goto(url + "/instances/alpha")
+        page.locator("tr.point button:text('Export')").first.click()
+        page.wait_for_selector("#job[data-done=yes]")
+        with page.expect_download() as download:
+            page.click("a:text('Download')")
+        assert Path(download.value.path()).read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
 
     # A failing run shows in red on the dashboard (beta names a database that does not exist)
     page.goto(url + "/instances/beta")

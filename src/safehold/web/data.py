@@ -56,7 +56,8 @@ def mask_url(url: str) -> str:
 def mask(value: Any, key: str = "") -> Any:
     """Config values safe to show: references stay, anything that could be a secret is hidden."""
     if isinstance(value, dict):
-        return {k: mask(v, k) for k, v in value.items()}
+        # unset options (None) are left out: the page shows what is configured or defaulted to a value
+        return {k: mask(v, k) for k, v in value.items() if v is not None}
     if isinstance(value, list):
         return [mask(v, key) for v in value]
     if isinstance(value, str):
