@@ -103,11 +103,13 @@ class Console:
 
     def render(self, request: Request, template: str, session: Session | None, status: int = 200,
                **context: Any) -> Response:
+        """A page with the session and the installed features in its context."""
         features = {key: data_module.feature(key) is not None for key in data_module.OPTIONAL}
         return self.templates.TemplateResponse(request, template, {"session": session, "features": features, **context},
                                                status_code=status)
 
     def instance_name(self, request: Request) -> str:
+        """The instance named in the path, or 404 (only configured names pass)."""
         name = request.path_params["name"]
         if name not in self.config.instances:
             raise HTTPException(404, "no such instance")
@@ -115,6 +117,7 @@ class Console:
 
     @staticmethod
     def run_param(value: str) -> str:
+        """A run id or `latest`, or 400: nothing else reaches the repository lookups."""
         if not RUN.match(value or ""):
             raise HTTPException(400, "not a run id")
         return value
@@ -134,6 +137,7 @@ class Console:
     # -- login ---------------------------------------------------------------------------------
 
     async def login_page(self, request: Request) -> Response:
+        """The login form with its double-submit CSRF token."""
         token = new_login_token(request)
         response = self.render(request, "login.html", None, next=request.query_params.get("next", "/"),
                                login_csrf=token)
@@ -141,6 +145,7 @@ class Console:
         return response
 
     async def login(self, request: Request) -> Response:
+        """Check the password (rate-limited), open a session, audit the attempt."""
         form = await request.form()
         cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
         if not cookie or form.get("csrf") != cookie:
@@ -169,6 +174,7 @@ class Console:
         return response
 
     async def logout(self, request: Request) -> Response:
+        """Close the session (POST with CSRF, so another site cannot log you out)."""
         session, _ = await self.auth.require_post(request)
         self.store.close_session(request.cookies.get(SESSION_COOKIE, ""))
         self.store.audit(session.user, request.client.host if request.client else None, "logout", "", "ok")
@@ -179,16 +185,19 @@ class Console:
     # -- pages ---------------------------------------------------------------------------------
 
     def dashboard(self, request: Request) -> Response:
+        """Every instance with its state colour and the reasons for it."""
         session = self.auth.require(request)
         return self.render(request, "dashboard.html", session, instances=self.data.dashboard())
 
     def instance(self, request: Request) -> Response:
+        """Points, actions and recent runs of one instance."""
         session = self.auth.require(request)
         view = self.data.instance(self.instance_name(request))
         return self.render(request, "instance.html", session, view=view,
                            jobs=self.jobs.history(view.name, limit=15))
 
     def manifest(self, request: Request) -> Response:
+        """The manifest of one point, readable."""
         session = self.auth.require(request)
         name = self.instance_name(request)
         run = self.run_param(request.path_params["run"])
@@ -199,11 +208,13 @@ class Console:
         return self.render(request, "manifest.html", session, name=name, manifest=manifest)
 
     def runs(self, request: Request) -> Response:
+        """Console jobs and, when installed, the run history."""
         session = self.auth.require(request)
         return self.render(request, "runs.html", session, jobs=self.jobs.history(),
                            history=self.data.history_runs())
 
     def job(self, request: Request) -> Response:
+        """One run: live log and progress, then its result."""
         session = self.auth.require(request)
         job = self.jobs.get(request.path_params["job"])
         if job is None:
@@ -211,6 +222,7 @@ class Console:
         return self.render(request, "job.html", session, job=job)
 
     def job_status(self, request: Request) -> Response:
+        """JSON for the live tail: new log lines since `since`, progress, state."""
         self.auth.require(request)
         job = self.jobs.get(request.path_params["job"])
         if job is None:
@@ -221,28 +233,33 @@ class Console:
                              "log": job.log[since:], "next": len(job.log), "done": job.done})
 
     def settings(self, request: Request) -> Response:
+        """The effective configuration with secrets masked, and the console users."""
         session = self.auth.require(request)
         return self.render(request, "settings.html", session, settings=data_module.settings_view(self.config),
                            source=str(self.config.source or ""), state_dir=str(self.config.state_dir),
                            users=self.store.users())
 
     def audit(self, request: Request) -> Response:
+        """The audit log, newest first."""
         session = self.auth.require(request)
         return self.render(request, "audit.html", session, rows=self.store.audit_rows())
 
     # -- actions -------------------------------------------------------------------------------
 
     async def backup(self, request: Request) -> Response:
+        """Backup now (operator)."""
         session, _ = await self.auth.require_post(request, "operator")
         name = self.instance_name(request)
         return self.start(request, session, "backup", name, lambda r: backup_instance(self.config, name, r))
 
     async def verify(self, request: Request) -> Response:
+        """Verify the instance's points and repositories (operator)."""
         session, _ = await self.auth.require_post(request, "operator")
         name = self.instance_name(request)
         return self.start(request, session, "verify", name, lambda r: verify(self.config, None, False, r, name))
 
     async def drill(self, request: Request) -> Response:
+        """Drill now, when drills are installed (operator)."""
         session, _ = await self.auth.require_post(request, "operator")
         name = self.instance_name(request)
         action = data_module.drill_action(self.config, name)
@@ -251,6 +268,7 @@ class Console:
         return self.start(request, session, "drill", name, action)
 
     async def export(self, request: Request) -> Response:
+        """Export one point to a portable file, when exports are installed (operator)."""
         session, _ = await self.auth.require_post(request, "operator")
         name = self.instance_name(request)
         run = self.run_param(request.path_params["run"])
@@ -261,6 +279,7 @@ class Console:
         return self.start(request, session, "export", name, action, {"run": run})
 
     def download(self, request: Request) -> Response:
+        """Download a finished export; only files in the exports folder are served."""
         self.auth.require(request, "operator")
         job = self.jobs.get(request.path_params["job"])
         if job is None or job.kind != "export" or job.state != "ok" or not isinstance(job.result, dict):
@@ -273,6 +292,7 @@ class Console:
     # -- restore -------------------------------------------------------------------------------
 
     def restore_form(self, request: Request) -> Response:
+        """Step 1 of a restore: choose the point and the parts."""
         session = self.auth.require(request, "operator")
         view = self.data.instance(self.instance_name(request))
         return self.render(request, "restore.html", session, view=view, parts=PARTS,
@@ -289,6 +309,7 @@ class Console:
         return {"only": parts, "to_db": to_db, "files_to": Path(files_to) if files_to else None}
 
     def restore_plan(self, request: Request) -> Response:
+        """Steps 2 and 3: the dry-run plan and the confirmation form."""
         session = self.auth.require(request, "operator")
         name = self.instance_name(request)
         run = self.run_param(request.query_params.get("run", ""))
@@ -304,6 +325,7 @@ class Console:
                            overwrite=overwrite, in_place=bool(plan["paths"]) and options["files_to"] is None)
 
     async def restore_start(self, request: Request) -> Response:
+        """Step 4: the typed instance name must match; then the restore runs as a job."""
         session, form = await self.auth.require_post(request, "operator")
         name = self.instance_name(request)
         run = self.run_param(form.get("run", ""))
@@ -321,6 +343,7 @@ class Console:
     # -- errors --------------------------------------------------------------------------------
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
+        """Pages send anonymous visitors to the login form; everything else gets an error page."""
         assert isinstance(exc, HTTPException)
         if exc.status_code == 401 and request.method == "GET":
             return RedirectResponse(f"/login?next={quote(request.url.path)}", 303)
