@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import mariadb_dump, run_cli, sql
+from tests.conftest import mariadb_dump, run_cli, sql, write_config
 
 MARIADB_SCHEMA = [
     "CREATE TABLE customers (id INT PRIMARY KEY AUTO_INCREMENT, name VARCHAR(100) NOT NULL,"
@@ -78,14 +78,8 @@ def sqlite_dump(path: Path) -> str:
         conn.close()
 
 
-def write_config(tmp_path: Path, repo: dict[str, str], db: str, app: Path, extra: str = "") -> Path:
-    config = tmp_path / "safehold.toml"
-    config.write_text(f"""
-[settings]
-state_dir = "{tmp_path / 'state'}"
-[repositories.main]
-url = "{repo['url']}"
-password = "file:{repo['password_file']}"
+def app_config(tmp_path: Path, repo: dict[str, str], db: str, app: Path) -> Path:
+    return write_config(tmp_path, repo, f"""
 [instances.app]
 repositories = ["main"]
 files = ["{app / 'uploads'}"]
@@ -97,8 +91,7 @@ names = ["{db}"]
 [[instances.app.databases]]
 engine = "sqlite"
 path = "{app / 'app.sqlite'}"
-{extra}""")
-    return config
+""")
 
 
 @pytest.fixture
@@ -113,7 +106,7 @@ def instance(tmp_path: Path, repo: dict[str, str], new_db) -> dict[str, object]:
                        "CREATE VIEW v AS SELECT body FROM notes;")
     conn.commit()
     conn.close()
-    return {"db": db, "app": app, "config": write_config(tmp_path, repo, db, app)}
+    return {"db": db, "app": app, "config": app_config(tmp_path, repo, db, app)}
 
 
 def test_round_trip_is_exact(instance: dict[str, object]) -> None:
