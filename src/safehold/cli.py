@@ -284,6 +284,44 @@ def report(instance: InstanceArg = None,
     _run(json_out, lambda r: do_report(_load(config), instance, html, days), render)
 
 
+@app.command()
+def serve(listen: Annotated[str | None, typer.Option(help="HOST:PORT (default: web.listen, 127.0.0.1:8750)")] = None,
+          config: ConfigOpt = None) -> None:
+    """Run the web admin console (and, once wired in, the scheduler)."""
+    from safehold.web.server import serve as do_serve
+
+    _run(False, lambda r: do_serve(_load(config), listen), lambda res: None)
+
+
+user_app = typer.Typer(help="Accounts of the web console.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="user name")],
+    role: Annotated[str, typer.Option(help="viewer (read-only) or operator (backup, restore, verify, drill)")],
+    password_ref: Annotated[str | None, typer.Option(help="env:NAME or file:PATH holding the password "
+                                                          "(default: ask)")] = None,
+    replace: Annotated[bool, typer.Option(help="reset the password and role of an existing user")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a console account; the password is asked for, or read from a secret reference."""
+    from safehold.secrets import resolve
+    from safehold.web.store import Store
+
+    def action(reporter: Reporter) -> dict[str, str]:
+        cfg = _load(config)
+        if password_ref:
+            password = resolve(password_ref, "--password-ref").reveal()
+        else:
+            password = typer.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True)
+        Store(cfg.state_dir).add_user(name, role, password, replace=replace)
+        return {"user": name, "role": role}
+
+    _run(False, action, lambda res: out.print(f"user {res['user']} ({res['role']}) saved"))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
