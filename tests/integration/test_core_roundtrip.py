@@ -200,6 +200,22 @@ def test_in_place_restore_makes_the_folder_as_it_was(instance: dict[str, object]
     assert not [p for p in app.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
+def test_rename_refused_when_dump_names_the_live_database(instance: dict[str, object], new_db,
+                                                          tmp_path: Path) -> None:
+    db, app, config = instance["db"], instance["app"], instance["config"]
+    sql(f"CREATE TRIGGER `{db}`.replies_audit AFTER INSERT ON `{db}`.replies FOR EACH ROW"
+        f" INSERT INTO `{db}`.audit(what) VALUES ('reply')", db)
+    assert run_cli("backup", "app", config=config).returncode == 0
+    before = mariadb_dump(db)
+    new_db.created.append(f"{db}_copy")
+    result = run_cli("restore", "app", "latest", "--only", "db", "--to-db", f"{db}={db}_copy",
+                     "--to-db", f"{app / 'app.sqlite'}={tmp_path / 'copy.sqlite'}", config=config)
+    assert result.returncode == 1
+    assert f"would write into {db}" in result.stderr
+    assert mariadb_dump(db) == before
+    assert not sql(f"SHOW DATABASES LIKE '{db}_copy'")
+
+
 def test_dry_run_changes_nothing(instance: dict[str, object]) -> None:
     db, config = instance["db"], instance["config"]
     assert run_cli("backup", "app", config=config).returncode == 0

@@ -157,6 +157,7 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
     if busy and not force:
         raise RestoreRefused(f"database(s) {', '.join(busy)} already hold data",
                              "restore with --to-db NEWNAME, or add --force (a safety point is taken first)")
+    check_foreign_references(repo, plan)
     lock = instance_lock(config.state_dir, name, point.run_id, "restore", reporter,
                          config.settings.lock_wait_seconds)
     with lock:
@@ -192,6 +193,24 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
         else:
             reporter.step("restore complete; every table's row count matches the manifest")
     return result
+
+
+def check_foreign_references(repo, plan: Plan) -> None:  # noqa: ANN001 - Repository
+    """Refuse, before anything changes, a rename whose dump would write into the original database.
+
+    mariadb-dump keeps trigger statements as written: one created as `live`.`trg` would be created in
+    `live` again when the dump is loaded under another name.
+    """
+    for step in plan.databases:
+        if step.target == step.entry.name:
+            continue
+        with repo.open_file(step.entry.snapshot, step.entry.path) as stream:
+            statement = engine_for(step.entry.engine).foreign_reference(step.entry.method, stream, step.entry.name)
+        if statement:
+            raise RestoreRefused(f"restoring {step.entry.name} as {step.target} would write into {step.entry.name}: "
+                                 f"the dump names it in `{statement}`",
+                                 "restore under the original name on another server, or recreate that object "
+                                 "without the database name and back up again")
 
 
 def _restore_database(repo, step: DatabaseStep, reporter: Reporter,  # noqa: ANN001 - Repository
