@@ -232,6 +232,99 @@ def prune(instance: InstanceArg = None,
     _run(json_out, lambda r: do_prune(_load(config), instance, r, dry_run), render)
 
 
+def _mb(value: int | None) -> str | None:
+    return None if value is None else f"{value / 1e6:.2f}"
+
+
+@app.command()
+def history(instance: Annotated[str | None, typer.Argument(help="instance name (default: all)")] = None,
+            kind: Annotated[str | None, typer.Option(help="backup, drill, prune or restore")] = None,
+            limit: Annotated[int, typer.Option(help="how many runs")] = 30,
+            config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Past runs (backups, drills, prunes, restores) with their result, size and error, newest first."""
+    from safehold.history import History
+
+    def action(_: Reporter) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in History(_load(config).state_dir).runs(instance, kind, limit)]
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        colour = {"ok": "green", "failed": "red", "partial": "yellow", "running": "cyan"}
+        _table("run history", ["id", "instance", "kind", "started (UTC)", "s", "result", "MB added", "MB total",
+                               "error"],
+               [[r["id"], r["instance"], r["kind"], r["started"][:19], r["duration"],
+                 f"[{colour.get(r['result'], 'white')}]{r['result']}[/]",
+                 _mb(r["bytes_added"]), _mb(r["bytes_total"]), r["error"]] for r in rows])
+
+    _run(json_out, action, render)
+
+
+@app.command()
+def check(instance: InstanceArg = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Monitoring: freshness, last result, size anomaly, drill, off-host copy. Nagios exit codes 0/1/2/3."""
+    from safehold.actions.check import UNKNOWN
+    from safehold.actions.check import check as do_check
+
+    try:
+        result = do_check(_load(config), instance)
+    except SafeholdError as exc:
+        result = {"status": "UNKNOWN", "code": UNKNOWN, "line": f"SAFEHOLD UNKNOWN - {exc.line()}", "instances": []}
+    print(dumps(result) if json_out else result["line"])
+    raise typer.Exit(result["code"])
+
+
+@app.command()
+def serve(config: ConfigOpt = None,
+          tick: Annotated[float, typer.Option(help="seconds between schedule checks")] = 1.0,
+          workers: Annotated[int, typer.Option(help="jobs that may run at once")] = 2) -> None:
+    """Run the schedules (re-reading the config every tick) until stopped with Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from safehold.scheduler import Scheduler
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    path = config_module.find_config(config)
+    try:
+        config_module.load(path)
+    except SafeholdError as exc:
+        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc.line()}", soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    reporter = Reporter("plain")
+    scheduler = Scheduler(path, reporter, tick_seconds=tick, workers=workers)
+    for job in scheduler.next_runs():
+        reporter.step(f"{job['kind']} of {job['instance']}: {job['schedule']}, next {job['next']}")
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    scheduler.start()
+    done.wait()
+    reporter.step("stopping: waiting for running jobs to finish")
+    scheduler.stop()
+
+
+schedule_app = typer.Typer(help="Schedules: install systemd timers or a cron file.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.command("install")
+def schedule_install(
+    folder: Annotated[Path, typer.Option("--dir", help="where to write the units / cron file")],
+    fmt: Annotated[str, typer.Option("--format", help="systemd or cron")] = "systemd",
+    user: Annotated[str | None, typer.Option(help="run the jobs as this user")] = None,
+    config: ConfigOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Write systemd service+timer units (OnCalendar) or a cron file for every enabled schedule."""
+    from safehold.actions.schedule_install import install
+
+    def render(res: dict[str, Any]) -> None:
+        out.print(f"wrote {', '.join(res['written']) or 'nothing'} in {res['folder']}")
+        if res["skipped_disabled"]:
+            out.print(f"[yellow]disabled, not installed:[/] {', '.join(res['skipped_disabled'])}")
+        out.print(f"next: {res['next']}")
+
+    _run(json_out, lambda r: install(_load(config), folder, fmt, user), render)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

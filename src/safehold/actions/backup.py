@@ -84,7 +84,25 @@ def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest
 
 def backup_instance(config: Config, name: str, reporter: Reporter, safety_point: bool = False,
                     only_databases: bool = False) -> dict[str, object]:
-    """Make one recovery point of instance `name` in its first repository; return a summary."""
+    """Make one recovery point of instance `name` in its first repository; return a summary.
+
+    Recorded in the run history (failures too) and followed by retention, notifications and
+    metrics; a safety point is part of the restore that makes it, so it is not a run of its own.
+    """
+    if safety_point:
+        return _backup(config, name, reporter, safety_point, only_databases)
+    from safehold.actions.tracked import tracked
+
+    with tracked(config, name, "backup", reporter) as record:
+        result = _backup(config, name, reporter, safety_point, only_databases)
+        record.bytes_added, record.bytes_total = int(result["bytes_added"]), int(result["bytes_total"])
+        record.details = {"run_id": result["run_id"], "repository": result["repository"],
+                          "warnings": result["warnings"]}
+    return result
+
+
+def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool,
+            only_databases: bool) -> dict[str, object]:
     instance, profile, instance_config = describe(config, name)
     repo = open_repository(config, instance_config.repositories[0])
     run_id = new_run_id()
@@ -134,6 +152,7 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
         "databases": [{"name": d.name, "tables": len(d.tables), "bytes": d.bytes} for d in manifest.databases],
         "files": sum(t.files for t in manifest.trees),
         "bytes_added": added + summary.data_added,
+        "bytes_total": sum(d.bytes for d in manifest.databases) + sum(t.bytes for t in manifest.trees),
         "seconds": round(time.monotonic() - started, 2),
         "warnings": manifest.warnings,
         "safety_point": safety_point,
