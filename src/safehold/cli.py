@@ -248,12 +248,16 @@ def history(instance: Annotated[str | None, typer.Argument(help="instance name (
         return [r.as_dict() for r in History(_load(config).state_dir).runs(instance, kind, limit)]
 
     def render(rows: list[dict[str, Any]]) -> None:
+        # One line per run rather than a table: the error is the point and must never be cut off.
         colour = {"ok": "green", "failed": "red", "partial": "yellow", "running": "cyan"}
-        _table("run history", ["id", "instance", "kind", "started (UTC)", "s", "result", "MB added", "MB total",
-                               "error"],
-               [[r["id"], r["instance"], r["kind"], r["started"][:19], r["duration"],
-                 f"[{colour.get(r['result'], 'white')}]{r['result']}[/]",
-                 _mb(r["bytes_added"]), _mb(r["bytes_total"]), r["error"]] for r in rows])
+        if not rows:
+            out.print("no runs recorded yet")
+        for r in rows:
+            size = f" +{_mb(r['bytes_added'])} MB of {_mb(r['bytes_total'])} MB" if r["bytes_total"] is not None else ""
+            took = f" {r['duration']:.1f} s" if r["duration"] is not None else ""
+            line = f"{r['started'][:19].replace('T', ' ')}  {r['instance']}  {r['kind']}  " \
+                   f"[{colour.get(r['result'], 'white')}]{r['result']}[/]{took}{size}"
+            out.print(line + (f"  {r['error']}" if r["error"] else ""), soft_wrap=True)
 
     _run(json_out, action, render)
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from safehold.actions.backup import backup_instance
 from safehold.actions.points import list_points
@@ -22,7 +23,9 @@ def point_ids(config: Path) -> list[str]:
 
 
 def test_failed_run_prunes_nothing_and_the_next_good_one_does(tmp_path: Path, repo: dict[str, str]) -> None:
-    config = make_instance(tmp_path, repo, "retention = { last = 1, after_backup = false }")
+    textfile = tmp_path / "node-exporter" / "safehold.prom"
+    config = make_instance(tmp_path, repo, "retention = { last = 1, after_backup = false }",
+                           settings=f'metrics_textfile = "{textfile}"')
     for _ in range(2):
         backup_instance(load(config), "app", Silent())
     points = point_ids(config)
@@ -51,3 +54,8 @@ def test_failed_run_prunes_nothing_and_the_next_good_one_does(tmp_path: Path, re
     assert kinds[:2] == [("prune", "ok"), ("backup", "ok")]
     assert history.runs("app", "prune")[0].details["removed"] == sorted(points)
     assert history.last_success("app").details["points"] == {"local": 1}
+    # The node-exporter textfile was rewritten after the run and parses.
+    samples = {(s.name, s.labels.get("kind")): s.value
+               for f in text_string_to_metric_families(textfile.read_text()) for s in f.samples}
+    assert samples[("safehold_last_run_success", "backup")] == 1
+    assert samples[("safehold_points", None)] == 1

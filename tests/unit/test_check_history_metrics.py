@@ -166,3 +166,34 @@ def test_metrics_parse_and_textfile_is_replaced_atomically(tmp_path: Path) -> No
     assert os.listdir(target.parent) == ["safehold.prom"]
     assert "4e+06" in target.read_text() or "4000000.0" in target.read_text()
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+def test_history_cli_lists_runs_newest_first(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    history = History(load(path).state_dir)
+    add_backups(history, [MB])
+    add_backups(history, [0], result="failed", error="repository main: disk full — free space")
+    proc = run_cli("history", "app", "--json", config=path)
+    rows = json.loads(proc.stdout)
+    assert proc.returncode == 0 and [r["result"] for r in rows] == ["failed", "ok"]
+    assert rows[0]["error"].startswith("repository main: disk full") and rows[1]["bytes_total"] == MB
+    proc = run_cli("history", config=path)
+    assert proc.returncode == 0 and "disk full" in proc.stdout
+
+
+def test_schedule_install_writes_systemd_units_and_cron_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 'schedule = { week_days = ["monday"], time = "01:15", timezone = "Europe/Paris", '
+                                  'drill = "0 4 * * sun" }')
+    proc = run_cli("schedule", "install", "--dir", str(tmp_path / "units"), config=path)
+    assert proc.returncode == 0, proc.stderr
+    timer = (tmp_path / "units" / "safehold-backup-app.timer").read_text()
+    service = (tmp_path / "units" / "safehold-backup-app.service").read_text()
+    assert "OnCalendar=Mon *-*-* 01:15:00 Europe/Paris" in timer and "Persistent=true" in timer
+    assert "backup app --config" in service and str(path) in service and "Type=oneshot" in service
+    assert "OnCalendar=Sun *-*-* 4:0:00 Europe/Paris" in (tmp_path / "units" / "safehold-drill-app.timer").read_text()
+    proc = run_cli("schedule", "install", "--format", "cron", "--dir", str(tmp_path / "cron"), config=path)
+    cron = (tmp_path / "cron" / "safehold").read_text()
+    assert proc.returncode == 0 and "CRON_TZ=Europe/Paris" in cron and "15 1 * * mon root " in cron
+    disabled = write_config(tmp_path, 'schedule = { enabled = false }')
+    proc = run_cli("schedule", "install", "--dir", str(tmp_path / "none"), "--json", config=disabled)
+    assert json.loads(proc.stdout)["skipped_disabled"] == ["app"]
