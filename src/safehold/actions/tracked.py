@@ -8,7 +8,8 @@ On exit the run is stored (ok, or failed with the error's one line when the bloc
 retention is applied after a *successful* backup only, notifications and incident tickets go out,
 and the metrics textfile is rewritten. A hook that fails is reported as a warning: it never turns
 a good run into a failed one or hides the error of a failed one. A run refused because the instance
-was busy (lock.Locked) is not a run: it leaves no history and no notification.
+was busy (lock.Locked) is not a run: it leaves no history and no notification; one stopped with
+Ctrl-C is recorded as failed without notifications.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ def tracked(config: Config, instance: str, kind: Kind, reporter: Reporter,
         yield record
     except Locked:
         history.discard(record.id)
+        raise
+    except KeyboardInterrupt:
+        # Someone stopped it on purpose: recorded, but no alarm and no incident ticket.
+        record.run = history.record_end(record.id, "failed", error="interrupted by the user", details=record.details)
         raise
     except BaseException as exc:
         line = exc.line() if hasattr(exc, "line") else (str(exc) or type(exc).__name__)
