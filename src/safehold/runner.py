@@ -116,7 +116,8 @@ def start(
     """Start a child; `env` is added to a copy of os.environ. Secrets must never be in argv."""
     for secret in secrets:
         value = secret.reveal()
-        assert not any(value and value in arg for arg in argv), "secret in argv"
+        if value and any(value in arg for arg in argv):
+            raise RuntimeError(f"refusing to start {argv[0]}: a secret would be visible in its argv")
     full_env = {**os.environ, **(env or {})}
     log.debug("start %s", " ".join(argv))
     try:

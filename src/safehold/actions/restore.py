@@ -144,9 +144,12 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
     with lock:
         started = time.monotonic()
         phases: dict[str, float] = {}
-        if busy or (plan.includes and plan.files_target == Path("/")):
+        overwrites_files = plan.files_target == Path("/") and any(Path(p).exists() for p in plan.includes)
+        if busy or overwrites_files:
             reporter.step("taking a safety point of the current state before overwriting it")
-            safety = backup_instance(config, name, reporter, safety_point=True, only_databases=not plan.includes)
+            busy_sources = {s.entry.name for s in plan.databases if s.non_empty}
+            safety = backup_instance(config, name, reporter, safety_point=True, databases=busy_sources,
+                                     with_files=overwrites_files)
             result["safety_point"] = safety["run_id"]
         comparison: list[dict[str, object]] = []
         for step in plan.databases:

@@ -29,10 +29,17 @@ def tool_error(exc: runner.ProcessFailed, db: Database) -> DatabaseError:
     """Translate a mariadb/mariadb-dump failure into one line."""
     text = exc.stderr.lower()
     where = db.connection.describe()
-    if "access denied" in text:
+    if "access denied for user" in text:
         return DatabaseError(f"cannot log in to {where}: access denied", "check the database user and password")
     if "can't connect" in text or "unknown server host" in text:
         return DatabaseError(f"database server {where} is unreachable", "is MariaDB running and the host/port right?")
+    if "set user" in text or "super" in text:
+        return DatabaseError(f"{where}: the dump holds views/routines/triggers with another DEFINER",
+                             "restore with a user that has the SET USER (or SUPER) privilege")
+    if "insufficient privileges" in text or "command denied" in text or "access denied" in text:
+        detail = exc.stderr.strip().splitlines()[-1].removeprefix("mariadb-dump: ")
+        return DatabaseError(f"{where}: the backup user lacks a privilege ({detail[:200]})",
+                             "grant SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD and SELECT ON mysql.proc")
     if "unknown database" in text:
         return DatabaseError(f"database {db.name!r} does not exist on {where}", "check the database name")
     last = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else f"exit {exc.returncode}"
