@@ -229,6 +229,9 @@ def prune(instance: InstanceArg = None,
             verb = "would remove" if row["dry_run"] else "removed"
             out.print(f"{row['instance']}@{row['repository']}: keep {len(row['keep'])}, {verb} "
                       f"{len(row['remove'])}: {', '.join(row['remove']) or '-'}")
+            if row["dry_run"]:
+                for run in row["keep"]:
+                    out.print(f"  keep {run} ({', '.join(row['why'][run])})")
 
     _run(json_out, lambda r: do_prune(_load(config), instance, r, dry_run), render)
 
