@@ -6,6 +6,11 @@ cron-started backup next to `safehold serve`) can record at the same time; SQLit
 
 A run that was killed never records its end. Its row keeps finished NULL and the PID of the process
 that started it; the next read notices the PID is gone and marks it failed ("interrupted").
+
+Writers: an action wraps its work in `safehold.actions.tracked.tracked(config, instance, kind,
+reporter)`, which records here and then runs retention, notifications and metrics; plain
+`record_start`/`record_end` record without those hooks. Readers (check, metrics, web UI):
+`runs`, `last_run`, `last_success`, `last_drill`, `running`, `recent_sizes`, `median_size`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+
+from safehold.errors import SafeholdError
 
 Kind = Literal["backup", "drill", "prune", "restore"]
 Result = Literal["ok", "failed", "partial", "running"]
@@ -107,9 +114,13 @@ class History:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / "history.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with self._connect() as db:
-            db.executescript(SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with self._connect() as db:
+                db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise SafeholdError(f"cannot open the run history {self.path}: {exc}",
+                                "check that settings.state_dir exists and is writable by this user") from None
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
