@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SRC, mariadb_dump, private_file, run_cli, sql
+from tests.conftest import SRC, mariadb_dump, private_file, run_cli, sql, write_config
 from tests.integration.test_core_roundtrip import fill_mariadb
 
 
@@ -23,18 +23,6 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     return lines[0]
-
-
-def config_for(tmp_path: Path, repo: dict[str, str], body: str) -> Path:
-    path = tmp_path / "safehold.toml"
-    path.write_text(f"""
-[settings]
-state_dir = "{tmp_path / 'state'}"
-[repositories.main]
-url = "{repo['url']}"
-password = "file:{repo['password_file']}"
-{body}""")
-    return path
 
 
 FILES_ONLY = """
@@ -49,7 +37,7 @@ def files_instance(tmp_path: Path, repo: dict[str, str]) -> Path:
     files = tmp_path / "files"
     files.mkdir()
     (files / "a.txt").write_text("important\n")
-    return config_for(tmp_path, repo, FILES_ONLY.format(files=files))
+    return write_config(tmp_path, repo, FILES_ONLY.format(files=files))
 
 
 def test_malformed_toml(tmp_path: Path) -> None:
@@ -70,7 +58,7 @@ def test_unknown_key_names_its_path(tmp_path: Path, repo: dict[str, str], files_
 
 
 def test_plain_password_in_config_is_refused(tmp_path: Path, repo: dict[str, str]) -> None:
-    path = config_for(tmp_path, repo, FILES_ONLY.format(files=tmp_path))
+    path = write_config(tmp_path, repo, FILES_ONLY.format(files=tmp_path))
     path.write_text(path.read_text().replace(f"file:{repo['password_file']}", "hunter2"))
     result = run_cli("backup", config=path)
     assert result.returncode == 2
@@ -128,7 +116,7 @@ def mount_point(tmp_path: Path):
 
 def test_repository_not_writable(tmp_path: Path, repo: dict[str, str], mount_point) -> None:
     readonly = mount_point("ro", "ro,size=1m")
-    path = config_for(tmp_path, {**repo, "url": str(readonly / "repo")}, FILES_ONLY.format(files=tmp_path / "f"))
+    path = write_config(tmp_path, {**repo, "url": str(readonly / "repo")}, FILES_ONLY.format(files=tmp_path / "f"))
     (tmp_path / "f").mkdir()
     result = run_cli("backup", config=path)
     assert result.returncode == 1
@@ -140,7 +128,7 @@ def test_disk_full_during_backup_keeps_last_point(tmp_path: Path, repo: dict[str
     files = tmp_path / "files"
     files.mkdir()
     (files / "a.txt").write_text("first version\n")
-    path = config_for(tmp_path, {**repo, "url": str(small / "repo")}, FILES_ONLY.format(files=files))
+    path = write_config(tmp_path, {**repo, "url": str(small / "repo")}, FILES_ONLY.format(files=files))
     assert run_cli("backup", config=path).returncode == 0
     (files / "big.bin").write_bytes(os.urandom(8_000_000))
     result = run_cli("backup", config=path)
@@ -169,7 +157,7 @@ def db_user(new_db):
 
 def db_config(tmp_path: Path, repo: dict[str, str], db: dict[str, str], port: int = 3306) -> Path:
     private_file(tmp_path / "secrets" / "db.pass", db["password"])
-    return config_for(tmp_path, repo, f"""
+    return write_config(tmp_path, repo, f"""
 [instances.app]
 repositories = ["main"]
 [[instances.app.databases]]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import mariadb_dump, run_cli, sql
+from tests.conftest import mariadb_dump, run_cli, sql, write_config
 
 MARIADB_SCHEMA = [
     "CREATE TABLE customers (id INT PRIMARY KEY AUTO_INCREMENT, name VARCHAR(100) NOT NULL,"
@@ -78,14 +78,8 @@ def sqlite_dump(path: Path) -> str:
         conn.close()
 
 
-def write_config(tmp_path: Path, repo: dict[str, str], db: str, app: Path, extra: str = "") -> Path:
-    config = tmp_path / "safehold.toml"
-    config.write_text(f"""
-[settings]
-state_dir = "{tmp_path / 'state'}"
-[repositories.main]
-url = "{repo['url']}"
-password = "file:{repo['password_file']}"
+def app_config(tmp_path: Path, repo: dict[str, str], db: str, app: Path) -> Path:
+    return write_config(tmp_path, repo, f"""
 [instances.app]
 repositories = ["main"]
 files = ["{app / 'uploads'}"]
@@ -97,8 +91,7 @@ names = ["{db}"]
 [[instances.app.databases]]
 engine = "sqlite"
 path = "{app / 'app.sqlite'}"
-{extra}""")
-    return config
+""")
 
 
 @pytest.fixture
@@ -113,7 +106,7 @@ def instance(tmp_path: Path, repo: dict[str, str], new_db) -> dict[str, object]:
                        "CREATE VIEW v AS SELECT body FROM notes;")
     conn.commit()
     conn.close()
-    return {"db": db, "app": app, "config": write_config(tmp_path, repo, db, app)}
+    return {"db": db, "app": app, "config": app_config(tmp_path, repo, db, app)}
 
 
 def test_round_trip_is_exact(instance: dict[str, object]) -> None:
@@ -192,6 +185,19 @@ def test_restore_to_other_database_and_files_elsewhere(instance: dict[str, objec
                     config=config)
     assert files.returncode == 0, files.stderr
     assert (tmp_path / "elsewhere" / str(app / "uploads" / "empty").lstrip("/")).exists()
+
+
+def test_in_place_restore_makes_the_folder_as_it_was(instance: dict[str, object]) -> None:
+    app, config = instance["app"], instance["config"]
+    before = tree_state(app / "uploads")
+    assert run_cli("backup", "app", config=config).returncode == 0
+    (app / "uploads" / "created-later.txt").write_text("not in the point")
+    (app / "uploads" / "nested" / "deeper" / "file with spaces.txt").write_text("changed")
+    result = run_cli("restore", "app", "latest", "--only", "files", "--json", config=config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["safety_point"]
+    assert tree_state(app / "uploads") == before
+    assert not [p for p in app.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
 def test_dry_run_changes_nothing(instance: dict[str, object]) -> None:

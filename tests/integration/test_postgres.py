@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need, run_cli
+from tests.conftest import need, run_cli, write_config
 
 PG = ["-h", "127.0.0.1", "-U", "postgres"]
 
@@ -48,13 +48,7 @@ def pg_db():
 
 
 def test_postgres_round_trip(pg_db: str, tmp_path: Path, repo: dict[str, str]) -> None:
-    config = tmp_path / "safehold.toml"
-    config.write_text(f"""
-[settings]
-state_dir = "{tmp_path / 'state'}"
-[repositories.main]
-url = "{repo['url']}"
-password = "file:{repo['password_file']}"
+    config = write_config(tmp_path, repo, f"""
 [instances.pg]
 repositories = ["main"]
 [[instances.pg.databases]]

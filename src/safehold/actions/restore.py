@@ -16,6 +16,7 @@ from safehold.actions.common import Point, describe, find_point, open_repository
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, RestoreRefused, SafeholdError
+from safehold.files import restore_in_place
 from safehold.lock import instance_lock
 from safehold.models import Database, Instance
 from safehold.output import Reporter
@@ -156,8 +157,12 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
             comparison += _restore_database(repo, step, reporter, phases)
         if plan.includes:
             t0 = time.monotonic()
-            plan.files_target.mkdir(parents=True, exist_ok=True)
-            repo.restore(point.manifest.files_snapshot or "", plan.files_target, plan.includes, reporter)
+            snapshot = point.manifest.files_snapshot or ""
+            if plan.files_target == Path("/"):
+                restore_in_place(repo, snapshot, plan.includes, reporter)
+            else:
+                plan.files_target.mkdir(parents=True, exist_ok=True)
+                repo.restore(snapshot, plan.files_target, plan.includes, reporter)
             phases["files"] = round(time.monotonic() - t0, 3)
             if plan.files_target == Path("/"):
                 profile.post_restore(instance, reporter)

@@ -9,7 +9,6 @@ the dump; under concurrent writes they can differ slightly, which the manifest n
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +18,10 @@ from safehold import runner
 from safehold.errors import DatabaseError
 from safehold.models import Database, DatabaseReport, TableReport, default_port
 from safehold.output import Reporter
-from safehold.secrets import write_private
+from safehold.secrets import Secret, write_private
 
 SUFFIX = ".pgdump"
 METHOD = "pg_dump"
-COPY_BUFFER = 1 << 20
 TABLES_QUERY = ("SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables"
                 " WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")
 OBJECT_QUERIES = {
@@ -53,7 +51,7 @@ def _environment(db: Database, name: str) -> Iterator[dict[str, str]]:
         yield env
 
 
-def _secrets(db: Database) -> list:
+def _secrets(db: Database) -> list[Secret]:
     return [s for s in [db.connection.password] if s]
 
 
@@ -109,18 +107,9 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
     """Stream `pg_dump -Fc -Z0` of one database into `out`."""
     report = inspect(db, db.name)
     with _environment(db, db.name) as env:
-        child = runner.start(["pg_dump", "-Fc", "-Z0", "--no-password", "--", db.name], what="pg_dump", env=env,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, secrets=_secrets(db))
-        size = 0
         try:
-            while block := child.stdout.read(COPY_BUFFER):
-                out.write(block)
-                size += len(block)
-        except BaseException:
-            child.kill()
-            raise
-        try:
-            child.wait()
+            size = runner.stream_out(["pg_dump", "-Fc", "-Z0", "--no-password", "--", db.name], out, what="pg_dump",
+                                     env=env, secrets=_secrets(db))
         except runner.ProcessFailed as exc:
             raise _error(exc, db, db.name) from None
     report.method, report.bytes = METHOD, size
@@ -133,22 +122,9 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter, meth
     create(db, into)
     with _environment(db, into) as env:
         argv = ["pg_restore", "--no-password", "--no-owner", "--exit-on-error", "-d", into]
-        child = runner.start(argv, what="pg_restore", env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                             secrets=_secrets(db))
-        done = 0
         try:
-            while block := stream.read(COPY_BUFFER):
-                child.stdin.write(block)
-                done += len(block)
-                progress.advance(f"load {into}", done)
-            child.stdin.close()
-        except BrokenPipeError:
-            pass
-        except BaseException:
-            child.kill()
-            raise
-        try:
-            child.wait()
+            runner.stream_in(argv, stream, what="pg_restore", env=env, secrets=_secrets(db),
+                             on_bytes=lambda n: progress.advance(f"load {into}", n))
         except runner.ProcessFailed as exc:
             raise _error(exc, db, into) from None
     report = inspect(db, into)
