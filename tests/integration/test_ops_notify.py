@@ -154,7 +154,7 @@ client_id = 5
     assert len(receiver.itop) == 1 and len(receiver.itflow) == 1  # two failures, one outage, one ticket each
     assert len(mailbox.messages) == 2 and len(receiver.hooks) == 2
     subject, body = mailbox.messages[0]
-    assert "FAILED" in subject and "Reason: wrong password for repository local" in body
+    assert "FAILED" in subject and "Reason: wrong password for repository main" in body
     assert "Next step:" in body and "safehold backup app" in body
     assert receiver.hooks[0]["type"] == "failure" and "wrong password" in receiver.hooks[0]["message"]
     assert receiver.itop[0]["fields"]["urgency"] == 2 and "wrong password" in receiver.itop[0]["fields"]["description"]

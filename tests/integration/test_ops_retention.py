@@ -53,7 +53,7 @@ def test_failed_run_prunes_nothing_and_the_next_good_one_does(tmp_path: Path, re
     kinds = [(r.kind, r.result) for r in history.runs("app")]
     assert kinds[:2] == [("prune", "ok"), ("backup", "ok")]
     assert history.runs("app", "prune")[0].details["removed"] == sorted(points)
-    assert history.last_success("app").details["points"] == {"local": 1}
+    assert history.last_success("app").details["points"] == {"main": 1}
     # The node-exporter textfile was rewritten after the run and parses.
     samples = {(s.name, s.labels.get("kind")): s.value
                for f in text_string_to_metric_families(textfile.read_text()) for s in f.samples}

@@ -6,11 +6,15 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from tests.conftest import write_config
+
 
 def make_instance(tmp_path: Path, repo: dict[str, str], instance: str = "", settings: str = "",
                   top: str = "", rows: int = 200) -> Path:
-    """Write the app's data and a safehold.toml; returns the config path. `instance` adds keys to
-    [instances.app], `settings` to [settings], `top` appends whole sections (e.g. [notify])."""
+    """Write the app's data and a safehold.toml (repository `main`); returns the config path.
+
+    `instance` adds keys to [instances.app], `settings` to [settings], `top` whole sections ([notify]).
+    """
     data = tmp_path / "app"
     (data / "files").mkdir(parents=True, exist_ok=True)
     (data / "files" / "upload.txt").write_text("attachment\n")
@@ -19,19 +23,10 @@ def make_instance(tmp_path: Path, repo: dict[str, str], instance: str = "", sett
     db.executemany("INSERT INTO t (v) VALUES (?)", [(f"row {i}" * 5,) for i in range(rows)])
     db.commit()
     db.close()
-    path = tmp_path / "safehold.toml"
-    path.write_text(f"""
-[settings]
-state_dir = "{tmp_path / 'state'}"
-{settings}
-
-[repositories.local]
-url = "{repo['url']}"
-password = "file:{repo['password_file']}"
-
+    return write_config(tmp_path, repo, f"""
 [instances.app]
 app = "generic"
-repositories = ["local"]
+repositories = ["main"]
 files = ["{data / 'files'}"]
 {instance}
 
@@ -40,5 +35,4 @@ engine = "sqlite"
 path = "{data / 'app.db'}"
 
 {top}
-""")
-    return path
+""", settings=settings)

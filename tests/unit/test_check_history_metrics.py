@@ -15,28 +15,18 @@ from safehold import metrics
 from safehold.actions.check import check
 from safehold.config import Config, parse
 from safehold.history import History
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_config
 
 MB = 1_000_000
 
 
-def write_config(tmp_path: Path, schedule: str = "", repo_url: str = "sftp:backup@nas.example:/srv/safehold",
-                 extra: str = "") -> Path:
-    path = tmp_path / "safehold.toml"
-    path.write_text(f"""
-[settings]
-state_dir = "{tmp_path / 'state'}"
-metrics_textfile = "{tmp_path / 'textfile' / 'safehold.prom'}"
-[repositories.main]
-url = "{repo_url}"
-password = "env:UNUSED_PASSWORD"
+def make_config(tmp_path: Path, schedule: str = "", repo_url: str = "sftp:backup@nas.example:/srv/safehold") -> Path:
+    return write_config(tmp_path, {"url": repo_url, "password_file": str(tmp_path / "unused.pass")}, f"""
 [instances.app]
 repositories = ["main"]
 files = ["{tmp_path}"]
 {schedule}
-{extra}
-""")
-    return path
+""", settings=f'metrics_textfile = "{tmp_path / "textfile" / "safehold.prom"}"')
 
 
 def load(path: Path) -> Config:
@@ -79,7 +69,7 @@ def test_history_records_queries_and_reaps_killed_runs(tmp_path: Path) -> None:
 
 
 def test_all_fine_is_ok(tmp_path: Path) -> None:
-    config = load(write_config(tmp_path))
+    config = load(make_config(tmp_path))
     add_backups(History(config.state_dir), [100 * MB] * 4)
     result = check(config, None)
     assert result["code"] == 0 and result["line"].startswith("SAFEHOLD OK - ")
@@ -92,7 +82,7 @@ def test_all_fine_is_ok(tmp_path: Path) -> None:
     (90 * MB, 0, "size", "median 100.00 MB"),
 ])
 def test_size_anomaly_names_the_rule(tmp_path: Path, newest: int, code: int, rule: str, words: str) -> None:
-    config = load(write_config(tmp_path))
+    config = load(make_config(tmp_path))
     add_backups(History(config.state_dir), [100 * MB] * 5 + [newest])
     result = check(config, "app")
     assert result["code"] == code
@@ -103,7 +93,7 @@ def test_size_anomaly_names_the_rule(tmp_path: Path, newest: int, code: int, rul
 
 
 def test_disabled_schedule_is_reported_and_critical_without_a_fresh_point(tmp_path: Path) -> None:
-    config = load(write_config(tmp_path, 'schedule = { enabled = false, time = "02:00" }'))
+    config = load(make_config(tmp_path, 'schedule = { enabled = false, time = "02:00" }'))
     result = check(config, "app")
     assert result["code"] == 2 and rules(result)["schedule"] == "CRITICAL"
     assert "schedule disabled and no fresh point" in result["line"]
@@ -116,7 +106,7 @@ def test_disabled_schedule_is_reported_and_critical_without_a_fresh_point(tmp_pa
 
 
 def test_last_run_failure_stale_point_drill_and_local_only_repository(tmp_path: Path) -> None:
-    config = load(write_config(tmp_path, 'schedule = { cron = "0 * * * *" }', repo_url=str(tmp_path / "repo")))
+    config = load(make_config(tmp_path, 'schedule = { cron = "0 * * * *" }', repo_url=str(tmp_path / "repo")))
     history = History(config.state_dir)
     add_backups(history, [MB])
     add_backups(history, [0], result="failed", error="repository main: disk full — free space")
@@ -132,7 +122,7 @@ def test_last_run_failure_stale_point_drill_and_local_only_repository(tmp_path: 
 
 
 def test_check_cli_exit_codes_one_line_and_json(tmp_path: Path) -> None:
-    path = write_config(tmp_path, 'schedule = { enabled = false }')
+    path = make_config(tmp_path, 'schedule = { enabled = false }')
     proc = run_cli("check", config=path)
     assert proc.returncode == 2 and proc.stdout.count("\n") == 1 and proc.stdout.startswith("SAFEHOLD CRITICAL")
     proc = run_cli("check", "app", "--json", config=path)
@@ -143,7 +133,7 @@ def test_check_cli_exit_codes_one_line_and_json(tmp_path: Path) -> None:
 
 
 def test_metrics_parse_and_textfile_is_replaced_atomically(tmp_path: Path) -> None:
-    config = load(write_config(tmp_path, 'schedule = { time = "02:00" }'))
+    config = load(make_config(tmp_path, 'schedule = { time = "02:00" }'))
     history = History(config.state_dir)
     add_backups(history, [3 * MB])
     history.add_details(history.last_success("app").id, {"points": {"main": 7}})
@@ -169,7 +159,7 @@ def test_metrics_parse_and_textfile_is_replaced_atomically(tmp_path: Path) -> No
 
 
 def test_history_cli_lists_runs_newest_first(tmp_path: Path) -> None:
-    path = write_config(tmp_path)
+    path = make_config(tmp_path)
     history = History(load(path).state_dir)
     add_backups(history, [MB])
     add_backups(history, [0], result="failed", error="repository main: disk full — free space")
@@ -182,7 +172,7 @@ def test_history_cli_lists_runs_newest_first(tmp_path: Path) -> None:
 
 
 def test_schedule_install_writes_systemd_units_and_cron_file(tmp_path: Path) -> None:
-    path = write_config(tmp_path, 'schedule = { week_days = ["monday"], time = "01:15", timezone = "Europe/Paris", '
+    path = make_config(tmp_path, 'schedule = { week_days = ["monday"], time = "01:15", timezone = "Europe/Paris", '
                                   'drill = "0 4 * * sun" }')
     proc = run_cli("schedule", "install", "--dir", str(tmp_path / "units"), config=path)
     assert proc.returncode == 0, proc.stderr
@@ -194,6 +184,6 @@ def test_schedule_install_writes_systemd_units_and_cron_file(tmp_path: Path) -> 
     proc = run_cli("schedule", "install", "--format", "cron", "--dir", str(tmp_path / "cron"), config=path)
     cron = (tmp_path / "cron" / "safehold").read_text()
     assert proc.returncode == 0 and "CRON_TZ=Europe/Paris" in cron and "15 1 * * mon root " in cron
-    disabled = write_config(tmp_path, 'schedule = { enabled = false }')
+    disabled = make_config(tmp_path, 'schedule = { enabled = false }')
     proc = run_cli("schedule", "install", "--dir", str(tmp_path / "none"), "--json", config=disabled)
     assert json.loads(proc.stdout)["skipped_disabled"] == ["app"]
