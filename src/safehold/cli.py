@@ -229,6 +229,9 @@ def prune(instance: InstanceArg = None,
             verb = "would remove" if row["dry_run"] else "removed"
             out.print(f"{row['instance']}@{row['repository']}: keep {len(row['keep'])}, {verb} "
                       f"{len(row['remove'])}: {', '.join(row['remove']) or '-'}")
+            if row["dry_run"]:
+                for run in row["keep"]:
+                    out.print(f"  keep {run} ({', '.join(row['why'][run])})")
 
     _run(json_out, lambda r: do_prune(_load(config), instance, r, dry_run), render)
 
@@ -284,15 +287,6 @@ def report(instance: InstanceArg = None,
     _run(json_out, lambda r: do_report(_load(config), instance, html, days), render)
 
 
-@app.command()
-def serve(listen: Annotated[str | None, typer.Option(help="HOST:PORT (default: web.listen, 127.0.0.1:8750)")] = None,
-          config: ConfigOpt = None) -> None:
-    """Run the web admin console (and, once wired in, the scheduler)."""
-    from safehold.web.server import serve as do_serve
-
-    _run(False, lambda r: do_serve(_load(config), listen), lambda res: None)
-
-
 user_app = typer.Typer(help="Accounts of the web console.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 
@@ -320,6 +314,112 @@ def user_add(
         return {"user": name, "role": role}
 
     _run(False, action, lambda res: out.print(f"user {res['user']} ({res['role']}) saved"))
+
+def _mb(value: int | None) -> str | None:
+    return None if value is None else f"{value / 1e6:.2f}"
+
+
+@app.command()
+def history(instance: Annotated[str | None, typer.Argument(help="instance name (default: all)")] = None,
+            kind: Annotated[str | None, typer.Option(help="backup, drill, prune or restore")] = None,
+            limit: Annotated[int, typer.Option(help="how many runs")] = 30,
+            config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Past runs (backups, drills, prunes, restores) with their result, size and error, newest first."""
+    from safehold.history import History
+
+    def action(_: Reporter) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in History(_load(config).state_dir).runs(instance, kind, limit)]
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        # One line per run rather than a table: the error is the point and must never be cut off.
+        colour = {"ok": "green", "failed": "red", "partial": "yellow", "running": "cyan"}
+        if not rows:
+            out.print("no runs recorded yet")
+        for r in rows:
+            size = f" +{_mb(r['bytes_added'])} MB of {_mb(r['bytes_total'])} MB" if r["bytes_total"] is not None else ""
+            took = f" {r['duration']:.1f} s" if r["duration"] is not None else ""
+            line = f"{r['started'][:19].replace('T', ' ')}  {r['instance']}  {r['kind']}  " \
+                   f"[{colour.get(r['result'], 'white')}]{r['result']}[/]{took}{size}"
+            out.print(line + (f"  {r['error']}" if r["error"] else ""), soft_wrap=True)
+
+    _run(json_out, action, render)
+
+
+@app.command()
+def check(instance: InstanceArg = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Monitoring: freshness, last result, size anomaly, drill, off-host copy. Nagios exit codes 0/1/2/3."""
+    from safehold.actions.check import UNKNOWN
+    from safehold.actions.check import check as do_check
+
+    try:
+        result = do_check(_load(config), instance)
+    except SafeholdError as exc:
+        result = {"status": "UNKNOWN", "code": UNKNOWN, "line": f"SAFEHOLD UNKNOWN - {exc.line()}", "instances": []}
+    print(dumps(result) if json_out else result["line"])
+    raise typer.Exit(result["code"])
+
+
+@app.command()
+def serve(config: ConfigOpt = None,
+          listen: Annotated[str | None, typer.Option(help="HOST:PORT of the console (default: web.listen, "
+                                                          "127.0.0.1:8750)")] = None,
+          no_web: Annotated[bool, typer.Option("--no-web", help="run the schedules only, no console")] = False,
+          tick: Annotated[float, typer.Option(help="seconds between schedule checks")] = 1.0,
+          workers: Annotated[int, typer.Option(help="jobs that may run at once")] = 2) -> None:
+    """Run the schedules (re-reading the config every tick) and the web console until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from safehold.scheduler import Scheduler
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        path = config_module.find_config(config)
+        loaded = config_module.load(path)
+    except SafeholdError as exc:
+        err.print(f"[bold red]error:[/] {exc.line()}", soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    reporter = Reporter("plain")
+    scheduler = Scheduler(path, reporter, tick_seconds=tick, workers=workers)
+    for job in scheduler.next_runs():
+        reporter.step(f"{job['kind']} of {job['instance']}: {job['schedule']}, next {job['next']}")
+    if not no_web:
+        from safehold.web.server import serve as serve_console
+
+        # Console jobs share the scheduler's pool, so "Backup now" and scheduled runs queue together.
+        _run(False, lambda r: serve_console(loaded, listen, services=[scheduler], pool=scheduler.pool),
+             lambda res: None)
+        return
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    scheduler.start()
+    done.wait()
+    reporter.step("stopping: waiting for running jobs to finish")
+    scheduler.stop()
+
+
+schedule_app = typer.Typer(help="Schedules: install systemd timers or a cron file.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.command("install")
+def schedule_install(
+    folder: Annotated[Path, typer.Option("--dir", help="where to write the units / cron file")],
+    fmt: Annotated[str, typer.Option("--format", help="systemd or cron")] = "systemd",
+    user: Annotated[str | None, typer.Option(help="run the jobs as this user")] = None,
+    config: ConfigOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Write systemd service+timer units (OnCalendar) or a cron file for every enabled schedule."""
+    from safehold.actions.schedule_install import install
+
+    def render(res: dict[str, Any]) -> None:
+        out.print(f"wrote {', '.join(res['written']) or 'nothing'} in {res['folder']}")
+        if res["skipped_disabled"]:
+            out.print(f"[yellow]disabled, not installed:[/] {', '.join(res['skipped_disabled'])}")
+        out.print(f"next: {res['next']}")
+
+    _run(json_out, lambda r: install(_load(config), folder, fmt, user), render)
 
 
 def main() -> None:

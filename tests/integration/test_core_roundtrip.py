@@ -241,8 +241,9 @@ def test_verify_and_show(instance: dict[str, object]) -> None:
 
 def test_prune_keeps_count(instance: dict[str, object], tmp_path: Path) -> None:
     config = instance["config"]
-    config.write_text(config.read_text().replace('repositories = ["main"]',
-                                                 'repositories = ["main"]\nretention = { last = 2 }'))
+    # after_backup = false: this test applies retention itself (`safehold prune`), not after each backup.
+    config.write_text(config.read_text().replace(
+        'repositories = ["main"]', 'repositories = ["main"]\nretention = { last = 2, after_backup = false }'))
     runs = [json.loads(run_cli("backup", "app", "--json", config=config).stdout)[0]["run_id"] for _ in range(3)]
     dry = json.loads(run_cli("prune", "--dry-run", "--json", config=config).stdout)[0]
     assert dry["remove"] == [runs[0]]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import re
 import secrets
 import shutil
@@ -32,10 +31,12 @@ from types import ModuleType
 
 from safehold.actions.common import Point, describe, find_point, open_repository
 from safehold.actions.restore import DatabaseStep, Plan, compare, load_database, make_plan
+from safehold.actions.tracked import tracked
 from safehold.config import Config, InstanceConfig
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, SafeholdError
 from safehold.files import file_sha256, tree_stats
+from safehold.history import History
 from safehold.lock import instance_lock
 from safehold.models import Connection, Database, DatabaseReport, Instance
 from safehold.output import Reporter
@@ -44,7 +45,6 @@ from safehold.repository.restic import Repository
 from safehold.secrets import Secret, resolve
 
 PREFIX = "safehold_drill_"
-DRILLS_FILE = "drills.jsonl"
 COPY_BUFFER = 1 << 20
 
 
@@ -372,21 +372,25 @@ def drill_instance(config: Config, name: str, reporter: Reporter, run: str | Non
     result: dict[str, object] = {"instance": name, "repository": repo.name, "run_id": None, "point_started": None,
                                  "rpo_seconds": None, "started": started}
     outcome = Outcome()
-    # Its own lock: backups go on during a drill, but two drills of one instance would clean each other up.
-    with instance_lock(config.state_dir, f"{name}@drill", started.isoformat(), "drill", reporter,
-                       config.settings.lock_wait_seconds), _stop_on_sigterm():
-        result["leftovers_removed"] = clean_leftovers(instance, server, reporter)
-        try:
-            _run_drill(config, repo, instance, profile, run or "latest", server, result, outcome, reporter)
-        except SafeholdError as exc:
-            outcome.problems.append(exc.message)
-    result.update(finished=now(), ok=not outcome.problems, problems=outcome.problems, checks=outcome.checks,
-                  phases=outcome.phases, phases_detail=outcome.detail,
-                  rto_seconds=round(sum(outcome.phases.values()), 3), tables=outcome.tables)
-    for problem in outcome.problems:
-        reporter.warn(f"drill {name}: {problem}")
-    reporter.step(f"drill of {name} {'passed' if result['ok'] else 'FAILED'}")
-    record(config, result)
+    # Recorded in the run history like a backup, so check, metrics and notifications see drills too.
+    with tracked(config, name, "drill", reporter) as record:
+        # Its own lock: backups go on during a drill, but two drills of one instance would clean each other up.
+        with instance_lock(config.state_dir, f"{name}@drill", started.isoformat(), "drill", reporter,
+                           config.settings.lock_wait_seconds), _stop_on_sigterm():
+            result["leftovers_removed"] = clean_leftovers(instance, server, reporter)
+            try:
+                _run_drill(config, repo, instance, profile, run or "latest", server, result, outcome, reporter)
+            except SafeholdError as exc:
+                outcome.problems.append(exc.message)
+        result.update(finished=now(), ok=not outcome.problems, problems=outcome.problems, checks=outcome.checks,
+                      phases=outcome.phases, phases_detail=outcome.detail,
+                      rto_seconds=round(sum(outcome.phases.values()), 3), tables=outcome.tables)
+        for problem in outcome.problems:
+            reporter.warn(f"drill {name}: {problem}")
+        reporter.step(f"drill of {name} {'passed' if result['ok'] else 'FAILED'}")
+        record.result = "ok" if result["ok"] else "failed"
+        record.error = outcome.problems[0] if outcome.problems else None
+        record.details = json.loads(json.dumps(result, default=str))
     return result
 
 
@@ -400,24 +404,7 @@ def drill(config: Config, name: str | None, reporter: Reporter, run: str | None 
 
 # -- run history --------------------------------------------------------------------------------
 
-def record(config: Config, result: dict[str, object]) -> None:
-    """Append a drill result to the state directory's drill log (one JSON object per line, 0600)."""
-    path = config.state_dir / DRILLS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(result, default=str) + "\n")
-
-
 def load(config: Config, instance: str | None = None) -> list[dict[str, object]]:
-    """Recorded drill results, oldest first (optionally of one instance); damaged lines are skipped."""
-    path = config.state_dir / DRILLS_FILE
-    results: list[dict[str, object]] = []
-    with contextlib.suppress(FileNotFoundError), path.open(encoding="utf-8") as fh:
-        for line in fh:
-            with contextlib.suppress(ValueError):
-                item = json.loads(line)
-                if instance is None or item.get("instance") == instance:
-                    results.append(item)
-    return results
-
+    """Recorded drill results from the run history, oldest first (optionally of one instance)."""
+    runs = History(config.state_dir).runs(instance, "drill", limit=10_000)
+    return [run.details for run in reversed(runs) if run.details.get("instance")]

@@ -340,6 +340,14 @@ class Console:
         return self.start(request, session, "restore", name,
                           lambda r: restore(self.config, name, run, r, force=force, **options), params)
 
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus scrape target. Unauthenticated like node-exporter: it holds no secret, only
+        timestamps, sizes and results, and the console listens on loopback unless told otherwise."""
+        from safehold import metrics
+
+        text = await run_in_threadpool(metrics.render, self.config)
+        return Response(text, media_type=metrics.CONTENT_TYPE)
+
     # -- errors --------------------------------------------------------------------------------
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
@@ -377,6 +385,7 @@ def create_app(config: Config, store: Store | None = None, jobs: JobRunner | Non
         Route("/login", c.login, methods=["POST"]),
         Route("/logout", c.logout, methods=["POST"]),
         Route("/runs", c.runs),
+        Route("/metrics", c.metrics),
         Route("/audit", c.audit),
         Route("/settings", c.settings),
         Route("/jobs/{job}", c.job),
