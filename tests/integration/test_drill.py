@@ -31,6 +31,7 @@ from safehold.actions import drill as drill_action
 from safehold.actions.backup import backup_instance
 from safehold.actions.common import find_point, open_repository
 from safehold.apps import generic
+from safehold.history import History
 from safehold.output import Silent
 from safehold.repository.manifest import MANIFEST_PATH, Manifest, new_run_id, now
 from safehold.secrets import Secret
@@ -189,8 +190,8 @@ def test_healthy_drill_passes_and_reports_phases(env: Env) -> None:
     assert "(1 with checksums)" in checks[f"database {env.lite} tables"]["detail"]
     assert checks[f"files {env.root / 'app' / 'uploads'}"]["detail"] == "5 files, " \
         f"{sum(len(d) for d in UPLOADS.values())} bytes, 5 sampled hashes match"
-    recorded = [json.loads(line) for line in (env.root / "state" / "drills.jsonl").read_text().splitlines()]
-    assert recorded[-1]["run_id"] == env.run_id and recorded[-1]["ok"]
+    recorded = History(env.root / "state").runs(None, "drill")[0]
+    assert recorded.result == "ok" and recorded.details["run_id"] == env.run_id and recorded.details["ok"]
     assert scratch_left(env) == []
 
 
@@ -406,8 +407,8 @@ def test_sigterm_cleans_up_and_sigkill_leftovers_go_next_time(env: Env,
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=60) == 1
     assert scratch_left(env) == []
-    stopped = json.loads((env.root / "state" / "drills.jsonl").read_text().splitlines()[-1])
-    assert "drill stopped by SIGTERM" in stopped["problems"]
+    stopped = History(env.root / "state").runs(None, "drill")[0]
+    assert stopped.result == "failed" and "drill stopped by SIGTERM" in stopped.details["problems"]
 
     child = _start_drill(env)
     _wait_for_scratch_database(env, child)
