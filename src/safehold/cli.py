@@ -386,6 +386,8 @@ def serve(config: ConfigOpt = None,
     if not no_web:
         from safehold.web.server import serve as serve_console
 
+        # uvicorn stops on SIGTERM and then re-raises it; a handler here makes that a clean exit 0.
+        signal.signal(signal.SIGTERM, lambda *_: None)
         # Console jobs share the scheduler's pool, so "Backup now" and scheduled runs queue together.
         _run(False, lambda r: serve_console(loaded, listen, services=[scheduler], pool=scheduler.pool),
              lambda res: None)
