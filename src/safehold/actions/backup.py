@@ -16,6 +16,7 @@ from typing import IO
 
 from safehold import __version__
 from safehold.actions.common import describe, open_repository, tree_stats
+from safehold.apps.quiesce import resume_leftovers
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.lock import instance_lock
@@ -49,6 +50,10 @@ def _store_databases(repo: Repository, instance: Instance, tags: list[str], mani
     added = 0
     for db in instance.databases:
         engine = engine_for(db.connection.engine)
+        if manifest.safety_point and engine.is_empty(db, db.name):
+            # A restore into a dropped/emptied database: there is nothing to keep safe.
+            manifest.warnings.append(f"database {db.name} is missing or empty; nothing to save")
+            continue
         path = f"{DB_DIR}/{db.key}{engine.suffix(db)}"
         reporter.step(f"dumping {db.connection.engine} database {db.name}")
 
@@ -85,6 +90,7 @@ def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest
 def backup_instance(config: Config, name: str, reporter: Reporter, safety_point: bool = False,
                     only_databases: bool = False) -> dict[str, object]:
     """Make one recovery point of instance `name` in its first repository; return a summary."""
+    resume_leftovers(config.state_dir, reporter)
     instance, profile, instance_config = describe(config, name)
     repo = open_repository(config, instance_config.repositories[0])
     run_id = new_run_id()
@@ -109,7 +115,7 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
                   f"→ repository {repo.name}")
     keys = profile.keys(instance, config.state_dir)
     added = 0
-    with profile.quiesce(instance, instance_config, reporter) as window:
+    with profile.quiesce(instance, instance_config, reporter, config.state_dir) as window:
         window["start"] = now().isoformat()
         added += _store_databases(repo, instance, tags, manifest, reporter)
         if not only_databases:
