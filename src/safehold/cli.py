@@ -260,7 +260,7 @@ def key_escrow(
     _run(json_out, action, lambda res: out.print(
         f"[green]master key escrowed[/] for {res['instance']} (account {res['user']}); "
         + (f"it decrypts credential #{res['proved_on_credential']}" if res["proved_on_credential"] else
-           "no credential stored yet to test it on")))
+           "no credential stored yet to test it on"), soft_wrap=True))
 
 
 @key_app.command("verify")
@@ -275,9 +275,10 @@ def key_verify(
 
     def render(res: dict[str, Any]) -> None:
         for problem in res["problems"]:
-            out.print(f"[red]problem:[/] {problem}")
+            out.print(f"[red]problem:[/] {problem}", soft_wrap=True)
         if res["ok"]:
-            out.print(f"[green]keys ok[/] ({', '.join(res['keys']) or 'none'}) from the {res['source']}")
+            out.print(f"[green]keys ok[/] ({', '.join(res['keys']) or 'none'}) from the {res['source']}",
+                      soft_wrap=True)
 
     _run(json_out, lambda r: verify_keys(_load(config), instance, run, r), render,
          lambda res: 0 if res["ok"] else EXIT_FAILED)

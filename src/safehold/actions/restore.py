@@ -162,8 +162,10 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
             plan.files_target.mkdir(parents=True, exist_ok=True)
             repo.restore(point.manifest.files_snapshot or "", plan.files_target, plan.includes, reporter)
             phases["files"] = round(time.monotonic() - t0, 3)
-            if plan.files_target == Path("/"):
-                profile.post_restore(instance, reporter)
+        in_place = {"db"} if any(s.target == s.entry.name for s in plan.databases) else set()
+        in_place |= {"files"} if plan.includes and plan.files_target == Path("/") else set()
+        if in_place:
+            profile.post_restore(instance, reporter, point.manifest, in_place)
         mismatches = [row for row in comparison if not row["ok"]]
         result.update(comparison=comparison, phases=phases, seconds=round(time.monotonic() - started, 2),
                       ok=not mismatches)

@@ -12,7 +12,8 @@
 - `check_restore(instance, manifest, parts, reporter) -> list[str]`: reasons to refuse restoring
   `parts` ({"db", "files", "config"}) of a point into the live instance (e.g. other app/schema
   version); `--force` overrides them. Warnings go to the reporter.
-- `post_restore(instance, reporter)`: owners, modes, caches after a restore.
+- `post_restore(instance, reporter, manifest, restored)`: owners, modes, caches, app switches after a
+  restore; `restored` says which parts went back in place ("db" into the live names, "files" to /).
 - `verify_keys(instance, keys, database_name) -> list[str]`: problems found with the escrowed keys.
 """
 

@@ -37,7 +37,7 @@ def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
     return {}
 
 
-def post_restore(instance: Instance, reporter: Reporter) -> None:
+def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
     """Nothing to do: restic restores owners, modes and mtimes."""
 
 

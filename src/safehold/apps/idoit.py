@@ -47,8 +47,11 @@ DB_VERSION = "SELECT isys_db_init__value FROM isys_db_init WHERE isys_db_init__k
 
 
 def detect(root: Path) -> bool:
-    """An i-doit root holds src/config.inc.php and src/version.inc.php."""
-    return (root / CONFIG).is_file() and (root / VERSION_FILE).is_file()
+    """An i-doit root holds src/config.inc.php defining `$g_db_system`."""
+    try:
+        return "$g_db_system" in (root / CONFIG).read_text(errors="replace")
+    except OSError:
+        return False
 
 
 def _config(path: Path) -> PhpFile:
@@ -95,7 +98,7 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     """System DB + every tenant DB, the i-doit folder minus temp/, system config, versions."""
     root, config_path = app_config_file(config, "i-doit", CONFIG)
     if not detect(root):
-        raise SafeholdError(f"{root} does not look like an i-doit install (no {VERSION_FILE})",
+        raise SafeholdError(f"{root} does not look like an i-doit install ({CONFIG} defines no $g_db_system)",
                             "set root to the i-doit folder (the one holding src/ and index.php)")
     php = _config(config_path)
     system = _system_database(php)
@@ -110,7 +113,8 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     instance.exclude.append(str(root / "temp" / "*"))
     if temp:
         instance.exclude.append(str(Path(str(temp)) / "*"))
-    instance.app_version = parse_file(root / VERSION_FILE, "i-doit version file").text("g_product_info", "version")
+    versions = root / VERSION_FILE
+    instance.app_version = parse_file(versions).text("g_product_info", "version") if versions.is_file() else None
     instance.schema_version = _version(system)
     instance.details = {"tenants": [info for _, info in tenants], "crypto_hash_set": bool(
         php.text("g_crypto_hash", default=""))}
@@ -154,7 +158,7 @@ def check_restore(instance: Instance, manifest: Manifest, parts: set[str], repor
                             f"{manifest.app_version} first; with --force, run i-doit's updater afterwards")
 
 
-def post_restore(instance: Instance, reporter: Reporter) -> None:
+def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
     """Empty temp/ (caches are rebuilt) and, when an owner is configured, give the folder to it."""
     if instance.root is None:
         return
@@ -166,7 +170,7 @@ def post_restore(instance: Instance, reporter: Reporter) -> None:
             else:
                 child.unlink()
         reporter.step(f"cleared {temp}")
-    if instance.owner:
+    if instance.owner and "files" in restored:
         chown_tree(instance.root, instance.owner)
         reporter.step(f"owner {instance.owner} set on {instance.root}")
 

@@ -44,15 +44,26 @@ CONFIG = "config.php"
 VERSION_FILE = "includes/app_version.php"
 MASTER_KEY = "itflow_master_key"
 BACKUP_KEY = "itflow_config_backup_key"
-SKIP = ("uploads/tmp/*", "uploads/backups/*", "plugins/htmlpurifier/**/DefinitionCache/Serializer/*")
+# Scratch space, the built-in backup archives and a regenerable cache; the guard files stay
+# (restic's `!` patterns re-include them).
+SKIP = ("uploads/tmp/*", "uploads/backups/*", "plugins/htmlpurifier/**/DefinitionCache/Serializer/*",
+        "!uploads/tmp/index.php", "!uploads/backups/index.php", "!uploads/backups/.htaccess")
 UPLOADS_HTACCESS = ("Options -ExecCGI -Indexes\nphp_flag engine off\nRemoveHandler .php .phtml .phar .phps\n"
                     "RemoveType .php .phtml .phar .phps\n<FilesMatch \"\\.(php|phtml|phar|phps|cgi|pl|sh)$\">\n"
                     "  Require all denied\n</FilesMatch>\n")
 
 
 def detect(root: Path) -> bool:
-    """An ITFlow root holds config.php next to includes/app_version.php (or uploads/)."""
-    return (root / CONFIG).is_file() and ((root / VERSION_FILE).is_file() or (root / "uploads").is_dir())
+    """An ITFlow root holds config.php with `$dbhost` and `$database` (the rest may still be restored)."""
+    return _mentions(root / CONFIG, "$dbhost", "$database")
+
+
+def _mentions(path: Path, *words: str) -> bool:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    return all(word in text for word in words)
 
 
 def _database(root: Path, config_path: Path) -> Database:
@@ -66,14 +77,14 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     """Database from config.php, the whole app folder, versions from code and database."""
     root, config_path = app_config_file(config, "ITFlow", CONFIG)
     if not detect(root):
-        raise SafeholdError(f"{root} does not look like an ITFlow install (no {VERSION_FILE} or uploads/)",
+        raise SafeholdError(f"{root} does not look like an ITFlow install ({CONFIG} sets no $dbhost/$database)",
                             "set root to the folder that holds ITFlow's config.php")
     instance = base_instance(name, config, "itflow")
     db = _database(root, config_path)
     instance.databases.insert(0, db)
     instance.files.insert(0, root)
     instance.config_files.insert(0, config_path)
-    instance.exclude += [str(root / pattern) for pattern in SKIP]
+    instance.exclude += [f"!{root / p[1:]}" if p.startswith("!") else str(root / p) for p in SKIP]
     instance.app_version = find_define(root / VERSION_FILE, "APP_VERSION")
     rows = query_or_none(db.connection, db.name,
                          "SELECT config_current_database_version FROM settings WHERE company_id = 1")
@@ -107,6 +118,7 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
             reporter.step("pausing ITFlow cron (settings.config_enable_cron = 0)")
             _set_cron(db, 0)
             pause.methods("itflow-cron")
+            pause.window["itflow_cron"] = int(rows[0][0])
         stop_commands(pause, config, reporter)
         yield pause.window
 
@@ -154,11 +166,22 @@ def check_restore(instance: Instance, manifest: Manifest, parts: set[str], repor
         "with --force, run `php scripts/update_cli.php --update_db` afterwards")
 
 
-def post_restore(instance: Instance, reporter: Reporter) -> None:
-    """Put back uploads/ guards (.htaccess that disables PHP, index.php) if the point lacked them."""
-    if instance.root is None:
-        return
-    uploads = instance.root / "uploads"
+def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
+    """Cron switch as it was before the snapshot paused it; uploads/ guards if the point lacked them.
+
+    The dump is taken with cron paused, so a restored database has `config_enable_cron = 0`:
+    an in-place restore switches it back; a copy under another name keeps cron off, so a clone
+    never sends the invoices and card charges of the original a second time.
+    """
+    cron_before = manifest.quiesce.get("itflow_cron")
+    if "db" in restored and cron_before:
+        _set_cron(instance.databases[0], int(cron_before))
+        reporter.step(f"ITFlow cron switched back on as before the backup (config_enable_cron = {cron_before})")
+    if "files" in restored and instance.root is not None:
+        _uploads_guards(instance.root / "uploads", reporter)
+
+
+def _uploads_guards(uploads: Path, reporter: Reporter) -> None:
     uploads.mkdir(mode=0o750, exist_ok=True)
     htaccess, index = uploads / ".htaccess", uploads / "index.php"
     if not htaccess.exists():
@@ -166,10 +189,10 @@ def post_restore(instance: Instance, reporter: Reporter) -> None:
         reporter.warn(f"{htaccess} was missing; wrote ITFlow's guard that disables PHP in uploads/")
     if not index.exists():
         index.write_text("")
-    stat = uploads.stat()
+    owner = uploads.stat()
     for guard in (htaccess, index):
-        if guard.stat().st_uid != stat.st_uid:
-            os.lchown(guard, stat.st_uid, stat.st_gid)
+        if guard.stat().st_uid != owner.st_uid:
+            os.lchown(guard, owner.st_uid, owner.st_gid)
 
 
 def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str | None = None) -> list[str]:

@@ -186,7 +186,7 @@ def check_restore(instance: Instance, manifest: Manifest, parts: set[str], repor
         "to align the database with this code")
 
 
-def post_restore(instance: Instance, reporter: Reporter) -> None:
+def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
     """Clear the compiled cache and give the files iTop's restore leaves wrong back to the web user."""
     if instance.root is None:
         return
@@ -198,7 +198,7 @@ def post_restore(instance: Instance, reporter: Reporter) -> None:
         cache.mkdir(mode=data.stat().st_mode & 0o7777)
         chown_tree(cache, f"{data.stat().st_uid}:{data.stat().st_gid}")
         reporter.step(f"cleared {cache}")
-    if instance.owner:
+    if instance.owner and "files" in restored:
         for relative in OWNED_BY_WEB_USER:
             if (instance.root / relative).exists():
                 chown_tree(instance.root / relative, instance.owner)
