@@ -3,8 +3,10 @@ version guard; config errors."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from safehold import config as config_module
 from safehold.actions.backup import backup_instance
+from safehold.apps import itflow as itflow_profile
 from safehold.output import Silent
 from tests.conftest import mariadb_dump, run_cli, sql
 from tests.integration.appkit import (
@@ -149,15 +152,26 @@ def test_backup_destroy_restore_is_exact(itflow: dict[str, object]) -> None:
     assert not (root / "uploads" / "tmp" / "scratch.bin").exists()  # scratch space is not kept
 
 
-def test_cron_paused_during_snapshot_and_restored_even_on_failure(itflow: dict[str, object]) -> None:
+def test_cron_paused_during_snapshot_and_restored_even_on_failure(itflow: dict[str, object], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     database, state = str(itflow["db"]), Path(str(itflow["state"]))
     config = config_module.load(Path(str(itflow["config"])))
     seen: list[int] = []
+    messages: list[str] = []
     reporter = Silent()
     reporter.listeners.append(
         lambda e: seen.append(cron(database)) if str(e.get("message")).startswith("dumping") else None)
-    backup_instance(config, "itflow", reporter)
+    reporter.listeners.append(lambda e: messages.append(str(e.get("message"))))
+    # A cron job that is running holds its flock; the snapshot waits for it.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with (tmp_path / "itflow_cron_0123456789abcdef.lock").open("w") as running:
+        fcntl.flock(running, fcntl.LOCK_EX)
+        reporter.listeners.append(lambda e: fcntl.flock(running, fcntl.LOCK_UN) if str(e.get("message")).startswith(
+            "waiting for the ITFlow cron job") else None)
+        backup_instance(config, "itflow", reporter)
     assert seen == [0] and cron(database) == 1
+    assert any(m.startswith("waiting for the ITFlow cron job") for m in messages)
+    assert any("master key is not escrowed" in m for m in messages)
 
     def explode(event: dict[str, object]) -> None:
         if str(event.get("message")).startswith("saving"):
@@ -165,6 +179,7 @@ def test_cron_paused_during_snapshot_and_restored_even_on_failure(itflow: dict[s
             raise RuntimeError("disk full")
 
     reporter.listeners[:] = [explode]
+    monkeypatch.undo()
     with pytest.raises(RuntimeError, match="disk full"):
         backup_instance(config, "itflow", reporter)
     assert seen[-1] == 0 and cron(database) == 1
@@ -240,8 +255,8 @@ def test_init_writes_a_working_config(itflow: dict[str, object], tmp_path: Path,
     root = Path(str(itflow["root"]))
     out = tmp_path / "init.toml"
     ok(run_cli("init", "--app", "itflow", "--root", str(root), "--repo", repo["url"], "--output", str(out)))
-    text = out.read_text().replace("file:/etc/safehold/repo.pass", f"file:{repo['password_file']}")
-    out.write_text(text.replace('# state_dir = "/var/lib/safehold"', f'state_dir = "{tmp_path / "st"}"'))
-    ok(run_cli("backup", "itflow", config=out))
+    instance = itflow_profile.describe("itflow", config_module.load(out).instance("itflow"))
+    assert instance.databases[0].name == itflow["db"] and instance.schema_version == "2.6.7"
+    assert instance.files == [root] and instance.config_files == [root / "config.php"]
     bad = run_cli("init", "--app", "itflow", "--root", str(tmp_path), "--output", str(tmp_path / "x.toml"))
     assert bad.returncode == 2 and "does not look like an ITFlow install" in bad.stderr

@@ -14,8 +14,11 @@ admin's password (see `itflow_crypto`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,8 @@ from safehold.repository.manifest import Manifest
 from safehold.secrets import Secret, write_private
 
 CONFIG = "config.php"
+CRON_LOCKS = "itflow_cron_*.lock"  # in PHP's sys_get_temp_dir(), /tmp for the CLI cron
+CRON_WAIT_SECONDS = 120
 VERSION_FILE = "includes/app_version.php"
 MASTER_KEY = "itflow_master_key"
 BACKUP_KEY = "itflow_config_backup_key"
@@ -119,8 +124,36 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
             _set_cron(db, 0)
             pause.methods("itflow-cron")
             pause.window["itflow_cron"] = int(rows[0][0])
+        _wait_for_cron_jobs(reporter)
+        if not key_file(state_dir, instance.name).is_file():
+            reporter.warn(f"ITFlow's master key is not escrowed: run `safehold key escrow {instance.name}` once, "
+                          "or stored credentials are lost with the last admin password")
         stop_commands(pause, config, reporter)
         yield pause.window
+
+
+def _wait_for_cron_jobs(reporter: Reporter) -> None:
+    """A cron job already running holds its flock (cron/includes/cron_lock.php); let it finish."""
+    deadline = time.monotonic() + CRON_WAIT_SECONDS
+    for lock in sorted(Path(tempfile.gettempdir()).glob(CRON_LOCKS)):
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        reporter.warn(f"an ITFlow cron job still holds {lock}; taking the snapshot anyway")
+                        return
+                    reporter.step(f"waiting for the ITFlow cron job holding {lock.name}")
+                    time.sleep(0.5)
+        finally:
+            os.close(fd)
 
 
 def key_file(state_dir: Path, instance: str) -> Path:
