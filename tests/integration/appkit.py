@@ -16,29 +16,21 @@ from pathlib import Path
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import pad
 
+from tests import conftest
 from tests.conftest import SRC, sql
 
 WEB_UID = WEB_GID = 33  # www-data on Debian
 
 
 def write_config(tmp_path: Path, repo: dict[str, str], name: str, app: str, root: Path, extra: str = "") -> Path:
-    """A safehold.toml with one instance of `app` at `root` and a private state dir."""
-    path = tmp_path / "safehold.toml"
-    path.write_text(f"""
-[settings]
-state_dir = "{tmp_path / 'state'}"
-
-[repositories.main]
-url = "{repo['url']}"
-password = "file:{repo['password_file']}"
-
+    """A safehold.toml with one instance of `app` at `root` (conftest's writer: state dir, repository)."""
+    return conftest.write_config(tmp_path, repo, f"""
 [instances.{name}]
 app = "{app}"
 root = "{root}"
 repositories = ["main"]
 {extra}
 """)
-    return path
 
 
 def put(path: Path, content: str | bytes, mode: int = 0o644, owner: tuple[int, int] | None = None) -> Path:

@@ -15,10 +15,12 @@ import time
 from typing import IO
 
 from safehold import __version__
-from safehold.actions.common import describe, open_repository, tree_stats
+from safehold.actions.common import describe, open_repository
 from safehold.apps.quiesce import resume_leftovers
 from safehold.config import Config
 from safehold.engines import engine_for
+from safehold.errors import ConfigError, SafeholdError
+from safehold.files import tree_stats
 from safehold.lock import instance_lock
 from safehold.models import DatabaseReport, Instance
 from safehold.output import Reporter
@@ -50,10 +52,6 @@ def _store_databases(repo: Repository, instance: Instance, tags: list[str], mani
     added = 0
     for db in instance.databases:
         engine = engine_for(db.connection.engine)
-        if manifest.safety_point and engine.is_empty(db, db.name):
-            # A restore into a dropped/emptied database: there is nothing to keep safe.
-            manifest.warnings.append(f"database {db.name} is missing or empty; nothing to save")
-            continue
         path = f"{DB_DIR}/{db.key}{engine.suffix(db)}"
         reporter.step(f"dumping {db.connection.engine} database {db.name}")
 
@@ -88,10 +86,16 @@ def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest
 
 
 def backup_instance(config: Config, name: str, reporter: Reporter, safety_point: bool = False,
-                    only_databases: bool = False) -> dict[str, object]:
-    """Make one recovery point of instance `name` in its first repository; return a summary."""
+                    databases: set[str] | None = None, with_files: bool = True) -> dict[str, object]:
+    """Make one recovery point of instance `name` in its first repository; return a summary.
+
+    A safety point (taken by restore before overwriting) passes `databases` (names to include)
+    and `with_files`, so it saves exactly what is about to be overwritten.
+    """
     resume_leftovers(config.state_dir, reporter)
     instance, profile, instance_config = describe(config, name)
+    if databases is not None:
+        instance.databases = [db for db in instance.databases if db.name in databases]
     repo = open_repository(config, instance_config.repositories[0])
     run_id = new_run_id()
     # A safety point runs inside a restore that already holds the instance lock.
@@ -99,11 +103,11 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
         config.state_dir, name, run_id, "backup", reporter, config.settings.lock_wait_seconds)
     with lock:
         return _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
-                              safety_point, only_databases)
+                              safety_point, with_files)
 
 
 def _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter, safety_point,
-                   only_databases) -> dict[str, object]:  # noqa: ANN001 - internal continuation
+                   with_files) -> dict[str, object]:  # noqa: ANN001 - internal continuation
     started = time.monotonic()
     repo.ensure(reporter)
     manifest = Manifest(run_id=run_id, instance=instance.name, app=instance.app, app_version=instance.app_version,
@@ -118,7 +122,7 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
     with profile.quiesce(instance, instance_config, reporter, config.state_dir) as window:
         window["start"] = now().isoformat()
         added += _store_databases(repo, instance, tags, manifest, reporter)
-        if not only_databases:
+        if with_files:
             added += _store_files(repo, instance, tags, manifest, reporter)
         window["end"] = now().isoformat()
     manifest.quiesce = dict(window)
@@ -148,16 +152,13 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
 
 def backup(config: Config, name: str | None, reporter: Reporter) -> list[dict[str, object]]:
     """Back up one instance or all; a failed instance does not stop the others."""
-    from safehold.errors import SafeholdError
-
     results: list[dict[str, object]] = []
     for instance_name in config.select(name):
         try:
             results.append({"result": "ok", **backup_instance(config, instance_name, reporter)})
         except SafeholdError as exc:
-            if name is not None:
+            if name is not None or isinstance(exc, ConfigError):
                 raise
-            reporter.warn(f"{instance_name}: {exc.line()}")
             results.append({"instance": instance_name, "result": "failed", "error": exc.line()})
     return results
 
