@@ -78,6 +78,12 @@ def _database(root: Path, config_path: Path) -> Database:
     return Database(conn, php.text("database"))
 
 
+def app_database(instance: Instance) -> Database:
+    """ITFlow's database as config.php names it (the instance's list may be narrowed, e.g. by a safety point)."""
+    assert instance.root is not None
+    return _database(instance.root, instance.root / CONFIG)
+
+
 def describe(name: str, config: InstanceConfig) -> Instance:
     """Database from config.php, the whole app folder, versions from code and database."""
     root, config_path = app_config_file(config, "ITFlow", CONFIG)
@@ -114,7 +120,7 @@ def _restore_cron(step: dict[str, Any], reporter: Reporter) -> None:
 def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
             state_dir: Path) -> Iterator[dict[str, object]]:
     """Pause ITFlow's cron dispatcher (config_enable_cron = 0) and any configured stop commands."""
-    db = instance.databases[0]
+    db = app_database(instance)
     with paused(state_dir, instance.name, instance.app, reporter) as pause:
         rows = query_or_none(db.connection, db.name,
                              "SELECT config_enable_cron FROM settings WHERE company_id = 1")
@@ -164,7 +170,7 @@ def key_file(state_dir: Path, instance: str) -> Path:
 def escrow(instance: Instance, state_dir: Path, password: Secret, user: str | None,
            reporter: Reporter) -> dict[str, object]:
     """Unwrap the master key with an account's password, prove it on a credential, keep it 0600."""
-    db = instance.databases[0]
+    db = app_database(instance)
     master, email = itflow_crypto.unwrap_from_users(db, password, user)
     proof = itflow_crypto.prove(db, db.name, master)
     if proof is None:
@@ -208,7 +214,7 @@ def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, res
     """
     cron_before = manifest.quiesce.get("itflow_cron")
     if "db" in restored and cron_before:
-        _set_cron(instance.databases[0], int(cron_before))
+        _set_cron(app_database(instance), int(cron_before))
         reporter.step(f"ITFlow cron switched back on as before the backup (config_enable_cron = {cron_before})")
     if "files" in restored and instance.root is not None:
         _uploads_guards(instance.root / "uploads", reporter)
@@ -232,7 +238,7 @@ def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str 
     """The escrowed master key must decrypt a stored credential (live DB or `database_name`)."""
     if MASTER_KEY not in keys:
         return [f"no ITFlow master key is escrowed for {instance.name}: run `safehold key escrow {instance.name}`"]
-    db = instance.databases[0]
+    db = app_database(instance)
     try:
         itflow_crypto.prove(db, database_name or db.name, keys[MASTER_KEY])
     except SafeholdError as exc:

@@ -82,6 +82,14 @@ def _installed_version(db: Database) -> tuple[str | None, str | None]:
     return product, datamodel
 
 
+def _database(config_path: Path) -> Database:
+    settings = _settings(config_path)
+    host, port = split_host(str(settings["db_host"]))
+    conn = mariadb_connection(host, port, str(settings["db_user"]), str(settings["db_pwd"] or ""))
+    prefix = str(settings.get("db_subname") or "") or None
+    return Database(conn, str(settings["db_name"]), table_prefix=prefix)
+
+
 def describe(name: str, config: InstanceConfig) -> Instance:
     """Database (prefix-aware) from config-itop.php, the files iTop's own backup keeps, versions."""
     root, config_path = app_config_file(config, "iTop", CONFIG)
@@ -89,10 +97,8 @@ def describe(name: str, config: InstanceConfig) -> Instance:
         raise SafeholdError(f"{root} does not look like an iTop install (no approot.inc.php)",
                             "set root to iTop's folder (the one holding approot.inc.php and conf/)")
     settings = _settings(config_path)
-    host, port = split_host(str(settings["db_host"]))
-    conn = mariadb_connection(host, port, str(settings["db_user"]), str(settings["db_pwd"] or ""))
-    prefix = str(settings.get("db_subname") or "") or None
-    db = Database(conn, str(settings["db_name"]), table_prefix=prefix)
+    db = _database(config_path)
+    prefix = db.table_prefix
     instance = base_instance(name, config, "itop")
     instance.databases.insert(0, db)
     instance.config_files.insert(0, config_path)
@@ -142,7 +148,7 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
             flag.touch()
             pause.methods("itop-readonly")
             reporter.step(f"iTop switched to read-only mode ({flag})")
-        _wait_for_cron(instance.databases[0], str(instance.details["cron_lock"]), reporter)
+        _wait_for_cron(_database(instance.root / CONFIG), str(instance.details["cron_lock"]), reporter)
         stop_commands(pause, config, reporter)
         yield pause.window
 
