@@ -71,7 +71,7 @@ def _mentions(path: Path, *words: str) -> bool:
     return all(word in text for word in words)
 
 
-def _database(root: Path, config_path: Path) -> Database:
+def _database(config_path: Path) -> Database:
     php = parse_file(config_path, "ITFlow config file")
     host, port = split_host(php.text("dbhost"))
     conn = mariadb_connection(host, port, php.text("dbusername"), php.text("dbpassword"))
@@ -81,7 +81,7 @@ def _database(root: Path, config_path: Path) -> Database:
 def app_database(instance: Instance) -> Database:
     """ITFlow's database as config.php names it (the instance's list may be narrowed, e.g. by a safety point)."""
     assert instance.root is not None
-    return _database(instance.root, instance.root / CONFIG)
+    return _database(instance.root / CONFIG)
 
 
 def describe(name: str, config: InstanceConfig) -> Instance:
@@ -91,7 +91,7 @@ def describe(name: str, config: InstanceConfig) -> Instance:
         raise SafeholdError(f"{root} does not look like an ITFlow install ({CONFIG} sets no $dbhost/$database)",
                             "set root to the folder that holds ITFlow's config.php")
     instance = base_instance(name, config, "itflow")
-    db = _database(root, config_path)
+    db = _database(config_path)
     instance.databases.insert(0, db)
     instance.files.insert(0, root)
     instance.config_files.insert(0, config_path)
@@ -111,7 +111,7 @@ def _set_cron(db: Database, value: int) -> None:
 @resumer("itflow_cron")
 def _restore_cron(step: dict[str, Any], reporter: Reporter) -> None:
     root = Path(step["root"])
-    db = _database(root, root / CONFIG)  # credentials re-read: markers never hold secrets
+    db = _database(root / CONFIG)  # credentials re-read: markers never hold secrets
     _set_cron(db, int(step["value"]))
     reporter.step(f"ITFlow cron re-enabled (settings.config_enable_cron = {step['value']})")
 
