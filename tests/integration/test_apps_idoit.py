@@ -13,6 +13,7 @@ import pytest
 
 from safehold import config as config_module
 from safehold.apps import idoit
+from safehold.errors import ConfigError, SafeholdError
 from tests.conftest import mariadb_dump, run_cli, sql
 from tests.integration.appkit import (
     WEB_GID,
@@ -149,6 +150,27 @@ def test_describe_reads_every_tenant_with_its_own_credentials(idoit_site: dict[s
     root = Path(str(idoit_site["root"]))
     assert str(root / "temp" / "*") in instance.exclude
     assert Path(str(idoit_site["etc"])) / "apache2" in instance.config_files
+    assert instance.files == [root]
+
+    # Upload folders moved out of the install by the system settings are kept too.
+    elsewhere = root.parent / "idoit-images"
+    sql(f"INSERT INTO isys_settings VALUES ('system.dir.image-upload', '{elsewhere}', 0)",
+        str(idoit_site["system"]))
+    assert idoit.describe("idoit", config.instance("idoit")).files == [root, elsewhere]
+
+
+def test_config_errors(idoit_site: dict[str, object]) -> None:
+    config = config_module.load(Path(str(idoit_site["config"])))
+    settings = Path(str(idoit_site["root"])) / "src" / "config.inc.php"
+    settings.write_text(settings.read_text().replace('"pass" => ""', '"pass" => "pa$sword"'))
+    with pytest.raises(ConfigError, match=r"\$g_db_system\['pass'\] is set by the PHP expression"):
+        idoit.describe("idoit", config.instance("idoit"))
+    settings.write_text("<?php\n$g_crypto_hash = 'x';\n")
+    with pytest.raises(SafeholdError, match="does not look like an i-doit install"):
+        idoit.describe("idoit", config.instance("idoit"))
+    settings.unlink()
+    with pytest.raises(ConfigError, match="i-doit config file .* does not exist"):
+        idoit.describe("idoit", config.instance("idoit"))
 
 
 def test_three_tenants_backup_destroy_restore(idoit_site: dict[str, object]) -> None:

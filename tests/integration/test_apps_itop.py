@@ -130,7 +130,8 @@ $MyModules = array(
     put(root / "extensions" / "my-ext" / "module.my-ext.php", "<?php // local extension\n", 0o644)
     put(root / "env-production" / "core" / "main.php", "<?php // compiled env\n", 0o644, WEB)
     for folder in (root / "conf", root / "conf" / "production", root / "data", root / "data" / "cache-production",
-                   root / "env-production"):
+                   root / "env-production", root / "data" / "production-modules",
+                   root / "data" / "production-modules" / "hub-ext"):
         folder.chmod(0o770)
         shutil.chown(folder, WEB_UID, WEB_GID)
 
@@ -142,7 +143,8 @@ def itop(tmp_path: Path, repo: dict[str, str], new_db: Callable[[str], str]) -> 
     root = tmp_path / "www" / "itop"
     build_itop(root, database)
     log, hold = tmp_path / "quiesce.log", tmp_path / "hold"
-    config = write_config(tmp_path, repo, "itop", "itop", root, held_stop(log, hold))
+    extra = f'owner = "{WEB_UID}:{WEB_GID}"\n{held_stop(log, hold)}'
+    config = write_config(tmp_path, repo, "itop", "itop", root, extra)
     return {"root": root, "db": database, "config": config, "log": log, "hold": hold, "state": tmp_path / "state"}
 
 
@@ -177,6 +179,7 @@ def test_shared_database_backup_destroy_restore(itop: dict[str, object]) -> None
     for rel in KEPT:
         shutil.rmtree(root / rel) if (root / rel).is_dir() else (root / rel).unlink()
     result = ok(run_cli("restore", "itop", "latest", config=config))
+    assert f"owner {WEB_UID}:{WEB_GID} set on conf/production/config-itop.php" in result.stderr
     assert "PHP extension sodium" in result.stderr  # the encryption library is checked (or said uncheckable)
     assert table_dump(database, ITOP_TABLES) == before
     assert sql("SELECT id FROM wiki_page ORDER BY id", database) == [(1,), (2,)]  # the other app is untouched
