@@ -3,6 +3,7 @@ mode around the snapshot (also after a failure and a SIGKILL), owners and modes,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -10,12 +11,13 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import MySQLdb
 import pytest
 
 from safehold import config as config_module
 from safehold.actions.backup import backup_instance
 from safehold.output import Silent
-from tests.conftest import run_cli, sql
+from tests.conftest import MARIADB, run_cli, sql
 from tests.integration.appkit import (
     WEB_GID,
     WEB_UID,
@@ -210,10 +212,24 @@ def test_readonly_during_snapshot_released_after_failure(itop: dict[str, object]
     assert not list((state / "quiesce").glob("*.json"))
 
     flag.touch()  # an administrator put iTop in read-only mode: safehold leaves it that way
-    reporter.listeners[:] = [lambda e: seen.append(flag.exists()) if str(e.get("message")).startswith(
-        "dumping") else None]
-    backup_instance(config, "itop", reporter)
-    assert seen[-1] is True and flag.exists()
+    # cron.php is running: it holds iTopMutex('cron') = GET_LOCK('itop.'.md5('cron'.db_name.db_subname)).
+    lock = "itop." + hashlib.md5(f"cron{itop['db']}{PREFIX}".encode()).hexdigest()
+    cron = MySQLdb.connect(**MARIADB)
+    cron.cursor().execute("SELECT GET_LOCK(%s, 0)", (lock,))
+
+    def cron_finishes(event: dict[str, object]) -> None:
+        if str(event.get("message")).startswith("waiting for iTop's cron.php"):
+            cron.cursor().execute("SELECT RELEASE_LOCK(%s)", (lock,))
+        if str(event.get("message")).startswith("dumping"):
+            seen.append(flag.exists())
+            seen.append(bool(sql(f"SELECT IS_FREE_LOCK('{lock}')")[0][0]))
+
+    reporter.listeners[:] = [cron_finishes]
+    try:
+        backup_instance(config, "itop", reporter)
+    finally:
+        cron.close()
+    assert seen[-2:] == [True, True] and flag.exists()
 
 
 def test_sigkill_leaves_a_marker_and_the_next_run_resumes(itop: dict[str, object]) -> None:
