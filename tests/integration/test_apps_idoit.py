@@ -147,6 +147,7 @@ def test_describe_reads_every_tenant_with_its_own_credentials(idoit_site: dict[s
                                                                  idoit_site["tenant_user"]]
     assert [t["active"] for t in instance.details["tenants"]] == [True, True, False]  # type: ignore[index]
     assert instance.app_version == "1.12.4" and instance.schema_version == "1.12.4"
+    assert idoit.read_schema_version(instance, str(idoit_site["system"])) == "1.12.4"
     root = Path(str(idoit_site["root"]))
     assert str(root / "temp" / "*") in instance.exclude
     assert Path(str(idoit_site["etc"])) / "apache2" in instance.config_files

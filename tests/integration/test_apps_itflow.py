@@ -258,5 +258,7 @@ def test_init_writes_a_working_config(itflow: dict[str, object], tmp_path: Path,
     instance = itflow_profile.describe("itflow", config_module.load(out).instance("itflow"))
     assert instance.databases[0].name == itflow["db"] and instance.schema_version == "2.6.7"
     assert instance.files == [root] and instance.config_files == [root / "config.php"]
+    assert itflow_profile.read_schema_version(instance, str(itflow["db"])) == "2.6.7"
+    assert itflow_profile.read_schema_version(instance, "t_apps_missing") is None
     bad = run_cli("init", "--app", "itflow", "--root", str(tmp_path), "--output", str(tmp_path / "x.toml"))
     assert bad.returncode == 2 and "does not look like an ITFlow install" in bad.stderr

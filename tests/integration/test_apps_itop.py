@@ -16,6 +16,7 @@ import pytest
 
 from safehold import config as config_module
 from safehold.actions.backup import backup_instance
+from safehold.apps import itop as itop_profile
 from safehold.output import Silent
 from tests.conftest import MARIADB, run_cli, sql
 from tests.integration.appkit import (
@@ -266,6 +267,8 @@ def test_version_guard_and_config_errors(itop: dict[str, object], tmp_path: Path
     assert "app version 3.2.1 here but 3.2.0 in the point" in refused.stderr and "setup" in refused.stderr
     ok(run_cli("restore", "itop", "latest", "--only", "db", "--force", config=config))
     assert sql("SELECT COUNT(*) FROM wiki_page", database) == [(1,)]
+    instance = itop_profile.describe("itop", config_module.load(config).instance("itop"))
+    assert itop_profile.read_schema_version(instance, database) == "3.2.0-1"
 
     settings = root / "conf" / "production" / "config-itop.php"
     settings.write_text(settings.read_text().replace("'127.0.0.1:3306'", "getenv('DB_HOSTNAME')"))

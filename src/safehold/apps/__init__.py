@@ -14,7 +14,10 @@
   version); `--force` overrides them. Warnings go to the reporter.
 - `post_restore(instance, reporter, manifest, restored)`: owners, modes, caches, app switches after a
   restore; `restored` says which parts went back in place ("db" into the live names, "files" to /).
-- `verify_keys(instance, keys, database_name) -> list[str]`: problems found with the escrowed keys.
+- `verify_keys(instance, keys, database_name) -> list[str]`: problems found with the escrowed keys
+  (`instance.databases` may point at a drill's scratch server; `database_name` is the copy to test).
+- optional `read_schema_version(instance, database_name) -> str | None`: the schema version recorded
+  in a restored copy of the (first) database, for drills (itflow, idoit, itop).
 """
 
 from __future__ import annotations

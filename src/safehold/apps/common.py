@@ -169,3 +169,9 @@ def version_mismatch(app: str, live: dict[str, str | None], point: dict[str, str
     if not differ:
         return []
     return [f"{app} version mismatch: {'; '.join(differ)} — {hint}"]
+
+
+def database_named(instance: Instance, name: str) -> Database:
+    """The instance's first database under another name (a drill's scratch copy), prefix kept."""
+    first = instance.databases[0]
+    return Database(first.connection, name, table_prefix=first.table_prefix)

@@ -22,6 +22,7 @@ from safehold.apps.common import (
     base_instance,
     chown_tree,
     command_quiesce,
+    database_named,
     mariadb_connection,
     query_or_none,
     split_host,
@@ -70,6 +71,11 @@ def _system_database(php: PhpFile) -> Database:
 def _version(db: Database) -> str | None:
     rows = query_or_none(db.connection, db.name, DB_VERSION)
     return str(rows[0][0]) if rows else None
+
+
+def read_schema_version(instance: Instance, database_name: str) -> str | None:
+    """i-doit version recorded in a (restored) copy of the system database."""
+    return _version(database_named(instance, database_name))
 
 
 def _tenants(system: Database) -> list[tuple[Database, dict[str, object]]]:

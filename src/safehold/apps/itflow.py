@@ -27,6 +27,7 @@ from safehold.apps import itflow_crypto
 from safehold.apps.common import (
     app_config_file,
     base_instance,
+    database_named,
     mariadb_connection,
     query_or_none,
     split_host,
@@ -97,10 +98,19 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     instance.config_files.insert(0, config_path)
     instance.exclude += [f"!{root / p[1:]}" if p.startswith("!") else str(root / p) for p in SKIP]
     instance.app_version = find_define(root / VERSION_FILE, "APP_VERSION")
+    instance.schema_version = _schema_version(db)
+    return instance
+
+
+def _schema_version(db: Database) -> str | None:
     rows = query_or_none(db.connection, db.name,
                          "SELECT config_current_database_version FROM settings WHERE company_id = 1")
-    instance.schema_version = str(rows[0][0]) if rows else None
-    return instance
+    return str(rows[0][0]) if rows else None
+
+
+def read_schema_version(instance: Instance, database_name: str) -> str | None:
+    """Schema version recorded in a (restored) copy of the database, e.g. a drill's scratch database."""
+    return _schema_version(database_named(instance, database_name))
 
 
 def _set_cron(db: Database, value: int) -> None:
@@ -238,7 +248,7 @@ def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str 
     """The escrowed master key must decrypt a stored credential (live DB or `database_name`)."""
     if MASTER_KEY not in keys:
         return [f"no ITFlow master key is escrowed for {instance.name}: run `safehold key escrow {instance.name}`"]
-    db = app_database(instance)
+    db = instance.databases[0] if instance.databases else app_database(instance)  # a drill's scratch server
     try:
         itflow_crypto.prove(db, database_name or db.name, keys[MASTER_KEY])
     except SafeholdError as exc:

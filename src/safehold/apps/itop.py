@@ -25,6 +25,7 @@ from safehold.apps.common import (
     app_config_file,
     base_instance,
     chown_tree,
+    database_named,
     mariadb_connection,
     query_or_none,
     split_host,
@@ -88,6 +89,11 @@ def _database(config_path: Path) -> Database:
     conn = mariadb_connection(host, port, str(settings["db_user"]), str(settings["db_pwd"] or ""))
     prefix = str(settings.get("db_subname") or "") or None
     return Database(conn, str(settings["db_name"]), table_prefix=prefix)
+
+
+def read_schema_version(instance: Instance, database_name: str) -> str | None:
+    """Installed iTop version recorded in a (restored) copy of the database."""
+    return _installed_version(database_named(instance, database_name))[0]
 
 
 def describe(name: str, config: InstanceConfig) -> Instance:
