@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from safehold import config as config_module
+from safehold.actions.keys import escrow
 from safehold.apps import idoit
 from safehold.errors import ConfigError, SafeholdError
+from safehold.output import Silent
+from safehold.secrets import Secret
 from tests.conftest import mariadb_dump, run_cli, sql
 from tests.integration.appkit import (
     WEB_GID,
@@ -162,6 +165,8 @@ def test_describe_reads_every_tenant_with_its_own_credentials(idoit_site: dict[s
 
 def test_config_errors(idoit_site: dict[str, object]) -> None:
     config = config_module.load(Path(str(idoit_site["config"])))
+    with pytest.raises(ConfigError, match="only ITFlow has a master key to escrow"):
+        escrow(config, "idoit", Secret("pw"), None, Silent())
     settings = Path(str(idoit_site["root"])) / "src" / "config.inc.php"
     settings.write_text(settings.read_text().replace('"pass" => ""', '"pass" => "pa$sword"'))
     with pytest.raises(ConfigError, match=r"\$g_db_system\['pass'\] is set by the PHP expression"):

@@ -192,6 +192,8 @@ def test_key_escrow_wrong_and_right_password(itflow: dict[str, object], tmp_path
     bad = run_cli("key", "escrow", "itflow", "--password-ref", "env:ITFLOW_PW", config=config, env=env)
     assert bad.returncode == 1 and "password does not unlock the master key" in bad.stderr
     assert not (state / "keys" / "itflow.json").exists()
+    prompted = run_cli("key", "escrow", "itflow", config=config, input="also wrong\n")
+    assert prompted.returncode == 1 and "password does not unlock the master key" in prompted.stderr
     bad_user = run_cli("key", "escrow", "itflow", "--password-ref", "env:ITFLOW_PW", "--user", "nobody@x",
                        config=config, env=env)
     assert bad_user.returncode == 1 and "user nobody@x has no wrapped master key" in bad_user.stderr
