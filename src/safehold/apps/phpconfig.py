@@ -40,6 +40,7 @@ TOKEN = re.compile(r"""
 OPEN_TAG = re.compile(r"<\?(?:php\b|=)?", re.I)
 DQ_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "v": "\v", "e": "\x1b", "f": "\f", "\\": "\\", "$": "$", '"': '"'}
 OPENERS = {"(": ")", "[": "]", "{": "}"}
+SECRET_NAME = re.compile(r"pass|pwd|secret|key|hash|token", re.I)
 
 
 @dataclass(frozen=True)
@@ -304,8 +305,10 @@ class PhpFile:
                 break
             value = value.get(key, ConfigError) if isinstance(value, dict) else ConfigError
         if isinstance(value, Unparsed):
-            raise ConfigError(f"{self.path}: {label} is set by the PHP expression `{value.source[:80]}` "
-                              f"(line {value.line}), which safehold does not evaluate", HINT)
+            # The expression of a secret may hold the secret itself ("pa$word"): name only the line.
+            shown = "an expression" if SECRET_NAME.search(label) else f"the PHP expression `{value.source[:80]}`"
+            raise ConfigError(f"{self.path}: {label} is set by {shown} (line {value.line}), which safehold does "
+                              "not evaluate", HINT)
         if value is ConfigError:
             if default is ConfigError:
                 raise ConfigError(f"{self.path}: {label} is not set", "is this the application's config file?")
