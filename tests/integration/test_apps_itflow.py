@@ -219,11 +219,15 @@ def test_key_escrow_wrong_and_right_password(itflow: dict[str, object], tmp_path
     assert broken.returncode == 1 and "does not decrypt credential #1" in broken.stdout
 
 
-def test_version_guard(itflow: dict[str, object]) -> None:
+def test_version_guard(itflow: dict[str, object], new_db: Callable[[str], str]) -> None:
     root, database, config = Path(str(itflow["root"])), str(itflow["db"]), Path(str(itflow["config"]))
     ok(run_cli("backup", "itflow", config=config))
     sql("UPDATE settings SET config_current_database_version = '2.6.8'", database)
     put(root / "includes" / "app_version.php", '<?php\nDEFINE("APP_VERSION", "26.09.1");\n')
+    # A copy under another name is never refused, and keeps cron off (a clone must not bill twice).
+    copy = new_db("t_apps")
+    ok(run_cli("restore", "itflow", "latest", "--only", "db", "--to-db", copy, config=config))
+    assert cron(copy) == 0 and cron(database) == 1
     refused = run_cli("restore", "itflow", "latest", "--only", "db", config=config)
     assert refused.returncode == 1
     assert "schema version 2.6.8 here but 2.6.7 in the point" in refused.stderr

@@ -154,7 +154,8 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
     instance, profile = _describe_live(config, name, repo, point, reporter, dry_run)
     plan = make_plan(config, instance, point, only or [], to_db or [], files_to)
     result: dict[str, object] = {"plan": plan.describe(), "dry_run": dry_run}
-    refusals = profile.check_restore(instance, point.manifest, set(only or PARTS), reporter)
+    in_place = _in_place(plan)
+    refusals = profile.check_restore(instance, point.manifest, in_place, reporter)
     if refusals and not force:
         raise RestoreRefused("; ".join(refusals), "or add --force to restore anyway")
     if dry_run:
@@ -188,8 +189,6 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
                 plan.files_target.mkdir(parents=True, exist_ok=True)
                 repo.restore(snapshot, plan.files_target, plan.includes, reporter)
             phases["files"] = round(time.monotonic() - t0, 3)
-        in_place = {"db"} if any(s.target == s.entry.name for s in plan.databases) else set()
-        in_place |= {"files"} if plan.includes and plan.files_target == Path("/") else set()
         if in_place:
             profile.post_restore(instance, reporter, point.manifest, in_place)
         mismatches = [row for row in comparison if not row["ok"]]
@@ -201,6 +200,12 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
         else:
             reporter.step("restore complete; every table's row count matches the manifest")
     return result
+
+
+def _in_place(plan: Plan) -> set[str]:
+    """What goes back into the live instance: "db" (a database under its own name), "files" (to /)."""
+    parts = {"db"} if any(s.target == s.entry.name for s in plan.databases) else set()
+    return parts | ({"files"} if plan.includes and plan.files_target == Path("/") else set())
 
 
 def _describe_live(config: Config, name: str, repo, point: Point, reporter: Reporter,  # noqa: ANN001

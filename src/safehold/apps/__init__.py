@@ -9,11 +9,13 @@
   resumes it (exceptions, SIGTERM; after SIGKILL `quiesce.resume_leftovers` at the next start),
   and yields a dict describing the quiesce window (recorded in the manifest).
 - `keys(instance, state_dir) -> dict[str, Secret]`: escrowed secrets to store inside the point.
-- `check_restore(instance, manifest, parts, reporter) -> list[str]`: reasons to refuse restoring
-  `parts` ({"db", "files", "config"}) of a point into the live instance (e.g. other app/schema
-  version); `--force` overrides them. Warnings go to the reporter.
+- `check_restore(instance, manifest, in_place, reporter) -> list[str]`: reasons to refuse putting
+  the parts `in_place` ⊆ {"db" (databases under their live names), "files" (file and config trees
+  to /)} of a point back into the live instance (e.g. other app/schema version); `--force`
+  overrides them. Copies elsewhere (`--to-db`, `--files-to`) are never refused. Warnings go to
+  the reporter.
 - `post_restore(instance, reporter, manifest, restored)`: owners, modes, caches, app switches after a
-  restore; `restored` says which parts went back in place ("db" into the live names, "files" to /).
+  restore; `restored` is the same `in_place` set.
 - `verify_keys(instance, keys, database_name) -> list[str]`: problems found with the escrowed keys
   (`instance.databases` may point at a drill's scratch server; `database_name` is the copy to test).
 - optional `read_schema_version(instance, database_name) -> str | None`: the schema version recorded

@@ -41,7 +41,7 @@ def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, res
     """Nothing to do: restic restores owners, modes and mtimes."""
 
 
-def check_restore(instance: Instance, manifest: Manifest, parts: set[str], reporter: Reporter) -> list[str]:
+def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
     """No application version to guard."""
     return []
 

@@ -151,9 +151,9 @@ def _tenant_versions(tenants: object) -> dict[str, str | None]:
     return {f"tenant {t['database']} schema": t.get("version") for t in tenants or []}  # type: ignore[union-attr]
 
 
-def check_restore(instance: Instance, manifest: Manifest, parts: set[str], reporter: Reporter) -> list[str]:
+def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
     """Refuse databases of another i-doit version under this code (the files carry the point's code)."""
-    if "files" in parts or "db" not in parts:
+    if "files" in in_place or "db" not in in_place:
         return []
     live = {"app version": instance.app_version, "system schema": instance.schema_version,
             **_tenant_versions(instance.details.get("tenants"))}

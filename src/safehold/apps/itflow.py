@@ -204,9 +204,9 @@ def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
     return result
 
 
-def check_restore(instance: Instance, manifest: Manifest, parts: set[str], reporter: Reporter) -> list[str]:
+def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
     """Refuse a database restore under different code; restoring the files brings the point's code back."""
-    if "files" in parts or "db" not in parts:
+    if "files" in in_place or "db" not in in_place:
         return []
     return version_mismatch(
         "ITFlow", {"app version": instance.app_version, "schema version": instance.schema_version},

@@ -177,7 +177,7 @@ def _php_modules() -> set[str] | None:
     return {line.strip().lower() for line in out.decode(errors="replace").splitlines()}
 
 
-def check_restore(instance: Instance, manifest: Manifest, parts: set[str], reporter: Reporter) -> list[str]:
+def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
     """Refuse a database from another iTop version; warn when the encryption library is missing here."""
     library = manifest.details.get("encryption_library")
     if library:
@@ -189,7 +189,7 @@ def check_restore(instance: Instance, manifest: Manifest, parts: set[str], repor
         elif wanted not in modules:
             reporter.warn(f"the point's iTop encrypts with {library} but PHP here lacks the {wanted} extension: "
                           "encrypted fields will be unreadable until it is installed")
-    if "db" not in parts:
+    if "db" not in in_place:
         return []
     return version_mismatch(
         "iTop", {"app version": instance.app_version, "schema version": instance.schema_version},
