@@ -68,7 +68,8 @@ def build_itflow(root: Path, database: str, *, app_version: str = "26.08.2") -> 
         "$mysqli = mysqli_connect($dbhost, $dbusername, $dbpassword, $database) or die('Database Connection Failed');\n"
         "$config_app_name = 'ITFlow';\n$config_base_url = 'itflow.example.com';\n$config_https_only = TRUE;\n"
         "$repo_branch = 'master';\n$installation_id = 'Zq3dPz0mXe8yV1bN4cT7aW2sK5fH9gJ6';\n"
-        "$config_enable_setup = 0;\n$dbhost = '127.0.0.1';\n$config_backup_key = 'k3yK3yk3yK3yk3yK3yk3yK3yk3yK3yk3';\n",
+        "$config_enable_setup = 0;\n$dbhost = '127.0.0.1';\n$config_backup_key = 'k3yK3yk3yK3yk3yK3yk3yK3yk3yK3yk3';\n"
+        "$config_backup_path = '/var/backups/itflow';\n",
         0o640, WEB)
     put(root / "includes" / "app_version.php", f'<?php\nDEFINE("APP_VERSION", "{app_version}");\n')
     put(root / "index.php", "<?php require_once 'config.php';\n")
@@ -264,6 +265,7 @@ def test_init_writes_a_working_config(itflow: dict[str, object], tmp_path: Path,
     instance = itflow_profile.describe("itflow", config_module.load(out).instance("itflow"))
     assert instance.databases[0].name == itflow["db"] and instance.schema_version == "2.6.7"
     assert instance.files == [root] and instance.config_files == [root / "config.php"]
+    assert str(root / "uploads" / "tmp" / "*") in instance.exclude and "/var/backups/itflow/*" in instance.exclude
     assert itflow_profile.read_schema_version(instance, str(itflow["db"])) == "2.6.7"
     assert itflow_profile.read_schema_version(instance, "t_apps_missing") is None
     bad = run_cli("init", "--app", "itflow", "--root", str(tmp_path), "--output", str(tmp_path / "x.toml"))

@@ -112,6 +112,10 @@ $MyModuleSettings = array(
 		'time' => '23:30',
 		'retention_count' => 5,
 		'enabled' => true,
+		'extra_files' => array (
+			0 => 'web.config',
+			1 => '../outside.txt',
+		),
 	),
 );
 
@@ -132,6 +136,8 @@ $MyModules = array(
     put(root / "data" / "backups" / "auto" / "itop-2026-01-01.tar.gz", b"old archive", 0o600, WEB)
     put(root / "extensions" / "my-ext" / "module.my-ext.php", "<?php // local extension\n", 0o644)
     put(root / "env-production" / "core" / "main.php", "<?php // compiled env\n", 0o644, WEB)
+    put(root / "web.config", "<configuration/>\n", 0o644, WEB)  # an itop-backup extra file
+    put(root.parent / "outside.txt", "not iTop's\n")
     for folder in (root / "conf", root / "conf" / "production", root / "data", root / "data" / "cache-production",
                    root / "env-production", root / "data" / "production-modules",
                    root / "data" / "production-modules" / "hub-ext"):
@@ -159,7 +165,7 @@ def table_dump(database: str, tables: list[str]) -> bytes:
 
 
 ITOP_TABLES = [f"{PREFIX}attachment", f"{PREFIX}priv_module_install", f"{PREFIX}ticket"]
-KEPT = ("conf", "data/production.delta.xml", "data/production-modules", "extensions", "env-production")
+KEPT = ("conf", "data/production.delta.xml", "data/production-modules", "extensions", "env-production", "web.config")
 
 
 def test_shared_database_backup_destroy_restore(itop: dict[str, object]) -> None:

@@ -97,6 +97,9 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     instance.files.insert(0, root)
     instance.config_files.insert(0, config_path)
     instance.exclude += [f"!{root / p[1:]}" if p.startswith("!") else str(root / p) for p in SKIP]
+    archives = parse_file(config_path).text("config_backup_path", default="")
+    if archives:  # built-in backup archives moved elsewhere: encrypted copies of what safehold takes anyway
+        instance.exclude.append(str(Path(archives) / "*"))
     instance.app_version = find_define(root / VERSION_FILE, "APP_VERSION")
     instance.schema_version = _schema_version(db)
     return instance

@@ -69,6 +69,14 @@ def _settings(config_path: Path) -> dict[str, object]:
     return {k: v for k, v in settings.items() if isinstance(k, str)}
 
 
+def _extra_files(config_path: Path) -> list[Path]:
+    """The itop-backup module's `extra_files` (paths inside APPROOT its own backup adds)."""
+    root = config_path.parents[2]
+    extra = parse_file(config_path).get("MyModuleSettings", "itop-backup", "extra_files", default={})
+    paths = [root / str(rel) for rel in (extra.values() if isinstance(extra, dict) else [])]
+    return [p for p in paths if p.resolve().is_relative_to(root.resolve()) and p.exists()]
+
+
 def _installed_version(db: Database) -> tuple[str | None, str | None]:
     """(product version, datamodel version) from the last setup run recorded in priv_module_install."""
     table = f"{db.table_prefix or ''}priv_module_install"
@@ -108,7 +116,7 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     instance = base_instance(name, config, "itop")
     instance.databases.insert(0, db)
     instance.config_files.insert(0, config_path)
-    instance.files[:0] = [root / rel for rel in OPTIONAL_TREES if (root / rel).exists()]
+    instance.files[:0] = [root / rel for rel in OPTIONAL_TREES if (root / rel).exists()] + _extra_files(config_path)
     instance.app_version = find_define(root / VERSION_FILE, "ITOP_VERSION")
     instance.schema_version, datamodel = _installed_version(db)
     instance.details = {
