@@ -157,7 +157,7 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
     in_place = _in_place(plan)
     refusals = profile.check_restore(instance, point.manifest, in_place, reporter)
     if refusals and not force:
-        raise RestoreRefused("; ".join(refusals), "or add --force to restore anyway")
+        raise RestoreRefused("; ".join(refusals), "--force restores anyway")
     if dry_run:
         return result
     busy = [s.target for s in plan.databases if s.non_empty]

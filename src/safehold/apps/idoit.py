@@ -161,7 +161,7 @@ def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], re
              **_tenant_versions(manifest.details.get("tenants"))}
     return version_mismatch("i-doit", live, point,
                             f"restore the files too (the point holds its i-doit folder), or install i-doit "
-                            f"{manifest.app_version} first; with --force, run i-doit's updater afterwards")
+                            f"{manifest.app_version} first; after a forced restore run i-doit's updater")
 
 
 def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:

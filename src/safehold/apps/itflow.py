@@ -214,8 +214,8 @@ def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], re
     return version_mismatch(
         "ITFlow", {"app version": instance.app_version, "schema version": instance.schema_version},
         {"app version": manifest.app_version, "schema version": manifest.schema_version},
-        f"restore the files too (the point holds its ITFlow code), or install ITFlow {manifest.app_version}; "
-        "with --force, run `php scripts/update_cli.php --update_db` afterwards")
+        f"restore the files too (the point holds its ITFlow code), or install ITFlow {manifest.app_version} first; "
+        "after a forced restore run `php scripts/update_cli.php --update_db`")
 
 
 def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
