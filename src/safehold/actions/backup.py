@@ -16,6 +16,7 @@ from typing import IO
 
 from safehold import __version__
 from safehold.actions.common import describe, open_repository, tree_stats
+from safehold.actions.replicate import replicate
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.lock import instance_lock
@@ -92,8 +93,11 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
     lock = contextlib.nullcontext() if safety_point else instance_lock(
         config.state_dir, name, run_id, "backup", reporter, config.settings.lock_wait_seconds)
     with lock:
-        return _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
-                              safety_point, only_databases)
+        result = _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
+                                safety_point, only_databases)
+        if not safety_point:
+            result.update(replicate(config, name, run_id, reporter))
+        return result
 
 
 def _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter, safety_point,
