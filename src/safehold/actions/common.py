@@ -57,7 +57,9 @@ def points(config: Config, repo: Repository, instance: str | None = None) -> lis
     every = repo.snapshots([f"instance={instance}"] if instance else [])
     # A point copied from another repository keeps its manifest, whose snapshot ids are the
     # source's; restic records those as `original`, so they are mapped to this repository's ids.
-    local_id = {snap["original"]: snap["id"] for snap in every if snap.get("original")}
+    # restic 0.14's backup summary gives short ids, so both forms are mapped.
+    local_id = {key: snap["id"] for snap in every if snap.get("original")
+                for key in (snap["original"], snap["original"][:8])}
     cache = _cache_dir(config, repo)
     result: list[Point] = []
     for snap in every:

@@ -13,7 +13,6 @@ from safehold.actions.common import Point, open_repository, points
 from safehold.config import Config
 from safehold.errors import RepositoryError, SafeholdError
 from safehold.output import Reporter
-from safehold.repository.manifest import MANIFEST_PATH, Manifest
 from safehold.repository.restic import Repository
 from safehold.repository.ssh import is_local
 
@@ -25,8 +24,7 @@ def read_back(config: Config, repo: Repository, instance: str, run_id: str) -> P
         raise RepositoryError(f"point {run_id} is not listed in repository {repo.name} after upload",
                               "the upload was lost: check the repository, then run the backup again")
     point = found[0]
-    # points() may answer from the local cache; the remote copy is what must be readable.
-    Manifest.from_bytes(repo.cat_file(point.snapshot, MANIFEST_PATH), f"{run_id} in {repo.name}")
+    # A new snapshot id is never in the manifest cache, so points() just read and parsed the remote copy.
     for snapshot in point.manifest.snapshot_ids():
         if not repo.ls(snapshot, "/"):
             raise RepositoryError(f"point {run_id} in {repo.name}: snapshot {snapshot[:8]} lists no files",

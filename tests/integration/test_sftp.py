@@ -1,0 +1,176 @@
+"""SFTP repositories against a real sshd: the normal cycle, host-key pinning, each failure as one line,
+and two repositories (local + SFTP) with the SFTP server killed in the middle of the copy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SRC, run_cli
+from tests.integration.offhost_servers import (
+    Sshd,
+    free_port,
+    keygen,
+    make_tree,
+    password_file,
+    read_tree,
+    start_sshd,
+    write_config,
+)
+
+
+@pytest.fixture(scope="module")
+def sshd(restic: str) -> Iterator[Sshd]:
+    server = start_sshd()
+    yield server
+    server.stop()
+    shutil.rmtree(server.folder, ignore_errors=True)
+
+
+def _setup(tmp_path: Path, sshd: Sshd, *, user: str = "root", area: Path | None = None,
+           **repo: object) -> tuple[Path, Path, Path]:
+    """Config with one sftp repository and a file-tree instance; returns (config, app dir, password)."""
+    app = tmp_path / "app"
+    make_tree(app)
+    password = password_file(tmp_path)
+    area = area or sshd.area(tmp_path.name)
+    settings: dict[str, object] = {"url": f"sftp://{user}@127.0.0.1:{sshd.port}/{area}/repo",
+                                   "password": f"file:{password}", "ssh_key": str(sshd.user_key), **repo}
+    config = write_config(tmp_path / "safehold.toml", {"offsite": settings},
+                          {"app": {"repositories": ["offsite"], "files": [str(app)]}})
+    return config, app, password
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], expected: str, password: Path) -> None:
+    assert result.returncode not in (0, 3), result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert password.read_text() not in result.stdout + result.stderr
+
+
+def test_sftp_trust_backup_list_restore_prune(tmp_path: Path, sshd: Sshd) -> None:
+    config, app, password = _setup(tmp_path, sshd)
+    # No pinned key yet: refused with the command that fixes it.
+    unpinned = run_cli("backup", "app", config=config)
+    _one_line_error(unpinned, "not pinned", password)
+    trusted = run_cli("repo", "trust", "offsite", "--yes", "--json", config=config)
+    assert trusted.returncode == 0, trusted.stderr
+    info = json.loads(trusted.stdout)
+    assert info["fingerprints"][0].startswith("SHA256:") and info["changed"]
+    known_hosts = Path(info["known_hosts"])
+    assert known_hosts.stat().st_mode & 0o777 == 0o600
+
+    first = run_cli("backup", "app", "--json", config=config)
+    assert first.returncode == 0, first.stderr
+    assert "read back" in first.stderr
+    (app / "index.php").write_text("changed")
+    second = run_cli("backup", "app", config=config)
+    assert second.returncode == 0, second.stderr
+
+    listed = run_cli("list", "app", "--json", config=config)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 2 and {r["repository"] for r in rows} == {"offsite"}
+    assert "on this host" not in listed.stderr
+
+    target = tmp_path / "restored"
+    run_id = json.loads(first.stdout)[0]["run_id"]
+    restored = run_cli("restore", "app", run_id, "--files-to", str(target), config=config)
+    assert restored.returncode == 0, restored.stderr
+    assert read_tree(target / str(app).lstrip("/"))["index.php"] == b"<?php echo 'hi';\n"
+
+    with config.open("a") as fh:
+        fh.write("retention = { last = 1 }\n")
+    pruned = run_cli("prune", "app", "--json", config=config)
+    assert pruned.returncode == 0, pruned.stderr
+    assert json.loads(pruned.stdout)[0]["remove"] == [run_id]
+    assert len(json.loads(run_cli("list", "app", "--json", config=config).stdout)) == 1
+
+
+def test_sftp_failures_are_one_clear_line(tmp_path: Path, sshd: Sshd) -> None:
+    other_key = keygen(tmp_path / "other_key")
+    other_host = keygen(tmp_path / "other_host")
+    fake_host_line = f"[127.0.0.1]:{sshd.port} " + " ".join(Path(f"{other_host}.pub").read_text().split()[:2])
+    denied = sshd.folder / "srv" / f"{tmp_path.name}-root-only"
+    denied.mkdir(mode=0o755)
+    cases = {
+        "wrong key": ({"ssh_key": str(other_key), "known_hosts": sshd.known_hosts_line()}, {}, "SSH login refused"),
+        "wrong host key": ({"known_hosts": fake_host_line}, {}, "SSH host key CHANGED"),
+        "unreachable port": ({"known_hosts": sshd.known_hosts_line()}, {"port": free_port()}, "connection refused"),
+        "permission denied": ({"known_hosts": sshd.known_hosts_line()}, {"user": "nobody", "area": denied},
+                              "permission denied"),
+    }
+    for label, (repo, where, expected) in cases.items():
+        folder = tmp_path / label.replace(" ", "-")
+        folder.mkdir()
+        config, _, password = _setup(folder, sshd, user=str(where.get("user", "root")),
+                                     area=where.get("area"), **repo)  # type: ignore[arg-type]
+        if "port" in where:
+            text = config.read_text().replace(f":{sshd.port}/", f":{where['port']}/")
+            config.write_text(text)
+        result = run_cli("backup", "app", config=config)
+        _one_line_error(result, expected, password)
+
+
+def _kill_during_copy(config: Path, sshd: Sshd) -> subprocess.CompletedProcess[str]:
+    """Run a backup and kill the SSH server as soon as the copy to it starts."""
+    argv = [sys.executable, "-m", "safehold", "backup", "app", "--json", "--config", str(config)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert proc.stderr is not None and proc.stdout is not None
+    stderr: list[str] = []
+    for line in proc.stderr:
+        stderr.append(line)
+        if "copying" in line and sshd.proc is not None:
+            sshd.stop()
+    stdout = proc.stdout.read()
+    proc.wait()
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, "".join(stderr))
+
+
+def test_two_repositories_copy_killed_then_completed(tmp_path: Path, sshd: Sshd) -> None:
+    app = tmp_path / "app"
+    make_tree(app)
+    password = password_file(tmp_path)
+    area = sshd.area(tmp_path.name)
+    repos = {"local": {"url": str(tmp_path / "local-repo"), "password": f"file:{password}"},
+             "offsite": {"url": f"sftp://root@127.0.0.1:{sshd.port}/{area}/repo",
+                         "password": f"file:{password_file(tmp_path, 'offsite.pass')}",
+                         "ssh_key": str(sshd.user_key), "known_hosts": sshd.known_hosts_line()}}
+    config = write_config(tmp_path / "safehold.toml", repos,
+                          {"app": {"repositories": ["local", "offsite"], "files": [str(app)]}})
+    try:
+        # Initialise the copy target first so the kill lands in the copy itself.
+        first = run_cli("backup", "app", "--json", config=config)
+        assert first.returncode == 0, first.stderr
+        (app / "big.bin").write_bytes(os.urandom(48 << 20))  # new, incompressible: the copy takes a moment
+        killed = _kill_during_copy(config, sshd)
+        assert killed.returncode == 3, killed.stderr
+        result = json.loads(killed.stdout)[0]
+        assert result["result"] == "partial" and "offsite" in result["error"]
+        assert result["copies"]["local"] == "ok" and result["copies"]["offsite"] != "ok"
+        shown = run_cli("show", result["run_id"], "--json", config=config)
+        assert shown.returncode == 0 and json.loads(shown.stdout)["repository"] == "local", shown.stderr
+    finally:
+        if sshd.proc is None:
+            sshd.start()
+    verify = run_cli("verify", "--instance", "app", config=config)
+    assert verify.returncode == 0, verify.stderr
+    again = run_cli("backup", "app", "--json", config=config)
+    assert again.returncode == 0, again.stderr
+    listed = json.loads(run_cli("list", "app", "--json", config=config).stdout)
+    offsite = {r["run_id"] for r in listed if r["repository"] == "offsite"}
+    local = {r["run_id"] for r in listed if r["repository"] == "local"}
+    assert offsite == local and result["run_id"] in offsite and len(offsite) == 3
+    restored = run_cli("restore", "app", result["run_id"], "--repository", "offsite", "--files-to",
+                       str(tmp_path / "from-offsite"), config=config)
+    assert restored.returncode == 0, restored.stderr
+    assert read_tree(tmp_path / "from-offsite" / str(app).lstrip("/")) == read_tree(app)
