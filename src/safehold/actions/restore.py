@@ -153,7 +153,9 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
     with lock:
         started = time.monotonic()
         phases: dict[str, float] = {}
-        if busy or (plan.includes and plan.files_target == Path("/")):
+        # On a bare machine (recovery kit) nothing exists yet, so there is nothing to keep a safety point of.
+        overwrites_files = plan.files_target == Path("/") and any(Path(p).exists() for p in plan.includes)
+        if busy or overwrites_files:
             reporter.step("taking a safety point of the current state before overwriting it")
             safety = backup_instance(config, name, reporter, safety_point=True, only_databases=not plan.includes)
             result["safety_point"] = safety["run_id"]
