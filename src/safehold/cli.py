@@ -26,6 +26,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable result o
 InstanceArg = Annotated[str | None, typer.Argument(help="instance name (default: all)")]
 
 out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
 
 
 def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[Any], None],
@@ -40,11 +41,11 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
         if json_out:
             print(dumps({"ok": False, "error": exc.message, "hint": exc.hint}))
         else:
-            Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc.line()}", soft_wrap=True)
+            err.print(f"[bold red]error:[/] {exc.line()}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         reporter.close()
-        Console(stderr=True).print("[bold red]interrupted[/]: the last complete recovery point is untouched")
+        err.print("[bold red]interrupted[/]: the last complete recovery point is untouched")
         raise typer.Exit(130) from None
     reporter.close()
     if json_out:
@@ -116,7 +117,7 @@ def backup(instance: InstanceArg = None, config: ConfigOpt = None, json_out: Jso
                 out.print(f"[green]ok[/] {res['instance']}: point {res['run_id']} in {res['repository']}, "
                           f"{res['bytes_added'] / 1e6:.2f} MB added, {res['seconds']} s")
             else:
-                out.print(f"[red]failed[/] {res['instance']}: {res['error']}")
+                err.print(f"[bold red]error:[/] {res['instance']}: {res['error']}", soft_wrap=True)
 
     def code(results: list[dict[str, Any]]) -> int:
         failed = [r for r in results if r["result"] != "ok"]

@@ -13,7 +13,7 @@ import os
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -116,7 +116,8 @@ def start(
     """Start a child; `env` is added to a copy of os.environ. Secrets must never be in argv."""
     for secret in secrets:
         value = secret.reveal()
-        assert not any(value and value in arg for arg in argv), "secret in argv"
+        if value and any(value in arg for arg in argv):
+            raise RuntimeError(f"refusing to start {argv[0]}: a secret would be visible in its argv")
     full_env = {**os.environ, **(env or {})}
     log.debug("start %s", " ".join(argv))
     try:
@@ -168,3 +169,51 @@ def run(
     out = child.stdout.read()
     child.wait(check=check)
     return out
+
+
+COPY_BUFFER = 1 << 20
+
+
+def stream_out(argv: Sequence[str], sink: IO[bytes], *, what: str, env: dict[str, str] | None = None,
+               secrets: Sequence[Secret] = (), on_bytes: Callable[[int], None] | None = None) -> int:
+    """Run a child and copy its stdout into `sink` (a dump into the repository); returns the bytes.
+
+    If writing to the sink fails the child is killed; a non-zero exit raises ProcessFailed.
+    """
+    child = start(argv, what=what, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, secrets=secrets)
+    total = 0
+    try:
+        while block := child.stdout.read(COPY_BUFFER):
+            sink.write(block)
+            total += len(block)
+            if on_bytes:
+                on_bytes(total)
+    except BaseException:
+        child.kill()
+        raise
+    child.wait()
+    return total
+
+
+def stream_in(argv: Sequence[str], source: IO[bytes], *, what: str, env: dict[str, str] | None = None,
+              secrets: Sequence[Secret] = (), on_bytes: Callable[[int], None] | None = None) -> int:
+    """Run a child and feed `source` to its stdin (a dump into a database loader); returns the bytes.
+
+    A child that stops reading early is reported through its exit status, not as a broken pipe.
+    """
+    child = start(argv, what=what, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, secrets=secrets)
+    total = 0
+    try:
+        while block := source.read(COPY_BUFFER):
+            child.stdin.write(block)
+            total += len(block)
+            if on_bytes:
+                on_bytes(total)
+        child.stdin.close()
+    except BrokenPipeError:
+        pass
+    except BaseException:
+        child.kill()
+        raise
+    child.wait()
+    return total

@@ -15,10 +15,12 @@ import time
 from typing import IO
 
 from safehold import __version__
-from safehold.actions.common import describe, open_repository, tree_stats
+from safehold.actions.common import describe, open_repository
 from safehold.actions.replicate import replicate
 from safehold.config import Config
 from safehold.engines import engine_for
+from safehold.errors import ConfigError, SafeholdError
+from safehold.files import tree_stats
 from safehold.lock import instance_lock
 from safehold.models import DatabaseReport, Instance
 from safehold.output import Reporter
@@ -84,9 +86,15 @@ def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest
 
 
 def backup_instance(config: Config, name: str, reporter: Reporter, safety_point: bool = False,
-                    only_databases: bool = False) -> dict[str, object]:
-    """Make one recovery point of instance `name` in its first repository; return a summary."""
+                    databases: set[str] | None = None, with_files: bool = True) -> dict[str, object]:
+    """Make one recovery point of instance `name` in its first repository; return a summary.
+
+    A safety point (taken by restore before overwriting) passes `databases` (names to include)
+    and `with_files`, so it saves exactly what is about to be overwritten.
+    """
     instance, profile, instance_config = describe(config, name)
+    if databases is not None:
+        instance.databases = [db for db in instance.databases if db.name in databases]
     repo = open_repository(config, instance_config.repositories[0])
     run_id = new_run_id()
     # A safety point runs inside a restore that already holds the instance lock.
@@ -94,14 +102,14 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
         config.state_dir, name, run_id, "backup", reporter, config.settings.lock_wait_seconds)
     with lock:
         result = _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
-                                safety_point, only_databases)
+                                safety_point, with_files)
         if not safety_point:
             result.update(replicate(config, name, run_id, reporter))
         return result
 
 
 def _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter, safety_point,
-                   only_databases) -> dict[str, object]:  # noqa: ANN001 - internal continuation
+                   with_files) -> dict[str, object]:  # noqa: ANN001 - internal continuation
     started = time.monotonic()
     repo.ensure(reporter)
     manifest = Manifest(run_id=run_id, instance=instance.name, app=instance.app, app_version=instance.app_version,
@@ -116,7 +124,7 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
     with profile.quiesce(instance, instance_config, reporter) as window:
         window["start"] = now().isoformat()
         added += _store_databases(repo, instance, tags, manifest, reporter)
-        if not only_databases:
+        if with_files:
             added += _store_files(repo, instance, tags, manifest, reporter)
         window["end"] = now().isoformat()
     manifest.quiesce = dict(window)
@@ -146,16 +154,13 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
 
 def backup(config: Config, name: str | None, reporter: Reporter) -> list[dict[str, object]]:
     """Back up one instance or all; a failed instance does not stop the others."""
-    from safehold.errors import SafeholdError
-
     results: list[dict[str, object]] = []
     for instance_name in config.select(name):
         try:
             results.append({"result": "ok", **backup_instance(config, instance_name, reporter)})
         except SafeholdError as exc:
-            if name is not None:
+            if name is not None or isinstance(exc, ConfigError):
                 raise
-            reporter.warn(f"{instance_name}: {exc.line()}")
             results.append({"instance": instance_name, "result": "failed", "error": exc.line()})
     return results
 

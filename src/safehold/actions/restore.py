@@ -17,6 +17,7 @@ from safehold.actions.common import Point, describe, find_point, open_repository
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, RestoreRefused, SafeholdError
+from safehold.files import restore_in_place
 from safehold.lock import instance_lock
 from safehold.models import Database, Instance
 from safehold.output import Reporter
@@ -153,19 +154,24 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
     with lock:
         started = time.monotonic()
         phases: dict[str, float] = {}
-        # On a bare machine (recovery kit) nothing exists yet, so there is nothing to keep a safety point of.
         overwrites_files = plan.files_target == Path("/") and any(Path(p).exists() for p in plan.includes)
         if busy or overwrites_files:
             reporter.step("taking a safety point of the current state before overwriting it")
-            safety = backup_instance(config, name, reporter, safety_point=True, only_databases=not plan.includes)
+            busy_sources = {s.entry.name for s in plan.databases if s.non_empty}
+            safety = backup_instance(config, name, reporter, safety_point=True, databases=busy_sources,
+                                     with_files=overwrites_files)
             result["safety_point"] = safety["run_id"]
         comparison: list[dict[str, object]] = []
         for step in plan.databases:
             comparison += _restore_database(repo, step, reporter, phases)
         if plan.includes:
             t0 = time.monotonic()
-            plan.files_target.mkdir(parents=True, exist_ok=True)
-            repo.restore(point.manifest.files_snapshot or "", plan.files_target, plan.includes, reporter)
+            snapshot = point.manifest.files_snapshot or ""
+            if plan.files_target == Path("/"):
+                restore_in_place(repo, snapshot, plan.includes, reporter)
+            else:
+                plan.files_target.mkdir(parents=True, exist_ok=True)
+                repo.restore(snapshot, plan.files_target, plan.includes, reporter)
             phases["files"] = round(time.monotonic() - t0, 3)
             if plan.files_target == Path("/"):
                 profile.post_restore(instance, reporter)

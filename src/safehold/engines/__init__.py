@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from safehold.engines import mariadb, sqlite
+from safehold.engines import mariadb, postgres, sqlite
 
-ENGINES: dict[str, ModuleType] = {"mariadb": mariadb, "sqlite": sqlite}
+ENGINES: dict[str, ModuleType] = {"mariadb": mariadb, "postgres": postgres, "sqlite": sqlite}
 
 
 def engine_for(engine: str) -> ModuleType:

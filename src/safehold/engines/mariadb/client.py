@@ -30,13 +30,13 @@ def explain(exc: Exception, conn: Connection, database: str | None = None) -> Da
     """Translate a MySQLdb error into one line without credentials."""
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
     where = conn.describe()
-    if code in (1044, 1045, 1698):
+    if code in (1045, 1698):
         return DatabaseError(f"cannot log in to {where}: access denied", "check the database user and password")
     if code in (2002, 2003, 2005, 2006, 2013):
         return DatabaseError(f"database server {where} is unreachable", "is MariaDB running and the host/port right?")
     if code == 1049:
         return DatabaseError(f"database {database!r} does not exist on {where}", "check the database name")
-    if code in (1142, 1227, 1044):
+    if code in (1044, 1142, 1227):
         return DatabaseError(f"{where}: missing privilege ({exc.args[1]})", "grant the privilege or use another user")
     message = exc.args[1] if len(exc.args) > 1 else str(exc)
     return DatabaseError(f"{where}: {message}", "see the MariaDB error above")
