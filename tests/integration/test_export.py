@@ -183,3 +183,30 @@ def test_hostile_export_is_refused(tmp_path: Path, case: str) -> None:
     result = run_cli("restore", "app", "--from-file", str(hostile), "--files-to", str(target), config=config)
     _assert_nothing_written(result, "export refused", target, "t_offhost_never_created")
     assert not victim.exists()
+
+
+def test_passphrase_export_is_standard_age(tmp_path: Path, new_db: Callable[[str], str]) -> None:
+    import pyrage
+
+    phrase = private_file(tmp_path / "secrets" / "export.pass", "a long export passphrase")
+    config, app, db = _instance(tmp_path, new_db, extra=f'\n[export]\npassphrase = "file:{phrase}"\n')
+    export = tmp_path / "point.tar.zst.age"
+    made = run_cli("export", "latest", str(export), config=config)
+    assert made.returncode == 0, made.stderr
+    # Any age implementation opens it with the passphrase (here: pyrage, in memory, the file is small).
+    plain = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(
+        pyrage.passphrase.decrypt(export.read_bytes(), "a long export passphrase"))).read()
+    with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
+        assert "safehold-export/SHA256SUMS" in tar.getnames()
+    target = tmp_path / "restored"
+    copy = f"{db}_pp"
+    phrase.write_text("not the passphrase")
+    refused = run_cli("restore", "app", "--from-file", str(export), "--to-db", copy, "--files-to", str(target),
+                      config=config)
+    _assert_nothing_written(refused, "wrong passphrase", target, copy)
+    phrase.write_text("a long export passphrase")
+    new_db.created.append(copy)  # type: ignore[attr-defined]
+    restored = run_cli("restore", "app", "--from-file", str(export), "--to-db", copy, "--files-to", str(target),
+                       config=config)
+    assert restored.returncode == 0, restored.stderr
+    assert (target / str(app).lstrip("/") / "config.php").read_bytes() == (app / "config.php").read_bytes()

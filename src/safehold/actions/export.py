@@ -29,6 +29,7 @@ from typing import IO
 import zstandard
 
 from safehold.actions.common import Point, find_point, open_repository
+from safehold.agestream import Encryptor
 from safehold.config import Config
 from safehold.errors import ConfigError, SafeholdError
 from safehold.output import Reporter
@@ -128,7 +129,7 @@ def _write_tar(config: Config, repo: Repository, point: Point, sink: IO[bytes], 
 
 
 def recipients(config: Config) -> list[object]:
-    """age recipients of the config's [export] section (public keys, or a passphrase)."""
+    """age recipients of the config's [export] section; empty when a passphrase is used instead."""
     import pyrage
 
     if config.export.recipients:
@@ -136,7 +137,9 @@ def recipients(config: Config) -> list[object]:
             return [pyrage.x25519.Recipient.from_str(r) for r in config.export.recipients]
         except pyrage.RecipientError as exc:
             raise ConfigError(f"export.recipients: not an age public key ({exc})", "use age1... keys") from None
-    raise ConfigError("an .age export needs [export] recipients = [\"age1...\"] in the config",
+    if config.export.passphrase:
+        return []
+    raise ConfigError("an .age export needs [export] recipients = [\"age1...\"] or passphrase = \"file:...\"",
                       "generate a key pair with `age-keygen` and list its public key")
 
 
@@ -181,13 +184,18 @@ def export(config: Config, run: str, target: Path, reporter: Reporter, instance:
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb", buffering=BUFFER) as out:
-            if encrypted:
+            if encrypted and age_recipients:
                 import pyrage
 
                 with _pipe_through(lambda src: pyrage.encrypt_io(src, out, age_recipients)) as (pipe, errors):
                     payload = _write_tar(config, repo, point, pipe, True, reporter)
                 if errors:
                     raise SafeholdError(f"encrypting {target} failed: {errors[0]}", "check [export] recipients")
+            elif encrypted:
+                passphrase = resolve(config.export.passphrase or "", "export.passphrase")
+                encryptor = Encryptor(out, passphrase)
+                payload = _write_tar(config, repo, point, encryptor, True, reporter)
+                encryptor.close()
             else:
                 payload = _write_tar(config, repo, point, out, False, reporter)
             out.flush()
@@ -219,7 +227,7 @@ def identities(config: Config) -> list[object]:
     import pyrage
 
     if not config.export.identity:
-        raise ConfigError("reading an .age export needs [export] identity = \"file:/path/to/age-key.txt\"",
+        raise ConfigError("this .age export was encrypted to a key: it needs [export] identity = \"file:/path\"",
                           "point it at the age secret key the export was encrypted to")
     text = resolve(config.export.identity, "export.identity").reveal()
     keys = [line.strip() for line in text.splitlines() if line.strip().startswith("AGE-SECRET-KEY-")]

@@ -26,10 +26,12 @@ import zstandard
 from safehold.actions.common import Point
 from safehold.actions.export import BUFFER, ROOT, SUMS, identities, is_encrypted
 from safehold.actions.restore import restore
+from safehold.agestream import AgeError, Decryptor, is_passphrase_file
 from safehold.config import Config
-from safehold.errors import SafeholdError
+from safehold.errors import ConfigError, SafeholdError
 from safehold.output import Reporter
 from safehold.repository.manifest import MANIFEST_PATH, Manifest
+from safehold.secrets import resolve
 
 ZEROS = bytes(BUFFER)
 
@@ -44,6 +46,16 @@ def _decrypted(config: Config, path: Path) -> Iterator[IO[bytes]]:
     with open(path, "rb", buffering=BUFFER) as raw:
         if not is_encrypted(path):
             yield raw
+            return
+        if is_passphrase_file(raw):
+            if not config.export.passphrase:
+                raise ConfigError("this .age export is passphrase-encrypted: it needs [export] passphrase",
+                                  'set passphrase = "file:/path/to/passphrase" (0600)')
+            try:
+                yield Decryptor(raw, resolve(config.export.passphrase, "export.passphrase"))  # type: ignore[misc]
+            except AgeError as exc:
+                raise Damaged(f"{path} cannot be decrypted ({exc})",
+                              "check the passphrase, or use an intact copy; nothing was restored") from None
             return
         import pyrage
 
