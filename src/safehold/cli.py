@@ -116,6 +116,8 @@ def backup(instance: InstanceArg = None, config: ConfigOpt = None, json_out: Jso
             if res["result"] == "ok":
                 out.print(f"[green]ok[/] {res['instance']}: point {res['run_id']} in {res['repository']}, "
                           f"{res['bytes_added'] / 1e6:.2f} MB added, {res['seconds']} s")
+            elif res["result"] == "partial":
+                err.print(f"[bold yellow]partial:[/] {res['instance']}: {res['error']}", soft_wrap=True)
             else:
                 err.print(f"[bold red]error:[/] {res['instance']}: {res['error']}", soft_wrap=True)
 
