@@ -158,6 +158,9 @@ def trust(config: Config, name: str, accept: bool, replace: bool, confirm: objec
     target = parse_sftp(config.repositories[name].url)
     if target is None:
         raise ConfigError(f"repository {name} is not an sftp: repository", "only sftp: repositories have host keys")
+    if config.repositories[name].known_hosts:
+        raise ConfigError(f"repository {name} pins its host key in the config (known_hosts)",
+                          "edit known_hosts there, or remove it to pin with `safehold repo trust`")
     lines = scan(target)
     prints = fingerprints(lines)
     path = known_hosts_file(config, name)
