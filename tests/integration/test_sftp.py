@@ -68,6 +68,14 @@ def test_sftp_trust_backup_list_restore_prune(tmp_path: Path, sshd: Sshd) -> Non
     assert info["fingerprints"][0].startswith("SHA256:") and info["changed"]
     known_hosts = Path(info["known_hosts"])
     assert known_hosts.stat().st_mode & 0o777 == 0o600
+    pinned = known_hosts.read_text()
+    # A different key later is refused until a human says --replace.
+    other = keygen(tmp_path / "other_host")
+    known_hosts.write_text(f"[127.0.0.1]:{sshd.port} " + " ".join(Path(f"{other}.pub").read_text().split()[:2]))
+    changed = run_cli("repo", "trust", "offsite", "--yes", config=config)
+    assert changed.returncode == 1 and "differs from the pinned one" in changed.stderr
+    assert run_cli("repo", "trust", "offsite", "--yes", "--replace", config=config).returncode == 0
+    assert known_hosts.read_text() == pinned
 
     first = run_cli("backup", "app", "--json", config=config)
     assert first.returncode == 0, first.stderr
