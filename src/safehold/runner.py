@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import subprocess
 import threading
 from collections import deque
@@ -22,6 +23,7 @@ from safehold.secrets import Secret
 log = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 40
+SECRET_FD = re.compile(r"/dev/fd/(\d+)")
 
 
 class ProcessFailed(Exception):
@@ -119,6 +121,8 @@ def start(
         if value and any(value in arg for arg in argv):
             raise RuntimeError(f"refusing to start {argv[0]}: a secret would be visible in its argv")
     full_env = {**os.environ, **(env or {})}
+    # Secrets are handed over as /dev/fd/N memfds (see secrets.secret_files): pass exactly those.
+    pass_fds = sorted({int(m) for text in [*argv, *(env or {}).values()] for m in SECRET_FD.findall(text)})
     log.debug("start %s", " ".join(argv))
     try:
         popen = subprocess.Popen(
@@ -128,6 +132,7 @@ def start(
             stderr=subprocess.PIPE,
             env=full_env,
             cwd=cwd,
+            pass_fds=pass_fds,
         )
     except FileNotFoundError:
         raise ProcessFailed(what or argv[0], 127, f"{argv[0]}: command not found") from None

@@ -200,6 +200,22 @@ def test_in_place_restore_makes_the_folder_as_it_was(instance: dict[str, object]
     assert not [p for p in app.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
+def test_rename_refused_when_dump_names_the_live_database(instance: dict[str, object], new_db,
+                                                          tmp_path: Path) -> None:
+    db, app, config = instance["db"], instance["app"], instance["config"]
+    sql(f"CREATE TRIGGER `{db}`.replies_audit AFTER INSERT ON `{db}`.replies FOR EACH ROW"
+        f" INSERT INTO `{db}`.audit(what) VALUES ('reply')", db)
+    assert run_cli("backup", "app", config=config).returncode == 0
+    before = mariadb_dump(db)
+    new_db.created.append(f"{db}_copy")
+    result = run_cli("restore", "app", "latest", "--only", "db", "--to-db", f"{db}={db}_copy",
+                     "--to-db", f"{app / 'app.sqlite'}={tmp_path / 'copy.sqlite'}", config=config)
+    assert result.returncode == 1
+    assert f"would write into {db}" in result.stderr
+    assert mariadb_dump(db) == before
+    assert not sql(f"SHOW DATABASES LIKE '{db}_copy'")
+
+
 def test_dry_run_changes_nothing(instance: dict[str, object]) -> None:
     db, config = instance["db"], instance["config"]
     assert run_cli("backup", "app", config=config).returncode == 0
@@ -225,8 +241,9 @@ def test_verify_and_show(instance: dict[str, object]) -> None:
 
 def test_prune_keeps_count(instance: dict[str, object], tmp_path: Path) -> None:
     config = instance["config"]
-    config.write_text(config.read_text().replace('repositories = ["main"]',
-                                                 'repositories = ["main"]\nretention = { last = 2 }'))
+    # after_backup = false: this test applies retention itself (`safehold prune`), not after each backup.
+    config.write_text(config.read_text().replace(
+        'repositories = ["main"]', 'repositories = ["main"]\nretention = { last = 2, after_backup = false }'))
     runs = [json.loads(run_cli("backup", "app", "--json", config=config).stdout)[0]["run_id"] for _ in range(3)]
     dry = json.loads(run_cli("prune", "--dry-run", "--json", config=config).stdout)[0]
     assert dry["remove"] == [runs[0]]

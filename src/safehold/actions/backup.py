@@ -20,7 +20,7 @@ from safehold.actions.replicate import replicate
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, SafeholdError
-from safehold.files import tree_stats
+from safehold.files import sample_hashes, tree_stats
 from safehold.lock import instance_lock
 from safehold.models import DatabaseReport, Instance
 from safehold.output import Reporter
@@ -80,8 +80,10 @@ def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest
     summary = repo.backup_paths([p for p, _ in present], [*tags, "part=files"], instance.exclude, reporter, "files")
     manifest.files_snapshot = summary.snapshot_id
     for path, kind in present:
-        count, size = tree_stats(path.resolve() if kind == "files" else path, instance.exclude)
-        manifest.trees.append(TreeEntry(root=str(path), kind=kind, files=count, bytes=size))
+        counted = path.resolve() if kind == "files" else path
+        count, size = tree_stats(counted, instance.exclude)
+        manifest.trees.append(TreeEntry(root=str(path), kind=kind, files=count, bytes=size,
+                                        samples=sample_hashes(counted, instance.exclude)))
     return summary.data_added
 
 
@@ -90,8 +92,24 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
     """Make one recovery point of instance `name` in its first repository; return a summary.
 
     A safety point (taken by restore before overwriting) passes `databases` (names to include)
-    and `with_files`, so it saves exactly what is about to be overwritten.
+    and `with_files`, so it saves exactly what is about to be overwritten. Other runs are recorded
+    in the run history (failures too) and followed by retention, notifications and metrics; a
+    safety point is part of the restore that makes it, so it is not a run of its own.
     """
+    if safety_point:
+        return _backup(config, name, reporter, safety_point, databases, with_files)
+    from safehold.actions.tracked import tracked
+
+    with tracked(config, name, "backup", reporter) as record:
+        result = _backup(config, name, reporter, safety_point, databases, with_files)
+        record.bytes_added, record.bytes_total = int(result["bytes_added"]), int(result["bytes_total"])
+        record.details = {"run_id": result["run_id"], "repository": result["repository"],
+                          "warnings": result["warnings"]}
+    return result
+
+
+def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, databases: set[str] | None,
+            with_files: bool) -> dict[str, object]:
     instance, profile, instance_config = describe(config, name)
     if databases is not None:
         instance.databases = [db for db in instance.databases if db.name in databases]
@@ -146,6 +164,7 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
         "databases": [{"name": d.name, "tables": len(d.tables), "bytes": d.bytes} for d in manifest.databases],
         "files": sum(t.files for t in manifest.trees),
         "bytes_added": added + summary.data_added,
+        "bytes_total": sum(d.bytes for d in manifest.databases) + sum(t.bytes for t in manifest.trees),
         "seconds": round(time.monotonic() - started, 2),
         "warnings": manifest.warnings,
         "safety_point": safety_point,

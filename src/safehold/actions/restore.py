@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from safehold.actions.backup import backup_instance
 from safehold.actions.common import Point, describe, find_point, open_repository
@@ -19,9 +19,9 @@ from safehold.engines import engine_for
 from safehold.errors import ConfigError, RestoreRefused, SafeholdError
 from safehold.files import restore_in_place
 from safehold.lock import instance_lock
-from safehold.models import Database, Instance
+from safehold.models import Database, DatabaseReport, Instance, TableReport
 from safehold.output import Reporter
-from safehold.repository.manifest import DatabaseEntry, Manifest
+from safehold.repository.manifest import DatabaseEntry, Manifest, TableEntry
 
 PARTS = ("db", "files", "config")
 
@@ -88,8 +88,12 @@ def _live_database(instance: Instance, entry: DatabaseEntry) -> Database:
 
 
 def make_plan(config: Config, instance: Instance, point: Point, only: list[str], to_db: list[str],
-              files_to: Path | None) -> Plan:
-    """Work out what goes where, checking targets without changing anything."""
+              files_to: Path | None, targets: dict[str, str] | None = None) -> Plan:
+    """Work out what goes where, checking targets without changing anything.
+
+    `targets` (database name in the point → target name) replaces `--to-db` parsing for callers
+    that choose the names themselves, like the drill's scratch databases.
+    """
     for part in only:
         if part not in PARTS:
             raise ConfigError(f"--only {part!r} is not a part", f"use one of {', '.join(PARTS)}")
@@ -97,7 +101,7 @@ def make_plan(config: Config, instance: Instance, point: Point, only: list[str],
     manifest = point.manifest
     plan = Plan(point=point, files_target=files_to or Path("/"))
     if "db" in parts:
-        mapping = parse_to_db(to_db, manifest)
+        mapping = parse_to_db(to_db, manifest) if targets is None else targets
         for entry in manifest.databases:
             live = _live_database(instance, entry)
             target = mapping.get(entry.name, entry.name)
@@ -110,15 +114,27 @@ def make_plan(config: Config, instance: Instance, point: Point, only: list[str],
     return plan
 
 
-def compare(entry: DatabaseEntry, restored: dict[str, object]) -> list[dict[str, object]]:
-    """Per-table rows expected (manifest) versus found after restore."""
+def table_problem(database: str, table: str, expected: TableEntry | None, found: TableReport | None) -> str | None:
+    """What is wrong with one restored table compared with the manifest, in words; None when it matches."""
+    if expected is None:
+        return f"table {database}.{table} restored but not in the point's manifest"
+    if found is None:
+        return f"table {database}.{table} missing"
+    if expected.rows != found.rows:
+        return f"table {database}.{table}: {expected.rows} rows expected, {found.rows} restored"
+    if expected.checksum and found.checksum and expected.checksum != found.checksum:
+        return f"table {database}.{table}: checksum differs ({expected.checksum} expected, {found.checksum} restored)"
+    return None
+
+
+def compare(entry: DatabaseEntry, restored: dict[str, TableReport]) -> list[dict[str, object]]:
+    """Per-table rows (and checksums, where both sides have one) expected (manifest) versus restored."""
     rows: list[dict[str, object]] = []
-    found = restored
-    for table in sorted(set(entry.tables) | set(found)):
-        expected = entry.tables[table].rows if table in entry.tables else None
-        actual = found.get(table)
-        rows.append({"database": entry.name, "table": table, "expected": expected, "restored": actual,
-                     "ok": expected == actual})
+    for table in sorted(set(entry.tables) | set(restored)):
+        expected, found = entry.tables.get(table), restored.get(table)
+        problem = table_problem(entry.name, table, expected, found)
+        rows.append({"database": entry.name, "table": table, "expected": expected.rows if expected else None,
+                     "restored": found.rows if found else None, "ok": problem is None, "problem": problem})
     return rows
 
 
@@ -149,6 +165,7 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
     if busy and not force:
         raise RestoreRefused(f"database(s) {', '.join(busy)} already hold data",
                              "restore with --to-db NEWNAME, or add --force (a safety point is taken first)")
+    check_foreign_references(repo, plan)
     lock = instance_lock(config.state_dir, name, point.run_id, "restore", reporter,
                          config.settings.lock_wait_seconds)
     with lock:
@@ -186,8 +203,34 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
     return result
 
 
+def check_foreign_references(repo, plan: Plan) -> None:  # noqa: ANN001 - Repository
+    """Refuse, before anything changes, a rename whose dump would write into the original database.
+
+    mariadb-dump keeps trigger statements as written: one created as `live`.`trg` would be created in
+    `live` again when the dump is loaded under another name.
+    """
+    for step in plan.databases:
+        if step.target == step.entry.name:
+            continue
+        with repo.open_file(step.entry.snapshot, step.entry.path) as stream:
+            statement = engine_for(step.entry.engine).foreign_reference(step.entry.method, stream, step.entry.name)
+        if statement:
+            raise RestoreRefused(f"restoring {step.entry.name} as {step.target} would write into {step.entry.name}: "
+                                 f"the dump names it in `{statement}`",
+                                 "restore under the original name on another server, or recreate that object "
+                                 "without the database name and back up again")
+
+
 def _restore_database(repo, step: DatabaseStep, reporter: Reporter,  # noqa: ANN001 - Repository
                       phases: dict[str, float]) -> list[dict[str, object]]:
+    with repo.open_file(step.entry.snapshot, step.entry.path) as stream:
+        report = load_database(step, stream, reporter, phases)
+    return compare(step.entry, report.tables)
+
+
+def load_database(step: DatabaseStep, stream: IO[bytes], reporter: Reporter,
+                  phases: dict[str, float]) -> DatabaseReport:
+    """Empty (when it holds data), create and load one database of a plan; adds its phases' seconds."""
     engine = engine_for(step.entry.engine)
     t0 = time.monotonic()
     if step.non_empty:
@@ -196,8 +239,7 @@ def _restore_database(repo, step: DatabaseStep, reporter: Reporter,  # noqa: ANN
     engine.create(step.database, step.target)
     reporter.step(f"loading {step.entry.name} into {step.target}")
     try:
-        with repo.open_file(step.entry.snapshot, step.entry.path) as stream:
-            report = engine.restore(step.database, step.target, stream, reporter, step.entry.method)
+        report = engine.restore(step.database, step.target, stream, reporter, step.entry.method)
     except SafeholdError:
         raise
     except Exception as exc:  # the load failed half-way: say so, never leave it silent
@@ -205,5 +247,4 @@ def _restore_database(repo, step: DatabaseStep, reporter: Reporter,  # noqa: ANN
                             "the target is incomplete; fix the cause and restore again with --force") from exc
     phases[f"database {step.target}"] = round(time.monotonic() - t0, 3)
     phases.update({f"{step.target} {k}": v for k, v in report.phases.items()})
-    return compare(step.entry, {t: r.rows for t, r in report.tables.items()})
-
+    return report

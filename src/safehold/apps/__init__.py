@@ -8,6 +8,8 @@
 - `keys(instance, state_dir) -> dict[str, Secret]`: escrowed secrets to store inside the point.
 - `post_restore(instance, reporter)`: owners, modes, caches after a restore.
 - `verify_keys(instance, keys, database_name) -> list[str]`: problems found with the escrowed keys.
+- optional `read_schema_version(instance, database_name) -> str | None`: the schema version stored in a
+  (restored) database; `safehold drill` compares it with the manifest when the profile has it.
 """
 
 from __future__ import annotations

@@ -9,16 +9,14 @@ the dump; under concurrent writes they can differ slightly, which the manifest n
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import IO
 
 from safehold import runner
 from safehold.errors import DatabaseError
 from safehold.models import Database, DatabaseReport, TableReport, default_port
 from safehold.output import Reporter
-from safehold.secrets import Secret, write_private
+from safehold.secrets import Secret, secret_text_file
 
 SUFFIX = ".pgdump"
 METHOD = "pg_dump"
@@ -42,13 +40,12 @@ def _environment(db: Database, name: str) -> Iterator[dict[str, str]]:
     conn = db.connection
     env = {"PGHOST": conn.socket or conn.host, "PGPORT": str(conn.port or default_port("postgres")),
            "PGUSER": conn.user or "postgres", "PGDATABASE": name, "PGCONNECT_TIMEOUT": "10"}
-    with tempfile.TemporaryDirectory(prefix="safehold-pg-") as folder:
-        if conn.password is not None:
-            passfile = Path(folder) / "pgpass"
-            escaped = conn.password.reveal().replace("\\", "\\\\").replace(":", "\\:")
-            write_private(passfile, f"*:*:*:*:{escaped}\n")
-            env["PGPASSFILE"] = str(passfile)
+    if conn.password is None:
         yield env
+        return
+    escaped = conn.password.reveal().replace("\\", "\\\\").replace(":", "\\:")
+    with secret_text_file("pgpass", f"*:*:*:*:{escaped}") as passfile:
+        yield {**env, "PGPASSFILE": str(passfile)}
 
 
 def _secrets(db: Database) -> list[Secret]:
@@ -152,6 +149,17 @@ def create(db: Database, name: str) -> None:
 
 def drop(db: Database, name: str) -> None:
     _maintenance(db, f"DROP DATABASE IF EXISTS {_quote(name)} WITH (FORCE)")
+
+
+def names(db: Database, prefix: str) -> list[str]:
+    """Databases on the server whose name starts with `prefix`."""
+    pattern = prefix.replace("'", "''").replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+    return sorted(_psql(db, "postgres", f"SELECT datname FROM pg_database WHERE datname LIKE '{pattern}%'"))
+
+
+def foreign_reference(method: str, stream: IO[bytes], name: str) -> str | None:
+    """A PostgreSQL database cannot write into another one: a dump is always safe to load elsewhere."""
+    return None
 
 
 def server_version(db: Database) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import MySQLdb
 
 from safehold.errors import DatabaseError
 from safehold.models import Connection, Database, DatabaseReport, TableReport, default_port
-from safehold.secrets import write_private
+from safehold.secrets import secret_text_file
 
 OBJECT_QUERIES = {
     "views": "SELECT COUNT(*) FROM information_schema.VIEWS WHERE TABLE_SCHEMA=%s",
@@ -76,7 +75,7 @@ def cursor(conn: Connection, database: str | None = None) -> Iterator[MySQLdb.cu
 
 @contextlib.contextmanager
 def option_file(conn: Connection) -> Iterator[Path]:
-    """A 0600 [client] option file so mariadb/mariadb-dump get the password without argv."""
+    """A [client] option file (in memory, 0600) so mariadb/mariadb-dump get the password without argv."""
     lines = ["[client]", f"user={conn.user or 'root'}"]
     if conn.password is not None:
         escaped = conn.password.reveal().replace("\\", "\\\\").replace('"', '\\"')
@@ -85,9 +84,7 @@ def option_file(conn: Connection) -> Iterator[Path]:
         lines.append(f"socket={conn.socket}")
     else:
         lines += [f"host={conn.host}", f"port={conn.port or default_port('mariadb')}", "protocol=tcp"]
-    with tempfile.TemporaryDirectory(prefix="safehold-my-") as folder:
-        path = Path(folder) / "client.cnf"
-        write_private(path, "\n".join(lines) + "\n")
+    with secret_text_file("client.cnf", "\n".join(lines)) as path:
         yield path
 
 
@@ -164,6 +161,14 @@ def drop(db: Database, name: str) -> None:
         )
         for (view,) in cur.fetchall():
             cur.execute(f"DROP VIEW IF EXISTS {quote(name)}.{quote(view)}")
+
+
+def names(db: Database, prefix: str) -> list[str]:
+    """Databases on the server (that the user can see) whose name starts with `prefix`."""
+    pattern = prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
+    with cursor(db.connection) as cur:
+        cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s", (pattern,))
+        return sorted(row[0].decode() if isinstance(row[0], bytes) else row[0] for row in cur.fetchall())
 
 
 def server_version(db: Database) -> str:

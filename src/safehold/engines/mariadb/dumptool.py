@@ -7,6 +7,7 @@ differ slightly from the dump, which the manifest notes.
 
 from __future__ import annotations
 
+import re
 from typing import IO
 
 from safehold import runner
@@ -82,3 +83,18 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
     report = client.inspect(db, into)
     report.method = METHOD
     return report
+
+
+def foreign_reference(stream: IO[bytes], name: str) -> str | None:
+    """The first statement of an SQL dump of `name` that names `name` itself (e.g. `name`.trigger), or None.
+
+    mariadb-dump keeps trigger statements as they were written; one created as `live.trg` is created
+    in `live` again when the dump is loaded under another name. Data lines are skipped.
+    """
+    pattern = re.compile(rb"(?<![A-Za-z0-9_$`])`?" + re.escape(name.encode()) + rb"`?\s*\.")
+    for line in stream:
+        if line.startswith((b"INSERT INTO", b"--")):
+            continue
+        if pattern.search(line):
+            return line.strip()[:120].decode("utf-8", "replace")
+    return None
