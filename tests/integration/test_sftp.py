@@ -177,6 +177,8 @@ def test_two_repositories_copy_killed_then_completed(tmp_path: Path, sshd: Sshd)
         result = json.loads(killed.stdout)[0]
         assert result["result"] == "partial" and "offsite" in result["error"]
         assert result["copies"]["local"] == "ok" and result["copies"]["offsite"] != "ok"
+        checked = run_cli("check", "app", "--json", config=config)  # monitoring names the missing copy
+        assert checked.returncode == 1 and "copy to offsite failed" in checked.stdout, checked.stdout
         shown = run_cli("show", result["run_id"], "--json", config=config)
         assert shown.returncode == 0 and json.loads(shown.stdout)["repository"] == "local", shown.stderr
     finally:

@@ -13,7 +13,7 @@ from safehold.actions.kit import toml_value
 from safehold.config import parse
 from safehold.errors import ConfigError
 from safehold.repository.restic import explain
-from safehold.repository.ssh import is_local, parse_sftp, sftp_command
+from safehold.repository.ssh import parse_sftp, sftp_command
 
 
 def test_parse_sftp_forms() -> None:
@@ -27,11 +27,6 @@ def test_parse_sftp_forms() -> None:
     assert parse_sftp("/srv/repo") is None and parse_sftp("s3:https://s3.example/bucket") is None
     with pytest.raises(ConfigError):
         parse_sftp("sftp:nohostpath")
-
-
-def test_is_local() -> None:
-    assert is_local("/srv/repo") and is_local("local:/srv/repo") and is_local("repo")
-    assert not any(is_local(u) for u in ("sftp:a@b:/c", "s3:http://x/b", "rest:https://x/", "rclone:r:path"))
 
 
 def _config(tmp_path: Path, repo_extra: str) -> object:

@@ -105,6 +105,9 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
         record.bytes_added, record.bytes_total = int(result["bytes_added"]), int(result["bytes_total"])
         record.details = {"run_id": result["run_id"], "repository": result["repository"],
                           "warnings": result["warnings"]}
+        if result.get("result") == "partial":  # a copy is missing: `check` names it from this error
+            record.result, record.error = "partial", str(result["error"])
+            record.details["copies"] = result["copies"]
     return result
 
 

@@ -13,7 +13,7 @@ from safehold.errors import RepositoryError, SafeholdError
 from safehold.models import Instance
 from safehold.repository.manifest import MANIFEST_PATH, Manifest
 from safehold.repository.restic import Repository
-from safehold.repository.ssh import restic_options
+from safehold.repository.ssh import restic_options, ssh_log_file
 from safehold.secrets import resolve, write_private
 
 
@@ -22,7 +22,8 @@ def open_repository(config: Config, name: str) -> Repository:
     repo = config.repositories[name]
     password = resolve(repo.password, f"repositories.{name}.password")
     env = {key: resolve(ref, f"repositories.{name}.env.{key}") for key, ref in repo.env.items()}
-    return Repository(name=name, url=repo.url, password=password, env=env, extra_args=restic_options(config, name))
+    return Repository(name=name, url=repo.url, password=password, env=env, extra_args=restic_options(config, name),
+                      ssh_log=ssh_log_file(config, name))
 
 
 def describe(config: Config, name: str) -> tuple[Instance, ModuleType, InstanceConfig]:

@@ -9,12 +9,12 @@ every repository holds its point; otherwise it is partial, and the next run copi
 
 from __future__ import annotations
 
+from safehold.actions.check import is_remote
 from safehold.actions.common import Point, open_repository, points
 from safehold.config import Config
 from safehold.errors import RepositoryError, SafeholdError
 from safehold.output import Reporter
 from safehold.repository.restic import Repository
-from safehold.repository.ssh import is_local
 
 
 def read_back(config: Config, repo: Repository, instance: str, run_id: str) -> Point:
@@ -95,7 +95,7 @@ def copy_status(config: Config, name: str) -> list[dict[str, object]]:
 def host_only_warning(config: Config, name: str) -> str | None:
     """A warning when every repository of the instance is on this host (a local path)."""
     repos = config.instance(name).repositories
-    if all(is_local(config.repositories[r].url) for r in repos):
+    if not any(is_remote(config.repositories[r].url) for r in repos):
         return (f"{name}: every repository ({', '.join(repos)}) is on this host; a lost or encrypted disk takes "
                 f"the backups with it — add an sftp: or s3: repository")
     return None

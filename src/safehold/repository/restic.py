@@ -23,7 +23,7 @@ from typing import IO, Any, TypeVar
 from safehold import runner
 from safehold.errors import RepositoryError
 from safehold.output import Reporter
-from safehold.secrets import Secret, secret_files
+from safehold.secrets import Secret, secret_files, write_private
 
 T = TypeVar("T")
 TAG = "safehold"
@@ -141,6 +141,7 @@ class Repository:
     password: Secret
     env: dict[str, Secret] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
+    ssh_log: Path | None = None  # where the sftp ssh command writes its errors
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -148,8 +149,17 @@ class Repository:
     def secrets(self) -> list[Secret]:
         return [self.password, *self.env.values()]
 
+    def _explain(self, stderr: str, name: str | None = None) -> RepositoryError:
+        """explain(), with ssh's own errors: restic may exit before it relays them."""
+        if self.ssh_log is not None:
+            with contextlib.suppress(OSError):
+                stderr = self.ssh_log.read_text(errors="replace")[-4000:] + "\n" + stderr
+        return explain(stderr, name or self.name)
+
     @contextlib.contextmanager
     def _environment(self) -> Iterator[dict[str, str]]:
+        if self.ssh_log is not None:
+            write_private(self.ssh_log, b"")  # errors of this call only
         with secret_files(password=self.password) as files:
             env = {"RESTIC_REPOSITORY": self.url, "RESTIC_PASSWORD_FILE": str(files["password"])}
             env.update({key: value.reveal() for key, value in self.env.items()})
@@ -165,7 +175,7 @@ class Repository:
                 return runner.run(self._argv(*args), what=f"restic {args[0]}", env=env, input=input,
                                   secrets=self.secrets)
             except runner.ProcessFailed as exc:
-                raise explain(exc.stderr, self.name) from None
+                raise self._explain(exc.stderr) from None
 
     def run_json(self, *args: str) -> Any:
         """Run a restic command with --json and parse its output."""
@@ -211,7 +221,7 @@ class Repository:
                 text = exc.stderr.lower()
                 # Say which side failed: restic names the source repository as "source" / its URL.
                 side = source if ("source" in text or source.url.lower() in text) else self
-                raise explain(exc.stderr, side.name) from None
+                raise side._explain(exc.stderr) from None
 
     def ensure_copy_of(self, source: Repository, reporter: Reporter) -> None:
         """Open this repository, initialising it with `source`'s chunker so copies deduplicate."""
@@ -284,12 +294,12 @@ class Repository:
                 child.kill()
                 reader.join(timeout=5)
                 if isinstance(exc, BrokenPipeError | OSError) and child.popen.returncode:
-                    raise explain(child.stderr_text(), self.name) from None
+                    raise self._explain(child.stderr_text()) from None
                 raise
             try:
                 child.wait()
             except runner.ProcessFailed as exc:
-                raise explain(exc.stderr, self.name) from None
+                raise self._explain(exc.stderr) from None
             reader.join()
         reporter.advance(label, writer.count, writer.count)
         return self._summary(lines), result
@@ -313,7 +323,7 @@ class Repository:
             try:
                 child.wait()
             except runner.ProcessFailed as exc:
-                raise explain(exc.stderr, self.name) from None
+                raise self._explain(exc.stderr) from None
             reader.join()
         for item in lines:
             if item.get("message_type") == "error":
@@ -353,7 +363,7 @@ class Repository:
                 child.stdout.read()
                 child.wait()
             except runner.ProcessFailed as exc:
-                raise explain(exc.stderr, self.name) from None
+                raise self._explain(exc.stderr) from None
 
     def ls(self, snapshot_id: str, top: str | None = None) -> list[dict[str, Any]]:
         """Every node of a snapshot (path, type, size, mode, uid, gid, mtime); only `top`'s entries if given."""

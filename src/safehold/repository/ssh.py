@@ -57,16 +57,14 @@ def parse_sftp(url: str) -> SftpTarget | None:
     return SftpTarget(host, user or None, 22, path)
 
 
-def is_local(url: str) -> bool:
-    """True when a repository lives on this host (a plain path or local:), i.e. not off-host."""
-    if url.startswith("local:"):
-        return True
-    return not any(url.startswith(p) for p in ("sftp:", "s3:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:"))
-
-
 def known_hosts_file(config: Config, name: str) -> Path:
     """The known_hosts file safehold keeps for one repository."""
     return config.state_dir / "ssh" / f"{name}.known_hosts"
+
+
+def ssh_log_file(config: Config, name: str) -> Path | None:
+    """Where ssh writes its errors for an sftp repository (restic may exit before relaying them)."""
+    return config.state_dir / "ssh" / f"{name}.log" if parse_sftp(config.repositories[name].url) else None
 
 
 def _key_path(name: str, repo: RepositoryConfig) -> Path | None:
@@ -95,7 +93,7 @@ def sftp_command(config: Config, name: str) -> str | None:
             "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
             "-o", "GlobalKnownHostsFile=none", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
             "-o", f"ConnectTimeout={CONNECT_TIMEOUT_SECONDS}", "-o", "ServerAliveInterval=15",
-            "-o", "ServerAliveCountMax=3"]
+            "-o", "ServerAliveCountMax=3", "-E", str(ssh_log_file(config, name))]
     key = _key_path(name, repo)
     if key is not None:
         argv += ["-i", str(key), "-o", "IdentitiesOnly=yes"]
