@@ -13,8 +13,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import SRC, run_cli, sql
-from tests.integration.offhost_servers import make_tree, password_file, read_tree, write_config
+from tests.integration.offhost_servers import make_tree, password_file, read_tree, start_sshd, write_config
 
 
 def _safehold_on_path(folder: Path) -> Path:
@@ -26,17 +28,26 @@ def _safehold_on_path(folder: Path) -> Path:
     return folder
 
 
-def test_kit_alone_restores_the_instance(tmp_path: Path, new_db: Callable[[str], str]) -> None:
+def test_kit_alone_restores_the_instance(tmp_path: Path, new_db: Callable[[str], str],
+                                         request: pytest.FixtureRequest) -> None:
     app = tmp_path / "srv" / "app"
     files = make_tree(app)
     db = new_db("t_offhost")
     sql(["CREATE TABLE clients (id INT PRIMARY KEY, name VARCHAR(50))",
          "INSERT INTO clients VALUES (1, 'ACME'), (2, 'Globex')"], db)
     password = password_file(tmp_path)
-    config = write_config(tmp_path / "safehold.toml",
-                          {"main": {"url": str(tmp_path / "repo"), "password": f"file:{password}"}},
+    # The repository is off-host (SFTP): the kit must carry the SSH key and the pinned host key too.
+    sshd = start_sshd()
+    request.addfinalizer(lambda: (sshd.stop(), shutil.rmtree(sshd.folder, ignore_errors=True)))
+    user_key = tmp_path / "ssh" / "id_ed25519"
+    user_key.parent.mkdir()
+    shutil.copy(sshd.user_key, user_key)
+    repo = {"url": f"sftp://root@127.0.0.1:{sshd.port}/{sshd.area('kit')}/repo", "password": f"file:{password}",
+            "ssh_key": str(user_key)}
+    config = write_config(tmp_path / "safehold.toml", {"main": repo},
                           {"app": {"repositories": ["main"], "files": [str(app)],
                                    "databases": [{"engine": "mariadb", "user": "root", "names": [db]}]}})
+    assert run_cli("repo", "trust", "main", "--yes", config=config).returncode == 0
     escrow = tmp_path / "state" / "keys"
     escrow.mkdir(parents=True)
     (escrow / "app.json").write_text(json.dumps({"itflow_master_key": "k3y-escrowed-value"}))
@@ -48,6 +59,7 @@ def test_kit_alone_restores_the_instance(tmp_path: Path, new_db: Callable[[str],
     assert kit.stat().st_mode & 0o777 == 0o600
     page = kit.read_text()
     assert "SECRET" in page and password.read_text() in page and "k3y-escrowed-value" in page
+    assert user_key.read_text().strip() in page and sshd.known_hosts_line().split()[2] in page
     again = run_cli("key", "kit", "--output", str(kit), config=config)
     assert again.returncode == 1 and "written once" in again.stderr
 
@@ -57,6 +69,7 @@ def test_kit_alone_restores_the_instance(tmp_path: Path, new_db: Callable[[str],
     config.unlink()
     shutil.rmtree(tmp_path / "state")
     password.unlink()
+    shutil.rmtree(user_key.parent)
 
     steps = [html.unescape(s) for s in re.findall(r"<pre class='step'>(.*?)</pre>", page, re.S)]
     assert steps

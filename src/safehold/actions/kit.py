@@ -77,10 +77,25 @@ def _repository_steps(config: Config, name: str) -> tuple[list[str], list[str], 
     return steps, toml, rows
 
 
-def _instance_toml(config: Config, name: str) -> list[str]:
+def _instance_toml(config: Config, name: str) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """The instance's TOML section, with database passwords moved into kit files; steps and rows for them."""
     data = config.instances[name].model_dump(mode="json", exclude_defaults=True)
     data["repositories"] = config.instances[name].repositories
-    return [f"[instances.{name}]"] + [f"{key} = {toml_value(value)}" for key, value in data.items()]
+    steps: list[str] = []
+    rows: list[tuple[str, str]] = []
+    for index, db in enumerate(config.instances[name].databases):
+        if not db.password:
+            continue
+        try:
+            value = resolve(db.password, f"instances.{name}.databases.{index}.password").reveal()
+        except SafeholdError:
+            rows.append((f"{name}: {db.password}", "(not available on this host: provide it on the new machine)"))
+            continue
+        steps.append(_heredoc(f"db-{name}-{index}.pass", value))
+        rows.append((f"{name}: database password ({', '.join(db.names) or db.path})", value))
+        data["databases"][index]["password"] = f"file:{PLACEHOLDER}/db-{name}-{index}.pass"
+    toml = [f"[instances.{name}]"] + [f"{key} = {toml_value(value)}" for key, value in data.items()]
+    return toml, steps, rows
 
 
 def _escrowed(config: Config) -> list[tuple[str, str]]:
@@ -94,19 +109,6 @@ def _escrowed(config: Config) -> list[tuple[str, str]]:
             continue
         items = data.items() if isinstance(data, dict) else [("", data)]
         rows += [(f"{path.stem} {key}".strip(), v if isinstance(v, str) else json.dumps(v)) for key, v in items]
-    return rows
-
-
-def _db_secret_rows(config: Config, names: list[str]) -> list[tuple[str, str]]:
-    rows = []
-    for name in names:
-        for index, db in enumerate(config.instances[name].databases):
-            if db.password:
-                try:
-                    value = resolve(db.password, f"instances.{name}.databases.{index}.password").reveal()
-                except SafeholdError:
-                    value = "(not available on this host)"
-                rows.append((f"{name}: {db.password}", value))
     return rows
 
 
@@ -128,13 +130,16 @@ def render(config: Config) -> str:
         toml += [*repo_toml, ""]
         sections.append(f"<h3>{html.escape(name)}: <code>{html.escape(config.repositories[name].url)}</code></h3>"
                         + _table(rows))
+    db_rows: list[tuple[str, str]] = []
     for name in instances:
-        toml += [*_instance_toml(config, name), ""]
+        instance_toml, steps, rows = _instance_toml(config, name)
+        toml += [*instance_toml, ""]
+        setup += steps
+        db_rows += rows
     setup.append(_heredoc("safehold.toml", "\n".join(toml)))
     setup.append(f'sed -i "s#{PLACEHOLDER}#$KIT#g" safehold.toml && export SAFEHOLD_CONFIG="$KIT/safehold.toml"')
     restore = [f"safehold list {name} && safehold restore {name} latest" for name in instances]
     escrow = _escrowed(config)
-    db_rows = _db_secret_rows(config, instances)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>safehold recovery kit</title>",
         f"<style>{STYLE}</style></head><body>",
@@ -147,8 +152,9 @@ def render(config: Config) -> str:
         _table(escrow) if escrow else "<p>No application keys were escrowed on this host (none needed).</p>",
     ]
     if db_rows:
-        parts += ["<h2>Database passwords referenced by the config</h2>",
-                  "<p>Provide these under the same references on the new machine.</p>", _table(db_rows)]
+        parts += ["<h2>Database passwords</h2>",
+                  "<p>The steps below write them next to the config; change them there if the new database "
+                  "server uses other accounts.</p>", _table(db_rows)]
     parts += [
         "<h2>3. Restore on a new machine</h2>",
         "<p>Install the tools (Debian 12): </p><pre class='install'>apt-get install restic mariadb-client "
