@@ -175,9 +175,20 @@ def start_moto(log: Path, enforce_keys: bool = False) -> Moto:
                        aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
     iam.create_user(UserName="safehold")
     key = iam.create_access_key(UserName="safehold")["AccessKey"]
-    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-    iam.put_user_policy(UserName="safehold", PolicyName="s3", PolicyDocument=json.dumps(policy))
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="safehold", PolicyName="all", PolicyDocument=json.dumps(policy))
     return Moto(port, key["AccessKeyId"], key["SecretAccessKey"], proc)
+
+
+def user_without_rights(moto: Moto) -> tuple[str, str]:
+    """Keys of a second user that may do nothing (for the permission-denied case)."""
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=moto.endpoint, region_name="us-east-1",
+                       aws_access_key_id=moto.access_key, aws_secret_access_key=moto.secret_key)
+    iam.create_user(UserName="nobody")
+    key = iam.create_access_key(UserName="nobody")["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
 
 
 def write_config(path: Path, repositories: dict[str, dict[str, object]], instances: dict[str, dict[str, object]],

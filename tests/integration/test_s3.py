@@ -18,6 +18,7 @@ from tests.integration.offhost_servers import (
     password_file,
     read_tree,
     start_moto,
+    user_without_rights,
     write_config,
 )
 
@@ -81,7 +82,10 @@ def test_s3_backup_list_restore_prune(tmp_path: Path, moto: Moto) -> None:
 
 
 def test_s3_failures_are_one_clear_line(tmp_path: Path, moto: Moto, moto_keys: Moto) -> None:
+    no_rights_key, no_rights_secret = user_without_rights(moto_keys)
     cases = {
+        "permission denied": (moto_keys, {"access_key": no_rights_key, "secret_key": no_rights_secret},
+                              "access denied"),
         "wrong access key": (moto_keys, {"access_key": "AKIAWRONGWRONGWRONG0"}, "S3 access key rejected"),
         "wrong secret key": (moto_keys, {"secret_key": "wrong-secret-key-value-0123456789"}, "S3 secret key rejected"),
         "missing bucket": (moto, {"bucket": "no-such-bucket"}, "bucket does not exist"),
