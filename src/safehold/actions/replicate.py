@@ -77,6 +77,21 @@ def replicate(config: Config, name: str, run_id: str, reporter: Reporter) -> dic
     return result
 
 
+def copy_status(config: Config, name: str) -> list[dict[str, object]]:
+    """Per repository of an instance: which points of the first repository it lacks (for check/dashboard)."""
+    names = config.instance(name).repositories
+    source = open_repository(config, names[0])
+    wanted = {p.run_id for p in points(config, source, name) if not p.manifest.safety_point}
+    rows: list[dict[str, object]] = [{"repository": names[0], "missing": [], "error": None}]
+    for repo_name in names[1:]:
+        try:
+            have = {p.run_id for p in points(config, open_repository(config, repo_name), name)}
+            rows.append({"repository": repo_name, "missing": sorted(wanted - have), "error": None})
+        except SafeholdError as exc:
+            rows.append({"repository": repo_name, "missing": sorted(wanted), "error": exc.line()})
+    return rows
+
+
 def host_only_warning(config: Config, name: str) -> str | None:
     """A warning when every repository of the instance is on this host (a local path)."""
     repos = config.instance(name).repositories
