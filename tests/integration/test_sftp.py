@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from safehold.actions.replicate import copy_status
+from safehold.config import load as load_config
 from tests.conftest import SRC, run_cli
 from tests.integration.offhost_servers import (
     Sshd,
@@ -179,6 +181,8 @@ def test_two_repositories_copy_killed_then_completed(tmp_path: Path, sshd: Sshd)
         assert result["copies"]["local"] == "ok" and result["copies"]["offsite"] != "ok"
         checked = run_cli("check", "app", "--json", config=config)  # monitoring names the missing copy
         assert checked.returncode == 1 and "copy to offsite failed" in checked.stdout, checked.stdout
+        status = {row["repository"]: row for row in copy_status(load_config(config), "app")}
+        assert result["run_id"] in status["offsite"]["missing"] and "connection refused" in status["offsite"]["error"]
         shown = run_cli("show", result["run_id"], "--json", config=config)
         assert shown.returncode == 0 and json.loads(shown.stdout)["repository"] == "local", shown.stderr
     finally:
@@ -190,6 +194,10 @@ def test_two_repositories_copy_killed_then_completed(tmp_path: Path, sshd: Sshd)
     offsite = {r["run_id"] for r in listed if r["repository"] == "offsite"}
     local = {r["run_id"] for r in listed if r["repository"] == "local"}
     assert offsite == local and result["run_id"] in offsite and len(offsite) == 3
+    # What the dashboard shows per repository: nothing missing any more.
+    status = copy_status(load_config(config), "app")
+    assert [(row["repository"], row["missing"], row["error"]) for row in status] == [
+        ("local", [], None), ("offsite", [], None)]
     restored = run_cli("restore", "app", result["run_id"], "--repository", "offsite", "--files-to",
                        str(tmp_path / "from-offsite"), config=config)
     assert restored.returncode == 0, restored.stderr
