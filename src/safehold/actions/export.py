@@ -98,6 +98,10 @@ class _Writer:
         with repo.open_file(snapshot, "/", archive=True) as stream, \
                 tarfile.open(fileobj=stream, mode="r|", bufsize=BUFFER) as source:
             for member in source:
+                if not (member.isfile() or member.isdir() or member.issym()):
+                    # Devices, fifos and sockets are not data; restoring them is refused as unsafe.
+                    self.reporter.warn(f"export: {member.name} is a special file and was left out")
+                    continue
                 member.name = f"{prefix}/{member.name.lstrip('/')}".rstrip("/")
                 self.add(member, source.extractfile(member) if member.isfile() else None)
 
