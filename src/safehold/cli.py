@@ -150,7 +150,11 @@ def list_cmd(instance: InstanceArg = None, config: ConfigOpt = None, json_out: J
         for name in cfg.select(instance):
             if warning := host_only_warning(cfg, name):
                 r.warn(warning)
-        return list_points(cfg, instance)
+        unreachable: list[str] = []
+        rows = list_points(cfg, instance, unreachable)
+        for problem in unreachable:
+            r.warn(f"{problem} (its points are not listed)")
+        return rows
 
     _run(json_out, action, render)
 

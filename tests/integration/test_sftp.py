@@ -181,6 +181,9 @@ def test_two_repositories_copy_killed_then_completed(tmp_path: Path, sshd: Sshd)
         assert result["copies"]["local"] == "ok" and result["copies"]["offsite"] != "ok"
         checked = run_cli("check", "app", "--json", config=config)  # monitoring names the missing copy
         assert checked.returncode == 1 and "copy to offsite failed" in checked.stdout, checked.stdout
+        listed = run_cli("list", "app", "--json", config=config)  # the copy server is down: local still listed
+        assert listed.returncode == 0 and "connection refused" in listed.stderr, listed.stderr
+        assert {r["repository"] for r in json.loads(listed.stdout)} == {"local"}
         status = {row["repository"]: row for row in copy_status(load_config(config), "app")}
         assert result["run_id"] in status["offsite"]["missing"] and "connection refused" in status["offsite"]["error"]
         shown = run_cli("show", result["run_id"], "--json", config=config)
