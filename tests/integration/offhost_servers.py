@@ -103,6 +103,7 @@ class Sshd:
 
 def start_sshd() -> Sshd:
     need(Path(SSHD).exists(), "openssh-server is not installed")
+    need(os.geteuid() == 0, "the sshd tests run sshd as root (logins as root and as nobody)")
     folder = Path(tempfile.mkdtemp(prefix="safehold-sshd-"))
     folder.chmod(0o755)
     (folder / "srv").mkdir(mode=0o755)
