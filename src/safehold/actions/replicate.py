@@ -10,26 +10,26 @@ every repository holds its point; otherwise it is partial, and the next run copi
 from __future__ import annotations
 
 from safehold.actions.check import is_remote
-from safehold.actions.common import Point, open_repository, points
+from safehold.actions.common import open_repository, points
 from safehold.config import Config
 from safehold.errors import RepositoryError, SafeholdError
 from safehold.output import Reporter
 from safehold.repository.restic import Repository
 
 
-def read_back(config: Config, repo: Repository, instance: str, run_id: str) -> Point:
-    """Read a point back from the repository: its manifest, parsed, and each part's top-level tree."""
-    found = [p for p in points(config, repo, instance) if p.run_id == run_id]
-    if not found:
-        raise RepositoryError(f"point {run_id} is not listed in repository {repo.name} after upload",
-                              "the upload was lost: check the repository, then run the backup again")
-    point = found[0]
-    # A new snapshot id is never in the manifest cache, so points() just read and parsed the remote copy.
-    for snapshot in point.manifest.snapshot_ids():
-        if not repo.ls(snapshot, "/"):
-            raise RepositoryError(f"point {run_id} in {repo.name}: snapshot {snapshot[:8]} lists no files",
-                                  "the upload is damaged: run `safehold verify`, then back up again")
-    return point
+def read_back(config: Config, repo: Repository, instance: str, run_ids: list[str]) -> None:
+    """Read points back from the repository: each manifest, parsed, and each part's top-level tree."""
+    listed = {p.run_id: p for p in points(config, repo, instance)}
+    for run_id in run_ids:
+        point = listed.get(run_id)
+        if point is None:
+            raise RepositoryError(f"point {run_id} is not listed in repository {repo.name} after upload",
+                                  "the upload was lost: check the repository, then run the backup again")
+        # A new snapshot id is never in the manifest cache, so points() just read and parsed the remote copy.
+        for snapshot in point.manifest.snapshot_ids():
+            if not repo.ls(snapshot, "/"):
+                raise RepositoryError(f"point {run_id} in {repo.name}: snapshot {snapshot[:8]} lists no files",
+                                      "the upload is damaged: run `safehold verify`, then back up again")
 
 
 def _copy_missing(config: Config, source: Repository, dest: Repository, instance: str,
@@ -44,9 +44,9 @@ def _copy_missing(config: Config, source: Repository, dest: Repository, instance
     reporter.step(f"copying {len(missing)} point(s) of {instance} from {source.name} to {dest.name}")
     dest.copy_from(source, [sid for p in missing for sid in p.manifest.snapshot_ids()])
     dest.copy_from(source, [p.snapshot for p in missing])
-    for point in missing:
-        read_back(config, dest, instance, point.run_id)
-    return [p.run_id for p in missing]
+    copied = [p.run_id for p in missing]
+    read_back(config, dest, instance, copied)
+    return copied
 
 
 def replicate(config: Config, name: str, run_id: str, reporter: Reporter) -> dict[str, object]:
@@ -56,7 +56,7 @@ def replicate(config: Config, name: str, run_id: str, reporter: Reporter) -> dic
     """
     names = config.instance(name).repositories
     source = open_repository(config, names[0])
-    read_back(config, source, name, run_id)
+    read_back(config, source, name, [run_id])
     reporter.step(f"point {run_id} read back from {source.name}")
     copies: dict[str, object] = {source.name: "ok"}
     failures: list[str] = []
