@@ -170,6 +170,9 @@ def _unpack(stream: IO[bytes], staging: Path) -> None:
             else:
                 sums[relative] = _write_file(tar.extractfile(member), target, member.size)  # type: ignore[arg-type]
                 _apply_meta(member, target)
+        # Read to the end: zstd checks its frame checksum there, and a decrypting thread finishes cleanly.
+        while reader.read(BUFFER):
+            pass
     for member, target in reversed(folders):
         _apply_meta(member, target)
     if expected is None:
