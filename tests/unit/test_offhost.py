@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import tarfile
 import tomllib
 from pathlib import Path
@@ -10,10 +12,12 @@ import pytest
 
 from safehold.actions.import_file import Damaged, _check_member
 from safehold.actions.kit import toml_value
+from safehold.agestream import CHUNK, AgeError, Decryptor, Encryptor
 from safehold.config import parse
 from safehold.errors import ConfigError
 from safehold.repository.restic import explain
 from safehold.repository.ssh import parse_sftp, sftp_command
+from safehold.secrets import Secret
 
 
 def test_parse_sftp_forms() -> None:
@@ -113,3 +117,33 @@ def test_member_under_a_symlink_is_refused(tmp_path: Path) -> None:
     inside = tarfile.TarInfo("safehold-export/files/ok")
     inside.type, inside.linkname = tarfile.SYMTYPE, "etc/x"
     assert _check_member(inside, tmp_path) == tmp_path / "safehold-export/files/ok"
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17])
+def test_age_passphrase_stream_interoperates_with_pyrage(size: int) -> None:
+    import pyrage
+
+    data = os.urandom(size)
+    sink = io.BytesIO()
+    encryptor = Encryptor(sink, Secret("correct horse"), log_n=10)
+    encryptor.write(data[: size // 2])
+    encryptor.write(data[size // 2:])
+    encryptor.close()
+    assert pyrage.passphrase.decrypt(sink.getvalue(), "correct horse") == data
+    assert Decryptor(io.BufferedReader(io.BytesIO(sink.getvalue())), Secret("correct horse")).read() == data
+    if size == CHUNK + 1:  # pyrage always uses age's slow work factor: once is enough
+        theirs = pyrage.passphrase.encrypt(data, "correct horse")
+        assert Decryptor(io.BufferedReader(io.BytesIO(theirs)), Secret("correct horse")).read() == data
+
+
+def test_age_passphrase_stream_rejects_wrong_passphrase_and_damage() -> None:
+    sink = io.BytesIO()
+    encryptor = Encryptor(sink, Secret("pw"), log_n=10)
+    encryptor.write(os.urandom(3 * CHUNK))
+    encryptor.close()
+    blob = sink.getvalue()
+    with pytest.raises(AgeError, match="wrong passphrase"):
+        Decryptor(io.BufferedReader(io.BytesIO(blob)), Secret("other"))
+    for damaged in (blob[:-100], blob[:-16 - CHUNK], blob[:200] + bytes([blob[200] ^ 1]) + blob[201:]):
+        with pytest.raises(AgeError):
+            Decryptor(io.BufferedReader(io.BytesIO(damaged)), Secret("pw")).read()
