@@ -258,6 +258,58 @@ def prune(instance: InstanceArg = None,
     _run(json_out, lambda r: do_prune(_load(config), instance, r, dry_run), render)
 
 
+key_app = typer.Typer(no_args_is_help=True, help="Application keys: escrow and check them.")
+app.add_typer(key_app, name="key")
+
+
+@key_app.command("escrow")
+def key_escrow(
+    instance: Annotated[str, typer.Argument(help="instance name (an ITFlow instance)")],
+    password_ref: Annotated[str | None, typer.Option("--password-ref", help="env:NAME or file:PATH holding the "
+                                                     "admin's ITFlow password (default: prompt)")] = None,
+    user: Annotated[str | None, typer.Option(help="email of the ITFlow account (default: try each)")] = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Unwrap ITFlow's master key with an admin password, prove it, keep it for every point."""
+    from safehold.actions.keys import escrow
+    from safehold.secrets import Secret, resolve
+
+    def action(reporter: Reporter) -> dict[str, Any]:
+        cfg = _load(config)
+        if password_ref:
+            password = resolve(password_ref, "--password-ref")
+        else:
+            password = Secret(typer.prompt("ITFlow password of an admin account", hide_input=True), "prompt")
+        return escrow(cfg, instance, password, user, reporter)
+
+    _run(json_out, action, lambda res: out.print(
+        f"[green]master key escrowed[/] for {res['instance']} (account {res['user']}); "
+        + (f"it decrypts credential #{res['proved_on_credential']}" if res["proved_on_credential"] else
+           "no credential stored yet to test it on"), soft_wrap=True))
+
+
+@key_app.command("verify")
+def key_verify(
+    instance: Annotated[str, typer.Argument(help="instance name")],
+    run: Annotated[str | None, typer.Argument(help="check the keys inside this point (default: escrowed)")] = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Prove the escrowed keys (or a point's keys) still unlock the live instance's data."""
+    from safehold.actions.keys import verify as verify_keys
+
+    def render(res: dict[str, Any]) -> None:
+        for problem in res["problems"]:
+            out.print(f"[red]problem:[/] {problem}", soft_wrap=True)
+        if res["ok"]:
+            out.print(f"[green]keys ok[/] ({', '.join(res['keys']) or 'none'}) from the {res['source']}",
+                      soft_wrap=True)
+
+    _run(json_out, lambda r: verify_keys(_load(config), instance, run, r), render,
+         lambda res: 0 if res["ok"] else EXIT_FAILED)
+
+
 @app.command()
 def export(run: Annotated[str, typer.Argument(help="run id (a unique prefix is enough) or latest")],
            file: Annotated[Path, typer.Argument(help="output file: NAME.tar.zst, or NAME.tar.zst.age to encrypt")],
@@ -458,6 +510,8 @@ def serve(config: ConfigOpt = None,
     if not no_web:
         from safehold.web.server import serve as serve_console
 
+        # uvicorn stops on SIGTERM and then re-raises it; a handler here makes that a clean exit 0.
+        signal.signal(signal.SIGTERM, lambda *_: None)
         # Console jobs share the scheduler's pool, so "Backup now" and scheduled runs queue together.
         _run(False, lambda r: serve_console(loaded, listen, services=[scheduler], pool=scheduler.pool),
              lambda res: None)

@@ -104,7 +104,8 @@ def test_a_broken_config_edit_keeps_the_previous_schedule(tmp_path: Path, repo: 
 def test_serve_runs_backups_on_a_five_second_cron(tmp_path: Path, repo: dict[str, str]) -> None:
     config = make_instance(tmp_path, repo)
     set_schedule(config, '{ cron = "* * * * * */5" }')
-    proc = subprocess.Popen([sys.executable, "-m", "safehold", "serve", "--tick", "0.2", "--config", str(config)],
+    proc = subprocess.Popen([sys.executable, "-m", "safehold", "serve", "--tick", "0.2", "--listen", "127.0.0.1:0",
+                             "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(SRC)})
     history = History(load(config).state_dir)

@@ -17,6 +17,7 @@ from typing import IO
 from safehold import __version__
 from safehold.actions.common import describe, open_repository
 from safehold.actions.replicate import replicate
+from safehold.apps.quiesce import resume_leftovers
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, SafeholdError
@@ -113,6 +114,7 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
 
 def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, databases: set[str] | None,
             with_files: bool) -> dict[str, object]:
+    resume_leftovers(config.state_dir, reporter)
     instance, profile, instance_config = describe(config, name)
     if databases is not None:
         instance.databases = [db for db in instance.databases if db.name in databases]
@@ -142,7 +144,7 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
                   f"→ repository {repo.name}")
     keys = profile.keys(instance, config.state_dir)
     added = 0
-    with profile.quiesce(instance, instance_config, reporter) as window:
+    with profile.quiesce(instance, instance_config, reporter, config.state_dir) as window:
         window["start"] = now().isoformat()
         added += _store_databases(repo, instance, tags, manifest, reporter)
         if with_files:

@@ -65,6 +65,13 @@ def write_example(path: Path, app: str, root: Path | None, repo: str | None, for
         raise ConfigError(f"--app {app!r} is not known", "use itflow, idoit, itop or generic")
     if app != "generic" and root is None:
         raise ConfigError(f"--app {app} needs --root", f"e.g. safehold init --app {app} --root /var/www/{app}")
+    if root is not None and app != "generic":
+        from safehold.apps import profile_for
+
+        if not profile_for(app).detect(root):
+            label = {"itflow": "ITFlow", "idoit": "i-doit", "itop": "iTop"}[app]
+            raise ConfigError(f"{root} does not look like an {label} install",
+                              f"give --root the folder {label} is installed in")
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists", "use --force to overwrite it, or --output another file")
     name = app if app != "generic" else "myapp"

@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any
 
 from safehold.actions.backup import backup_instance
 from safehold.actions.common import Point, describe, find_point, open_repository
+from safehold.apps.common import AppConfigMissing
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, RestoreRefused, SafeholdError
@@ -147,7 +149,7 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
     `source` replaces the repository lookup with another holder of the point's parts (an unpacked
     export file) that offers the same `open_file`/`restore` calls.
     """
-    instance, profile, instance_config = describe(config, name)
+    instance_config = config.instance(name)
     if source is not None:
         repo, point = source
     else:
@@ -157,8 +159,13 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
                               f"use one of {instance_config.repositories}")
         repo = open_repository(config, repo_name)
         point = find_point(config, repo, name, run)
+    instance, profile = _describe_live(config, name, repo, point, reporter, dry_run)
     plan = make_plan(config, instance, point, only or [], to_db or [], files_to)
     result: dict[str, object] = {"plan": plan.describe(), "dry_run": dry_run}
+    in_place = _in_place(plan)
+    refusals = profile.check_restore(instance, point.manifest, in_place, reporter)
+    if refusals and not force:
+        raise RestoreRefused("; ".join(refusals), "--force restores anyway")
     if dry_run:
         return result
     busy = [s.target for s in plan.databases if s.non_empty]
@@ -190,8 +197,8 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
                 plan.files_target.mkdir(parents=True, exist_ok=True)
                 repo.restore(snapshot, plan.files_target, plan.includes, reporter)
             phases["files"] = round(time.monotonic() - t0, 3)
-            if plan.files_target == Path("/"):
-                profile.post_restore(instance, reporter)
+        if in_place:
+            profile.post_restore(instance, reporter, point.manifest, in_place)
         mismatches = [row for row in comparison if not row["ok"]]
         result.update(comparison=comparison, phases=phases, seconds=round(time.monotonic() - started, 2),
                       ok=not mismatches)
@@ -201,6 +208,29 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
         else:
             reporter.step("restore complete; every table's row count matches the manifest")
     return result
+
+
+def _in_place(plan: Plan) -> set[str]:
+    """What goes back into the live instance: "db" (a database under its own name), "files" (to /)."""
+    parts = {"db"} if any(s.target == s.entry.name for s in plan.databases) else set()
+    return parts | ({"files"} if plan.includes and plan.files_target == Path("/") else set())
+
+
+def _describe_live(config: Config, name: str, repo, point: Point, reporter: Reporter,  # noqa: ANN001
+                   dry_run: bool) -> tuple[Instance, ModuleType]:
+    """The live instance; when the app's own config file is gone, it is first restored from the point."""
+    try:
+        instance, profile, _ = describe(config, name)
+        return instance, profile
+    except AppConfigMissing as missing:
+        if dry_run or not point.manifest.files_snapshot:
+            raise
+        reporter.step(f"{missing.path} is missing: restoring it from point {point.run_id} first")
+        repo.restore(point.manifest.files_snapshot, Path("/"), [str(missing.path)], reporter)
+        if not missing.path.is_file():
+            raise
+    instance, profile, _ = describe(config, name)
+    return instance, profile
 
 
 def check_foreign_references(repo, plan: Plan) -> None:  # noqa: ANN001 - Repository

@@ -87,16 +87,12 @@ def describe_schedule(schedule: ScheduleConfig | None) -> str | None:
 
 
 def stale_after_hours(schedule: ScheduleConfig | None) -> float:
-    """How old the newest point may get: the schedule module's rule when installed, else the longest
-    gap between scheduled days plus slack."""
-    module = feature("schedule")
-    if module is not None and schedule is not None:
-        return module.backup_schedule(schedule).max_age(datetime.now(UTC)).total_seconds() / 3600
-    if schedule is None or schedule.cron or not schedule.week_days:
+    """How old the newest point may get: the same rule `safehold check` applies."""
+    if schedule is None:
         return 26.0
-    days = sorted(WEEK_DAYS.index(d) for d in schedule.week_days)
-    gaps = [(b - a) % 7 or 7 for a, b in zip(days, days[1:] + days[:1], strict=True)]
-    return max(gaps) * 24.0 + 2.0
+    from safehold.schedule import backup_schedule
+
+    return backup_schedule(schedule).max_age(datetime.now(UTC)).total_seconds() / 3600
 
 
 @dataclass
