@@ -258,7 +258,7 @@ def prune(instance: InstanceArg = None,
     _run(json_out, lambda r: do_prune(_load(config), instance, r, dry_run), render)
 
 
-key_app = typer.Typer(no_args_is_help=True, help="Application keys: escrow and check them.")
+key_app = typer.Typer(no_args_is_help=True, help="Application keys: escrow and check them; the recovery kit.")
 app.add_typer(key_app, name="key")
 
 
@@ -344,10 +344,6 @@ def repo_trust(name: Annotated[str, typer.Argument(help="sftp repository name")]
     _run(json_out, lambda r: trust(_load(config), name, yes, replace, confirm),
          lambda res: out.print(f"{res['host']}: {', '.join(res['fingerprints'])} "
                                f"{'pinned in ' + res['known_hosts'] if res['changed'] else 'already pinned'}"))
-
-
-key_app = typer.Typer(help="Keys and the recovery kit.", no_args_is_help=True)
-app.add_typer(key_app, name="key")
 
 
 @key_app.command("kit")
