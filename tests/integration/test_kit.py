@@ -83,4 +83,7 @@ def test_kit_alone_restores_the_instance(tmp_path: Path, new_db: Callable[[str],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert read_tree(app) == files
+    escrowed = fresh / "safehold-recovery" / "state" / "keys" / "app.json"
+    assert json.loads(escrowed.read_text()) == {"itflow_master_key": "k3y-escrowed-value"}
+    assert escrowed.stat().st_mode & 0o777 == 0o600
     assert sql("SELECT id, name FROM clients ORDER BY id", db) == [(1, "ACME"), (2, "Globex")]

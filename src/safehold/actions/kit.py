@@ -8,6 +8,7 @@ the file cannot silently differ) with mode 0600, and says on top that it is a se
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -136,6 +137,10 @@ def render(config: Config) -> str:
         toml += [*instance_toml, ""]
         setup += steps
         db_rows += rows
+    # Escrowed keys go back where the profiles look for them, so `safehold key verify` works there too.
+    for path in sorted((config.state_dir / "keys").glob("*.json")):
+        with contextlib.suppress(OSError):
+            setup.append(f"mkdir -p state/keys && {_heredoc(f'state/keys/{path.name}', path.read_text())}")
     setup.append(_heredoc("safehold.toml", "\n".join(toml)))
     setup.append(f'sed -i "s#{PLACEHOLDER}#$KIT#g" safehold.toml && export SAFEHOLD_CONFIG="$KIT/safehold.toml"')
     restore = [f"safehold list {name} && safehold restore {name} latest" for name in instances]
