@@ -116,6 +116,8 @@ def backup(instance: InstanceArg = None, config: ConfigOpt = None, json_out: Jso
             if res["result"] == "ok":
                 out.print(f"[green]ok[/] {res['instance']}: point {res['run_id']} in {res['repository']}, "
                           f"{res['bytes_added'] / 1e6:.2f} MB added, {res['seconds']} s")
+            elif res["result"] == "partial":
+                err.print(f"[bold yellow]partial:[/] {res['instance']}: {res['error']}", soft_wrap=True)
             else:
                 err.print(f"[bold red]error:[/] {res['instance']}: {res['error']}", soft_wrap=True)
 
@@ -141,7 +143,20 @@ def list_cmd(instance: InstanceArg = None, config: ConfigOpt = None, json_out: J
                  round(r["seconds"], 1), r["databases"], r["files"], f"{r['bytes'] / 1e6:.1f}", r["app_version"],
                  "safety" if r["safety_point"] else ""] for r in rows])
 
-    _run(json_out, lambda r: list_points(_load(config), instance), render)
+    def action(r: Reporter) -> list[dict[str, Any]]:
+        from safehold.actions.replicate import host_only_warning
+
+        cfg = _load(config)
+        for name in cfg.select(instance):
+            if warning := host_only_warning(cfg, name):
+                r.warn(warning)
+        unreachable: list[str] = []
+        rows = list_points(cfg, instance, unreachable)
+        for problem in unreachable:
+            r.warn(f"{problem} (its points are not listed)")
+        return rows
+
+    _run(json_out, action, render)
 
 
 @app.command()
@@ -164,10 +179,12 @@ def restore(
     dry_run: Annotated[bool, typer.Option(help="print the plan, change nothing")] = False,
     force: Annotated[bool, typer.Option(help="overwrite non-empty databases (after a safety point)")] = False,
     repository: Annotated[str | None, typer.Option(help="repository to restore from")] = None,
+    from_file: Annotated[Path | None, typer.Option("--from-file", help="restore from a `safehold export` file")] = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Restore a recovery point (databases, files, config)."""
+    from safehold.actions.import_file import restore_from_file
     from safehold.actions.restore import restore as do_restore
 
     def render(res: dict[str, Any]) -> None:
@@ -189,9 +206,14 @@ def restore(
         out.print(f"{verdict} in {res['seconds']} s" + (f"; safety point {res['safety_point']}"
                                                            if res.get("safety_point") else ""))
 
-    _run(json_out, lambda r: do_restore(_load(config), instance, run, r, only=only, to_db=to_db, files_to=files_to,
-                                        dry_run=dry_run, force=force, repository=repository),
-         render, lambda res: 0 if res.get("ok", True) else EXIT_FAILED)
+    def action(r: Reporter) -> dict[str, Any]:
+        if from_file is not None:
+            return restore_from_file(_load(config), instance, from_file, r, only=only, to_db=to_db,
+                                     files_to=files_to, dry_run=dry_run, force=force)
+        return do_restore(_load(config), instance, run, r, only=only, to_db=to_db, files_to=files_to,
+                          dry_run=dry_run, force=force, repository=repository)
+
+    _run(json_out, action, render, lambda res: 0 if res.get("ok", True) else EXIT_FAILED)
 
 
 @app.command()
@@ -236,7 +258,7 @@ def prune(instance: InstanceArg = None,
     _run(json_out, lambda r: do_prune(_load(config), instance, r, dry_run), render)
 
 
-key_app = typer.Typer(no_args_is_help=True, help="Application keys: escrow and check them.")
+key_app = typer.Typer(no_args_is_help=True, help="Application keys: escrow and check them; the recovery kit.")
 app.add_typer(key_app, name="key")
 
 
@@ -286,6 +308,52 @@ def key_verify(
 
     _run(json_out, lambda r: verify_keys(_load(config), instance, run, r), render,
          lambda res: 0 if res["ok"] else EXIT_FAILED)
+
+
+@app.command()
+def export(run: Annotated[str, typer.Argument(help="run id (a unique prefix is enough) or latest")],
+           file: Annotated[Path, typer.Argument(help="output file: NAME.tar.zst, or NAME.tar.zst.age to encrypt")],
+           instance: Annotated[str | None, typer.Option(help="instance (default: search all)")] = None,
+           force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+           config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Write one recovery point to a single portable file (.tar.zst, age-encrypted when .age)."""
+    from safehold.actions.export import export as do_export
+
+    _run(json_out, lambda r: do_export(_load(config), run, file, r, instance, force),
+         lambda res: out.print(f"[green]exported[/] point {res['run_id']} of {res['instance']} to {res['file']} "
+                               f"({res['bytes'] / 1e6:.1f} MB{', encrypted' if res['encrypted'] else ''})"))
+
+
+repo_app = typer.Typer(help="Repository housekeeping (SSH host keys).", no_args_is_help=True)
+app.add_typer(repo_app, name="repo")
+
+
+@repo_app.command("trust")
+def repo_trust(name: Annotated[str, typer.Argument(help="sftp repository name")],
+               yes: Annotated[bool, typer.Option("--yes", help="accept the shown fingerprint without asking")] = False,
+               replace: Annotated[bool, typer.Option(help="replace a pinned key that changed")] = False,
+               config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Pin the SSH host key of an sftp repository (shows the fingerprint first)."""
+    from safehold.repository.ssh import trust
+
+    def confirm(host: str, prints: list[str]) -> bool:
+        if not sys.stdin.isatty():
+            return False
+        return typer.confirm(f"{host} presents {', '.join(prints)}. Does this match the server's fingerprint?")
+
+    _run(json_out, lambda r: trust(_load(config), name, yes, replace, confirm),
+         lambda res: out.print(f"{res['host']}: {', '.join(res['fingerprints'])} "
+                               f"{'pinned in ' + res['known_hosts'] if res['changed'] else 'already pinned'}"))
+
+
+@key_app.command("kit")
+def key_kit(output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file to write (once)")] = None,
+            config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Write the printable recovery kit (repository passwords, escrowed keys, restore steps)."""
+    from safehold.actions.kit import write_kit
+
+    _run(json_out, lambda r: write_kit(_load(config), output, r),
+         lambda res: out.print(f"wrote {res['path']} (mode 0600): print it, keep it safe, delete the file"))
 
 
 @app.command()

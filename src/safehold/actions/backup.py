@@ -16,6 +16,7 @@ from typing import IO
 
 from safehold import __version__
 from safehold.actions.common import describe, open_repository
+from safehold.actions.replicate import replicate
 from safehold.apps.quiesce import resume_leftovers
 from safehold.config import Config
 from safehold.engines import engine_for
@@ -105,6 +106,9 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
         record.bytes_added, record.bytes_total = int(result["bytes_added"]), int(result["bytes_total"])
         record.details = {"run_id": result["run_id"], "repository": result["repository"],
                           "warnings": result["warnings"]}
+        if result.get("result") == "partial":  # a copy is missing: `check` names it from this error
+            record.result, record.error = "partial", str(result["error"])
+            record.details["copies"] = result["copies"]
     return result
 
 
@@ -120,8 +124,11 @@ def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, d
     lock = contextlib.nullcontext() if safety_point else instance_lock(
         config.state_dir, name, run_id, "backup", reporter, config.settings.lock_wait_seconds)
     with lock:
-        return _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
-                              safety_point, with_files)
+        result = _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
+                                safety_point, with_files)
+        if not safety_point:
+            result.update(replicate(config, name, run_id, reporter))
+        return result
 
 
 def _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter, safety_point,

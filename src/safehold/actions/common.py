@@ -13,6 +13,7 @@ from safehold.errors import RepositoryError, SafeholdError
 from safehold.models import Instance
 from safehold.repository.manifest import MANIFEST_PATH, Manifest
 from safehold.repository.restic import Repository
+from safehold.repository.ssh import restic_options, ssh_log_file
 from safehold.secrets import resolve, write_private
 
 
@@ -21,7 +22,8 @@ def open_repository(config: Config, name: str) -> Repository:
     repo = config.repositories[name]
     password = resolve(repo.password, f"repositories.{name}.password")
     env = {key: resolve(ref, f"repositories.{name}.env.{key}") for key, ref in repo.env.items()}
-    return Repository(name=name, url=repo.url, password=password, env=env)
+    return Repository(name=name, url=repo.url, password=password, env=env, extra_args=restic_options(config, name),
+                      ssh_log=ssh_log_file(config, name))
 
 
 def describe(config: Config, name: str) -> tuple[Instance, ModuleType, InstanceConfig]:
@@ -53,17 +55,31 @@ def points(config: Config, repo: Repository, instance: str | None = None) -> lis
 
     Manifests are immutable per snapshot id, so they are cached in the state directory.
     """
-    tags = ["part=manifest"] + ([f"instance={instance}"] if instance else [])
+    every = repo.snapshots([f"instance={instance}"] if instance else [])
+    # A point copied from another repository keeps its manifest, whose snapshot ids are the
+    # source's; restic records those as `original`, so they are mapped to this repository's ids.
+    # restic 0.14's backup summary gives short ids, so both forms are mapped.
+    local_id = {key: snap["id"] for snap in every if snap.get("original")
+                for key in (snap["original"], snap["original"][:8])}
     cache = _cache_dir(config, repo)
     result: list[Point] = []
-    for snap in repo.snapshots(tags):
+    for snap in every:
+        if "part=manifest" not in (snap.get("tags") or []):
+            continue
         cached = cache / f"{snap['id']}.json"
         if cached.is_file():
             data = cached.read_bytes()
         else:
             data = repo.cat_file(snap["id"], MANIFEST_PATH)
             write_private(cached, data)
-        result.append(Point(Manifest.from_bytes(data, f"snapshot {snap['short_id']}"), snap["id"], repo.name))
+        manifest = Manifest.from_bytes(data, f"snapshot {snap['short_id']}")
+        for db in manifest.databases:
+            db.snapshot = local_id.get(db.snapshot, db.snapshot)
+        if manifest.files_snapshot:
+            manifest.files_snapshot = local_id.get(manifest.files_snapshot, manifest.files_snapshot)
+        if manifest.keys_snapshot:
+            manifest.keys_snapshot = local_id.get(manifest.keys_snapshot, manifest.keys_snapshot)
+        result.append(Point(manifest, snap["id"], repo.name))
     result.sort(key=lambda p: p.manifest.started, reverse=True)
     return result
 

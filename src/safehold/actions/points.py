@@ -7,13 +7,23 @@ from safehold.config import Config
 from safehold.errors import SafeholdError
 
 
-def list_points(config: Config, name: str | None) -> list[dict[str, object]]:
-    """Points of one instance or all, per repository, newest first."""
+def list_points(config: Config, name: str | None, unreachable: list[str] | None = None) -> list[dict[str, object]]:
+    """Points of one instance or all, per repository, newest first.
+
+    With `unreachable`, a repository that cannot be read (a copy server that is down) is noted
+    there and skipped, so the points in the others are still listed.
+    """
     rows: list[dict[str, object]] = []
     for instance_name, instance in config.select(name).items():
         for repo_name in instance.repositories:
-            repo = open_repository(config, repo_name)
-            for point in points(config, repo, instance_name):
+            try:
+                found = points(config, open_repository(config, repo_name), instance_name)
+            except SafeholdError as exc:
+                if unreachable is None or len(instance.repositories) == 1:
+                    raise
+                unreachable.append(f"{instance_name}: {exc.line()}")
+                continue
+            for point in found:
                 m = point.manifest
                 rows.append({
                     "instance": instance_name, "repository": repo_name, "run_id": m.run_id,

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import IO
+from typing import IO, Any
 
 from safehold.actions.backup import backup_instance
 from safehold.actions.common import Point, describe, find_point, open_repository
@@ -142,15 +142,23 @@ def compare(entry: DatabaseEntry, restored: dict[str, TableReport]) -> list[dict
 
 def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: list[str] | None = None,
             to_db: list[str] | None = None, files_to: Path | None = None, dry_run: bool = False,
-            force: bool = False, repository: str | None = None) -> dict[str, object]:
-    """Restore a point of instance `name`; returns the plan and, unless dry-run, the comparison."""
+            force: bool = False, repository: str | None = None,
+            source: tuple[Any, Point] | None = None) -> dict[str, object]:
+    """Restore a point of instance `name`; returns the plan and, unless dry-run, the comparison.
+
+    `source` replaces the repository lookup with another holder of the point's parts (an unpacked
+    export file) that offers the same `open_file`/`restore` calls.
+    """
     instance_config = config.instance(name)
-    repo_name = repository or instance_config.repositories[0]
-    if repo_name not in instance_config.repositories:
-        raise ConfigError(f"instance {name} does not use repository {repo_name}",
-                          f"use one of {instance_config.repositories}")
-    repo = open_repository(config, repo_name)
-    point = find_point(config, repo, name, run)
+    if source is not None:
+        repo, point = source
+    else:
+        repo_name = repository or instance_config.repositories[0]
+        if repo_name not in instance_config.repositories:
+            raise ConfigError(f"instance {name} does not use repository {repo_name}",
+                              f"use one of {instance_config.repositories}")
+        repo = open_repository(config, repo_name)
+        point = find_point(config, repo, name, run)
     instance, profile = _describe_live(config, name, repo, point, reporter, dry_run)
     plan = make_plan(config, instance, point, only or [], to_db or [], files_to)
     result: dict[str, object] = {"plan": plan.describe(), "dry_run": dry_run}

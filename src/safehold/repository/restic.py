@@ -23,7 +23,7 @@ from typing import IO, Any, TypeVar
 from safehold import runner
 from safehold.errors import RepositoryError
 from safehold.output import Reporter
-from safehold.secrets import Secret, secret_files
+from safehold.secrets import Secret, secret_files, write_private
 
 T = TypeVar("T")
 TAG = "safehold"
@@ -52,10 +52,15 @@ def explain(stderr: str, repo: str) -> RepositoryError:
         ("wrong password", f"wrong password for repository {repo}", "check its password reference"),
         ("no key found", f"wrong password for repository {repo}", "check its password reference"),
         ("no space left on device", f"repository {repo}: disk full", "free space or move the repository"),
+        ("host key is known for", f"repository {repo}: the server's SSH host key is not pinned",
+         f"run `safehold repo trust {repo}` and compare the fingerprint, or set known_hosts"),
+        ("has changed and you have requested strict checking", f"repository {repo}: SSH host key CHANGED",
+         f"refused; if the server was reinstalled, check its fingerprint, then `safehold repo trust {repo} --replace`"),
+        ("remote host identification has changed", f"repository {repo}: SSH host key CHANGED",
+         f"refused; if the server was reinstalled, check its fingerprint, then `safehold repo trust {repo} --replace`"),
         ("host key verification failed", f"repository {repo}: SSH host key does not match",
          "verify the server's key, then update known_hosts for this repository"),
-        ("remote host identification has changed", f"repository {repo}: SSH host key changed",
-         "verify the server's key, then update known_hosts for this repository"),
+        ("identity file", f"repository {repo}: SSH key file not usable", "check ssh_key of this repository"),
         ("permission denied (publickey", f"repository {repo}: SSH login refused",
          "check the user and ssh_key of this repository"),
         ("connection refused", f"repository {repo}: connection refused", "is the server up and the port right?"),
@@ -63,6 +68,10 @@ def explain(stderr: str, repo: str) -> RepositoryError:
         ("could not resolve", f"repository {repo}: host name not found", "check the repository URL"),
         ("no such host", f"repository {repo}: host name not found", "check the repository URL"),
         ("invalidaccesskeyid", f"repository {repo}: S3 access key rejected", "check the access key reference"),
+        ("access key id you provided does not exist", f"repository {repo}: S3 access key rejected",
+         "check AWS_ACCESS_KEY_ID of this repository"),
+        ("signature we calculated does not match", f"repository {repo}: S3 secret key rejected",
+         "check AWS_SECRET_ACCESS_KEY of this repository"),
         ("signaturedoesnotmatch", f"repository {repo}: S3 secret key rejected", "check the secret key reference"),
         ("access denied", f"repository {repo}: access denied", "check the credentials and bucket policy"),
         ("nosuchbucket", f"repository {repo}: bucket does not exist", "create the bucket or fix the URL"),
@@ -132,6 +141,7 @@ class Repository:
     password: Secret
     env: dict[str, Secret] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
+    ssh_log: Path | None = None  # where the sftp ssh command writes its errors
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -139,8 +149,17 @@ class Repository:
     def secrets(self) -> list[Secret]:
         return [self.password, *self.env.values()]
 
+    def _explain(self, stderr: str, name: str | None = None) -> RepositoryError:
+        """explain(), with ssh's own errors: restic may exit before it relays them."""
+        if self.ssh_log is not None:
+            with contextlib.suppress(OSError):
+                stderr = self.ssh_log.read_text(errors="replace")[-4000:] + "\n" + stderr
+        return explain(stderr, name or self.name)
+
     @contextlib.contextmanager
     def _environment(self) -> Iterator[dict[str, str]]:
+        if self.ssh_log is not None:
+            write_private(self.ssh_log, b"")  # errors of this call only
         with secret_files(password=self.password) as files:
             env = {"RESTIC_REPOSITORY": self.url, "RESTIC_PASSWORD_FILE": str(files["password"])}
             env.update({key: value.reveal() for key, value in self.env.items()})
@@ -156,7 +175,7 @@ class Repository:
                 return runner.run(self._argv(*args), what=f"restic {args[0]}", env=env, input=input,
                                   secrets=self.secrets)
             except runner.ProcessFailed as exc:
-                raise explain(exc.stderr, self.name) from None
+                raise self._explain(exc.stderr) from None
 
     def run_json(self, *args: str) -> Any:
         """Run a restic command with --json and parse its output."""
@@ -171,7 +190,8 @@ class Repository:
             self.run("cat", "config")
             return True
         except RepositoryError as exc:
-            if "does not exist" in exc.message:
+            # A missing bucket is a mistake to report, not a repository to create (restic would create it).
+            if "does not exist" in exc.message and "bucket" not in exc.message:
                 return False
             raise
 
@@ -181,6 +201,39 @@ class Repository:
             return
         reporter.step(f"repository {self.name} ({self.url}) is new: initialising it")
         self.run("init")
+
+    @contextlib.contextmanager
+    def _copy_environment(self, source: Repository) -> Iterator[dict[str, str]]:
+        """This repository's environment plus `source` as restic's --from-repo, all by environment."""
+        with self._environment() as env, secret_files(password=source.password) as files:
+            env.update({key: value.reveal() for key, value in source.env.items()})
+            env.update({"RESTIC_FROM_REPOSITORY": source.url, "RESTIC_FROM_PASSWORD_FILE": str(files["password"])})
+            yield env
+
+    def _run_with(self, source: Repository, *args: str) -> bytes:
+        secrets = [*self.secrets, *source.secrets]
+        # -o options (the sftp command) are global in restic 0.14, so the source's come first and ours win.
+        argv = ["restic", *source.extra_args, *self.extra_args, *args]
+        with self._copy_environment(source) as env:
+            try:
+                return runner.run(argv, what=f"restic {args[0]}", env=env, secrets=secrets)
+            except runner.ProcessFailed as exc:
+                text = exc.stderr.lower()
+                # Say which side failed: restic names the source repository as "source" / its URL.
+                side = source if ("source" in text or source.url.lower() in text) else self
+                raise side._explain(exc.stderr) from None
+
+    def ensure_copy_of(self, source: Repository, reporter: Reporter) -> None:
+        """Open this repository, initialising it with `source`'s chunker so copies deduplicate."""
+        if self.is_initialised():
+            return
+        reporter.step(f"repository {self.name} ({self.url}) is new: initialising it as a copy of {source.name}")
+        self._run_with(source, "init", "--copy-chunker-params")
+
+    def copy_from(self, source: Repository, snapshot_ids: Sequence[str]) -> None:
+        """Copy snapshots (and only the data they need) from `source`; restic skips ones already here."""
+        if snapshot_ids:
+            self._run_with(source, "copy", *snapshot_ids)
 
     def unlock_stale(self) -> None:
         """Remove only locks restic can prove dead (same host, process gone, or too old)."""
@@ -241,12 +294,12 @@ class Repository:
                 child.kill()
                 reader.join(timeout=5)
                 if isinstance(exc, BrokenPipeError | OSError) and child.popen.returncode:
-                    raise explain(child.stderr_text(), self.name) from None
+                    raise self._explain(child.stderr_text()) from None
                 raise
             try:
                 child.wait()
             except runner.ProcessFailed as exc:
-                raise explain(exc.stderr, self.name) from None
+                raise self._explain(exc.stderr) from None
             reader.join()
         reporter.advance(label, writer.count, writer.count)
         return self._summary(lines), result
@@ -270,7 +323,7 @@ class Repository:
             try:
                 child.wait()
             except runner.ProcessFailed as exc:
-                raise explain(exc.stderr, self.name) from None
+                raise self._explain(exc.stderr) from None
             reader.join()
         for item in lines:
             if item.get("message_type") == "error":
@@ -292,10 +345,14 @@ class Repository:
         return self.run("dump", snapshot_id, path)
 
     @contextlib.contextmanager
-    def open_file(self, snapshot_id: str, path: str) -> Iterator[IO[bytes]]:
-        """Stream one file out of a snapshot; a failed read raises after the consumer is done."""
+    def open_file(self, snapshot_id: str, path: str, archive: bool = False) -> Iterator[IO[bytes]]:
+        """Stream one file (or, with `archive`, a tar of a folder) out of a snapshot.
+
+        A failed read raises after the consumer is done.
+        """
+        args = ["dump", *(["--archive", "tar"] if archive else []), snapshot_id, path]
         with self._environment() as env:
-            child = runner.start(self._argv("dump", snapshot_id, path), what="restic dump", env=env,
+            child = runner.start(self._argv(*args), what="restic dump", env=env,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, secrets=self.secrets)
             try:
                 yield child.stdout
@@ -306,11 +363,11 @@ class Repository:
                 child.stdout.read()
                 child.wait()
             except runner.ProcessFailed as exc:
-                raise explain(exc.stderr, self.name) from None
+                raise self._explain(exc.stderr) from None
 
-    def ls(self, snapshot_id: str) -> list[dict[str, Any]]:
-        """Every node of a snapshot (path, type, size, mode, uid, gid, mtime)."""
-        out = self.run("ls", "--json", snapshot_id)
+    def ls(self, snapshot_id: str, top: str | None = None) -> list[dict[str, Any]]:
+        """Every node of a snapshot (path, type, size, mode, uid, gid, mtime); only `top`'s entries if given."""
+        out = self.run("ls", "--json", snapshot_id, *([top] if top else []))
         nodes = []
         for raw in out.splitlines():
             item = json.loads(raw)

@@ -1,0 +1,240 @@
+"""`safehold export RUN FILE`: one portable file holding a whole recovery point.
+
+The file is a tar stream compressed with zstd (frame checksums on), encrypted with age when its
+name ends in `.age`. Layout, all under `safehold-export/`:
+
+    safehold/manifest.json      the point's manifest
+    safehold/db/<key>.<ext>     the database dumps, as stored in the point
+    safehold/keys.json          escrowed application keys (encrypted exports only)
+    files/<absolute path>       file trees and config files, owners, modes and mtimes kept
+    safehold.toml               the configuration (secrets are references, never values)
+    SHA256SUMS                  last member; `sha256sum -c` format, checked before any restore
+
+Everything streams (restic dump → tar → zstd → age → file): no size limit and no temporary copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import zstandard
+
+from safehold.actions.common import Point, find_point, open_repository
+from safehold.agestream import Encryptor
+from safehold.config import Config
+from safehold.errors import ConfigError, SafeholdError
+from safehold.output import Reporter
+from safehold.repository.manifest import MANIFEST_PATH
+from safehold.repository.restic import Repository
+from safehold.secrets import resolve
+
+ROOT = "safehold-export"
+SUMS = "SHA256SUMS"
+BUFFER = 1 << 20
+ZSTD_LEVEL = 3
+
+
+def is_encrypted(path: Path) -> bool:
+    """Exports whose name ends in .age are age-encrypted."""
+    return path.name.endswith(".age")
+
+
+class _Hashing(io.RawIOBase):
+    """A reader that hashes what passes through it."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.digest.update(data)
+        return data
+
+
+class _Writer:
+    """Adds members to the export tar and records each file's checksum."""
+
+    def __init__(self, tar: tarfile.TarFile, reporter: Reporter) -> None:
+        self.tar = tar
+        self.sums: list[tuple[str, str]] = []
+        self.dirs: set[str] = set()
+        self.reporter = reporter
+        self.bytes = 0
+
+    def add(self, info: tarfile.TarInfo, data: IO[bytes] | None) -> None:
+        if info.isdir():
+            if info.name in self.dirs:
+                return
+            self.dirs.add(info.name)
+        if not info.isfile() or data is None:
+            self.tar.addfile(info)
+            return
+        hashing = _Hashing(data)
+        self.tar.addfile(info, hashing)
+        self.sums.append((hashing.digest.hexdigest(), info.name.removeprefix(ROOT + "/")))
+        self.bytes += info.size
+        self.reporter.advance("export", self.bytes)
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(f"{ROOT}/{name}")
+        info.size, info.mtime, info.mode = len(data), int(time.time()), 0o600
+        self.add(info, io.BytesIO(data))
+
+    def add_snapshot(self, repo: Repository, snapshot: str, prefix: str) -> None:
+        """Every member of a snapshot (restic's tar dump), renamed under `prefix`."""
+        with repo.open_file(snapshot, "/", archive=True) as stream, \
+                tarfile.open(fileobj=stream, mode="r|", bufsize=BUFFER) as source:
+            for member in source:
+                if not (member.isfile() or member.isdir() or member.issym()):
+                    # Devices, fifos and sockets are not data; restoring them is refused as unsafe.
+                    self.reporter.warn(f"export: {member.name} is a special file and was left out")
+                    continue
+                member.name = f"{prefix}/{member.name.lstrip('/')}".rstrip("/")
+                self.add(member, source.extractfile(member) if member.isfile() else None)
+
+    def finish(self) -> None:
+        self.add_bytes(SUMS, "".join(f"{digest}  {name}\n" for digest, name in self.sums).encode())
+
+
+def _write_tar(config: Config, repo: Repository, point: Point, sink: IO[bytes], encrypted: bool,
+               reporter: Reporter) -> int:
+    """The tar.zst stream of a point, written to `sink`; returns the payload bytes."""
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
+    with compressor.stream_writer(sink, closefd=False) as zstd_out, \
+            tarfile.open(fileobj=zstd_out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=BUFFER) as tar:
+        writer = _Writer(tar, reporter)
+        manifest = point.manifest
+        writer.add_bytes(MANIFEST_PATH.lstrip("/"), repo.cat_file(point.snapshot, MANIFEST_PATH))
+        for snapshot in dict.fromkeys(db.snapshot for db in manifest.databases):
+            writer.add_snapshot(repo, snapshot, ROOT)
+        if manifest.keys_snapshot and encrypted:
+            writer.add_snapshot(repo, manifest.keys_snapshot, ROOT)
+        elif manifest.keys_snapshot:
+            reporter.warn("escrowed keys are left out of an unencrypted export (name it *.age to include them)")
+        if manifest.files_snapshot:
+            writer.add_snapshot(repo, manifest.files_snapshot, f"{ROOT}/files")
+        if config.source and config.source.is_file():
+            writer.add_bytes("safehold.toml", config.source.read_bytes())
+        writer.finish()
+    return writer.bytes
+
+
+def recipients(config: Config) -> list[object]:
+    """age recipients of the config's [export] section; empty when a passphrase is used instead."""
+    import pyrage
+
+    if config.export.recipients:
+        try:
+            return [pyrage.x25519.Recipient.from_str(r) for r in config.export.recipients]
+        except pyrage.RecipientError as exc:
+            raise ConfigError(f"export.recipients: not an age public key ({exc})", "use age1... keys") from None
+    if config.export.passphrase:
+        return []
+    raise ConfigError("an .age export needs [export] recipients = [\"age1...\"] or passphrase = \"file:...\"",
+                      "generate a key pair with `age-keygen` and list its public key")
+
+
+@contextlib.contextmanager
+def _pipe_through(worker: object) -> Iterator[tuple[IO[bytes], list[BaseException]]]:
+    """Run `worker(read_end)` in a thread while the caller writes into the yielded write end."""
+    read_fd, write_fd = os.pipe()
+    errors: list[BaseException] = []
+    reader = os.fdopen(read_fd, "rb", buffering=BUFFER)
+    writer = os.fdopen(write_fd, "wb", buffering=BUFFER)
+
+    def run() -> None:
+        try:
+            worker(reader)  # type: ignore[operator]
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            errors.append(exc)
+        finally:
+            reader.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield writer, errors
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            writer.close()
+        thread.join()
+
+
+def export(config: Config, run: str, target: Path, reporter: Reporter, instance: str | None = None,
+           force: bool = False) -> dict[str, object]:
+    """Write point `run` (searched in every repository of the instance(s)) to the file `target`."""
+    if target.exists() and not force:
+        raise SafeholdError(f"{target} already exists", "choose another file name or remove it first")
+    repo, point = _locate(config, run, instance)
+    encrypted = is_encrypted(target)
+    age_recipients = recipients(config) if encrypted else []
+    partial = target.with_name(f".{target.name}.partial")
+    started = time.monotonic()
+    reporter.step(f"exporting point {point.run_id} of {point.manifest.instance} from {repo.name} to {target}"
+                  + (" (age-encrypted)" if encrypted else ""))
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb", buffering=BUFFER) as out:
+            if encrypted and age_recipients:
+                import pyrage
+
+                with _pipe_through(lambda src: pyrage.encrypt_io(src, out, age_recipients)) as (pipe, errors):
+                    payload = _write_tar(config, repo, point, pipe, True, reporter)
+                if errors:
+                    raise SafeholdError(f"encrypting {target} failed: {errors[0]}", "check [export] recipients")
+            elif encrypted:
+                passphrase = resolve(config.export.passphrase or "", "export.passphrase")
+                encryptor = Encryptor(out, passphrase)
+                payload = _write_tar(config, repo, point, encryptor, True, reporter)
+                encryptor.close()
+            else:
+                payload = _write_tar(config, repo, point, out, False, reporter)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    size = target.stat().st_size
+    reporter.step(f"export complete: {payload / 1e6:.1f} MB of data in {size / 1e6:.1f} MB")
+    return {"instance": point.manifest.instance, "run_id": point.run_id, "repository": repo.name, "file": str(target),
+            "bytes": size, "payload_bytes": payload, "encrypted": encrypted,
+            "seconds": round(time.monotonic() - started, 2)}
+
+
+def _locate(config: Config, run: str, instance: str | None) -> tuple[Repository, Point]:
+    for name, instance_config in config.select(instance).items():
+        for repo_name in instance_config.repositories:
+            repo = open_repository(config, repo_name)
+            try:
+                return repo, find_point(config, repo, name, run)
+            except SafeholdError:
+                continue
+    raise SafeholdError(f"no point {run!r} found", "see `safehold list` for run ids")
+
+
+def identities(config: Config) -> list[object]:
+    """age identities for reading an encrypted export: [export] identity (an age secret key file)."""
+    import pyrage
+
+    if not config.export.identity:
+        raise ConfigError("this .age export was encrypted to a key: it needs [export] identity = \"file:/path\"",
+                          "point it at the age secret key the export was encrypted to")
+    text = resolve(config.export.identity, "export.identity").reveal()
+    keys = [line.strip() for line in text.splitlines() if line.strip().startswith("AGE-SECRET-KEY-")]
+    if not keys:
+        raise ConfigError("export.identity holds no AGE-SECRET-KEY line", "point it at an age-keygen key file")
+    return [pyrage.x25519.Identity.from_str(k) for k in keys]

@@ -1,0 +1,180 @@
+"""SFTP repositories: the ssh command restic runs, with host-key checking that never gives way.
+
+restic's own sftp backend calls `ssh` with whatever the user's ssh config says. safehold instead
+hands restic a complete `sftp.command`: strict host-key checking against a known_hosts file that
+safehold owns (from the config's `known_hosts` lines, or pinned once by `safehold repo trust`),
+an explicit identity file, and batch mode so a prompt can never hang a night run. The command
+holds paths and the host name only, never a secret.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from safehold import runner
+from safehold.config import Config, RepositoryConfig
+from safehold.errors import ConfigError, RepositoryError
+from safehold.secrets import check_private_file, write_private
+
+CONNECT_TIMEOUT_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class SftpTarget:
+    """Where an sftp: repository lives."""
+
+    host: str
+    user: str | None
+    port: int
+    path: str
+
+    @property
+    def known_hosts_name(self) -> str:
+        """How ssh names this host in known_hosts (`[host]:port` off port 22)."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+
+def parse_sftp(url: str) -> SftpTarget | None:
+    """`sftp:user@host:/path` or `sftp://user@host:port//path`; None for other URLs."""
+    if url.startswith("sftp://"):
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise ConfigError(f"repository URL {url!r} has no host", "use sftp://user@host:port//path")
+        return SftpTarget(parts.hostname, parts.username, parts.port or 22, parts.path.removeprefix("/"))
+    if not url.startswith("sftp:"):
+        return None
+    rest = url[5:]
+    user, _, hostpath = rest.rpartition("@") if "@" in rest.split(":", 1)[0] else ("", "", rest)
+    if hostpath.startswith("["):
+        host, _, path = hostpath[1:].partition("]:")
+    else:
+        host, _, path = hostpath.partition(":")
+    if not host or not path:
+        raise ConfigError(f"repository URL {url!r} is not sftp:user@host:/path", "fix the repository URL")
+    return SftpTarget(host, user or None, 22, path)
+
+
+def known_hosts_file(config: Config, name: str) -> Path:
+    """The known_hosts file safehold keeps for one repository."""
+    return config.state_dir / "ssh" / f"{name}.known_hosts"
+
+
+def ssh_log_file(config: Config, name: str) -> Path | None:
+    """Where ssh writes its errors for an sftp repository (restic may exit before relaying them)."""
+    return config.state_dir / "ssh" / f"{name}.log" if parse_sftp(config.repositories[name].url) else None
+
+
+def _key_path(name: str, repo: RepositoryConfig) -> Path | None:
+    if repo.ssh_key is None:
+        return None
+    if repo.ssh_key.startswith("env:"):
+        raise ConfigError(f"repositories.{name}.ssh_key must be a key file", 'use ssh_key = "/path/to/key" (0600)')
+    path = Path(repo.ssh_key.removeprefix("file:")).expanduser()
+    check_private_file(path, f"repositories.{name}.ssh_key")
+    return path
+
+
+def sftp_command(config: Config, name: str) -> str | None:
+    """The `sftp.command` for repository `name` (None when it is not sftp:); writes known_hosts."""
+    repo = config.repositories[name]
+    target = parse_sftp(repo.url)
+    if target is None:
+        return None
+    known_hosts = known_hosts_file(config, name)
+    if repo.known_hosts:
+        write_private(known_hosts, repo.known_hosts.strip() + "\n")
+    elif not known_hosts.is_file():
+        raise ConfigError(f"the SSH host key of repository {name} ({target.known_hosts_name}) is not pinned yet",
+                          f"run `safehold repo trust {name}` and compare the fingerprint, or set known_hosts")
+    argv = ["ssh", "-F", "none", "-p", str(target.port),
+            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+            "-o", "GlobalKnownHostsFile=none", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+            "-o", f"ConnectTimeout={CONNECT_TIMEOUT_SECONDS}", "-o", "ServerAliveInterval=15",
+            "-o", "ServerAliveCountMax=3", "-E", str(ssh_log_file(config, name))]
+    key = _key_path(name, repo)
+    if key is not None:
+        argv += ["-i", str(key), "-o", "IdentitiesOnly=yes"]
+    if target.user:
+        argv += ["-l", target.user]
+    argv += [target.host, "-s", "sftp"]
+    return shlex.join(argv)
+
+
+def restic_options(config: Config, name: str) -> list[str]:
+    """Extra restic arguments a repository needs (the ssh command for sftp:)."""
+    command = sftp_command(config, name)
+    return ["-o", f"sftp.command={command}"] if command else []
+
+
+def scan(target: SftpTarget) -> list[str]:
+    """The server's host keys as known_hosts lines, as it presents them now."""
+    try:
+        out = runner.run(["ssh-keyscan", "-T", str(CONNECT_TIMEOUT_SECONDS), "-p", str(target.port), target.host],
+                         what="ssh-keyscan").decode()
+    except runner.ProcessFailed as exc:
+        raise RepositoryError(f"cannot read the SSH host key of {target.known_hosts_name}: {exc.stderr.strip()[-200:]}",
+                              "is the server up and the port right?") from None
+    lines = sorted(line for line in out.splitlines() if line.strip() and not line.startswith("#"))
+    if not lines:
+        raise RepositoryError(f"{target.known_hosts_name} presented no SSH host key",
+                              "is the server up and the port right?")
+    return lines
+
+
+def fingerprints(lines: list[str]) -> list[str]:
+    """`SHA256:... (ED25519)` for each known_hosts line, as `ssh-keygen -l` prints them."""
+    out = runner.run(["ssh-keygen", "-l", "-f", "-"], what="ssh-keygen", input="\n".join(lines).encode() + b"\n")
+    result = []
+    for line in out.decode().splitlines():
+        fields = line.split()
+        if len(fields) >= 2:
+            result.append(f"{fields[1]} {fields[-1]}")
+    return result
+
+
+def _key_blobs(lines: list[str]) -> set[tuple[str, str]]:
+    blobs = set()
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 3:
+            blobs.add((fields[1], fields[2]))
+    return blobs
+
+
+def trust(config: Config, name: str, accept: bool, replace: bool, confirm: object = None) -> dict[str, object]:
+    """Pin an sftp repository's host key on first use (trust on first use, shown, confirmed).
+
+    A key that differs from the pinned one is refused unless `replace`: a changed host key is
+    either a reinstalled server or an attack, and only a human can tell which.
+    """
+    if name not in config.repositories:
+        raise ConfigError(f"no repository {name!r} in {config.source}",
+                          f"known repositories: {', '.join(sorted(config.repositories)) or 'none'}")
+    target = parse_sftp(config.repositories[name].url)
+    if target is None:
+        raise ConfigError(f"repository {name} is not an sftp: repository", "only sftp: repositories have host keys")
+    if config.repositories[name].known_hosts:
+        raise ConfigError(f"repository {name} pins its host key in the config (known_hosts)",
+                          "edit known_hosts there, or remove it to pin with `safehold repo trust`")
+    lines = scan(target)
+    prints = fingerprints(lines)
+    path = known_hosts_file(config, name)
+    result: dict[str, object] = {"repository": name, "host": target.known_hosts_name, "fingerprints": prints,
+                                 "known_hosts": str(path)}
+    if path.is_file():
+        pinned = path.read_text().splitlines()
+        if _key_blobs(pinned) & _key_blobs(lines) == _key_blobs(lines):
+            return {**result, "pinned": True, "changed": False}
+        if not replace:
+            raise RepositoryError(f"the SSH host key of {target.known_hosts_name} differs from the pinned one "
+                                  f"(now {', '.join(prints)})",
+                                  f"if the server was reinstalled, check the fingerprint with its admin, then run "
+                                  f"`safehold repo trust {name} --replace`")
+    if not accept and not (callable(confirm) and confirm(target.known_hosts_name, prints)):
+        raise RepositoryError(f"host key of {target.known_hosts_name} not accepted",
+                              "compare the fingerprint with the server's, then rerun with --yes")
+    write_private(path, "\n".join(lines) + "\n")
+    return {**result, "pinned": True, "changed": True}

@@ -1,0 +1,119 @@
+"""S3-compatible repositories against moto's real S3 server: the normal cycle and each failure as one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import private_file, run_cli
+from tests.integration.offhost_servers import (
+    Moto,
+    free_port,
+    make_tree,
+    password_file,
+    read_tree,
+    start_moto,
+    user_without_rights,
+    write_config,
+)
+
+
+@pytest.fixture(scope="module")
+def moto(restic: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def moto_keys(restic: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+    server = start_moto(tmp_path_factory.mktemp("moto-keys") / "moto.log", enforce_keys=True)
+    yield server
+    server.stop()
+
+
+def _setup(tmp_path: Path, moto: Moto, bucket: str, access_key: str | None = None, secret_key: str | None = None,
+           endpoint: str | None = None) -> tuple[Path, Path, list[str]]:
+    """Config with one s3 repository (keys by file reference); returns (config, app dir, secrets)."""
+    app = tmp_path / "app"
+    make_tree(app)
+    password = password_file(tmp_path)
+    access = private_file(tmp_path / "secrets" / "s3.access", access_key or moto.access_key)
+    secret = private_file(tmp_path / "secrets" / "s3.secret", secret_key or moto.secret_key)
+    repo = {"url": f"s3:{endpoint or moto.endpoint}/{bucket}/safehold", "password": f"file:{password}",
+            "env": {"AWS_ACCESS_KEY_ID": f"file:{access}", "AWS_SECRET_ACCESS_KEY": f"file:{secret}"}}
+    config = write_config(tmp_path / "safehold.toml", {"s3": repo},
+                          {"app": {"repositories": ["s3"], "files": [str(app)]}})
+    return config, app, [password.read_text(), secret.read_text()]
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], expected: str, secrets: list[str]) -> None:
+    assert result.returncode not in (0, 3), result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not any(s in result.stdout + result.stderr for s in secrets)
+
+
+def test_s3_backup_list_restore_prune(tmp_path: Path, moto: Moto) -> None:
+    config, app, _ = _setup(tmp_path, moto, moto.bucket("cycle-bucket"))
+    first = run_cli("backup", "app", "--json", config=config)
+    assert first.returncode == 0, first.stderr
+    (app / "index.php").write_text("changed")
+    assert run_cli("backup", "app", config=config).returncode == 0
+    listed = run_cli("list", "app", "--json", config=config)
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 2 and "on this host" not in listed.stderr
+    run_id = json.loads(first.stdout)[0]["run_id"]
+    target = tmp_path / "restored"
+    restored = run_cli("restore", "app", run_id, "--files-to", str(target), config=config)
+    assert restored.returncode == 0, restored.stderr
+    assert read_tree(target / str(app).lstrip("/"))["index.php"] == b"<?php echo 'hi';\n"
+    with config.open("a") as fh:
+        fh.write("retention = { last = 1 }\n")
+    pruned = run_cli("prune", "app", "--json", config=config)
+    assert pruned.returncode == 0, pruned.stderr
+    assert json.loads(pruned.stdout)[0]["remove"] == [run_id]
+
+
+def test_s3_failures_are_one_clear_line(tmp_path: Path, moto: Moto, moto_keys: Moto) -> None:
+    no_rights_key, no_rights_secret = user_without_rights(moto_keys)
+    cases = {
+        "permission denied": (moto_keys, {"access_key": no_rights_key, "secret_key": no_rights_secret},
+                              "access denied"),
+        "wrong access key": (moto_keys, {"access_key": "AKIAWRONGWRONGWRONG0"}, "S3 access key rejected"),
+        "wrong secret key": (moto_keys, {"secret_key": "wrong-secret-key-value-0123456789"}, "S3 secret key rejected"),
+        "missing bucket": (moto, {"bucket": "no-such-bucket"}, "bucket does not exist"),
+        "unreachable port": (moto, {"endpoint": f"http://127.0.0.1:{free_port()}"}, "connection refused"),
+    }
+    buckets = {id(moto): moto.bucket("errors-bucket"), id(moto_keys): moto_keys.bucket("errors-bucket")}
+    for label, (server, change, expected) in cases.items():
+        folder = tmp_path / label.replace(" ", "-")
+        folder.mkdir()
+        bucket_name = str(change.pop("bucket", buckets[id(server)]))
+        config, _, secrets = _setup(folder, server, bucket_name, **change)
+        _one_line_error(run_cli("backup", "app", config=config), expected, secrets)
+    # restic creates missing buckets on init; safehold must not have done that behind the user's back.
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1",
+                      aws_access_key_id=moto.access_key, aws_secret_access_key=moto.secret_key)
+    assert "no-such-bucket" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+
+def test_host_only_repository_is_reported(tmp_path: Path, restic: str) -> None:
+    app = tmp_path / "app"
+    make_tree(app)
+    password = password_file(tmp_path)
+    config = write_config(tmp_path / "safehold.toml", {"here": {"url": str(tmp_path / "repo"),
+                                                                "password": f"file:{password}"}},
+                          {"app": {"repositories": ["here"], "files": [str(app)]}})
+    assert run_cli("backup", "app", config=config).returncode == 0
+    listed = run_cli("list", "app", config=config)
+    assert listed.returncode == 0 and "every repository (here) is on this host" in listed.stderr
+    shutil.rmtree(tmp_path / "repo")

@@ -1,0 +1,149 @@
+"""Off-host pieces that need no server: sftp URLs and the ssh command, error lines, TOML, hostile members."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from safehold.actions.import_file import Damaged, _check_member
+from safehold.actions.kit import toml_value
+from safehold.agestream import CHUNK, AgeError, Decryptor, Encryptor
+from safehold.config import parse
+from safehold.errors import ConfigError
+from safehold.repository.restic import explain
+from safehold.repository.ssh import parse_sftp, sftp_command
+from safehold.secrets import Secret
+
+
+def test_parse_sftp_forms() -> None:
+    short = parse_sftp("sftp:backup@nas.example:/srv/safehold")
+    assert short is not None and (short.user, short.host, short.port, short.path) == (
+        "backup", "nas.example", 22, "/srv/safehold")
+    full = parse_sftp("sftp://backup@10.0.0.5:2222//srv/safehold")
+    assert full is not None and (full.user, full.host, full.port, full.path) == ("backup", "10.0.0.5", 2222,
+                                                                              "/srv/safehold")
+    assert full.known_hosts_name == "[10.0.0.5]:2222" and short.known_hosts_name == "nas.example"
+    assert parse_sftp("/srv/repo") is None and parse_sftp("s3:https://s3.example/bucket") is None
+    with pytest.raises(ConfigError):
+        parse_sftp("sftp:nohostpath")
+
+
+def _config(tmp_path: Path, repo_extra: str) -> object:
+    key = tmp_path / "id_ed25519"
+    key.write_text("not really a key")
+    key.chmod(0o600)
+    text = f"""
+[settings]
+state_dir = "{tmp_path / 'state'}"
+[repositories.off]
+url = "sftp://backup@127.0.0.1:2222//srv/repo"
+password = "env:REPO_PASS"
+ssh_key = "{key}"
+{repo_extra}
+[instances.app]
+repositories = ["off"]
+files = ["/srv/app"]
+"""
+    return parse(text, tmp_path / "safehold.toml")
+
+
+def test_sftp_command_is_strict_and_secret_free(tmp_path: Path) -> None:
+    config = _config(tmp_path, 'known_hosts = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"')
+    command = sftp_command(config, "off")  # type: ignore[arg-type]
+    assert command is not None
+    for part in ("StrictHostKeyChecking=yes", "BatchMode=yes", "-p 2222", "-l backup", "-s sftp", "IdentitiesOnly=yes",
+                 f"UserKnownHostsFile={tmp_path / 'state' / 'ssh' / 'off.known_hosts'}"):
+        assert part in command
+    known = tmp_path / "state" / "ssh" / "off.known_hosts"
+    assert known.stat().st_mode & 0o777 == 0o600 and "ssh-ed25519" in known.read_text()
+
+
+def test_unpinned_sftp_host_is_refused(tmp_path: Path) -> None:
+    config = _config(tmp_path, "")
+    with pytest.raises(ConfigError, match="not pinned"):
+        sftp_command(config, "off")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("stderr", "expected"), [
+    ("subprocess ssh: Host key verification failed.\n@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @",
+     "SSH host key CHANGED"),
+    ("subprocess ssh: No ED25519 host key is known for [h]:22 and you have requested strict checking.",
+     "not pinned"),
+    ("subprocess ssh: backup@h: Permission denied (publickey).", "SSH login refused"),
+    ("subprocess ssh: ssh: connect to host h port 22: Connection refused", "connection refused"),
+    ("Fatal: create repository at sftp:x failed: permission denied", "permission denied"),
+    ("Fatal: unable to open config file: Stat: The AWS Access Key Id you provided does not exist in our records.",
+     "S3 access key rejected"),
+    ("Stat: The request signature we calculated does not match the signature you provided.", "S3 secret key"),
+    ("Fatal: unable to open config file: Stat: The specified bucket does not exist", "bucket does not exist"),
+])
+def test_explain_lines(stderr: str, expected: str) -> None:
+    error = explain(stderr, "off")
+    assert expected in error.message and "\n" not in error.line()
+
+
+def test_toml_value_round_trips() -> None:
+    value = {"name": 'quote " and \\ back', "n": 3, "on": True, "list": ["a", "b"],
+             "nested": {"daily": 7, "weekly": 4}, "rows": [{"engine": "mariadb", "names": ["x"]}]}
+    text = "\n".join(f"{k} = {toml_value(v)}" for k, v in value.items())
+    assert tomllib.loads(text) == value
+
+
+@pytest.mark.parametrize(("name", "kind", "link"), [
+    ("safehold-export/../evil", tarfile.REGTYPE, ""),
+    ("/etc/passwd", tarfile.REGTYPE, ""),
+    ("elsewhere/file", tarfile.REGTYPE, ""),
+    ("safehold-export/files/dev", tarfile.CHRTYPE, ""),
+    ("safehold-export/files/link", tarfile.SYMTYPE, "../../../etc"),
+    ("safehold-export/files/hard", tarfile.LNKTYPE, "/etc/passwd"),
+])
+def test_hostile_members_are_refused(tmp_path: Path, name: str, kind: bytes, link: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    with pytest.raises(Damaged, match="export refused"):
+        _check_member(info, tmp_path)
+
+
+def test_member_under_a_symlink_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "safehold-export" / "files").mkdir(parents=True)
+    (tmp_path / "safehold-export" / "files" / "etc").symlink_to("/etc")
+    with pytest.raises(Damaged, match="through a symlink"):
+        _check_member(tarfile.TarInfo("safehold-export/files/etc/passwd"), tmp_path)
+    inside = tarfile.TarInfo("safehold-export/files/ok")
+    inside.type, inside.linkname = tarfile.SYMTYPE, "etc/x"
+    assert _check_member(inside, tmp_path) == tmp_path / "safehold-export/files/ok"
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17])
+def test_age_passphrase_stream_interoperates_with_pyrage(size: int) -> None:
+    import pyrage
+
+    data = os.urandom(size)
+    sink = io.BytesIO()
+    encryptor = Encryptor(sink, Secret("correct horse"), log_n=10)
+    encryptor.write(data[: size // 2])
+    encryptor.write(data[size // 2:])
+    encryptor.close()
+    assert pyrage.passphrase.decrypt(sink.getvalue(), "correct horse") == data
+    assert Decryptor(io.BufferedReader(io.BytesIO(sink.getvalue())), Secret("correct horse")).read() == data
+    if size == CHUNK + 1:  # pyrage always uses age's slow work factor: once is enough
+        theirs = pyrage.passphrase.encrypt(data, "correct horse")
+        assert Decryptor(io.BufferedReader(io.BytesIO(theirs)), Secret("correct horse")).read() == data
+
+
+def test_age_passphrase_stream_rejects_wrong_passphrase_and_damage() -> None:
+    sink = io.BytesIO()
+    encryptor = Encryptor(sink, Secret("pw"), log_n=10)
+    encryptor.write(os.urandom(3 * CHUNK))
+    encryptor.close()
+    blob = sink.getvalue()
+    with pytest.raises(AgeError, match="wrong passphrase"):
+        Decryptor(io.BufferedReader(io.BytesIO(blob)), Secret("other"))
+    for damaged in (blob[:-100], blob[:-16 - CHUNK], blob[:200] + bytes([blob[200] ^ 1]) + blob[201:]):
+        with pytest.raises(AgeError):
+            Decryptor(io.BufferedReader(io.BytesIO(damaged)), Secret("pw")).read()
