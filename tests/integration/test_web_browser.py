@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from safehold.web.data import feature
 from tests.conftest import SRC, need, run_cli, sql
 from tests.integration import webenv
 
@@ -118,14 +117,13 @@ def test_console_end_to_end(server, browser) -> None:
     assert rows.count() == 2 and page.locator("table.comparison tr.row-failed").count() == 0
     assert sql("SELECT COUNT(*) FROM items", target)[0][0] == 25
 
-    if feature("export") is not None:
-        # a portable export of the newest point, downloaded through the browser
-        page.goto(url + "/instances/alpha")
-        page.locator("tr.point button:text('Export')").first.click()
-        page.wait_for_selector("#job[data-done=yes]")
-        with page.expect_download() as download:
-            page.click("a:text('Download')")
-        assert Path(download.value.path()).read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
+    # a portable export of the newest point, downloaded through the browser
+    page.goto(url + "/instances/alpha")
+    page.locator("tr.point button:text('Export')").first.click()
+    page.wait_for_selector("#job[data-done=yes]")
+    with page.expect_download() as download:
+        page.click("a:text('Download')")
+    assert Path(download.value.path()).read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
 
     # A failing run shows in red on the dashboard (beta names a database that does not exist)
     page.goto(url + "/instances/beta")
@@ -139,15 +137,14 @@ def test_console_end_to_end(server, browser) -> None:
     assert "last backup failed" in beta.inner_text()
     color = beta.locator(".badge").evaluate("e => getComputedStyle(e).backgroundColor")
     assert color == "rgb(198, 40, 40)"
-    if feature("drill") is not None:
-        # a drill of beta fails (it has no point) and the dashboard shows it in red
-        page.goto(url + "/instances/beta")
-        page.click("button:text('Drill now')")
-        page.wait_for_selector("#job[data-done=yes]")
-        assert "Drill FAILED" in page.inner_text("main")
-        page.goto(url + "/")
-        beta = page.locator("tr[data-instance=beta]")
-        assert "last drill failed" in beta.inner_text() and beta.locator("td .bad", has_text="FAILED").count() == 1
+    # a drill of beta fails (it has no point) and the dashboard shows it in red
+    page.goto(url + "/instances/beta")
+    page.click("button:text('Drill now')")
+    page.wait_for_selector("#job[data-done=yes]")
+    assert "Drill FAILED" in page.inner_text("main")
+    page.goto(url + "/")
+    beta = page.locator("tr[data-instance=beta]")
+    assert "last drill failed" in beta.inner_text() and beta.locator("td .bad", has_text="FAILED").count() == 1
 
     page.screenshot(path=str(DOCS / "dashboard.png"), full_page=True)
 

@@ -103,9 +103,8 @@ class Console:
 
     def render(self, request: Request, template: str, session: Session | None, status: int = 200,
                **context: Any) -> Response:
-        """A page with the session and the installed features in its context."""
-        features = {key: data_module.feature(key) is not None for key in data_module.OPTIONAL}
-        return self.templates.TemplateResponse(request, template, {"session": session, "features": features, **context},
+        """A page with the session in its context."""
+        return self.templates.TemplateResponse(request, template, {"session": session, **context},
                                                status_code=status)
 
     def instance_name(self, request: Request) -> str:
@@ -259,23 +258,18 @@ class Console:
         return self.start(request, session, "verify", name, lambda r: verify(self.config, None, False, r, name))
 
     async def drill(self, request: Request) -> Response:
-        """Drill now, when drills are installed (operator)."""
+        """Drill now (operator)."""
         session, _ = await self.auth.require_post(request, "operator")
         name = self.instance_name(request)
-        action = data_module.drill_action(self.config, name)
-        if action is None:
-            raise HTTPException(404, "drills are not available in this build")
-        return self.start(request, session, "drill", name, action)
+        return self.start(request, session, "drill", name, data_module.drill_action(self.config, name))
 
     async def export(self, request: Request) -> Response:
-        """Export one point to a portable file, when exports are installed (operator)."""
+        """Export one point to a portable file (operator)."""
         session, _ = await self.auth.require_post(request, "operator")
         name = self.instance_name(request)
         run = self.run_param(request.path_params["run"])
         self.exports.mkdir(parents=True, exist_ok=True, mode=0o700)
         action = data_module.export_action(self.config, name, run, self.exports)
-        if action is None:
-            raise HTTPException(404, "exports are not available in this build")
         return self.start(request, session, "export", name, action, {"run": run})
 
     def download(self, request: Request) -> Response:

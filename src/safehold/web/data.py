@@ -7,8 +7,6 @@ shown; every call into one of them is in this module, so the pages never import 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
 import secrets
 import threading
@@ -16,36 +14,21 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from safehold.actions import drill, export, replicate
 from safehold.actions.points import list_points
 from safehold.config import WEEK_DAYS, Config, InstanceConfig, ScheduleConfig
 from safehold.errors import SafeholdError
+from safehold.history import History
 from safehold.output import Reporter
+from safehold.schedule import backup_schedule, drill_schedule
 from safehold.web.jobs import Job, JobRunner
 
-OPTIONAL = {
-    "history": "safehold.history",
-    "schedule": "safehold.schedule",
-    "drill": "safehold.actions.drill",
-    "export": "safehold.actions.export",
-    "copies": "safehold.actions.replicate",
-}
 POINTS_TTL = 30.0
 OFF_HOST = ("sftp:", "s3:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:")
 SECRET_KEYS = re.compile(r"pass|secret|token|key|identity", re.IGNORECASE)
 REF = re.compile(r"^(env:|file:)")
-
-
-def feature(name: str) -> ModuleType | None:
-    """The optional module behind a feature name, or None when this build does not have it."""
-    module = OPTIONAL[name]
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        found = False
-    return importlib.import_module(module) if found else None
 
 
 def mask_url(url: str) -> str:
@@ -90,8 +73,6 @@ def stale_after_hours(schedule: ScheduleConfig | None) -> float:
     """How old the newest point may get: the same rule `safehold check` applies."""
     if schedule is None:
         return 26.0
-    from safehold.schedule import backup_schedule
-
     return backup_schedule(schedule).max_age(datetime.now(UTC)).total_seconds() / 3600
 
 
@@ -190,25 +171,20 @@ class Data:
         return self._cached(name, lambda: sorted(list_points(self.config, name), key=lambda r: r["started"],
                                                  reverse=True))
 
-    def history_runs(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]] | None:
-        """Runs from the run history (scheduler, CLI and console alike), or None without that feature."""
-        module = feature("history")
-        if module is None:
-            return None
-        return [run.as_dict() for run in module.History(self.config.state_dir).runs(name, limit=limit)]
+    def history_runs(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Runs from the run history (scheduler, CLI and console alike)."""
+        return [run.as_dict() for run in History(self.config.state_dir).runs(name, limit=limit)]
 
     def _last_backup(self, name: str, console: list[Job]) -> Outcome | None:
         mine = next((_from_job(j) for j in console if j.kind == "backup" and j.done), None)
-        module = feature("history")
-        run = module.History(self.config.state_dir).last_run(name, "backup") if module else None
+        run = History(self.config.state_dir).last_run(name, "backup")
         recorded = Outcome("backup", run.result == "ok", _aware(run.finished or run.started), run.error) if run \
             else None
         return newest(mine, recorded)
 
     def _last_drill(self, name: str, console: list[Job]) -> Outcome | None:
         mine = next((_from_job(j) for j in console if j.kind == "drill" and j.done), None)
-        module = feature("drill")
-        results = module.load(self.config, name) if module else []
+        results = drill.load(self.config, name)
         recorded = None
         if results:
             last = results[-1]
@@ -218,11 +194,8 @@ class Data:
         return newest(mine, recorded)
 
     def _copies(self, name: str) -> dict[str, dict[str, Any]]:
-        module = feature("copies")
-        if module is None:
-            return {}
         try:
-            rows = self._cached(f"{name} copies", lambda: module.copy_status(self.config, name))
+            rows = self._cached(f"{name} copies", lambda: replicate.copy_status(self.config, name))
             return {row["repository"]: row for row in rows}
         except SafeholdError as exc:
             return {"": {"missing": [], "error": exc.line()}}
@@ -245,11 +218,10 @@ class Data:
         view.last_backup = self._last_backup(name, console)
         view.last_drill = self._last_drill(name, console)
         view.running = self.jobs.busy(name)
-        schedule = feature("schedule")
-        if schedule is not None and cfg.schedule is not None and cfg.schedule.enabled:
+        if cfg.schedule is not None and cfg.schedule.enabled:
             now = datetime.now(UTC)
-            view.next_backup = schedule.backup_schedule(cfg.schedule).next_run(now)
-            drills = schedule.drill_schedule(cfg.schedule)
+            view.next_backup = backup_schedule(cfg.schedule).next_run(now)
+            drills = drill_schedule(cfg.schedule)
             view.next_drill = drills.next_run(now) if drills else None
         self._judge(view, cfg)
         return view
@@ -278,7 +250,7 @@ class Data:
                 warn.append(f"copy to {repo['name']}: {repo['error']}")
             elif repo["missing"]:
                 warn.append(f"{repo['missing']} point(s) not yet copied to {repo['name']}")
-        if feature("drill") is not None and view.points:
+        if view.points:
             if view.last_drill is None:
                 warn.append("never drilled: nobody has proven these points restore")
             elif datetime.now(UTC) - view.last_drill.when > timedelta(hours=cfg.drill_interval_hours):
@@ -292,26 +264,20 @@ class Data:
 
 
 def drill_action(config: Config, name: str) -> Any:
-    """The drill as a job action, when the drill feature is installed."""
-    module = feature("drill")
-    if module is None:
-        return None
-    return lambda reporter: module.drill_instance(config, name, reporter)
+    """The drill as a job action."""
+    return lambda reporter: drill.drill_instance(config, name, reporter)
 
 
 def export_action(config: Config, name: str, run: str, folder: Path) -> Any:
-    """A portable export as a job action, when the export feature is installed.
+    """A portable export as a job action.
 
     The file is age-encrypted (and then carries the escrowed keys) when [export] recipients are set.
     """
-    module = feature("export")
-    if module is None:
-        return None
     suffix = ".tar.zst.age" if config.export.recipients else ".tar.zst"
     path = folder / f"{name}-{run}-{secrets.token_hex(3)}{suffix}"
 
     def run_export(reporter: Reporter) -> dict[str, Any]:
-        result = module.export(config, run, path, reporter, instance=name)
+        result = export.export(config, run, path, reporter, instance=name)
         return {**(result if isinstance(result, dict) else {}), "file": path.name}
 
     return run_export
