@@ -1,21 +1,22 @@
 """MariaDB/MySQL engine: the engine interface, dispatching to a dump method.
 
-Methods: `mariadb-dump` (single consistent SQL stream from the reference tool).
+Methods: `parallel` (default for `auto`: consistent multi-connection reader, parallel load; see
+parallel.py) and `mariadb-dump` (single consistent SQL stream from the reference tool, the fallback).
 """
 
 from __future__ import annotations
 
 from typing import IO
 
-from safehold.engines.mariadb import client, dumptool
+from safehold.engines.mariadb import client, dumptool, parallel
 from safehold.models import Database, DatabaseReport
 from safehold.output import Reporter
 
-METHODS = {"mariadb-dump": dumptool}
+METHODS = {"parallel": parallel, "mariadb-dump": dumptool}
 
 
 def _method(db: Database):  # noqa: ANN202 - returns a method module
-    name = "mariadb-dump" if db.method in ("auto", "parallel") else db.method
+    name = "parallel" if db.method == "auto" else db.method
     return METHODS[name]
 
 

@@ -1,0 +1,276 @@
+"""The `parallel` method: consistent multi-connection dump and parallel load of MariaDB/MySQL.
+
+Dump: mariadb-dump writes the schema (tables and views) and the post-data objects (triggers,
+routines, events); then N connections in one snapshot (see snapshot.py) read key ranges of the
+tables, the server formatting each row as LOAD DATA text, and the rows go out in key order as
+content-defined chunks of a deterministic tar stream (see stream.py), ending with row counts and
+CRC32 per table.
+
+Restore: tables are created without secondary indexes and foreign keys, chunks are loaded on N
+connections (LOAD DATA LOCAL INFILE, checks off), then indexes are built in parallel, foreign
+keys added, and triggers/routines/events created last so no trigger fires during the load. Row
+counts and CRC32 of what was loaded are compared with the stream's report.
+
+Memory bound (dump): workers × (QUEUE_DEPTH + 1) × PIECE_BYTES (5 MiB per worker) of row pieces,
+plus about 3 × CHUNK_MAX (48 MiB) for the chunk being cut and written, plus the largest single
+row; (restore): one chunk read from the stream (≤ CHUNK_MAX, or one huge row) and at most
+2 × workers chunk files in /dev/shm or the temp folder. Both are independent of database size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zlib
+from typing import IO
+
+import MySQLdb
+
+from safehold import runner
+from safehold.engines.mariadb import client, dumptool
+from safehold.engines.mariadb.loader import ChunkLoader, run_statements, session
+from safehold.engines.mariadb.reader import ParallelReader, plan
+from safehold.engines.mariadb.schema import defer
+from safehold.engines.mariadb.snapshot import Snapshot
+from safehold.engines.mariadb.stream import (
+    POST_MEMBER,
+    REPORT_MEMBER,
+    SCHEMA_MEMBER,
+    TABLES_MEMBER,
+    Chunker,
+    TarWriter,
+    data_member,
+    members,
+    table_index,
+)
+from safehold.engines.mariadb.tables import Table, describe
+from safehold.errors import DatabaseError
+from safehold.models import Database, DatabaseReport, TableReport
+from safehold.output import Reporter
+
+SUFFIX = ".tar"
+METHOD = "parallel"
+FORMAT = 1
+SCHEMA_OPTIONS = ["--single-transaction", "--no-data", "--skip-triggers", "--skip-dump-date",
+                  "--default-character-set=utf8mb4", "--max-allowed-packet=1G"]
+POST_OPTIONS = ["--single-transaction", "--no-data", "--no-create-info", "--triggers", "--skip-dump-date",
+                "--default-character-set=utf8mb4", "--max-allowed-packet=1G"]
+
+
+def workers(db: Database) -> int:
+    """Connections to use: configured, else one per CPU (at least 2 so reading overlaps writing)."""
+    return db.workers or max(2, os.cpu_count() or 2)
+
+
+def _mariadb_dump(db: Database, options: list[str], objects: list[str]) -> bytes:
+    with client.option_file(db.connection) as defaults:
+        argv = ["mariadb-dump", f"--defaults-extra-file={defaults}", *options, "--", db.name, *objects]
+        try:
+            return runner.run(argv, what="mariadb-dump", secrets=[s for s in [db.connection.password] if s])
+        except runner.ProcessFailed as exc:
+            raise dumptool.tool_error(exc, db) from None
+
+
+def _run_sql(db: Database, into: str, script: bytes) -> None:
+    """Run a mariadb-dump script (DELIMITER blocks, conditional comments) with the mariadb client."""
+    if not script.strip():
+        return
+    with client.option_file(db.connection) as defaults:
+        argv = ["mariadb", f"--defaults-extra-file={defaults}", "--binary-mode", "--default-character-set=utf8mb4",
+                "--max-allowed-packet=1G", "--", into]
+        try:
+            runner.run(argv, what="mariadb", input=script, secrets=[s for s in [db.connection.password] if s])
+        except runner.ProcessFailed as exc:
+            raise dumptool.tool_error(exc, db) from None
+
+
+def _objects(db: Database) -> tuple[list[Table], list[str], dict[str, int], str]:
+    """Tables, prefixed views (iTop), object counts and server version, read before the snapshot."""
+    with client.cursor(db.connection, db.name) as cur:
+        tables = describe(cur, db.name, db.table_prefix)
+        # Non-transactional tables first: they are read under the global lock, which ends once they are done.
+        tables.sort(key=lambda t: (t.transactional, t.name))
+        for index, table in enumerate(tables):
+            table.index = index
+        views: list[str] = []
+        if db.table_prefix:
+            cur.execute("SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA=%s", (db.name,))
+            views = sorted(v for (v,) in cur.fetchall() if v.startswith(db.table_prefix))
+        counts = {}
+        for kind, query in client.OBJECT_QUERIES.items():
+            cur.execute(query, (db.name,))
+            counts[kind] = int(cur.fetchone()[0])
+        cur.execute("SELECT VERSION()")
+        version = str(cur.fetchone()[0])
+    return tables, views, counts, version
+
+
+def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
+    """Write schema, rows (parallel, one snapshot) and post-data objects of `db` as one tar stream."""
+    report = DatabaseReport(key=db.key, engine="mariadb", name=db.name, method=METHOD)
+    started = time.monotonic()
+    tables, views, report.objects, report.server_version = _objects(db)
+    if db.table_prefix and not tables:
+        raise DatabaseError(f"no tables starting with {db.table_prefix!r} in {db.name}",
+                            "check the table prefix (db_subname)")
+    selection = sorted([t.name for t in tables] + views) if db.table_prefix else []
+    schema = _mariadb_dump(db, SCHEMA_OPTIONS, selection)
+    post_options = POST_OPTIONS + ([] if db.table_prefix else ["--routines", "--events"])
+    post = _mariadb_dump(db, post_options, selection)
+    report.phases["schema"] = round(time.monotonic() - started, 3)
+    writer = TarWriter(out)
+    header = {"format": FORMAT, "database": db.name, "tables": [t.to_json() for t in tables]}
+    writer.add(TABLES_MEMBER, json.dumps(header, indent=1).encode())
+    writer.add(SCHEMA_MEMBER, schema)
+    writer.add(POST_MEMBER, post)
+    report.bytes = len(schema) + len(post)
+    t0 = time.monotonic()
+    snapshot = Snapshot(db, workers(db))
+    report.notes += snapshot.notes
+    try:
+        with client.cursor(db.connection, db.name) as cur:
+            tasks = plan(cur, db.name, tables)
+        progress.step(f"reading {len(tables)} tables of {db.name} in {len(tasks)} ranges "
+                      f"on {len(snapshot.connections)} connection(s)")
+        reader = ParallelReader(snapshot, tasks)
+        try:
+            _write_rows(reader, tasks, writer, report, progress)
+        except MySQLdb.Error as exc:
+            raise client.explain(exc, db.connection, db.name) from None
+        finally:
+            reader.close()
+    finally:
+        snapshot.unlock()
+        snapshot.close()
+    report.phases["data"] = round(time.monotonic() - t0, 3)
+    report.phases["global lock"] = snapshot.lock_seconds
+    unlocked = [t.name for t in tables if not t.transactional]
+    if unlocked and not snapshot.lock_seconds:
+        report.notes.append(f"non-transactional tables read without a global lock: {', '.join(unlocked)}")
+    summary = {"tables": {name: {"rows": t.rows, "checksum": t.checksum} for name, t in report.tables.items()},
+               "objects": report.objects}
+    writer.add(REPORT_MEMBER, json.dumps(summary, indent=1, sort_keys=True).encode())
+    writer.close()
+    return report
+
+
+def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: DatabaseReport,
+                progress: Reporter) -> None:
+    current: Table | None = None
+    chunker: Chunker | None = None
+    state = {"rows": 0, "crc": 0}
+
+    def emit(chunk: bytes) -> None:
+        writer.add(data_member(current.index), chunk)
+        state["rows"] += chunk.count(b"\n")
+        state["crc"] = zlib.crc32(chunk, state["crc"])
+        report.bytes += len(chunk)
+        progress.advance(f"rows of {report.name}", report.bytes)
+
+    def close_table() -> None:
+        if current is not None:
+            chunker.finish()
+            report.tables[current.name] = TableReport(rows=state["rows"], checksum=f"crc32:{state['crc']:08x}")
+            state.update(rows=0, crc=0)
+
+    for task in tasks:
+        if task.table is not current:
+            close_table()
+            current, chunker = task.table, Chunker(emit)
+        for piece in reader.pieces(task):
+            chunker.feed(piece)
+    close_table()
+
+
+def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> DatabaseReport:
+    """Load a `parallel` stream into the empty database `into`; checks rows and checksums against the stream."""
+    report = DatabaseReport(key=db.key, engine="mariadb", name=into, method=METHOD)
+    client.create(db, into)
+    count = workers(db)
+    tables: dict[int, Table] = {}
+    source = ""
+    post = b""
+    expected: dict = {}
+    deferred = []
+    loader: ChunkLoader | None = None
+    crcs: dict[int, int] = {}
+    t0 = time.monotonic()
+    try:
+        for name, data in members(stream):
+            if name == TABLES_MEMBER:
+                header = json.loads(data)
+                if header["format"] > FORMAT:
+                    raise DatabaseError("this dump was written by a newer safehold", "upgrade safehold to restore it")
+                source = header["database"]
+                tables = {t.index: t for t in map(Table.from_json, header["tables"])}
+            elif name == SCHEMA_MEMBER:
+                text, deferred = defer(data.decode("utf-8", "surrogateescape"))
+                _run_sql(db, into, text.encode("utf-8", "surrogateescape"))
+                report.phases["schema"] = round(time.monotonic() - t0, 3)
+                progress.step(f"tables of {into} created; loading rows on {count} connections")
+                loader = ChunkLoader(db, into, count)
+            elif name == POST_MEMBER:
+                post = data
+            elif (index := table_index(name)) is not None:
+                crcs[index] = zlib.crc32(data, crcs.get(index, 0))
+                loader.submit(tables[index], data)
+                report.bytes += len(data)
+                progress.advance(f"load {into}", report.bytes)
+            elif name == REPORT_MEMBER:
+                expected = json.loads(data)
+    except MySQLdb.Error as exc:
+        raise client.explain(exc, db.connection, into) from None
+    finally:
+        if loader is not None:
+            loader.finish()
+    if not expected or loader is None:
+        raise DatabaseError(f"the dump of {source or into} is incomplete (no closing report)",
+                            "restore an older point; this one was cut short")
+    report.phases["load"] = round(time.monotonic() - t0 - report.phases["schema"], 3)
+    _finish(db, into, count, deferred, post, report)
+    _check(tables, loader, crcs, expected, report, progress)
+    if source and source != into and f"`{source}`.".encode() in post:
+        report.notes.append(f"triggers/routines/events name the original database `{source}`; "
+                            "check them after restoring under another name")
+    return report
+
+
+def _finish(db: Database, into: str, count: int, deferred: list, post: bytes, report: DatabaseReport) -> None:
+    """Secondary indexes (parallel), foreign keys, then triggers/routines/events."""
+    t0 = time.monotonic()
+    try:
+        run_statements(db, into, count, [d.index_statements(into) for d in deferred if d.indexes])
+        report.phases["indexes"] = round(time.monotonic() - t0, 3)
+        t1 = time.monotonic()
+        foreign = [s for d in deferred if (s := d.foreign_key_statement(into))]
+        if foreign:
+            connection = client.connect(db.connection, into, autocommit=True)
+            try:
+                session(connection)
+                for statement in foreign:
+                    connection.cursor().execute(statement)
+            finally:
+                connection.close()
+        report.phases["foreign keys"] = round(time.monotonic() - t1, 3)
+    except MySQLdb.Error as exc:
+        raise client.explain(exc, db.connection, into) from None
+    t2 = time.monotonic()
+    _run_sql(db, into, post)
+    report.phases["post-data objects"] = round(time.monotonic() - t2, 3)
+
+
+def _check(tables: dict[int, Table], loader: ChunkLoader, crcs: dict[int, int], expected: dict,
+           report: DatabaseReport, progress: Reporter) -> None:
+    """Compare loaded rows and checksums with the stream's report; anything off is a warning and a note."""
+    for index, table in sorted(tables.items()):
+        checksum = f"crc32:{crcs.get(index, 0):08x}"
+        report.tables[table.name] = TableReport(rows=loader.rows.get(index, 0), checksum=checksum)
+        want = expected["tables"].get(table.name, {})
+        if want.get("checksum") != checksum:
+            raise DatabaseError(f"table {table.name}: the dump's data does not match its checksum",
+                                "the stored point is damaged: run `safehold verify --read-data`, restore another")
+    report.objects = dict(expected.get("objects", {}))
+    for warning in loader.warnings[:20]:
+        report.notes.append(f"load warning: {warning}")
+        progress.warn(f"load warning: {warning}")
