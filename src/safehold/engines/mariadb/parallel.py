@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
 import time
 import zlib
 from typing import IO
@@ -221,6 +222,8 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
                 expected = json.loads(data)
     except MySQLdb.Error as exc:
         raise client.explain(exc, db.connection, into) from None
+    except tarfile.TarError:
+        expected = {}  # a cut or damaged stream: reported below like a missing report
     finally:
         if loader is not None:
             loader.finish()

@@ -51,7 +51,7 @@ def plan(cur, database: str, tables: list[Table]) -> list[Task]:  # noqa: ANN001
         batch = max(1, min(10_000, PIECE_BYTES // max(table.avg_row_length, 64)))
         parts = min(MAX_RANGES, table.data_length // RANGE_BYTES + 1)
         bounds: list[int] = []
-        if parts > 1 and len(table.key) >= 1 and table.key_type in INTEGER_TYPES:
+        if parts > 1 and not table.ordered and table.key_type in INTEGER_TYPES:
             column = "`" + table.key[0].replace("`", "``") + "`"
             cur.execute(f"SELECT MIN({column}), MAX({column}) FROM {table.source(database)}")
             low, high = cur.fetchone()

@@ -18,6 +18,11 @@ PLAIN_TYPES = {
     "timestamp", "time", "year",
 }
 INTEGER_TYPES = {"tinyint", "smallint", "mediumint", "int", "bigint"}
+# MariaDB's REPLACE() moves the rest of the value for every hit (quadratic), so values longer than
+# this travel as hex instead; columns that can hold such values carry a one-letter tag (T text, H hex).
+WIDE_BYTES = 4096
+WIDE_TYPES = {"text", "mediumtext", "longtext", "blob", "mediumblob", "longblob", "json", "geometry", "point",
+              "linestring", "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
 TRANSACTIONAL_ENGINES = {"InnoDB"}
 NULL = "'\\\\N'"
 # Implicit system-versioning columns are invisible in information_schema but readable by name.
@@ -31,6 +36,7 @@ class Column:
 
     name: str
     data_type: str
+    wide: bool = False  # can hold values longer than WIDE_BYTES
 
     def select_expr(self) -> str:
         """Server-side expression giving this column as escaped LOAD DATA text."""
@@ -44,7 +50,18 @@ class Column:
         for raw, text in (("'\\\\'", "'\\\\\\\\'"), ("'\\t'", "'\\\\t'"), ("'\\n'", "'\\\\n'"),
                           ("CHAR(0)", "'\\\\0'")):
             escaped = f"REPLACE({escaped},{raw},{text})"
+        if self.wide:
+            escaped = f"IF(LENGTH({name})>{WIDE_BYTES},CONCAT('H',HEX({name})),CONCAT('T',{escaped}))"
         return f"IFNULL({escaped},{NULL})"
+
+    def load_target(self, number: int) -> tuple[str, str | None]:
+        """LOAD DATA target for this column and the SET clause that decodes it, if any."""
+        if self.data_type == "bit":
+            return f"@v{number}", f"{quote(self.name)}=CAST(@v{number} AS UNSIGNED)"
+        if self.wide:
+            value = f"@v{number}"
+            return value, f"{quote(self.name)}=IF(LEFT({value},1)='H',UNHEX(SUBSTRING({value},2)),SUBSTRING({value},2))"
+        return quote(self.name), None
 
 
 @dataclass
@@ -88,8 +105,9 @@ class Table:
         sql = f"SELECT {line} FROM {self.source(database)}"
         if where:
             sql += " WHERE " + " AND ".join(where)
+        # Only InnoDB stores rows in key order; other engines are read (and reloaded) in physical order.
         order = [quote(k) for k in self.key] + ([quote(self.period_end)] if self.versioned and self.key else [])
-        if order:
+        if order and not self.ordered:
             sql += " ORDER BY " + ",".join(order)
         return sql
 
@@ -97,11 +115,10 @@ class Table:
         """LOAD DATA statement for one chunk file of this table."""
         targets, sets = [], []
         for number, column in enumerate(self.columns):
-            if column.data_type == "bit":
-                targets.append(f"@v{number}")
-                sets.append(f"{quote(column.name)}=CAST(@v{number} AS UNSIGNED)")
-            else:
-                targets.append(quote(column.name))
+            target, decode = column.load_target(number)
+            targets.append(target)
+            if decode:
+                sets.append(decode)
         escaped_path = path.replace("\\", "\\\\").replace("'", "\\'")
         sql = (f"LOAD DATA LOCAL INFILE '{escaped_path}' INTO TABLE {quote(database)}.{quote(self.name)}"
                " CHARACTER SET binary FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
@@ -113,13 +130,13 @@ class Table:
     def to_json(self) -> dict[str, object]:
         """What the restore needs, stored at the start of the stream."""
         return {"index": self.index, "name": self.name, "engine": self.engine, "versioned": self.versioned,
-                "columns": [[c.name, c.data_type] for c in self.columns], "key": self.key}
+                "columns": [[c.name, c.data_type, c.wide] for c in self.columns], "key": self.key}
 
     @classmethod
     def from_json(cls, item: dict) -> Table:
         """Inverse of to_json."""
         return cls(index=item["index"], name=item["name"], engine=item["engine"], versioned=item["versioned"],
-                   columns=[Column(n, t) for n, t in item["columns"]], key=list(item["key"]))
+                   columns=[Column(*column) for column in item["columns"]], key=list(item["key"]))
 
 
 def _text(value: object) -> str:
@@ -141,9 +158,10 @@ def describe(cur, database: str, prefix: str | None) -> list[Table]:  # noqa: AN
                              versioned=_text(kind) == "SYSTEM VERSIONED", data_length=int(length),
                              avg_row_length=int(avg))
     cur.execute(
-        "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, IS_GENERATED, GENERATION_EXPRESSION FROM information_schema.COLUMNS"
+        "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, IS_GENERATED, GENERATION_EXPRESSION, CHARACTER_OCTET_LENGTH"
+        " FROM information_schema.COLUMNS"
         " WHERE TABLE_SCHEMA=%s ORDER BY TABLE_NAME, ORDINAL_POSITION", (database,))
-    for table_name, column, data_type, generated, expression in cur.fetchall():
+    for table_name, column, data_type, generated, expression, octets in cur.fetchall():
         table = tables.get(_text(table_name))
         period = _text(expression or "").upper()
         # Declared ROW START/END columns are written with system_versioning_insert_history; others are computed.
@@ -151,7 +169,8 @@ def describe(cur, database: str, prefix: str | None) -> list[Table]:  # noqa: AN
             continue
         if period == "ROW END":
             table.period_end = _text(column)
-        table.columns.append(Column(_text(column), _text(data_type).lower()))
+        kind = _text(data_type).lower()
+        table.columns.append(Column(_text(column), kind, kind in WIDE_TYPES or int(octets or 0) > WIDE_BYTES))
     for table in tables.values():
         if table.versioned and not table.period_end:
             table.columns += [Column(name, "timestamp") for name in VERSION_COLUMNS]
