@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import random
+import secrets
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,8 +15,9 @@ import pytest
 from safehold.engines import mariadb as engine
 from safehold.engines.mariadb import parallel, reader, stream
 from safehold.errors import DatabaseError
-from safehold.models import Connection, Database
+from safehold.models import Connection, Database, DatabaseReport
 from safehold.output import Silent
+from safehold.secrets import Secret
 from tests.conftest import mariadb_dump, sql
 from tests.integration import sakila_like
 
@@ -147,3 +152,78 @@ def test_damaged_stream_is_refused(new_db) -> None:  # noqa: ANN001
     bad = data.replace(b"aaaaaaaaaa", b"aaaaaaaaab")
     with pytest.raises(DatabaseError, match="checksum"):
         parallel.restore(database(name), target, io.BytesIO(bad), Silent())
+
+
+ACCOUNTS = 3000
+START_AMOUNT = 1000
+
+
+def _bank(name: str) -> None:
+    """accounts (sum invariant) + transfers (each transfer adds one row and two moves)."""
+    sql(["CREATE TABLE accounts (id INT PRIMARY KEY, amount BIGINT NOT NULL, moves INT NOT NULL DEFAULT 0,"
+         " pad VARCHAR(200))",
+         "CREATE TABLE transfers (id INT AUTO_INCREMENT PRIMARY KEY, src INT, dst INT, amount INT)",
+         "INSERT INTO accounts (id, amount, pad) SELECT seq, 1000, REPEAT('p', 150) FROM seq_1_to_3000",
+         "ANALYZE TABLE accounts"], name)
+
+
+def _writer(name: str, stop: threading.Event, done: list[int]) -> None:
+    import MySQLdb
+
+    connection = MySQLdb.connect(host="127.0.0.1", user="root", database=name)
+    rng = random.Random(1)
+    cur = connection.cursor()
+    while not stop.is_set():
+        src, dst, amount = rng.randint(1, ACCOUNTS), rng.randint(1, ACCOUNTS), rng.randint(1, 50)
+        cur.execute("UPDATE accounts SET amount = amount - %s, moves = moves + 1 WHERE id = %s", (amount, src))
+        cur.execute("UPDATE accounts SET amount = amount + %s, moves = moves + 1 WHERE id = %s", (amount, dst))
+        cur.execute("INSERT INTO transfers (src, dst, amount) VALUES (%s, %s, %s)", (src, dst, amount))
+        connection.commit()
+        done[0] += 1
+    connection.close()
+
+
+def _consistent_copy(name: str, db: Database, new_db) -> DatabaseReport:  # noqa: ANN001
+    """Dump while a writer runs; restore; the copy must satisfy the invariants."""
+    stop, done = threading.Event(), [0]
+    thread = threading.Thread(target=_writer, args=(name, stop, done))
+    thread.start()
+    try:
+        while done[0] < 20:
+            time.sleep(0.01)
+        before = done[0]
+        data, report = dump_bytes(db)
+        during = done[0] - before
+    finally:
+        stop.set()
+        thread.join()
+    assert during > 0, "the writer did not run during the dump"
+    target = new_db(PREFIX)
+    parallel.restore(database(name, workers=3), target, io.BytesIO(data), Silent())
+    total, moves = sql("SELECT SUM(amount), SUM(moves) FROM accounts", target)[0]
+    transfers = sql("SELECT COUNT(*) FROM transfers", target)[0][0]
+    assert total == ACCOUNTS * START_AMOUNT
+    assert moves == 2 * transfers > 0
+    assert report.tables["transfers"].rows == transfers
+    return report
+
+
+def test_consistent_under_concurrent_writes(new_db, small_chunks) -> None:  # noqa: ANN001
+    name = new_db(PREFIX)
+    _bank(name)
+    report = _consistent_copy(name, database(name, workers=3), new_db)
+    assert not report.notes
+
+
+def test_consistent_without_reload_privilege(new_db, small_chunks) -> None:  # noqa: ANN001
+    name = new_db(PREFIX)
+    _bank(name)
+    user, password = f"{PREFIX}_{secrets.token_hex(3)}", secrets.token_urlsafe(12)
+    sql([f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
+         f"GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON `{name}`.* TO '{user}'@'%'"])
+    try:
+        limited = Database(Connection("mariadb", user=user, password=Secret(password)), name, workers=3)
+        report = _consistent_copy(name, limited, new_db)
+    finally:
+        sql(f"DROP USER '{user}'@'%'")
+    assert any("no RELOAD privilege" in note for note in report.notes)
