@@ -32,7 +32,7 @@ from safehold import runner
 from safehold.engines.mariadb import client, dumptool
 from safehold.engines.mariadb.loader import ChunkLoader, run_statements, session
 from safehold.engines.mariadb.reader import ParallelReader, plan
-from safehold.engines.mariadb.schema import defer
+from safehold.engines.mariadb.schema import defer, split, statements
 from safehold.engines.mariadb.snapshot import Snapshot
 from safehold.engines.mariadb.stream import (
     POST_MEMBER,
@@ -207,7 +207,7 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
                 tables = {t.index: t for t in map(Table.from_json, header["tables"])}
             elif name == SCHEMA_MEMBER:
                 text, deferred = defer(data.decode("utf-8", "surrogateescape"))
-                _run_sql(db, into, text.encode("utf-8", "surrogateescape"))
+                _create_tables(db, into, count, text)
                 report.phases["schema"] = round(time.monotonic() - t0, 3)
                 progress.step(f"tables of {into} created; loading rows on {count} connections")
                 loader = ChunkLoader(db, into, count)
@@ -237,6 +237,16 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
         report.notes.append(f"triggers/routines/events name the original database `{source}`; "
                             "check them after restoring under another name")
     return report
+
+
+def _create_tables(db: Database, into: str, count: int, schema: str) -> None:
+    """Tables in parallel (each with the dump's session settings), then views with the mariadb client."""
+    prelude, before, sections, rest = split(schema)
+    if before:
+        _run_sql(db, into, (prelude + before).encode("utf-8", "surrogateescape"))
+    session_settings = statements(prelude)
+    run_statements(db, into, count, [session_settings + statements(section) for section in sections])
+    _run_sql(db, into, (prelude + rest).encode("utf-8", "surrogateescape"))
 
 
 def _finish(db: Database, into: str, count: int, deferred: list, post: bytes, report: DatabaseReport) -> None:

@@ -19,6 +19,8 @@ CREATE = re.compile(rf"^CREATE TABLE ({IDENT}) \(\n(.*?)\n\)", re.S | re.M)
 INDEX = re.compile(r"^(KEY|FULLTEXT KEY|SPATIAL KEY) ")
 FOREIGN = re.compile(rf"^CONSTRAINT {IDENT} FOREIGN KEY ")
 AUTO_COLUMN = re.compile(rf"^({IDENT}) .* AUTO_INCREMENT$")
+TABLE_SECTION = "\n--\n-- Table structure for table "
+SECTION = re.compile(r"\n--\n-- (?!Host: )")  # a section header (the dump's own header names the host)
 
 
 @dataclass
@@ -69,3 +71,33 @@ def defer(schema: str) -> tuple[str, list[Deferred]]:
         return f"CREATE TABLE {match.group(1)} (\n" + ",\n".join(f"  {line}" for line in kept) + "\n)"
 
     return CREATE.sub(rewrite, schema), deferred
+
+
+def split(schema: str) -> tuple[str, str, list[str], str]:
+    """(session prelude, sections before the first table (sequences), one section per CREATE TABLE, the rest).
+
+    Tables can then be created on several connections at once (each CREATE TABLE waits for its
+    own disk syncs), each connection first running the prelude's session settings; sequences
+    come before (a DEFAULT may use them), views and the closing statements after.
+    """
+    starts = [match.start() for match in SECTION.finditer(schema)]
+    if not starts:
+        return schema, "", [], ""
+    prelude, before, tables, after = schema[:starts[0]], [], [], []
+    for start, end in zip(starts, [*starts[1:], len(schema)], strict=True):
+        section = schema[start:end]
+        if section.startswith(TABLE_SECTION):
+            tables.append(section)
+        else:
+            (after if tables else before).append(section)
+    return prelude, "".join(before), tables, "".join(after)
+
+
+def statements(script: str) -> list[bytes]:
+    """Statements of a mariadb-dump script without DELIMITER blocks (one per `;` at a line end)."""
+    result = []
+    for chunk in script.split(";\n"):
+        text = "\n".join(line for line in chunk.split("\n") if not line.startswith("--")).strip()
+        if text:
+            result.append(text.removesuffix(";").encode("utf-8", "surrogateescape"))
+    return result
