@@ -24,6 +24,7 @@ import os
 import tarfile
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO
 
 import MySQLdb
@@ -116,9 +117,11 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
         raise DatabaseError(f"no tables starting with {db.table_prefix!r} in {db.name}",
                             "check the table prefix (db_subname)")
     selection = sorted([t.name for t in tables] + views) if db.table_prefix else []
-    schema = _mariadb_dump(db, SCHEMA_OPTIONS, selection)
     post_options = POST_OPTIONS + ([] if db.table_prefix else ["--routines", "--events"])
-    post = _mariadb_dump(db, post_options, selection)
+    with ThreadPoolExecutor(2) as pool:  # two independent mariadb-dump runs: overlap their round trips
+        schema_run = pool.submit(_mariadb_dump, db, SCHEMA_OPTIONS, selection)
+        post_run = pool.submit(_mariadb_dump, db, post_options, selection)
+        schema, post = schema_run.result(), post_run.result()
     report.phases["schema"] = round(time.monotonic() - started, 3)
     writer = TarWriter(out)
     header = {"format": FORMAT, "database": db.name, "tables": [t.to_json() for t in tables]}
