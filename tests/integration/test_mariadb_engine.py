@@ -146,12 +146,22 @@ def test_damaged_stream_is_refused(new_db) -> None:  # noqa: ANN001
     sql(["CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))", "INSERT INTO t VALUES (1, 'aaaaaaaaaa')"], name)
     data, _ = dump_bytes(database(name))
     target = new_db(PREFIX)
-    with pytest.raises(DatabaseError, match="incomplete"):
+    with pytest.raises(DatabaseError, match="incomplete or damaged"):
         parallel.restore(database(name), target, io.BytesIO(data[: len(data) // 2]), Silent())
-    target = new_db(PREFIX)
-    bad = data.replace(b"aaaaaaaaaa", b"aaaaaaaaab")
+    flipped = bytearray(data)
+    member = data.index(b"data/")
+    flipped[member + 512 + 20] ^= 0xFF  # inside the first compressed chunk
+    with pytest.raises(DatabaseError, match="damaged"):
+        parallel.restore(database(name), new_db(PREFIX), io.BytesIO(bytes(flipped)), Silent())
+    out = io.BytesIO()
+    writer = stream.TarWriter(out)
+    for member_name, content in stream.members(io.BytesIO(data)):
+        if stream.table_index(member_name) is not None:
+            content = stream.compress(stream.decompress(content).replace(b"aaaaaaaaaa", b"aaaaaaaaab"))
+        writer.add(member_name, content)
+    writer.close()
     with pytest.raises(DatabaseError, match="checksum"):
-        parallel.restore(database(name), target, io.BytesIO(bad), Silent())
+        parallel.restore(database(name), new_db(PREFIX), io.BytesIO(out.getvalue()), Silent())
 
 
 ACCOUNTS = 3000

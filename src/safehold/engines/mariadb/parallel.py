@@ -12,9 +12,10 @@ keys added, and triggers/routines/events created last so no trigger fires during
 counts and CRC32 of what was loaded are compared with the stream's report.
 
 Memory bound (dump): workers × (QUEUE_DEPTH + 1) × PIECE_BYTES (5 MiB per worker) of row pieces,
-plus about 3 × CHUNK_MAX (48 MiB) for the chunk being cut and written, plus the largest single
-row; (restore): one chunk read from the stream (≤ CHUNK_MAX, or one huge row) and at most
-2 × workers chunk files in /dev/shm or the temp folder. Both are independent of database size.
+plus (workers + 3) × CHUNK_MAX (4 MiB) for the chunk being cut and those being compressed and
+written, plus the largest single row: about 40 MiB with 2 workers; (restore): one chunk read
+from the stream and decompressed (2 × CHUNK_MAX, or one huge row) and at most 2 × workers chunk
+files in /dev/shm or the temp folder. Both are independent of database size.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import os
 import tarfile
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO
 
 import MySQLdb
+import zstandard
 
 from safehold import runner
 from safehold.engines.mariadb import client, dumptool
@@ -42,7 +45,9 @@ from safehold.engines.mariadb.stream import (
     TABLES_MEMBER,
     Chunker,
     TarWriter,
+    compress,
     data_member,
+    decompress,
     members,
     table_index,
 )
@@ -139,7 +144,7 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
                       f"on {len(snapshot.connections)} connection(s)")
         reader = ParallelReader(snapshot, tasks)
         try:
-            _write_rows(reader, tasks, writer, report, progress)
+            _write_rows(reader, tasks, writer, report, len(snapshot.connections) + 1)
         except MySQLdb.Error as exc:
             raise client.explain(exc, db.connection, db.name) from None
         finally:
@@ -160,17 +165,25 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
 
 
 def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: DatabaseReport,
-                progress: Reporter) -> None:
+                threads: int) -> None:
+    """Cut each table's rows into chunks, compress them on `threads` threads, write them in order."""
     current: Table | None = None
     chunker: Chunker | None = None
     state = {"rows": 0, "crc": 0}
+    pending: deque[tuple[int, Future[bytes]]] = deque()
+
+    def flush(keep: int) -> None:
+        while len(pending) > keep:
+            index, frame = pending.popleft()
+            data = frame.result()
+            writer.add(data_member(index), data)
+            report.bytes += len(data)
 
     def emit(chunk: bytes) -> None:
-        writer.add(data_member(current.index), chunk)
         state["rows"] += chunk.count(b"\n")
         state["crc"] = zlib.crc32(chunk, state["crc"])
-        report.bytes += len(chunk)
-        progress.advance(f"rows of {report.name}", report.bytes)
+        pending.append((current.index, pool.submit(compress, chunk)))
+        flush(threads)
 
     def close_table() -> None:
         if current is not None:
@@ -178,13 +191,15 @@ def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: 
             report.tables[current.name] = TableReport(rows=state["rows"], checksum=f"crc32:{state['crc']:08x}")
             state.update(rows=0, crc=0)
 
-    for task in tasks:
-        if task.table is not current:
-            close_table()
-            current, chunker = task.table, Chunker(emit)
-        for piece in reader.pieces(task):
-            chunker.feed(piece)
-    close_table()
+    with ThreadPoolExecutor(threads, thread_name_prefix="zstd") as pool:
+        for task in tasks:
+            if task.table is not current:
+                close_table()
+                current, chunker = task.table, Chunker(emit)
+            for piece in reader.pieces(task):
+                chunker.feed(piece)
+        close_table()
+        flush(0)
 
 
 def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> DatabaseReport:
@@ -217,21 +232,22 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
             elif name == POST_MEMBER:
                 post = data
             elif (index := table_index(name)) is not None:
+                report.bytes += len(data)
+                data = decompress(data)
                 crcs[index] = zlib.crc32(data, crcs.get(index, 0))
                 loader.submit(tables[index], data)
-                report.bytes += len(data)
                 progress.advance(f"load {into}", report.bytes)
             elif name == REPORT_MEMBER:
                 expected = json.loads(data)
     except MySQLdb.Error as exc:
         raise client.explain(exc, db.connection, into) from None
-    except tarfile.TarError:
+    except (tarfile.TarError, zstandard.ZstdError):
         expected = {}  # a cut or damaged stream: reported below like a missing report
     finally:
         if loader is not None:
             loader.finish()
     if not expected or loader is None:
-        raise DatabaseError(f"the dump of {source or into} is incomplete (no closing report)",
+        raise DatabaseError(f"the dump of {source or into} is incomplete or damaged",
                             "restore an older point; this one was cut short")
     report.phases["load"] = round(time.monotonic() - t0 - report.phases["schema"], 3)
     _finish(db, into, count, deferred, post, report)
