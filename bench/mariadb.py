@@ -132,7 +132,8 @@ def build(database: str, size_mb: int, work: Path, schema: Path) -> None:
     rng = random.Random(42)
     text = Text(rng, schema)
     with connect() as conn:
-        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
+        for suffix in ("", "_r1", "_r2", "_r3"):  # leftovers of an interrupted run
+            conn.cursor().execute(f"DROP DATABASE IF EXISTS `{database}{suffix}`")
         conn.cursor().execute(f"CREATE DATABASE `{database}`")
     sh(f"mariadb {' '.join(HOST)} {database} < {sh_quote(str(schema))}")
     conn = connect(database)
