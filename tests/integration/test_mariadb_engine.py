@@ -237,3 +237,19 @@ def test_consistent_without_reload_privilege(new_db, small_chunks) -> None:  # n
     finally:
         sql(f"DROP USER '{user}'@'%'")
     assert any("no RELOAD privilege" in note for note in report.notes)
+
+
+def test_restore_under_another_name_keeps_views_working_and_charset(new_db) -> None:  # noqa: ANN001
+    name = new_db(PREFIX)
+    sql([f"ALTER DATABASE `{name}` CHARACTER SET latin1 COLLATE latin1_swedish_ci",
+         "CREATE TABLE t (id INT PRIMARY KEY, label VARCHAR(10))", "INSERT INTO t VALUES (1, 'one')",
+         "CREATE VIEW v AS SELECT id, label FROM t", "CREATE VIEW vv AS SELECT label FROM v",
+         "CREATE DEFINER = `t_mariadb_gone`@`localhost` VIEW vo AS SELECT id FROM t"], name)
+    data, _ = dump_bytes(database(name))
+    sql(f"DROP DATABASE `{name}`")
+    target = new_db(PREFIX)
+    parallel.restore(database(name), target, io.BytesIO(data), Silent())
+    assert sql("SELECT label FROM vv", target) == [("one",)]  # the original database is gone: no stale reference
+    assert "`" + target + "`.`t`" in sql(f"SHOW CREATE VIEW `{target}`.vo")[0][1]
+    charset = sql(f"SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME='{target}'")
+    assert charset == [("latin1",)]

@@ -92,8 +92,8 @@ def _run_sql(db: Database, into: str, script: bytes) -> None:
             raise dumptool.tool_error(exc, db) from None
 
 
-def _objects(db: Database) -> tuple[list[Table], list[str], dict[str, int], str]:
-    """Tables, prefixed views (iTop), object counts and server version, read before the snapshot."""
+def _objects(db: Database) -> tuple[list[Table], list[str], dict[str, int], str, list[str]]:
+    """Tables, prefixed views (iTop), object counts, server version and database charset/collation."""
     with client.cursor(db.connection, db.name) as cur:
         tables = describe(cur, db.name, db.table_prefix)
         # Non-transactional tables first: they are read under the global lock, which ends once they are done.
@@ -110,14 +110,17 @@ def _objects(db: Database) -> tuple[list[Table], list[str], dict[str, int], str]
             counts[kind] = int(cur.fetchone()[0])
         cur.execute("SELECT VERSION()")
         version = str(cur.fetchone()[0])
-    return tables, views, counts, version
+        cur.execute("SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA"
+                    " WHERE SCHEMA_NAME=%s", (db.name,))
+        charset = [str(v) for v in cur.fetchone()]
+    return tables, views, counts, version, charset
 
 
 def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
     """Write schema, rows (parallel, one snapshot) and post-data objects of `db` as one tar stream."""
     report = DatabaseReport(key=db.key, engine="mariadb", name=db.name, method=METHOD)
     started = time.monotonic()
-    tables, views, report.objects, report.server_version = _objects(db)
+    tables, views, report.objects, report.server_version, charset = _objects(db)
     if db.table_prefix and not tables:
         raise DatabaseError(f"no tables starting with {db.table_prefix!r} in {db.name}",
                             "check the table prefix (db_subname)")
@@ -129,7 +132,7 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
         schema, post = schema_run.result(), post_run.result()
     report.phases["schema"] = round(time.monotonic() - started, 3)
     writer = TarWriter(out)
-    header = {"format": FORMAT, "database": db.name, "tables": [t.to_json() for t in tables]}
+    header = {"format": FORMAT, "database": db.name, "charset": charset, "tables": [t.to_json() for t in tables]}
     writer.add(TABLES_MEMBER, json.dumps(header, indent=1).encode())
     writer.add(SCHEMA_MEMBER, schema)
     writer.add(POST_MEMBER, post)
@@ -223,9 +226,11 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
                     raise DatabaseError("this dump was written by a newer safehold", "upgrade safehold to restore it")
                 source = header["database"]
                 tables = {t.index: t for t in map(Table.from_json, header["tables"])}
+                if not db.table_prefix:  # a whole database: give it back its defaults (new tables use them)
+                    _set_charset(db, into, header["charset"])
             elif name == SCHEMA_MEMBER:
                 text, deferred = defer(data.decode("utf-8", "surrogateescape"))
-                _create_tables(db, into, count, text)
+                _create_tables(db, into, count, text, source, report)
                 report.phases["schema"] = round(time.monotonic() - t0, 3)
                 progress.step(f"tables of {into} created; loading rows on {count} connections")
                 loader = ChunkLoader(db, into, count)
@@ -258,9 +263,22 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
     return report
 
 
-def _create_tables(db: Database, into: str, count: int, schema: str) -> None:
-    """Tables in parallel (each with the dump's session settings), then views with the mariadb client."""
+def _set_charset(db: Database, into: str, charset: list[str]) -> None:
+    character_set, collation = charset
+    with client.cursor(db.connection, into) as cur:
+        cur.execute(f"ALTER DATABASE {client.quote(into)} CHARACTER SET {character_set} COLLATE {collation}")
+
+
+def _create_tables(db: Database, into: str, count: int, schema: str, source: str, report: DatabaseReport) -> None:
+    """Tables in parallel (each with the dump's session settings), then views with the mariadb client.
+
+    The server writes view bodies with columns qualified by the database name, so a restore
+    under another name points them at the new name.
+    """
     prelude, before, sections, rest = split(schema)
+    if source and source != into and f"{client.quote(source)}." in rest:
+        rest = rest.replace(f"{client.quote(source)}.", f"{client.quote(into)}.")
+        report.notes.append(f"view definitions moved from database {source} to {into}")
     if before:
         _run_sql(db, into, (prelude + before).encode("utf-8", "surrogateescape"))
     session_settings = statements(prelude)
