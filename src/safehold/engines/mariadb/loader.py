@@ -1,9 +1,7 @@
 """Loads row chunks with LOAD DATA LOCAL INFILE on N connections, and runs per-table DDL in parallel.
 
-A chunk waits in a private temporary file (0700 folder, in /dev/shm when available) until a
-connection loads it; at most 2 × workers chunk files exist at once. Chunks of tables whose row
-order is physical (no clustered key, non-InnoDB) load one after another, in stream order, so
-the restored table lists its rows in the same order as the original.
+Compressed chunks wait in a private spool folder on disk (0700, at most SPOOL_BYTES); a lane
+decompresses one chunk at a time into a scratch file (in /dev/shm when available) and loads it.
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ import os
 import queue
 import tempfile
 import threading
+import zlib
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import MySQLdb
 
 from safehold.engines.mariadb import client
+from safehold.engines.mariadb.stream import decompress
 from safehold.engines.mariadb.tables import Table
 from safehold.models import Database
 
@@ -27,6 +27,7 @@ LOAD_SESSION = ("SET SESSION foreign_key_checks=0, unique_checks=0, sql_mode='NO
                 " time_zone='+00:00', net_read_timeout=3600, net_write_timeout=3600")
 HISTORY_SESSION = "SET SESSION system_versioning_insert_history=1"
 POLL_SECONDS = 0.5
+SPOOL_BYTES = 2 << 30  # compressed chunks read ahead of the lanes, on disk
 
 
 def session(connection: MySQLdb.Connection) -> None:
@@ -92,66 +93,110 @@ class Pool:
 
 
 class ChunkLoader:
-    """Feeds chunks to a Pool and keeps per-table loaded row counts and warnings."""
+    """Loads each table on one connection (a lane), several tables at once, reading the stream ahead.
+
+    Two connections filling one InnoDB table contend on the same index pages and gain nothing,
+    while different tables load side by side. The stream holds tables one after another, so
+    compressed chunks are spooled to a private folder on disk (at most SPOOL_BYTES) until their
+    lane takes them; each lane keeps its tables' chunks in stream order, which also keeps the
+    physical row order of tables without a clustered key.
+    """
 
     def __init__(self, db: Database, into: str, count: int) -> None:
         self.into = into
-        self.folder = scratch_folder()
+        self.spool = tempfile.mkdtemp(prefix="safehold-spool-")
+        self.scratch = scratch_folder()
         self.rows: dict[int, int] = defaultdict(int)
+        self.crcs: dict[int, int] = defaultdict(int)
         self.warnings: list[str] = []
-        self._submitted: dict[int, int] = defaultdict(int)
-        self._done: dict[int, int] = defaultdict(int)
-        self._turn = threading.Condition()
+        self.error: BaseException | None = None
+        self._lane_of: dict[int, int] = {}
         self._files = 0
-        self.pool = Pool(db, into, count, self._load)
+        self._stopped = False
+        self._spooled = 0
+        self._space = threading.Condition()
+        self.connections = [client.connect(db.connection, into, autocommit=True) for _ in range(count)]
+        for connection in self.connections:
+            session(connection)
+        self.queues: list[queue.Queue] = [queue.Queue() for _ in range(count)]
+        self.pending = [0] * count  # spooled bytes waiting per lane
+        self.threads = [threading.Thread(target=self._lane, args=(n,), daemon=True) for n in range(count)]
+        for thread in self.threads:
+            thread.start()
 
-    def submit(self, table: Table, data: bytes) -> None:
-        """Write one chunk to a scratch file and queue its load."""
-        path = os.path.join(self.folder, f"{self._files}.tsv")
+    def submit(self, table: Table, frame: bytes) -> None:
+        """Spool one compressed chunk and queue it on its table's lane (blocks while the spool is full)."""
+        with self._space:
+            while self._spooled + len(frame) > SPOOL_BYTES and self._spooled and self.error is None:
+                self._space.wait(POLL_SECONDS)
+            if self.error is not None:
+                raise self.error
+            lane = self._lane_of.setdefault(table.index, min(range(len(self.queues)), key=self.pending.__getitem__))
+            self._spooled += len(frame)
+            self.pending[lane] += len(frame)
+        path = os.path.join(self.spool, f"{self._files}.zst")
         self._files += 1
         with open(path, "wb") as handle:
-            handle.write(data)
-        sequence = self._submitted[table.index]
-        self._submitted[table.index] += 1
-        try:
-            self.pool.submit((table, path, sequence))
-        except BaseException:
-            os.unlink(path)
-            raise
+            handle.write(frame)
+        self.queues[lane].put((table, path, len(frame)))
 
-    def _load(self, connection: MySQLdb.Connection, job: object) -> None:
-        table, path, sequence = job  # type: ignore[misc]
-        try:
-            if table.ordered:
-                with self._turn:
-                    # Earlier chunks of this table were queued first, so they are loading or done.
-                    self._turn.wait_for(lambda: self._done[table.index] == sequence or self.pool.error is not None)
-                if self.pool.error is not None:
-                    return
-            cur = connection.cursor()
-            cur.execute(table.load(self.into, path))
-            loaded = max(cur.rowcount, 0)
-            warnings = []
-            if connection.warning_count():
-                cur.execute("SHOW WARNINGS LIMIT 3")
-                warnings = [f"{table.name}: {row[2]}" for row in cur.fetchall()]
-            with self._turn:
-                self.rows[table.index] += loaded
-                self.warnings += warnings
-        finally:
-            os.unlink(path)
-            with self._turn:
-                self._done[table.index] += 1
-                self._turn.notify_all()
+    def _lane(self, number: int) -> None:
+        connection = self.connections[number]
+        scratch = os.path.join(self.scratch, f"lane{number}.tsv")
+        while (job := self.queues[number].get()) is not None:
+            table, path, size = job
+            try:
+                if self.error is None:
+                    with open(path, "rb") as handle:
+                        data = decompress(handle.read())
+                    self.crcs[table.index] = zlib.crc32(data, self.crcs[table.index])
+                    with open(scratch, "wb") as handle:
+                        handle.write(data)
+                    del data
+                    self._load(connection, table, scratch)
+            except BaseException as exc:  # re-raised in the reading thread by submit/finish
+                self.error = self.error or exc
+            finally:
+                os.unlink(path)
+                with self._space:
+                    self._spooled -= size
+                    self.pending[number] -= size
+                    self._space.notify_all()
+
+    def _load(self, connection: MySQLdb.Connection, table: Table, path: str) -> None:
+        cur = connection.cursor()
+        cur.execute(table.load(self.into, path))
+        self.rows[table.index] += max(cur.rowcount, 0)
+        if connection.warning_count():
+            cur.execute("SHOW WARNINGS LIMIT 3")
+            self.warnings += [f"{table.name}: {row[2]}" for row in cur.fetchall()]
+
+    def _stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        for lane in self.queues:
+            lane.put(None)
+        for thread in self.threads:
+            thread.join()
 
     def finish(self) -> None:
-        """Wait for all loads; remove the scratch folder."""
-        try:
-            self.pool.finish()
-        finally:
-            for name in os.listdir(self.folder):
-                os.unlink(os.path.join(self.folder, name))
-            os.rmdir(self.folder)
+        """Wait until every queued chunk is loaded; raise the first failure."""
+        self._stop()
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        """Stop (skipping what is still queued after a failure), close connections, remove the folders."""
+        if not self._stopped:
+            self.error = self.error or RuntimeError("restore aborted")  # lanes skip the rest
+            self._stop()
+        for connection in self.connections:
+            connection.close()
+        for folder in (self.spool, self.scratch):
+            for name in os.listdir(folder):
+                os.unlink(os.path.join(folder, name))
+            os.rmdir(folder)
 
 
 def run_statements(db: Database, into: str, count: int, groups: list[list[str]]) -> None:

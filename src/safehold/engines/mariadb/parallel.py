@@ -7,15 +7,16 @@ content-defined chunks of a deterministic tar stream (see stream.py), ending wit
 CRC32 per table.
 
 Restore: tables are created without secondary indexes and foreign keys, chunks are loaded on N
-connections (LOAD DATA LOCAL INFILE, checks off), then indexes are built in parallel, foreign
+connections, one table per connection at a time (LOAD DATA LOCAL INFILE, checks off), then indexes are built in parallel, foreign
 keys added, and triggers/routines/events created last so no trigger fires during the load. Row
 counts and CRC32 of what was loaded are compared with the stream's report.
 
 Memory bound (dump): workers × (QUEUE_DEPTH + 1) × PIECE_BYTES (5 MiB per worker) of row pieces,
 plus (workers + 3) × CHUNK_MAX (4 MiB) for the chunk being cut and those being compressed and
-written, plus the largest single row: about 40 MiB with 2 workers; (restore): one chunk read
-from the stream and decompressed (2 × CHUNK_MAX, or one huge row) and at most 2 × workers chunk
-files in /dev/shm or the temp folder. Both are independent of database size.
+written, plus the largest single row: about 40 MiB with 2 workers; (restore): one compressed
+chunk per lane plus its decompressed scratch file (in /dev/shm when available), and on disk a
+spool of compressed chunks read ahead of the lanes, at most SPOOL_BYTES (2 GiB). Both are
+independent of database size.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ from safehold.engines.mariadb.stream import (
     TarWriter,
     compress,
     data_member,
-    decompress,
     members,
     table_index,
 )
@@ -216,7 +216,6 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
     expected: dict = {}
     deferred = []
     loader: ChunkLoader | None = None
-    crcs: dict[int, int] = {}
     t0 = time.monotonic()
     try:
         for name, data in members(stream):
@@ -238,25 +237,25 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
                 post = data
             elif (index := table_index(name)) is not None:
                 report.bytes += len(data)
-                data = decompress(data)
-                crcs[index] = zlib.crc32(data, crcs.get(index, 0))
                 loader.submit(tables[index], data)
                 progress.advance(f"load {into}", report.bytes)
             elif name == REPORT_MEMBER:
                 expected = json.loads(data)
+        if loader is not None:
+            loader.finish()
     except MySQLdb.Error as exc:
         raise client.explain(exc, db.connection, into) from None
     except (tarfile.TarError, zstandard.ZstdError):
         expected = {}  # a cut or damaged stream: reported below like a missing report
     finally:
         if loader is not None:
-            loader.finish()
+            loader.close()
     if not expected or loader is None:
         raise DatabaseError(f"the dump of {source or into} is incomplete or damaged",
                             "restore an older point; this one was cut short")
     report.phases["load"] = round(time.monotonic() - t0 - report.phases["schema"], 3)
     _finish(db, into, count, deferred, post, report)
-    _check(tables, loader, crcs, expected, report, progress)
+    _check(tables, loader, expected, report, progress)
     if source and source != into and f"`{source}`.".encode() in post:
         report.notes.append(f"triggers/routines/events name the original database `{source}`; "
                             "check them after restoring under another name")
@@ -310,11 +309,11 @@ def _finish(db: Database, into: str, count: int, deferred: list, post: bytes, re
     report.phases["post-data objects"] = round(time.monotonic() - t2, 3)
 
 
-def _check(tables: dict[int, Table], loader: ChunkLoader, crcs: dict[int, int], expected: dict,
+def _check(tables: dict[int, Table], loader: ChunkLoader, expected: dict,
            report: DatabaseReport, progress: Reporter) -> None:
     """Compare loaded rows and checksums with the stream's report; anything off is a warning and a note."""
     for index, table in sorted(tables.items()):
-        checksum = f"crc32:{crcs.get(index, 0):08x}"
+        checksum = f"crc32:{loader.crcs.get(index, 0):08x}"
         report.tables[table.name] = TableReport(rows=loader.rows.get(index, 0), checksum=checksum)
         want = expected["tables"].get(table.name, {})
         if want.get("checksum") != checksum:
