@@ -37,6 +37,7 @@ MYDUMPER_HOST = "-h 127.0.0.1 -P 3306 -u root"  # mydumper/myloader do not parse
 DUMP = ["mariadb-dump", *HOST, "--single-transaction", "--routines", "--events", "--triggers", "--hex-blob",
         "--quick", "--max-allowed-packet=1G"]
 SHARES = {"ticket_replies": 0.50, "logs": 0.25, "tickets": 0.22}  # of the requested size; the rest is small tables
+SETTLED_DIRTY_PAGES = 2000  # 32 MiB of 16 KiB pages; other users of the server keep some pages dirty
 NOTES_MARKER = "<!-- notes: kept across runs -->"
 ROW_BYTES = {"ticket_replies": 2000, "logs": 250, "tickets": 1500}
 
@@ -59,9 +60,22 @@ class Measure:
     size_mb: float | None = None
 
 
+def settle(limit_seconds: float = 60) -> None:
+    """Wait until InnoDB has written back the dirty pages of earlier steps, so each run starts equal."""
+    deadline = time.monotonic() + limit_seconds
+    with connect() as conn:
+        cur = conn.cursor()
+        while time.monotonic() < deadline:
+            cur.execute("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'")
+            if int(cur.fetchone()[1]) < SETTLED_DIRTY_PAGES:
+                return
+            time.sleep(2)
+
+
 def timed(label: str, command: str, env: dict[str, str] | None = None, size: Path | None = None) -> Measure:
     """Wall time and peak RSS (largest process of the pipeline, via GNU time) of one shell command."""
     sh("sync")
+    settle()
     rss_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-rss-{os.getpid()}"
     started = time.monotonic()
     sh(f"/usr/bin/time -o {rss_file} -f %M bash -o pipefail -c {sh_quote(command)}", env)
@@ -73,14 +87,17 @@ def timed(label: str, command: str, env: dict[str, str] | None = None, size: Pat
     return measure
 
 
-def best(runs: int, label: str, command: str, reset: str, env: dict[str, str] | None = None,
-         size: Path | None = None) -> Measure:
-    """The fastest of `runs` attempts, each after `reset` (a shell command restoring the starting state)."""
-    results = []
-    for _ in range(runs):
-        sh(reset, env)
-        results.append(timed(label, command, env, size))
-    return min(results, key=lambda m: m.seconds)
+def best_of(runs: int, plans: list[tuple], env: dict[str, str] | None = None) -> list[Measure]:
+    """Fastest of `runs` attempts per (label, command, reset shell command, size path) plan.
+
+    Attempts alternate the order of the tools, so none always runs right after another's writes.
+    """
+    results: dict[str, list[Measure]] = {plan[0]: [] for plan in plans}
+    for attempt in range(runs):
+        for label, command, reset, size in plans if attempt % 2 == 0 else reversed(plans):
+            sh(reset, env)
+            results[label].append(timed(label, command, env, size))
+    return [min(results[plan[0]], key=lambda m: m.seconds) for plan in plans]
 
 
 def sh_quote(text: str) -> str:
@@ -269,29 +286,26 @@ names = ["{db}"]\n""")
     init_repo = f"rm -rf {work}/repo {work}/state && restic init -q -r {work}/repo"
     init_dumprepo = f"rm -rf {work}/dumprepo && restic init -q"
     runs = args.runs
-    backups = [
-        best(runs, "safehold backup (parallel, into restic)", f"{safehold} backup itflow --config {config}",
-             init_repo, restic_env, size=work / "repo"),
-        best(runs, "mariadb-dump | gzip -9", f"{dump_cmd} {db} | gzip -9 > {work}/dump.sql.gz", "true",
-             size=work / "dump.sql.gz"),
-        best(runs, "mariadb-dump | zstd -3", f"{dump_cmd} {db} | zstd -3 -q > {work}/dump.sql.zst", "true",
-             size=work / "dump.sql.zst"),
-        best(runs, "mydumper -t 2 -c", f"mydumper {MYDUMPER_HOST} -t 2 -c -B {db} -o {work}/mydumper",
-             f"rm -rf {work}/mydumper", size=work / "mydumper"),
-        best(runs, "mariadb-dump | restic backup --stdin",
-             f"{dump_cmd} {db} | restic backup --stdin --stdin-filename {db}.sql -q", init_dumprepo, restic_env,
-             size=work / "dumprepo"),
-    ]
+    backups = best_of(runs, [
+        ("safehold backup (parallel, into restic)", f"{safehold} backup itflow --config {config}", init_repo,
+         work / "repo"),
+        ("mariadb-dump | gzip -9", f"{dump_cmd} {db} | gzip -9 > {work}/dump.sql.gz", "true", work / "dump.sql.gz"),
+        ("mariadb-dump | zstd -3", f"{dump_cmd} {db} | zstd -3 -q > {work}/dump.sql.zst", "true",
+         work / "dump.sql.zst"),
+        ("mydumper -t 2 -c", f"mydumper {MYDUMPER_HOST} -t 2 -c -B {db} -o {work}/mydumper",
+         f"rm -rf {work}/mydumper", work / "mydumper"),
+        ("mariadb-dump | restic backup --stdin",
+         f"{dump_cmd} {db} | restic backup --stdin --stdin-filename {db}.sql -q", init_dumprepo, work / "dumprepo"),
+    ], restic_env)
     drop = "mariadb " + host + " -e 'DROP DATABASE IF EXISTS {}'"
-    restores = [
-        best(runs, "safehold restore", f"{safehold} restore itflow latest --to-db {db}_r1 --config {config}",
-             drop.format(f"{db}_r1")),
-        best(runs, "gunzip | mariadb", f"mariadb {host} -e 'CREATE DATABASE {db}_r2' && "
-                                       f"gunzip < {work}/dump.sql.gz | mariadb {host} {db}_r2",
-             drop.format(f"{db}_r2")),
-        best(runs, "myloader -t 2", f"myloader {MYDUMPER_HOST} -t 2 -d {work}/mydumper -B {db}_r3",
-             drop.format(f"{db}_r3")),
-    ]
+    restores = best_of(runs, [
+        ("safehold restore", f"{safehold} restore itflow latest --to-db {db}_r1 --config {config}",
+         drop.format(f"{db}_r1"), None),
+        ("gunzip | mariadb", f"mariadb {host} -e 'CREATE DATABASE {db}_r2' && "
+                             f"gunzip < {work}/dump.sql.gz | mariadb {host} {db}_r2", drop.format(f"{db}_r2"), None),
+        ("myloader -t 2", f"myloader {MYDUMPER_HOST} -t 2 -d {work}/mydumper -B {db}_r3", drop.format(f"{db}_r3"),
+         None),
+    ])
     # The copy was restored under another name: only the header and that name may differ.
     same = subprocess.run(f"cmp <({dump_cmd} --skip-dump-date {db} | sed 1,6d) "
                           f"<({dump_cmd} --skip-dump-date {db}_r1 | sed -e 1,6d -e 's/{db}_r1/{db}/g')", shell=True,
