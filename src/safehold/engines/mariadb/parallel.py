@@ -7,9 +7,10 @@ content-defined chunks of a deterministic tar stream (see stream.py), ending wit
 CRC32 per table.
 
 Restore: tables are created without secondary indexes and foreign keys, chunks are loaded on N
-connections, one table per connection at a time (LOAD DATA LOCAL INFILE, checks off), then indexes are built in parallel, foreign
-keys added, and triggers/routines/events created last so no trigger fires during the load. Row
-counts and CRC32 of what was loaded are compared with the stream's report.
+connections, one table per connection at a time (LOAD DATA LOCAL INFILE, checks off), then
+indexes are built in parallel, foreign keys added, and triggers/routines/events created last so
+no trigger fires during the load. Row counts and CRC32 of what was loaded are compared with the
+stream's report.
 
 Memory bound (dump): workers × (QUEUE_DEPTH + 1) × PIECE_BYTES (5 MiB per worker) of row pieces,
 plus (workers + 3) × CHUNK_MAX (4 MiB) for the chunk being cut and those being compressed and

@@ -17,8 +17,9 @@ import MySQLdb
 from safehold.engines.mariadb import client
 from safehold.models import Database
 
-SESSION = ("SET SESSION net_write_timeout=3600, net_read_timeout=3600, time_zone='+00:00',"
-           " lock_wait_timeout=120, tx_isolation='REPEATABLE-READ'")
+SESSION = ("SET SESSION net_write_timeout=3600, net_read_timeout=3600, time_zone='+00:00', lock_wait_timeout=120",
+           # Its own statement: MariaDB and MySQL 8 name the variable differently, this form works on both.
+           "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 NO_PRIVILEGE = {1044, 1045, 1142, 1227}
 
 
@@ -41,7 +42,8 @@ class Snapshot:
     def _open(self, count: int) -> None:
         self.connections = [client.connect(self.db.connection, self.db.name) for _ in range(count)]
         for connection in self.connections:
-            connection.cursor().execute(SESSION)
+            for statement in SESSION:
+                connection.cursor().execute(statement)
         if count > 1:
             try:
                 self.connections[0].cursor().execute("FLUSH TABLES WITH READ LOCK")
