@@ -103,6 +103,22 @@ def repo(tmp_path: Path, restic: str) -> dict[str, str]:
     return {"url": str(tmp_path / "repo"), "password_file": str(password), "password": password.read_text()}
 
 
+def write_config(tmp_path: Path, repo: dict[str, str], body: str, name: str = "safehold.toml",
+                 settings: str = "") -> Path:
+    """A config with a state dir in tmp_path, repository `main` = `repo`, and `body` appended;
+    `settings` adds lines to [settings]."""
+    path = tmp_path / name
+    path.write_text(f"""
+[settings]
+state_dir = "{tmp_path / 'state'}"
+{settings}
+[repositories.main]
+url = "{repo['url']}"
+password = "file:{repo['password_file']}"
+{body}""")
+    return path
+
+
 def run_cli(*args: str, config: Path | None = None, env: dict[str, str] | None = None,
             timeout: float = 600, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run `python -m safehold ARGS` the way a user would; returns the completed process."""

@@ -26,6 +26,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable result o
 InstanceArg = Annotated[str | None, typer.Argument(help="instance name (default: all)")]
 
 out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
 
 
 def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[Any], None],
@@ -40,11 +41,11 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
         if json_out:
             print(dumps({"ok": False, "error": exc.message, "hint": exc.hint}))
         else:
-            Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc.line()}", soft_wrap=True)
+            err.print(f"[bold red]error:[/] {exc.line()}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         reporter.close()
-        Console(stderr=True).print("[bold red]interrupted[/]: the last complete recovery point is untouched")
+        err.print("[bold red]interrupted[/]: the last complete recovery point is untouched")
         raise typer.Exit(130) from None
     reporter.close()
     if json_out:
@@ -116,7 +117,7 @@ def backup(instance: InstanceArg = None, config: ConfigOpt = None, json_out: Jso
                 out.print(f"[green]ok[/] {res['instance']}: point {res['run_id']} in {res['repository']}, "
                           f"{res['bytes_added'] / 1e6:.2f} MB added, {res['seconds']} s")
             else:
-                out.print(f"[red]failed[/] {res['instance']}: {res['error']}")
+                err.print(f"[bold red]error:[/] {res['instance']}: {res['error']}", soft_wrap=True)
 
     def code(results: list[dict[str, Any]]) -> int:
         failed = [r for r in results if r["result"] != "ok"]
@@ -228,8 +229,251 @@ def prune(instance: InstanceArg = None,
             verb = "would remove" if row["dry_run"] else "removed"
             out.print(f"{row['instance']}@{row['repository']}: keep {len(row['keep'])}, {verb} "
                       f"{len(row['remove'])}: {', '.join(row['remove']) or '-'}")
+            if row["dry_run"]:
+                for run in row["keep"]:
+                    out.print(f"  keep {run} ({', '.join(row['why'][run])})")
 
     _run(json_out, lambda r: do_prune(_load(config), instance, r, dry_run), render)
+
+
+key_app = typer.Typer(no_args_is_help=True, help="Application keys: escrow and check them.")
+app.add_typer(key_app, name="key")
+
+
+@key_app.command("escrow")
+def key_escrow(
+    instance: Annotated[str, typer.Argument(help="instance name (an ITFlow instance)")],
+    password_ref: Annotated[str | None, typer.Option("--password-ref", help="env:NAME or file:PATH holding the "
+                                                     "admin's ITFlow password (default: prompt)")] = None,
+    user: Annotated[str | None, typer.Option(help="email of the ITFlow account (default: try each)")] = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Unwrap ITFlow's master key with an admin password, prove it, keep it for every point."""
+    from safehold.actions.keys import escrow
+    from safehold.secrets import Secret, resolve
+
+    def action(reporter: Reporter) -> dict[str, Any]:
+        cfg = _load(config)
+        if password_ref:
+            password = resolve(password_ref, "--password-ref")
+        else:
+            password = Secret(typer.prompt("ITFlow password of an admin account", hide_input=True), "prompt")
+        return escrow(cfg, instance, password, user, reporter)
+
+    _run(json_out, action, lambda res: out.print(
+        f"[green]master key escrowed[/] for {res['instance']} (account {res['user']}); "
+        + (f"it decrypts credential #{res['proved_on_credential']}" if res["proved_on_credential"] else
+           "no credential stored yet to test it on"), soft_wrap=True))
+
+
+@key_app.command("verify")
+def key_verify(
+    instance: Annotated[str, typer.Argument(help="instance name")],
+    run: Annotated[str | None, typer.Argument(help="check the keys inside this point (default: escrowed)")] = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Prove the escrowed keys (or a point's keys) still unlock the live instance's data."""
+    from safehold.actions.keys import verify as verify_keys
+
+    def render(res: dict[str, Any]) -> None:
+        for problem in res["problems"]:
+            out.print(f"[red]problem:[/] {problem}", soft_wrap=True)
+        if res["ok"]:
+            out.print(f"[green]keys ok[/] ({', '.join(res['keys']) or 'none'}) from the {res['source']}",
+                      soft_wrap=True)
+
+    _run(json_out, lambda r: verify_keys(_load(config), instance, run, r), render,
+         lambda res: 0 if res["ok"] else EXIT_FAILED)
+
+
+@app.command()
+def drill(instance: InstanceArg = None,
+          run: Annotated[str | None, typer.Option("--run", help="run id to drill (default: the newest point)")] = None,
+          config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Test-restore a point into scratch space, compare it with its manifest, measure RTO/RPO."""
+    from safehold.actions.drill import drill as do_drill
+
+    def render(results: list[dict[str, Any]]) -> None:
+        for res in results:
+            _table(f"drill {res['instance']} point {res['run_id'] or '-'}", ["check", "result", "detail"],
+                   [[c["check"], "ok" if c["ok"] else "FAILED", c["detail"]] for c in res["checks"]])
+            for problem in res["problems"]:
+                out.print(f"[red]problem:[/] {problem}")
+            phases = ", ".join(f"{k} {v:.2f} s" for k, v in res["phases"].items()) or "-"
+            rpo = f"{res['rpo_seconds'] / 3600:.1f} h" if res.get("rpo_seconds") is not None else "-"
+            verdict = "[green]drill passed[/]" if res["ok"] else "[red]drill FAILED[/]"
+            out.print(f"{verdict} {res['instance']}: RTO {res['rto_seconds']:.2f} s ({phases}); point age (RPO) {rpo}")
+
+    def code(results: list[dict[str, Any]]) -> int:
+        failed = [r for r in results if not r["ok"]]
+        return 0 if not failed else EXIT_FAILED if len(failed) == len(results) else EXIT_PARTIAL
+
+    _run(json_out, lambda r: do_drill(_load(config), instance, r, run), render, code)
+
+
+@app.command()
+def report(instance: InstanceArg = None,
+           html: Annotated[Path | None, typer.Option("--html", help="write the printable HTML page here")] = None,
+           days: Annotated[int, typer.Option(help="period the report covers, in days", min=1)] = 30,
+           config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Recovery report: points kept, last backup, last drill (RTO/RPO), failures, history chart."""
+    from safehold.actions.report import report as do_report
+
+    def render(data: dict[str, Any]) -> None:
+        for inst in data["instances"]:
+            drill_res = inst["last_drill"]
+            last = inst["last_backup"]
+            out.print(f"[bold]{inst['name']}[/] ({inst['app']}): "
+                      + ", ".join(f"{r['name']} {r['points'] if r['error'] is None else 'unreachable'} point(s)"
+                                  for r in inst["repositories"]))
+            out.print(f"  last backup: {last['run_id'] + ' ' + str(last['started'])[:16] if last else 'none'}")
+            out.print("  last drill: " + ("none" if not drill_res else
+                      f"{'passed' if drill_res['ok'] else 'FAILED'}, RTO {drill_res['rto_seconds']:.1f} s"))
+            for failure in inst["failures"]:
+                out.print(f"  [red]{failure['what']}[/] {str(failure['when'])[:16]}: {failure['message']}")
+        if data.get("html"):
+            out.print(f"wrote {data['html']}")
+
+    _run(json_out, lambda r: do_report(_load(config), instance, html, days), render)
+
+
+user_app = typer.Typer(help="Accounts of the web console.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="user name")],
+    role: Annotated[str, typer.Option(help="viewer (read-only) or operator (backup, restore, verify, drill)")],
+    password_ref: Annotated[str | None, typer.Option(help="env:NAME or file:PATH holding the password "
+                                                          "(default: ask)")] = None,
+    replace: Annotated[bool, typer.Option(help="reset the password and role of an existing user")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a console account; the password is asked for, or read from a secret reference."""
+    from safehold.secrets import resolve
+    from safehold.web.store import Store
+
+    def action(reporter: Reporter) -> dict[str, str]:
+        cfg = _load(config)
+        if password_ref:
+            password = resolve(password_ref, "--password-ref").reveal()
+        else:
+            password = typer.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True)
+        Store(cfg.state_dir).add_user(name, role, password, replace=replace)
+        return {"user": name, "role": role}
+
+    _run(False, action, lambda res: out.print(f"user {res['user']} ({res['role']}) saved"))
+
+def _mb(value: int | None) -> str | None:
+    return None if value is None else f"{value / 1e6:.2f}"
+
+
+@app.command()
+def history(instance: Annotated[str | None, typer.Argument(help="instance name (default: all)")] = None,
+            kind: Annotated[str | None, typer.Option(help="backup, drill, prune or restore")] = None,
+            limit: Annotated[int, typer.Option(help="how many runs")] = 30,
+            config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Past runs (backups, drills, prunes, restores) with their result, size and error, newest first."""
+    from safehold.history import History
+
+    def action(_: Reporter) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in History(_load(config).state_dir).runs(instance, kind, limit)]
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        # One line per run rather than a table: the error is the point and must never be cut off.
+        colour = {"ok": "green", "failed": "red", "partial": "yellow", "running": "cyan"}
+        if not rows:
+            out.print("no runs recorded yet")
+        for r in rows:
+            size = f" +{_mb(r['bytes_added'])} MB of {_mb(r['bytes_total'])} MB" if r["bytes_total"] is not None else ""
+            took = f" {r['duration']:.1f} s" if r["duration"] is not None else ""
+            line = f"{r['started'][:19].replace('T', ' ')}  {r['instance']}  {r['kind']}  " \
+                   f"[{colour.get(r['result'], 'white')}]{r['result']}[/]{took}{size}"
+            out.print(line + (f"  {r['error']}" if r["error"] else ""), soft_wrap=True)
+
+    _run(json_out, action, render)
+
+
+@app.command()
+def check(instance: InstanceArg = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Monitoring: freshness, last result, size anomaly, drill, off-host copy. Nagios exit codes 0/1/2/3."""
+    from safehold.actions.check import UNKNOWN
+    from safehold.actions.check import check as do_check
+
+    try:
+        result = do_check(_load(config), instance)
+    except SafeholdError as exc:
+        result = {"status": "UNKNOWN", "code": UNKNOWN, "line": f"SAFEHOLD UNKNOWN - {exc.line()}", "instances": []}
+    print(dumps(result) if json_out else result["line"])
+    raise typer.Exit(result["code"])
+
+
+@app.command()
+def serve(config: ConfigOpt = None,
+          listen: Annotated[str | None, typer.Option(help="HOST:PORT of the console (default: web.listen, "
+                                                          "127.0.0.1:8750)")] = None,
+          no_web: Annotated[bool, typer.Option("--no-web", help="run the schedules only, no console")] = False,
+          tick: Annotated[float, typer.Option(help="seconds between schedule checks")] = 1.0,
+          workers: Annotated[int, typer.Option(help="jobs that may run at once")] = 2) -> None:
+    """Run the schedules (re-reading the config every tick) and the web console until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from safehold.scheduler import Scheduler
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        path = config_module.find_config(config)
+        loaded = config_module.load(path)
+    except SafeholdError as exc:
+        err.print(f"[bold red]error:[/] {exc.line()}", soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    reporter = Reporter("plain")
+    scheduler = Scheduler(path, reporter, tick_seconds=tick, workers=workers)
+    for job in scheduler.next_runs():
+        reporter.step(f"{job['kind']} of {job['instance']}: {job['schedule']}, next {job['next']}")
+    if not no_web:
+        from safehold.web.server import serve as serve_console
+
+        # uvicorn stops on SIGTERM and then re-raises it; a handler here makes that a clean exit 0.
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        # Console jobs share the scheduler's pool, so "Backup now" and scheduled runs queue together.
+        _run(False, lambda r: serve_console(loaded, listen, services=[scheduler], pool=scheduler.pool),
+             lambda res: None)
+        return
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    scheduler.start()
+    done.wait()
+    reporter.step("stopping: waiting for running jobs to finish")
+    scheduler.stop()
+
+
+schedule_app = typer.Typer(help="Schedules: install systemd timers or a cron file.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.command("install")
+def schedule_install(
+    folder: Annotated[Path, typer.Option("--dir", help="where to write the units / cron file")],
+    fmt: Annotated[str, typer.Option("--format", help="systemd or cron")] = "systemd",
+    user: Annotated[str | None, typer.Option(help="run the jobs as this user")] = None,
+    config: ConfigOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Write systemd service+timer units (OnCalendar) or a cron file for every enabled schedule."""
+    from safehold.actions.schedule_install import install
+
+    def render(res: dict[str, Any]) -> None:
+        out.print(f"wrote {', '.join(res['written']) or 'nothing'} in {res['folder']}")
+        if res["skipped_disabled"]:
+            out.print(f"[yellow]disabled, not installed:[/] {', '.join(res['skipped_disabled'])}")
+        out.print(f"next: {res['next']}")
+
+    _run(json_out, lambda r: install(_load(config), folder, fmt, user), render)
 
 
 def main() -> None:

@@ -89,12 +89,34 @@ class ScheduleConfig(Model):
     cron: str | None = None
     timezone: str = "UTC"
     drill: str | None = Field(default=None, description="cron expression for scheduled drills")
+    max_age_hours: float | None = Field(
+        default=None, gt=0, description="check: a point older than this is stale (default: schedule gap + 2 h)")
 
     @field_validator("time")
     @classmethod
     def _time(cls, value: str) -> str:
         if not re.match(r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$", value):
             raise ValueError("must be HH:MM (24h)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)") from None
+        return value
+
+    @field_validator("cron", "drill")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        from croniter import croniter
+
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a cron expression (minute hour day month weekday [second])")
         return value
 
 
@@ -107,6 +129,7 @@ class RetentionConfig(Model):
     weekly: int | None = Field(default=None, ge=0)
     monthly: int | None = Field(default=None, ge=0)
     yearly: int | None = Field(default=None, ge=0)
+    after_backup: bool = Field(default=True, description="apply after each successful backup, never a failed one")
 
 
 class QuiesceConfig(Model):
@@ -115,6 +138,19 @@ class QuiesceConfig(Model):
     stop: list[list[str]] = Field(default_factory=list)
     start: list[list[str]] = Field(default_factory=list)
     enabled: bool = True
+
+
+class ScratchServerConfig(Model):
+    """A MariaDB server where `safehold drill` may create its scratch databases (instead of the instance's own)."""
+
+    engine: Literal["mariadb"] = "mariadb"
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    socket: str | None = None
+    user: str | None = None
+    password: SecretRef | None = None
+
+    _secret_password = field_validator("password")(_check_secret)
 
 
 class InstanceConfig(Model):
@@ -132,6 +168,8 @@ class InstanceConfig(Model):
     quiesce: QuiesceConfig = Field(default_factory=QuiesceConfig)
     owner: str | None = Field(default=None, description="user:group the app's files belong to")
     drill_interval_hours: int = Field(default=8 * 24, ge=1)
+    drill_server: ScratchServerConfig | None = Field(
+        default=None, description="server for drill scratch databases (default: the instance's own server)")
 
     @model_validator(mode="after")
     def _shape(self) -> InstanceConfig:
@@ -143,11 +181,41 @@ class InstanceConfig(Model):
         return self
 
 
+class ItopTicketConfig(Model):
+    """Open an iTop ticket through its REST/JSON API (`core/create`) when a run fails."""
+
+    url: str = Field(description="iTop root, e.g. https://itop.example/ (webservices/rest.php is appended)")
+    user: str
+    password: SecretRef
+    ticket_class: Literal["Incident", "UserRequest"] = "UserRequest"
+    org_id: str | int = Field(description="organization key or OQL, e.g. \"SELECT Organization WHERE name='IT'\"")
+    caller_id: str | int | None = None
+    fields: dict[str, str | int] = Field(default_factory=dict, description="extra ticket fields (impact, urgency...)")
+    api_version: str = "1.3"
+
+    _secret_password = field_validator("password")(_check_secret)
+
+
+class ItflowTicketConfig(Model):
+    """Open an ITFlow ticket through its API (`/api/v1/tickets/create.php`) when a run fails."""
+
+    url: str = Field(description="ITFlow root, e.g. https://itflow.example/")
+    api_key: SecretRef
+    client_id: int = 0
+    contact_id: int = 0
+    priority: Literal["Low", "Medium", "High", "Urgent"] = "High"
+
+    _secret_key = field_validator("api_key")(_check_secret)
+
+
 class NotifyConfig(Model):
     """Where failures (and optionally successes) are announced."""
 
     urls: list[SecretRef | str] = Field(default_factory=list, description="apprise URLs or secret refs to them")
     on_success: bool = False
+    on_recovery: bool = True
+    itop: ItopTicketConfig | None = None
+    itflow: ItflowTicketConfig | None = None
 
 
 class ExportConfig(Model):

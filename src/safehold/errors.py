@@ -18,6 +18,9 @@ class SafeholdError(Exception):
         self.message = message
         self.hint = hint
 
+    def __str__(self) -> str:
+        return self.line()
+
     def line(self) -> str:
         """The single line shown to the user."""
         return f"{self.message} — {self.hint}" if self.hint else self.message

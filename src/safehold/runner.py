@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -22,6 +23,7 @@ from safehold.secrets import Secret
 log = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 40
+SECRET_FD = re.compile(r"/dev/fd/(\d+)")
 
 
 class ProcessFailed(Exception):
@@ -116,8 +118,11 @@ def start(
     """Start a child; `env` is added to a copy of os.environ. Secrets must never be in argv."""
     for secret in secrets:
         value = secret.reveal()
-        assert not any(value and value in arg for arg in argv), "secret in argv"
+        if value and any(value in arg for arg in argv):
+            raise RuntimeError(f"refusing to start {argv[0]}: a secret would be visible in its argv")
     full_env = {**os.environ, **(env or {})}
+    # Secrets are handed over as /dev/fd/N memfds (see secrets.secret_files): pass exactly those.
+    pass_fds = sorted({int(m) for text in [*argv, *(env or {}).values()] for m in SECRET_FD.findall(text)})
     log.debug("start %s", " ".join(argv))
     try:
         popen = subprocess.Popen(
@@ -127,6 +132,7 @@ def start(
             stderr=subprocess.PIPE,
             env=full_env,
             cwd=cwd,
+            pass_fds=pass_fds,
         )
     except FileNotFoundError:
         raise ProcessFailed(what or argv[0], 127, f"{argv[0]}: command not found") from None
@@ -168,3 +174,51 @@ def run(
     out = child.stdout.read()
     child.wait(check=check)
     return out
+
+
+COPY_BUFFER = 1 << 20
+
+
+def stream_out(argv: Sequence[str], sink: IO[bytes], *, what: str, env: dict[str, str] | None = None,
+               secrets: Sequence[Secret] = (), on_bytes: Callable[[int], None] | None = None) -> int:
+    """Run a child and copy its stdout into `sink` (a dump into the repository); returns the bytes.
+
+    If writing to the sink fails the child is killed; a non-zero exit raises ProcessFailed.
+    """
+    child = start(argv, what=what, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, secrets=secrets)
+    total = 0
+    try:
+        while block := child.stdout.read(COPY_BUFFER):
+            sink.write(block)
+            total += len(block)
+            if on_bytes:
+                on_bytes(total)
+    except BaseException:
+        child.kill()
+        raise
+    child.wait()
+    return total
+
+
+def stream_in(argv: Sequence[str], source: IO[bytes], *, what: str, env: dict[str, str] | None = None,
+              secrets: Sequence[Secret] = (), on_bytes: Callable[[int], None] | None = None) -> int:
+    """Run a child and feed `source` to its stdin (a dump into a database loader); returns the bytes.
+
+    A child that stops reading early is reported through its exit status, not as a broken pipe.
+    """
+    child = start(argv, what=what, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, secrets=secrets)
+    total = 0
+    try:
+        while block := source.read(COPY_BUFFER):
+            child.stdin.write(block)
+            total += len(block)
+            if on_bytes:
+                on_bytes(total)
+        child.stdin.close()
+    except BrokenPipeError:
+        pass
+    except BaseException:
+        child.kill()
+        raise
+    child.wait()
+    return total

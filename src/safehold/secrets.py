@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,11 +85,27 @@ def write_private(path: Path, data: str | bytes) -> None:
 
 @contextlib.contextmanager
 def secret_files(**secrets: Secret) -> Iterator[dict[str, Path]]:
-    """Materialise secrets as 0600 files in a private 0700 folder for a child process's lifetime."""
-    with tempfile.TemporaryDirectory(prefix="safehold-secret-") as folder:
-        os.chmod(folder, 0o700)
-        paths: dict[str, Path] = {}
+    """Secrets as file paths (`/dev/fd/N`) for a child process's lifetime, never written to disk.
+
+    Each secret lives in an anonymous in-memory file (memfd, mode 0600) that disappears with the
+    last process holding it, so even a SIGKILLed run leaves no password file behind. The runner
+    passes these descriptors to the children whose argv or environment name them.
+    """
+    fds: dict[str, int] = {}
+    try:
         for name, secret in secrets.items():
-            paths[name] = Path(folder) / name
-            write_private(paths[name], secret.reveal() + "\n")
-        yield paths
+            fd = os.memfd_create(f"safehold-{name}", os.MFD_CLOEXEC)
+            os.fchmod(fd, 0o600)
+            os.write(fd, (secret.reveal() + "\n").encode())
+            fds[name] = fd
+        yield {name: Path(f"/dev/fd/{fd}") for name, fd in fds.items()}
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def secret_text_file(name: str, text: str) -> Iterator[Path]:
+    """Like secret_files, for a whole secret document (an option file, a pgpass file)."""
+    with secret_files(**{name: Secret(text.rstrip("\n"))}) as paths:
+        yield paths[name]

@@ -15,9 +15,12 @@ import time
 from typing import IO
 
 from safehold import __version__
-from safehold.actions.common import describe, open_repository, tree_stats
+from safehold.actions.common import describe, open_repository
+from safehold.apps.quiesce import resume_leftovers
 from safehold.config import Config
 from safehold.engines import engine_for
+from safehold.errors import ConfigError, SafeholdError
+from safehold.files import sample_hashes, tree_stats
 from safehold.lock import instance_lock
 from safehold.models import DatabaseReport, Instance
 from safehold.output import Reporter
@@ -77,15 +80,40 @@ def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest
     summary = repo.backup_paths([p for p, _ in present], [*tags, "part=files"], instance.exclude, reporter, "files")
     manifest.files_snapshot = summary.snapshot_id
     for path, kind in present:
-        count, size = tree_stats(path.resolve() if kind == "files" else path, instance.exclude)
-        manifest.trees.append(TreeEntry(root=str(path), kind=kind, files=count, bytes=size))
+        counted = path.resolve() if kind == "files" else path
+        count, size = tree_stats(counted, instance.exclude)
+        manifest.trees.append(TreeEntry(root=str(path), kind=kind, files=count, bytes=size,
+                                        samples=sample_hashes(counted, instance.exclude)))
     return summary.data_added
 
 
 def backup_instance(config: Config, name: str, reporter: Reporter, safety_point: bool = False,
-                    only_databases: bool = False) -> dict[str, object]:
-    """Make one recovery point of instance `name` in its first repository; return a summary."""
+                    databases: set[str] | None = None, with_files: bool = True) -> dict[str, object]:
+    """Make one recovery point of instance `name` in its first repository; return a summary.
+
+    A safety point (taken by restore before overwriting) passes `databases` (names to include)
+    and `with_files`, so it saves exactly what is about to be overwritten. Other runs are recorded
+    in the run history (failures too) and followed by retention, notifications and metrics; a
+    safety point is part of the restore that makes it, so it is not a run of its own.
+    """
+    if safety_point:
+        return _backup(config, name, reporter, safety_point, databases, with_files)
+    from safehold.actions.tracked import tracked
+
+    with tracked(config, name, "backup", reporter) as record:
+        result = _backup(config, name, reporter, safety_point, databases, with_files)
+        record.bytes_added, record.bytes_total = int(result["bytes_added"]), int(result["bytes_total"])
+        record.details = {"run_id": result["run_id"], "repository": result["repository"],
+                          "warnings": result["warnings"]}
+    return result
+
+
+def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, databases: set[str] | None,
+            with_files: bool) -> dict[str, object]:
+    resume_leftovers(config.state_dir, reporter)
     instance, profile, instance_config = describe(config, name)
+    if databases is not None:
+        instance.databases = [db for db in instance.databases if db.name in databases]
     repo = open_repository(config, instance_config.repositories[0])
     run_id = new_run_id()
     # A safety point runs inside a restore that already holds the instance lock.
@@ -93,11 +121,11 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
         config.state_dir, name, run_id, "backup", reporter, config.settings.lock_wait_seconds)
     with lock:
         return _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
-                              safety_point, only_databases)
+                              safety_point, with_files)
 
 
 def _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter, safety_point,
-                   only_databases) -> dict[str, object]:  # noqa: ANN001 - internal continuation
+                   with_files) -> dict[str, object]:  # noqa: ANN001 - internal continuation
     started = time.monotonic()
     repo.ensure(reporter)
     manifest = Manifest(run_id=run_id, instance=instance.name, app=instance.app, app_version=instance.app_version,
@@ -109,10 +137,10 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
                   f"→ repository {repo.name}")
     keys = profile.keys(instance, config.state_dir)
     added = 0
-    with profile.quiesce(instance, instance_config, reporter) as window:
+    with profile.quiesce(instance, instance_config, reporter, config.state_dir) as window:
         window["start"] = now().isoformat()
         added += _store_databases(repo, instance, tags, manifest, reporter)
-        if not only_databases:
+        if with_files:
             added += _store_files(repo, instance, tags, manifest, reporter)
         window["end"] = now().isoformat()
     manifest.quiesce = dict(window)
@@ -134,6 +162,7 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
         "databases": [{"name": d.name, "tables": len(d.tables), "bytes": d.bytes} for d in manifest.databases],
         "files": sum(t.files for t in manifest.trees),
         "bytes_added": added + summary.data_added,
+        "bytes_total": sum(d.bytes for d in manifest.databases) + sum(t.bytes for t in manifest.trees),
         "seconds": round(time.monotonic() - started, 2),
         "warnings": manifest.warnings,
         "safety_point": safety_point,
@@ -142,16 +171,13 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
 
 def backup(config: Config, name: str | None, reporter: Reporter) -> list[dict[str, object]]:
     """Back up one instance or all; a failed instance does not stop the others."""
-    from safehold.errors import SafeholdError
-
     results: list[dict[str, object]] = []
     for instance_name in config.select(name):
         try:
             results.append({"result": "ok", **backup_instance(config, instance_name, reporter)})
         except SafeholdError as exc:
-            if name is not None:
+            if name is not None or isinstance(exc, ConfigError):
                 raise
-            reporter.warn(f"{instance_name}: {exc.line()}")
             results.append({"instance": instance_name, "result": "failed", "error": exc.line()})
     return results
 

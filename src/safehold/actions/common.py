@@ -86,25 +86,6 @@ def find_point(config: Config, repo: Repository, instance: str, run: str) -> Poi
     raise SafeholdError(f"{run!r} matches {len(matches)} points", "give more characters of the run id")
 
 
-def tree_stats(root: Path, excludes: list[str]) -> tuple[int, int]:
-    """File count and bytes under a path (a single file counts as one)."""
-    import fnmatch
-    import os
-
-    if root.is_file() or root.is_symlink():
-        return 1, root.lstat().st_size
-    count = size = 0
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not any(fnmatch.fnmatch(os.path.join(folder, d), p) for p in excludes)]
-        for name in files:
-            path = os.path.join(folder, name)
-            if any(fnmatch.fnmatch(path, p) for p in excludes):
-                continue
-            count += 1
-            size += os.lstat(path).st_size
-    return count, size
-
-
 def dumps(result: object) -> str:
     """JSON for --json output (datetimes and paths as strings)."""
     return json.dumps(result, indent=2, default=str)

@@ -11,6 +11,7 @@ TEMPLATE = '''# safehold configuration. Secrets are never written here: use "env
 [settings]
 # state_dir = "/var/lib/safehold"      # run history, locks, escrowed keys (default shown for root)
 # lock_wait_seconds = 0                # 0: a second run of the same instance exits; N: waits N seconds
+# metrics_textfile = "/var/lib/prometheus/node-exporter/safehold.prom"   # rewritten after every run
 
 [repositories.main]
 url = "{repo}"                         # local path, sftp:user@host:/path, s3:https://host/bucket/path
@@ -25,9 +26,27 @@ repositories = ["main"]                # the first gets every run; others receiv
 # config_files = ["/etc/apache2", "/etc/php"]
 # exclude = ["*/cache/*"]
 retention = {{ last = 14 }}            # or {{ daily = 7, weekly = 4, monthly = 12, yearly = 2 }}
+#                                      # applied after each successful backup; after_backup = false: by hand
 # schedule = {{ week_days = ["monday","tuesday","wednesday","thursday","friday"], time = "23:30", timezone = "UTC" }}
+#   or {{ cron = "30 23 * * 1-5", timezone = "Europe/Berlin", drill = "0 4 * * sun", max_age_hours = 26 }}
+#   enabled = false pauses it (`safehold check` then reports it, CRITICAL once no point is fresh)
 # quiesce = {{ stop = [["systemctl","stop","apache2"]], start = [["systemctl","start","apache2"]] }}
-{databases}'''
+# drill_server = {{ host = "127.0.0.1", user = "safehold_drill", password = "env:DRILL_DB_PASSWORD" }}
+#                                      # where `safehold drill` may create scratch databases (default: the app's server)
+{databases}
+# [notify]                             # failure, recovery (and with on_success = true every run)
+# urls = ["mailtos://user:pass@mail.example?to=ops@example.com", "env:SAFEHOLD_SLACK_URL"]   # apprise URLs
+# [notify.itop]                        # one iTop ticket per outage (REST/JSON core/create)
+# url = "https://itop.example/"
+# user = "safehold-rest"
+# password = "file:/etc/safehold/itop.pass"
+# org_id = "SELECT Organization WHERE name = 'IT'"
+# ticket_class = "UserRequest"         # or Incident
+# [notify.itflow]                      # one ITFlow ticket per outage (API v1 tickets/create)
+# url = "https://itflow.example/"
+# api_key = "file:/etc/safehold/itflow.key"
+# client_id = 1
+'''
 
 GENERIC_DB = '''
 # [[instances.{name}.databases]]
@@ -46,6 +65,13 @@ def write_example(path: Path, app: str, root: Path | None, repo: str | None, for
         raise ConfigError(f"--app {app!r} is not known", "use itflow, idoit, itop or generic")
     if app != "generic" and root is None:
         raise ConfigError(f"--app {app} needs --root", f"e.g. safehold init --app {app} --root /var/www/{app}")
+    if root is not None and app != "generic":
+        from safehold.apps import profile_for
+
+        if not profile_for(app).detect(root):
+            label = {"itflow": "ITFlow", "idoit": "i-doit", "itop": "iTop"}[app]
+            raise ConfigError(f"{root} does not look like an {label} install",
+                              f"give --root the folder {label} is installed in")
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists", "use --force to overwrite it, or --output another file")
     name = app if app != "generic" else "myapp"

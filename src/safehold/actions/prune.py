@@ -10,7 +10,7 @@ from safehold.lock import instance_lock
 from safehold.output import Reporter
 from safehold.repository.manifest import new_run_id, now
 from safehold.repository.restic import snapshot_time
-from safehold.retention import keep
+from safehold.retention import reasons
 
 # Leftovers of a run with no manifest are removed only once no run could still be writing them.
 ORPHAN_AGE = timedelta(hours=24)
@@ -24,14 +24,30 @@ def _run_of(snapshot: dict[str, object]) -> str | None:
 
 
 def prune_instance(config: Config, name: str, reporter: Reporter, dry_run: bool = False) -> list[dict[str, object]]:
-    """Forget points the policy does not keep (and leftovers of failed runs), then free space."""
+    """Forget points the policy does not keep (and leftovers of failed runs), then free space.
+
+    A real prune is recorded in the run history; a dry run changes nothing and is not.
+    """
+    if dry_run:
+        return _prune(config, name, reporter, dry_run)
+    from safehold.actions.tracked import tracked
+
+    with tracked(config, name, "prune", reporter) as record:
+        results = _prune(config, name, reporter, dry_run)
+        record.details = {"removed": sorted({run for row in results for run in row["remove"]}),
+                          "points": {row["repository"]: len(row["keep"]) for row in results}}
+    return results
+
+
+def _prune(config: Config, name: str, reporter: Reporter, dry_run: bool) -> list[dict[str, object]]:
     instance = config.instance(name)
     results = []
     with instance_lock(config.state_dir, name, new_run_id(), "prune", reporter, config.settings.lock_wait_seconds):
         for repo_name in instance.repositories:
             repo = open_repository(config, repo_name)
             complete = points(config, repo, name)
-            kept = keep([(p.run_id, p.manifest.started) for p in complete], instance.retention)
+            why = reasons([(p.run_id, p.manifest.started) for p in complete], instance.retention)
+            kept = set(why)
             drop_runs = {p.run_id for p in complete} - kept
             complete_runs = {p.run_id for p in complete}
             forget: list[str] = []
@@ -43,7 +59,7 @@ def prune_instance(config: Config, name: str, reporter: Reporter, dry_run: bool 
                 elif run not in complete_runs and run is not None and now() - snapshot_time(snap) > ORPHAN_AGE:
                     forget.append(snap["id"])
                     orphans.add(run)
-            results.append({"repository": repo_name, "keep": sorted(kept, reverse=True),
+            results.append({"repository": repo_name, "keep": sorted(kept, reverse=True), "why": why,
                             "remove": sorted(drop_runs, reverse=True), "incomplete_removed": sorted(orphans),
                             "dry_run": dry_run})
             if dry_run or not forget:

@@ -10,16 +10,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import IO
 
 from safehold.actions.backup import backup_instance
 from safehold.actions.common import Point, describe, find_point, open_repository
+from safehold.apps.common import AppConfigMissing
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, RestoreRefused, SafeholdError
+from safehold.files import restore_in_place
 from safehold.lock import instance_lock
-from safehold.models import Database, Instance
+from safehold.models import Database, DatabaseReport, Instance, TableReport
 from safehold.output import Reporter
-from safehold.repository.manifest import DatabaseEntry, Manifest
+from safehold.repository.manifest import DatabaseEntry, Manifest, TableEntry
 
 PARTS = ("db", "files", "config")
 
@@ -86,8 +90,12 @@ def _live_database(instance: Instance, entry: DatabaseEntry) -> Database:
 
 
 def make_plan(config: Config, instance: Instance, point: Point, only: list[str], to_db: list[str],
-              files_to: Path | None) -> Plan:
-    """Work out what goes where, checking targets without changing anything."""
+              files_to: Path | None, targets: dict[str, str] | None = None) -> Plan:
+    """Work out what goes where, checking targets without changing anything.
+
+    `targets` (database name in the point → target name) replaces `--to-db` parsing for callers
+    that choose the names themselves, like the drill's scratch databases.
+    """
     for part in only:
         if part not in PARTS:
             raise ConfigError(f"--only {part!r} is not a part", f"use one of {', '.join(PARTS)}")
@@ -95,7 +103,7 @@ def make_plan(config: Config, instance: Instance, point: Point, only: list[str],
     manifest = point.manifest
     plan = Plan(point=point, files_target=files_to or Path("/"))
     if "db" in parts:
-        mapping = parse_to_db(to_db, manifest)
+        mapping = parse_to_db(to_db, manifest) if targets is None else targets
         for entry in manifest.databases:
             live = _live_database(instance, entry)
             target = mapping.get(entry.name, entry.name)
@@ -108,15 +116,27 @@ def make_plan(config: Config, instance: Instance, point: Point, only: list[str],
     return plan
 
 
-def compare(entry: DatabaseEntry, restored: dict[str, object]) -> list[dict[str, object]]:
-    """Per-table rows expected (manifest) versus found after restore."""
+def table_problem(database: str, table: str, expected: TableEntry | None, found: TableReport | None) -> str | None:
+    """What is wrong with one restored table compared with the manifest, in words; None when it matches."""
+    if expected is None:
+        return f"table {database}.{table} restored but not in the point's manifest"
+    if found is None:
+        return f"table {database}.{table} missing"
+    if expected.rows != found.rows:
+        return f"table {database}.{table}: {expected.rows} rows expected, {found.rows} restored"
+    if expected.checksum and found.checksum and expected.checksum != found.checksum:
+        return f"table {database}.{table}: checksum differs ({expected.checksum} expected, {found.checksum} restored)"
+    return None
+
+
+def compare(entry: DatabaseEntry, restored: dict[str, TableReport]) -> list[dict[str, object]]:
+    """Per-table rows (and checksums, where both sides have one) expected (manifest) versus restored."""
     rows: list[dict[str, object]] = []
-    found = restored
-    for table in sorted(set(entry.tables) | set(found)):
-        expected = entry.tables[table].rows if table in entry.tables else None
-        actual = found.get(table)
-        rows.append({"database": entry.name, "table": table, "expected": expected, "restored": actual,
-                     "ok": expected == actual})
+    for table in sorted(set(entry.tables) | set(restored)):
+        expected, found = entry.tables.get(table), restored.get(table)
+        problem = table_problem(entry.name, table, expected, found)
+        rows.append({"database": entry.name, "table": table, "expected": expected.rows if expected else None,
+                     "restored": found.rows if found else None, "ok": problem is None, "problem": problem})
     return rows
 
 
@@ -124,40 +144,53 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
             to_db: list[str] | None = None, files_to: Path | None = None, dry_run: bool = False,
             force: bool = False, repository: str | None = None) -> dict[str, object]:
     """Restore a point of instance `name`; returns the plan and, unless dry-run, the comparison."""
-    instance, profile, instance_config = describe(config, name)
+    instance_config = config.instance(name)
     repo_name = repository or instance_config.repositories[0]
     if repo_name not in instance_config.repositories:
         raise ConfigError(f"instance {name} does not use repository {repo_name}",
                           f"use one of {instance_config.repositories}")
     repo = open_repository(config, repo_name)
     point = find_point(config, repo, name, run)
+    instance, profile = _describe_live(config, name, repo, point, reporter, dry_run)
     plan = make_plan(config, instance, point, only or [], to_db or [], files_to)
     result: dict[str, object] = {"plan": plan.describe(), "dry_run": dry_run}
+    in_place = _in_place(plan)
+    refusals = profile.check_restore(instance, point.manifest, in_place, reporter)
+    if refusals and not force:
+        raise RestoreRefused("; ".join(refusals), "--force restores anyway")
     if dry_run:
         return result
     busy = [s.target for s in plan.databases if s.non_empty]
     if busy and not force:
         raise RestoreRefused(f"database(s) {', '.join(busy)} already hold data",
                              "restore with --to-db NEWNAME, or add --force (a safety point is taken first)")
+    check_foreign_references(repo, plan)
     lock = instance_lock(config.state_dir, name, point.run_id, "restore", reporter,
                          config.settings.lock_wait_seconds)
     with lock:
         started = time.monotonic()
         phases: dict[str, float] = {}
-        if busy or (plan.includes and plan.files_target == Path("/")):
+        overwrites_files = plan.files_target == Path("/") and any(Path(p).exists() for p in plan.includes)
+        if busy or overwrites_files:
             reporter.step("taking a safety point of the current state before overwriting it")
-            safety = backup_instance(config, name, reporter, safety_point=True, only_databases=not plan.includes)
+            busy_sources = {s.entry.name for s in plan.databases if s.non_empty}
+            safety = backup_instance(config, name, reporter, safety_point=True, databases=busy_sources,
+                                     with_files=overwrites_files)
             result["safety_point"] = safety["run_id"]
         comparison: list[dict[str, object]] = []
         for step in plan.databases:
             comparison += _restore_database(repo, step, reporter, phases)
         if plan.includes:
             t0 = time.monotonic()
-            plan.files_target.mkdir(parents=True, exist_ok=True)
-            repo.restore(point.manifest.files_snapshot or "", plan.files_target, plan.includes, reporter)
-            phases["files"] = round(time.monotonic() - t0, 3)
+            snapshot = point.manifest.files_snapshot or ""
             if plan.files_target == Path("/"):
-                profile.post_restore(instance, reporter)
+                restore_in_place(repo, snapshot, plan.includes, reporter)
+            else:
+                plan.files_target.mkdir(parents=True, exist_ok=True)
+                repo.restore(snapshot, plan.files_target, plan.includes, reporter)
+            phases["files"] = round(time.monotonic() - t0, 3)
+        if in_place:
+            profile.post_restore(instance, reporter, point.manifest, in_place)
         mismatches = [row for row in comparison if not row["ok"]]
         result.update(comparison=comparison, phases=phases, seconds=round(time.monotonic() - started, 2),
                       ok=not mismatches)
@@ -169,8 +202,57 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
     return result
 
 
+def _in_place(plan: Plan) -> set[str]:
+    """What goes back into the live instance: "db" (a database under its own name), "files" (to /)."""
+    parts = {"db"} if any(s.target == s.entry.name for s in plan.databases) else set()
+    return parts | ({"files"} if plan.includes and plan.files_target == Path("/") else set())
+
+
+def _describe_live(config: Config, name: str, repo, point: Point, reporter: Reporter,  # noqa: ANN001
+                   dry_run: bool) -> tuple[Instance, ModuleType]:
+    """The live instance; when the app's own config file is gone, it is first restored from the point."""
+    try:
+        instance, profile, _ = describe(config, name)
+        return instance, profile
+    except AppConfigMissing as missing:
+        if dry_run or not point.manifest.files_snapshot:
+            raise
+        reporter.step(f"{missing.path} is missing: restoring it from point {point.run_id} first")
+        repo.restore(point.manifest.files_snapshot, Path("/"), [str(missing.path)], reporter)
+        if not missing.path.is_file():
+            raise
+    instance, profile, _ = describe(config, name)
+    return instance, profile
+
+
+def check_foreign_references(repo, plan: Plan) -> None:  # noqa: ANN001 - Repository
+    """Refuse, before anything changes, a rename whose dump would write into the original database.
+
+    mariadb-dump keeps trigger statements as written: one created as `live`.`trg` would be created in
+    `live` again when the dump is loaded under another name.
+    """
+    for step in plan.databases:
+        if step.target == step.entry.name:
+            continue
+        with repo.open_file(step.entry.snapshot, step.entry.path) as stream:
+            statement = engine_for(step.entry.engine).foreign_reference(step.entry.method, stream, step.entry.name)
+        if statement:
+            raise RestoreRefused(f"restoring {step.entry.name} as {step.target} would write into {step.entry.name}: "
+                                 f"the dump names it in `{statement}`",
+                                 "restore under the original name on another server, or recreate that object "
+                                 "without the database name and back up again")
+
+
 def _restore_database(repo, step: DatabaseStep, reporter: Reporter,  # noqa: ANN001 - Repository
                       phases: dict[str, float]) -> list[dict[str, object]]:
+    with repo.open_file(step.entry.snapshot, step.entry.path) as stream:
+        report = load_database(step, stream, reporter, phases)
+    return compare(step.entry, report.tables)
+
+
+def load_database(step: DatabaseStep, stream: IO[bytes], reporter: Reporter,
+                  phases: dict[str, float]) -> DatabaseReport:
+    """Empty (when it holds data), create and load one database of a plan; adds its phases' seconds."""
     engine = engine_for(step.entry.engine)
     t0 = time.monotonic()
     if step.non_empty:
@@ -179,8 +261,7 @@ def _restore_database(repo, step: DatabaseStep, reporter: Reporter,  # noqa: ANN
     engine.create(step.database, step.target)
     reporter.step(f"loading {step.entry.name} into {step.target}")
     try:
-        with repo.open_file(step.entry.snapshot, step.entry.path) as stream:
-            report = engine.restore(step.database, step.target, stream, reporter, step.entry.method)
+        report = engine.restore(step.database, step.target, stream, reporter, step.entry.method)
     except SafeholdError:
         raise
     except Exception as exc:  # the load failed half-way: say so, never leave it silent
@@ -188,5 +269,4 @@ def _restore_database(repo, step: DatabaseStep, reporter: Reporter,  # noqa: ANN
                             "the target is incomplete; fix the cause and restore again with --force") from exc
     phases[f"database {step.target}"] = round(time.monotonic() - t0, 3)
     phases.update({f"{step.target} {k}": v for k, v in report.phases.items()})
-    return compare(step.entry, {t: r.rows for t, r in report.tables.items()})
-
+    return report

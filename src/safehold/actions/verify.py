@@ -9,12 +9,17 @@ from safehold.output import Reporter
 from safehold.repository.restic import Repository
 
 
+def _present(snapshot: str | None, snapshot_ids: set[str]) -> bool:
+    # restic 0.14 reports short ids after a backup, newer versions full ones.
+    return bool(snapshot) and any(full.startswith(snapshot) for full in snapshot_ids)
+
+
 def verify_point(repo: Repository, point: Point, snapshot_ids: set[str]) -> list[str]:
     """Problems with one point: missing snapshots, or a part's file absent from its snapshot."""
     problems: list[str] = []
     m = point.manifest
     for db in m.databases:
-        if db.snapshot not in snapshot_ids:
+        if not _present(db.snapshot, snapshot_ids):
             problems.append(f"{m.run_id}: snapshot of database {db.name} is missing")
             continue
         nodes = {n["path"]: n for n in repo.ls(db.snapshot)}
@@ -24,9 +29,9 @@ def verify_point(repo: Repository, point: Point, snapshot_ids: set[str]) -> list
         elif db.bytes and node.get("size") != db.bytes:
             problems.append(f"{m.run_id}: dump {db.path} has {node.get('size')} bytes, manifest says {db.bytes}")
     for snap, what in ((m.files_snapshot, "files"), (m.keys_snapshot, "keys")):
-        if snap and snap not in snapshot_ids:
+        if snap and not _present(snap, snapshot_ids):
             problems.append(f"{m.run_id}: snapshot of {what} is missing")
-    if m.files_snapshot and m.files_snapshot in snapshot_ids:
+    if _present(m.files_snapshot, snapshot_ids):
         stored = {n["path"] for n in repo.ls(m.files_snapshot)}
         for tree in m.trees:
             if tree.root not in stored:

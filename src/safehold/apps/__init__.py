@@ -2,21 +2,33 @@
 
 - `detect(root: Path) -> bool`: does this install root hold this application?
 - `describe(name: str, config: InstanceConfig) -> Instance`: databases (credentials read from the
-  app's own config file), file trees, config files, excludes, app and schema version.
-- `quiesce(instance, config, reporter)`: context manager that pauses the app, always resumes it,
+  app's own config file, never by running PHP: see `phpconfig`), file trees, config files,
+  excludes, app and schema version. A missing app config file raises `common.AppConfigMissing`
+  (restore then brings that file back from the point first).
+- `quiesce(instance, config, reporter, state_dir)`: context manager that pauses the app, always
+  resumes it (exceptions, SIGTERM; after SIGKILL `quiesce.resume_leftovers` at the next start),
   and yields a dict describing the quiesce window (recorded in the manifest).
 - `keys(instance, state_dir) -> dict[str, Secret]`: escrowed secrets to store inside the point.
-- `post_restore(instance, reporter)`: owners, modes, caches after a restore.
-- `verify_keys(instance, keys, database_name) -> list[str]`: problems found with the escrowed keys.
+- `check_restore(instance, manifest, in_place, reporter) -> list[str]`: reasons to refuse putting
+  the parts `in_place` ⊆ {"db" (databases under their live names), "files" (file and config trees
+  to /)} of a point back into the live instance (e.g. other app/schema version); `--force`
+  overrides them. Copies elsewhere (`--to-db`, `--files-to`) are never refused. Warnings go to
+  the reporter.
+- `post_restore(instance, reporter, manifest, restored)`: owners, modes, caches, app switches after a
+  restore; `restored` is the same `in_place` set.
+- `verify_keys(instance, keys, database_name) -> list[str]`: problems found with the escrowed keys
+  (`instance.databases` may point at a drill's scratch server; `database_name` is the copy to test).
+- optional `read_schema_version(instance, database_name) -> str | None`: the schema version recorded
+  in a restored copy of the (first) database, for drills (itflow, idoit, itop).
 """
 
 from __future__ import annotations
 
 from types import ModuleType
 
-from safehold.apps import generic
+from safehold.apps import generic, idoit, itflow, itop
 
-APPS: dict[str, ModuleType] = {"generic": generic}
+APPS: dict[str, ModuleType] = {"generic": generic, "itflow": itflow, "idoit": idoit, "itop": itop}
 
 
 def profile_for(app: str) -> ModuleType:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from safehold import runner
+from safehold.apps.quiesce import Pause, paused, resumer
 from safehold.config import DatabaseConfig, InstanceConfig
-from safehold.errors import SafeholdError
+from safehold.errors import ConfigError, SafeholdError
 from safehold.models import Connection, Database, Instance
 from safehold.output import Reporter
-from safehold.secrets import resolve
+from safehold.secrets import Secret, resolve
 
 
 def databases_from_config(name: str, items: list[DatabaseConfig]) -> list[Database]:
@@ -55,15 +57,121 @@ def run_commands(commands: list[list[str]], what: str, reporter: Reporter) -> No
                                 "fix the command in [instances.*.quiesce]") from None
 
 
-@contextlib.contextmanager
-def command_quiesce(config: InstanceConfig, reporter: Reporter) -> Iterator[dict[str, object]]:
-    """Run the configured stop commands, yield, and always run the start commands afterwards."""
-    window: dict[str, object] = {"method": "commands" if config.quiesce.stop else "none"}
+def stop_commands(pause: Pause, config: InstanceConfig, reporter: Reporter) -> None:
+    """Run the configured stop commands; the start commands are recorded first so they always run."""
     if not config.quiesce.enabled or not config.quiesce.stop:
-        yield window
         return
+    pause.record("commands", start=config.quiesce.start)
+    pause.methods("commands")
+    run_commands(config.quiesce.stop, "quiesce", reporter)
+
+
+@resumer("commands")
+def _start_commands(step: dict[str, Any], reporter: Reporter) -> None:
+    run_commands(step["start"], "resume", reporter)
+
+
+@contextlib.contextmanager
+def command_quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
+                    state_dir: Path) -> Iterator[dict[str, object]]:
+    """Run the configured stop commands, yield the window, and always run the start commands afterwards."""
+    with paused(state_dir, instance.name, instance.app, reporter) as pause:
+        stop_commands(pause, config, reporter)
+        yield pause.window
+
+
+class AppConfigMissing(ConfigError):
+    """The application's own config file is missing (wrong root, or the install is gone).
+
+    `restore` catches it and brings the file back from the point first, so an instance whose
+    folder was lost can be restored with nothing but safehold.toml.
+    """
+
+    def __init__(self, message: str, hint: str, path: Path) -> None:
+        super().__init__(message, hint)
+        self.path = path
+
+
+def app_config_file(config: InstanceConfig, app: str, relative: str) -> tuple[Path, Path]:
+    """The install root and the app's config file under it; AppConfigMissing when either is absent."""
+    root = Path(config.root or "")
+    path = root / relative
+    if not root.is_dir():
+        raise AppConfigMissing(f"{app} root {root} does not exist",
+                               "fix root in safehold.toml, or restore the instance from a point", path)
+    if not path.is_file():
+        raise AppConfigMissing(f"{app} config file {path} does not exist",
+                               f"is {root} the {app} install folder? fix root in safehold.toml", path)
+    return root, path
+
+
+def split_host(value: str, port: int | None = None) -> tuple[str, int | None]:
+    """`host`, `host:port`, `p:host[:port]` (persistent, mysqli) and `[v6]:port` → host, port."""
+    host = value.strip().removeprefix("p:")
+    if host.startswith("[") and "]" in host:
+        inside, _, rest = host[1:].partition("]")
+        return inside, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else port
+    if host.count(":") == 1:
+        name, _, number = host.partition(":")
+        if number.isdigit():
+            return name, int(number)
+    return host, port
+
+
+def mariadb_connection(host: str, port: int | None, user: str, password: str) -> Connection:
+    """A TCP connection as the app itself makes it (`localhost` means the local server)."""
+    return Connection(engine="mariadb", host=host or "127.0.0.1", port=port or 3306, user=user,
+                      password=Secret(password, "app config") if password else None)
+
+
+def query_or_none(conn: Connection, database: str, sql: str, args: tuple[object, ...] = ()) -> list[tuple] | None:
+    """Rows of a read query, or None when it cannot run (database or table missing, server down).
+
+    Used for facts (versions, tenant lists) of an instance that may be half destroyed before a
+    restore; a backup still fails loudly when it dumps an unreachable database.
+    """
+    from safehold.engines.mariadb import client
+
     try:
-        run_commands(config.quiesce.stop, "quiesce", reporter)
-        yield window
-    finally:
-        run_commands(config.quiesce.start, "resume", reporter)
+        with client.cursor(conn, database) as cur:
+            cur.execute(sql, args)
+            return [tuple(v.decode() if isinstance(v, bytes) else v for v in row) for row in cur.fetchall()]
+    except SafeholdError:
+        return None
+
+
+def owner_text(path: Path) -> str:
+    """`uid:gid` of a path (what `chown` takes)."""
+    info = path.stat()
+    return f"{info.st_uid}:{info.st_gid}"
+
+
+def chown_tree(path: Path, owner: str) -> None:
+    """Give a file or folder tree to `user:group` (names or numeric ids); symlinks themselves."""
+    import grp
+    import os
+    import pwd
+
+    user, _, group = owner.partition(":")
+    uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+    gid = -1 if not group else int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    os.lchown(path, uid, gid)
+    if path.is_dir() and not path.is_symlink():
+        for folder, dirs, files in os.walk(path):
+            for name in dirs + files:
+                os.lchown(os.path.join(folder, name), uid, gid)
+
+
+def version_mismatch(app: str, live: dict[str, str | None], point: dict[str, str | None], hint: str) -> list[str]:
+    """One refusal line listing every version that differs between the live instance and the point."""
+    differ = [f"{what} {live[what]} here but {point.get(what)} in the point" for what in live
+              if live[what] is not None and point.get(what) is not None and live[what] != point.get(what)]
+    if not differ:
+        return []
+    return [f"{app} version mismatch: {'; '.join(differ)} — {hint}"]
+
+
+def database_named(instance: Instance, name: str) -> Database:
+    """The instance's first database under another name (a drill's scratch copy), prefix kept."""
+    first = instance.databases[0]
+    return Database(first.connection, name, table_prefix=first.table_prefix)

@@ -10,6 +10,7 @@ from safehold.apps.common import base_instance, command_quiesce
 from safehold.config import InstanceConfig
 from safehold.models import Instance
 from safehold.output import Reporter
+from safehold.repository.manifest import Manifest
 from safehold.secrets import Secret
 
 
@@ -24,9 +25,10 @@ def describe(name: str, config: InstanceConfig) -> Instance:
 
 
 @contextlib.contextmanager
-def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter) -> Iterator[dict[str, object]]:
-    """Configured stop/start commands, if any."""
-    with command_quiesce(config, reporter) as window:
+def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
+            state_dir: Path) -> Iterator[dict[str, object]]:
+    """Configured stop/start commands, if any (resumed even after a crash, see apps.quiesce)."""
+    with command_quiesce(instance, config, reporter, state_dir) as window:
         yield window
 
 
@@ -35,8 +37,13 @@ def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
     return {}
 
 
-def post_restore(instance: Instance, reporter: Reporter) -> None:
+def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
     """Nothing to do: restic restores owners, modes and mtimes."""
+
+
+def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
+    """No application version to guard."""
+    return []
 
 
 def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str | None = None) -> list[str]:

@@ -8,6 +8,10 @@
   database named `into` (or file path, for SQLite), which must exist and be empty.
 - `inspect(db, name) -> DatabaseReport`: row counts (and checksums where cheap) of a live database.
 - `is_empty(db, name) -> bool`, `exists(db, name) -> bool`, `create(db, name)`, `drop(db, name)`.
+- `names(db, prefix) -> list[str]`: databases on db's server whose name starts with `prefix`
+  (the drill finds its leftover scratch databases this way; [] for file-based engines).
+- `foreign_reference(method, stream, name) -> str | None`: a statement in a dump of database `name`
+  that names `name` itself, so loading it under another name would write into `name` (None if none).
 - `server_version(db) -> str`.
 """
 
@@ -15,9 +19,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from safehold.engines import mariadb, sqlite
+from safehold.engines import mariadb, postgres, sqlite
 
-ENGINES: dict[str, ModuleType] = {"mariadb": mariadb, "sqlite": sqlite}
+ENGINES: dict[str, ModuleType] = {"mariadb": mariadb, "postgres": postgres, "sqlite": sqlite}
 
 
 def engine_for(engine: str) -> ModuleType:

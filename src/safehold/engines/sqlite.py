@@ -137,5 +137,15 @@ def drop(db: Database, name: str) -> None:
             os.unlink(name + extra)
 
 
+def foreign_reference(method: str, stream: IO[bytes], name: str) -> str | None:
+    """An SQLite copy is self-contained: loading it elsewhere never writes into the original."""
+    return None
+
+
+def names(db: Database, prefix: str) -> list[str]:
+    """SQLite databases are files, not names on a server: there is nothing to list."""
+    return []
+
+
 def server_version(db: Database) -> str:
     return sqlite3.sqlite_version

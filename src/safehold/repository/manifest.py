@@ -43,6 +43,8 @@ class TreeEntry(BaseModel):
     kind: str = "files"  # files | config
     files: int = 0
     bytes: int = 0
+    samples: dict[str, str] = Field(default_factory=dict,
+                                    description="sha256 of a stable sample of files, by path relative to root")
 
 
 class Manifest(BaseModel):

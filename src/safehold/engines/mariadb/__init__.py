@@ -35,9 +35,15 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter, meth
     return METHODS[method].restore(db, into, stream, progress)
 
 
+def foreign_reference(method: str, stream: IO[bytes], name: str) -> str | None:
+    """A statement in a dump of `name` that would write into `name` even when loaded under another name."""
+    return dumptool.foreign_reference(stream, name) if method == dumptool.METHOD else None
+
+
 inspect = client.inspect
 is_empty = client.is_empty
 exists = client.exists
 create = client.create
 drop = client.drop
+names = client.names
 server_version = client.server_version

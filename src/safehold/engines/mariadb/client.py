@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import MySQLdb
 
 from safehold.errors import DatabaseError
 from safehold.models import Connection, Database, DatabaseReport, TableReport, default_port
-from safehold.secrets import write_private
+from safehold.secrets import secret_text_file
 
 OBJECT_QUERIES = {
     "views": "SELECT COUNT(*) FROM information_schema.VIEWS WHERE TABLE_SCHEMA=%s",
@@ -30,13 +29,13 @@ def explain(exc: Exception, conn: Connection, database: str | None = None) -> Da
     """Translate a MySQLdb error into one line without credentials."""
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
     where = conn.describe()
-    if code in (1044, 1045, 1698):
+    if code in (1045, 1698):
         return DatabaseError(f"cannot log in to {where}: access denied", "check the database user and password")
     if code in (2002, 2003, 2005, 2006, 2013):
         return DatabaseError(f"database server {where} is unreachable", "is MariaDB running and the host/port right?")
     if code == 1049:
         return DatabaseError(f"database {database!r} does not exist on {where}", "check the database name")
-    if code in (1142, 1227, 1044):
+    if code in (1044, 1142, 1227):
         return DatabaseError(f"{where}: missing privilege ({exc.args[1]})", "grant the privilege or use another user")
     message = exc.args[1] if len(exc.args) > 1 else str(exc)
     return DatabaseError(f"{where}: {message}", "see the MariaDB error above")
@@ -76,7 +75,7 @@ def cursor(conn: Connection, database: str | None = None) -> Iterator[MySQLdb.cu
 
 @contextlib.contextmanager
 def option_file(conn: Connection) -> Iterator[Path]:
-    """A 0600 [client] option file so mariadb/mariadb-dump get the password without argv."""
+    """A [client] option file (in memory, 0600) so mariadb/mariadb-dump get the password without argv."""
     lines = ["[client]", f"user={conn.user or 'root'}"]
     if conn.password is not None:
         escaped = conn.password.reveal().replace("\\", "\\\\").replace('"', '\\"')
@@ -85,9 +84,7 @@ def option_file(conn: Connection) -> Iterator[Path]:
         lines.append(f"socket={conn.socket}")
     else:
         lines += [f"host={conn.host}", f"port={conn.port or default_port('mariadb')}", "protocol=tcp"]
-    with tempfile.TemporaryDirectory(prefix="safehold-my-") as folder:
-        path = Path(folder) / "client.cnf"
-        write_private(path, "\n".join(lines) + "\n")
+    with secret_text_file("client.cnf", "\n".join(lines)) as path:
         yield path
 
 
@@ -164,6 +161,14 @@ def drop(db: Database, name: str) -> None:
         )
         for (view,) in cur.fetchall():
             cur.execute(f"DROP VIEW IF EXISTS {quote(name)}.{quote(view)}")
+
+
+def names(db: Database, prefix: str) -> list[str]:
+    """Databases on the server (that the user can see) whose name starts with `prefix`."""
+    pattern = prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
+    with cursor(db.connection) as cur:
+        cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s", (pattern,))
+        return sorted(row[0].decode() if isinstance(row[0], bytes) else row[0] for row in cur.fetchall())
 
 
 def server_version(db: Database) -> str:

@@ -7,7 +7,7 @@ differ slightly from the dump, which the manifest notes.
 
 from __future__ import annotations
 
-import subprocess
+import re
 from typing import IO
 
 from safehold import runner
@@ -15,10 +15,10 @@ from safehold.engines.mariadb import client
 from safehold.errors import DatabaseError
 from safehold.models import Database, DatabaseReport
 from safehold.output import Reporter
+from safehold.secrets import Secret
 
 SUFFIX = ".sql"
 METHOD = "mariadb-dump"
-COPY_BUFFER = 1 << 20
 DUMP_OPTIONS = [
     "--single-transaction", "--routines", "--events", "--triggers", "--hex-blob",
     "--default-character-set=utf8mb4", "--skip-dump-date", "--quick", "--max-allowed-packet=1G",
@@ -29,23 +29,25 @@ def tool_error(exc: runner.ProcessFailed, db: Database) -> DatabaseError:
     """Translate a mariadb/mariadb-dump failure into one line."""
     text = exc.stderr.lower()
     where = db.connection.describe()
-    if "access denied" in text:
+    if "access denied for user" in text:
         return DatabaseError(f"cannot log in to {where}: access denied", "check the database user and password")
     if "can't connect" in text or "unknown server host" in text:
         return DatabaseError(f"database server {where} is unreachable", "is MariaDB running and the host/port right?")
+    if "set user" in text or "super" in text:
+        return DatabaseError(f"{where}: the dump holds views/routines/triggers with another DEFINER",
+                             "restore with a user that has the SET USER (or SUPER) privilege")
+    if "insufficient privileges" in text or "command denied" in text or "access denied" in text:
+        detail = exc.stderr.strip().splitlines()[-1].removeprefix("mariadb-dump: ")
+        return DatabaseError(f"{where}: the backup user lacks a privilege ({detail[:200]})",
+                             "grant SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD and SELECT ON mysql.proc")
     if "unknown database" in text:
         return DatabaseError(f"database {db.name!r} does not exist on {where}", "check the database name")
     last = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else f"exit {exc.returncode}"
     return DatabaseError(f"{exc.what} failed for {db.name}: {last[:300]}", "see the log for details")
 
 
-def copy(source: IO[bytes], sink: IO[bytes]) -> int:
-    """Copy a byte stream in 1 MiB blocks; returns the byte count."""
-    total = 0
-    while block := source.read(COPY_BUFFER):
-        sink.write(block)
-        total += len(block)
-    return total
+def _secrets(db: Database) -> list[Secret]:
+    return [s for s in [db.connection.password] if s]
 
 
 def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
@@ -57,15 +59,8 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
                             "check the table prefix (db_subname)")
     with client.option_file(db.connection) as options:
         argv = ["mariadb-dump", f"--defaults-extra-file={options}", *DUMP_OPTIONS, "--", db.name, *tables]
-        child = runner.start(argv, what="mariadb-dump", stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                             secrets=[s for s in [db.connection.password] if s])
         try:
-            size = copy(child.stdout, out)
-        except BaseException:
-            child.kill()
-            raise
-        try:
-            child.wait()
+            size = runner.stream_out(argv, out, what="mariadb-dump", secrets=_secrets(db))
         except runner.ProcessFailed as exc:
             raise tool_error(exc, db) from None
     before.method = METHOD
@@ -80,24 +75,26 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
     with client.option_file(db.connection) as options:
         argv = ["mariadb", f"--defaults-extra-file={options}", "--binary-mode", "--default-character-set=utf8mb4",
                 "--max-allowed-packet=1G", "--", into]
-        child = runner.start(argv, what="mariadb", stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                             secrets=[s for s in [db.connection.password] if s])
-        done = 0
         try:
-            while block := stream.read(COPY_BUFFER):
-                child.stdin.write(block)
-                done += len(block)
-                progress.advance(f"load {into}", done)
-            child.stdin.close()
-        except BrokenPipeError:
-            pass
-        except BaseException:
-            child.kill()
-            raise
-        try:
-            child.wait()
+            runner.stream_in(argv, stream, what="mariadb", secrets=_secrets(db),
+                             on_bytes=lambda n: progress.advance(f"load {into}", n))
         except runner.ProcessFailed as exc:
             raise tool_error(exc, db) from None
     report = client.inspect(db, into)
     report.method = METHOD
     return report
+
+
+def foreign_reference(stream: IO[bytes], name: str) -> str | None:
+    """The first statement of an SQL dump of `name` that names `name` itself (e.g. `name`.trigger), or None.
+
+    mariadb-dump keeps trigger statements as they were written; one created as `live.trg` is created
+    in `live` again when the dump is loaded under another name. Data lines are skipped.
+    """
+    pattern = re.compile(rb"(?<![A-Za-z0-9_$`])`?" + re.escape(name.encode()) + rb"`?\s*\.")
+    for line in stream:
+        if line.startswith((b"INSERT INTO", b"--")):
+            continue
+        if pattern.search(line):
+            return line.strip()[:120].decode("utf-8", "replace")
+    return None

@@ -1,0 +1,153 @@
+"""`safehold check`: monitoring with Nagios exit codes (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+
+What iTop's check-backup.php checks (the point exists, its size is not suspicious) plus what it
+misses (a disabled schedule, the last run's result, restore drills, a copy off the host). Reads the
+local history only, so it is fast enough for a monitoring agent every few minutes. Each finding
+names the rule that fired.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from safehold.config import Config
+from safehold.history import History
+from safehold.lock import is_locked
+from safehold.schedule import DEFAULT_GAP, GRACE, backup_schedule
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+
+# Size anomaly rules against the median of the recent successful points.
+SHRINK_WARN = 0.5      # newest point under half the median
+SHRINK_CRIT = 0.1      # newest point under a tenth of the median
+GROWTH_WARN = 3.0      # newest point over three times the median
+RECENT_POINTS = 10
+
+# restic URL schemes that store somewhere else; anything else (a path, local:) is on this host.
+REMOTE_SCHEMES = ("sftp:", "s3:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:")
+
+
+@dataclass
+class Finding:
+    """One rule's verdict on one instance."""
+
+    rule: str
+    status: int
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"rule": self.rule, "status": NAMES[self.status], "message": self.message}
+
+
+def _age(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    if hours < 2:
+        return f"{delta.total_seconds() / 60:.0f} min"
+    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
+
+
+def is_remote(url: str) -> bool:
+    """True when a restic repository URL points off this host."""
+    return url.startswith(REMOTE_SCHEMES)
+
+
+def check_instance(config: Config, history: History, name: str, now: datetime) -> list[Finding]:
+    """Every rule's finding for one instance."""
+    instance = config.instance(name)
+    schedule = backup_schedule(instance.schedule)
+    findings: list[Finding] = []
+    max_age = schedule.max_age(now) if schedule else DEFAULT_GAP + GRACE
+    good = history.last_success(name)
+    fresh = good is not None and good.finished is not None and now - good.finished <= max_age
+
+    if good is None or good.finished is None:
+        findings.append(Finding("freshness", CRITICAL, "no successful backup recorded"))
+    elif not fresh:
+        age = now - good.finished
+        status = CRITICAL if age > 2 * max_age else WARNING
+        findings.append(Finding("freshness", status, f"last good point is {_age(age)} old (allowed {_age(max_age)})"))
+    else:
+        findings.append(Finding("freshness", OK, f"last good point {_age(now - good.finished)} old"))
+
+    if schedule is None:
+        findings.append(Finding("schedule", OK, "no schedule (runs by hand or by an external timer)"))
+    elif not schedule.enabled:
+        findings.append(Finding("schedule", WARNING if fresh else CRITICAL,
+                                "schedule disabled" + ("" if fresh else " and no fresh point")))
+    else:
+        upcoming = schedule.next_run(now)
+        findings.append(Finding("schedule", OK, f"next run {upcoming:%Y-%m-%d %H:%M %Z}" if upcoming
+                                else "schedule names no day"))
+
+    last = history.last_run(name)
+    if last is not None and last.result != "ok":
+        status = WARNING if last.result == "partial" else CRITICAL
+        findings.append(Finding("last-run", status, f"last run {last.started:%Y-%m-%d %H:%M} UTC {last.result}: "
+                                                    f"{last.error or 'no reason recorded'}"))
+    if is_locked(config.state_dir, name):
+        findings.append(Finding("running", OK, "a run is in progress"))
+
+    findings.extend(_size(history, name))
+    findings.append(_drill(history, name, instance.drill_interval_hours, now))
+    findings.append(_offhost(config, instance.repositories))
+    return findings
+
+
+def _size(history: History, name: str) -> list[Finding]:
+    sizes = history.recent_sizes(name, RECENT_POINTS + 1)
+    median = history.median_size(name, RECENT_POINTS)
+    if not sizes or median is None or median <= 0:
+        return []
+    ratio = sizes[0] / median
+    detail = f"newest point {sizes[0] / 1e6:.2f} MB vs median {median / 1e6:.2f} MB of the previous " \
+             f"{min(len(sizes) - 1, RECENT_POINTS)}"
+    if ratio < SHRINK_CRIT:
+        return [Finding("size-shrink", CRITICAL, f"{detail} (under {SHRINK_CRIT:.0%} of the median)")]
+    if ratio < SHRINK_WARN:
+        return [Finding("size-shrink", WARNING, f"{detail} (under {SHRINK_WARN:.0%} of the median)")]
+    if ratio > GROWTH_WARN:
+        return [Finding("size-growth", WARNING, f"{detail} (over {GROWTH_WARN:.0f}x the median)")]
+    return [Finding("size", OK, detail)]
+
+
+def _drill(history: History, name: str, interval_hours: int, now: datetime) -> Finding:
+    drill = history.last_drill(name)
+    if drill is None:
+        return Finding("drill", OK, "no restore drill recorded yet")
+    if drill.result != "ok":
+        return Finding("drill", CRITICAL, f"last drill {drill.started:%Y-%m-%d} failed: {drill.error or '?'}")
+    age = now - drill.started
+    if age > timedelta(hours=interval_hours) + GRACE:
+        return Finding("drill", WARNING, f"last drill passed but is {_age(age)} old (every {interval_hours} h)")
+    return Finding("drill", OK, f"last drill passed {_age(age)} ago")
+
+
+def _offhost(config: Config, names: list[str]) -> Finding:
+    remote = [n for n in names if is_remote(config.repositories[n].url)]
+    if remote:
+        return Finding("off-host", OK, f"off-host copy in {', '.join(remote)}")
+    return Finding("off-host", WARNING, f"every repository ({', '.join(names)}) is a path on {socket.gethostname()}: "
+                                        "a disk or host loss takes the backups too")
+
+
+def check(config: Config, name: str | None, now: datetime | None = None) -> dict[str, Any]:
+    """Findings for one or all instances, the overall status and the one-line summary."""
+    now = now or datetime.now(UTC)
+    history = History(config.state_dir)
+    instances = []
+    for instance_name in config.select(name):
+        findings = check_instance(config, history, instance_name, now)
+        worst = max(f.status for f in findings)
+        instances.append({"instance": instance_name, "status": NAMES[worst], "code": worst,
+                          "findings": [f.as_dict() for f in findings],
+                          "problems": [f"{f.rule}: {f.message}" for f in findings if f.status != OK]})
+    code = max(i["code"] for i in instances)
+    problems = [f"{i['instance']} {p}" for i in instances for p in i["problems"]]
+    summary = "; ".join(problems) if problems else f"{len(instances)} instance(s) fine"
+    return {"status": NAMES[code], "code": code, "line": f"SAFEHOLD {NAMES[code]} - {summary}",
+            "instances": instances}

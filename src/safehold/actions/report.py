@@ -1,0 +1,146 @@
+"""`safehold report`: one printable page per configured scope for an auditor or an MSP's client.
+
+It shows what is kept where (points per repository), the last backup, the last drill with its
+measured recovery time (RTO) and point age (RPO), every failure in the period, and a chart of
+backup duration and size over time. All numbers come from the repositories (manifests) and the
+drill log; the chart is inline SVG, so the page needs no JavaScript and prints as it looks.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from safehold import __version__
+from safehold.actions import drill as drills
+from safehold.actions.common import Point, open_repository, points
+from safehold.actions.prune import _run_of
+from safehold.config import Config
+from safehold.errors import SafeholdError
+from safehold.lock import is_locked
+from safehold.repository.manifest import now
+from safehold.repository.restic import snapshot_time
+
+CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 640, 120, 28
+
+
+def age(seconds: float | None) -> str:
+    """A point's age for people: minutes under an hour, else hours."""
+    if seconds is None:
+        return "-"
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
+def point_row(point: Point) -> dict[str, Any]:
+    """The facts of one point the report shows (and its test compares)."""
+    m = point.manifest
+    return {
+        "run_id": m.run_id,
+        "started": m.started,
+        "seconds": round((m.finished - m.started).total_seconds(), 1) if m.finished else None,
+        "bytes": sum(d.bytes for d in m.databases) + sum(t.bytes for t in m.trees),
+        "safety_point": m.safety_point,
+    }
+
+
+def _incomplete_runs(config: Config, instance: str, repo_name: str, snaps: list[dict[str, Any]],
+                     complete: set[str], since: datetime) -> list[dict[str, Any]]:
+    """Runs that stored parts but never their manifest: failed or killed backups."""
+    first_seen: dict[str, datetime] = {}
+    for snap in snaps:
+        run = _run_of(snap)
+        if run and run not in complete:
+            when = snapshot_time(snap)
+            first_seen[run] = min(when, first_seen.get(run, when))
+    runs = sorted(first_seen, key=first_seen.get)  # type: ignore[arg-type]
+    if runs and is_locked(config.state_dir, instance):
+        runs = runs[:-1]  # the newest one may still be running
+    return [{"when": first_seen[r], "what": "backup",
+             "message": f"backup run {r} did not complete (parts without a manifest in {repo_name})"}
+            for r in runs if first_seen[r] >= since]
+
+
+def _chart(rows: list[dict[str, Any]], key: str, scale: float) -> dict[str, Any]:
+    """Coordinates of one series (oldest left) for the inline SVG chart."""
+    values = [(row["started"], (row[key] or 0) / scale) for row in rows]
+    top = max((v for _, v in values), default=0) or 1
+    inner_w, inner_h = CHART_WIDTH - 2 * CHART_PAD, CHART_HEIGHT - 2 * CHART_PAD
+    step = inner_w / max(len(values) - 1, 1)
+    dots = [{"x": round(CHART_PAD + i * step, 1), "y": round(CHART_PAD + inner_h * (1 - v / top), 1),
+             "value": v, "when": when} for i, (when, v) in enumerate(values)]
+    return {"max": top, "dots": dots, "polyline": " ".join(f"{d['x']},{d['y']}" for d in dots),
+            "width": CHART_WIDTH, "height": CHART_HEIGHT, "pad": CHART_PAD}
+
+
+def instance_report(config: Config, name: str, since: datetime) -> dict[str, Any]:
+    """Everything the page shows about one instance."""
+    instance = config.instance(name)
+    repositories: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    last: Point | None = None
+    for index, repo_name in enumerate(instance.repositories):
+        try:
+            repo = open_repository(config, repo_name)
+            kept = points(config, repo, name)
+            snaps = repo.snapshots([f"instance={name}"])
+        except SafeholdError as exc:
+            repositories.append({"name": repo_name, "points": None, "newest": None, "oldest": None,
+                                 "error": exc.message})
+            failures.append({"when": now(), "what": "repository", "message": f"{repo_name}: {exc.message}"})
+            continue
+        repositories.append({"name": repo_name, "points": len(kept), "error": None,
+                             "newest": kept[0].manifest.started if kept else None,
+                             "oldest": kept[-1].manifest.started if kept else None})
+        failures += _incomplete_runs(config, name, repo_name, snaps, {p.run_id for p in kept}, since)
+        if index == 0:  # every run goes to the first repository; the others hold copies
+            history = [point_row(p) for p in reversed(kept) if p.manifest.started >= since]
+            last = next((p for p in kept if not p.manifest.safety_point), None)
+    recorded = drills.load(config, name)
+    for item in recorded:
+        when = datetime.fromisoformat(str(item["started"]))
+        if not item.get("ok") and when >= since:
+            what = f"drill of point {item['run_id']}" if item.get("run_id") else "drill"
+            problems = "; ".join(str(p) for p in (item.get("problems") or [])[:3])
+            failures.append({"when": when, "what": "drill", "message": f"{what}: {problems}"})
+    failures.sort(key=lambda f: f["when"], reverse=True)
+    plain = [row for row in history if not row["safety_point"]]
+    return {
+        "name": name, "app": instance.app, "repositories": repositories,
+        "last_backup": point_row(last) if last else None,
+        "last_drill": recorded[-1] if recorded else None,
+        "failures": failures,
+        "history": history,
+        "charts": {"duration": _chart(plain, "seconds", 1), "size": _chart(plain, "bytes", 1e6)},
+    }
+
+
+def build(config: Config, name: str | None, days: int = 30) -> dict[str, Any]:
+    """The report's data for one instance or all, over the last `days` days."""
+    generated = now()
+    since = generated - timedelta(days=days)
+    return {"generated": generated, "since": since, "days": days, "version": __version__,
+            "config": str(config.source),
+            "instances": [instance_report(config, n, since) for n in config.select(name)]}
+
+
+def render_html(data: dict[str, Any]) -> str:
+    """The report as one self-contained HTML page (inline CSS and SVG, no JavaScript)."""
+    env = Environment(loader=PackageLoader("safehold", "templates"), autoescape=select_autoescape(["html"]))
+    env.filters["mb"] = lambda value: "-" if value is None else f"{value / 1e6:.1f} MB"
+    env.filters["when"] = lambda value: "-" if value is None else str(value)[:16].replace("T", " ") + " UTC"
+    env.filters["age"] = age
+    return env.get_template("report.html").render(**data)
+
+
+def report(config: Config, name: str | None, html: Path | None = None, days: int = 30) -> dict[str, Any]:
+    """Build the report; with `html`, also write the page there. Returns the data."""
+    data = build(config, name, days)
+    if html is not None:
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(render_html(data), encoding="utf-8")
+        data["html"] = str(html)
+    return data

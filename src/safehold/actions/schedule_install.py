@@ -1,0 +1,126 @@
+"""`safehold schedule install`: systemd service + timer units or a cron file for each schedule.
+
+For hosts that prefer their own timers to `safehold serve`. The units call the same `safehold
+backup NAME` a person would, so history, locking, retention and notifications behave the same.
+The time zone goes into OnCalendar (systemd >= 241) and into CRON_TZ (cronie; Debian's cron ignores
+it, so the file says so).
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from safehold.config import Config, ScheduleConfig
+from safehold.errors import ConfigError
+from safehold.schedule import backup_schedule, drill_schedule
+
+DAY_NAMES = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+
+
+def _command() -> list[str]:
+    found = shutil.which("safehold")
+    return [found] if found else [sys.executable, "-m", "safehold"]
+
+
+def _field(value: str, start: int, what: str, day: bool = False) -> str:
+    """One cron field in systemd calendar syntax."""
+    def one(item: str) -> str:
+        if not day:
+            return item
+        return DAY_NAMES[int(item)] if item.isdigit() else item[:3].capitalize()
+
+    parts = []
+    for item in value.split(","):
+        base, _, step = item.partition("/")
+        if base == "*":
+            base = "*" if not step else str(start)
+        elif "-" in base:
+            low, high = base.split("-", 1)
+            if step:
+                raise ConfigError(f"cron {what} {item!r} (a stepped range) has no systemd calendar form",
+                                  "use --format cron, or list the values")
+            base = f"{one(low)}..{one(high)}"
+        else:
+            base = one(base)
+        if step and day:
+            raise ConfigError(f"cron weekday step {item!r} has no systemd calendar form", "list the days instead")
+        parts.append(f"{base}/{step}" if step else base)
+    return ",".join(parts)
+
+
+def on_calendar(schedule: ScheduleConfig, cron: str | None) -> str:
+    """The OnCalendar= value of a schedule (week_days+time or a cron expression) with its time zone."""
+    if cron is None:
+        days = ",".join(d[:3].capitalize() for d in schedule.week_days)
+        clock = schedule.time if schedule.time.count(":") == 2 else f"{schedule.time}:00"
+        return f"{days} *-*-* {clock} {schedule.timezone}"
+    fields = cron.split()
+    if len(fields) not in (5, 6):
+        raise ConfigError(f"cron {cron!r} needs 5 or 6 fields for a systemd timer", "use --format cron")
+    minute, hour, dom, month, dow = fields[:5]
+    second = _field(fields[5], 0, "second") if len(fields) == 6 else "00"
+    days = "" if dow == "*" else _field(dow, 0, "weekday", day=True) + " "
+    date = f"*-{_field(month, 1, 'month')}-{_field(dom, 1, 'day')}"
+    return f"{days}{date} {_field(hour, 0, 'hour')}:{_field(minute, 0, 'minute')}:{second} {schedule.timezone}"
+
+
+def cron_line(schedule: ScheduleConfig, cron: str | None) -> str:
+    """The five time fields of a cron entry."""
+    if cron is not None:
+        if len(cron.split()) != 5:
+            raise ConfigError(f"cron {cron!r} has a seconds field cron cannot run", "use --format systemd")
+        return cron
+    hour, minute = schedule.time.split(":")[:2]
+    days = ",".join(d[:3] for d in schedule.week_days)
+    return f"{int(minute)} {int(hour)} * * {days}"
+
+
+def _jobs(config: Config) -> list[tuple[str, str, ScheduleConfig, str | None]]:
+    jobs = []
+    for name, instance in config.instances.items():
+        for kind, schedule in (("backup", backup_schedule(instance.schedule)),
+                               ("drill", drill_schedule(instance.schedule))):
+            if schedule is not None and schedule.enabled:
+                jobs.append((name, kind, schedule.config, schedule.cron))
+    return jobs
+
+
+def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> dict[str, object]:
+    """Write units (systemd) or one cron file (cron) into `folder`; disabled schedules are skipped."""
+    if fmt not in ("systemd", "cron"):
+        raise ConfigError(f"unknown format {fmt!r}", "use --format systemd or --format cron")
+    config_file = str(Path(config.source).resolve()) if config.source else "/etc/safehold/safehold.toml"
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    skipped = [name for name, inst in config.instances.items() if inst.schedule and not inst.schedule.enabled]
+    jobs = _jobs(config)
+    if fmt == "systemd":
+        for name, kind, schedule, cron in jobs:
+            argv = shlex.join([*_command(), kind, name, "--config", config_file])
+            unit = f"safehold-{kind}-{name}"
+            (folder / f"{unit}.service").write_text(
+                f"[Unit]\nDescription=safehold {kind} of {name}\nWants=network-online.target\n"
+                f"After=network-online.target\n\n[Service]\nType=oneshot\nExecStart={argv}\n"
+                + (f"User={user}\n" if user else "") + "Nice=10\nIOSchedulingClass=best-effort\n"
+                "IOSchedulingPriority=7\n")
+            (folder / f"{unit}.timer").write_text(
+                f"[Unit]\nDescription=safehold {kind} of {name} ({schedule.timezone})\n\n[Timer]\n"
+                f"OnCalendar={on_calendar(schedule, cron)}\nPersistent=true\nUnit={unit}.service\n\n"
+                "[Install]\nWantedBy=timers.target\n")
+            written += [f"{unit}.service", f"{unit}.timer"]
+        hint = f"copy them to /etc/systemd/system, then: systemctl daemon-reload && systemctl enable --now " \
+               f"{' '.join(f'safehold-{k}-{n}.timer' for n, k, _, _ in jobs)}"
+    else:
+        lines = ["# safehold schedules (written by `safehold schedule install`).",
+                 "# CRON_TZ is honoured by cronie; Debian's cron runs in the system time zone instead.",
+                 "SHELL=/bin/sh", ""]
+        for name, kind, schedule, cron in jobs:
+            argv = shlex.join([*_command(), kind, name, "--config", config_file])
+            lines += [f"CRON_TZ={schedule.timezone}", f"{cron_line(schedule, cron)} {user or 'root'} {argv}"]
+        (folder / "safehold").write_text("\n".join(lines) + "\n")
+        written.append("safehold")
+        hint = "copy it to /etc/cron.d/safehold (mode 0644)"
+    return {"folder": str(folder), "format": fmt, "written": written, "skipped_disabled": skipped, "next": hint}

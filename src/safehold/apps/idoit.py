@@ -1,0 +1,190 @@
+"""i-doit profile: the system database, every tenant database listed in it, the whole i-doit
+folder and the system configuration (Apache, PHP, MariaDB) the i-doit backup guide names.
+
+Facts (i-doit open, `setup/config_template.inc.php`, `setup/sql/idoit_system.sql`):
+`src/config.inc.php` holds `$g_db_system = [host, port, user, pass, name]` and `$g_crypto_hash`
+(key of the encrypted password fields). Tenants are rows of `isys_mandator` with their own
+`__db_host/__db_port/__db_name/__db_user/__db_pass` (inactive ones too). Versions:
+`$g_product_info['version']` in `src/version.inc.php`, `isys_db_init.version` in every database.
+i-doit has no maintenance mode: the guide says stop the web server and the cron jobs, which this
+profile does with the configured quiesce commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from safehold.apps.common import (
+    app_config_file,
+    base_instance,
+    chown_tree,
+    command_quiesce,
+    database_named,
+    mariadb_connection,
+    query_or_none,
+    split_host,
+    version_mismatch,
+)
+from safehold.apps.phpconfig import PhpFile, parse_file
+from safehold.config import InstanceConfig
+from safehold.errors import SafeholdError
+from safehold.models import Database, Instance
+from safehold.output import Reporter
+from safehold.repository.manifest import Manifest
+from safehold.secrets import Secret
+
+CONFIG = "src/config.inc.php"
+VERSION_FILE = "src/version.inc.php"
+SYSTEM_CONFIG = ("/etc/apache2", "/etc/httpd", "/etc/php", "/etc/mysql", "/etc/my.cnf", "/etc/my.cnf.d")
+UPLOAD_SETTINGS = ("system.dir.file-upload", "system.dir.image-upload")
+KEY = "idoit_crypto_hash"
+TENANTS = ("SELECT isys_mandator__id, isys_mandator__title, isys_mandator__db_host, isys_mandator__db_port,"
+           " isys_mandator__db_name, isys_mandator__db_user, isys_mandator__db_pass, isys_mandator__active"
+           " FROM isys_mandator ORDER BY isys_mandator__id")
+DB_VERSION = "SELECT isys_db_init__value FROM isys_db_init WHERE isys_db_init__key = 'version'"
+
+
+def detect(root: Path) -> bool:
+    """An i-doit root holds src/config.inc.php defining `$g_db_system`."""
+    try:
+        return "$g_db_system" in (root / CONFIG).read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def _config(path: Path) -> PhpFile:
+    return parse_file(path, "i-doit config file")
+
+
+def _system_database(php: PhpFile) -> Database:
+    host, port = split_host(php.text("g_db_system", "host"))
+    port_text = php.text("g_db_system", "port", default="")
+    if port_text:
+        port = int(port_text) if port_text.isdigit() else port
+    conn = mariadb_connection(host, port, php.text("g_db_system", "user"), php.text("g_db_system", "pass"))
+    return Database(conn, php.text("g_db_system", "name"))
+
+
+def _version(db: Database) -> str | None:
+    rows = query_or_none(db.connection, db.name, DB_VERSION)
+    return str(rows[0][0]) if rows else None
+
+
+def read_schema_version(instance: Instance, database_name: str) -> str | None:
+    """i-doit version recorded in a (restored) copy of the system database."""
+    return _version(database_named(instance, database_name))
+
+
+def _tenants(system: Database) -> list[tuple[Database, dict[str, object]]]:
+    """Every tenant database with its own credentials (system DB missing: none, e.g. before a restore)."""
+    result: list[tuple[Database, dict[str, object]]] = []
+    for ident, title, host, port, name, user, password, active in query_or_none(
+            system.connection, system.name, TENANTS) or []:
+        conn = mariadb_connection(str(host or system.connection.host), int(port or 3306) or None,
+                                  str(user or ""), str(password or ""))
+        db = Database(conn, str(name))
+        result.append((db, {"id": int(ident), "title": title, "database": str(name), "active": bool(int(active)),
+                            "version": _version(db)}))
+    return result
+
+
+def _upload_dirs(system: Database, root: Path) -> list[Path]:
+    """Upload folders moved out of the install by the system settings (inside it they are kept anyway)."""
+    rows = query_or_none(system.connection, system.name,
+                         "SELECT isys_settings__value FROM isys_settings WHERE isys_settings__key IN (%s, %s)",
+                         UPLOAD_SETTINGS) or []
+    dirs = [Path(str(value)) for (value,) in rows if value]
+    return [d for d in dirs if d.is_absolute() and not d.resolve().is_relative_to(root.resolve())]
+
+
+def describe(name: str, config: InstanceConfig) -> Instance:
+    """System DB + every tenant DB, the i-doit folder minus temp/, system config, versions."""
+    root, config_path = app_config_file(config, "i-doit", CONFIG)
+    if not detect(root):
+        raise SafeholdError(f"{root} does not look like an i-doit install ({CONFIG} defines no $g_db_system)",
+                            "set root to the i-doit folder (the one holding src/ and index.php)")
+    php = _config(config_path)
+    system = _system_database(php)
+    tenants = _tenants(system)
+    instance = base_instance(name, config, "idoit")
+    instance.databases[:0] = [system, *[db for db, _ in tenants]]
+    instance.files[:0] = [root, *_upload_dirs(system, root)]
+    instance.config_files.insert(0, config_path)
+    if not config.config_files:  # the guide's Apache/PHP/MariaDB config, where this host has it
+        instance.config_files += [Path(p) for p in SYSTEM_CONFIG if Path(p).exists()]
+    temp = php.get("g_dirs", "temp", default=None) if isinstance(php.get("g_dirs", default=None), dict) else None
+    instance.exclude.append(str(root / "temp" / "*"))
+    if temp:
+        instance.exclude.append(str(Path(str(temp)) / "*"))
+    versions = root / VERSION_FILE
+    instance.app_version = parse_file(versions).text("g_product_info", "version") if versions.is_file() else None
+    instance.schema_version = _version(system)
+    instance.details = {"tenants": [info for _, info in tenants], "crypto_hash_set": bool(
+        php.text("g_crypto_hash", default=""))}
+    return instance
+
+
+@contextlib.contextmanager
+def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
+            state_dir: Path) -> Iterator[dict[str, object]]:
+    """The configured stop commands (web server unit, cron jobs), always followed by the start ones."""
+    if not (config.quiesce.enabled and config.quiesce.stop):
+        reporter.warn(f"{instance.name}: no quiesce commands configured, so i-doit and its cron jobs keep writing "
+                      "during the snapshot; set quiesce = { stop = [[\"systemctl\", \"stop\", \"apache2\"]], "
+                      "start = [[\"systemctl\", \"start\", \"apache2\"]] }")
+    with command_quiesce(instance, config, reporter, state_dir) as window:
+        yield window
+
+
+def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
+    """`$g_crypto_hash`: without it the encrypted password fields of every tenant are lost."""
+    if instance.root is None:
+        return {}
+    value = _config(instance.root / CONFIG).text("g_crypto_hash", default="")
+    return {KEY: Secret(value, KEY)} if value else {}
+
+
+def _tenant_versions(tenants: object) -> dict[str, str | None]:
+    return {f"tenant {t['database']} schema": t.get("version") for t in tenants or []}  # type: ignore[union-attr]
+
+
+def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
+    """Refuse databases of another i-doit version under this code (the files carry the point's code)."""
+    if "files" in in_place or "db" not in in_place:
+        return []
+    live = {"app version": instance.app_version, "system schema": instance.schema_version,
+            **_tenant_versions(instance.details.get("tenants"))}
+    point = {"app version": manifest.app_version, "system schema": manifest.schema_version,
+             **_tenant_versions(manifest.details.get("tenants"))}
+    return version_mismatch("i-doit", live, point,
+                            f"restore the files too (the point holds its i-doit folder), or install i-doit "
+                            f"{manifest.app_version} first; after a forced restore run i-doit's updater")
+
+
+def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
+    """Empty temp/ (caches are rebuilt) and, when an owner is configured, give the folder to it."""
+    if instance.root is None:
+        return
+    temp = instance.root / "temp"
+    if temp.is_dir():
+        for child in temp.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        reporter.step(f"cleared {temp}")
+    if instance.owner and "files" in restored:
+        chown_tree(instance.root, instance.owner)
+        reporter.step(f"owner {instance.owner} set on {instance.root}")
+
+
+def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str | None = None) -> list[str]:
+    """The point's `$g_crypto_hash` must be the one the live config uses."""
+    if KEY not in keys or instance.root is None:
+        return []
+    if _config(instance.root / CONFIG).text("g_crypto_hash", default="") != keys[KEY].reveal():
+        return [f"{CONFIG} has another $g_crypto_hash than the point: encrypted passwords will not decrypt"]
+    return []

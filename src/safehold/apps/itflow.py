@@ -1,0 +1,259 @@
+"""ITFlow profile: one MariaDB database, the whole app folder (code, config.php, uploads/) and the
+credential-vault master key.
+
+Facts (itflow-org/itflow): `config.php` holds `$dbhost $dbusername $dbpassword $database` written
+with var_export (appended lines may repeat a variable: the last one wins); no port variable.
+Versions: `includes/app_version.php` APP_VERSION and `settings.config_current_database_version`
+(company_id = 1). There is no maintenance mode; the cron dispatcher stops when
+`settings.config_enable_cron` = 0, which is how this profile pauses the app.
+The master key never exists in clear on the server: it is wrapped per user in
+`users.user_specific_encryption_ciphertext`; `safehold key escrow` unwraps it once with an
+admin's password (see `itflow_crypto`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from safehold.apps import itflow_crypto
+from safehold.apps.common import (
+    app_config_file,
+    base_instance,
+    database_named,
+    mariadb_connection,
+    query_or_none,
+    split_host,
+    stop_commands,
+    version_mismatch,
+)
+from safehold.apps.phpconfig import find_define, parse_file
+from safehold.apps.quiesce import paused, resumer
+from safehold.config import InstanceConfig
+from safehold.engines.mariadb import client
+from safehold.errors import SafeholdError
+from safehold.models import Database, Instance
+from safehold.output import Reporter
+from safehold.repository.manifest import Manifest
+from safehold.secrets import Secret, write_private
+
+CONFIG = "config.php"
+CRON_LOCKS = "itflow_cron_*.lock"  # in PHP's sys_get_temp_dir(), /tmp for the CLI cron
+CRON_WAIT_SECONDS = 120
+VERSION_FILE = "includes/app_version.php"
+MASTER_KEY = "itflow_master_key"
+BACKUP_KEY = "itflow_config_backup_key"
+# Scratch space, the built-in backup archives and a regenerable cache; the guard files stay
+# (restic's `!` patterns re-include them).
+SKIP = ("uploads/tmp/*", "uploads/backups/*", "plugins/htmlpurifier/**/DefinitionCache/Serializer/*",
+        "!uploads/tmp/index.php", "!uploads/backups/index.php", "!uploads/backups/.htaccess")
+UPLOADS_HTACCESS = ("Options -ExecCGI -Indexes\nphp_flag engine off\nRemoveHandler .php .phtml .phar .phps\n"
+                    "RemoveType .php .phtml .phar .phps\n<FilesMatch \"\\.(php|phtml|phar|phps|cgi|pl|sh)$\">\n"
+                    "  Require all denied\n</FilesMatch>\n")
+
+
+def detect(root: Path) -> bool:
+    """An ITFlow root holds config.php with `$dbhost` and `$database` (the rest may still be restored)."""
+    return _mentions(root / CONFIG, "$dbhost", "$database")
+
+
+def _mentions(path: Path, *words: str) -> bool:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    return all(word in text for word in words)
+
+
+def _database(config_path: Path) -> Database:
+    php = parse_file(config_path, "ITFlow config file")
+    host, port = split_host(php.text("dbhost"))
+    conn = mariadb_connection(host, port, php.text("dbusername"), php.text("dbpassword"))
+    return Database(conn, php.text("database"))
+
+
+def app_database(instance: Instance) -> Database:
+    """ITFlow's database as config.php names it (the instance's list may be narrowed, e.g. by a safety point)."""
+    assert instance.root is not None
+    return _database(instance.root / CONFIG)
+
+
+def describe(name: str, config: InstanceConfig) -> Instance:
+    """Database from config.php, the whole app folder, versions from code and database."""
+    root, config_path = app_config_file(config, "ITFlow", CONFIG)
+    if not detect(root):
+        raise SafeholdError(f"{root} does not look like an ITFlow install ({CONFIG} sets no $dbhost/$database)",
+                            "set root to the folder that holds ITFlow's config.php")
+    instance = base_instance(name, config, "itflow")
+    db = _database(config_path)
+    instance.databases.insert(0, db)
+    instance.files.insert(0, root)
+    instance.config_files.insert(0, config_path)
+    instance.exclude += [f"!{root / p[1:]}" if p.startswith("!") else str(root / p) for p in SKIP]
+    archives = parse_file(config_path).text("config_backup_path", default="")
+    if archives:  # built-in backup archives moved elsewhere: encrypted copies of what safehold takes anyway
+        instance.exclude.append(str(Path(archives) / "*"))
+    instance.app_version = find_define(root / VERSION_FILE, "APP_VERSION")
+    instance.schema_version = _schema_version(db)
+    return instance
+
+
+def _schema_version(db: Database) -> str | None:
+    rows = query_or_none(db.connection, db.name,
+                         "SELECT config_current_database_version FROM settings WHERE company_id = 1")
+    return str(rows[0][0]) if rows else None
+
+
+def read_schema_version(instance: Instance, database_name: str) -> str | None:
+    """Schema version recorded in a (restored) copy of the database, e.g. a drill's scratch database."""
+    return _schema_version(database_named(instance, database_name))
+
+
+def _set_cron(db: Database, value: int) -> None:
+    with client.cursor(db.connection, db.name) as cur:
+        cur.execute("UPDATE settings SET config_enable_cron = %s WHERE company_id = 1", (value,))
+
+
+@resumer("itflow_cron")
+def _restore_cron(step: dict[str, Any], reporter: Reporter) -> None:
+    root = Path(step["root"])
+    db = _database(root / CONFIG)  # credentials re-read: markers never hold secrets
+    _set_cron(db, int(step["value"]))
+    reporter.step(f"ITFlow cron re-enabled (settings.config_enable_cron = {step['value']})")
+
+
+@contextlib.contextmanager
+def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
+            state_dir: Path) -> Iterator[dict[str, object]]:
+    """Pause ITFlow's cron dispatcher (config_enable_cron = 0) and any configured stop commands."""
+    db = app_database(instance)
+    with paused(state_dir, instance.name, instance.app, reporter) as pause:
+        rows = query_or_none(db.connection, db.name,
+                             "SELECT config_enable_cron FROM settings WHERE company_id = 1")
+        if rows and int(rows[0][0]):
+            pause.record("itflow_cron", root=str(instance.root), value=int(rows[0][0]))
+            reporter.step("pausing ITFlow cron (settings.config_enable_cron = 0)")
+            _set_cron(db, 0)
+            pause.methods("itflow-cron")
+            pause.window["itflow_cron"] = int(rows[0][0])
+        _wait_for_cron_jobs(reporter)
+        if not key_file(state_dir, instance.name).is_file():
+            reporter.warn(f"ITFlow's master key is not escrowed: run `safehold key escrow {instance.name}` once, "
+                          "or stored credentials are lost with the last admin password")
+        stop_commands(pause, config, reporter)
+        yield pause.window
+
+
+def _wait_for_cron_jobs(reporter: Reporter) -> None:
+    """A cron job already running holds its flock (cron/includes/cron_lock.php); let it finish."""
+    deadline = time.monotonic() + CRON_WAIT_SECONDS
+    for lock in sorted(Path(tempfile.gettempdir()).glob(CRON_LOCKS)):
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        reporter.warn(f"an ITFlow cron job still holds {lock}; taking the snapshot anyway")
+                        return
+                    reporter.step(f"waiting for the ITFlow cron job holding {lock.name}")
+                    time.sleep(0.5)
+        finally:
+            os.close(fd)
+
+
+def key_file(state_dir: Path, instance: str) -> Path:
+    """Where an instance's escrowed keys are kept (0600, inside the 0700 state dir)."""
+    return state_dir / "keys" / f"{instance}.json"
+
+
+def escrow(instance: Instance, state_dir: Path, password: Secret, user: str | None,
+           reporter: Reporter) -> dict[str, object]:
+    """Unwrap the master key with an account's password, prove it on a credential, keep it 0600."""
+    db = app_database(instance)
+    master, email = itflow_crypto.unwrap_from_users(db, password, user)
+    proof = itflow_crypto.prove(db, db.name, master)
+    if proof is None:
+        reporter.warn("no stored credential to test the key on yet; it will be checked once one exists")
+    path = key_file(state_dir, instance.name)
+    write_private(path, json.dumps({MASTER_KEY: master.reveal(), "user": email, "proof_credential_id": proof}))
+    reporter.step(f"master key escrowed for {instance.name} (unwrapped with {email}'s password)")
+    return {"instance": instance.name, "user": email, "stored": str(path), "proved_on_credential": proof}
+
+
+def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
+    """The escrowed master key (if `safehold key escrow` was run) and config.php's backup zip key."""
+    result: dict[str, Secret] = {}
+    path = key_file(state_dir, instance.name)
+    if path.is_file():
+        result[MASTER_KEY] = Secret(json.loads(path.read_text())[MASTER_KEY], MASTER_KEY)
+    if instance.root is not None:
+        backup_key = parse_file(instance.root / CONFIG).text("config_backup_key", default="")
+        if backup_key:
+            result[BACKUP_KEY] = Secret(backup_key, BACKUP_KEY)
+    return result
+
+
+def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
+    """Refuse a database restore under different code; restoring the files brings the point's code back."""
+    if "files" in in_place or "db" not in in_place:
+        return []
+    return version_mismatch(
+        "ITFlow", {"app version": instance.app_version, "schema version": instance.schema_version},
+        {"app version": manifest.app_version, "schema version": manifest.schema_version},
+        f"restore the files too (the point holds its ITFlow code), or install ITFlow {manifest.app_version} first; "
+        "after a forced restore run `php scripts/update_cli.php --update_db`")
+
+
+def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
+    """Cron switch as it was before the snapshot paused it; uploads/ guards if the point lacked them.
+
+    The dump is taken with cron paused, so a restored database has `config_enable_cron = 0`:
+    an in-place restore switches it back; a copy under another name keeps cron off, so a clone
+    never sends the invoices and card charges of the original a second time.
+    """
+    cron_before = manifest.quiesce.get("itflow_cron")
+    if "db" in restored and cron_before:
+        _set_cron(app_database(instance), int(cron_before))
+        reporter.step(f"ITFlow cron switched back on as before the backup (config_enable_cron = {cron_before})")
+    if "files" in restored and instance.root is not None:
+        _uploads_guards(instance.root / "uploads", reporter)
+
+
+def _uploads_guards(uploads: Path, reporter: Reporter) -> None:
+    uploads.mkdir(mode=0o750, exist_ok=True)
+    htaccess, index = uploads / ".htaccess", uploads / "index.php"
+    if not htaccess.exists():
+        htaccess.write_text(UPLOADS_HTACCESS)
+        reporter.warn(f"{htaccess} was missing; wrote ITFlow's guard that disables PHP in uploads/")
+    if not index.exists():
+        index.write_text("")
+    owner = uploads.stat()
+    for guard in (htaccess, index):
+        if guard.stat().st_uid != owner.st_uid:
+            os.lchown(guard, owner.st_uid, owner.st_gid)
+
+
+def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str | None = None) -> list[str]:
+    """The escrowed master key must decrypt a stored credential (live DB or `database_name`)."""
+    if MASTER_KEY not in keys:
+        return [f"no ITFlow master key is escrowed for {instance.name}: run `safehold key escrow {instance.name}`"]
+    db = instance.databases[0] if instance.databases else app_database(instance)  # a drill's scratch server
+    try:
+        itflow_crypto.prove(db, database_name or db.name, keys[MASTER_KEY])
+    except SafeholdError as exc:
+        return [exc.line()]
+    return []

@@ -1,0 +1,235 @@
+"""iTop profile: the iTop tables of one MariaDB database (only those starting with `db_subname`
+when the database is shared), the config file, the designer delta, hub modules, extensions and
+the compiled `env-production` build.
+
+Facts (Combodo/iTop 3.x): `conf/production/config-itop.php` defines `$MySettings` with `db_host`
+(`host`, `host:port`, `p:host`), `db_user`, `db_pwd`, `db_name`, `db_subname` (table prefix),
+`encryption_library`, `encryption_key`. Code version: `define('ITOP_VERSION', …)` in
+`core/config.class.inc.php`; installed version: root rows (`parent_id = 0`) of
+`<prefix>priv_module_install`, the last one wins. Read-only mode is the flag file
+`data/.readonly`, exactly what iTop's own `SetupUtils::EnterReadOnlyMode` touches; cron.php
+exits while it exists and holds the MySQL lock `itop.md5('cron'.db_name.db_subname)` while it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from safehold import runner
+from safehold.apps.common import (
+    app_config_file,
+    base_instance,
+    chown_tree,
+    database_named,
+    mariadb_connection,
+    query_or_none,
+    split_host,
+    stop_commands,
+    version_mismatch,
+)
+from safehold.apps.phpconfig import find_define, parse_file
+from safehold.apps.quiesce import paused
+from safehold.config import InstanceConfig
+from safehold.errors import SafeholdError
+from safehold.models import Database, Instance
+from safehold.output import Reporter
+from safehold.repository.manifest import Manifest
+from safehold.secrets import Secret
+
+ENV = "production"
+CONFIG = f"conf/{ENV}/config-itop.php"
+VERSION_FILE = "core/config.class.inc.php"
+READONLY_FLAG = "data/.readonly"
+CACHE = f"data/cache-{ENV}"
+# The files iTop's restore leaves with the wrong owner (iTop 3.0 "Data backup" page).
+OWNED_BY_WEB_USER = (CONFIG, f"data/{ENV}.delta.xml", CACHE, f"data/{ENV}-modules")
+OPTIONAL_TREES = (f"data/{ENV}.delta.xml", f"data/{ENV}-modules", "extensions", f"env-{ENV}")
+PHP_EXTENSION = {"Sodium": "sodium", "OpenSSL": "openssl", "OpenSSLMcryptCompatibility": "openssl",
+                 "Mcrypt": "mcrypt"}
+KEY = "itop_encryption_key"
+CRON_WAIT_SECONDS = 120
+
+
+def detect(root: Path) -> bool:
+    """An iTop root holds approot.inc.php and conf/production/config-itop.php."""
+    return (root / "approot.inc.php").is_file() and (root / CONFIG).is_file()
+
+
+def _settings(config_path: Path) -> dict[str, object]:
+    php = parse_file(config_path, "iTop config file")
+    for key in ("db_host", "db_user", "db_pwd", "db_name"):
+        php.text("MySettings", key)  # a missing or non-literal value fails here, naming the key
+    php.text("MySettings", "db_subname", default="")
+    settings = php.get("MySettings")
+    return {k: v for k, v in settings.items() if isinstance(k, str)}
+
+
+def _extra_files(config_path: Path) -> list[Path]:
+    """The itop-backup module's `extra_files` (paths inside APPROOT its own backup adds)."""
+    root = config_path.parents[2]
+    extra = parse_file(config_path).get("MyModuleSettings", "itop-backup", "extra_files", default={})
+    paths = [root / str(rel) for rel in (extra.values() if isinstance(extra, dict) else [])]
+    return [p for p in paths if p.resolve().is_relative_to(root.resolve()) and p.exists()]
+
+
+def _installed_version(db: Database) -> tuple[str | None, str | None]:
+    """(product version, datamodel version) from the last setup run recorded in priv_module_install."""
+    table = f"{db.table_prefix or ''}priv_module_install"
+    rows = query_or_none(db.connection, db.name,
+                         f"SELECT name, version FROM `{table}` WHERE parent_id = 0 ORDER BY installed, id")
+    product = datamodel = None
+    for name, version in rows or []:
+        if name == "datamodel":
+            datamodel = version
+        else:
+            product = version
+    return product, datamodel
+
+
+def _database(config_path: Path) -> Database:
+    settings = _settings(config_path)
+    host, port = split_host(str(settings["db_host"]))
+    conn = mariadb_connection(host, port, str(settings["db_user"]), str(settings["db_pwd"] or ""))
+    prefix = str(settings.get("db_subname") or "") or None
+    return Database(conn, str(settings["db_name"]), table_prefix=prefix)
+
+
+def read_schema_version(instance: Instance, database_name: str) -> str | None:
+    """Installed iTop version recorded in a (restored) copy of the database."""
+    return _installed_version(database_named(instance, database_name))[0]
+
+
+def describe(name: str, config: InstanceConfig) -> Instance:
+    """Database (prefix-aware) from config-itop.php, the files iTop's own backup keeps, versions."""
+    root, config_path = app_config_file(config, "iTop", CONFIG)
+    if not detect(root):
+        raise SafeholdError(f"{root} does not look like an iTop install (no approot.inc.php)",
+                            "set root to iTop's folder (the one holding approot.inc.php and conf/)")
+    settings = _settings(config_path)
+    db = _database(config_path)
+    prefix = db.table_prefix
+    instance = base_instance(name, config, "itop")
+    instance.databases.insert(0, db)
+    instance.config_files.insert(0, config_path)
+    instance.files[:0] = [root / rel for rel in OPTIONAL_TREES if (root / rel).exists()] + _extra_files(config_path)
+    instance.app_version = find_define(root / VERSION_FILE, "ITOP_VERSION")
+    instance.schema_version, datamodel = _installed_version(db)
+    instance.details = {
+        "table_prefix": prefix or "",
+        "datamodel_version": datamodel,
+        "encryption_library": settings.get("encryption_library") or None,
+        "encryption_key_set": bool(settings.get("encryption_key")),
+        "cron_lock": "itop." + hashlib.md5(f"cron{db.name}{prefix or ''}".encode()).hexdigest(),  # noqa: S324
+    }
+    return instance
+
+
+def _wait_for_cron(db: Database, lock: str, reporter: Reporter) -> None:
+    """cron.php stops when it sees the flag; wait until it released its MySQL lock."""
+    deadline = time.monotonic() + CRON_WAIT_SECONDS
+    announced = False
+    while True:
+        rows = query_or_none(db.connection, db.name, "SELECT IS_USED_LOCK(%s)", (lock,))
+        if not rows or rows[0][0] is None:
+            return
+        if time.monotonic() > deadline:
+            reporter.warn(f"iTop cron still holds its lock after {CRON_WAIT_SECONDS} s; taking the snapshot anyway "
+                          "(the database dump is transactional)")
+            return
+        if not announced:
+            reporter.step("waiting for iTop's cron.php to finish its current task")
+            announced = True
+        time.sleep(1)
+
+
+@contextlib.contextmanager
+def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
+            state_dir: Path) -> Iterator[dict[str, object]]:
+    """iTop read-only mode (data/.readonly, removed afterwards only if safehold created it)."""
+    assert instance.root is not None
+    flag = instance.root / READONLY_FLAG
+    with paused(state_dir, instance.name, instance.app, reporter) as pause:
+        if flag.exists():
+            reporter.step(f"iTop is already read-only ({flag} exists); it stays that way")
+        else:
+            pause.record("remove_file", path=str(flag))
+            flag.parent.mkdir(parents=True, exist_ok=True)
+            flag.touch()
+            pause.methods("itop-readonly")
+            reporter.step(f"iTop switched to read-only mode ({flag})")
+        _wait_for_cron(_database(instance.root / CONFIG), str(instance.details["cron_lock"]), reporter)
+        stop_commands(pause, config, reporter)
+        yield pause.window
+
+
+def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
+    """iTop's `encryption_key` (it is in config-itop.php too; the copy lands in the recovery kit)."""
+    if instance.root is None:
+        return {}
+    key = _settings(instance.root / CONFIG).get("encryption_key")
+    return {KEY: Secret(str(key), KEY)} if key else {}
+
+
+def _php_modules() -> set[str] | None:
+    if shutil.which("php") is None:
+        return None
+    try:
+        out = runner.run(["php", "-m"], what="php")
+    except runner.ProcessFailed:
+        return None
+    return {line.strip().lower() for line in out.decode(errors="replace").splitlines()}
+
+
+def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
+    """Refuse a database from another iTop version; warn when the encryption library is missing here."""
+    library = manifest.details.get("encryption_library")
+    if library:
+        modules = _php_modules()
+        wanted = PHP_EXTENSION.get(str(library), str(library).lower())
+        if modules is None:
+            reporter.warn(f"the point's iTop encrypts with {library}; could not run `php -m` to check that the "
+                          f"PHP extension {wanted} is installed here")
+        elif wanted not in modules:
+            reporter.warn(f"the point's iTop encrypts with {library} but PHP here lacks the {wanted} extension: "
+                          "encrypted fields will be unreadable until it is installed")
+    if "db" not in in_place:
+        return []
+    return version_mismatch(
+        "iTop", {"app version": instance.app_version, "schema version": instance.schema_version},
+        {"app version": manifest.app_version, "schema version": manifest.schema_version},
+        f"install iTop {manifest.app_version} code first, or restore with --force and then run iTop's setup "
+        "to align the database with this code")
+
+
+def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
+    """Clear the compiled cache and give the files iTop's restore leaves wrong back to the web user."""
+    if instance.root is None:
+        return
+    data = instance.root / "data"
+    cache = instance.root / CACHE
+    if cache.is_dir():
+        shutil.rmtree(cache)
+    if data.is_dir():
+        cache.mkdir(mode=data.stat().st_mode & 0o7777)
+        chown_tree(cache, f"{data.stat().st_uid}:{data.stat().st_gid}")
+        reporter.step(f"cleared {cache}")
+    if instance.owner and "files" in restored:
+        for relative in OWNED_BY_WEB_USER:
+            if (instance.root / relative).exists():
+                chown_tree(instance.root / relative, instance.owner)
+        reporter.step(f"owner {instance.owner} set on {', '.join(OWNED_BY_WEB_USER)}")
+
+
+def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str | None = None) -> list[str]:
+    """The point's encryption_key must be the one the live config uses."""
+    if KEY not in keys or instance.root is None:
+        return []
+    live = _settings(instance.root / CONFIG).get("encryption_key")
+    if live != keys[KEY].reveal():
+        return [f"{CONFIG} has another encryption_key than the point: restore config and database together"]
+    return []

@@ -1,0 +1,467 @@
+"""Read PHP configuration files without running PHP.
+
+The config files of ITFlow (`config.php`), i-doit (`src/config.inc.php`) and iTop
+(`conf/production/config-itop.php`) are usually writable by the web server user. Executing them
+as root would hand root to whoever controls the web application, so safehold never runs `php` on
+them: it tokenizes the file and evaluates only literal values (strings, numbers, booleans, null,
+arrays and `.` concatenation of literals) in top-level assignments and `define()` calls.
+
+Anything else (a function call such as `getenv('DB_PASS')`, a variable inside a double-quoted
+string, an `if` block that assigns) is kept as `Unparsed`; reading such a value raises a
+ConfigError that names the file, the key, the line and the expression. Syntax this module cannot
+follow (heredoc, an unterminated string or comment) makes the whole file refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safehold.errors import ConfigError
+
+HINT = ("safehold reads PHP config files as plain literals and never runs PHP; write the value as a quoted "
+        "literal, or declare the database in safehold.toml")
+
+TOKEN = re.compile(r"""
+  (?P<ws>\s+)
+| (?P<comment>(?://|\#)[^\n]*?(?=\?>|\n|$)|/\*.*?\*/)
+| (?P<close>\?>)
+| (?P<heredoc><<<)
+| (?P<sq>'(?:[^'\\]|\\.)*')
+| (?P<dq>"(?:[^"\\]|\\.)*")
+| (?P<var>\$[A-Za-z_\x80-\uffff][\w\x80-\uffff]*)
+| (?P<num>\d[\w.]*(?:[eE][+-]?\d+)?|\.\d[\d_]*(?:[eE][+-]?\d+)?)
+| (?P<name>\\?[A-Za-z_\x80-\uffff][\w\x80-\uffff\\]*)
+| (?P<op>=>|::|->|\?\?=?|\.=|[-+*/%|&^]=|===?|!==?|<=|>=|&&|\|\||\S)
+""", re.X | re.S)
+OPEN_TAG = re.compile(r"<\?(?:php\b|=)?", re.I)
+DQ_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "v": "\v", "e": "\x1b", "f": "\f", "\\": "\\", "$": "$", '"': '"'}
+OPENERS = {"(": ")", "[": "]", "{": "}"}
+SECRET_NAME = re.compile(r"pass|pwd|secret|key|hash|token", re.I)
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str
+    text: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Unparsed:
+    """A value written as a PHP expression that is not a literal (never evaluated)."""
+
+    source: str
+    line: int
+
+
+class NotLiteral(Exception):
+    """Internal: the expression at hand is not a literal."""
+
+
+class SyntaxProblem(Exception):
+    """Internal: the file uses syntax this reader cannot follow."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def tokens(text: str, start: int = 0, php: bool = False) -> Iterator[Token]:
+    """PHP tokens of `text` (whitespace and comments dropped); a `?>` yields an implicit `;`."""
+    pos = start
+    line = text.count("\n", 0, start) + 1
+    while pos < len(text):
+        if not php:
+            found = OPEN_TAG.search(text, pos)
+            if found is None:
+                return
+            line += text.count("\n", pos, found.end())
+            pos, php = found.end(), True
+            continue
+        match = TOKEN.match(text, pos)
+        if match is None:  # only an unterminated string or comment fails to match
+            raise SyntaxProblem("an unterminated string or comment", line)
+        kind, value = match.lastgroup or "op", match.group()
+        if kind == "op" and value in ("'", '"'):
+            raise SyntaxProblem("an unterminated string", line)
+        if kind == "op" and value == "/" and text.startswith("/*", pos):
+            raise SyntaxProblem("an unterminated comment", line)
+        if kind == "heredoc":
+            raise SyntaxProblem("heredoc/nowdoc syntax (<<<), which safehold does not read", line)
+        if kind == "close":
+            yield Token("op", ";", line)
+            php = False
+        elif kind not in ("ws", "comment"):
+            yield Token(kind, value, line)
+        line += value.count("\n")
+        pos = match.end()
+
+
+def _single_quoted(body: str) -> str:
+    return re.sub(r"\\([\\'])", r"\1", body)
+
+
+def _double_quoted(body: str) -> str:
+    if re.search(r"(?<!\\)(?:\\\\)*\$[A-Za-z_{]|(?<!\\)(?:\\\\)*\{\$", body):
+        raise NotLiteral  # variable interpolation
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char != "\\" or i + 1 == len(body):
+            out.append(char)
+            i += 1
+            continue
+        nxt = body[i + 1]
+        if nxt in DQ_ESCAPES:
+            out.append(DQ_ESCAPES[nxt])
+            i += 2
+        elif m := re.match(r"[0-7]{1,3}", body[i + 1:]):
+            out.append(chr(int(m.group(), 8) & 0xFF))
+            i += 1 + len(m.group())
+        elif m := re.match(r"x([0-9A-Fa-f]{1,2})|u\{([0-9A-Fa-f]+)\}", body[i + 1:]):
+            out.append(chr(int(m.group(1) or m.group(2), 16)))
+            i += 1 + len(m.group())
+        else:
+            out.append("\\" + nxt)
+            i += 2
+    return "".join(out)
+
+
+def _number(text: str) -> int | float:
+    clean = text.replace("_", "")
+    try:
+        if re.fullmatch(r"0[0-7]+", clean):
+            return int(clean, 8)
+        return int(clean, 0)
+    except ValueError:
+        pass
+    try:
+        return float(clean)
+    except ValueError:
+        raise NotLiteral from None
+
+
+def _array_key(key: object) -> object:
+    """PHP key casts: "8" → 8, true → 1, null → ""."""
+    if isinstance(key, bool):
+        return int(key)
+    if key is None:
+        return ""
+    if isinstance(key, float):
+        return int(key)
+    if isinstance(key, str) and re.fullmatch(r"-?[1-9]\d*|0", key):
+        return int(key)
+    if isinstance(key, Unparsed | dict):
+        raise NotLiteral
+    return key
+
+
+def _concat_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else ""
+    if value is None:
+        return ""
+    if isinstance(value, dict | Unparsed):
+        raise NotLiteral
+    return str(value)
+
+
+class Parser:
+    """Literal evaluation over the tokens of one statement."""
+
+    def __init__(self, toks: list[Token]) -> None:
+        self.toks = toks
+        self.pos = 0
+
+    def peek(self, offset: int = 0) -> Token | None:
+        index = self.pos + offset
+        return self.toks[index] if index < len(self.toks) else None
+
+    def take(self, text: str | None = None) -> Token:
+        tok = self.peek()
+        if tok is None or (text is not None and tok.text.lower() != text):
+            raise NotLiteral
+        self.pos += 1
+        return tok
+
+    def at(self, *texts: str) -> bool:
+        tok = self.peek()
+        return tok is not None and tok.kind == "op" and tok.text in texts
+
+    def value(self) -> object:
+        """A literal expression, or Unparsed(source) spanning up to the next `,` `=>` or closer."""
+        start = self.pos
+        try:
+            result = self.concat()
+            if self.peek() is not None and not self.at(",", ")", "]", ";", "=>"):
+                raise NotLiteral
+            return result
+        except NotLiteral:
+            self.pos = start
+            return self.skip_expression()
+
+    def skip_expression(self) -> Unparsed:
+        start, depth = self.pos, 0
+        while (tok := self.peek()) is not None:
+            if tok.kind == "op" and tok.text in OPENERS:
+                depth += 1
+            elif tok.kind == "op" and tok.text in (")", "]", "}"):
+                if depth == 0:
+                    break
+                depth -= 1
+            elif depth == 0 and tok.kind == "op" and tok.text in (",", "=>", ";"):
+                break
+            self.pos += 1
+        if self.pos == start:
+            raise SyntaxProblem("an empty expression", self.toks[start].line if start < len(self.toks) else 0)
+        words = [t.text for t in self.toks[start:self.pos]]
+        return Unparsed(" ".join(words), self.toks[start].line)
+
+    def concat(self) -> object:
+        result = self.unary()
+        if not self.at("."):
+            return result
+        parts = [_concat_text(result)]
+        while self.at("."):
+            self.take()
+            parts.append(_concat_text(self.unary()))
+        return "".join(parts)
+
+    def unary(self) -> object:
+        if self.at("-", "+"):
+            sign = self.take().text
+            operand = self.unary()
+            if not isinstance(operand, int | float) or isinstance(operand, bool):
+                raise NotLiteral
+            return -operand if sign == "-" else operand
+        if self.at("("):
+            self.take()
+            inner = self.concat()
+            self.take(")")
+            return inner
+        return self.atom()
+
+    def atom(self) -> object:
+        tok = self.take()
+        if tok.kind == "sq":
+            return _single_quoted(tok.text[1:-1])
+        if tok.kind == "dq":
+            return _double_quoted(tok.text[1:-1])
+        if tok.kind == "num":
+            return _number(tok.text)
+        if tok.kind == "name":
+            word = tok.text.lower().lstrip("\\")
+            if word in ("true", "false", "null"):
+                return {"true": True, "false": False, "null": None}[word]
+            if word == "array" and self.at("("):
+                self.take()
+                return self.array(")")
+            raise NotLiteral
+        if tok.kind == "op" and tok.text == "[":
+            return self.array("]")
+        raise NotLiteral
+
+    def array(self, closer: str) -> dict[object, object]:
+        result: dict[object, object] = {}
+        next_index = 0
+        while not self.at(closer):
+            first = self.value()
+            if self.at("=>"):
+                self.take()
+                key = _array_key(first)
+                item = self.value()
+            else:
+                key, item = next_index, first
+            result[key] = item
+            if isinstance(key, int):
+                next_index = max(next_index, key + 1)
+            if self.at(","):
+                self.take()
+            elif not self.at(closer):
+                raise NotLiteral
+        self.take(closer)
+        return result
+
+
+@dataclass
+class PhpFile:
+    """Literal top-level variables and constants of one PHP file."""
+
+    path: Path
+    variables: dict[str, object] = field(default_factory=dict)
+    constants: dict[str, object] = field(default_factory=dict)
+
+    def get(self, var: str, *keys: object, default: object = ConfigError) -> Any:
+        """`$var[key1][key2]…`; a missing value returns `default` or raises, an expression always raises."""
+        label = "$" + var + "".join(f"[{k!r}]" for k in keys)
+        value: object = self.variables.get(var, ConfigError)
+        for key in keys:
+            if isinstance(value, Unparsed):
+                break
+            value = value.get(key, ConfigError) if isinstance(value, dict) else ConfigError
+        if isinstance(value, Unparsed):
+            # The expression of a secret may hold the secret itself ("pa$word"): name only the line.
+            shown = "an expression" if SECRET_NAME.search(label) else f"the PHP expression `{value.source[:80]}`"
+            raise ConfigError(f"{self.path}: {label} is set by {shown} (line {value.line}), which safehold does "
+                              "not evaluate", HINT)
+        if value is ConfigError:
+            if default is ConfigError:
+                raise ConfigError(f"{self.path}: {label} is not set", "is this the application's config file?")
+            return default
+        return value
+
+    def text(self, var: str, *keys: object, default: object = ConfigError) -> Any:
+        """Like `get`, but the value must be a string or number (returned as text)."""
+        value = self.get(var, *keys, default=default)
+        if value is default and default is not ConfigError:
+            return value
+        if isinstance(value, dict | bool):
+            label = "$" + var + "".join(f"[{k!r}]" for k in keys)
+            raise ConfigError(f"{self.path}: {label} is not a text value", "fix the application's config file")
+        return "" if value is None else str(value)
+
+    def constant(self, name: str) -> object:
+        """A `define()`d constant, or None."""
+        value = self.constants.get(name)
+        if isinstance(value, Unparsed):
+            raise ConfigError(f"{self.path}: constant {name} is set by the PHP expression `{value.source[:80]}`",
+                              HINT)
+        return value
+
+
+def _statements(toks: Iterator[Token]) -> Iterator[list[Token]]:
+    """Top-level statements: split at `;` outside brackets and after a closing `}` at depth 0."""
+    current: list[Token] = []
+    depth = 0
+    for tok in toks:
+        if tok.kind == "op" and tok.text in OPENERS:
+            depth += 1
+        elif tok.kind == "op" and tok.text in (")", "]", "}"):
+            depth = max(depth - 1, 0)
+        if depth == 0 and tok.kind == "op" and tok.text == ";":
+            if current:
+                yield current
+            current = []
+            continue
+        current.append(tok)
+        if depth == 0 and tok.kind == "op" and tok.text == "}":
+            yield current
+            current = []
+    if current:
+        yield current
+
+
+def _assign_nested(php: PhpFile, var: str, keys: list[object], value: object, line: int) -> None:
+    if not keys:
+        php.variables[var] = value
+        return
+    target = php.variables.setdefault(var, {})
+    if not isinstance(target, dict):
+        php.variables[var] = Unparsed(f"${var}[...] = ...", line)
+        return
+    for key in keys[:-1]:
+        target = target.setdefault(key, {})
+        if not isinstance(target, dict):
+            php.variables[var] = Unparsed(f"${var}[...] = ...", line)
+            return
+    target[keys[-1]] = value
+
+
+def _statement(php: PhpFile, stmt: list[Token]) -> None:
+    head = stmt[0]
+    parser = Parser(stmt)
+    if head.kind == "var":
+        parser.take()
+        keys: list[object] = []
+        try:
+            while parser.at("["):
+                parser.take()
+                keys.append(_array_key(parser.concat()))
+                parser.take("]")
+            if parser.at("="):
+                parser.take()
+                value = parser.value()
+                if parser.peek() is None:
+                    _assign_nested(php, head.text[1:], keys, value, head.line)
+                    return
+        except NotLiteral:
+            pass
+    elif head.kind == "name" and head.text.lower() == "define":
+        try:
+            parser.take()
+            parser.take("(")
+            name = parser.atom()
+            parser.take(",")
+            value = parser.value()
+            parser.take(")")
+            if isinstance(name, str) and parser.peek() is None:
+                php.constants[name] = value
+                return
+        except NotLiteral:
+            pass
+    # Not a literal assignment: whatever it may change must not be trusted (`$a = f()`, `$a[] = …`,
+    # `$a .= …`, assignments inside an `if` block).
+    source = " ".join(t.text for t in stmt)[:200]
+    if head.kind == "var":
+        php.variables[head.text[1:]] = Unparsed(source, head.line)
+    for index, tok in enumerate(stmt[:-1]):
+        after = stmt[index + 1]
+        if tok.kind == "var" and after.kind == "op" and after.text.endswith("=") \
+                and after.text not in ("==", "===", "!=", "!==", "<=", ">=", "=>"):
+            php.variables[tok.text[1:]] = Unparsed(source, tok.line)
+
+
+def parse_text(text: str, path: Path) -> PhpFile:
+    """Literal variables and constants of PHP source `text` (read from `path`, for messages)."""
+    php = PhpFile(path)
+    try:
+        for stmt in _statements(tokens(text)):
+            _statement(php, stmt)
+    except SyntaxProblem as exc:
+        raise ConfigError(f"{path}: line {exc.line} uses {exc}, so safehold cannot read the file", HINT) from None
+    return php
+
+
+def parse_file(path: Path, what: str = "config file") -> PhpFile:
+    """Read and parse a PHP file; a missing or unreadable file is a ConfigError naming `what`."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist", "check the instance's root in safehold.toml") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}", "check its permissions") from None
+    return parse_text(text, path)
+
+
+def find_define(path: Path, name: str) -> str | None:
+    """The literal value of `define('NAME', ...)` in any PHP file (e.g. a class file), or None.
+
+    Only the tokens right after the matching `define(` are read, so the rest of a large source
+    file never has to be parseable.
+    """
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return None
+    pattern = re.compile(r"\bdefine\s*\(\s*(['\"])" + re.escape(name) + r"\1\s*,", re.I)
+    match = pattern.search(text)
+    if match is None:
+        return None
+    collected: list[Token] = []
+    try:
+        for tok in tokens(text, match.end(), php=True):
+            if tok.kind == "op" and tok.text in (")", ";"):
+                break
+            collected.append(tok)
+    except SyntaxProblem:
+        return None
+    parser = Parser(collected)
+    value = parser.value()
+    if isinstance(value, Unparsed | dict) or value is None:
+        return None
+    return str(value)

@@ -1,0 +1,206 @@
+"""Tell people when a run fails, when it recovers, and (optionally) when it succeeds.
+
+Messages go through apprise (mail, Slack/Teams/Matrix, ntfy, webhooks...). An incident ticket can
+also be opened in the application itself:
+
+- iTop, REST/JSON API (docs: "iTop REST/JSON services"): POST {url}/webservices/rest.php?version=1.3,
+  form fields `auth_user`, `auth_pwd` and `json_data` = {"operation": "core/create", "class":
+  "UserRequest"|"Incident", "comment", "output_fields", "fields": {"org_id", "caller_id", "title",
+  "description", ...}}. The answer is {"code": 0, "objects": {"UserRequest::12": {"code": 0,
+  "key": "12", "fields": {"ref": "R-000012"}}}}; a non-zero code carries "message".
+- ITFlow API v1 (api/v1/tickets/create.php): POST a JSON body {"api_key", "ticket_subject",
+  "ticket_details", "ticket_priority", "client_id", "ticket_contact_id"}; the answer is
+  {"success": "True", "data": [{"insert_id": N}]} or {"success": "False", "message": ...}.
+
+One outage opens one ticket per system: the open ticket is kept in the history database until a run
+of that instance succeeds again. Messages never carry secrets: the error lines are secret-free by
+design and every configured secret value is masked again here as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from safehold.config import Config, ItflowTicketConfig, ItopTicketConfig
+from safehold.errors import SafeholdError
+from safehold.history import History, Run
+from safehold.output import Reporter
+from safehold.secrets import resolve
+
+TIMEOUT_SECONDS = 20
+TICKET_KINDS = ("backup", "drill")  # a failed prune or restore is announced, but is no outage of the backups
+
+
+class NotifyError(SafeholdError):
+    """A notification or ticket could not be delivered."""
+
+
+def _age(when: datetime) -> str:
+    hours = (datetime.now(UTC) - when).total_seconds() / 3600
+    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
+
+
+def compose(history: History, run: Run, event: str) -> tuple[str, str]:
+    """Title and body for an event (failure, recovery, success) of a run."""
+    host = socket.gethostname()
+    what = f"{run.kind} of {run.instance}"
+    if event == "failure":
+        title = f"safehold: {what} FAILED on {host}"
+        good = history.last_success(run.instance, run.kind)
+        last = f"last good {run.kind}: {good.started:%Y-%m-%d %H:%M} UTC ({_age(good.started)} ago)" if good else \
+            f"there is no good {run.kind} of {run.instance} yet"
+        lines = [f"The {what} on {host} failed at {run.started:%Y-%m-%d %H:%M} UTC.",
+                 f"Reason: {run.error or 'unknown'}", last,
+                 f"Next step: fix the reason above, then run `safehold {run.kind} {run.instance}` by hand; "
+                 f"`safehold history {run.instance}` and `safehold check {run.instance}` show the state."]
+    else:
+        verb = "works again" if event == "recovery" else "succeeded"
+        title = f"safehold: {what} {verb} on {host}"
+        size = f", {run.bytes_added / 1e6:.1f} MB added" if run.bytes_added is not None else ""
+        lines = [f"The {what} on {host} {verb} at {run.started:%Y-%m-%d %H:%M} UTC "
+                 f"({run.duration or 0:.0f} s{size}).",
+                 "Next step: none." + (" Open incident tickets for this outage can be closed." if event == "recovery"
+                                       else "")]
+    return title, "\n".join(lines)
+
+
+def _secret_values(config: Config) -> list[str]:
+    """Every secret the config can resolve, to mask them in anything sent out."""
+    refs = [r.password for r in config.repositories.values()] + \
+        [ref for r in config.repositories.values() for ref in r.env.values()] + \
+        [d.password for i in config.instances.values() for d in i.databases if d.password]
+    refs += [t.password for t in [config.notify.itop] if t] + [t.api_key for t in [config.notify.itflow] if t]
+    values = []
+    for ref in refs:
+        try:
+            values.append(resolve(ref, "secret").reveal())
+        except SafeholdError:
+            continue
+    return [v for v in values if len(v) >= 4]
+
+
+def _mask(text: str, secrets: list[str]) -> str:
+    for value in secrets:
+        text = text.replace(value, "***")
+    return text
+
+
+def send(config: Config, title: str, body: str, kind: str = "failure") -> bool:
+    """Send one message to every apprise URL; False when at least one target refused it."""
+    import apprise
+
+    if not config.notify.urls:
+        return True
+    secrets = _secret_values(config)
+    target = apprise.Apprise()
+    for index, url in enumerate(config.notify.urls):
+        if url.startswith(("env:", "file:")):
+            url = resolve(url, f"notify.urls.{index}").reveal()
+        if not target.add(url):
+            raise NotifyError(f"notify.urls.{index} is not an apprise URL apprise understands",
+                              "see https://github.com/caronc/apprise/wiki for the URL formats")
+    notify_type = {"failure": apprise.NotifyType.FAILURE, "recovery": apprise.NotifyType.SUCCESS,
+                   "success": apprise.NotifyType.SUCCESS}[kind]
+    return bool(target.notify(title=_mask(title, secrets), body=_mask(body, secrets), notify_type=notify_type))
+
+
+def _post(url: str, what: str, **kwargs: Any) -> dict[str, Any]:
+    try:
+        response = requests.post(url, timeout=TIMEOUT_SECONDS, **kwargs)
+        response.raise_for_status()
+        return response.json()
+    except requests.HTTPError as exc:
+        raise NotifyError(f"{what}: {url} answered HTTP {exc.response.status_code}",
+                          "check the URL and the API credentials") from None
+    except requests.RequestException as exc:
+        raise NotifyError(f"{what}: cannot reach {url} ({type(exc).__name__})", "check the URL and the network") \
+            from None
+    except ValueError:
+        raise NotifyError(f"{what}: {url} did not answer JSON", "is this the API endpoint?") from None
+
+
+def open_itop_ticket(settings: ItopTicketConfig, title: str, body: str) -> str:
+    """Create an iTop UserRequest/Incident with core/create; returns its ref (or key)."""
+    fields: dict[str, Any] = {"org_id": settings.org_id, "title": title, "description": body.replace("\n", "<br>"),
+                              **settings.fields}
+    if settings.caller_id is not None:
+        fields["caller_id"] = settings.caller_id
+    request = {"operation": "core/create", "comment": "safehold: backup failure", "class": settings.ticket_class,
+               "output_fields": "id, ref", "fields": fields}
+    answer = _post(f"{settings.url.rstrip('/')}/webservices/rest.php", "iTop ticket",
+                   params={"version": settings.api_version},
+                   data={"auth_user": settings.user, "auth_pwd": resolve(settings.password, "notify.itop.password")
+                         .reveal(), "json_data": json.dumps(request)})
+    if answer.get("code") != 0 or not answer.get("objects"):
+        raise NotifyError(f"iTop refused the ticket: {answer.get('message') or answer.get('code')}",
+                          "check notify.itop (user rights, org_id, class)")
+    created = next(iter(answer["objects"].values()))
+    return str((created.get("fields") or {}).get("ref") or created.get("key"))
+
+
+def open_itflow_ticket(settings: ItflowTicketConfig, title: str, body: str) -> str:
+    """Create an ITFlow ticket through api/v1/tickets/create.php; returns its id."""
+    payload = {"api_key": resolve(settings.api_key, "notify.itflow.api_key").reveal(), "ticket_subject": title,
+               "ticket_details": body.replace("\n", "<br>"), "ticket_priority": settings.priority,
+               "client_id": settings.client_id, "ticket_contact_id": settings.contact_id}
+    answer = _post(f"{settings.url.rstrip('/')}/api/v1/tickets/create.php", "ITFlow ticket", json=payload)
+    if str(answer.get("success")).lower() != "true" or not answer.get("data"):
+        raise NotifyError(f"ITFlow refused the ticket: {answer.get('message', 'no reason given')}",
+                          "check notify.itflow (API key, client_id)")
+    return str(answer["data"][0]["insert_id"])
+
+
+def _tickets(config: Config, history: History, run: Run, title: str, body: str, reporter: Reporter) -> dict[str, str]:
+    opened: dict[str, str] = {}
+    systems = {"itop": (config.notify.itop, open_itop_ticket), "itflow": (config.notify.itflow, open_itflow_ticket)}
+    for system, (settings, opener) in systems.items():
+        if settings is None:
+            continue
+        key = f"{system}:{run.kind}"
+        existing = history.open_ticket(run.instance, key)
+        if existing:
+            reporter.step(f"{system} ticket {existing} is already open for this outage")
+            continue
+        try:
+            ticket = opener(settings, title, body)  # type: ignore[operator]
+        except SafeholdError as exc:
+            reporter.warn(f"could not open the {system} ticket: {exc.line()}")
+            continue
+        history.add_ticket(run.instance, key, ticket, run.id)
+        reporter.step(f"opened {system} ticket {ticket}")
+        opened[system] = ticket
+    return opened
+
+
+def event_of(run: Run, previous: Run | None) -> str:
+    """failure, recovery (ok after a failed run) or success."""
+    if run.result != "ok":
+        return "failure"
+    return "recovery" if previous is not None and previous.result != "ok" else "success"
+
+
+def after_run(config: Config, history: History, run: Run, previous: Run | None, reporter: Reporter) -> dict[str, Any]:
+    """Send what the run's outcome calls for; returns what was done (for the history and tests)."""
+    event = event_of(run, previous)
+    done: dict[str, Any] = {"event": event}
+    if event != "failure":
+        closed = history.close_tickets(run.instance, run.kind)
+        if closed:
+            done["tickets_closed"] = closed
+        wanted = config.notify.on_success or (event == "recovery" and config.notify.on_recovery)
+        if not wanted:
+            return done
+    title, body = compose(history, run, event)
+    secrets = _secret_values(config)
+    title, body = _mask(title, secrets), _mask(body, secrets)
+    if event == "failure" and run.kind in TICKET_KINDS:
+        done["tickets_opened"] = _tickets(config, history, run, title, body, reporter)
+    done["sent"] = send(config, title, body, event)
+    if not done["sent"]:
+        reporter.warn(f"the {event} notification for {run.instance} was not delivered to every target")
+    return done

@@ -1,0 +1,133 @@
+"""Who is asking: session cookies or a trusted proxy header, CSRF tokens, roles, login rate limits."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections import defaultdict, deque
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from safehold.web.store import SESSION_SECONDS, Session, Store
+
+SESSION_COOKIE = "safehold_session"
+LOGIN_CSRF_COOKIE = "safehold_login_csrf"
+CSRF_FIELD = "csrf"
+CSRF_HEADER = "x-csrf-token"
+MAX_FAILURES = 5
+FAILURE_WINDOW = 300.0
+
+
+class RateLimiter:
+    """Refuses logins for a name or an address after too many recent failures."""
+
+    def __init__(self, max_failures: int = MAX_FAILURES, window: float = FAILURE_WINDOW) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self._failures[key]
+        while times and now - times[0] > self.window:
+            times.popleft()
+        if not times:
+            # Forget quiet keys so guessing many names cannot grow memory without bound.
+            del self._failures[key]
+            times = deque()
+        return times
+
+    def blocked(self, *keys: str) -> float:
+        """Seconds until a login for these keys is accepted again (0: now)."""
+        now = time.monotonic()
+        with self._lock:
+            waits = [self.window - (now - t[0]) for t in (self._recent(k, now) for k in keys)
+                     if len(t) >= self.max_failures]
+        return max(waits, default=0.0)
+
+    def failed(self, *keys: str) -> None:
+        """Count one failed login against every key."""
+        now = time.monotonic()
+        with self._lock:
+            for key in keys:
+                self._recent(key, now)
+                self._failures[key].append(now)
+
+    def succeeded(self, *keys: str) -> None:
+        """A good login clears its keys."""
+        with self._lock:
+            for key in keys:
+                self._failures.pop(key, None)
+
+
+class Auth:
+    """Resolves the session of a request and enforces CSRF and roles."""
+
+    def __init__(self, store: Store, proxy_header: str | None = None) -> None:
+        self.store = store
+        self.proxy_header = proxy_header.lower() if proxy_header else None
+        self.limiter = RateLimiter()
+        # Proxy-authenticated users have no server session; their CSRF token is derived from this key.
+        self._key = secrets.token_bytes(32)
+
+    def session(self, request: Request) -> Session | None:
+        """The logged-in user, from the proxy header (when enabled) or the session cookie."""
+        if self.proxy_header:
+            name = request.headers.get(self.proxy_header)
+            if name:
+                role = self.store.role(name)
+                if role is None:
+                    raise HTTPException(403, f"the proxy says {name}, but there is no such safehold user")
+                csrf = hmac.new(self._key, f"proxy:{name}".encode(), hashlib.sha256).hexdigest()
+                return Session(name, role, csrf)
+        token = request.cookies.get(SESSION_COOKIE)
+        return self.store.session(token) if token else None
+
+    def require(self, request: Request, role: str = "viewer") -> Session:
+        """The session, or 401 (not logged in) / 403 (role too low)."""
+        session = self.session(request)
+        if session is None:
+            raise HTTPException(401, "log in first")
+        if role == "operator" and not session.operator:
+            raise HTTPException(403, "this needs the operator role")
+        return session
+
+    async def require_post(self, request: Request, role: str = "viewer") -> tuple[Session, dict[str, str]]:
+        """For state-changing requests: session (401), then a matching CSRF token (403), then role (403)."""
+        session = self.session(request)
+        if session is None:
+            raise HTTPException(401, "log in first")
+        form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+        token = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or ""
+        if not hmac.compare_digest(token.encode(), session.csrf.encode()):
+            raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
+        if role == "operator" and not session.operator:
+            raise HTTPException(403, "this needs the operator role")
+        return session, form
+
+
+def secure(request: Request) -> bool:
+    """Cookies are Secure when the browser reached us over TLS (directly or via a proxy)."""
+    return request.url.scheme == "https"
+
+
+def set_session_cookie(response: Response, request: Request, token: str) -> None:
+    """The session cookie: HttpOnly, SameSite=Strict, Secure under TLS."""
+    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_SECONDS, httponly=True, samesite="strict",
+                        secure=secure(request), path="/")
+
+
+def login_token(request: Request) -> str:
+    """The double-submit token of the login form (there is no session yet to hold one)."""
+    return request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
+
+
+def set_login_cookie(response: Response, request: Request, token: str) -> None:
+    """Store the login form's token in a cookie the form's POST must match."""
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600, httponly=True, samesite="strict",
+                        secure=secure(request), path="/login")

@@ -1,0 +1,317 @@
+"""What the pages show, gathered from the safehold features that are installed.
+
+Some features live in modules that a build may not have (run history, schedules, drills, exports,
+copies to several repositories). Each is looked up with importlib and, when absent, simply not
+shown; every call into one of them is in this module, so the pages never import them directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from safehold.actions.points import list_points
+from safehold.config import WEEK_DAYS, Config, InstanceConfig, ScheduleConfig
+from safehold.errors import SafeholdError
+from safehold.output import Reporter
+from safehold.web.jobs import Job, JobRunner
+
+OPTIONAL = {
+    "history": "safehold.history",
+    "schedule": "safehold.schedule",
+    "drill": "safehold.actions.drill",
+    "export": "safehold.actions.export",
+    "copies": "safehold.actions.replicate",
+}
+POINTS_TTL = 30.0
+OFF_HOST = ("sftp:", "s3:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:")
+SECRET_KEYS = re.compile(r"pass|secret|token|key|identity", re.IGNORECASE)
+REF = re.compile(r"^(env:|file:)")
+
+
+def feature(name: str) -> ModuleType | None:
+    """The optional module behind a feature name, or None when this build does not have it."""
+    module = OPTIONAL[name]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    return importlib.import_module(module) if found else None
+
+
+def mask_url(url: str) -> str:
+    """A repository or notification URL without user:password (some URLs embed credentials)."""
+    return re.sub(r"(//)[^/@\s]*@", r"\1***@", url)
+
+
+def mask(value: Any, key: str = "") -> Any:
+    """Config values safe to show: references stay, anything that could be a secret is hidden."""
+    if isinstance(value, dict):
+        # unset options (None) are left out: the page shows what is configured or defaulted to a value
+        return {k: mask(v, k) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [mask(v, key) for v in value]
+    if isinstance(value, str):
+        if REF.match(value):
+            return value
+        if key == "urls":  # notification URLs are often credentials themselves
+            return value.split(":", 1)[0] + "://(hidden)"
+        if SECRET_KEYS.search(key) and key not in ("known_hosts",):
+            return "(hidden)"
+        return mask_url(value)
+    return value
+
+
+def settings_view(config: Config) -> dict[str, Any]:
+    """The effective configuration with secrets masked (references are shown, values never)."""
+    return mask(config.model_dump(mode="json"))
+
+
+def describe_schedule(schedule: ScheduleConfig | None) -> str | None:
+    """One line such as `Mon-Fri 23:30 UTC` or `cron 0 2 * * * UTC`."""
+    if schedule is None:
+        return None
+    if schedule.cron:
+        return f"cron {schedule.cron} {schedule.timezone}"
+    days = [d[:3].capitalize() for d in WEEK_DAYS if d in schedule.week_days]
+    return f"{', '.join(days)} {schedule.time} {schedule.timezone}"
+
+
+def stale_after_hours(schedule: ScheduleConfig | None) -> float:
+    """How old the newest point may get: the same rule `safehold check` applies."""
+    if schedule is None:
+        return 26.0
+    from safehold.schedule import backup_schedule
+
+    return backup_schedule(schedule).max_age(datetime.now(UTC)).total_seconds() / 3600
+
+
+@dataclass
+class Outcome:
+    """How the newest run of one kind ended, wherever it was recorded (console, history, drill log)."""
+
+    kind: str
+    ok: bool
+    when: datetime
+    error: str | None = None
+    rto_seconds: float | None = None
+    job: str | None = None
+
+
+def _aware(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return datetime.fromisoformat(str(value))
+
+
+def _from_job(job: Job) -> Outcome:
+    rto = job.result.get("rto_seconds") if isinstance(job.result, dict) else None
+    return Outcome(job.kind, job.state == "ok", _aware(job.finished or job.created), job.error, rto, job.id)
+
+
+def newest(*outcomes: Outcome | None) -> Outcome | None:
+    """The most recent of several records of the same kind of run."""
+    present = [o for o in outcomes if o is not None]
+    return max(present, key=lambda o: o.when) if present else None
+
+
+@dataclass
+class InstanceView:
+    """One row of the dashboard and the head of the instance page."""
+
+    name: str
+    app: str
+    repositories: list[dict[str, Any]]
+    schedule: str | None
+    schedule_disabled: bool
+    next_backup: datetime | None = None
+    next_drill: datetime | None = None
+    points: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    last_backup: Outcome | None = None
+    last_drill: Outcome | None = None
+    running: bool = False
+    state: str = "ok"  # ok | warn | bad | running
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def last_point(self) -> dict[str, Any] | None:
+        normal = [p for p in self.points if not p["safety_point"]]
+        return (normal or self.points or [None])[0]
+
+    @property
+    def last_age_hours(self) -> float | None:
+        point = self.last_point
+        if point is None:
+            return None
+        return (datetime.now(UTC) - point["started"]).total_seconds() / 3600
+
+
+class Data:
+    """Reads config, points (cached briefly), locks and run records for the pages."""
+
+    def __init__(self, config: Config, jobs: JobRunner) -> None:
+        self.config = config
+        self.jobs = jobs
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+        jobs.on_finish.append(lambda job: self.invalidate(job.instance))
+
+    def invalidate(self, name: str) -> None:
+        """Forget cached points and copy status of an instance (a run just changed them)."""
+        with self._lock:
+            self._cache.pop(name, None)
+            self._cache.pop(f"{name} copies", None)
+
+    def _cached(self, key: str, compute: Any) -> Any:
+        # Listing points costs restic calls per repository: pages reuse a recent answer.
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached and time.monotonic() - cached[0] < POINTS_TTL:
+            return cached[1]
+        value = compute()
+        with self._lock:
+            self._cache[key] = (time.monotonic(), value)
+        return value
+
+    def points(self, name: str) -> list[dict[str, Any]]:
+        """Recovery points of an instance in all its repositories, newest first."""
+        return self._cached(name, lambda: sorted(list_points(self.config, name), key=lambda r: r["started"],
+                                                 reverse=True))
+
+    def history_runs(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]] | None:
+        """Runs from the run history (scheduler, CLI and console alike), or None without that feature."""
+        module = feature("history")
+        if module is None:
+            return None
+        return [run.as_dict() for run in module.History(self.config.state_dir).runs(name, limit=limit)]
+
+    def _last_backup(self, name: str, console: list[Job]) -> Outcome | None:
+        mine = next((_from_job(j) for j in console if j.kind == "backup" and j.done), None)
+        module = feature("history")
+        run = module.History(self.config.state_dir).last_run(name, "backup") if module else None
+        recorded = Outcome("backup", run.result == "ok", _aware(run.finished or run.started), run.error) if run \
+            else None
+        return newest(mine, recorded)
+
+    def _last_drill(self, name: str, console: list[Job]) -> Outcome | None:
+        mine = next((_from_job(j) for j in console if j.kind == "drill" and j.done), None)
+        module = feature("drill")
+        results = module.load(self.config, name) if module else []
+        recorded = None
+        if results:
+            last = results[-1]
+            problems = last.get("problems") or []
+            recorded = Outcome("drill", bool(last.get("ok")), _aware(last.get("finished") or last.get("started")),
+                               "; ".join(str(p) for p in problems[:3]) or None, last.get("rto_seconds"))
+        return newest(mine, recorded)
+
+    def _copies(self, name: str) -> dict[str, dict[str, Any]]:
+        module = feature("copies")
+        if module is None:
+            return {}
+        try:
+            rows = self._cached(f"{name} copies", lambda: module.copy_status(self.config, name))
+            return {row["repository"]: row for row in rows}
+        except SafeholdError as exc:
+            return {"": {"missing": [], "error": exc.line()}}
+
+    def instance(self, name: str) -> InstanceView:
+        """Everything the console knows about one instance, with a state colour and its reasons."""
+        cfg: InstanceConfig = self.config.instance(name)
+        copies = self._copies(name)
+        repos = [{"name": r, "url": mask_url(self.config.repositories[r].url),
+                  "off_host": self.config.repositories[r].url.startswith(OFF_HOST),
+                  "missing": len(copies.get(r, {}).get("missing") or []), "error": copies.get(r, {}).get("error")}
+                 for r in cfg.repositories]
+        view = InstanceView(name=name, app=cfg.app, repositories=repos, schedule=describe_schedule(cfg.schedule),
+                            schedule_disabled=bool(cfg.schedule and not cfg.schedule.enabled))
+        try:
+            view.points = self.points(name)
+        except SafeholdError as exc:
+            view.error = exc.line()
+        console = self.jobs.history(name, limit=50)
+        view.last_backup = self._last_backup(name, console)
+        view.last_drill = self._last_drill(name, console)
+        view.running = self.jobs.busy(name)
+        schedule = feature("schedule")
+        if schedule is not None and cfg.schedule is not None and cfg.schedule.enabled:
+            now = datetime.now(UTC)
+            view.next_backup = schedule.backup_schedule(cfg.schedule).next_run(now)
+            drills = schedule.drill_schedule(cfg.schedule)
+            view.next_drill = drills.next_run(now) if drills else None
+        self._judge(view, cfg)
+        return view
+
+    def _judge(self, view: InstanceView, cfg: InstanceConfig) -> None:
+        bad, warn = [], []
+        if view.error:
+            bad.append(view.error)
+        if view.schedule_disabled:
+            bad.append("schedule is disabled: no automatic backups")
+        if view.last_backup and not view.last_backup.ok:
+            bad.append(f"last backup failed: {view.last_backup.error}")
+        if view.last_drill and not view.last_drill.ok:
+            bad.append(f"last drill failed: {view.last_drill.error}")
+        age = view.last_age_hours
+        if age is None and not view.error:
+            bad.append("no recovery point yet")
+        elif age is not None and age > stale_after_hours(cfg.schedule):
+            bad.append(f"newest point is {age:.0f} h old")
+        if cfg.schedule is None:
+            warn.append("no schedule: backups run only when started by hand")
+        if not any(r["off_host"] for r in view.repositories):
+            warn.append("every repository is on this host: a lost host loses the backups too")
+        for repo in view.repositories:
+            if repo["error"]:
+                warn.append(f"copy to {repo['name']}: {repo['error']}")
+            elif repo["missing"]:
+                warn.append(f"{repo['missing']} point(s) not yet copied to {repo['name']}")
+        if feature("drill") is not None and view.points:
+            if view.last_drill is None:
+                warn.append("never drilled: nobody has proven these points restore")
+            elif datetime.now(UTC) - view.last_drill.when > timedelta(hours=cfg.drill_interval_hours):
+                warn.append(f"last drill is older than {cfg.drill_interval_hours} h")
+        view.reasons = bad + warn
+        view.state = "running" if view.running else "bad" if bad else "warn" if warn else "ok"
+
+    def dashboard(self) -> list[InstanceView]:
+        """Every configured instance."""
+        return [self.instance(name) for name in sorted(self.config.instances)]
+
+
+def drill_action(config: Config, name: str) -> Any:
+    """The drill as a job action, when the drill feature is installed."""
+    module = feature("drill")
+    if module is None:
+        return None
+    return lambda reporter: module.drill_instance(config, name, reporter)
+
+
+def export_action(config: Config, name: str, run: str, folder: Path) -> Any:
+    """A portable export as a job action, when the export feature is installed.
+
+    The file is age-encrypted (and then carries the escrowed keys) when [export] recipients are set.
+    """
+    module = feature("export")
+    if module is None:
+        return None
+    suffix = ".tar.zst.age" if config.export.recipients else ".tar.zst"
+    path = folder / f"{name}-{run}-{secrets.token_hex(3)}{suffix}"
+
+    def run_export(reporter: Reporter) -> dict[str, Any]:
+        result = module.export(config, run, path, reporter, instance=name)
+        return {**(result if isinstance(result, dict) else {}), "file": path.name}
+
+    return run_export

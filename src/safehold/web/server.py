@@ -1,0 +1,58 @@
+"""`safehold serve`: the console under uvicorn, plus background services (the scheduler).
+
+A service is any object with start() and stop() that runs beside the web server, such as the
+scheduler. Passing the scheduler's executor as `pool` makes console jobs run in the same worker
+pool as scheduled runs; both take the same instance locks, so they never overlap:
+
+    scheduler = Scheduler(config_path, reporter, workers=2)
+    serve(config, listen, services=[scheduler], pool=scheduler.pool)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import Protocol
+
+import uvicorn
+
+from safehold.config import Config
+from safehold.errors import ConfigError
+from safehold.web.app import Console, create_app
+from safehold.web.jobs import JobRunner
+
+
+class Service(Protocol):
+    """Something that runs beside the web server for its whole lifetime."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 as `[::1]:8750`) → host and port."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise ConfigError(f"--listen {listen!r} is not HOST:PORT", "e.g. --listen 127.0.0.1:8750")
+    return host.strip("[]"), int(port)
+
+
+def serve(config: Config, listen: str | None = None, services: Sequence[Service] = (),
+          pool: Executor | None = None) -> None:
+    """Run the console (and `services`) until interrupted; jobs run in `pool` when given."""
+    host, port = parse_listen(listen or config.web.listen)
+    web = config.web
+    if bool(web.tls_cert) != bool(web.tls_key):
+        raise ConfigError("web.tls_cert and web.tls_key go together", "set both, or neither (reverse proxy TLS)")
+    app = create_app(config, jobs=JobRunner(config.state_dir, pool=pool))
+    console: Console = app.state.console
+    for service in services:
+        service.start()
+    try:
+        uvicorn.run(app, host=host, port=port, ssl_certfile=web.tls_cert, ssl_keyfile=web.tls_key,
+                    proxy_headers=True, forwarded_allow_ips="127.0.0.1", log_level="info", access_log=True)
+    finally:
+        for service in reversed(services):
+            service.stop()
+        console.jobs.shutdown()

@@ -1,0 +1,272 @@
+"""ITFlow end to end: a realistic install, backup, destruction, restore; cron pause; key escrow;
+version guard; config errors."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from safehold import config as config_module
+from safehold.actions.backup import backup_instance
+from safehold.apps import itflow as itflow_profile
+from safehold.output import Silent
+from tests.conftest import mariadb_dump, run_cli, sql
+from tests.integration.appkit import (
+    WEB_GID,
+    WEB_UID,
+    itflow_encrypt,
+    itflow_wrap,
+    ok,
+    put,
+    tree_state,
+    write_config,
+)
+
+SHARED_SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "itflow-schema.sql"
+ADMIN_PASSWORD = "correct horse battery staple"
+MASTER = "Ab3_x-Yz0123Qwer"
+WEB = (WEB_UID, WEB_GID)
+
+# The tables and columns this profile relies on, as in ITFlow's db.sql (used when ../shared is absent).
+OWN_SCHEMA = [
+    """CREATE TABLE `settings` (`company_id` int(11) NOT NULL, `config_current_database_version` varchar(10) NOT NULL,
+       `config_enable_cron` tinyint(1) NOT NULL DEFAULT 0, PRIMARY KEY (`company_id`)) ENGINE=InnoDB""",
+    """CREATE TABLE `users` (`user_id` int(11) NOT NULL AUTO_INCREMENT, `user_name` varchar(200) NOT NULL,
+       `user_email` varchar(200) NOT NULL, `user_password` varchar(200) NOT NULL,
+       `user_specific_encryption_ciphertext` varchar(200) DEFAULT NULL, `user_archived_at` datetime DEFAULT NULL,
+       `user_role_id` int(11) DEFAULT 0, PRIMARY KEY (`user_id`)) ENGINE=InnoDB""",
+    """CREATE TABLE `clients` (`client_id` int(11) NOT NULL AUTO_INCREMENT, `client_name` varchar(200) NOT NULL,
+       `client_currency_code` varchar(200) NOT NULL, `client_net_terms` int(10) NOT NULL,
+       PRIMARY KEY (`client_id`)) ENGINE=InnoDB""",
+    """CREATE TABLE `credentials` (`credential_id` int(11) NOT NULL AUTO_INCREMENT,
+       `credential_name` varchar(200) NOT NULL, `credential_username` varchar(500) DEFAULT NULL,
+       `credential_password` varchar(500) DEFAULT NULL, `credential_client_id` int(11) NOT NULL DEFAULT 0,
+       PRIMARY KEY (`credential_id`)) ENGINE=InnoDB""",
+    """CREATE TABLE `client_files` (`file_id` int(11) NOT NULL AUTO_INCREMENT, `client_id` int(11) NOT NULL,
+       `file_reference_name` varchar(200) NOT NULL, PRIMARY KEY (`file_id`),
+       CONSTRAINT `client_files_ibfk_1` FOREIGN KEY (`client_id`) REFERENCES `clients` (`client_id`)
+       ON DELETE CASCADE) ENGINE=InnoDB""",
+]
+
+
+def php_string(value: str) -> str:
+    """PHP var_export() of a string, as ITFlow's setup writes config.php."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def build_itflow(root: Path, database: str, *, app_version: str = "26.08.2") -> None:
+    """An ITFlow folder as setup leaves it: config.php, code, custom dirs, uploads with guards."""
+    put(root / "config.php", "<?php\n"
+        f"$dbhost = {php_string('localhost')};\n$dbusername = {php_string('root')};\n"
+        f"$dbpassword = {php_string('')};\n$database = {php_string(database)};\n"
+        "$mysqli = mysqli_connect($dbhost, $dbusername, $dbpassword, $database) or die('Database Connection Failed');\n"
+        "$config_app_name = 'ITFlow';\n$config_base_url = 'itflow.example.com';\n$config_https_only = TRUE;\n"
+        "$repo_branch = 'master';\n$installation_id = 'Zq3dPz0mXe8yV1bN4cT7aW2sK5fH9gJ6';\n"
+        "$config_enable_setup = 0;\n$dbhost = '127.0.0.1';\n$config_backup_key = 'k3yK3yk3yK3yk3yK3yk3yK3yk3yK3yk3';\n"
+        "$config_backup_path = '/var/backups/itflow';\n",
+        0o640, WEB)
+    put(root / "includes" / "app_version.php", f'<?php\nDEFINE("APP_VERSION", "{app_version}");\n')
+    put(root / "index.php", "<?php require_once 'config.php';\n")
+    put(root / "admin" / "custom" / "branding.php", "<?php // local customisation\n")
+    for sub in ("clients", "tickets", "tmp", "backups"):
+        (root / "uploads" / sub).mkdir(parents=True, exist_ok=True)
+        put(root / "uploads" / sub / "index.php", "", 0o640, WEB)
+    put(root / "uploads" / ".htaccess", "php_flag engine off\n", 0o644, WEB)
+    put(root / "uploads" / "index.php", "", 0o640, WEB)
+    put(root / "uploads" / "clients" / "1" / "contract.pdf", b"%PDF-1.4 " + bytes(range(256)) * 64, 0o640, WEB)
+    put(root / "uploads" / "tmp" / "scratch.bin", b"x" * 1000, 0o600, WEB)
+    put(root / "uploads" / "backups" / "itflow_20260101-000000_full_x.zip", b"zip", 0o600, WEB)
+    for folder in [root / "uploads", *(root / "uploads").iterdir(), root / "uploads" / "clients" / "1"]:
+        if folder.is_dir():
+            folder.chmod(0o750)
+            shutil.chown(folder, WEB_UID, WEB_GID)
+    (root / "uploads" / "tickets").chmod(0o2770)
+
+
+def fill_database(database: str, *, schema_version: str = "2.6.7") -> None:
+    """Schema (ITFlow's own db.sql when available) plus settings, an admin, clients, credentials."""
+    if SHARED_SCHEMA.is_file():
+        _load_file(database)
+    else:
+        sql(OWN_SCHEMA, database)
+    sql([f"INSERT INTO settings (company_id, config_current_database_version, config_enable_cron) "
+         f"VALUES (1, '{schema_version}', 1)",
+         "INSERT INTO users (user_name, user_email, user_password, user_specific_encryption_ciphertext) VALUES "
+         f"('Admin', 'admin@example.com', '$2y$10$hash', '{itflow_wrap(MASTER, ADMIN_PASSWORD)}'),"
+         f"('Tech', 'tech@example.com', '$2y$10$hash2', '{itflow_wrap(MASTER, 'tech password')}')",
+         "INSERT INTO clients (client_name, client_currency_code, client_net_terms) VALUES ('Acme', 'EUR', 30),"
+         " ('Émile & Söhne', 'CHF', 10)",
+         "INSERT INTO credentials (credential_name, credential_username, credential_password, credential_client_id)"
+         f" VALUES ('router', '{itflow_encrypt('admin', MASTER)}', '{itflow_encrypt('s3cret!', MASTER)}', 1)"],
+        database)
+    if not SHARED_SCHEMA.is_file():
+        sql("INSERT INTO client_files (client_id, file_reference_name) VALUES (1, 'contract.pdf')", database)
+
+
+def _load_file(database: str) -> None:
+    import subprocess
+
+    with SHARED_SCHEMA.open("rb") as schema:
+        subprocess.run(["mariadb", "-h127.0.0.1", "-uroot", database], stdin=schema, check=True)
+
+
+@pytest.fixture
+def itflow(tmp_path: Path, repo: dict[str, str], new_db: Callable[[str], str]) -> dict[str, object]:
+    database = new_db("t_apps")
+    root = tmp_path / "www" / "itflow"
+    build_itflow(root, database)
+    fill_database(database)
+    config = write_config(tmp_path, repo, "itflow", "itflow", root)
+    return {"root": root, "db": database, "config": config, "state": tmp_path / "state"}
+
+
+def cron(database: str) -> int:
+    return int(sql("SELECT config_enable_cron FROM settings WHERE company_id = 1", database)[0][0])
+
+
+SKIP = ("uploads/tmp/scratch.bin", "uploads/backups/itflow_20260101-000000_full_x.zip")
+
+
+def test_backup_destroy_restore_is_exact(itflow: dict[str, object]) -> None:
+    root, database, config = Path(str(itflow["root"])), str(itflow["db"]), Path(str(itflow["config"]))
+    dump_before = mariadb_dump(database)
+    files_before = tree_state(root, SKIP)
+    ok(run_cli("backup", "itflow", config=config))
+    show = json.loads(ok(run_cli("show", "latest", "--json", config=config)).stdout)
+    assert show["app_version"] == "26.08.2" and show["schema_version"] == "2.6.7"
+    assert show["quiesce"]["method"] == "itflow-cron"
+    assert "itflow_config_backup_key" in show["keys"] and "k3yK3y" not in json.dumps(show)
+    assert cron(database) == 1
+
+    sql(f"DROP DATABASE `{database}`")
+    shutil.rmtree(root)
+    result = ok(run_cli("restore", "itflow", "latest", config=config))
+    assert "config.php is missing: restoring it" in result.stderr
+    assert mariadb_dump(database) == dump_before
+    assert tree_state(root, SKIP) == files_before
+    assert not (root / "uploads" / "tmp" / "scratch.bin").exists()  # scratch space is not kept
+
+
+def test_cron_paused_during_snapshot_and_restored_even_on_failure(itflow: dict[str, object], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    database, state = str(itflow["db"]), Path(str(itflow["state"]))
+    config = config_module.load(Path(str(itflow["config"])))
+    seen: list[int] = []
+    messages: list[str] = []
+    reporter = Silent()
+    reporter.listeners.append(
+        lambda e: seen.append(cron(database)) if str(e.get("message")).startswith("dumping") else None)
+    reporter.listeners.append(lambda e: messages.append(str(e.get("message"))))
+    # A cron job that is running holds its flock; the snapshot waits for it.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with (tmp_path / "itflow_cron_0123456789abcdef.lock").open("w") as running:
+        fcntl.flock(running, fcntl.LOCK_EX)
+        reporter.listeners.append(lambda e: fcntl.flock(running, fcntl.LOCK_UN) if str(e.get("message")).startswith(
+            "waiting for the ITFlow cron job") else None)
+        backup_instance(config, "itflow", reporter)
+    assert seen == [0] and cron(database) == 1
+    assert any(m.startswith("waiting for the ITFlow cron job") for m in messages)
+    assert any("master key is not escrowed" in m for m in messages)
+
+    def explode(event: dict[str, object]) -> None:
+        if str(event.get("message")).startswith("saving"):
+            seen.append(cron(database))
+            raise RuntimeError("disk full")
+
+    reporter.listeners[:] = [explode]
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError, match="disk full"):
+        backup_instance(config, "itflow", reporter)
+    assert seen[-1] == 0 and cron(database) == 1
+    assert not list((state / "quiesce").glob("*.json"))
+
+
+def test_key_escrow_wrong_and_right_password(itflow: dict[str, object], tmp_path: Path) -> None:
+    config, state, database = Path(str(itflow["config"])), Path(str(itflow["state"])), str(itflow["db"])
+    env = {"ITFLOW_PW": "wrong password"}
+    bad = run_cli("key", "escrow", "itflow", "--password-ref", "env:ITFLOW_PW", config=config, env=env)
+    assert bad.returncode == 1 and "password does not unlock the master key" in bad.stderr
+    assert not (state / "keys" / "itflow.json").exists()
+    prompted = run_cli("key", "escrow", "itflow", config=config, input="also wrong\n")
+    assert prompted.returncode == 1 and "password does not unlock the master key" in prompted.stderr
+    bad_user = run_cli("key", "escrow", "itflow", "--password-ref", "env:ITFLOW_PW", "--user", "nobody@x",
+                       config=config, env=env)
+    assert bad_user.returncode == 1 and "user nobody@x has no wrapped master key" in bad_user.stderr
+
+    env = {"ITFLOW_PW": ADMIN_PASSWORD}
+    good = ok(run_cli("key", "escrow", "itflow", "--password-ref", "env:ITFLOW_PW", config=config, env=env))
+    assert "decrypts credential #1" in good.stdout
+    key_file = state / "keys" / "itflow.json"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert json.loads(key_file.read_text())["itflow_master_key"] == MASTER
+
+    backup = ok(run_cli("backup", "itflow", config=config))
+    show = ok(run_cli("show", "latest", "--json", config=config))
+    for output in (good.stdout + good.stderr, backup.stdout + backup.stderr, show.stdout):
+        assert MASTER not in output and ADMIN_PASSWORD not in output
+    assert "itflow_master_key" in json.loads(show.stdout)["keys"]
+    checked = ok(run_cli("key", "verify", "itflow", "latest", config=config))
+    assert "keys ok" in checked.stdout
+
+    # A vault re-encrypted under another key: the point's key no longer decrypts it, and says so.
+    sql(f"UPDATE credentials SET credential_password = '{itflow_encrypt('x', 'Other_key_123456')}'", database)
+    broken = run_cli("key", "verify", "itflow", "latest", config=config)
+    assert broken.returncode == 1 and "does not decrypt credential #1" in broken.stdout
+
+
+def test_version_guard(itflow: dict[str, object], new_db: Callable[[str], str]) -> None:
+    root, database, config = Path(str(itflow["root"])), str(itflow["db"]), Path(str(itflow["config"]))
+    ok(run_cli("backup", "itflow", config=config))
+    sql("UPDATE settings SET config_current_database_version = '2.6.8'", database)
+    put(root / "includes" / "app_version.php", '<?php\nDEFINE("APP_VERSION", "26.09.1");\n')
+    # A copy under another name is never refused, and keeps cron off (a clone must not bill twice).
+    copy = new_db("t_apps")
+    ok(run_cli("restore", "itflow", "latest", "--only", "db", "--to-db", copy, config=config))
+    assert cron(copy) == 0 and cron(database) == 1
+    refused = run_cli("restore", "itflow", "latest", "--only", "db", config=config)
+    assert refused.returncode == 1
+    assert "schema version 2.6.8 here but 2.6.7 in the point" in refused.stderr
+    assert "app version 26.09.1 here but 26.08.2 in the point" in refused.stderr
+    assert "--force" in refused.stderr
+    ok(run_cli("restore", "itflow", "latest", "--only", "db", "--force", config=config))
+    assert sql("SELECT config_current_database_version FROM settings", database)[0][0] == "2.6.7"
+
+
+def test_config_errors(itflow: dict[str, object], tmp_path: Path, repo: dict[str, str]) -> None:
+    root = Path(str(itflow["root"]))
+    wrong = write_config(tmp_path, repo, "itflow", "itflow", tmp_path / "nowhere")
+    result = run_cli("backup", "itflow", config=wrong)
+    assert result.returncode == 2 and "ITFlow root" in result.stderr and "does not exist" in result.stderr
+
+    other = tmp_path / "other"
+    put(other / "config.php", "<?php $x = 1;\n")
+    result = run_cli("backup", "itflow", config=write_config(tmp_path, repo, "itflow", "itflow", other))
+    assert result.returncode == 1 and "does not look like an ITFlow install" in result.stderr
+
+    put(root / "config.php", "<?php\n$dbhost = getenv('DB_HOST');\n$dbusername = 'x';\n$dbpassword = '';\n"
+        "$database = 'x';\n")
+    result = run_cli("backup", "itflow", config=write_config(tmp_path, repo, "itflow", "itflow", root))
+    assert result.returncode == 2 and "$dbhost is set by the PHP expression `getenv" in result.stderr
+    put(root / "config.php", "<?php\n$database = 'x';\n$dbhost = 'unterminated;\n")
+    result = run_cli("backup", "itflow", config=write_config(tmp_path, repo, "itflow", "itflow", root))
+    assert result.returncode == 2 and "unterminated string" in result.stderr
+
+
+def test_init_writes_a_working_config(itflow: dict[str, object], tmp_path: Path, repo: dict[str, str]) -> None:
+    root = Path(str(itflow["root"]))
+    out = tmp_path / "init.toml"
+    ok(run_cli("init", "--app", "itflow", "--root", str(root), "--repo", repo["url"], "--output", str(out)))
+    instance = itflow_profile.describe("itflow", config_module.load(out).instance("itflow"))
+    assert instance.databases[0].name == itflow["db"] and instance.schema_version == "2.6.7"
+    assert instance.files == [root] and instance.config_files == [root / "config.php"]
+    assert str(root / "uploads" / "tmp" / "*") in instance.exclude and "/var/backups/itflow/*" in instance.exclude
+    assert itflow_profile.read_schema_version(instance, str(itflow["db"])) == "2.6.7"
+    assert itflow_profile.read_schema_version(instance, "t_apps_missing") is None
+    bad = run_cli("init", "--app", "itflow", "--root", str(tmp_path), "--output", str(tmp_path / "x.toml"))
+    assert bad.returncode == 2 and "does not look like an ITFlow install" in bad.stderr

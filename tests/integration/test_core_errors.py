@@ -1,0 +1,256 @@
+"""Issue 3: what a user can get wrong gives one clear line, a non-zero exit, and loses nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SRC, mariadb_dump, private_file, run_cli, sql, write_config
+from tests.integration.test_core_roundtrip import fill_mariadb
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+FILES_ONLY = """
+[instances.app]
+repositories = ["main"]
+files = ["{files}"]
+"""
+
+
+@pytest.fixture
+def files_instance(tmp_path: Path, repo: dict[str, str]) -> Path:
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.txt").write_text("important\n")
+    return write_config(tmp_path, repo, FILES_ONLY.format(files=files))
+
+
+def test_malformed_toml(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[instances.app\nrepositories = [")
+    result = run_cli("backup", config=path)
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert str(path) in line and "not valid TOML" in line
+
+
+def test_unknown_key_names_its_path(tmp_path: Path, repo: dict[str, str], files_instance: Path) -> None:
+    files_instance.write_text(files_instance.read_text() + "colour = \"blue\"\n")
+    result = run_cli("backup", config=files_instance)
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "instances.app.colour" in line and "unknown key" in line
+
+
+def test_plain_password_in_config_is_refused(tmp_path: Path, repo: dict[str, str]) -> None:
+    path = write_config(tmp_path, repo, FILES_ONLY.format(files=tmp_path))
+    path.write_text(path.read_text().replace(f"file:{repo['password_file']}", "hunter2"))
+    result = run_cli("backup", config=path)
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "repositories.main.password" in line and "hunter2" not in result.stderr + result.stdout
+
+
+def test_missing_secret_file(files_instance: Path, repo: dict[str, str]) -> None:
+    os.unlink(repo["password_file"])
+    result = run_cli("backup", config=files_instance)
+    assert result.returncode == 2
+    assert "does not exist" in one_line_error(result)
+
+
+def test_world_readable_secret_file(files_instance: Path, repo: dict[str, str]) -> None:
+    os.chmod(repo["password_file"], 0o644)
+    result = run_cli("backup", config=files_instance)
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "readable by others" in line and "chmod 600" in line
+
+
+def test_wrong_repository_password_keeps_last_point(files_instance: Path, repo: dict[str, str],
+                                                    tmp_path: Path) -> None:
+    assert run_cli("backup", config=files_instance).returncode == 0
+    good = repo["password"]
+    private_file(Path(repo["password_file"]), "not-the-password")
+    result = run_cli("backup", config=files_instance)
+    assert result.returncode == 1
+    assert "wrong password for repository main" in one_line_error(result)
+    assert "not-the-password" not in result.stderr
+    private_file(Path(repo["password_file"]), good)
+    restored = run_cli("restore", "app", "latest", "--files-to", str(tmp_path / "back"), config=files_instance)
+    assert restored.returncode == 0, restored.stderr
+    assert list((tmp_path / "back").rglob("a.txt"))
+
+
+@pytest.fixture
+def mount_point(tmp_path: Path):
+    mounted: list[Path] = []
+
+    def mount(name: str, options: str) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_repository_not_writable(tmp_path: Path, repo: dict[str, str], mount_point) -> None:
+    readonly = mount_point("ro", "ro,size=1m")
+    path = write_config(tmp_path, {**repo, "url": str(readonly / "repo")}, FILES_ONLY.format(files=tmp_path / "f"))
+    (tmp_path / "f").mkdir()
+    result = run_cli("backup", config=path)
+    assert result.returncode == 1
+    assert "read-only file system" in one_line_error(result)
+
+
+def test_disk_full_during_backup_keeps_last_point(tmp_path: Path, repo: dict[str, str], mount_point) -> None:
+    small = mount_point("small", "size=4m")
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.txt").write_text("first version\n")
+    path = write_config(tmp_path, {**repo, "url": str(small / "repo")}, FILES_ONLY.format(files=files))
+    assert run_cli("backup", config=path).returncode == 0
+    (files / "big.bin").write_bytes(os.urandom(8_000_000))
+    result = run_cli("backup", config=path)
+    assert result.returncode == 1
+    assert "disk full" in one_line_error(result)
+    (files / "big.bin").unlink()
+    listed = json.loads(run_cli("list", "--json", config=path).stdout)
+    assert len(listed) == 1
+    restored = run_cli("restore", "app", "latest", "--files-to", str(tmp_path / "back"), config=path)
+    assert restored.returncode == 0, restored.stderr
+    assert (tmp_path / "back" / str(files / "a.txt").lstrip("/")).read_text() == "first version\n"
+
+
+@pytest.fixture
+def db_user(new_db):
+    db = new_db("t_core")
+    fill_mariadb(db)
+    user, password = f"t_core_{secrets.token_hex(3)}", "Pw-" + secrets.token_urlsafe(18)
+    sql([f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
+         f"GRANT ALL ON `{db}`.* TO '{user}'@'%'", f"GRANT ALL ON `{db}_r`.* TO '{user}'@'%'",
+         f"GRANT SELECT ON mysql.proc TO '{user}'@'%'",
+         f"GRANT RELOAD, PROCESS, SET USER ON *.* TO '{user}'@'%'"])
+    yield {"db": db, "user": user, "password": password}
+    sql(f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+def db_config(tmp_path: Path, repo: dict[str, str], db: dict[str, str], port: int = 3306) -> Path:
+    private_file(tmp_path / "secrets" / "db.pass", db["password"])
+    return write_config(tmp_path, repo, f"""
+[instances.app]
+repositories = ["main"]
+[[instances.app.databases]]
+engine = "mariadb"
+port = {port}
+user = "{db['user']}"
+password = "file:{tmp_path / 'secrets' / 'db.pass'}"
+names = ["{db['db']}"]
+""")
+
+
+def test_wrong_database_password_is_not_shown(tmp_path: Path, repo: dict[str, str], db_user) -> None:
+    path = db_config(tmp_path, repo, {**db_user, "password": "Wrong-" + db_user["password"]})
+    result = run_cli("backup", config=path)
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert "access denied" in line
+    assert db_user["password"] not in result.stderr + result.stdout
+
+
+def test_database_unreachable(tmp_path: Path, repo: dict[str, str], db_user) -> None:
+    path = db_config(tmp_path, repo, db_user, port=1)
+    result = run_cli("backup", config=path)
+    assert result.returncode == 1
+    assert "unreachable" in one_line_error(result)
+
+
+def snapshot_cmdlines(stop: list[bool], seen: set[str]) -> None:
+    while not stop:
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                with contextlib.suppress(OSError):
+                    seen.add(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        time.sleep(0.005)
+
+
+def test_no_secret_in_argv_logs_or_manifest(tmp_path: Path, repo: dict[str, str], db_user) -> None:
+    import threading
+
+    path = db_config(tmp_path, repo, db_user)
+    seen: set[str] = set()
+    stop: list[bool] = []
+    watcher = threading.Thread(target=snapshot_cmdlines, args=(stop, seen))
+    watcher.start()
+    try:
+        result = run_cli("backup", "--json", config=path)
+        restore = run_cli("restore", "app", "latest", "--to-db", db_user["db"] + "_r", config=path)
+    finally:
+        stop.append(True)
+        watcher.join()
+        sql(f"DROP DATABASE IF EXISTS `{db_user['db']}_r`")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    assert any("restic" in c for c in seen) and any("mariadb" in c for c in seen)
+    secrets_ = [db_user["password"], repo["password"]]
+    for secret in secrets_:
+        assert not [c for c in seen if secret in c]
+        assert secret not in result.stdout + result.stderr + restore.stdout + restore.stderr
+    manifest = run_cli("show", "latest", "--json", config=path).stdout
+    assert json.loads(manifest)["databases"]
+    for secret in secrets_:
+        assert secret not in manifest
+        for file in (tmp_path / "state").rglob("*"):
+            if file.is_file():
+                assert secret.encode() not in file.read_bytes()
+
+
+def test_killed_run_leaves_last_point_and_next_run_works(tmp_path: Path, repo: dict[str, str], db_user) -> None:
+    path = db_config(tmp_path, repo, db_user)
+    assert run_cli("backup", config=path).returncode == 0
+    before = mariadb_dump(db_user["db"])
+    sql(["INSERT INTO replies(ticket_id, body) SELECT t.id, REPEAT(SHA2(RAND(), 512), 20) FROM tickets t"
+         " JOIN replies r LIMIT 30000"], db_user["db"])
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    child = subprocess.Popen([sys.executable, "-m", "safehold", "backup", "--config", str(path)], env=env,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert child.stderr is not None
+    for line in child.stderr:
+        if "dumping" in line:
+            break
+    time.sleep(0.3)
+    os.killpg(child.pid, signal.SIGKILL)  # safehold and its restic child, as a crash or OOM kill would
+    child.wait()
+    listed = json.loads(run_cli("list", "--json", config=path).stdout)
+    assert len(listed) == 1  # the killed run never became a point
+    again = run_cli("backup", config=path)
+    assert again.returncode == 0, again.stderr
+    pruned = run_cli("prune", config=path)  # needs restic's exclusive lock: stale ones must be cleared
+    assert pruned.returncode == 0, pruned.stderr
+    restored = run_cli("restore", "app", listed[0]["run_id"], "--to-db", db_user["db"] + "_r", config=path)
+    try:
+        assert restored.returncode == 0, restored.stderr
+        assert mariadb_dump(db_user["db"] + "_r").replace(
+            (db_user["db"] + "_r").encode(), db_user["db"].encode()) == before
+    finally:
+        sql(f"DROP DATABASE IF EXISTS `{db_user['db']}_r`")

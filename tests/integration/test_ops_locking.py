@@ -1,0 +1,77 @@
+"""One run per instance: concurrent backups never overlap; a SIGKILLed run does not block the next."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from safehold.config import load
+from safehold.history import History
+from safehold.lock import is_locked
+from tests.conftest import SRC, run_cli
+from tests.integration.unattended import make_instance
+
+
+def quiesce_logging(log: Path, seconds: float) -> str:
+    # The quiesce window is where the work happens: log its start and end to see any overlap.
+    return (f'quiesce = {{ stop = [["sh", "-c", "echo start >> {log}; sleep {seconds}"]], '
+            f'start = [["sh", "-c", "echo end >> {log}"]] }}')
+
+
+def spawn_backup(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "safehold", "backup", "app", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(SRC)}, start_new_session=True)
+
+
+def test_second_backup_waits_and_never_overlaps(tmp_path: Path, repo: dict[str, str]) -> None:
+    log = tmp_path / "window.log"
+    config = make_instance(tmp_path, repo, quiesce_logging(log, 1.5), settings="lock_wait_seconds = 60")
+    first, second = spawn_backup(config), spawn_backup(config)
+    outputs = [p.communicate(timeout=120) for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], outputs
+    assert log.read_text().split() == ["start", "end", "start", "end"]
+    assert any("waiting for run" in err for _, err in outputs)
+    runs = History(load(config).state_dir).runs("app", "backup")
+    assert [r.result for r in runs] == ["ok", "ok"]
+
+
+def test_second_backup_exits_with_a_clear_reason_when_not_waiting(tmp_path: Path, repo: dict[str, str]) -> None:
+    log = tmp_path / "window.log"
+    config = make_instance(tmp_path, repo, quiesce_logging(log, 3))
+    first = spawn_backup(config)
+    deadline = time.monotonic() + 30
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    second = run_cli("backup", "app", config=config)
+    first.communicate(timeout=120)
+    assert first.returncode == 0
+    assert second.returncode == 1 and "instance app is busy" in second.stderr and "lock_wait_seconds" in second.stderr
+    assert log.read_text().split() == ["start", "end"]
+    # The refused run is not an outage: no failed row in the history.
+    assert [r.result for r in History(load(config).state_dir).runs("app")] == ["ok"]
+
+
+def test_after_sigkill_the_next_backup_proceeds(tmp_path: Path, repo: dict[str, str]) -> None:
+    log = tmp_path / "window.log"
+    config = make_instance(tmp_path, repo, quiesce_logging(log, 60))
+    state = load(config).state_dir
+    victim = spawn_backup(config)
+    deadline = time.monotonic() + 30
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert is_locked(state, "app")
+    os.killpg(victim.pid, signal.SIGKILL)  # the run and its quiesce child, as a crash would
+    victim.wait()
+    assert not is_locked(state, "app")
+    fixed = config.read_text().replace("sleep 60", "sleep 0")
+    config.write_text(fixed)
+    proc = run_cli("backup", "app", config=config)
+    assert proc.returncode == 0, proc.stderr
+    runs = History(state).runs("app", "backup")
+    assert [r.result for r in runs] == ["ok", "failed"]
+    assert "interrupted" in runs[1].error

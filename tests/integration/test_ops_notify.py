@@ -1,0 +1,199 @@
+"""Failure and recovery messages reach a real SMTP sink (aiosmtpd) and an HTTP receiver without any
+secret inside; iTop- and ITFlow-compatible REST endpoints get exactly one ticket per outage.
+
+The endpoints below accept the request shapes the apps document and safehold relies on:
+- iTop REST/JSON: POST webservices/rest.php?version=1.3, form fields auth_user, auth_pwd, json_data
+  with operation core/create, class, output_fields and fields; answers code 0 and objects
+  {"Class::key": {"code": 0, "key", "fields"}}.
+- ITFlow API v1: POST api/v1/tickets/create.php with a JSON body holding api_key, ticket_subject,
+  ticket_details, ticket_priority, client_id; answers {"success": "True", "data": [{"insert_id"}]}.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from safehold.actions.backup import backup_instance
+from safehold.config import load
+from safehold.errors import SafeholdError
+from safehold.history import History
+from safehold.output import Silent
+from tests.conftest import private_file
+from tests.integration.unattended import make_instance
+
+ITOP_PASSWORD = "itop-Secret-4711"
+ITFLOW_KEY = "itflowKeyAbCdEf0123456789"
+
+
+class Mailbox:
+    """aiosmtpd handler keeping each message's subject and plain-text body."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str]] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001 - aiosmtpd's hook signature
+        message = email.message_from_bytes(envelope.content)
+        body = "".join(part.get_payload(decode=True).decode() for part in message.walk()
+                       if part.get_content_type() == "text/plain")
+        self.messages.append((str(message["Subject"]), body))
+        return "250 OK"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """Webhook sink plus iTop and ITFlow ticket endpoints."""
+
+    hooks: list[dict] = []
+    itop: list[dict] = []
+    itflow: list[dict] = []
+
+    def log_message(self, *args: object) -> None:
+        return
+
+    def _answer(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        url = urlparse(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if url.path == "/hook":
+            self.hooks.append(json.loads(body))
+            self._answer(200, {})
+        elif url.path == "/itop/webservices/rest.php":
+            form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+            if parse_qs(url.query).get("version") != ["1.3"] or form.get("auth_user") != "safehold" \
+                    or form.get("auth_pwd") != ITOP_PASSWORD:
+                self._answer(200, {"code": 1, "message": "Error: Invalid login"})
+                return
+            request = json.loads(form["json_data"])
+            assert request["operation"] == "core/create" and request["class"] == "UserRequest"
+            assert {"org_id", "title", "description"} <= set(request["fields"])
+            self.itop.append(request)
+            key = str(len(self.itop))
+            self._answer(200, {"code": 0, "message": None, "objects": {f"UserRequest::{key}": {
+                "code": 0, "message": "created", "class": "UserRequest", "key": key,
+                "fields": {"id": key, "ref": f"R-{int(key):06d}"}}}})
+        elif url.path == "/itflow/api/v1/tickets/create.php":
+            request = json.loads(body)
+            if request.get("api_key") != ITFLOW_KEY:
+                self._answer(401, {"success": "False", "message": "API Key authentication failure or expired."})
+                return
+            assert request["ticket_subject"] and request["ticket_priority"] in ("Low", "Medium", "High", "Urgent")
+            self.itflow.append(request)
+            self._answer(200, {"success": "True", "count": "1", "data": [{"insert_id": 100 + len(self.itflow)}]})
+        else:
+            self._answer(404, {})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def services() -> Iterator[tuple[Mailbox, type[Receiver], int, int]]:
+    mailbox = Mailbox()
+    smtp_port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    Receiver.hooks, Receiver.itop, Receiver.itflow = [], [], []
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    yield mailbox, Receiver, smtp_port, http.server_address[1]
+    http.shutdown()
+    controller.stop()
+
+
+def test_failure_recovery_messages_and_one_ticket_per_outage(tmp_path: Path, repo: dict[str, str],
+                                                              services) -> None:  # noqa: ANN001
+    mailbox, receiver, smtp_port, http_port = services
+    itop_pass = private_file(tmp_path / "secrets" / "itop.pass", ITOP_PASSWORD)
+    itflow_key = private_file(tmp_path / "secrets" / "itflow.key", ITFLOW_KEY)
+    base = f"http://127.0.0.1:{http_port}"
+    config = make_instance(tmp_path, repo, top=f"""
+[notify]
+urls = ["mailto://127.0.0.1:{smtp_port}?from=safehold@example.com&to=ops@example.com&secure=no",
+        "json://127.0.0.1:{http_port}/hook"]
+[notify.itop]
+url = "{base}/itop/"
+user = "safehold"
+password = "file:{itop_pass}"
+org_id = "SELECT Organization WHERE name = 'IT'"
+fields = {{ urgency = 2 }}
+[notify.itflow]
+url = "{base}/itflow"
+api_key = "file:{itflow_key}"
+client_id = 5
+""")
+    password_file = Path(repo["password_file"])
+    good_password = password_file.read_text()
+    backup_instance(load(config), "app", Silent())
+    assert mailbox.messages == [] and receiver.hooks == []  # success is quiet unless on_success
+
+    wrong_password = "wrong-" + good_password
+    password_file.write_text(wrong_password)
+    for _ in range(2):
+        with pytest.raises(SafeholdError, match="wrong password"):
+            backup_instance(load(config), "app", Silent())
+    assert len(receiver.itop) == 1 and len(receiver.itflow) == 1  # two failures, one outage, one ticket each
+    assert len(mailbox.messages) == 2 and len(receiver.hooks) == 2
+    subject, body = mailbox.messages[0]
+    assert "FAILED" in subject and "Reason: wrong password for repository main" in body
+    assert "Next step:" in body and "safehold backup app" in body
+    assert receiver.hooks[0]["type"] == "failure" and "wrong password" in receiver.hooks[0]["message"]
+    assert receiver.itop[0]["fields"]["urgency"] == 2 and "wrong password" in receiver.itop[0]["fields"]["description"]
+    assert receiver.itflow[0]["client_id"] == 5 and "FAILED" in receiver.itflow[0]["ticket_subject"]
+    history = History(load(config).state_dir)
+    assert history.open_ticket("app", "itop:backup") == "R-000001"
+    assert history.open_ticket("app", "itflow:backup") == "101"
+
+    password_file.write_text(good_password)
+    backup_instance(load(config), "app", Silent())
+    assert len(mailbox.messages) == 3 and "works again" in mailbox.messages[2][0]
+    assert receiver.hooks[2]["type"] == "success" and "works again" in receiver.hooks[2]["title"]
+    assert history.open_ticket("app", "itop:backup") is None
+
+    # A new outage after the recovery is a new incident: a new ticket.
+    password_file.write_text(wrong_password)
+    with pytest.raises(SafeholdError):
+        backup_instance(load(config), "app", Silent())
+    assert len(receiver.itop) == 2 and len(receiver.itflow) == 2
+
+    sent = [s + b for s, b in mailbox.messages] + [json.dumps(h) for h in receiver.hooks] + \
+        [r["fields"]["title"] + r["fields"]["description"] for r in receiver.itop] + \
+        [r["ticket_subject"] + r["ticket_details"] for r in receiver.itflow]
+    for text in sent:
+        for secret in (good_password, wrong_password, ITOP_PASSWORD, ITFLOW_KEY):
+            assert secret not in text
+
+
+def test_an_unreachable_ticket_system_does_not_hide_the_failure(tmp_path: Path, repo: dict[str, str]) -> None:
+    itop_pass = private_file(tmp_path / "secrets" / "itop.pass", ITOP_PASSWORD)
+    config = make_instance(tmp_path, repo, instance='quiesce = { stop = [["false"]] }', top=f"""
+[notify.itop]
+url = "http://127.0.0.1:{free_port()}/"
+user = "safehold"
+password = "file:{itop_pass}"
+org_id = 1
+""")
+    with pytest.raises(SafeholdError, match="quiesce command 'false' failed"):
+        backup_instance(load(config), "app", Silent())
+    history = History(load(config).state_dir)
+    assert history.last_run("app").result == "failed"
+    assert history.open_ticket("app", "itop:backup") is None  # retried on the next failure

@@ -1,0 +1,61 @@
+"""Retention runs only after a successful backup; `prune --dry-run` shows what would go."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from safehold.actions.backup import backup_instance
+from safehold.actions.points import list_points
+from safehold.config import load
+from safehold.errors import SafeholdError
+from safehold.history import History
+from safehold.output import Silent
+from tests.conftest import run_cli
+from tests.integration.unattended import make_instance
+
+
+def point_ids(config: Path) -> list[str]:
+    return [str(p["run_id"]) for p in list_points(load(config), "app")]
+
+
+def test_failed_run_prunes_nothing_and_the_next_good_one_does(tmp_path: Path, repo: dict[str, str]) -> None:
+    textfile = tmp_path / "node-exporter" / "safehold.prom"
+    config = make_instance(tmp_path, repo, "retention = { last = 1, after_backup = false }",
+                           settings=f'metrics_textfile = "{textfile}"')
+    for _ in range(2):
+        backup_instance(load(config), "app", Silent())
+    points = point_ids(config)
+    assert len(points) == 2
+
+    dry = run_cli("prune", "app", "--dry-run", "--json", config=config)
+    row = json.loads(dry.stdout)[0]
+    assert row["remove"] == [points[1]] and row["keep"] == [points[0]] and row["why"][points[0]][0] == "newest"
+    assert point_ids(config) == points  # a dry run changes nothing
+
+    # Retention on, but the run fails (its quiesce command fails): nothing may be pruned.
+    text = config.read_text().replace("after_backup = false", "after_backup = true")
+    config.write_text(text.replace('files = [', 'quiesce = { stop = [["false"]] }\nfiles = [', 1))
+    with pytest.raises(SafeholdError, match="quiesce command 'false' failed"):
+        backup_instance(load(config), "app", Silent())
+    assert point_ids(config) == points
+    history = History(load(config).state_dir)
+    assert [(r.kind, r.result) for r in history.runs("app")] == [("backup", "failed"), ("backup", "ok"),
+                                                                 ("backup", "ok")]
+
+    config.write_text(text)
+    backup_instance(load(config), "app", Silent())
+    after = point_ids(config)
+    assert len(after) == 1 and after[0] not in points
+    kinds = [(r.kind, r.result) for r in history.runs("app")]
+    assert kinds[:2] == [("prune", "ok"), ("backup", "ok")]
+    assert history.runs("app", "prune")[0].details["removed"] == sorted(points)
+    assert history.last_success("app").details["points"] == {"main": 1}
+    # The node-exporter textfile was rewritten after the run and parses.
+    samples = {(s.name, s.labels.get("kind")): s.value
+               for f in text_string_to_metric_families(textfile.read_text()) for s in f.samples}
+    assert samples[("safehold_last_run_success", "backup")] == 1
+    assert samples[("safehold_points", None)] == 1

@@ -1,0 +1,211 @@
+"""Security of the web console, through Starlette's TestClient against real MariaDB and restic."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from safehold import config as config_module
+from safehold.actions.backup import backup_instance
+from safehold.lock import instance_lock
+from safehold.output import Silent
+from safehold.web.app import create_app
+from safehold.web.store import Store
+from tests.integration import webenv
+
+OPERATOR, VIEWER = ("ops", "ops-password-1"), ("view", "view-password-1")
+POSTS = ["/logout", "/instances/alpha/backup", "/instances/alpha/verify", "/instances/alpha/drill",
+         "/instances/alpha/restore", "/instances/alpha/points/latest/export"]
+
+
+@pytest.fixture
+def env(tmp_path: Path, new_db, repo, monkeypatch: pytest.MonkeyPatch) -> webenv.WebEnv:
+    built = webenv.build(tmp_path, new_db, repo)
+    for key, value in built.env.items():
+        monkeypatch.setenv(key, value)
+    return built
+
+
+@pytest.fixture
+def app(env: webenv.WebEnv):
+    config = config_module.load(env.config)
+    store = Store(config.state_dir)
+    store.add_user(OPERATOR[0], "operator", OPERATOR[1])
+    store.add_user(VIEWER[0], "viewer", VIEWER[1])
+    backup_instance(config, "alpha", Silent())
+    return create_app(config, store)
+
+
+def client(app) -> TestClient:
+    return TestClient(app, follow_redirects=False, client=("10.0.0.1", 5000))
+
+
+def login(c: TestClient, user: tuple[str, str]) -> str:
+    """Log in through the form; returns the session's CSRF token."""
+    page = c.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
+    response = c.post("/login", data={"csrf": token, "username": user[0], "password": user[1], "next": "/"})
+    assert response.status_code == 303, response.text
+    return csrf_of(c)
+
+
+def csrf_of(c: TestClient) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', c.get("/").text)[1]
+
+
+def wait_job(c: TestClient, location: str) -> dict:
+    for _ in range(200):
+        status = c.get(location + "/status").json()
+        if status["done"]:
+            return status
+        time.sleep(0.1)
+    raise AssertionError("job did not finish")
+
+
+def test_state_changing_routes_need_session_then_csrf(app) -> None:
+    anonymous = client(app)
+    for path in POSTS:
+        assert anonymous.post(path, data={"run": "latest", "parts": "db", "confirm": "alpha"}).status_code == 401, path
+    assert anonymous.get("/").status_code == 303  # pages send you to the login form
+    assert anonymous.get("/jobs/20260101T000000Z-abcd/status").status_code == 303
+
+    operator = client(app)
+    token = login(operator, OPERATOR)
+    for path in POSTS:
+        data = {"run": "latest", "parts": "db", "confirm": "alpha"}
+        assert operator.post(path, data=data).status_code == 403, path
+        assert operator.post(path, data={**data, "csrf": "forged" + token}).status_code == 403, path
+    # the login form itself needs its double-submit token
+    fresh = client(app)
+    assert fresh.post("/login", data={"username": OPERATOR[0], "password": OPERATOR[1]}).status_code == 403
+    assert not operator.get("/runs").text.count("/jobs/2"), "no job may have started"
+
+
+def test_viewer_cannot_back_up_restore_or_verify(app) -> None:
+    viewer = client(app)
+    token = login(viewer, VIEWER)
+    for path in ("/instances/alpha/backup", "/instances/alpha/verify", "/instances/alpha/restore"):
+        response = viewer.post(path, data={"csrf": token, "run": "latest", "parts": "db", "confirm": "alpha"})
+        assert response.status_code == 403, path
+    assert viewer.get("/instances/alpha/restore").status_code == 403
+    assert viewer.get("/instances/alpha/restore/plan?run=latest&parts=db").status_code == 403
+    page = viewer.get("/instances/alpha").text
+    assert "Backup now" not in page and "alpha" in page
+    assert app.state.console.jobs.history() == []
+
+
+def test_operator_backup_and_busy_instance(app, env: webenv.WebEnv) -> None:
+    operator = client(app)
+    token = login(operator, OPERATOR)
+    config = app.state.console.config
+    with instance_lock(config.state_dir, "alpha", "held-by-test", "backup", Silent()):
+        busy = operator.post("/instances/alpha/backup", data={"csrf": token})
+        assert busy.status_code == 409 and "a run is already in progress" in busy.text
+        assert "a run is already in progress" in operator.get("/instances/alpha").text
+    started = operator.post("/instances/alpha/backup", data={"csrf": token})
+    assert started.status_code == 303
+    status = wait_job(operator, started.headers["location"])
+    assert status["state"] == "ok", status
+    audit = operator.get("/audit").text
+    assert "refused: a run is already in progress" in audit and "backup finished" in audit
+
+    # restoring over the live database: the plan says so and the confirmation carries --force
+    plan = operator.get("/instances/alpha/restore/plan?run=latest&parts=db").text
+    assert "target holds data: it will be replaced" in plan and 'name="force" value="1"' in plan
+    assert "safety point" in plan
+    # a wrong confirmation name starts nothing
+    jobs_before = len(app.state.console.jobs.history())
+    wrong = operator.post("/instances/alpha/restore", data={"csrf": token, "run": "latest", "parts": "db",
+                                                            "force": "1", "confirm": "ALPHA"})
+    assert wrong.status_code == 400 and "type the instance name alpha" in wrong.text
+    assert len(app.state.console.jobs.history()) == jobs_before
+
+
+def test_wrong_passwords_are_rate_limited(app) -> None:
+    c = client(app)
+    token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+    for _ in range(5):
+        bad = c.post("/login", data={"csrf": token, "username": OPERATOR[0], "password": "wrong-password"})
+        assert bad.status_code == 401
+    blocked = c.post("/login", data={"csrf": token, "username": OPERATOR[0], "password": OPERATOR[1]})
+    assert blocked.status_code == 429 and "Retry-After" in blocked.headers
+    assert "safehold_session" not in blocked.headers.get("set-cookie", "")
+    # another address guessing the same account is blocked too
+    other = TestClient(app, follow_redirects=False, client=("10.0.0.2", 5000))
+    token = re.search(r'name="csrf" value="([^"]+)"', other.get("/login").text)[1]
+    assert other.post("/login", data={"csrf": token, "username": OPERATOR[0], "password": OPERATOR[1]}
+                      ).status_code == 429
+
+
+def test_session_cookie_flags(app) -> None:
+    plain = client(app)
+    login(plain, OPERATOR)
+    cookie = [h for h in plain.cookies.jar if h.name == "safehold_session"][0]
+    assert cookie.has_nonstandard_attr("HttpOnly") and cookie.secure is False
+    tls = TestClient(app, base_url="https://testserver", follow_redirects=False)
+    page = tls.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
+    response = tls.post("/login", data={"csrf": token, "username": OPERATOR[0], "password": OPERATOR[1]})
+    header = [v for k, v in response.headers.multi_items() if k == "set-cookie" and "safehold_session" in v][0]
+    assert "HttpOnly" in header and "samesite=strict" in header.lower() and "Secure" in header
+
+
+def test_secrets_never_in_any_page(app, env: webenv.WebEnv) -> None:
+    operator = client(app)
+    token = login(operator, OPERATOR)
+    started = operator.post("/instances/beta/verify", data={"csrf": token})
+    wait_job(operator, started.headers["location"])
+    seen: set[str] = set()
+    queue = ["/", "/instances/alpha/restore/plan?run=latest&parts=db&parts=files&to_db=t_web_never_made"]
+    pages = 0
+    while queue:
+        path = queue.pop()
+        if path in seen or path.startswith(("/static", "/logout")):
+            continue
+        seen.add(path)
+        response = operator.get(path)
+        assert response.status_code in (200, 404), (path, response.status_code)
+        body = response.text
+        pages += 1
+        for secret in env.secrets:
+            assert secret not in body, f"a secret value appears in {path}"
+        queue += [href.replace("&amp;", "&") for href in re.findall(r'href="(/[^"]*)"', body)]
+        if "/status" not in path and path.startswith("/jobs/"):
+            queue.append(path + "/status")
+    assert pages >= 8 and "/settings" in seen and "env:" + webenv.ENV_SECRET in operator.get("/settings").text
+
+
+def test_path_parameters_stay_inside_the_state_dir(app, env: webenv.WebEnv, tmp_path: Path) -> None:
+    operator = client(app)
+    login(operator, OPERATOR)
+    canary = "canary-" + "x" * 12
+    (env.state_dir / "web" / "jobs" / "secret.json").write_text(f'{{"canary": "{canary}"}}')
+    (tmp_path / "outside.json").write_text(canary)
+    for path in ("/jobs/..%2F..%2F..%2Foutside/status", "/jobs/secret/status", "/jobs/..%2Fjobs%2Fsecret",
+                 "/jobs/%2e%2e%2f%2e%2e%2fweb.sqlite/download", "/static/..%2F..%2Fweb.sqlite",
+                 "/static/%2e%2e/store.py", "/instances/..%2F..%2Fetc/restore",
+                 "/instances/alpha/points/..%2F..%2F..%2Fetc%2Fpasswd/manifest",
+                 "/instances/alpha/points/%2e%2e/manifest", "/instances/nope"):
+        response = operator.get(path)
+        assert response.status_code in (400, 404), (path, response.status_code)
+        assert canary not in response.text and "root:x:0:0" not in response.text
+        assert "CREATE TABLE" not in response.text and "argon2" not in response.text
+
+
+def test_proxy_header_auth_is_off_by_default_and_needs_a_known_user(app, env: webenv.WebEnv) -> None:
+    anonymous = client(app)
+    assert anonymous.get("/", headers={"X-Remote-User": OPERATOR[0]}).status_code == 303
+    config = config_module.load(env.config)
+    config.web.proxy_auth_header = "X-Remote-User"
+    proxied = client(create_app(config, app.state.console.store))
+    assert proxied.get("/", headers={"X-Remote-User": "stranger"}).status_code == 403
+    page = proxied.get("/instances/alpha", headers={"X-Remote-User": VIEWER[0]})
+    assert page.status_code == 200 and "view (viewer)" in page.text
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
+    headers = {"X-Remote-User": VIEWER[0]}
+    assert proxied.post("/instances/alpha/backup", data={"csrf": token}, headers=headers).status_code == 403
+    assert proxied.post("/logout", data={}, headers=headers).status_code == 403

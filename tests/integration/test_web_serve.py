@@ -1,0 +1,90 @@
+"""`safehold serve` with TLS, and `safehold user add`, run the way an administrator runs them."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import SRC, run_cli
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(tmp_path: Path, repo: dict[str, str], web: str = "") -> Path:
+    files = tmp_path / "files"
+    files.mkdir(exist_ok=True)
+    config = tmp_path / "safehold.toml"
+    config.write_text(f'''
+[settings]
+state_dir = "{tmp_path / 'state'}"
+[repositories.local]
+url = "{repo['url']}"
+password = "file:{repo['password_file']}"
+[instances.site]
+repositories = ["local"]
+files = ["{files}"]
+{web}
+''')
+    return config
+
+
+def test_user_add_prompts_and_refuses_bad_input(tmp_path: Path, repo) -> None:
+    config = write_config(tmp_path, repo)
+    added = run_cli("user", "add", "alice", "--role", "operator", config=config,
+                    input="a-long-password\na-long-password\n")
+    assert added.returncode == 0, added.stderr
+    assert "a-long-password" not in added.stdout + added.stderr
+    again = run_cli("user", "add", "alice", "--role", "viewer", config=config, input="other-password\n" * 2)
+    assert again.returncode == 2 and "already exists" in again.stderr and "--replace" in again.stderr
+    short = run_cli("user", "add", "bob", "--role", "viewer", config=config, input="short\nshort\n")
+    assert short.returncode == 2 and "shorter than" in short.stderr
+    role = run_cli("user", "add", "carol", "--role", "admin", config=config, input="a-long-password\n" * 2)
+    assert role.returncode == 2 and "viewer or operator" in role.stderr
+    database = tmp_path / "state" / "web.sqlite"
+    assert database.stat().st_mode & 0o077 == 0 and b"a-long-password" not in database.read_bytes()
+
+
+def test_serve_with_tls_sets_secure_cookies(tmp_path: Path, repo) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    port = free_port()
+    config = write_config(tmp_path, repo, f'[web]\nlisten = "127.0.0.1:{port}"\ntls_cert = "{cert}"\n'
+                                          f'tls_key = "{key}"\n')
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PW": "tls-password-1"}
+    assert run_cli("user", "add", "alice", "--role", "viewer", "--password-ref", "env:PW", config=config,
+                   env=env).returncode == 0
+    bad = run_cli("serve", "--listen", "nowhere", config=config)
+    assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "safehold", "serve", "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=False) as client:
+            for _ in range(100):
+                try:
+                    page = client.get("/login")
+                    break
+                except httpx.TransportError:
+                    assert proc.poll() is None
+                    time.sleep(0.2)
+            assert page.status_code == 200
+            token = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
+            response = client.post("/login", data={"csrf": token, "username": "alice", "password": "tls-password-1"})
+            cookie = [v for k, v in response.headers.multi_items() if k == "set-cookie" and "safehold_session" in v]
+            assert response.status_code == 303 and "Secure" in cookie[0] and "HttpOnly" in cookie[0]
+            assert "SameSite=strict" in cookie[0] or "samesite=strict" in cookie[0].lower()
+            assert "site" in client.get("/").text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

@@ -1,0 +1,189 @@
+"""Run history, `safehold check` rules (Nagios codes) and Prometheus metrics, from history rows alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from safehold import metrics
+from safehold.actions.check import check
+from safehold.config import Config, parse
+from safehold.history import History
+from tests.conftest import run_cli, write_config
+
+MB = 1_000_000
+
+
+def make_config(tmp_path: Path, schedule: str = "", repo_url: str = "sftp:backup@nas.example:/srv/safehold") -> Path:
+    return write_config(tmp_path, {"url": repo_url, "password_file": str(tmp_path / "unused.pass")}, f"""
+[instances.app]
+repositories = ["main"]
+files = ["{tmp_path}"]
+{schedule}
+""", settings=f'metrics_textfile = "{tmp_path / "textfile" / "safehold.prom"}"')
+
+
+def load(path: Path) -> Config:
+    return parse(path.read_text(), path)
+
+
+def add_backups(history: History, sizes: list[int], result: str = "ok", error: str | None = None) -> None:
+    for size in sizes:
+        run = history.record_start("app", "backup")
+        history.record_end(run, result, bytes_added=size // 10, bytes_total=size, error=error,  # type: ignore[arg-type]
+                           details={"repository": "main"})
+
+
+def rules(result: dict) -> dict[str, str]:
+    return {f["rule"]: f["status"] for f in result["instances"][0]["findings"]}
+
+
+def test_history_records_queries_and_reaps_killed_runs(tmp_path: Path) -> None:
+    history = History(tmp_path)
+    add_backups(history, [10 * MB, 11 * MB, 12 * MB, 13 * MB])
+    assert history.recent_sizes("app", 3) == [13 * MB, 12 * MB, 11 * MB]
+    assert history.median_size("app") == 11 * MB  # the newest is compared with the ones before it
+    assert history.last_success("app").bytes_total == 13 * MB
+    assert history.last_drill("app") is None
+    assert (tmp_path / "history.sqlite").stat().st_mode & 0o077 == 0
+    # A row left running by a process that no longer exists is a failed run.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    run = history.record_start("app", "backup")
+    with history._connect() as db:
+        db.execute("UPDATE runs SET pid=? WHERE id=?", (dead.pid, run))
+    last = history.last_run("app")
+    assert last.id == run and last.result == "failed" and "interrupted" in last.error
+    # Tickets: one open per (instance, system:kind) until the next ok run closes it.
+    history.add_ticket("app", "itop:backup", "R-1", run)
+    assert history.open_ticket("app", "itop:backup") == "R-1"
+    assert history.close_tickets("app", "drill") == []
+    assert history.close_tickets("app", "backup") == [("itop", "R-1")]
+    assert history.open_ticket("app", "itop:backup") is None
+
+
+def test_all_fine_is_ok(tmp_path: Path) -> None:
+    config = load(make_config(tmp_path))
+    add_backups(History(config.state_dir), [100 * MB] * 4)
+    result = check(config, None)
+    assert result["code"] == 0 and result["line"].startswith("SAFEHOLD OK - ")
+
+
+@pytest.mark.parametrize(("newest", "code", "rule", "words"), [
+    (5 * MB, 2, "size-shrink", "under 10% of the median"),
+    (40 * MB, 1, "size-shrink", "under 50% of the median"),
+    (400 * MB, 1, "size-growth", "over 3x the median"),
+    (90 * MB, 0, "size", "median 100.00 MB"),
+])
+def test_size_anomaly_names_the_rule(tmp_path: Path, newest: int, code: int, rule: str, words: str) -> None:
+    config = load(make_config(tmp_path))
+    add_backups(History(config.state_dir), [100 * MB] * 5 + [newest])
+    result = check(config, "app")
+    assert result["code"] == code
+    finding = next(f for f in result["instances"][0]["findings"] if f["rule"] == rule)
+    assert words in finding["message"]
+    if code:
+        assert rule in result["line"] and words in result["line"]
+
+
+def test_disabled_schedule_is_reported_and_critical_without_a_fresh_point(tmp_path: Path) -> None:
+    config = load(make_config(tmp_path, 'schedule = { enabled = false, time = "02:00" }'))
+    result = check(config, "app")
+    assert result["code"] == 2 and rules(result)["schedule"] == "CRITICAL"
+    assert "schedule disabled and no fresh point" in result["line"]
+    add_backups(History(config.state_dir), [MB])
+    result = check(config, "app")
+    assert result["code"] == 1 and "schedule: schedule disabled" in result["line"]
+    # Two days later that point is no longer fresh: CRITICAL again.
+    result = check(config, "app", now=datetime.now(UTC) + timedelta(days=2))
+    assert result["code"] == 2 and "no fresh point" in result["line"]
+
+
+def test_last_run_failure_stale_point_drill_and_local_only_repository(tmp_path: Path) -> None:
+    config = load(make_config(tmp_path, 'schedule = { cron = "0 * * * *" }', repo_url=str(tmp_path / "repo")))
+    history = History(config.state_dir)
+    add_backups(history, [MB])
+    add_backups(history, [0], result="failed", error="repository main: disk full — free space")
+    run = history.record_start("app", "drill")
+    history.record_end(run, "failed", error="row counts differ in table t")
+    result = check(config, "app")
+    found = rules(result)
+    assert found["last-run"] == "CRITICAL" and found["drill"] == "CRITICAL" and found["off-host"] == "WARNING"
+    assert "disk full" in result["line"] and "row counts differ" in result["line"]
+    # Hourly schedule: three hours later the point is stale (allowed: 2 h gap + 2 h grace → after 4 h).
+    later = check(config, "app", now=datetime.now(UTC) + timedelta(hours=5))
+    assert rules(later)["freshness"] == "WARNING"
+
+
+def test_check_cli_exit_codes_one_line_and_json(tmp_path: Path) -> None:
+    path = make_config(tmp_path, 'schedule = { enabled = false }')
+    proc = run_cli("check", config=path)
+    assert proc.returncode == 2 and proc.stdout.count("\n") == 1 and proc.stdout.startswith("SAFEHOLD CRITICAL")
+    proc = run_cli("check", "app", "--json", config=path)
+    data = json.loads(proc.stdout)
+    assert proc.returncode == 2 and data["status"] == "CRITICAL" and data["instances"][0]["instance"] == "app"
+    proc = run_cli("check", config=tmp_path / "missing.toml")
+    assert proc.returncode == 3 and proc.stdout.startswith("SAFEHOLD UNKNOWN")
+
+
+def test_metrics_parse_and_textfile_is_replaced_atomically(tmp_path: Path) -> None:
+    config = load(make_config(tmp_path, 'schedule = { time = "02:00" }'))
+    history = History(config.state_dir)
+    add_backups(history, [3 * MB])
+    history.add_details(history.last_success("app").id, {"points": {"main": 7}})
+    run = history.record_start("app", "drill")
+    history.record_end(run, "ok")
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render(config))}
+    sample = {(f.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert sample[("safehold_last_backup_bytes_total", (("instance", "app"), ("repository", "main")))] == 3 * MB
+    assert sample[("safehold_points", (("instance", "app"), ("repository", "main")))] == 7
+    assert sample[("safehold_last_drill_success", (("instance", "app"),))] == 1
+    assert sample[("safehold_schedule_enabled", (("instance", "app"),))] == 1
+    assert ("safehold_last_success_timestamp_seconds", (("instance", "app"), ("repository", "main"))) in sample
+
+    target = metrics.write_textfile(config)
+    first_inode = target.stat().st_ino
+    add_backups(history, [4 * MB])
+    metrics.write_textfile(config)
+    # Renamed over, never rewritten in place: a reader holding the old file never sees half a file.
+    assert target.stat().st_ino != first_inode
+    assert os.listdir(target.parent) == ["safehold.prom"]
+    assert "4e+06" in target.read_text() or "4000000.0" in target.read_text()
+    assert target.stat().st_mode & 0o777 == 0o644
+
+
+def test_history_cli_lists_runs_newest_first(tmp_path: Path) -> None:
+    path = make_config(tmp_path)
+    history = History(load(path).state_dir)
+    add_backups(history, [MB])
+    add_backups(history, [0], result="failed", error="repository main: disk full — free space")
+    proc = run_cli("history", "app", "--json", config=path)
+    rows = json.loads(proc.stdout)
+    assert proc.returncode == 0 and [r["result"] for r in rows] == ["failed", "ok"]
+    assert rows[0]["error"].startswith("repository main: disk full") and rows[1]["bytes_total"] == MB
+    proc = run_cli("history", config=path)
+    assert proc.returncode == 0 and "disk full" in proc.stdout
+
+
+def test_schedule_install_writes_systemd_units_and_cron_file(tmp_path: Path) -> None:
+    path = make_config(tmp_path, 'schedule = { week_days = ["monday"], time = "01:15", timezone = "Europe/Paris", '
+                                  'drill = "0 4 * * sun" }')
+    proc = run_cli("schedule", "install", "--dir", str(tmp_path / "units"), config=path)
+    assert proc.returncode == 0, proc.stderr
+    timer = (tmp_path / "units" / "safehold-backup-app.timer").read_text()
+    service = (tmp_path / "units" / "safehold-backup-app.service").read_text()
+    assert "OnCalendar=Mon *-*-* 01:15:00 Europe/Paris" in timer and "Persistent=true" in timer
+    assert "backup app --config" in service and str(path) in service and "Type=oneshot" in service
+    assert "OnCalendar=Sun *-*-* 4:0:00 Europe/Paris" in (tmp_path / "units" / "safehold-drill-app.timer").read_text()
+    proc = run_cli("schedule", "install", "--format", "cron", "--dir", str(tmp_path / "cron"), config=path)
+    cron = (tmp_path / "cron" / "safehold").read_text()
+    assert proc.returncode == 0 and "CRON_TZ=Europe/Paris" in cron and "15 1 * * mon root " in cron
+    disabled = make_config(tmp_path, 'schedule = { enabled = false }')
+    proc = run_cli("schedule", "install", "--dir", str(tmp_path / "none"), "--json", config=disabled)
+    assert json.loads(proc.stdout)["skipped_disabled"] == ["app"]

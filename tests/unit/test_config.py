@@ -1,0 +1,75 @@
+"""Config validation: errors name the file, the key path and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from safehold.config import parse
+from safehold.errors import ConfigError
+
+BASE = """
+[repositories.main]
+url = "/srv/repo"
+password = "env:REPO_PASS"
+[instances.app]
+repositories = ["main"]
+files = ["/srv/app"]
+"""
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse(text, Path("/etc/safehold/safehold.toml"))
+    assert info.value.exit_code == 2
+    return info.value.line()
+
+
+def test_valid_config_parses() -> None:
+    config = parse(BASE, Path("x.toml"))
+    assert config.instances["app"].retention.last == 14
+    assert config.instances["app"].app == "generic"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('app = "generic"', 'app = "wordpress"'), "instances.app.app"),
+        (('files = ["/srv/app"]', 'files = ["/srv/app"]\ncolor = 1'), "instances.app.color: unknown key"),
+        (('repositories = ["main"]', 'repositories = ["offsite"]'), "not a [repositories.*]"),
+        (('password = "env:REPO_PASS"', 'password = "hunter2"'), "repositories.main.password"),
+        (('files = ["/srv/app"]', 'files = []'), "needs at least one of databases, files"),
+        (('files = ["/srv/app"]', 'files = ["/a"]\nretention = { last = 0 }'), "instances.app.retention.last"),
+    ],
+)
+def test_errors_name_the_key(change: tuple[str, str], expected: str) -> None:
+    text = BASE.replace('app = "generic"', "") if change[0] == 'app = "generic"' else BASE
+    if change[0] == 'app = "generic"':
+        text = text.replace("[instances.app]", '[instances.app]\napp = "wordpress"')
+    else:
+        text = text.replace(*change)
+    line = error_of(text)
+    assert "/etc/safehold/safehold.toml" in line
+    assert expected in line
+
+
+def test_plain_secret_never_echoed() -> None:
+    line = error_of(BASE.replace('"env:REPO_PASS"', '"hunter2"'))
+    assert "hunter2" not in line
+
+
+def test_app_profile_needs_root() -> None:
+    line = error_of(BASE.replace("[instances.app]", '[instances.app]\napp = "itflow"'))
+    assert "needs root" in line
+
+
+def test_bad_toml_says_where() -> None:
+    assert "not valid TOML" in error_of("[instances\n")
+
+
+def test_database_shapes() -> None:
+    text = BASE + '[[instances.app.databases]]\nengine = "mariadb"\n'
+    assert "needs names" in error_of(text)
+    text = BASE + '[[instances.app.databases]]\nengine = "sqlite"\n'
+    assert "needs path" in error_of(text)

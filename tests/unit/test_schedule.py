@@ -1,0 +1,98 @@
+"""Due times (week_days + time, cron, time zones, DST) and the systemd/cron forms of a schedule."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from safehold.actions.schedule_install import cron_line, on_calendar
+from safehold.config import ScheduleConfig, parse
+from safehold.errors import ConfigError
+from safehold.schedule import GRACE, Schedule
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def test_week_days_and_time_in_a_time_zone() -> None:
+    schedule = Schedule(ScheduleConfig(week_days=["monday", "friday"], time="23:30", timezone="Europe/Berlin"))
+    wednesday = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+    assert schedule.next_run(wednesday) == datetime(2026, 11, 27, 23, 30, tzinfo=BERLIN)
+    assert schedule.prev_run(wednesday) == datetime(2026, 11, 23, 23, 30, tzinfo=BERLIN)
+    # Due time itself: next_run is strictly after, prev_run includes it.
+    due = datetime(2026, 11, 27, 22, 30, tzinfo=UTC)
+    assert schedule.next_run(due) == datetime(2026, 11, 30, 23, 30, tzinfo=BERLIN)
+    assert schedule.prev_run(due) == due
+
+
+def test_dst_change_keeps_wall_clock_time() -> None:
+    schedule = Schedule(ScheduleConfig(week_days=["sunday", "monday"], time="02:30", timezone="Europe/Berlin"))
+    # 2026-03-29 02:30 does not exist in Berlin (clocks jump 02:00 -> 03:00): it runs at 03:30 CEST.
+    before = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
+    first = schedule.next_run(before)
+    assert first is not None and first.astimezone(UTC) == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+    second = schedule.next_run(first)
+    assert second == datetime(2026, 3, 30, 2, 30, tzinfo=BERLIN)
+    assert second.utcoffset() == timedelta(hours=2)
+
+
+def test_cron_with_time_zone_and_seconds() -> None:
+    nightly = Schedule(ScheduleConfig(cron="0 2 * * *", timezone="America/New_York"))
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    assert nightly.next_run(now).astimezone(UTC) == datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+    assert nightly.prev_run(now).astimezone(UTC) == datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    every2s = Schedule(ScheduleConfig(cron="* * * * * */2"))
+    assert every2s.next_run(datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)) == datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC)
+
+
+def test_max_age_follows_the_schedule_gap() -> None:
+    weekdays = Schedule(ScheduleConfig(time="23:30", timezone="UTC"))  # monday..friday
+    monday_noon = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    # Last due Friday 23:30; the point must at least be Thursday's: 3.5 days + grace.
+    assert weekdays.max_age(monday_noon) == datetime(2026, 11, 23, 12, tzinfo=UTC) - \
+        datetime(2026, 11, 19, 23, 30, tzinfo=UTC) + GRACE
+    fixed = Schedule(ScheduleConfig(max_age_hours=6))
+    assert fixed.max_age(monday_noon) == timedelta(hours=6)
+
+
+def test_an_empty_week_never_runs() -> None:
+    assert Schedule(ScheduleConfig(week_days=[])).next_run(datetime.now(UTC)) is None
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ('timezone = "Mars/Olympus"', "unknown time zone"),
+    ('cron = "61 * * * *"', "is not a cron expression"),
+    ('time = "24:00"', "must be HH:MM"),
+    ('week_days = ["funday"]', "week_days"),
+])
+def test_bad_schedules_are_config_errors(tmp_path, toml: str, message: str) -> None:
+    text = f'[repositories.r]\nurl = "/x"\npassword = "env:P"\n[instances.a]\nfiles = ["/etc/hostname"]\n' \
+           f'repositories = ["r"]\n[instances.a.schedule]\n{toml}\n'
+    with pytest.raises(ConfigError, match=message):
+        parse(text, tmp_path / "safehold.toml")
+
+
+@pytest.mark.parametrize(("config", "cron", "expected"), [
+    (ScheduleConfig(week_days=["monday", "friday"], time="23:30", timezone="Europe/Berlin"), None,
+     "Mon,Fri *-*-* 23:30:00 Europe/Berlin"),
+    (ScheduleConfig(timezone="UTC"), "15 2 * * *", "*-*-* 2:15:00 UTC"),
+    (ScheduleConfig(timezone="UTC"), "*/15 8-18 * * 1-5", "Mon..Fri *-*-* 8..18:0/15:00 UTC"),
+    (ScheduleConfig(timezone="UTC"), "0 3 1 */3 sun,wed", "Sun,Wed *-1/3-1 3:0:00 UTC"),
+    (ScheduleConfig(timezone="UTC"), "* * * * * */2", "*-*-* *:*:0/2 UTC"),
+])
+def test_systemd_on_calendar(config: ScheduleConfig, cron: str | None, expected: str) -> None:
+    value = on_calendar(config, cron)
+    assert value == expected
+    if shutil.which("systemd-analyze"):
+        # systemd itself must accept what we write.
+        subprocess.run(["systemd-analyze", "calendar", value], check=True, capture_output=True)
+
+
+def test_cron_line() -> None:
+    assert cron_line(ScheduleConfig(week_days=["monday", "friday"], time="23:05"), None) == "5 23 * * mon,fri"
+    assert cron_line(ScheduleConfig(), "0 2 * * *") == "0 2 * * *"
+    with pytest.raises(ConfigError):
+        cron_line(ScheduleConfig(), "* * * * * */2")

@@ -1,0 +1,74 @@
+"""Secret references and the Secret type."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from safehold.errors import ConfigError
+from safehold.runner import ProcessFailed, run, scrub
+from safehold.secrets import Secret, resolve, secret_files, write_private
+
+
+def test_env_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SH_TEST_SECRET", "s3cret")
+    secret = resolve("env:SH_TEST_SECRET", "x")
+    assert secret.reveal() == "s3cret"
+    assert "s3cret" not in repr(secret) and "s3cret" not in str(secret) and "s3cret" not in f"{secret}"
+
+
+def test_missing_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SH_NOPE", raising=False)
+    with pytest.raises(ConfigError, match="SH_NOPE is not set"):
+        resolve("env:SH_NOPE", "x")
+
+
+def test_file_reference_must_be_private(tmp_path: Path) -> None:
+    path = tmp_path / "pw"
+    path.write_text("value\n")
+    path.chmod(0o640)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        resolve(f"file:{path}", "x")
+    path.chmod(0o600)
+    assert resolve(f"file:{path}", "x").reveal() == "value"
+
+
+def test_plain_value_refused() -> None:
+    with pytest.raises(ConfigError, match="references"):
+        resolve("hunter2", "x")
+
+
+def test_write_private_and_secret_files(tmp_path: Path) -> None:
+    write_private(tmp_path / "a" / "b", "x")
+    assert (tmp_path / "a" / "b").stat().st_mode & 0o777 == 0o600
+    with secret_files(pw=Secret("abc")) as files:
+        assert files["pw"].read_text() == "abc\n"
+        assert files["pw"].stat().st_mode & 0o777 == 0o600
+        assert str(files["pw"]).startswith("/dev/fd/")  # in memory: nothing on disk to leak
+        child = run(["cat", str(files["pw"])])
+        assert child == b"abc\n"
+        path = files["pw"]
+    assert not path.exists()
+
+
+def test_runner_scrubs_secrets_from_errors() -> None:
+    secret = Secret("tops3cret")
+    assert scrub("password tops3cret rejected", [secret]) == "password *** rejected"
+    with pytest.raises(ProcessFailed) as info:
+        run(["sh", "-c", 'echo "bad $X" >&2; exit 3'], env={"X": "tops3cret"}, secrets=[secret])
+    assert info.value.returncode == 3
+    assert "tops3cret" not in str(info.value) and "***" in info.value.stderr
+
+
+def test_runner_refuses_secret_in_argv() -> None:
+    with pytest.raises(RuntimeError, match="argv"):
+        run(["echo", "tops3cret"], secrets=[Secret("tops3cret")])
+
+
+def test_missing_program() -> None:
+    with pytest.raises(ProcessFailed) as info:
+        run(["safehold-no-such-tool"])
+    assert info.value.returncode == 127
+    assert os.environ  # environment untouched

@@ -1,0 +1,47 @@
+"""Pieces of the web console that need no services: masking, staleness, listen parsing, rate limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from safehold.config import ScheduleConfig
+from safehold.errors import ConfigError
+from safehold.web.auth import RateLimiter
+from safehold.web.data import describe_schedule, mask, mask_url, stale_after_hours
+from safehold.web.server import parse_listen
+
+
+def test_mask_keeps_references_and_hides_values() -> None:
+    shown = mask({"password": "file:/etc/pass", "token": "abc", "urls": ["ntfy://user:pw@host/topic"],
+                  "url": "rest:https://u:p@host/repo", "known_hosts": "host ssh-ed25519 AAAA"})
+    assert shown == {"password": "file:/etc/pass", "token": "(hidden)", "urls": ["ntfy://(hidden)"],
+                     "url": "rest:https://***@host/repo", "known_hosts": "host ssh-ed25519 AAAA"}
+    assert mask_url("sftp:backup@nas:/srv") == "sftp:backup@nas:/srv"  # no credentials in an ssh user name
+
+
+def test_stale_threshold_follows_the_schedule() -> None:
+    assert stale_after_hours(None) == 26
+    # The point due one run before the latest must exist: between one and two gaps old, plus grace.
+    assert 7 * 24 <= stale_after_hours(ScheduleConfig(week_days=["sunday"])) <= 14 * 24 + 2
+    every_day = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+    assert 24 <= stale_after_hours(ScheduleConfig(week_days=every_day)) <= 48 + 2
+    assert describe_schedule(ScheduleConfig(week_days=["monday", "friday"], time="01:00")) == "Mon, Fri 01:00 UTC"
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("127.0.0.1:8750") == ("127.0.0.1", 8750)
+    assert parse_listen("[::1]:9000") == ("::1", 9000)
+    for bad in ("8750", "host:", ":80", "host:99999"):
+        with pytest.raises(ConfigError):
+            parse_listen(bad)
+
+
+def test_rate_limiter_blocks_after_failures_and_clears_on_success() -> None:
+    limiter = RateLimiter(max_failures=3, window=60)
+    for _ in range(2):
+        limiter.failed("user:a", "addr:x")
+    assert limiter.blocked("user:a") == 0
+    limiter.failed("user:a", "addr:x")
+    assert limiter.blocked("user:a") > 0 and limiter.blocked("addr:x") > 0 and limiter.blocked("user:b") == 0
+    limiter.succeeded("user:a")
+    assert limiter.blocked("user:a") == 0
