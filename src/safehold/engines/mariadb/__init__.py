@@ -37,7 +37,7 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter, meth
 
 def foreign_reference(method: str, stream: IO[bytes], name: str) -> str | None:
     """A statement in a dump of `name` that would write into `name` even when loaded under another name."""
-    return dumptool.foreign_reference(stream, name) if method == dumptool.METHOD else None
+    return METHODS[method].foreign_reference(stream, name)
 
 
 inspect = client.inspect

@@ -22,6 +22,7 @@ independent of database size.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tarfile
@@ -46,6 +47,7 @@ from safehold.engines.mariadb.stream import (
     SCHEMA_MEMBER,
     TABLES_MEMBER,
     Chunker,
+    CountingWriter,
     TarWriter,
     compress,
     data_member,
@@ -132,12 +134,12 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
         post_run = pool.submit(_mariadb_dump, db, post_options, selection)
         schema, post = schema_run.result(), post_run.result()
     report.phases["schema"] = round(time.monotonic() - started, 3)
-    writer = TarWriter(out)
+    counted = CountingWriter(out)
+    writer = TarWriter(counted)
     header = {"format": FORMAT, "database": db.name, "charset": charset, "tables": [t.to_json() for t in tables]}
     writer.add(TABLES_MEMBER, json.dumps(header, indent=1).encode())
     writer.add(SCHEMA_MEMBER, schema)
     writer.add(POST_MEMBER, post)
-    report.bytes = len(schema) + len(post)
     t0 = time.monotonic()
     snapshot = Snapshot(db, workers(db))
     report.notes += snapshot.notes
@@ -165,6 +167,7 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
                "objects": report.objects}
     writer.add(REPORT_MEMBER, json.dumps(summary, indent=1, sort_keys=True).encode())
     writer.close()
+    report.bytes = counted.count  # the stored file's size, which `verify` compares
     return report
 
 
@@ -181,7 +184,6 @@ def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: 
             index, frame = pending.popleft()
             data = frame.result()
             writer.add(data_member(index), data)
-            report.bytes += len(data)
 
     def emit(chunk: bytes) -> None:
         state["rows"] += chunk.count(b"\n")
@@ -267,6 +269,21 @@ def _set_charset(db: Database, into: str, charset: list[str]) -> None:
     character_set, collation = charset
     with client.cursor(db.connection, into) as cur:
         cur.execute(f"ALTER DATABASE {client.quote(into)} CHARACTER SET {character_set} COLLATE {collation}")
+
+
+def foreign_reference(stream: IO[bytes], name: str) -> str | None:
+    """A trigger/routine/event statement of a dump of `name` that names `name` itself, or None.
+
+    Views are moved to the new name on restore (see _create_tables); post-data objects keep their
+    text, so one written as `live`.`trg` would be created in `live` again. Reads only up to post.sql.
+    """
+    try:
+        for member, data in members(stream):
+            if member == POST_MEMBER:
+                return dumptool.foreign_reference(io.BytesIO(data), name)
+    except tarfile.TarError:
+        pass  # a damaged stream: the restore itself reports it
+    return None
 
 
 def _create_tables(db: Database, into: str, count: int, schema: str, source: str, report: DatabaseReport) -> None:

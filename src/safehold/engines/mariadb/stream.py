@@ -63,6 +63,20 @@ def decompress(frame: bytes) -> bytes:
     return _local.decompressor.decompress(frame)
 
 
+class CountingWriter:
+    """Passes writes through and counts the bytes."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        """Write and count."""
+        self.out.write(data)
+        self.count += len(data)
+        return len(data)
+
+
 class TarWriter:
     """Writes members with fixed metadata (mtime 0, mode 0600, no owner) so equal data gives equal bytes."""
 
