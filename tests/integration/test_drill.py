@@ -232,6 +232,7 @@ def test_missing_table_is_named(env: Env, drill: Callable[..., dict[str, object]
     def swap(m: Manifest) -> None:
         mariadb = next(d for d in m.databases if d.engine == "mariadb")
         mariadb.snapshot = store(env, mariadb.path, dump, run_id)
+        mariadb.method = "mariadb-dump"  # the forged dump is plain SQL, whatever the default method wrote
 
     result = drill(forge(env, swap))
     assert result["problems"] == [f"table {env.db}.log missing"]

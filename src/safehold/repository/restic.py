@@ -360,7 +360,10 @@ class Repository:
                 child.kill()
                 raise
             try:
-                child.stdout.read()
+                # Drain in blocks: a consumer that stopped early (a check reading only the start of
+                # a dump) must not pull the rest of a multi-GB stream into memory.
+                while child.stdout.read(1 << 20):
+                    pass
                 child.wait()
             except runner.ProcessFailed as exc:
                 raise self._explain(exc.stderr) from None

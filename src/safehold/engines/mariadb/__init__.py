@@ -1,21 +1,22 @@
 """MariaDB/MySQL engine: the engine interface, dispatching to a dump method.
 
-Methods: `mariadb-dump` (single consistent SQL stream from the reference tool).
+Methods: `parallel` (default for `auto`: consistent multi-connection reader, parallel load; see
+parallel.py) and `mariadb-dump` (single consistent SQL stream from the reference tool, the fallback).
 """
 
 from __future__ import annotations
 
 from typing import IO
 
-from safehold.engines.mariadb import client, dumptool
+from safehold.engines.mariadb import client, dumptool, parallel
 from safehold.models import Database, DatabaseReport
 from safehold.output import Reporter
 
-METHODS = {"mariadb-dump": dumptool}
+METHODS = {"parallel": parallel, "mariadb-dump": dumptool}
 
 
 def _method(db: Database):  # noqa: ANN202 - returns a method module
-    name = "mariadb-dump" if db.method in ("auto", "parallel") else db.method
+    name = "parallel" if db.method == "auto" else db.method
     return METHODS[name]
 
 
@@ -36,7 +37,7 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter, meth
 
 def foreign_reference(method: str, stream: IO[bytes], name: str) -> str | None:
     """A statement in a dump of `name` that would write into `name` even when loaded under another name."""
-    return dumptool.foreign_reference(stream, name) if method == dumptool.METHOD else None
+    return METHODS[method].foreign_reference(stream, name)
 
 
 inspect = client.inspect

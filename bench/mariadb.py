@@ -1,0 +1,374 @@
+"""Benchmark: safehold's parallel MariaDB method against the tools users run today.
+
+Not a test. Run explicitly, e.g. (from the repository root):
+
+    PYTHONPATH=src python bench/mariadb.py --size-mb 3000
+
+It builds an ITFlow-shaped database from ../shared/fixtures/itflow-schema.sql (the real ITFlow
+schema) filled with generated rows of realistic sizes (ticket replies ~2 KB of HTML-ish text,
+tickets ~1.5 KB, logs ~250 B, clients/contacts/assets), then times in one run, on the same server:
+backups (safehold into a fresh restic repository, mariadb-dump | gzip -9, | zstd -3, mydumper -t 2 -c,
+mariadb-dump | restic backup --stdin) and restores (safehold, gunzip | mariadb, myloader -t 2), each
+with wall time, peak RSS of the largest process (GNU time) and output size; then changes 1% of the
+rows (updates spread over tickets, appended ticket replies and log rows) and measures what the
+next safehold point and the next `mariadb-dump | restic` snapshot add to their repositories.
+Results go to bench/RESULTS.md (overwritten) with the exact commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import MySQLdb
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT.parent / "shared" / "fixtures" / "itflow-schema.sql"  # ../shared next to the main checkout
+SRC = ROOT / "src"
+HOST = ["-h127.0.0.1", "-P3306", "-uroot"]
+MYDUMPER_HOST = "-h 127.0.0.1 -P 3306 -u root"  # mydumper/myloader do not parse the glued forms
+DUMP = ["mariadb-dump", *HOST, "--single-transaction", "--routines", "--events", "--triggers", "--hex-blob",
+        "--quick", "--max-allowed-packet=1G"]
+SHARES = {"ticket_replies": 0.50, "logs": 0.25, "tickets": 0.22}  # of the requested size; the rest is small tables
+SETTLED_DIRTY_PAGES = 2000  # 32 MiB of 16 KiB pages; other users of the server keep some pages dirty
+NOTES_MARKER = "<!-- notes: kept across runs -->"
+ROW_BYTES = {"ticket_replies": 2000, "logs": 250, "tickets": 1500}
+
+
+def sh(command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a shell command, failing loudly."""
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    if done.returncode:
+        sys.exit(f"failed: {command}\n{done.stderr[-2000:]}")
+    return done
+
+
+@dataclass
+class Measure:
+    label: str
+    command: str
+    seconds: float
+    rss_mb: float
+    size_mb: float | None = None
+
+
+def settle(limit_seconds: float = 60) -> None:
+    """Wait until InnoDB has written back the dirty pages of earlier steps, so each run starts equal."""
+    deadline = time.monotonic() + limit_seconds
+    with connect() as conn:
+        cur = conn.cursor()
+        while time.monotonic() < deadline:
+            cur.execute("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'")
+            if int(cur.fetchone()[1]) < SETTLED_DIRTY_PAGES:
+                return
+            time.sleep(2)
+
+
+def timed(label: str, command: str, env: dict[str, str] | None = None, size: Path | None = None) -> Measure:
+    """Wall time and peak RSS (largest process of the pipeline, via GNU time) of one shell command."""
+    sh("sync")
+    settle()
+    rss_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-rss-{os.getpid()}"
+    started = time.monotonic()
+    sh(f"/usr/bin/time -o {rss_file} -f %M bash -o pipefail -c {sh_quote(command)}", env)
+    seconds = time.monotonic() - started
+    rss = int(rss_file.read_text().split()[-1]) / 1024
+    measure = Measure(label, command, seconds, rss, du(size) if size else None)
+    print(f"{label}: {seconds:.1f} s, {rss:.0f} MB RSS" + (f", {measure.size_mb:.1f} MB" if size else ""),
+          flush=True)
+    return measure
+
+
+def best_of(runs: int, plans: list[tuple], env: dict[str, str] | None = None) -> list[Measure]:
+    """Fastest of `runs` attempts per (label, command, reset shell command, size path) plan.
+
+    Attempts alternate the order of the tools, so none always runs right after another's writes.
+    """
+    results: dict[str, list[Measure]] = {plan[0]: [] for plan in plans}
+    for attempt in range(runs):
+        for label, command, reset, size in plans if attempt % 2 == 0 else reversed(plans):
+            sh(reset, env)
+            results[label].append(timed(label, command, env, size))
+    return [min(results[plan[0]], key=lambda m: m.seconds) for plan in plans]
+
+
+def sh_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def du(path: Path) -> float:
+    """Bytes on disk (apparent size) of a file or folder, in MB."""
+    if path.is_file():
+        return path.stat().st_size / 1e6
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def connect(database: str | None = None) -> MySQLdb.Connection:
+    return MySQLdb.connect(host="127.0.0.1", user="root", database=database or "", local_infile=1,
+                           charset="utf8mb4", autocommit=True)
+
+
+class Text:
+    """Cheap realistic text: sentences from a big pool of random words, so compressors see real entropy."""
+
+    def __init__(self, rng: random.Random, schema: Path) -> None:
+        words = [w for w in schema.read_text().replace("_", " ").replace("`", " ").split() if w.isalpha()]
+        words += ["printer", "outlook", "password", "reset", "server", "backup", "firewall", "license", "VPN",
+                  "please", "thanks", "regards", "customer", "ticket", "issue", "resolved", "update", "laptop"]
+        vocabulary = sorted(set(words))
+        self.rng = rng
+        self.sentences = [" ".join(rng.choices(vocabulary, k=rng.randint(6, 16))).capitalize() + "."
+                          for _ in range(60_000)]
+
+    def paragraph(self, size: int) -> str:
+        parts, length = [], 0
+        while length < size:
+            sentence = self.rng.choice(self.sentences) + f" #{self.rng.randint(1, 10**6)}"
+            parts.append(sentence)
+            length += len(sentence) + 1
+        return " ".join(parts)
+
+
+def tsv(rows: list[tuple], path: Path) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write("\t".join("\\N" if v is None else str(v).replace("\\", "\\\\").replace("\n", "\\n")
+                                   .replace("\t", "\\t") for v in row) + "\n")
+
+
+def load(cur, table: str, columns: list[str], path: Path) -> None:  # noqa: ANN001
+    cur.execute(f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE `{table}` CHARACTER SET utf8mb4 ({','.join(columns)})")
+    path.unlink()
+
+
+def stamp(rng: random.Random) -> str:
+    return f"20{rng.randint(18, 25)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} " \
+           f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
+
+
+def build(database: str, size_mb: int, work: Path, schema: Path) -> None:
+    """Create and fill the ITFlow-shaped database."""
+    rng = random.Random(42)
+    text = Text(rng, schema)
+    with connect() as conn:
+        for suffix in ("", "_r1", "_r2", "_r3"):  # leftovers of an interrupted run
+            conn.cursor().execute(f"DROP DATABASE IF EXISTS `{database}{suffix}`")
+        conn.cursor().execute(f"CREATE DATABASE `{database}`")
+    sh(f"mariadb {' '.join(HOST)} {database} < {sh_quote(str(schema))}")
+    conn = connect(database)
+    cur = conn.cursor()
+    cur.execute("SET SESSION foreign_key_checks=0, unique_checks=0")
+    path = work / "rows.tsv"
+    clients = 400
+    tsv([(i, f"Client {i} GmbH", "Managed", f"https://client{i}.example", "EUR", 30, text.paragraph(300),
+          stamp(rng)) for i in range(1, clients + 1)], path)
+    load(cur, "clients", ["client_id", "client_name", "client_type", "client_website", "client_currency_code",
+                          "client_net_terms", "client_notes", "client_created_at"], path)
+    tsv([(i, f"Contact {i}", "IT", f"user{i}@client{i % clients}.example", f"+49 30 {rng.randint(10**6, 10**7)}",
+          text.paragraph(120), rng.randint(1, clients)) for i in range(1, 8001)], path)
+    load(cur, "contacts", ["contact_id", "contact_name", "contact_title", "contact_email", "contact_phone",
+                           "contact_notes", "contact_client_id"], path)
+    kinds = ["Laptop", "Server", "Firewall", "Printer"]
+    tsv([(i, rng.choice(kinds), f"ASSET-{i:06d}", "Dell", f"SN{rng.getrandbits(40)}", text.paragraph(150),
+          rng.randint(1, clients)) for i in range(1, 15001)], path)
+    load(cur, "assets", ["asset_id", "asset_type", "asset_name", "asset_make", "asset_serial", "asset_notes",
+                         "asset_client_id"], path)
+    counts = {t: int(size_mb * 1e6 * share / ROW_BYTES[t]) for t, share in SHARES.items()}
+    batch = 20_000
+    for start in range(1, counts["tickets"] + 1, batch):
+        tsv([(i, "TCK", i, f"Ticket {i}: {text.paragraph(60)}", f"<p>{text.paragraph(1200)}</p>",
+              rng.choice(["Low", "Medium", "High"]), rng.randint(1, 5), stamp(rng), rng.randint(1, 20),
+              rng.randint(1, clients)) for i in range(start, min(start + batch, counts["tickets"] + 1))], path)
+        load(cur, "tickets", ["ticket_id", "ticket_prefix", "ticket_number", "ticket_subject", "ticket_details",
+                              "ticket_priority", "ticket_status", "ticket_created_at", "ticket_created_by",
+                              "ticket_client_id"], path)
+    for start in range(1, counts["ticket_replies"] + 1, batch):
+        tsv([(i, "<p>" + text.paragraph(rng.randint(800, 3000)).replace(". ", ".</p>\n<p>", 3) + "</p>",
+              rng.choice(["public", "private"]), stamp(rng), rng.randint(1, 20), rng.randint(1, counts["tickets"]))
+             for i in range(start, min(start + batch, counts["ticket_replies"] + 1))], path)
+        load(cur, "ticket_replies", ["ticket_reply_id", "ticket_reply", "ticket_reply_type", "ticket_reply_created_at",
+                                     "ticket_reply_by", "ticket_reply_ticket_id"], path)
+    append_logs(cur, rng, text, 1, counts["logs"], path)
+    cur.execute("ANALYZE TABLE tickets, ticket_replies, logs")
+    cur.fetchall()
+    conn.close()
+
+
+def append_logs(cur, rng: random.Random, text: Text, first: int, count: int, path: Path) -> None:  # noqa: ANN001
+    for start in range(first, first + count, 50_000):
+        tsv([(i, rng.choice(["Login", "Ticket", "Client", "Asset"]), rng.choice(["Create", "Edit", "View", "Success"]),
+              text.paragraph(rng.randint(60, 180)), f"10.0.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+              "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", stamp(rng), rng.randint(1, 400))
+             for i in range(start, min(start + 50_000, first + count))], path)
+        load(cur, "logs", ["log_id", "log_type", "log_action", "log_description", "log_ip", "log_user_agent",
+                           "log_created_at", "log_client_id"], path)
+
+
+CHANGES = {
+    "recent": ("update 1% of the rows of tickets and ticket_replies, spread over their newest 10% (open tickets are "
+               "the ones that change), append 1% new ticket_replies and 1% new logs",
+               "{key} % 10 = 7 AND {key} > {top} * 0.9"),
+    "uniform": ("update another 1% of the rows of tickets and ticket_replies, spread uniformly over the whole tables "
+                "(every 100th row)", "{key} % 100 = 3"),
+}
+
+
+def change_one_percent(database: str, work: Path, schema: Path, kind: str) -> str:
+    """Apply one of CHANGES; returns its description."""
+    rng = random.Random(7)
+    conn = connect(database)
+    cur = conn.cursor()
+    tops = {}
+    for table, key in (("tickets", "ticket_id"), ("ticket_replies", "ticket_reply_id"), ("logs", "log_id")):
+        cur.execute(f"SELECT MAX({key}) FROM {table}")
+        tops[table] = int(cur.fetchone()[0])
+    description, where = CHANGES[kind]
+    cur.execute("UPDATE tickets SET ticket_status = 5, ticket_resolved_at = NOW() WHERE "
+                + where.format(key="ticket_id", top=tops["tickets"]))
+    cur.execute("UPDATE ticket_replies SET ticket_reply_archived_at = NOW() WHERE "
+                + where.format(key="ticket_reply_id", top=tops["ticket_replies"]))
+    if kind == "recent":
+        text = Text(rng, schema)
+        path = work / "rows.tsv"
+        first = tops["ticket_replies"] + 1
+        tsv([(i, "<p>" + text.paragraph(2000) + "</p>", "public", stamp(rng), 1, rng.randint(1, tops["tickets"]))
+             for i in range(first, first + tops["ticket_replies"] // 100)], path)
+        load(cur, "ticket_replies", ["ticket_reply_id", "ticket_reply", "ticket_reply_type",
+                                     "ticket_reply_created_at", "ticket_reply_by", "ticket_reply_ticket_id"], path)
+        append_logs(cur, rng, text, tops["logs"] + 1, tops["logs"] // 100, path)
+    conn.close()
+    return description
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=3000, help="approximate data size to generate (MB)")
+    parser.add_argument("--schema", type=Path, default=SCHEMA, help="ITFlow schema dump (default ../shared/fixtures)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/safehold-bench"), help="scratch folder")
+    parser.add_argument("--database", default="t_mariadb_bench", help="name of the generated database")
+    parser.add_argument("--runs", type=int, default=2, help="attempts per measurement; the fastest counts")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    args = parser.parse_args()
+    work, db = args.work, args.database
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    started = time.monotonic()
+    print(f"building {db} (~{args.size_mb} MB of rows)", flush=True)
+    build(db, args.size_mb, work, args.schema)
+    with connect(db) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT SUM(DATA_LENGTH + INDEX_LENGTH), SUM(TABLE_ROWS) FROM information_schema.TABLES"
+                    " WHERE TABLE_SCHEMA=%s", (db,))
+        db_bytes, rows = (float(v) for v in cur.fetchone())
+    raw = timed("mariadb-dump (raw, to a file)", f"{' '.join(DUMP)} {db} > {work}/raw.sql", size=work / "raw.sql")
+    print(f"built in {time.monotonic() - started:.0f} s; dump {raw.size_mb:.0f} MB", flush=True)
+
+    password = work / "repo.pass"
+    password.write_text("bench-password\n")
+    password.chmod(0o600)
+    config = work / "safehold.toml"
+    config.write_text(f"""[settings]\nstate_dir = "{work / 'state'}"\n
+[repositories.bench]\nurl = "{work / 'repo'}"\npassword = "file:{password}"\n
+[instances.itflow]\napp = "generic"\nrepositories = ["bench"]\n
+[[instances.itflow.databases]]\nengine = "mariadb"\nhost = "127.0.0.1"\nport = 3306\nuser = "root"
+names = ["{db}"]\n""")
+    safehold = f"PYTHONPATH={SRC} {sys.executable} -m safehold"
+    restic_env = {"RESTIC_PASSWORD_FILE": str(password), "RESTIC_REPOSITORY": str(work / "dumprepo")}
+    dump_cmd, host = " ".join(DUMP), " ".join(HOST)
+    init_repo = f"rm -rf {work}/repo {work}/state && restic init -q -r {work}/repo"
+    init_dumprepo = f"rm -rf {work}/dumprepo && restic init -q"
+    runs = args.runs
+    backups = best_of(runs, [
+        ("safehold backup (parallel, into restic)", f"{safehold} backup itflow --config {config}", init_repo,
+         work / "repo"),
+        ("mariadb-dump | gzip -9", f"{dump_cmd} {db} | gzip -9 > {work}/dump.sql.gz", "true", work / "dump.sql.gz"),
+        ("mariadb-dump | zstd -3", f"{dump_cmd} {db} | zstd -3 -q > {work}/dump.sql.zst", "true",
+         work / "dump.sql.zst"),
+        ("mydumper -t 2 -c", f"mydumper {MYDUMPER_HOST} -t 2 -c -B {db} -o {work}/mydumper",
+         f"rm -rf {work}/mydumper", work / "mydumper"),
+        ("mariadb-dump | restic backup --stdin",
+         f"{dump_cmd} {db} | restic backup --stdin --stdin-filename {db}.sql -q", init_dumprepo, work / "dumprepo"),
+    ], restic_env)
+    drop = "mariadb " + host + " -e 'DROP DATABASE IF EXISTS {}'"
+    restores = best_of(runs, [
+        ("safehold restore", f"{safehold} restore itflow latest --to-db {db}_r1 --config {config}",
+         drop.format(f"{db}_r1"), None),
+        ("gunzip | mariadb", f"mariadb {host} -e 'CREATE DATABASE {db}_r2' && "
+                             f"gunzip < {work}/dump.sql.gz | mariadb {host} {db}_r2", drop.format(f"{db}_r2"), None),
+        ("myloader -t 2", f"myloader {MYDUMPER_HOST} -t 2 -d {work}/mydumper -B {db}_r3", drop.format(f"{db}_r3"),
+         None),
+    ])
+    # The copy was restored under another name: only the header and that name may differ.
+    same = subprocess.run(f"cmp <({dump_cmd} --skip-dump-date {db} | sed 1,6d) "
+                          f"<({dump_cmd} --skip-dump-date {db}_r1 | sed -e 1,6d -e 's/{db}_r1/{db}/g')", shell=True,
+                          executable="/bin/bash", capture_output=True).returncode == 0
+    growth = []
+    for kind in CHANGES:
+        description = change_one_percent(db, work, args.schema, kind)
+        repo_before, dumprepo_before = du(work / "repo"), du(work / "dumprepo")
+        ours = timed(f"safehold backup after change '{kind}'", f"{safehold} backup itflow --config {config}",
+                     size=work / "repo")
+        theirs = timed(f"mariadb-dump | restic backup --stdin after change '{kind}'",
+                       f"{' '.join(DUMP)} {db} | restic backup --stdin --stdin-filename {db}.sql -q", restic_env,
+                       size=work / "dumprepo")
+        growth.append((kind, description, ours.size_mb - repo_before, theirs.size_mb - dumprepo_before))
+    write_results(args, db_bytes, rows, raw, backups, restores, same, growth)
+    with connect() as conn:
+        for suffix in ("", "_r1", "_r2", "_r3"):
+            conn.cursor().execute(f"DROP DATABASE IF EXISTS `{db}{suffix}`")
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"done in {time.monotonic() - started:.0f} s; results in {args.results}")
+
+
+def cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("|", "\\|")
+
+
+def write_results(args, db_bytes, rows, raw, backups, restores, same, growth) -> None:  # noqa: ANN001
+    gzip_backup = backups[1]
+    lines = [
+        "# MariaDB benchmark (bench/mariadb.py)", "",
+        f"Command: `PYTHONPATH=src python bench/mariadb.py --size-mb {args.size_mb} --runs {args.runs} "
+        f"--schema {args.schema}` (run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+        "machine shared with other jobs, so absolute times are noisy; every time is the fastest of "
+        f"{args.runs} attempts, ratios come from the same run).", "",
+        f"Database: ITFlow schema (../shared/fixtures/itflow-schema.sql), {rows:,.0f} rows (estimate), "
+        f"{db_bytes / 1e6:.0f} MB in InnoDB (data + indexes); plain `mariadb-dump` output {raw.size_mb:.0f} MB "
+        f"in {raw.seconds:.1f} s.", "",
+        "## Backup", "", "| tool | seconds | vs gzip -9 | peak RSS MB | stored MB |", "|---|---|---|---|---|",
+    ]
+    for m in backups:
+        lines.append(f"| {cell(m.label)} | {m.seconds:.1f} | {gzip_backup.seconds / m.seconds:.1f}× | {m.rss_mb:.0f} | "
+                     f"{m.size_mb:.1f} |")
+    gunzip = restores[1]
+    lines += ["", "## Restore", "", "| tool | seconds | vs gunzip \\| mariadb | peak RSS MB |", "|---|---|---|---|"]
+    for m in restores:
+        lines.append(f"| {cell(m.label)} | {m.seconds:.1f} | {gunzip.seconds / m.seconds:.1f}× | {m.rss_mb:.0f} |")
+    lines += [
+        "", f"Restored copy byte-identical to the original (`mariadb-dump --skip-dump-date` compared): "
+        f"{'yes' if same else 'NO'}.", "",
+        "## Incremental growth after changing 1% of the rows", "",
+        "| change | safehold adds MB | % of dump | mariadb-dump \\| restic adds MB | % of dump |",
+        "|---|---|---|---|---|",
+        *[f"| {kind}: {description} | {ours:.1f} | {100 * ours / raw.size_mb:.1f}% | {theirs:.1f} | "
+          f"{100 * theirs / raw.size_mb:.1f}% |" for kind, description, ours, theirs in growth],
+        "", "## Exact commands", "",
+    ]
+    for m in [raw, *backups, *restores]:
+        lines.append(f"- {m.label}: `{m.command}`")
+    # Hand-written analysis below the marker survives a re-run.
+    notes = args.results.read_text().partition(NOTES_MARKER)[2] if args.results.exists() else ""
+    args.results.write_text("\n".join(lines) + "\n\n" + NOTES_MARKER + notes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The parallel method's byte stream: a deterministic tar of schema, row chunks and a closing report.
+
+Members, in order: `safehold/tables.json` (column lists), `schema.sql` and `post.sql` (from
+mariadb-dump), then `data/NNNNN.tsv.zst` chunks of table NNNNN in key order (the same name repeats
+for every chunk of a table), and last `safehold/report.json` (row counts and CRC32 per table).
+Each chunk is one zstd frame compressed on its own, so equal chunks stay equal bytes and restic
+hashes a third of the data it would otherwise (its own compression finds nothing left to do).
+
+Chunks are cut where a row's CRC32 hits a pattern once the chunk holds CHUNK_MIN bytes (or at
+CHUNK_MAX), so boundaries depend on row content, not on position: an inserted or changed row
+moves at most one boundary, and the rest of the stream (including tar headers) stays
+byte-identical for restic's deduplication.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from typing import IO
+
+import zstandard
+
+CHUNK_MIN = 1 << 20  # about restic's own chunk size, so a changed row costs about what it would there
+CHUNK_MAX = 4 << 20
+CUT_MASK = 0xFF  # a row ends a chunk with probability 1/256 once CHUNK_MIN is reached
+ZSTD_LEVEL = 3
+DATA_SUFFIX = ".tsv.zst"
+TABLES_MEMBER = "safehold/tables.json"
+SCHEMA_MEMBER = "schema.sql"
+POST_MEMBER = "post.sql"
+REPORT_MEMBER = "safehold/report.json"
+
+
+def data_member(index: int) -> str:
+    """Member name of every chunk of table number `index`."""
+    return f"data/{index:05d}{DATA_SUFFIX}"
+
+
+def table_index(member: str) -> int | None:
+    """Table number of a data member, None for other members."""
+    if member.startswith("data/") and member.endswith(DATA_SUFFIX):
+        return int(member[5:-len(DATA_SUFFIX)])
+    return None
+
+
+_local = threading.local()
+
+
+def compress(chunk: bytes) -> bytes:
+    """One zstd frame (deterministic for a given zstd version and level); safe to call from many threads."""
+    if not hasattr(_local, "compressor"):
+        _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
+    return _local.compressor.compress(chunk)
+
+
+def decompress(frame: bytes) -> bytes:
+    """Inverse of compress."""
+    if not hasattr(_local, "decompressor"):
+        _local.decompressor = zstandard.ZstdDecompressor()
+    return _local.decompressor.decompress(frame)
+
+
+class CountingWriter:
+    """Passes writes through and counts the bytes."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        """Write and count."""
+        self.out.write(data)
+        self.count += len(data)
+        return len(data)
+
+
+class TarWriter:
+    """Writes members with fixed metadata (mtime 0, mode 0600, no owner) so equal data gives equal bytes."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 - closed by close()
+
+    def add(self, name: str, data: bytes) -> None:
+        """Append one member."""
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mode = 0o600
+        info.mtime = 0
+        self.tar.addfile(info, io.BytesIO(data))
+
+    def close(self) -> None:
+        """Write the end-of-archive blocks (the underlying stream stays open)."""
+        self.tar.close()
+
+
+def members(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:
+    """(name, content) of each member, read sequentially; one member in memory at a time."""
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for info in tar:
+            handle = tar.extractfile(info)
+            yield info.name, handle.read() if handle else b""
+
+
+class Chunker:
+    """Cuts one table's row text (fed in pieces that end on row boundaries) into content-defined chunks."""
+
+    def __init__(self, emit: Callable[[bytes], None]) -> None:
+        self.emit = emit
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.scanned = 0  # offset up to which no cut point was found in the joined buffer
+
+    def feed(self, piece: bytes) -> None:
+        """Add complete rows; emits every chunk that is complete."""
+        self.parts.append(piece)
+        self.size += len(piece)
+        while self.size >= CHUNK_MIN:
+            buffer = b"".join(self.parts) if len(self.parts) > 1 else self.parts[0]
+            cut = self._cut(buffer)
+            if cut is None:
+                self.parts = [buffer]
+                return
+            self.emit(buffer[:cut])
+            rest = buffer[cut:]
+            self.parts = [rest] if rest else []
+            self.size = len(rest)
+            self.scanned = 0
+
+    def _cut(self, buffer: bytes) -> int | None:
+        """End offset of the first content-defined cut, CHUNK_MAX fallback, or None (need more rows)."""
+        start = max(self.scanned, CHUNK_MIN - 1)
+        line_start = buffer.rfind(b"\n", 0, start) + 1
+        limit = min(len(buffer), CHUNK_MAX)
+        while True:
+            end = buffer.find(b"\n", line_start)
+            if end < 0:
+                break
+            if end >= limit:
+                # Past the hard limit: cut at the last row end before it (or after this single huge row).
+                return line_start if line_start > 0 else end + 1
+            if end + 1 >= CHUNK_MIN and zlib.crc32(memoryview(buffer)[line_start:end]) & CUT_MASK == 0:
+                return end + 1
+            line_start = end + 1
+        if len(buffer) >= CHUNK_MAX:
+            return line_start if line_start > 0 else len(buffer)
+        self.scanned = line_start
+        return None
+
+    def finish(self) -> None:
+        """Emit what is left."""
+        if self.size:
+            self.emit(b"".join(self.parts))
+        self.parts, self.size, self.scanned = [], 0, 0

@@ -1,0 +1,204 @@
+"""What the parallel reader needs to know about each table, and the SQL that reads and loads its rows.
+
+Rows travel as LOAD DATA text: fields separated by TAB, rows ended by LF, `\\N` for NULL, and
+backslash escapes for backslash, TAB, LF and NUL. The server formats each row itself
+(`CONCAT_WS` over `REPLACE`d binary casts), so Python never converts single values, and bytes are
+loaded back with `CHARACTER SET binary`, so every column keeps its own charset untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from safehold.engines.mariadb.client import quote
+
+# Types whose text form can never hold TAB, LF, NUL or backslash: no escaping needed.
+PLAIN_TYPES = {
+    "tinyint", "smallint", "mediumint", "int", "bigint", "decimal", "float", "double", "date", "datetime",
+    "timestamp", "time", "year",
+}
+INTEGER_TYPES = {"tinyint", "smallint", "mediumint", "int", "bigint"}
+# MariaDB's REPLACE() moves the rest of the value for every hit (quadratic), so values longer than
+# this travel as hex instead; columns that can hold such values carry a one-letter tag (T text, H hex).
+WIDE_BYTES = 4096
+WIDE_TYPES = {"text", "mediumtext", "longtext", "blob", "mediumblob", "longblob", "json", "geometry", "point",
+              "linestring", "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
+TRANSACTIONAL_ENGINES = {"InnoDB"}
+NULL = "'\\\\N'"
+# Implicit system-versioning columns are invisible in information_schema but readable by name.
+VERSION_COLUMNS = ("ROW_START", "ROW_END")
+VERSION_EXPRESSIONS = {"ROW START", "ROW END"}
+
+
+@dataclass
+class Column:
+    """One stored column: its name and type (generated columns are never listed)."""
+
+    name: str
+    data_type: str
+    wide: bool = False  # can hold values longer than WIDE_BYTES
+
+    def select_expr(self) -> str:
+        """Server-side expression giving this column as escaped LOAD DATA text."""
+        name = quote(self.name)
+        if self.data_type == "bit":
+            # BIT cannot be loaded from text bits; travel as an unsigned integer instead.
+            return f"IFNULL({name}+0,{NULL})"
+        if self.data_type in PLAIN_TYPES:
+            return f"IFNULL(CAST({name} AS BINARY),{NULL})"
+        escaped = f"CAST({name} AS BINARY)"
+        for raw, text in (("'\\\\'", "'\\\\\\\\'"), ("'\\t'", "'\\\\t'"), ("'\\n'", "'\\\\n'"),
+                          ("CHAR(0)", "'\\\\0'")):
+            escaped = f"REPLACE({escaped},{raw},{text})"
+        if self.wide:
+            escaped = f"IF(LENGTH({name})>{WIDE_BYTES},CONCAT('H',HEX({name})),CONCAT('T',{escaped}))"
+        return f"IFNULL({escaped},{NULL})"
+
+    def load_target(self, number: int) -> tuple[str, str | None]:
+        """LOAD DATA target for this column and the SET clause that decodes it, if any."""
+        if self.data_type == "bit":
+            return f"@v{number}", f"{quote(self.name)}=CAST(@v{number} AS UNSIGNED)"
+        if self.wide:
+            value = f"@v{number}"
+            return value, f"{quote(self.name)}=IF(LEFT({value},1)='H',UNHEX(SUBSTRING({value},2)),SUBSTRING({value},2))"
+        return quote(self.name), None
+
+
+@dataclass
+class Table:
+    """A base table as the dump reads it and the restore loads it."""
+
+    index: int
+    name: str
+    engine: str
+    versioned: bool
+    columns: list[Column] = field(default_factory=list)
+    key: list[str] = field(default_factory=list)  # primary key, else a NOT NULL unique key, else empty
+    key_type: str = ""
+    period_end: str = ""  # system-versioned tables: the ROW END column
+    data_length: int = 0
+    avg_row_length: int = 0
+
+    @property
+    def transactional(self) -> bool:
+        """True when a consistent-snapshot transaction sees this table (InnoDB)."""
+        return self.engine in TRANSACTIONAL_ENGINES
+
+    @property
+    def ordered(self) -> bool:
+        """True when row order is physical (no clustered key): chunks must load one after another."""
+        return not (self.key and self.transactional)
+
+    def source(self, database: str) -> str:
+        """The FROM clause, including system-versioned history."""
+        history = " FOR SYSTEM_TIME ALL" if self.versioned else ""
+        return f"{quote(database)}.{quote(self.name)}{history}"
+
+    def select(self, database: str, low: int | None = None, high: int | None = None) -> str:
+        """SELECT of one key range (bounds on the first key column), one text line per row, key order."""
+        line = "CONCAT_WS('\\t'," + ",".join(c.select_expr() for c in self.columns) + ")"
+        where = []
+        if low is not None:
+            where.append(f"{quote(self.key[0])} >= {int(low)}")
+        if high is not None:
+            where.append(f"{quote(self.key[0])} < {int(high)}")
+        sql = f"SELECT {line} FROM {self.source(database)}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        # Only InnoDB stores rows in key order; other engines are read (and reloaded) in physical order.
+        order = [quote(k) for k in self.key] + ([quote(self.period_end)] if self.versioned and self.key else [])
+        if order and not self.ordered:
+            sql += " ORDER BY " + ",".join(order)
+        return sql
+
+    def load(self, database: str, path: str) -> str:
+        """LOAD DATA statement for one chunk file of this table."""
+        targets, sets = [], []
+        for number, column in enumerate(self.columns):
+            target, decode = column.load_target(number)
+            targets.append(target)
+            if decode:
+                sets.append(decode)
+        escaped_path = path.replace("\\", "\\\\").replace("'", "\\'")
+        sql = (f"LOAD DATA LOCAL INFILE '{escaped_path}' INTO TABLE {quote(database)}.{quote(self.name)}"
+               " CHARACTER SET binary FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
+               f" ({','.join(targets)})")
+        if sets:
+            sql += " SET " + ",".join(sets)
+        return sql
+
+    def to_json(self) -> dict[str, object]:
+        """What the restore needs, stored at the start of the stream."""
+        return {"index": self.index, "name": self.name, "engine": self.engine, "versioned": self.versioned,
+                "columns": [[c.name, c.data_type, c.wide] for c in self.columns], "key": self.key}
+
+    @classmethod
+    def from_json(cls, item: dict) -> Table:
+        """Inverse of to_json."""
+        return cls(index=item["index"], name=item["name"], engine=item["engine"], versioned=item["versioned"],
+                   columns=[Column(*column) for column in item["columns"]], key=list(item["key"]))
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def describe(cur, database: str, prefix: str | None) -> list[Table]:  # noqa: ANN001 - MySQLdb cursor
+    """Base tables of `database` (sequences excluded: mariadb-dump writes their state) in name order."""
+    cur.execute(
+        "SELECT TABLE_NAME, ENGINE, TABLE_TYPE, IFNULL(DATA_LENGTH,0), IFNULL(AVG_ROW_LENGTH,0)"
+        " FROM information_schema.TABLES WHERE TABLE_SCHEMA=%s AND TABLE_TYPE IN ('BASE TABLE','SYSTEM VERSIONED')"
+        " ORDER BY TABLE_NAME", (database,))
+    tables: dict[str, Table] = {}
+    for name, engine, kind, length, avg in cur.fetchall():
+        name = _text(name)
+        if prefix and not name.startswith(prefix):
+            continue
+        tables[name] = Table(index=len(tables), name=name, engine=_text(engine or ""),
+                             versioned=_text(kind) == "SYSTEM VERSIONED", data_length=int(length),
+                             avg_row_length=int(avg))
+    cur.execute(
+        "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, IS_GENERATED, GENERATION_EXPRESSION, CHARACTER_OCTET_LENGTH"
+        " FROM information_schema.COLUMNS"
+        " WHERE TABLE_SCHEMA=%s ORDER BY TABLE_NAME, ORDINAL_POSITION", (database,))
+    for table_name, column, data_type, generated, expression, octets in cur.fetchall():
+        table = tables.get(_text(table_name))
+        period = _text(expression or "").upper()
+        # Declared ROW START/END columns are written with system_versioning_insert_history; others are computed.
+        if table is None or (_text(generated) == "ALWAYS" and period not in VERSION_EXPRESSIONS):
+            continue
+        if period == "ROW END":
+            table.period_end = _text(column)
+        kind = _text(data_type).lower()
+        table.columns.append(Column(_text(column), kind, kind in WIDE_TYPES or int(octets or 0) > WIDE_BYTES))
+    for table in tables.values():
+        if table.versioned and not table.period_end:
+            table.columns += [Column(name, "timestamp") for name in VERSION_COLUMNS]
+            table.period_end = VERSION_COLUMNS[1]
+    _keys(cur, database, tables)
+    return list(tables.values())
+
+
+def _keys(cur, database: str, tables: dict[str, Table]) -> None:  # noqa: ANN001
+    """The clustered key of each table: PRIMARY, else the first unique key over NOT NULL columns."""
+    cur.execute(
+        "SELECT s.TABLE_NAME, s.INDEX_NAME, s.COLUMN_NAME, c.DATA_TYPE, c.IS_NULLABLE, s.NON_UNIQUE"
+        " FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c"
+        " ON c.TABLE_SCHEMA=s.TABLE_SCHEMA AND c.TABLE_NAME=s.TABLE_NAME AND c.COLUMN_NAME=s.COLUMN_NAME"
+        " WHERE s.TABLE_SCHEMA=%s ORDER BY s.TABLE_NAME, s.INDEX_NAME='PRIMARY' DESC, s.INDEX_NAME, s.SEQ_IN_INDEX",
+        (database,))
+    candidates: dict[str, dict[str, list[tuple[str, str, bool]]]] = {}
+    for table_name, index, column, data_type, nullable, non_unique in cur.fetchall():
+        if int(non_unique):
+            continue
+        per_table = candidates.setdefault(_text(table_name), {})
+        per_table.setdefault(_text(index), []).append((_text(column), _text(data_type), _text(nullable) == "YES"))
+    for name, indexes in candidates.items():
+        table = tables.get(name)
+        if table is None:
+            continue
+        for parts in indexes.values():  # PRIMARY comes first
+            if not any(nullable for _, _, nullable in parts):
+                table.key = [column for column, _, _ in parts]
+                table.key_type = parts[0][1].lower()
+                break

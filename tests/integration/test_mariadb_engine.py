@@ -1,0 +1,255 @@
+"""The parallel MariaDB method against the real server: byte-identical round trips, determinism, checks."""
+
+from __future__ import annotations
+
+import io
+import random
+import secrets
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from safehold.engines import mariadb as engine
+from safehold.engines.mariadb import parallel, reader, stream
+from safehold.errors import DatabaseError
+from safehold.models import Connection, Database, DatabaseReport
+from safehold.output import Silent
+from safehold.secrets import Secret
+from tests.conftest import mariadb_dump, sql
+from tests.integration import sakila_like
+
+PREFIX = "t_mariadb"
+EDGE = Path(__file__).parent / "fixtures" / "mariadb_edge.sql"
+
+
+def database(name: str, **options: object) -> Database:
+    return Database(Connection("mariadb", user="root"), name, **options)
+
+
+def load_edge(name: str) -> None:
+    statements = [s.strip() for s in EDGE.read_text().split(";;\n") if s.strip()]
+    statements = [s for s in statements if not all(line.startswith("--") for line in s.splitlines())]
+    sql(statements, database=name)
+
+
+def dump_bytes(db: Database) -> tuple[bytes, object]:
+    out = io.BytesIO()
+    report = parallel.dump(db, out, Silent())
+    return out.getvalue(), report
+
+
+def reference_dump(name: str) -> bytes:
+    """conftest's mariadb_dump, plus --single-transaction: its default LOCK TABLES fails on a view whose
+    definer no longer exists (error 1449); the option does not change the output."""
+    return subprocess.run(
+        ["mariadb-dump", "-h127.0.0.1", "-uroot", "--single-transaction", "--skip-dump-date", "--routines", "--events",
+         "--triggers", "--hex-blob", name], check=True, capture_output=True).stdout
+
+
+def round_trip(name: str, workers: int = 2, reference=mariadb_dump, **options: object):  # noqa: ANN001, ANN201
+    """Dump, drop the database, restore it under the same name; the reference dump must not change."""
+    before = reference(name)
+    data, report = dump_bytes(database(name, workers=workers, **options))
+    sql(f"DROP DATABASE `{name}`")
+    restored = parallel.restore(database(name, workers=workers, **options), name, io.BytesIO(data), Silent())
+    after = reference(name)
+    assert after == before, _first_difference(before, after)
+    return report, restored
+
+
+def _first_difference(before: bytes, after: bytes) -> str:
+    for left, right in zip(before.splitlines(), after.splitlines(), strict=False):
+        if left != right:
+            return f"first difference:\n- {left[:300]!r}\n+ {right[:300]!r}"
+    return f"lengths differ: {len(before)} vs {len(after)}"
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny chunks and ranges so small tables exercise multi-range reading and multi-chunk loading."""
+    monkeypatch.setattr(stream, "CHUNK_MIN", 16 << 10)
+    monkeypatch.setattr(stream, "CHUNK_MAX", 64 << 10)
+    monkeypatch.setattr(stream, "CUT_MASK", 0x0F)
+    monkeypatch.setattr(reader, "RANGE_BYTES", 16 << 10)
+
+
+def test_auto_uses_parallel() -> None:
+    assert engine.suffix(database("x")) == ".tar"
+    assert engine.suffix(database("x", method="mariadb-dump")) == ".sql"
+
+
+def test_edge_cases_round_trip_byte_identical(new_db) -> None:  # noqa: ANN001
+    name = new_db(PREFIX)
+    load_edge(name)
+    history = sql("SELECT COUNT(*) FROM hist FOR SYSTEM_TIME ALL", name)[0][0]
+    history2 = sql("SELECT COUNT(*), MIN(rs) FROM hist2 FOR SYSTEM_TIME ALL", name)[0]
+    report, restored = round_trip(name, reference=reference_dump)
+    assert report.tables["hist"].rows == history == 3
+    assert sql("SELECT COUNT(*) FROM hist FOR SYSTEM_TIME ALL", name)[0][0] == history
+    assert sql("SELECT COUNT(*), MIN(rs) FROM hist2 FOR SYSTEM_TIME ALL", name)[0] == history2
+    assert sql("SELECT secret FROM gen ORDER BY id", name) == [(9,), (None,), (7,)]
+    assert "seq1" not in report.tables and report.tables["empty_table"].rows == 0
+    assert {t: r.rows for t, r in restored.tables.items()} == {t: r.rows for t, r in report.tables.items()}
+    assert {t: r.checksum for t, r in restored.tables.items()} == {t: r.checksum for t, r in report.tables.items()}
+    assert report.objects == {"views": 3, "routines": 2, "triggers": 2, "events": 1}
+    assert not restored.notes, restored.notes
+    assert report.phases["global lock"] < 5
+    assert set(restored.phases) >= {"schema", "load", "indexes", "foreign keys", "post-data objects"}
+
+
+def test_sakila_round_trip_byte_identical_with_small_chunks(new_db, small_chunks) -> None:  # noqa: ANN001
+    name = new_db(PREFIX)
+    sql(sakila_like.statements(scale=4), name)
+    sql(f"ANALYZE TABLE `{name}`.rental, `{name}`.film, `{name}`.payment")
+    report, restored = round_trip(name, workers=3)
+    assert report.tables["rental"].rows == sql("SELECT COUNT(*) FROM rental", name)[0][0] > 3000
+    assert restored.tables["rental"].rows == report.tables["rental"].rows
+
+
+def test_stream_is_deterministic_and_local_changes_stay_local(new_db, small_chunks) -> None:  # noqa: ANN001
+    name = new_db(PREFIX)
+    sql(sakila_like.statements(scale=4), name)
+    first, _ = dump_bytes(database(name))
+    second, _ = dump_bytes(database(name, workers=3))
+    assert first == second
+    sql("UPDATE rental SET return_date = '2005-09-30 10:00:00' WHERE rental_id = 1500", name)
+    third, _ = dump_bytes(database(name))
+    names = [n for n, _ in stream.members(io.BytesIO(third))]
+    assert names.count(stream.data_member(0)) >= 1 and names[-1] == stream.REPORT_MEMBER
+    old = {data for _, data in stream.members(io.BytesIO(first))}
+    changed = [n for n, data in stream.members(io.BytesIO(third)) if data not in old]
+    assert len(changed) == 2, changed  # one rental chunk and the closing report
+
+
+def test_table_prefix_limits_the_dump(new_db) -> None:  # noqa: ANN001
+    name = new_db(PREFIX)
+    sql(["CREATE TABLE itop_a (id INT PRIMARY KEY, x INT)", "CREATE TABLE other (id INT PRIMARY KEY)",
+         "INSERT INTO itop_a VALUES (1, 2)", "INSERT INTO other VALUES (5)",
+         "CREATE VIEW itop_v AS SELECT x FROM itop_a"], name)
+    data, report = dump_bytes(database(name, table_prefix="itop_"))
+    assert set(report.tables) == {"itop_a"}
+    target = new_db(PREFIX)
+    sql("CREATE TABLE keep_me (id INT)", target)
+    restored = parallel.restore(database(name, table_prefix="itop_"), target, io.BytesIO(data), Silent())
+    assert restored.tables["itop_a"].rows == 1
+    tables = {row[0] for row in sql(f"SHOW FULL TABLES FROM `{target}`")}
+    assert tables == {"itop_a", "itop_v", "keep_me"}
+    with pytest.raises(DatabaseError, match="no tables starting with"):
+        dump_bytes(database(name, table_prefix="nothing_"))
+
+
+def test_damaged_stream_is_refused(new_db) -> None:  # noqa: ANN001
+    name = new_db(PREFIX)
+    sql(["CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))", "INSERT INTO t VALUES (1, 'aaaaaaaaaa')"], name)
+    data, _ = dump_bytes(database(name))
+    target = new_db(PREFIX)
+    with pytest.raises(DatabaseError, match="incomplete or damaged"):
+        parallel.restore(database(name), target, io.BytesIO(data[: len(data) // 2]), Silent())
+    flipped = bytearray(data)
+    member = data.index(b"data/")
+    flipped[member + 512 + 20] ^= 0xFF  # inside the first compressed chunk
+    with pytest.raises(DatabaseError, match="damaged"):
+        parallel.restore(database(name), new_db(PREFIX), io.BytesIO(bytes(flipped)), Silent())
+    out = io.BytesIO()
+    writer = stream.TarWriter(out)
+    for member_name, content in stream.members(io.BytesIO(data)):
+        if stream.table_index(member_name) is not None:
+            content = stream.compress(stream.decompress(content).replace(b"aaaaaaaaaa", b"aaaaaaaaab"))
+        writer.add(member_name, content)
+    writer.close()
+    with pytest.raises(DatabaseError, match="checksum"):
+        parallel.restore(database(name), new_db(PREFIX), io.BytesIO(out.getvalue()), Silent())
+
+
+ACCOUNTS = 3000
+START_AMOUNT = 1000
+
+
+def _bank(name: str) -> None:
+    """accounts (sum invariant) + transfers (each transfer adds one row and two moves)."""
+    sql(["CREATE TABLE accounts (id INT PRIMARY KEY, amount BIGINT NOT NULL, moves INT NOT NULL DEFAULT 0,"
+         " pad VARCHAR(200))",
+         "CREATE TABLE transfers (id INT AUTO_INCREMENT PRIMARY KEY, src INT, dst INT, amount INT)",
+         "INSERT INTO accounts (id, amount, pad) SELECT seq, 1000, REPEAT('p', 150) FROM seq_1_to_3000",
+         "ANALYZE TABLE accounts"], name)
+
+
+def _writer(name: str, stop: threading.Event, done: list[int]) -> None:
+    import MySQLdb
+
+    connection = MySQLdb.connect(host="127.0.0.1", user="root", database=name)
+    rng = random.Random(1)
+    cur = connection.cursor()
+    while not stop.is_set():
+        src, dst, amount = rng.randint(1, ACCOUNTS), rng.randint(1, ACCOUNTS), rng.randint(1, 50)
+        cur.execute("UPDATE accounts SET amount = amount - %s, moves = moves + 1 WHERE id = %s", (amount, src))
+        cur.execute("UPDATE accounts SET amount = amount + %s, moves = moves + 1 WHERE id = %s", (amount, dst))
+        cur.execute("INSERT INTO transfers (src, dst, amount) VALUES (%s, %s, %s)", (src, dst, amount))
+        connection.commit()
+        done[0] += 1
+    connection.close()
+
+
+def _consistent_copy(name: str, db: Database, new_db) -> DatabaseReport:  # noqa: ANN001
+    """Dump while a writer runs; restore; the copy must satisfy the invariants."""
+    stop, done = threading.Event(), [0]
+    thread = threading.Thread(target=_writer, args=(name, stop, done))
+    thread.start()
+    try:
+        while done[0] < 20:
+            time.sleep(0.01)
+        before = done[0]
+        data, report = dump_bytes(db)
+        during = done[0] - before
+    finally:
+        stop.set()
+        thread.join()
+    assert during > 0, "the writer did not run during the dump"
+    target = new_db(PREFIX)
+    parallel.restore(database(name, workers=3), target, io.BytesIO(data), Silent())
+    total, moves = sql("SELECT SUM(amount), SUM(moves) FROM accounts", target)[0]
+    transfers = sql("SELECT COUNT(*) FROM transfers", target)[0][0]
+    assert total == ACCOUNTS * START_AMOUNT
+    assert moves == 2 * transfers > 0
+    assert report.tables["transfers"].rows == transfers
+    return report
+
+
+def test_consistent_under_concurrent_writes(new_db, small_chunks) -> None:  # noqa: ANN001
+    name = new_db(PREFIX)
+    _bank(name)
+    report = _consistent_copy(name, database(name, workers=3), new_db)
+    assert not report.notes
+
+
+def test_consistent_without_reload_privilege(new_db, small_chunks) -> None:  # noqa: ANN001
+    name = new_db(PREFIX)
+    _bank(name)
+    user, password = f"{PREFIX}_{secrets.token_hex(3)}", secrets.token_urlsafe(12)
+    sql([f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
+         f"GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON `{name}`.* TO '{user}'@'%'"])
+    try:
+        limited = Database(Connection("mariadb", user=user, password=Secret(password)), name, workers=3)
+        report = _consistent_copy(name, limited, new_db)
+    finally:
+        sql(f"DROP USER '{user}'@'%'")
+    assert any("no RELOAD privilege" in note for note in report.notes)
+
+
+def test_restore_under_another_name_keeps_views_working_and_charset(new_db) -> None:  # noqa: ANN001
+    name = new_db(PREFIX)
+    sql([f"ALTER DATABASE `{name}` CHARACTER SET latin1 COLLATE latin1_swedish_ci",
+         "CREATE TABLE t (id INT PRIMARY KEY, label VARCHAR(10))", "INSERT INTO t VALUES (1, 'one')",
+         "CREATE VIEW v AS SELECT id, label FROM t", "CREATE VIEW vv AS SELECT label FROM v",
+         "CREATE DEFINER = `t_mariadb_gone`@`localhost` VIEW vo AS SELECT id FROM t"], name)
+    data, _ = dump_bytes(database(name))
+    sql(f"DROP DATABASE `{name}`")
+    target = new_db(PREFIX)
+    parallel.restore(database(name), target, io.BytesIO(data), Silent())
+    assert sql("SELECT label FROM vv", target) == [("one",)]  # the original database is gone: no stale reference
+    assert "`" + target + "`.`t`" in sql(f"SHOW CREATE VIEW `{target}`.vo")[0][1]
+    charset = sql(f"SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME='{target}'")
+    assert charset == [("latin1",)]

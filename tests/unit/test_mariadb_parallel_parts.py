@@ -1,0 +1,115 @@
+"""Pure parts of the parallel MariaDB method: chunk cutting, tar members, schema rewriting, row SQL."""
+
+from __future__ import annotations
+
+import io
+import random
+
+from safehold.engines.mariadb import schema, stream
+from safehold.engines.mariadb.tables import Column, Table
+
+CREATE = """--
+-- Table structure for table `t`
+--
+
+DROP TABLE IF EXISTS `t`;
+CREATE TABLE `t` (
+  `id` int(11) NOT NULL AUTO_INCREMENT,
+  `p` int(11) DEFAULT NULL,
+  `body` text DEFAULT NULL,
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `u` (`p`),
+  KEY `by_id_p` (`id`,`p`),
+  KEY `by_p` (`p`),
+  FULLTEXT KEY `ft` (`body`),
+  CONSTRAINT `fk` FOREIGN KEY (`p`) REFERENCES `t` (`id`),
+  CONSTRAINT `chk` CHECK (`p` > 0)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+"""
+
+
+def rows(count: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    return [b"%d\t%s\n" % (i, b"x" * rng.randint(10, 300)) for i in range(count)]
+
+
+def chunks_of(data: list[bytes], piece_rows: int) -> list[bytes]:
+    out: list[bytes] = []
+    chunker = stream.Chunker(out.append)
+    for start in range(0, len(data), piece_rows):
+        chunker.feed(b"".join(data[start:start + piece_rows]))
+    chunker.finish()
+    return out
+
+
+def test_chunks_reassemble_end_on_rows_and_respect_limits() -> None:
+    data = rows(100_000)
+    chunks = chunks_of(data, 1000)
+    assert b"".join(chunks) == b"".join(data)
+    assert all(c.endswith(b"\n") for c in chunks)
+    assert all(stream.CHUNK_MIN <= len(c) <= stream.CHUNK_MAX for c in chunks[:-1])
+
+
+def test_chunk_boundaries_depend_on_content_not_on_feeding_or_position() -> None:
+    data = rows(100_000)
+    assert chunks_of(data, 1000) == chunks_of(data, 777)
+    changed = list(data)
+    changed[100] = b"100\tedited\n"
+    before, after = chunks_of(data, 1000), chunks_of(changed, 1000)
+    assert len(set(after) - set(before)) == 1
+
+
+def test_compressed_frames_round_trip() -> None:
+    data = b"".join(rows(5000))
+    assert stream.decompress(stream.compress(data)) == data
+    assert stream.compress(data) == stream.compress(data)
+
+
+def test_tar_members_are_deterministic_and_read_back() -> None:
+    def write() -> bytes:
+        out = io.BytesIO()
+        writer = stream.TarWriter(out)
+        writer.add(stream.data_member(3), b"1\ta\n")
+        writer.add(stream.data_member(3), b"2\tb\n")
+        writer.close()
+        return out.getvalue()
+
+    assert write() == write()
+    assert list(stream.members(io.BytesIO(write()))) == [("data/00003.tsv.zst", b"1\ta\n"),
+                                                        ("data/00003.tsv.zst", b"2\tb\n")]
+    assert stream.table_index("data/00003.tsv.zst") == 3 and stream.table_index(stream.REPORT_MEMBER) is None
+
+
+def test_defer_takes_out_secondary_keys_and_foreign_keys_only() -> None:
+    text, deferred = schema.defer(CREATE)
+    assert "KEY `by_p`" not in text and "FULLTEXT" not in text and "FOREIGN KEY" not in text
+    assert "UNIQUE KEY `u`" in text and "CHECK (`p` > 0)" in text and "PRIMARY KEY" in text
+    assert "KEY `by_id_p`" in text  # keeps a key on the AUTO_INCREMENT column
+    assert text.count(",\n") == text.split("(\n", 1)[1].split("\n)")[0].count("\n")  # no dangling comma
+    (item,) = deferred
+    assert item.index_statements("db") == ["ALTER TABLE `db`.`t` ADD KEY `by_p` (`p`)",
+                                           "ALTER TABLE `db`.`t` ADD FULLTEXT KEY `ft` (`body`)"]
+    assert item.foreign_key_statement("db") == (
+        "ALTER TABLE `db`.`t` ADD CONSTRAINT `fk` FOREIGN KEY (`p`) REFERENCES `t` (`id`)")
+
+
+def test_split_orders_sequences_tables_and_views() -> None:
+    script = ("/*!40101 SET NAMES utf8mb4 */;\n--\n-- Host: x    Database: d\n--\n"
+              "\n--\n-- Sequence structure for `s`\n--\nCREATE SEQUENCE `s`;\n"
+              + "\n" + CREATE + "\n--\n-- Temporary table structure for view `v`\n--\nSELECT 1;\n")
+    prelude, before, tables, after = schema.split(script)
+    assert "SET NAMES" in prelude and "Host:" in prelude
+    assert "CREATE SEQUENCE" in before and len(tables) == 1 and "view `v`" in after
+    assert schema.statements(tables[0])[0] == b"DROP TABLE IF EXISTS `t`"
+
+
+def test_row_sql_escapes_text_and_tags_wide_columns() -> None:
+    table = Table(0, "t", "InnoDB", False, [Column("id", "int"), Column("b", "bit"), Column("s", "varchar"),
+                                            Column("body", "longtext", True)], key=["id"], key_type="int")
+    select = table.select("db", 10, 20)
+    assert "`id` >= 10 AND `id` < 20" in select and select.endswith("ORDER BY `id`")
+    assert "HEX(`body`)" in select and "REPLACE(" in select and "`b`+0" in select
+    load = table.load("db", "/tmp/x.tsv")
+    assert "(`id`,@v1,`s`,@v3)" in load and "UNHEX(SUBSTRING(@v3,2))" in load
+    myisam = Table(1, "m", "MyISAM", False, [Column("id", "int")], key=["id"], key_type="int")
+    assert "ORDER BY" not in myisam.select("db") and myisam.ordered
