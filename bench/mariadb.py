@@ -24,10 +24,10 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import MySQLdb
+from benchlib import best_of, du, sh, sh_quote, timed
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT.parent / "shared" / "fixtures" / "itflow-schema.sql"  # ../shared next to the main checkout
@@ -42,24 +42,6 @@ NOTES_MARKER = "<!-- notes: kept across runs -->"
 ROW_BYTES = {"ticket_replies": 2000, "logs": 250, "tickets": 1500}
 
 
-def sh(command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a shell command, failing loudly."""
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
-    if done.returncode:
-        sys.exit(f"failed: {command}\n{done.stderr[-2000:]}")
-    return done
-
-
-@dataclass
-class Measure:
-    label: str
-    command: str
-    seconds: float
-    rss_mb: float
-    size_mb: float | None = None
-
-
 def settle(limit_seconds: float = 60) -> None:
     """Wait until InnoDB has written back the dirty pages of earlier steps, so each run starts equal."""
     deadline = time.monotonic() + limit_seconds
@@ -70,45 +52,6 @@ def settle(limit_seconds: float = 60) -> None:
             if int(cur.fetchone()[1]) < SETTLED_DIRTY_PAGES:
                 return
             time.sleep(2)
-
-
-def timed(label: str, command: str, env: dict[str, str] | None = None, size: Path | None = None) -> Measure:
-    """Wall time and peak RSS (largest process of the pipeline, via GNU time) of one shell command."""
-    sh("sync")
-    settle()
-    rss_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-rss-{os.getpid()}"
-    started = time.monotonic()
-    sh(f"/usr/bin/time -o {rss_file} -f %M bash -o pipefail -c {sh_quote(command)}", env)
-    seconds = time.monotonic() - started
-    rss = int(rss_file.read_text().split()[-1]) / 1024
-    measure = Measure(label, command, seconds, rss, du(size) if size else None)
-    print(f"{label}: {seconds:.1f} s, {rss:.0f} MB RSS" + (f", {measure.size_mb:.1f} MB" if size else ""),
-          flush=True)
-    return measure
-
-
-def best_of(runs: int, plans: list[tuple], env: dict[str, str] | None = None) -> list[Measure]:
-    """Fastest of `runs` attempts per (label, command, reset shell command, size path) plan.
-
-    Attempts alternate the order of the tools, so none always runs right after another's writes.
-    """
-    results: dict[str, list[Measure]] = {plan[0]: [] for plan in plans}
-    for attempt in range(runs):
-        for label, command, reset, size in plans if attempt % 2 == 0 else reversed(plans):
-            sh(reset, env)
-            results[label].append(timed(label, command, env, size))
-    return [min(results[plan[0]], key=lambda m: m.seconds) for plan in plans]
-
-
-def sh_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"
-
-
-def du(path: Path) -> float:
-    """Bytes on disk (apparent size) of a file or folder, in MB."""
-    if path.is_file():
-        return path.stat().st_size / 1e6
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
 
 def connect(database: str | None = None) -> MySQLdb.Connection:
@@ -268,7 +211,8 @@ def main() -> None:
         cur.execute("SELECT SUM(DATA_LENGTH + INDEX_LENGTH), SUM(TABLE_ROWS) FROM information_schema.TABLES"
                     " WHERE TABLE_SCHEMA=%s", (db,))
         db_bytes, rows = (float(v) for v in cur.fetchone())
-    raw = timed("mariadb-dump (raw, to a file)", f"{' '.join(DUMP)} {db} > {work}/raw.sql", size=work / "raw.sql")
+    raw = timed("mariadb-dump (raw, to a file)", f"{' '.join(DUMP)} {db} > {work}/raw.sql", size=work / "raw.sql",
+                settle=settle)
     print(f"built in {time.monotonic() - started:.0f} s; dump {raw.size_mb:.0f} MB", flush=True)
 
     password = work / "repo.pass"
@@ -296,7 +240,7 @@ names = ["{db}"]\n""")
          f"rm -rf {work}/mydumper", work / "mydumper"),
         ("mariadb-dump | restic backup --stdin",
          f"{dump_cmd} {db} | restic backup --stdin --stdin-filename {db}.sql -q", init_dumprepo, work / "dumprepo"),
-    ], restic_env)
+    ], restic_env, settle)
     drop = "mariadb " + host + " -e 'DROP DATABASE IF EXISTS {}'"
     restores = best_of(runs, [
         ("safehold restore", f"{safehold} restore itflow latest --to-db {db}_r1 --config {config}",
@@ -305,7 +249,7 @@ names = ["{db}"]\n""")
                              f"gunzip < {work}/dump.sql.gz | mariadb {host} {db}_r2", drop.format(f"{db}_r2"), None),
         ("myloader -t 2", f"myloader {MYDUMPER_HOST} -t 2 -d {work}/mydumper -B {db}_r3", drop.format(f"{db}_r3"),
          None),
-    ])
+    ], settle=settle)
     # The copy was restored under another name: only the header and that name may differ.
     same = subprocess.run(f"cmp <({dump_cmd} --skip-dump-date {db} | sed 1,6d) "
                           f"<({dump_cmd} --skip-dump-date {db}_r1 | sed -e 1,6d -e 's/{db}_r1/{db}/g')", shell=True,
@@ -315,10 +259,10 @@ names = ["{db}"]\n""")
         description = change_one_percent(db, work, args.schema, kind)
         repo_before, dumprepo_before = du(work / "repo"), du(work / "dumprepo")
         ours = timed(f"safehold backup after change '{kind}'", f"{safehold} backup itflow --config {config}",
-                     size=work / "repo")
+                     size=work / "repo", settle=settle)
         theirs = timed(f"mariadb-dump | restic backup --stdin after change '{kind}'",
                        f"{' '.join(DUMP)} {db} | restic backup --stdin --stdin-filename {db}.sql -q", restic_env,
-                       size=work / "dumprepo")
+                       size=work / "dumprepo", settle=settle)
         growth.append((kind, description, ours.size_mb - repo_before, theirs.size_mb - dumprepo_before))
     write_results(args, db_bytes, rows, raw, backups, restores, same, growth)
     with connect() as conn:
