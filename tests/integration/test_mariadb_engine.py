@@ -121,7 +121,9 @@ def test_stream_is_deterministic_and_local_changes_stay_local(new_db, small_chun
     assert names.count(stream.data_member(0)) >= 1 and names[-1] == stream.REPORT_MEMBER
     old = {data for _, data in stream.members(io.BytesIO(first))}
     changed = [n for n, data in stream.members(io.BytesIO(third)) if data not in old]
-    assert len(changed) == 2, changed  # one rental chunk and the closing report
+    # One rental chunk, or two when the row sits on a content-defined boundary, plus the closing report.
+    assert changed[-1] == stream.REPORT_MEMBER and 1 <= len(changed) - 1 <= 2, changed
+    assert len(changed) <= len(names) / 10, (changed, len(names))
 
 
 def test_table_prefix_limits_the_dump(new_db) -> None:  # noqa: ANN001
