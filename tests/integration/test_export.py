@@ -17,10 +17,10 @@ import zstandard
 from tests.conftest import private_file, run_cli, sql
 from tests.integration.offhost_servers import make_tree, password_file, write_config
 
-# The issue asks for a file past 8 GiB (iTop's zip backups break past 68 GB). That run takes ~3 min on
-# the shared 2-core machine (restic alone reads the 8 GiB twice), so the default run uses 256 MiB and
-# SAFEHOLD_TEST_BIG_EXPORT=1 runs the full size.
-FULL_SIZE = bool(os.environ.get("SAFEHOLD_TEST_BIG_EXPORT"))
+# The issue asks for a file past 8 GiB (iTop's zip backups break past 68 GB). The default run does the
+# full size (~2.5 min, restic reads the sparse 8 GiB twice); SAFEHOLD_TEST_BIG_EXPORT=0 uses 256 MiB
+# for a quick local run.
+FULL_SIZE = os.environ.get("SAFEHOLD_TEST_BIG_EXPORT", "1") != "0"
 BIG = ((8 << 30) if FULL_SIZE else (256 << 20)) + 4096
 TAIL = b"tail-of-the-big-file"
 
