@@ -13,6 +13,7 @@ from safehold.config import DatabaseConfig, InstanceConfig
 from safehold.errors import ConfigError, SafeholdError
 from safehold.models import Connection, Database, Instance
 from safehold.output import Reporter
+from safehold.repository.manifest import Manifest
 from safehold.secrets import Secret, resolve
 
 
@@ -160,6 +161,11 @@ def chown_tree(path: Path, owner: str) -> None:
         for folder, dirs, files in os.walk(path):
             for name in dirs + files:
                 os.lchown(os.path.join(folder, name), uid, gid)
+
+
+def versions(item: Instance | Manifest) -> dict[str, str | None]:
+    """App and schema version of a live instance or of a point, keyed as version_mismatch lists them."""
+    return {"app version": item.app_version, "schema version": item.schema_version}
 
 
 def version_mismatch(app: str, live: dict[str, str | None], point: dict[str, str | None], hint: str) -> list[str]:

@@ -33,6 +33,7 @@ from safehold.apps.common import (
     split_host,
     stop_commands,
     version_mismatch,
+    versions,
 )
 from safehold.apps.phpconfig import find_define, parse_file
 from safehold.apps.quiesce import paused, resumer
@@ -212,8 +213,7 @@ def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], re
     if "files" in in_place or "db" not in in_place:
         return []
     return version_mismatch(
-        "ITFlow", {"app version": instance.app_version, "schema version": instance.schema_version},
-        {"app version": manifest.app_version, "schema version": manifest.schema_version},
+        "ITFlow", versions(instance), versions(manifest),
         f"restore the files too (the point holds its ITFlow code), or install ITFlow {manifest.app_version} first; "
         "after a forced restore run `php scripts/update_cli.php --update_db`")
 

@@ -31,6 +31,7 @@ from safehold.apps.common import (
     split_host,
     stop_commands,
     version_mismatch,
+    versions,
 )
 from safehold.apps.phpconfig import find_define, parse_file
 from safehold.apps.quiesce import paused
@@ -200,8 +201,7 @@ def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], re
     if "db" not in in_place:
         return []
     return version_mismatch(
-        "iTop", {"app version": instance.app_version, "schema version": instance.schema_version},
-        {"app version": manifest.app_version, "schema version": manifest.schema_version},
+        "iTop", versions(instance), versions(manifest),
         f"install iTop {manifest.app_version} code first, or restore with --force and then run iTop's setup "
         "to align the database with this code")
 
