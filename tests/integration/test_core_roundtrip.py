@@ -128,6 +128,8 @@ def test_round_trip_is_exact(instance: dict[str, object]) -> None:
 
     assert mariadb_dump(db) == before_db
     assert sqlite_dump(app / "app.sqlite") == before_sqlite
+    history = json.loads(run_cli("history", "app", "--kind", "restore", "--json", config=config).stdout)
+    assert [(r["kind"], r["result"]) for r in history] == [("restore", "ok")]
     after = tree_state(app)
     assert {k: v for k, v in after.items() if k != "app.sqlite"} == \
         {k: v for k, v in before_files.items() if k != "app.sqlite"}

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from safehold.actions.backup import backup_instance
 from safehold.actions.common import Point, describe, find_point, open_repository
+from safehold.actions.tracked import tracked
 from safehold.apps.common import AppConfigMissing
 from safehold.config import Config
 from safehold.engines import engine_for
@@ -175,7 +176,8 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
     check_foreign_references(repo, plan)
     lock = instance_lock(config.state_dir, name, point.run_id, "restore", reporter,
                          config.settings.lock_wait_seconds)
-    with lock:
+    # Recorded in the run history (and notified on failure) like backups and drills.
+    with lock, tracked(config, name, "restore", reporter, {"run_id": point.run_id}) as record:
         started = time.monotonic()
         phases: dict[str, float] = {}
         overwrites_files = plan.files_target == Path("/") and any(Path(p).exists() for p in plan.includes)
@@ -205,6 +207,8 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
         if mismatches:
             reporter.warn(f"{len(mismatches)} table(s) differ from the manifest: "
                           + ", ".join(f"{r['database']}.{r['table']}" for r in mismatches[:5]))
+            record.result = "failed"
+            record.error = f"{len(mismatches)} table(s) differ from the manifest"
         else:
             reporter.step("restore complete; every table's row count matches the manifest")
     return result
