@@ -75,6 +75,13 @@ def log_in(page, url: str) -> None:
     page.wait_for_url(url + "/")
 
 
+def follow(page, target) -> None:
+    """Click a link or submit button and wait for the new page: counting elements right after a bare
+    click may still see the old page when the machine is busy."""
+    with page.expect_navigation():
+        (page.locator(target) if isinstance(target, str) else target).click()
+
+
 def test_console_end_to_end(server, browser) -> None:
     url = server["url"]
     page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
@@ -84,7 +91,7 @@ def test_console_end_to_end(server, browser) -> None:
     assert "schedule is disabled" in page.locator("tr[data-instance=beta]").inner_text()
 
     # Backup now, watched live until the point is complete
-    page.click("a:text('alpha')")
+    follow(page, "a:text('alpha')")
     before = page.locator("tr.point").count()
     page.click("button:text('Backup now')")
     page.wait_for_url(f"{url}/jobs/*")
@@ -92,19 +99,19 @@ def test_console_end_to_end(server, browser) -> None:
     page.wait_for_selector("#job[data-done=yes]")  # the page reloads itself when the run ends
     assert page.locator("#job-state .job-ok").count() == 1
     assert "complete" in page.inner_text("p.good")
-    page.click("h1 a:text('alpha')")
+    follow(page, "h1 a:text('alpha')")
     assert page.locator("tr.point").count() == before + 1
 
     # Restore the newest point into a new database, through the full confirmation flow
     target = f"t_web_restored_{secrets.token_hex(3)}"
     server["new_db"].created.append(target)  # dropped by the fixture afterwards
-    page.locator("tr.point a:text('restore')").first.click()
+    follow(page, page.locator("tr.point a:text('restore')").first)
     page.fill("input[name=to_db]", target)
-    page.click("button:text('Show the plan')")
+    follow(page, "button:text('Show the plan')")
     assert target in page.locator("table.plan").inner_text()
     assert "target is empty or new" in page.inner_text("table.plan")
     page.fill("input[name=confirm]", "alpah")
-    page.click("button:text('Restore now')")
+    follow(page, "button:text('Restore now')")
     assert "type the instance name alpha" in page.inner_text("main")
     page.go_back()
     page.fill("input[name=confirm]", "alpha")
@@ -153,11 +160,11 @@ def test_console_end_to_end(server, browser) -> None:
     plain = context.new_page()
     log_in(plain, url)
     assert plain.locator("table.dashboard tr.instance").count() == 2
-    plain.click("a:text('Run log')")
-    plain.locator("table.runs a").first.click()
+    follow(plain, "a:text('Run log')")
+    follow(plain, plain.locator("table.runs a").first)
     assert plain.locator("#log span").count() > 0
     plain.goto(url + "/instances/alpha")
     assert plain.locator("tr.point").count() == before + 1
-    plain.locator("tr.point a").first.click()
+    follow(plain, plain.locator("tr.point a").first)
     assert "Manifest of" in plain.inner_text("h1")
     context.close()

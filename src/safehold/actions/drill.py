@@ -127,16 +127,17 @@ class Scratch:
             raise SafeholdError(f"refusing to use {step.target} as a scratch database", "this is a bug: report it")
         if step.non_empty:
             raise SafeholdError(f"scratch database {step.target} already exists", "run the drill again")
+        # Registered before CREATE: a SIGTERM arriving while it runs must still have it dropped.
+        self.databases.append((engine, Database(step.database.connection, step.target), step.target))
         try:
             engine.create(step.database, step.target)
         except SafeholdError as exc:
+            self.databases.pop()
             reason = "access denied" if "denied" in exc.message.lower() else exc.message
             raise SafeholdError(
                 f"cannot create scratch database {step.target} on {step.database.connection.describe()}: {reason}",
                 f"grant CREATE, DROP ON `{PREFIX.replace('_', chr(92) + '_')}%`.* to the instance's database user",
             ) from None
-        # Dropped whole afterwards, even for a point that holds only prefixed tables (iTop).
-        self.databases.append((engine, Database(step.database.connection, step.target), step.target))
 
     def remove(self, reporter: Reporter) -> list[str]:
         """Drop every scratch database and the folder; returns problems (never raises)."""
