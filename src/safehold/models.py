@@ -89,3 +89,5 @@ class DatabaseReport:
     bytes: int = 0
     notes: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase (load, indexes…)
+    # A statement of the dump that names the database itself ("" = none; None = not known at dump time).
+    self_reference: str | None = None

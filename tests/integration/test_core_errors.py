@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,6 +95,34 @@ def test_wrong_repository_password_keeps_last_point(files_instance: Path, repo: 
     restored = run_cli("restore", "app", "latest", "--files-to", str(tmp_path / "back"), config=files_instance)
     assert restored.returncode == 0, restored.stderr
     assert list((tmp_path / "back").rglob("a.txt"))
+
+
+def test_repository_that_disappears_is_reported_not_silently_recreated(files_instance: Path,
+                                                                      repo: dict[str, str]) -> None:
+    assert run_cli("backup", config=files_instance).returncode == 0
+    shutil.rmtree(repo["url"])
+    result = run_cli("backup", config=files_instance)
+    assert result.returncode == 1
+    assert "has disappeared: earlier runs used it" in one_line_error(result)
+    again = run_cli("backup", config=files_instance)  # as the message says: a new, empty repository
+    assert again.returncode == 0 and "is new: initialising it" in again.stderr
+
+
+def test_read_back_catches_a_part_missing_after_upload(files_instance: Path, repo: dict[str, str]) -> None:
+    from safehold import config as config_module
+    from safehold.actions.backup import backup_instance
+    from safehold.actions.common import open_repository
+    from safehold.actions.replicate import read_back
+    from safehold.errors import RepositoryError
+    from safehold.output import Silent
+
+    config = config_module.load(files_instance)
+    run_id = str(backup_instance(config, "app", Silent())["run_id"])
+    store = open_repository(config, "main")
+    part = next(s for s in store.snapshots(["instance=app"]) if "part=files" in s["tags"])
+    store.forget([part["id"]])
+    with pytest.raises(RepositoryError, match=f"point {run_id} in main: part snapshot {part['id'][:8]} is missing"):
+        read_back(config, store, "app", [run_id])
 
 
 @pytest.fixture

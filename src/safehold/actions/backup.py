@@ -12,7 +12,7 @@ import contextlib
 import json
 import socket
 import time
-from typing import IO
+from typing import IO, Any
 
 from safehold import __version__
 from safehold.actions.common import describe, open_repository
@@ -44,7 +44,7 @@ def _database_entry(report: DatabaseReport, path: str, snapshot: str, prefix: st
         key=report.key, engine=report.engine, name=report.name, method=report.method, path=path,
         snapshot=snapshot, server_version=report.server_version, bytes=report.bytes,
         tables={t: TableEntry(rows=r.rows, checksum=r.checksum) for t, r in report.tables.items()},
-        objects=report.objects, table_prefix=prefix, notes=report.notes,
+        objects=report.objects, table_prefix=prefix, notes=report.notes, self_reference=report.self_reference,
     )
 
 
@@ -102,7 +102,7 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
     from safehold.actions.tracked import tracked
 
     with tracked(config, name, "backup", reporter) as record:
-        result = _backup(config, name, reporter, safety_point, databases, with_files)
+        result = _backup(config, name, reporter, safety_point, databases, with_files, record.listings)
         record.bytes_added, record.bytes_total = int(result["bytes_added"]), int(result["bytes_total"])
         record.details = {"run_id": result["run_id"], "repository": result["repository"],
                           "warnings": result["warnings"]}
@@ -113,7 +113,7 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
 
 
 def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, databases: set[str] | None,
-            with_files: bool) -> dict[str, object]:
+            with_files: bool, listings: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, object]:
     resume_leftovers(config.state_dir, reporter)
     instance, profile, instance_config = describe(config, name)
     if databases is not None:
@@ -127,7 +127,7 @@ def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, d
         result = _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
                                 safety_point, with_files)
         if not safety_point:
-            result.update(replicate(config, name, run_id, reporter))
+            result.update(replicate(config, name, run_id, reporter, listings))
         return result
 
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from safehold.apps import profile_for
 from safehold.config import Config, InstanceConfig
@@ -23,7 +24,7 @@ def open_repository(config: Config, name: str) -> Repository:
     password = resolve(repo.password, f"repositories.{name}.password")
     env = {key: resolve(ref, f"repositories.{name}.env.{key}") for key, ref in repo.env.items()}
     return Repository(name=name, url=repo.url, password=password, env=env, extra_args=restic_options(config, name),
-                      ssh_log=ssh_log_file(config, name))
+                      ssh_log=ssh_log_file(config, name), known_file=config.state_dir / "repositories" / f"{name}.url")
 
 
 def describe(config: Config, name: str) -> tuple[Instance, ModuleType, InstanceConfig]:
@@ -50,12 +51,14 @@ def _cache_dir(config: Config, repo: Repository) -> Path:
     return config.state_dir / "manifests" / repo.name
 
 
-def points(config: Config, repo: Repository, instance: str | None = None) -> list[Point]:
+def points(config: Config, repo: Repository, instance: str | None = None,
+           listing: list[dict[str, Any]] | None = None) -> list[Point]:
     """Complete points in a repository (those whose manifest was written), newest first.
 
-    Manifests are immutable per snapshot id, so they are cached in the state directory.
+    `listing` is the instance's snapshot listing when the caller just made one. Manifests are
+    immutable per snapshot id, so they are cached in the state directory.
     """
-    every = repo.snapshots([f"instance={instance}"] if instance else [])
+    every = listing if listing is not None else repo.snapshots([f"instance={instance}"] if instance else [])
     # A point copied from another repository keeps its manifest, whose snapshot ids are the
     # source's; restic records those as `original`, so they are mapped to this repository's ids.
     # restic 0.14's backup summary gives short ids, so both forms are mapped.

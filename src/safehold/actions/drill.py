@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 
 from safehold.actions.common import Point, describe, find_point, open_repository
-from safehold.actions.restore import DatabaseStep, Plan, compare, load_database, make_plan
+from safehold.actions.restore import DatabaseStep, Plan, compare, load_database, make_plan, self_reference
 from safehold.actions.tracked import tracked
 from safehold.config import Config, InstanceConfig
 from safehold.engines import engine_for
@@ -203,8 +203,7 @@ def _drill_database(repo: Repository, step: DatabaseStep, scratch: Scratch, outc
         t0 = time.monotonic()
         dump = _fetch(repo, step.entry, scratch.folder)
         outcome.add_phase("fetch", time.monotonic() - t0)
-        with dump.open("rb") as stream:
-            statement = engine_for(step.entry.engine).foreign_reference(step.entry.method, stream, step.entry.name)
+        statement = self_reference(step.entry, lambda: dump.open("rb"))
         if statement:
             raise SafeholdError(f"database {step.entry.name}: not loaded into scratch space because the dump names "
                                 f"the live database in `{statement}` (loading it would write there)",

@@ -9,6 +9,8 @@ every repository holds its point; otherwise it is partial, and the next run copi
 
 from __future__ import annotations
 
+from typing import Any
+
 from safehold.actions.check import is_remote
 from safehold.actions.common import open_repository, points
 from safehold.config import Config
@@ -17,19 +19,27 @@ from safehold.output import Reporter
 from safehold.repository.restic import Repository
 
 
-def read_back(config: Config, repo: Repository, instance: str, run_ids: list[str]) -> None:
-    """Read points back from the repository: each manifest, parsed, and each part's top-level tree."""
-    listed = {p.run_id: p for p in points(config, repo, instance)}
+def read_back(config: Config, repo: Repository, instance: str, run_ids: list[str]) -> list[dict[str, Any]]:
+    """Read points back from the repository: each manifest, parsed, and each part's snapshot listed.
+
+    Returns the instance's snapshot listing, which retention reuses (each restic call costs the
+    repository key's derivation, about half a second).
+    """
+    listing = repo.snapshots([f"instance={instance}"])
+    listed = {p.run_id: p for p in points(config, repo, instance, listing)}
+    present = [snap["id"] for snap in listing]
     for run_id in run_ids:
         point = listed.get(run_id)
         if point is None:
             raise RepositoryError(f"point {run_id} is not listed in repository {repo.name} after upload",
                                   "the upload was lost: check the repository, then run the backup again")
-        # A new snapshot id is never in the manifest cache, so points() just read and parsed the remote copy.
+        # A new snapshot id is never in the manifest cache, so points() just read and parsed the remote
+        # copy: the manifest's tree and content came back from the repository.
         for snapshot in point.manifest.snapshot_ids():
-            if not repo.ls(snapshot, "/"):
-                raise RepositoryError(f"point {run_id} in {repo.name}: snapshot {snapshot[:8]} lists no files",
+            if not any(sid.startswith(snapshot) for sid in present):
+                raise RepositoryError(f"point {run_id} in {repo.name}: part snapshot {snapshot[:8]} is missing",
                                       "the upload is damaged: run `safehold verify`, then back up again")
+    return listing
 
 
 def _copy_missing(config: Config, source: Repository, dest: Repository, instance: str,
@@ -49,14 +59,18 @@ def _copy_missing(config: Config, source: Repository, dest: Repository, instance
     return copied
 
 
-def replicate(config: Config, name: str, run_id: str, reporter: Reporter) -> dict[str, object]:
+def replicate(config: Config, name: str, run_id: str, reporter: Reporter,
+              listings: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, object]:
     """Read back run `run_id` from the first repository and bring every other one up to date.
 
-    Returns `result` ("ok" or "partial"), `copies` per repository, and `error` when partial.
+    Returns `result` ("ok" or "partial"), `copies` per repository, and `error` when partial; the
+    first repository's snapshot listing goes into `listings` when given.
     """
     names = config.instance(name).repositories
     source = open_repository(config, names[0])
-    read_back(config, source, name, [run_id])
+    listing = read_back(config, source, name, [run_id])
+    if listings is not None:
+        listings[source.name] = listing
     reporter.step(f"point {run_id} read back from {source.name}")
     copies: dict[str, object] = {source.name: "ok"}
     failures: list[str] = []

@@ -8,6 +8,8 @@ the manifest and the comparison is part of the result.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -237,6 +239,14 @@ def _describe_live(config: Config, name: str, repo, point: Point, reporter: Repo
     return instance, profile
 
 
+def self_reference(entry: DatabaseEntry, open_dump: Callable[[], AbstractContextManager[IO[bytes]]]) -> str:
+    """A statement of the dump that names its own database ("" for none): from the manifest, else read."""
+    if entry.self_reference is not None:
+        return entry.self_reference
+    with open_dump() as stream:  # a point from before the manifest recorded it
+        return engine_for(entry.engine).foreign_reference(entry.method, stream, entry.name) or ""
+
+
 def check_foreign_references(repo, plan: Plan) -> None:  # noqa: ANN001 - Repository
     """Refuse, before anything changes, a rename whose dump would write into the original database.
 
@@ -246,8 +256,7 @@ def check_foreign_references(repo, plan: Plan) -> None:  # noqa: ANN001 - Reposi
     for step in plan.databases:
         if step.target == step.entry.name:
             continue
-        with repo.open_file(step.entry.snapshot, step.entry.path) as stream:
-            statement = engine_for(step.entry.engine).foreign_reference(step.entry.method, stream, step.entry.name)
+        statement = self_reference(step.entry, lambda step=step: repo.open_file(step.entry.snapshot, step.entry.path))
         if statement:
             raise RestoreRefused(f"restoring {step.entry.name} as {step.target} would write into {step.entry.name}: "
                                  f"the dump names it in `{statement}`",

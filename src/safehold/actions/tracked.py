@@ -36,6 +36,9 @@ class RunRecord:
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     run: Run | None = None
+    # Snapshot listings the run already made (repository name -> the instance's snapshots), so
+    # retention does not list again; never stored.
+    listings: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -57,18 +60,19 @@ def tracked(config: Config, instance: str, kind: Kind, reporter: Reporter,
     except BaseException as exc:
         line = exc.line() if hasattr(exc, "line") else (str(exc) or type(exc).__name__)
         record.run = history.record_end(record.id, "failed", error=line, details=record.details)
-        _after(config, history, record.run, previous, reporter)
+        _after(config, history, record, previous, reporter)
         raise
     record.run = history.record_end(record.id, record.result, record.bytes_added, record.bytes_total,
                                     record.error, record.details)
-    _after(config, history, record.run, previous, reporter)
+    _after(config, history, record, previous, reporter)
 
 
-def _after(config: Config, history: History, run: Run, previous: Run | None, reporter: Reporter) -> None:
+def _after(config: Config, history: History, record: RunRecord, previous: Run | None, reporter: Reporter) -> None:
     from safehold import metrics, notify
 
+    run = record.run
     if run.kind == "backup" and run.result == "ok":
-        _hook("retention", reporter, lambda: _apply_retention(config, history, run, reporter))
+        _hook("retention", reporter, lambda: _apply_retention(config, history, run, record.listings, reporter))
     _hook("notification", reporter, lambda: notify.after_run(config, history, run, previous, reporter))
     if config.settings.metrics_textfile:
         _hook("metrics textfile", reporter, lambda: metrics.write_textfile(config))
@@ -82,7 +86,8 @@ def _hook(what: str, reporter: Reporter, action: Any) -> None:
         reporter.warn(f"{what} after the run failed: {line}")
 
 
-def _apply_retention(config: Config, history: History, run: Run, reporter: Reporter) -> None:
+def _apply_retention(config: Config, history: History, run: Run, listings: dict[str, list[dict[str, Any]]],
+                     reporter: Reporter) -> None:
     from safehold.actions.common import open_repository, points
     from safehold.actions.prune import prune_instance
     from safehold.retention import keep
@@ -94,7 +99,7 @@ def _apply_retention(config: Config, history: History, run: Run, reporter: Repor
     # leftovers of failed runs and repacks) runs only then, so a normal night costs one restic call.
     counts: dict[str, int] = {}
     for repo_name in instance.repositories:
-        complete = points(config, open_repository(config, repo_name), run.instance)
+        complete = points(config, open_repository(config, repo_name), run.instance, listings.get(repo_name))
         counts[repo_name] = len(complete)
         if len(keep([(p.run_id, p.manifest.started) for p in complete], instance.retention)) < len(complete):
             rows = prune_instance(config, run.instance, reporter)

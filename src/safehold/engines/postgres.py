@@ -110,6 +110,7 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
         except runner.ProcessFailed as exc:
             raise _error(exc, db, db.name) from None
     report.method, report.bytes = METHOD, size
+    report.self_reference = ""  # a PostgreSQL database cannot write into another one
     report.notes.append("row counts taken just before the dump; concurrent writes can make them differ")
     return report
 

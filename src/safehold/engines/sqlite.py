@@ -79,6 +79,7 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
                 out.write(block)
                 size += len(block)
     report.bytes = size
+    report.self_reference = ""  # a copy is self-contained
     return report
 
 

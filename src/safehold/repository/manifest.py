@@ -36,6 +36,9 @@ class DatabaseEntry(BaseModel):
     objects: dict[str, int] = Field(default_factory=dict)
     table_prefix: str | None = None
     notes: list[str] = Field(default_factory=list)
+    self_reference: str | None = Field(
+        default=None, description="a dump statement naming the database itself, '' for none; "
+                                  "absent when not known at backup time (the restore then reads the dump)")
 
 
 class TreeEntry(BaseModel):

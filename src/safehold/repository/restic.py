@@ -142,6 +142,9 @@ class Repository:
     env: dict[str, Secret] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
     ssh_log: Path | None = None  # where the sftp ssh command writes its errors
+    # Holds the URL once a run has opened the repository here, so later runs skip that check (a
+    # restic call costs the key derivation, about half a second).
+    known_file: Path | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -154,7 +157,19 @@ class Repository:
         if self.ssh_log is not None:
             with contextlib.suppress(OSError):
                 stderr = self.ssh_log.read_text(errors="replace")[-4000:] + "\n" + stderr
-        return explain(stderr, name or self.name)
+        error = explain(stderr, name or self.name)
+        if name is None and "does not exist" in error.message and self._known():
+            self.known_file.unlink(missing_ok=True)  # the next run checks again (and may initialise)
+            return RepositoryError(f"repository {self.name} ({self.url}) has disappeared: earlier runs used it",
+                                   "check the storage (deleted? not mounted?); the next run creates a new, empty "
+                                   "repository there")
+        return error
+
+    def _known(self) -> bool:
+        try:
+            return self.known_file is not None and self.known_file.read_text() == self.url
+        except OSError:
+            return False
 
     @contextlib.contextmanager
     def _environment(self) -> Iterator[dict[str, str]]:
@@ -197,10 +212,14 @@ class Repository:
 
     def ensure(self, reporter: Reporter) -> None:
         """Open the repository, initialising it (with a clear message) on first use."""
-        if self.is_initialised():
+        if self._known():
             return
-        reporter.step(f"repository {self.name} ({self.url}) is new: initialising it")
-        self.run("init")
+        if not self.is_initialised():
+            reporter.step(f"repository {self.name} ({self.url}) is new: initialising it")
+            self.run("init")
+        if self.known_file is not None:
+            self.known_file.parent.mkdir(parents=True, exist_ok=True)
+            self.known_file.write_text(self.url)
 
     @contextlib.contextmanager
     def _copy_environment(self, source: Repository) -> Iterator[dict[str, str]]:

@@ -140,6 +140,7 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
     writer.add(TABLES_MEMBER, json.dumps(header, indent=1).encode())
     writer.add(SCHEMA_MEMBER, schema)
     writer.add(POST_MEMBER, post)
+    report.self_reference = dumptool.foreign_reference(io.BytesIO(post), db.name) or ""
     t0 = time.monotonic()
     snapshot = Snapshot(db, workers(db))
     report.notes += snapshot.notes
