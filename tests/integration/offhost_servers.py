@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from safehold.actions.kit import toml_value
-from tests.conftest import need, private_file
+from tests.conftest import need, private_file, run_cli
 
 SSHD = "/usr/sbin/sshd"
 
@@ -223,3 +223,16 @@ def make_tree(root: Path) -> dict[str, bytes]:
 
 def read_tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def restore_first_then_prune(tmp_path: Path, config: Path, app: Path, run_id: str) -> None:
+    """Restore the first of two points (made from make_tree) elsewhere, then prune it away with `last = 1`."""
+    target = tmp_path / "restored"
+    restored = run_cli("restore", "app", run_id, "--files-to", str(target), config=config)
+    assert restored.returncode == 0, restored.stderr
+    assert read_tree(target / str(app).lstrip("/"))["index.php"] == b"<?php echo 'hi';\n"
+    with config.open("a") as fh:
+        fh.write("retention = { last = 1 }\n")
+    pruned = run_cli("prune", "app", "--json", config=config)
+    assert pruned.returncode == 0, pruned.stderr
+    assert json.loads(pruned.stdout)[0]["remove"] == [run_id]

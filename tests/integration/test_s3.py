@@ -16,7 +16,7 @@ from tests.integration.offhost_servers import (
     free_port,
     make_tree,
     password_file,
-    read_tree,
+    restore_first_then_prune,
     start_moto,
     user_without_rights,
     write_config,
@@ -69,16 +69,7 @@ def test_s3_backup_list_restore_prune(tmp_path: Path, moto: Moto) -> None:
     listed = run_cli("list", "app", "--json", config=config)
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)) == 2 and "on this host" not in listed.stderr
-    run_id = json.loads(first.stdout)[0]["run_id"]
-    target = tmp_path / "restored"
-    restored = run_cli("restore", "app", run_id, "--files-to", str(target), config=config)
-    assert restored.returncode == 0, restored.stderr
-    assert read_tree(target / str(app).lstrip("/"))["index.php"] == b"<?php echo 'hi';\n"
-    with config.open("a") as fh:
-        fh.write("retention = { last = 1 }\n")
-    pruned = run_cli("prune", "app", "--json", config=config)
-    assert pruned.returncode == 0, pruned.stderr
-    assert json.loads(pruned.stdout)[0]["remove"] == [run_id]
+    restore_first_then_prune(tmp_path, config, app, json.loads(first.stdout)[0]["run_id"])
 
 
 def test_s3_failures_are_one_clear_line(tmp_path: Path, moto: Moto, moto_keys: Moto) -> None:

@@ -24,6 +24,7 @@ from tests.integration.offhost_servers import (
     make_tree,
     password_file,
     read_tree,
+    restore_first_then_prune,
     start_sshd,
     write_config,
 )
@@ -92,17 +93,7 @@ def test_sftp_trust_backup_list_restore_prune(tmp_path: Path, sshd: Sshd) -> Non
     assert len(rows) == 2 and {r["repository"] for r in rows} == {"offsite"}
     assert "on this host" not in listed.stderr
 
-    target = tmp_path / "restored"
-    run_id = json.loads(first.stdout)[0]["run_id"]
-    restored = run_cli("restore", "app", run_id, "--files-to", str(target), config=config)
-    assert restored.returncode == 0, restored.stderr
-    assert read_tree(target / str(app).lstrip("/"))["index.php"] == b"<?php echo 'hi';\n"
-
-    with config.open("a") as fh:
-        fh.write("retention = { last = 1 }\n")
-    pruned = run_cli("prune", "app", "--json", config=config)
-    assert pruned.returncode == 0, pruned.stderr
-    assert json.loads(pruned.stdout)[0]["remove"] == [run_id]
+    restore_first_then_prune(tmp_path, config, app, json.loads(first.stdout)[0]["run_id"])
     assert len(json.loads(run_cli("list", "app", "--json", config=config).stdout)) == 1
 
 

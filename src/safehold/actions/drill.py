@@ -346,6 +346,13 @@ def _run_drill(config: Config, repo: Repository, instance: Instance, profile: Mo
         outcome.problems += scratch.remove(reporter)
 
 
+class DrillStopped(BaseException):
+    """SIGTERM during a drill. Not an Exception, so no handler of a single step swallows it (or the
+    drill would carry on); only drill_instance catches it, after the scratch space is removed."""
+
+    message = "drill stopped by SIGTERM"
+
+
 @contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
     """Turn SIGTERM (service stop, timeout) into an error, so the scratch space is removed on the way out."""
@@ -354,7 +361,7 @@ def _stop_on_sigterm() -> Iterator[None]:
         return
 
     def stop(signum: int, frame: object) -> None:
-        raise SafeholdError("drill stopped by SIGTERM", "run it again")
+        raise DrillStopped
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
@@ -370,17 +377,17 @@ def drill_instance(config: Config, name: str, reporter: Reporter, run: str | Non
     server = scratch_server(name, instance_config)
     started = now()
     result: dict[str, object] = {"instance": name, "repository": repo.name, "run_id": None, "point_started": None,
-                                 "rpo_seconds": None, "started": started}
+                                 "rpo_seconds": None, "started": started, "leftovers_removed": []}
     outcome = Outcome()
     # Recorded in the run history like a backup, so check, metrics and notifications see drills too.
     with tracked(config, name, "drill", reporter) as record:
         # Its own lock: backups go on during a drill, but two drills of one instance would clean each other up.
         with instance_lock(config.state_dir, f"{name}@drill", started.isoformat(), "drill", reporter,
                            config.settings.lock_wait_seconds), _stop_on_sigterm():
-            result["leftovers_removed"] = clean_leftovers(instance, server, reporter)
             try:
+                result["leftovers_removed"] = clean_leftovers(instance, server, reporter)
                 _run_drill(config, repo, instance, profile, run or "latest", server, result, outcome, reporter)
-            except SafeholdError as exc:
+            except (SafeholdError, DrillStopped) as exc:
                 outcome.problems.append(exc.message)
         result.update(finished=now(), ok=not outcome.problems, problems=outcome.problems, checks=outcome.checks,
                       phases=outcome.phases, phases_detail=outcome.detail,
