@@ -60,7 +60,7 @@ def _store_databases(repo: Repository, instance: Instance, tags: list[str], mani
             return engine.dump(db, out, reporter)
 
         summary, report = repo.backup_stream(path, [*tags, f"part=db:{db.key}"], produce, reporter,
-                                             f"database {db.name}")
+                                             f"database {db.name}", engine.compressed(db))
         manifest.databases.append(_database_entry(report, path, summary.snapshot_id, db.table_prefix))
         added += summary.data_added
         reporter.step(f"database {db.name}: {len(report.tables)} tables, {report.bytes / 1e6:.1f} MB dumped, "

@@ -1,6 +1,8 @@
 """Database engines. Every engine module exposes the same functions:
 
 - `suffix(db) -> str`: file name suffix of the stream `dump` will write (".sql", ".tar", ".sqlite").
+- `compressed(db) -> bool`: True when that stream is compressed already (restic then stores it as is
+  instead of spending CPU on compressing it again).
 - `dump(db, out, progress) -> DatabaseReport`: write one consistent dump of `db` to the binary
   stream `out` (never a full temporary copy on disk for server databases).
 - `restore(db, into, stream, progress, method) -> DatabaseReport`: load a dump (written by

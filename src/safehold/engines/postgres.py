@@ -35,6 +35,11 @@ def suffix(db: Database) -> str:
     return SUFFIX
 
 
+def compressed(db: Database) -> bool:
+    """pg_dump -Z0: restic compresses it."""
+    return False
+
+
 @contextlib.contextmanager
 def _environment(db: Database, name: str) -> Iterator[dict[str, str]]:
     conn = db.connection

@@ -23,6 +23,11 @@ def suffix(db: Database) -> str:
     return SUFFIX
 
 
+def compressed(db: Database) -> bool:
+    """A database file: restic compresses it."""
+    return False
+
+
 def _path(db: Database, name: str | None = None) -> Path:
     return Path(name) if name else Path(db.connection.path or db.name)
 

@@ -292,13 +292,14 @@ class Repository:
         return thread
 
     def backup_stream(self, filename: str, tags: Sequence[str], producer: Callable[[IO[bytes]], T],
-                      reporter: Reporter, label: str) -> tuple[Summary, T]:
-        """Store what `producer` writes as one file in a new snapshot.
+                      reporter: Reporter, label: str, compressed: bool = False) -> tuple[Summary, T]:
+        """Store what `producer` writes as one file in a new snapshot (`compressed`: it is already).
 
         If the producer fails, restic is killed before it sees end-of-input, so no snapshot holding
         a truncated stream is ever created.
         """
-        args = ["backup", "--stdin", "--stdin-filename", filename, "--json",
+        # restic ignores the option for format-1 repositories, which never compress.
+        args = ["backup", "--stdin", "--stdin-filename", filename, "--json", *(["--compression", "off"] * compressed),
                 "--host", socket.gethostname(), *self._tag_args(tags)]
         lines: list[dict[str, Any]] = []
         with self._environment() as env:

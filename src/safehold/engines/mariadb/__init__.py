@@ -25,6 +25,11 @@ def suffix(db: Database) -> str:
     return _method(db).SUFFIX
 
 
+def compressed(db: Database) -> bool:
+    """True when the stream `dump` writes is compressed already."""
+    return _method(db).COMPRESSED
+
+
 def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
     """Write one consistent dump of `db` to `out`."""
     return _method(db).dump(db, out, progress)

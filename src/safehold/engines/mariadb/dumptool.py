@@ -18,6 +18,7 @@ from safehold.output import Reporter
 from safehold.secrets import Secret
 
 SUFFIX = ".sql"
+COMPRESSED = False  # plain SQL: restic compresses it
 METHOD = "mariadb-dump"
 DUMP_OPTIONS = [
     "--single-transaction", "--routines", "--events", "--triggers", "--hex-blob",

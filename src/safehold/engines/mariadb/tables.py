@@ -1,7 +1,7 @@
 """What the parallel reader needs to know about each table, and the SQL that reads and loads its rows.
 
 Rows travel as LOAD DATA text: fields separated by TAB, rows ended by LF, `\\N` for NULL, and
-backslash escapes for backslash, TAB, LF and NUL. The server formats each row itself
+backslash escapes for backslash, TAB and LF. The server formats each row itself
 (`CONCAT_WS` over `REPLACE`d binary casts), so Python never converts single values, and bytes are
 loaded back with `CHARACTER SET binary`, so every column keeps its own charset untouched.
 """
@@ -47,8 +47,8 @@ class Column:
         if self.data_type in PLAIN_TYPES:
             return f"IFNULL(CAST({name} AS BINARY),{NULL})"
         escaped = f"CAST({name} AS BINARY)"
-        for raw, text in (("'\\\\'", "'\\\\\\\\'"), ("'\\t'", "'\\\\t'"), ("'\\n'", "'\\\\n'"),
-                          ("CHAR(0)", "'\\\\0'")):
+        # NUL needs no escape: LOAD DATA reads it as data (the escaped NULs of older dumps still decode).
+        for raw, text in (("'\\\\'", "'\\\\\\\\'"), ("'\\t'", "'\\\\t'"), ("'\\n'", "'\\\\n'")):
             escaped = f"REPLACE({escaped},{raw},{text})"
         if self.wide:
             escaped = f"IF(LENGTH({name})>{WIDE_BYTES},CONCAT('H',HEX({name})),CONCAT('T',{escaped}))"
