@@ -77,7 +77,8 @@ def test_tar_members_are_deterministic_and_read_back() -> None:
     assert write() == write()
     assert list(stream.members(io.BytesIO(write()))) == [("data/00003.tsv.zst", b"1\ta\n"),
                                                         ("data/00003.tsv.zst", b"2\tb\n")]
-    assert stream.table_index("data/00003.tsv.zst") == 3 and stream.table_index(stream.REPORT_MEMBER) is None
+    assert stream.data_part("data/00003.tsv.zst") == (3, False) and stream.data_part(stream.REPORT_MEMBER) is None
+    assert stream.data_part(stream.data_member(3, wide=True)) == (3, True)
 
 
 def test_defer_takes_out_secondary_keys_and_foreign_keys_only() -> None:
@@ -113,3 +114,52 @@ def test_row_sql_escapes_text_and_tags_wide_columns() -> None:
     assert "(`id`,@v1,`s`,@v3)" in load and "UNHEX(SUBSTRING(@v3,2))" in load
     myisam = Table(1, "m", "MyISAM", False, [Column("id", "int")], key=["id"], key_type="int")
     assert "ORDER BY" not in myisam.select("db") and myisam.ordered
+
+
+def _split_rows(rng: random.Random, count: int, wide_bytes: int) -> list[tuple[bytes, bytes]]:
+    """(narrow, wide) text of `count` rows; wide values about `wide_bytes` long (0: mostly NULL)."""
+    rows = []
+    for i in range(count):
+        wide = b"\\N" if not wide_bytes else rng.randbytes(wide_bytes).hex().encode()
+        rows.append((b"%d\t%d\t2026-01-01 00:00:%02d" % (i, rng.randrange(9), i % 60), wide))
+    return rows
+
+
+def _chunk_split(rows: list[tuple[bytes, bytes]], rng: random.Random) -> list[tuple[bool, bytes]]:
+    """Emitted (wide?, chunk) in stream order, the rows fed in pieces of random size."""
+    out: list[tuple[bool, bytes]] = []
+    chunker = stream.SplitChunker(lambda c: out.append((False, c)), lambda c: out.append((True, c)))
+    at = 0
+    while at < len(rows):
+        piece = rows[at:at + rng.randint(1, 3000)]
+        at += len(piece)
+        chunker.feed((b"".join(n + b"\n" for n, _ in piece), b"".join(w + b"\n" for _, w in piece)))
+    chunker.finish()
+    return out
+
+
+def test_split_streams_pair_back_exactly_with_bounded_lag() -> None:
+    rng = random.Random(5)
+    for wide_bytes in (0, 40, 1500):  # wide side lagging, comparable, and leading
+        rows = _split_rows(rng, 20_000, wide_bytes)
+        chunks = _chunk_split(rows, random.Random(1))
+        assert chunks == _chunk_split(rows, random.Random(2))  # cuts depend on content, not on pieces
+        zipper, joined, most_waiting = stream.Zipper(), b"", 0
+        for wide, chunk in chunks:
+            joined += zipper.add(wide, chunk)
+            most_waiting = max(most_waiting, sum(len(b"\n".join(side)) for side in zipper.lines))
+        assert zipper.complete
+        assert joined == b"".join(n + b"\t" + w + b"\n" for n, w in rows)
+        assert most_waiting <= stream.LAG_CHUNKS * stream.CHUNK_MAX
+        assert {w for w, _ in chunks} == {False, True}
+
+
+def test_split_table_reads_and_loads_narrow_columns_first() -> None:
+    table = Table(0, "t", "InnoDB", False, [Column("id", "int"), Column("body", "text", True),
+                                            Column("state", "int")], key=["id"])
+    table.split = table.splittable
+    assert table.split and [c.name for c in table.line_columns()] == ["id", "state", "body"]
+    select = table.select("db")
+    assert select.count("CONCAT_WS") == 2 and select.index("`state`") < select.index("`body`")
+    assert table.load("db", "/x").index("`state`") < table.load("db", "/x").index("@v2")
+    assert Table.from_json(table.to_json()).split

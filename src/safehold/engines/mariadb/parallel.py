@@ -4,7 +4,9 @@ Dump: mariadb-dump writes the schema (tables and views) and the post-data object
 routines, events); then N connections in one snapshot (see snapshot.py) read key ranges of the
 tables, the server formatting each row as LOAD DATA text, and the rows go out in key order as
 content-defined chunks of a deterministic tar stream (see stream.py), ending with row counts and
-CRC32 per table.
+CRC32 per table. A table with wide columns (text, blobs) is read as two column groups that travel
+as two chunk streams, so updating a status or a timestamp re-stores the narrow stream only; the
+restore pairs their lines back before loading.
 
 Restore: tables are created without secondary indexes and foreign keys, chunks are loaded on N
 connections, one table per connection at a time (LOAD DATA LOCAL INFILE, checks off), then
@@ -42,17 +44,21 @@ from safehold.engines.mariadb.reader import ParallelReader, plan
 from safehold.engines.mariadb.schema import defer, split, statements
 from safehold.engines.mariadb.snapshot import Snapshot
 from safehold.engines.mariadb.stream import (
+    CHUNK_MIN,
     POST_MEMBER,
     REPORT_MEMBER,
     SCHEMA_MEMBER,
     TABLES_MEMBER,
     Chunker,
     CountingWriter,
+    SplitChunker,
     TarWriter,
+    Zipper,
     compress,
     data_member,
+    data_part,
+    decompress,
     members,
-    table_index,
 )
 from safehold.engines.mariadb.tables import Table, describe
 from safehold.errors import DatabaseError
@@ -62,7 +68,7 @@ from safehold.output import Reporter
 SUFFIX = ".tar"
 COMPRESSED = True  # every row chunk is a zstd frame
 METHOD = "parallel"
-FORMAT = 1
+FORMAT = 2  # 2: tables with wide columns travel as two streams (see stream.py)
 SCHEMA_OPTIONS = ["--single-transaction", "--no-data", "--skip-triggers", "--skip-dump-date",
                   "--default-character-set=utf8mb4", "--max-allowed-packet=1G"]
 POST_OPTIONS = ["--single-transaction", "--no-data", "--no-create-info", "--triggers", "--skip-dump-date",
@@ -177,33 +183,36 @@ def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: 
                 threads: int) -> None:
     """Cut each table's rows into chunks, compress them on `threads` threads, write them in order."""
     current: Table | None = None
-    chunker: Chunker | None = None
-    state = {"rows": 0, "crc": 0}
-    pending: deque[tuple[int, Future[bytes]]] = deque()
+    chunker: Chunker | SplitChunker | None = None
+    state = {"rows": 0, "crc": [0, 0]}
+    pending: deque[tuple[str, Future[bytes]]] = deque()
 
     def flush(keep: int) -> None:
         while len(pending) > keep:
-            index, frame = pending.popleft()
-            data = frame.result()
-            writer.add(data_member(index), data)
+            member, frame = pending.popleft()
+            writer.add(member, frame.result())
 
-    def emit(chunk: bytes) -> None:
-        state["rows"] += chunk.count(b"\n")
-        state["crc"] = zlib.crc32(chunk, state["crc"])
-        pending.append((current.index, pool.submit(compress, chunk)))
+    def emit(chunk: bytes, wide: bool = False) -> None:
+        if not wide:  # a split table's wide stream holds the same rows again
+            state["rows"] += chunk.count(b"\n")
+        state["crc"][wide] = zlib.crc32(chunk, state["crc"][wide])
+        pending.append((data_member(current.index, wide), pool.submit(compress, chunk)))
         flush(threads)
 
     def close_table() -> None:
         if current is not None:
             chunker.finish()
-            report.tables[current.name] = TableReport(rows=state["rows"], checksum=f"crc32:{state['crc']:08x}")
-            state.update(rows=0, crc=0)
+            narrow, wide = state["crc"]
+            checksum = f"crc32:{narrow:08x}:{wide:08x}" if current.split else f"crc32:{narrow:08x}"
+            report.tables[current.name] = TableReport(rows=state["rows"], checksum=checksum)
+            state.update(rows=0, crc=[0, 0])
 
     with ThreadPoolExecutor(threads, thread_name_prefix="zstd") as pool:
         for task in tasks:
             if task.table is not current:
                 close_table()
-                current, chunker = task.table, Chunker(emit)
+                current = task.table
+                chunker = SplitChunker(emit, lambda c: emit(c, True)) if current.split else Chunker(emit)
             for piece in reader.pieces(task):
                 chunker.feed(piece)
         close_table()
@@ -221,9 +230,24 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
     expected: dict = {}
     deferred = []
     loader: ChunkLoader | None = None
+    zippers: dict[int, Zipper] = {}
+    joined = {"table": None, "rows": bytearray()}  # paired lines of a split table, not yet loaded
+
+    def load_joined() -> None:
+        if joined["rows"]:
+            loader.submit(joined["table"], bytes(joined["rows"]), compressed=False)
+            joined["rows"] = bytearray()
+
     t0 = time.monotonic()
     try:
         for name, data in members(stream):
+            part = data_part(name)
+            if joined["table"] is not None and (part is None or part[0] != joined["table"].index):
+                load_joined()
+                if not zippers[joined["table"].index].complete:
+                    raise DatabaseError(f"table {joined['table'].name}: the dump's two column streams differ "
+                                        "in length", "the stored point is damaged: restore another")
+                joined["table"] = None
             if name == TABLES_MEMBER:
                 header = json.loads(data)
                 if header["format"] > FORMAT:
@@ -242,9 +266,17 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
                                                        for d in deferred if d.indexes and d.table in by_name})
             elif name == POST_MEMBER:
                 post = data
-            elif (index := table_index(name)) is not None:
+            elif part is not None:
+                index, wide = part
                 report.bytes += len(data)
-                loader.submit(tables[index], data)
+                table = tables[index]
+                if table.split:
+                    joined["table"] = table
+                    joined["rows"] += zippers.setdefault(index, Zipper()).add(wide, decompress(data))
+                    if len(joined["rows"]) >= CHUNK_MIN:
+                        load_joined()
+                else:
+                    loader.submit(table, data)
                 progress.advance(f"load {into}", report.bytes)
             elif name == REPORT_MEMBER:
                 expected = json.loads(data)
@@ -263,7 +295,7 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
     report.phases["load"] = round(time.monotonic() - t0 - report.phases["schema"], 3)
     report.phases["indexes (during load)"] = round(loader.after_load_seconds, 3)
     _finish(db, into, count, deferred, {tables[i].name for i in loader.done_after_load}, post, report)
-    _check(tables, loader, expected, report, progress)
+    _check(tables, loader, zippers, expected, report, progress)
     if source and source != into and f"`{source}`.".encode() in post:
         report.notes.append(f"triggers/routines/events name the original database `{source}`; "
                             "check them after restoring under another name")
@@ -334,11 +366,12 @@ def _finish(db: Database, into: str, count: int, deferred: list, built: set[str]
     report.phases["post-data objects"] = round(time.monotonic() - t2, 3)
 
 
-def _check(tables: dict[int, Table], loader: ChunkLoader, expected: dict,
+def _check(tables: dict[int, Table], loader: ChunkLoader, zippers: dict[int, Zipper], expected: dict,
            report: DatabaseReport, progress: Reporter) -> None:
     """Compare loaded rows and checksums with the stream's report; anything off is a warning and a note."""
     for index, table in sorted(tables.items()):
-        checksum = f"crc32:{loader.crcs.get(index, 0):08x}"
+        split = zippers.get(index, Zipper()) if table.split else None
+        checksum = split.checksum() if split else f"crc32:{loader.crcs.get(index, 0):08x}"
         report.tables[table.name] = TableReport(rows=loader.rows.get(index, 0), checksum=checksum)
         want = expected["tables"].get(table.name, {})
         if want.get("checksum") != checksum:

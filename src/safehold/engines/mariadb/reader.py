@@ -116,13 +116,17 @@ class ParallelReader:
         try:
             cur.execute(task.sql)
             while rows := cur.fetchmany(task.batch):
-                self._put(task, b"\n".join([row[0] for row in rows]) + b"\n")
+                if task.table.split:  # narrow and wide column groups as two pieces of the same rows
+                    self._put(task, (b"\n".join([row[0] for row in rows]) + b"\n",
+                                     b"\n".join([row[1] for row in rows]) + b"\n"))
+                else:
+                    self._put(task, b"\n".join([row[0] for row in rows]) + b"\n")
         finally:
             cur.close()
         self._put(task, END)
 
-    def pieces(self, task: Task) -> Iterator[bytes]:
-        """The rows of one task, in key order, as pieces of complete lines."""
+    def pieces(self, task: Task) -> Iterator[bytes | tuple[bytes, bytes]]:
+        """The rows of one task, in key order, as pieces of complete lines (a pair for a split table)."""
         while True:
             try:
                 item = task.pieces.get(timeout=POLL_SECONDS)

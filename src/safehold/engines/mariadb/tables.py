@@ -78,6 +78,20 @@ class Table:
     period_end: str = ""  # system-versioned tables: the ROW END column
     data_length: int = 0
     avg_row_length: int = 0
+    # Rows travel as two streams: the narrow columns, and the wide ones (text, blobs) that rarely
+    # change. An update of a status or timestamp then re-stores only the small narrow stream.
+    split: bool = False
+
+    @property
+    def splittable(self) -> bool:
+        """True when the table has both wide and narrow columns."""
+        return any(c.wide for c in self.columns) and not all(c.wide for c in self.columns)
+
+    def line_columns(self) -> list[Column]:
+        """Columns in the order of a loaded line: narrow ones first when the rows are split."""
+        if not self.split:
+            return self.columns
+        return [c for c in self.columns if not c.wide] + [c for c in self.columns if c.wide]
 
     @property
     def transactional(self) -> bool:
@@ -96,7 +110,9 @@ class Table:
 
     def select(self, database: str, low: int | None = None, high: int | None = None) -> str:
         """SELECT of one key range (bounds on the first key column), one text line per row, key order."""
-        line = "CONCAT_WS('\\t'," + ",".join(c.select_expr() for c in self.columns) + ")"
+        groups = [[c for c in self.columns if not c.wide], [c for c in self.columns if c.wide]] if self.split \
+            else [self.columns]
+        line = ",".join("CONCAT_WS('\\t'," + ",".join(c.select_expr() for c in group) + ")" for group in groups)
         where = []
         if low is not None:
             where.append(f"{quote(self.key[0])} >= {int(low)}")
@@ -114,7 +130,7 @@ class Table:
     def load(self, database: str, path: str) -> str:
         """LOAD DATA statement for one chunk file of this table."""
         targets, sets = [], []
-        for number, column in enumerate(self.columns):
+        for number, column in enumerate(self.line_columns()):
             target, decode = column.load_target(number)
             targets.append(target)
             if decode:
@@ -130,13 +146,14 @@ class Table:
     def to_json(self) -> dict[str, object]:
         """What the restore needs, stored at the start of the stream."""
         return {"index": self.index, "name": self.name, "engine": self.engine, "versioned": self.versioned,
-                "columns": [[c.name, c.data_type, c.wide] for c in self.columns], "key": self.key}
+                "columns": [[c.name, c.data_type, c.wide] for c in self.columns], "key": self.key, "split": self.split}
 
     @classmethod
     def from_json(cls, item: dict) -> Table:
         """Inverse of to_json."""
         return cls(index=item["index"], name=item["name"], engine=item["engine"], versioned=item["versioned"],
-                   columns=[Column(*column) for column in item["columns"]], key=list(item["key"]))
+                   columns=[Column(*column) for column in item["columns"]], key=list(item["key"]),
+                   split=bool(item.get("split")))
 
 
 def _text(value: object) -> str:
@@ -175,6 +192,7 @@ def describe(cur, database: str, prefix: str | None) -> list[Table]:  # noqa: AN
         if table.versioned and not table.period_end:
             table.columns += [Column(name, "timestamp") for name in VERSION_COLUMNS]
             table.period_end = VERSION_COLUMNS[1]
+        table.split = table.splittable
     _keys(cur, database, tables)
     return list(tables.values())
 
