@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import random
+import zlib
+
+import pytest
 
 from safehold.engines.mariadb import schema, stream
 from safehold.engines.mariadb.tables import Column, Table
@@ -116,42 +119,31 @@ def test_row_sql_escapes_text_and_tags_wide_columns() -> None:
     assert "ORDER BY" not in myisam.select("db") and myisam.ordered
 
 
-def _split_rows(rng: random.Random, count: int, wide_bytes: int) -> list[tuple[bytes, bytes]]:
-    """(narrow, wide) text of `count` rows; wide values about `wide_bytes` long (0: mostly NULL)."""
-    rows = []
-    for i in range(count):
-        wide = b"\\N" if not wide_bytes else rng.randbytes(wide_bytes).hex().encode()
-        rows.append((b"%d\t%d\t2026-01-01 00:00:%02d" % (i, rng.randrange(9), i % 60), wide))
-    return rows
-
-
-def _chunk_split(rows: list[tuple[bytes, bytes]], rng: random.Random) -> list[tuple[bool, bytes]]:
-    """Emitted (wide?, chunk) in stream order, the rows fed in pieces of random size."""
-    out: list[tuple[bool, bytes]] = []
-    chunker = stream.SplitChunker(lambda c: out.append((False, c)), lambda c: out.append((True, c)))
-    at = 0
-    while at < len(rows):
-        piece = rows[at:at + rng.randint(1, 3000)]
-        at += len(piece)
-        chunker.feed((b"".join(n + b"\n" for n, _ in piece), b"".join(w + b"\n" for _, w in piece)))
-    chunker.finish()
-    return out
-
-
-def test_split_streams_pair_back_exactly_with_bounded_lag() -> None:
+def test_zipper_pairs_narrow_lines_kept_on_disk_with_wide_lines(tmp_path) -> None:  # noqa: ANN001
     rng = random.Random(5)
-    for wide_bytes in (0, 40, 1500):  # wide side lagging, comparable, and leading
-        rows = _split_rows(rng, 20_000, wide_bytes)
-        chunks = _chunk_split(rows, random.Random(1))
-        assert chunks == _chunk_split(rows, random.Random(2))  # cuts depend on content, not on pieces
-        zipper, joined, most_waiting = stream.Zipper(), b"", 0
-        for wide, chunk in chunks:
-            joined += zipper.add(wide, chunk)
-            most_waiting = max(most_waiting, sum(len(b"\n".join(side)) for side in zipper.lines))
-        assert zipper.complete
-        assert joined == b"".join(n + b"\t" + w + b"\n" for n, w in rows)
-        assert most_waiting <= stream.LAG_CHUNKS * stream.CHUNK_MAX
-        assert {w for w, _ in chunks} == {False, True}
+    rows = [(b"%d\t%d" % (i, rng.randrange(9)), rng.randbytes(rng.randrange(1, 300)).hex().encode())
+            for i in range(5000)]
+
+    def frames(side: int, size: int) -> list[bytes]:
+        text = [r[side] + b"\n" for r in rows]
+        return [stream.compress(b"".join(text[i:i + size])) for i in range(0, len(text), size)]
+
+    zipper = stream.Zipper(str(tmp_path))
+    joined = b"".join(zipper.add(False, f) for f in frames(0, 700))
+    joined += b"".join(zipper.add(True, f) for f in frames(1, 333))
+    zipper.finish()
+    assert joined == b"".join(n + b"\t" + w + b"\n" for n, w in rows)
+    narrow_crc = zlib.crc32(b"".join(r[0] + b"\n" for r in rows))
+    assert zipper.checksum().startswith(f"crc32:{narrow_crc:08x}:")
+
+    short = stream.Zipper(str(tmp_path))
+    short.add(False, frames(0, 5000)[0])
+    with pytest.raises(ValueError, match="more narrow rows"):
+        short.finish()
+    long = stream.Zipper(str(tmp_path))
+    long.add(False, stream.compress(b"1\t2\n"))
+    with pytest.raises(ValueError, match="fewer narrow rows"):
+        long.add(True, frames(1, 5000)[0])
 
 
 def test_split_table_reads_and_loads_narrow_columns_first() -> None:
@@ -159,7 +151,6 @@ def test_split_table_reads_and_loads_narrow_columns_first() -> None:
                                             Column("state", "int")], key=["id"])
     table.split = table.splittable
     assert table.split and [c.name for c in table.line_columns()] == ["id", "state", "body"]
-    select = table.select("db")
-    assert select.count("CONCAT_WS") == 2 and select.index("`state`") < select.index("`body`")
+    assert "`body`" not in table.select("db") and "`state`" not in table.select("db", wide=True)
     assert table.load("db", "/x").index("`state`") < table.load("db", "/x").index("@v2")
     assert Table.from_json(table.to_json()).split

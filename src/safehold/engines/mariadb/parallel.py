@@ -4,9 +4,9 @@ Dump: mariadb-dump writes the schema (tables and views) and the post-data object
 routines, events); then N connections in one snapshot (see snapshot.py) read key ranges of the
 tables, the server formatting each row as LOAD DATA text, and the rows go out in key order as
 content-defined chunks of a deterministic tar stream (see stream.py), ending with row counts and
-CRC32 per table. A table with wide columns (text, blobs) is read as two column groups that travel
-as two chunk streams, so updating a status or a timestamp re-stores the narrow stream only; the
-restore pairs their lines back before loading.
+CRC32 per table. A table with wide columns (text, blobs) is read twice in the snapshot, narrow
+column group then wide, as two chunk streams one after the other, so updating a status or a
+timestamp re-stores the narrow stream only; the restore pairs their lines back before loading.
 
 Restore: tables are created without secondary indexes and foreign keys, chunks are loaded on N
 connections, one table per connection at a time (LOAD DATA LOCAL INFILE, checks off), then
@@ -51,13 +51,11 @@ from safehold.engines.mariadb.stream import (
     TABLES_MEMBER,
     Chunker,
     CountingWriter,
-    SplitChunker,
     TarWriter,
     Zipper,
     compress,
     data_member,
     data_part,
-    decompress,
     members,
 )
 from safehold.engines.mariadb.tables import Table, describe
@@ -183,7 +181,8 @@ def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: 
                 threads: int) -> None:
     """Cut each table's rows into chunks, compress them on `threads` threads, write them in order."""
     current: Table | None = None
-    chunker: Chunker | SplitChunker | None = None
+    part: bool | None = None  # wide column group of a split table?
+    chunker: Chunker | None = None
     state = {"rows": 0, "crc": [0, 0]}
     pending: deque[tuple[str, Future[bytes]]] = deque()
 
@@ -211,8 +210,12 @@ def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: 
         for task in tasks:
             if task.table is not current:
                 close_table()
-                current = task.table
-                chunker = SplitChunker(emit, lambda c: emit(c, True)) if current.split else Chunker(emit)
+                current, part = task.table, task.wide
+                chunker = Chunker(emit)
+            elif task.wide != part:  # a split table's narrow part is complete: its wide part follows
+                chunker.finish()
+                part = task.wide
+                chunker = Chunker(lambda c: emit(c, True))
             for piece in reader.pieces(task):
                 chunker.feed(piece)
         close_table()
@@ -238,16 +241,21 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
             loader.submit(joined["table"], bytes(joined["rows"]), compressed=False)
             joined["rows"] = bytearray()
 
+    def end_split_table() -> None:
+        load_joined()
+        table, joined["table"] = joined["table"], None
+        try:
+            zippers[table.index].finish()
+        except ValueError as exc:
+            raise DatabaseError(f"table {table.name}: the dump's two column streams do not match ({exc})",
+                                "the stored point is damaged: restore another") from None
+
     t0 = time.monotonic()
     try:
         for name, data in members(stream):
             part = data_part(name)
             if joined["table"] is not None and (part is None or part[0] != joined["table"].index):
-                load_joined()
-                if not zippers[joined["table"].index].complete:
-                    raise DatabaseError(f"table {joined['table'].name}: the dump's two column streams differ "
-                                        "in length", "the stored point is damaged: restore another")
-                joined["table"] = None
+                end_split_table()
             if name == TABLES_MEMBER:
                 header = json.loads(data)
                 if header["format"] > FORMAT:
@@ -272,7 +280,11 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
                 table = tables[index]
                 if table.split:
                     joined["table"] = table
-                    joined["rows"] += zippers.setdefault(index, Zipper()).add(wide, decompress(data))
+                    try:
+                        joined["rows"] += zippers.setdefault(index, Zipper(loader.spool)).add(wide, data)
+                    except ValueError as exc:
+                        raise DatabaseError(f"table {table.name}: the dump's two column streams do not match "
+                                            f"({exc})", "the stored point is damaged: restore another") from None
                     if len(joined["rows"]) >= CHUNK_MIN:
                         load_joined()
                 else:
@@ -287,6 +299,8 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
     except (tarfile.TarError, zstandard.ZstdError):
         expected = {}  # a cut or damaged stream: reported below like a missing report
     finally:
+        for zipper in zippers.values():
+            zipper.spool.close()
         if loader is not None:
             loader.close()
     if not expected or loader is None:
@@ -370,8 +384,10 @@ def _check(tables: dict[int, Table], loader: ChunkLoader, zippers: dict[int, Zip
            report: DatabaseReport, progress: Reporter) -> None:
     """Compare loaded rows and checksums with the stream's report; anything off is a warning and a note."""
     for index, table in sorted(tables.items()):
-        split = zippers.get(index, Zipper()) if table.split else None
-        checksum = split.checksum() if split else f"crc32:{loader.crcs.get(index, 0):08x}"
+        if table.split:
+            checksum = zippers[index].checksum() if index in zippers else "crc32:00000000:00000000"
+        else:
+            checksum = f"crc32:{loader.crcs.get(index, 0):08x}"
         report.tables[table.name] = TableReport(rows=loader.rows.get(index, 0), checksum=checksum)
         want = expected["tables"].get(table.name, {})
         if want.get("checksum") != checksum:

@@ -3,9 +3,10 @@
 Members, in order: `safehold/tables.json` (column lists), `schema.sql` and `post.sql` (from
 mariadb-dump), then `data/NNNNN.tsv.zst` chunks of table NNNNN in key order (the same name repeats
 for every chunk of a table), and last `safehold/report.json` (row counts and CRC32 per table).
-A split table (format 2) has two chunk streams of the same rows: its narrow columns in
-`data/NNNNN.tsv.zst` and its wide ones in `data/NNNNN.wide.tsv.zst`; line n of one belongs to line
-n of the other, and neither stream runs more than LAG_CHUNKS chunks ahead of the other.
+A split table (format 2) has two chunk streams of the same rows: all chunks of its narrow columns
+(`data/NNNNN.tsv.zst`), then all chunks of its wide ones (`data/NNNNN.wide.tsv.zst`); line n of
+one belongs to line n of the other. Kept apart, not interleaved, so restic's own chunks (about
+1 MiB of this stream) never mix the two and a changed narrow chunk re-stores no wide data.
 Each chunk is one zstd frame compressed on its own, so equal chunks stay equal bytes and restic
 hashes a third of the data it would otherwise (its own compression finds nothing left to do).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -32,7 +34,6 @@ CUT_MASK = 0xFF  # a row ends a chunk with probability 1/256 once CHUNK_MIN is r
 ZSTD_LEVEL = 3
 DATA_SUFFIX = ".tsv.zst"
 WIDE_SUFFIX = ".wide.tsv.zst"
-LAG_CHUNKS = 4
 TABLES_MEMBER = "safehold/tables.json"
 SCHEMA_MEMBER = "schema.sql"
 POST_MEMBER = "post.sql"
@@ -120,11 +121,6 @@ class Chunker:
         self.parts: list[bytes] = []
         self.size = 0
         self.scanned = 0  # offset up to which no cut point was found in the joined buffer
-        self.rows_emitted = 0
-
-    def _out(self, chunk: bytes) -> None:
-        self.rows_emitted += chunk.count(b"\n")
-        self.emit(chunk)
 
     def feed(self, piece: bytes) -> None:
         """Add complete rows; emits every chunk that is complete."""
@@ -136,7 +132,7 @@ class Chunker:
             if cut is None:
                 self.parts = [buffer]
                 return
-            self._out(buffer[:cut])
+            self.emit(buffer[:cut])
             rest = buffer[cut:]
             self.parts = [rest] if rest else []
             self.size = len(rest)
@@ -165,87 +161,63 @@ class Chunker:
     def finish(self) -> None:
         """Emit what is left."""
         if self.size:
-            self._out(b"".join(self.parts))
+            self.emit(b"".join(self.parts))
         self.parts, self.size, self.scanned = [], 0, 0
-
-    def cut_at_row(self, rows: int) -> None:
-        """Emit a chunk ending right after row number `rows` (counted from the table's first row)."""
-        buffer = b"".join(self.parts)
-        end = 0
-        for _ in range(rows - self.rows_emitted):
-            end = buffer.index(b"\n", end) + 1
-        self._out(buffer[:end])
-        rest = buffer[end:]
-        self.parts, self.size, self.scanned = ([rest] if rest else []), len(rest), 0
-
-
-class SplitChunker:
-    """Chunks the narrow and wide streams of a split table, neither more than LAG_CHUNKS chunks ahead.
-
-    When one side has cut LAG_CHUNKS chunks since the other last did, the other is cut at the row
-    where the leader's LAG_CHUNKS-th chunk ended. Every cut still depends on row content only, so
-    unchanged rows give the same chunks; chunks go out ordered by their last row (narrow first on
-    a tie), so the stream's bytes do not depend on how rows arrived either, and a restore needs at
-    most LAG_CHUNKS chunks of one side in memory to pair lines.
-    """
-
-    def __init__(self, emit_narrow: Callable[[bytes], None], emit_wide: Callable[[bytes], None]) -> None:
-        self.sides = [Chunker(lambda c: self._emitted(0, c)), Chunker(lambda c: self._emitted(1, c))]
-        self.outputs = [emit_narrow, emit_wide]
-        self.marks: list[list[int]] = [[], []]  # row counts at each cut not yet matched by the other side
-        self.held: list[list[tuple[int, bytes]]] = [[], []]  # cut chunks not yet given out, with their last row
-
-    def _emitted(self, side: int, chunk: bytes) -> None:
-        row = self.sides[side].rows_emitted
-        self.held[side].append((row, chunk))
-        self.marks[side].append(row)
-        self.marks[1 - side] = [mark for mark in self.marks[1 - side] if mark > row]
-        self._release(all_cut=False)
-
-    def _release(self, all_cut: bool) -> None:
-        # A chunk goes out once the other side's next chunk is known (or no more will come).
-        while (self.held[0] or self.held[1]) and (all_cut or (self.held[0] and self.held[1])):
-            side = 0 if self.held[0] and (not self.held[1] or self.held[0][0][0] <= self.held[1][0][0]) else 1
-            self.outputs[side](self.held[side].pop(0)[1])
-
-    def feed(self, pair: tuple[bytes, bytes]) -> None:
-        """Add the narrow and wide text of the same complete rows."""
-        self.sides[0].feed(pair[0])
-        self.sides[1].feed(pair[1])
-        for leader in (0, 1):
-            while len(self.marks[leader]) >= LAG_CHUNKS:
-                self.sides[1 - leader].cut_at_row(self.marks[leader][LAG_CHUNKS - 1])
-
-    def finish(self) -> None:
-        """Emit what is left on both sides."""
-        for side in self.sides:
-            side.finish()
-        self._release(all_cut=True)
 
 
 class Zipper:
-    """Pairs the lines of a split table's two streams back into whole LOAD DATA lines."""
+    """Pairs a split table's wide lines with its narrow ones, which came first and wait on disk.
 
-    def __init__(self) -> None:
-        self.lines: list[list[bytes]] = [[], []]
+    The narrow chunks (a few percent of the table) are kept compressed in a private temporary
+    file; each wide chunk then takes as many narrow lines as it has lines. Memory: one chunk of
+    each side.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.spool = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by close()
+        self.waiting: list[bytes] = []  # narrow lines read back, not yet paired
+        self.reading = False
         self.crcs = [0, 0]
 
-    def add(self, wide: bool, data: bytes) -> bytes:
-        """Take one decompressed chunk of one side; returns the whole lines now complete (maybe b"")."""
-        side = int(wide)
-        self.crcs[side] = zlib.crc32(data, self.crcs[side])
-        self.lines[side] += data.split(b"\n")[:-1]
-        count = min(len(self.lines[0]), len(self.lines[1]))
-        if not count:
+    def add(self, wide: bool, frame: bytes) -> bytes:
+        """Take one compressed chunk; returns whole lines ready to load (b"" while narrow chunks arrive)."""
+        if not wide:
+            if self.reading:
+                raise ValueError("narrow rows after wide rows")
+            self.spool.write(len(frame).to_bytes(8, "big") + frame)
             return b""
-        narrow, wide_lines = self.lines[0][:count], self.lines[1][:count]
-        del self.lines[0][:count], self.lines[1][:count]
-        return b"".join([n + b"\t" + w + b"\n" for n, w in zip(narrow, wide_lines, strict=True)])
+        if not self.reading:
+            self.spool.seek(0)
+            self.reading = True
+        data = decompress(frame)
+        self.crcs[1] = zlib.crc32(data, self.crcs[1])
+        lines = data.split(b"\n")[:-1]
+        while len(self.waiting) < len(lines):
+            narrow = self._next_narrow()
+            if narrow is None:
+                raise ValueError("fewer narrow rows than wide rows")
+            self.waiting += narrow.split(b"\n")[:-1]
+        narrow_lines = self.waiting[:len(lines)]
+        del self.waiting[:len(lines)]
+        return b"".join([n + b"\t" + w + b"\n" for n, w in zip(narrow_lines, lines, strict=True)])
 
-    @property
-    def complete(self) -> bool:
-        """True when no line waits for its other half."""
-        return not (self.lines[0] or self.lines[1])
+    def _next_narrow(self) -> bytes | None:
+        size = self.spool.read(8)
+        if not size:
+            return None
+        data = decompress(self.spool.read(int.from_bytes(size, "big")))
+        self.crcs[0] = zlib.crc32(data, self.crcs[0])
+        return data
+
+    def finish(self) -> None:
+        """Check that both sides held the same rows; raises ValueError otherwise. Closes the spool."""
+        try:
+            if not self.reading:
+                self.spool.seek(0)
+            if self.waiting or self._next_narrow() is not None:
+                raise ValueError("more narrow rows than wide rows")
+        finally:
+            self.spool.close()
 
     def checksum(self) -> str:
         """The split table's checksum as the dump recorded it."""

@@ -78,14 +78,18 @@ class Table:
     period_end: str = ""  # system-versioned tables: the ROW END column
     data_length: int = 0
     avg_row_length: int = 0
-    # Rows travel as two streams: the narrow columns, and the wide ones (text, blobs) that rarely
-    # change. An update of a status or timestamp then re-stores only the small narrow stream.
+    # Rows travel as two streams, all narrow columns first, then the wide ones (text, blobs) that
+    # rarely change: an update of a status or timestamp then re-stores only the small narrow stream.
     split: bool = False
 
     @property
     def splittable(self) -> bool:
-        """True when the table has both wide and narrow columns."""
-        return any(c.wide for c in self.columns) and not all(c.wide for c in self.columns)
+        """True when the table has both wide and narrow columns and a key both reads are ordered by.
+
+        A table read in physical order is never split: the server may scan an index for one column
+        group and the table for the other, and give the same rows in different orders.
+        """
+        return not self.ordered and any(c.wide for c in self.columns) and not all(c.wide for c in self.columns)
 
     def line_columns(self) -> list[Column]:
         """Columns in the order of a loaded line: narrow ones first when the rows are split."""
@@ -108,11 +112,13 @@ class Table:
         history = " FOR SYSTEM_TIME ALL" if self.versioned else ""
         return f"{quote(database)}.{quote(self.name)}{history}"
 
-    def select(self, database: str, low: int | None = None, high: int | None = None) -> str:
-        """SELECT of one key range (bounds on the first key column), one text line per row, key order."""
-        groups = [[c for c in self.columns if not c.wide], [c for c in self.columns if c.wide]] if self.split \
-            else [self.columns]
-        line = ",".join("CONCAT_WS('\\t'," + ",".join(c.select_expr() for c in group) + ")" for group in groups)
+    def select(self, database: str, low: int | None = None, high: int | None = None, wide: bool = False) -> str:
+        """SELECT of one key range (bounds on the first key column), one text line per row, key order.
+
+        For a split table, `wide` chooses the column group; both read the same rows in the same order.
+        """
+        group = [c for c in self.columns if c.wide == wide] if self.split else self.columns
+        line = "CONCAT_WS('\\t'," + ",".join(c.select_expr() for c in group) + ")"
         where = []
         if low is not None:
             where.append(f"{quote(self.key[0])} >= {int(low)}")
@@ -192,8 +198,9 @@ def describe(cur, database: str, prefix: str | None) -> list[Table]:  # noqa: AN
         if table.versioned and not table.period_end:
             table.columns += [Column(name, "timestamp") for name in VERSION_COLUMNS]
             table.period_end = VERSION_COLUMNS[1]
-        table.split = table.splittable
     _keys(cur, database, tables)
+    for table in tables.values():
+        table.split = table.splittable
     return list(tables.values())
 
 
