@@ -4,9 +4,9 @@ Dump: mariadb-dump writes the schema (tables and views) and the post-data object
 routines, events); then N connections in one snapshot (see snapshot.py) read key ranges of the
 tables, the server formatting each row as LOAD DATA text, and the rows go out in key order as
 content-defined chunks of a deterministic tar stream (see stream.py), ending with row counts and
-CRC32 per table. A table with wide columns (text, blobs) is read twice in the snapshot, narrow
-column group then wide, as two chunk streams one after the other, so updating a status or a
-timestamp re-stores the narrow stream only; the restore pairs their lines back before loading.
+CRC32 per table. A table with wide columns (text, blobs) is read as two column groups written as
+two chunk streams one after the other (the wide one waits in a temporary file), so updating a
+status or a timestamp re-stores the narrow stream only; the restore pairs their lines back.
 
 Restore: tables are created without secondary indexes and foreign keys, chunks are loaded on N
 connections, one table per connection at a time (LOAD DATA LOCAL INFILE, checks off), then
@@ -19,7 +19,8 @@ plus (workers + 3) × CHUNK_MAX (4 MiB) for the chunk being cut and those being 
 written, plus the largest single row: about 40 MiB with 2 workers; (restore): one compressed
 chunk per lane plus its decompressed scratch file (in /dev/shm when available), and on disk a
 spool of compressed chunks read ahead of the lanes, at most SPOOL_BYTES (2 GiB). Both are
-independent of database size.
+independent of database size. On disk, temporarily: the compressed wide columns of the split
+table being dumped, and the compressed narrow columns of the split table being restored.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import io
 import json
 import os
 import tarfile
+import tempfile
 import time
 import zlib
 from collections import deque
@@ -49,6 +51,7 @@ from safehold.engines.mariadb.stream import (
     REPORT_MEMBER,
     SCHEMA_MEMBER,
     TABLES_MEMBER,
+    WIDE_SUFFIX,
     Chunker,
     CountingWriter,
     TarWriter,
@@ -179,17 +182,25 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
 
 def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: DatabaseReport,
                 threads: int) -> None:
-    """Cut each table's rows into chunks, compress them on `threads` threads, write them in order."""
+    """Cut each table's rows into chunks, compress them on `threads` threads, write them in order.
+
+    A split table's wide chunks wait, compressed, in a private temporary file until its narrow
+    chunks are written (one read of the table; the file holds one table's wide columns at most).
+    """
     current: Table | None = None
-    part: bool | None = None  # wide column group of a split table?
-    chunker: Chunker | None = None
+    chunkers: list[Chunker] = []
     state = {"rows": 0, "crc": [0, 0]}
     pending: deque[tuple[str, Future[bytes]]] = deque()
+    held: list[IO[bytes]] = []  # the temporary file of the current split table's wide chunks
 
     def flush(keep: int) -> None:
         while len(pending) > keep:
             member, frame = pending.popleft()
-            writer.add(member, frame.result())
+            data = frame.result()
+            if member.endswith(WIDE_SUFFIX):
+                held[0].write(len(data).to_bytes(8, "big") + data)
+            else:
+                writer.add(member, data)
 
     def emit(chunk: bytes, wide: bool = False) -> None:
         if not wide:  # a split table's wide stream holds the same rows again
@@ -199,27 +210,42 @@ def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: 
         flush(threads)
 
     def close_table() -> None:
-        if current is not None:
+        if current is None:
+            return
+        for chunker in chunkers:
             chunker.finish()
-            narrow, wide = state["crc"]
-            checksum = f"crc32:{narrow:08x}:{wide:08x}" if current.split else f"crc32:{narrow:08x}"
-            report.tables[current.name] = TableReport(rows=state["rows"], checksum=checksum)
-            state.update(rows=0, crc=[0, 0])
-
-    with ThreadPoolExecutor(threads, thread_name_prefix="zstd") as pool:
-        for task in tasks:
-            if task.table is not current:
-                close_table()
-                current, part = task.table, task.wide
-                chunker = Chunker(emit)
-            elif task.wide != part:  # a split table's narrow part is complete: its wide part follows
-                chunker.finish()
-                part = task.wide
-                chunker = Chunker(lambda c: emit(c, True))
-            for piece in reader.pieces(task):
-                chunker.feed(piece)
-        close_table()
         flush(0)
+        if held:
+            spool = held.pop()
+            spool.seek(0)
+            while size := spool.read(8):
+                writer.add(data_member(current.index, True), spool.read(int.from_bytes(size, "big")))
+            spool.close()
+        narrow, wide = state["crc"]
+        checksum = f"crc32:{narrow:08x}:{wide:08x}" if current.split else f"crc32:{narrow:08x}"
+        report.tables[current.name] = TableReport(rows=state["rows"], checksum=checksum)
+        state.update(rows=0, crc=[0, 0])
+
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="zstd") as pool:
+            for task in tasks:
+                if task.table is not current:
+                    close_table()
+                    current = task.table
+                    chunkers = [Chunker(emit)]
+                    if current.split:
+                        chunkers.append(Chunker(lambda c: emit(c, True)))
+                        held.append(tempfile.TemporaryFile(prefix="safehold-wide-"))  # noqa: SIM115
+                for piece in reader.pieces(task):
+                    if isinstance(piece, tuple):
+                        chunkers[0].feed(piece[0])
+                        chunkers[1].feed(piece[1])
+                    else:
+                        chunkers[0].feed(piece)
+            close_table()
+    finally:
+        for spool in held:
+            spool.close()
 
 
 def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> DatabaseReport:

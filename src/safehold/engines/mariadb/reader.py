@@ -37,7 +37,6 @@ class Task:
     table: Table
     sql: str
     batch: int
-    wide: bool = False  # the wide column group of a split table (read after all of its narrow part)
     pieces: queue.Queue = field(default_factory=lambda: queue.Queue(QUEUE_DEPTH))
 
 
@@ -60,9 +59,8 @@ def plan(cur, database: str, tables: list[Table]) -> list[Task]:  # noqa: ANN001
                 step = (int(high) - int(low)) / parts
                 bounds = sorted({int(low) + int(step * i) for i in range(1, parts)})
         edges = [None, *bounds, None]
-        for wide in (False, True) if table.split else (False,):
-            for low, high in zip(edges, edges[1:], strict=False):
-                tasks.append(Task(table, table.select(database, low, high, wide), batch, wide))
+        for low, high in zip(edges, edges[1:], strict=False):
+            tasks.append(Task(table, table.select(database, low, high), batch))
     return tasks
 
 
@@ -118,13 +116,17 @@ class ParallelReader:
         try:
             cur.execute(task.sql)
             while rows := cur.fetchmany(task.batch):
-                self._put(task, b"\n".join([row[0] for row in rows]) + b"\n")
+                if task.table.split:  # narrow and wide column groups of the same rows
+                    self._put(task, (b"\n".join([row[0] for row in rows]) + b"\n",
+                                     b"\n".join([row[1] for row in rows]) + b"\n"))
+                else:
+                    self._put(task, b"\n".join([row[0] for row in rows]) + b"\n")
         finally:
             cur.close()
         self._put(task, END)
 
-    def pieces(self, task: Task) -> Iterator[bytes]:
-        """The rows of one task, in key order, as pieces of complete lines."""
+    def pieces(self, task: Task) -> Iterator[bytes | tuple[bytes, bytes]]:
+        """The rows of one task, in key order, as pieces of complete lines (a pair for a split table)."""
         while True:
             try:
                 item = task.pieces.get(timeout=POLL_SECONDS)

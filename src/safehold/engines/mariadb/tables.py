@@ -112,13 +112,14 @@ class Table:
         history = " FOR SYSTEM_TIME ALL" if self.versioned else ""
         return f"{quote(database)}.{quote(self.name)}{history}"
 
-    def select(self, database: str, low: int | None = None, high: int | None = None, wide: bool = False) -> str:
+    def select(self, database: str, low: int | None = None, high: int | None = None) -> str:
         """SELECT of one key range (bounds on the first key column), one text line per row, key order.
 
-        For a split table, `wide` chooses the column group; both read the same rows in the same order.
+        A split table gives two lines per row: its narrow column group, then its wide one.
         """
-        group = [c for c in self.columns if c.wide == wide] if self.split else self.columns
-        line = "CONCAT_WS('\\t'," + ",".join(c.select_expr() for c in group) + ")"
+        groups = [[c for c in self.columns if not c.wide], [c for c in self.columns if c.wide]] if self.split \
+            else [self.columns]
+        line = ",".join("CONCAT_WS('\\t'," + ",".join(c.select_expr() for c in group) + ")" for group in groups)
         where = []
         if low is not None:
             where.append(f"{quote(self.key[0])} >= {int(low)}")
