@@ -1,8 +1,9 @@
 """`safehold check`: monitoring with Nagios exit codes (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
 
 What iTop's check-backup.php checks (the point exists, its size is not suspicious) plus what it
-misses (a disabled schedule, the last run's result, restore drills, a copy off the host). Reads the
-local history only, so it is fast enough for a monitoring agent every few minutes. Each finding
+misses (a disabled schedule, the last run's result, restore drills, a copy off the host, restic
+locks a killed run left behind). Reads the local history (and the lock folder of repositories on
+this host) only, so it is fast enough for a monitoring agent every few minutes. Each finding
 names the rule that fired.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from safehold.config import Config
@@ -29,6 +31,8 @@ RECENT_POINTS = 10
 
 # restic URL schemes that store somewhere else; anything else (a path, local:) is on this host.
 REMOTE_SCHEMES = ("sftp:", "s3:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:")
+# restic renews the lock of a running command every 5 minutes and calls one older than 30 stale.
+STALE_LOCK = timedelta(minutes=30)
 
 
 @dataclass
@@ -95,6 +99,7 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
     findings.extend(_size(history, name))
     findings.append(_drill(history, name, instance.drill_interval_hours, now))
     findings.append(_offhost(config, instance.repositories))
+    findings.extend(_stale_locks(config, instance.repositories, now))
     return findings
 
 
@@ -133,6 +138,32 @@ def _offhost(config: Config, names: list[str]) -> Finding:
         return Finding("off-host", OK, f"off-host copy in {', '.join(remote)}")
     return Finding("off-host", WARNING, f"every repository ({', '.join(names)}) is a path on {socket.gethostname()}: "
                                         "a disk or host loss takes the backups too")
+
+
+def _stale_locks(config: Config, names: list[str], now: datetime) -> list[Finding]:
+    """Lock files a killed restic left in a repository on this host (read from the folder: no key, no restic).
+
+    Backups take shared locks and go on working, but `forget`/`prune` need the exclusive one and
+    fail until the stale locks go. Remote repositories are not looked at (that needs a restic call).
+    """
+    findings = []
+    for name in names:
+        url = config.repositories[name].url
+        if is_remote(url):
+            continue
+        try:
+            ages = [now - datetime.fromtimestamp(f.stat().st_mtime, UTC)
+                    for f in (Path(url.removeprefix("local:")) / "locks").iterdir()]
+        except OSError:
+            continue  # no repository yet, or not readable by this user
+        stale = [age for age in ages if age > STALE_LOCK]
+        if stale:
+            findings.append(Finding(
+                "repository-locks", WARNING,
+                f"repository {name} holds {len(stale)} restic lock(s) older than {_age(STALE_LOCK)} (oldest "
+                f"{_age(max(stale))}), left by a killed run: retention cannot prune until they go; "
+                "`safehold verify` removes the ones whose process is gone"))
+    return findings
 
 
 def check(config: Config, name: str | None, now: datetime | None = None) -> dict[str, Any]:
