@@ -36,6 +36,7 @@ from safehold.output import Silent
 from safehold.repository.manifest import MANIFEST_PATH, Manifest, new_run_id, now
 from safehold.secrets import Secret
 from tests.conftest import MARIADB, SRC, need, private_file, run_cli, sql
+from tests.conftest import write_config as write_repository_config
 
 UPLOADS = {"a/b.txt": b"invoice 1\n", "a/c.pdf": b"%PDF" + bytes(range(256)) * 40, "d.png": b"\x89PNG" * 999,
            "e/f/g.txt": b"deep\n", "h.txt": b""}
@@ -438,13 +439,7 @@ def test_postgres_point_drills_and_leaves_nothing(tmp_path: Path, repo: dict[str
     try:
         psql(name, "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT 'x' FROM"
                    " generate_series(1, 42); CREATE VIEW v AS SELECT * FROM t")
-        config = tmp_path / "safehold.toml"
-        config.write_text(f'''[settings]
-state_dir = "{tmp_path / 'state'}"
-[repositories.main]
-url = "{repo['url']}"
-password = "file:{repo['password_file']}"
-[instances.{instance}]
+        config = write_repository_config(tmp_path, repo, f'''[instances.{instance}]
 repositories = ["main"]
 [[instances.{instance}.databases]]
 engine = "postgres"

@@ -61,6 +61,9 @@ from safehold.engines.mariadb.stream import (
     data_member,
     data_part,
     members,
+    read_frame,
+    table_checksum,
+    write_frame,
 )
 from safehold.engines.mariadb.tables import Table, describe
 from safehold.errors import DatabaseError
@@ -199,7 +202,7 @@ def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: 
             member, frame = pending.popleft()
             data = frame.result()
             if member.endswith(WIDE_SUFFIX):
-                held[0].write(len(data).to_bytes(8, "big") + data)
+                write_frame(held[0], data)
             else:
                 writer.add(member, data)
 
@@ -219,12 +222,11 @@ def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: 
         if held:
             spool = held.pop()
             spool.seek(0)
-            while size := spool.read(8):
-                writer.add(data_member(current.index, True), spool.read(int.from_bytes(size, "big")))
+            while (frame := read_frame(spool)) is not None:
+                writer.add(data_member(current.index, True), frame)
             spool.close()
-        narrow, wide = state["crc"]
-        checksum = f"crc32:{narrow:08x}:{wide:08x}" if current.split else f"crc32:{narrow:08x}"
-        report.tables[current.name] = TableReport(rows=state["rows"], checksum=checksum)
+        crcs = state["crc"] if current.split else state["crc"][:1]
+        report.tables[current.name] = TableReport(rows=state["rows"], checksum=table_checksum(*crcs))
         state.update(rows=0, crc=[0, 0])
 
     try:
@@ -327,7 +329,7 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
         expected = {}  # a cut or damaged stream: reported below like a missing report
     finally:
         for zipper in zippers.values():
-            zipper.spool.close()
+            zipper.close()
         if loader is not None:
             loader.close()
     if not expected or loader is None:
@@ -412,9 +414,9 @@ def _check(tables: dict[int, Table], loader: ChunkLoader, zippers: dict[int, Zip
     """Compare loaded rows and checksums with the stream's report; anything off is a warning and a note."""
     for index, table in sorted(tables.items()):
         if table.split:
-            checksum = zippers[index].checksum() if index in zippers else "crc32:00000000:00000000"
+            checksum = zippers[index].checksum() if index in zippers else table_checksum(0, 0)
         else:
-            checksum = f"crc32:{loader.crcs.get(index, 0):08x}"
+            checksum = table_checksum(loader.crcs.get(index, 0))
         report.tables[table.name] = TableReport(rows=loader.rows.get(index, 0), checksum=checksum)
         want = expected["tables"].get(table.name, {})
         if want.get("checksum") != checksum:

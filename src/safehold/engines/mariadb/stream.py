@@ -55,6 +55,22 @@ def data_part(member: str) -> tuple[int, bool] | None:
     return None
 
 
+def table_checksum(*crcs: int) -> str:
+    """A table's checksum as the report records it: one CRC32 per chunk stream (two for a split table)."""
+    return "crc32:" + ":".join(f"{crc:08x}" for crc in crcs)
+
+
+def write_frame(spool: IO[bytes], frame: bytes) -> None:
+    """Append one compressed chunk to a private spool file (length-prefixed)."""
+    spool.write(len(frame).to_bytes(8, "big") + frame)
+
+
+def read_frame(spool: IO[bytes]) -> bytes | None:
+    """The next chunk written by write_frame, None at the end."""
+    size = spool.read(8)
+    return spool.read(int.from_bytes(size, "big")) if size else None
+
+
 _local = threading.local()
 
 
@@ -174,7 +190,7 @@ class Zipper:
     """
 
     def __init__(self, folder: str) -> None:
-        self.spool = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by close()
+        self.spool = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by finish() or close()
         self.waiting: list[bytes] = []  # narrow lines read back, not yet paired
         self.reading = False
         self.crcs = [0, 0]
@@ -184,7 +200,7 @@ class Zipper:
         if not wide:
             if self.reading:
                 raise ValueError("narrow rows after wide rows")
-            self.spool.write(len(frame).to_bytes(8, "big") + frame)
+            write_frame(self.spool, frame)
             return b""
         if not self.reading:
             self.spool.seek(0)
@@ -202,10 +218,10 @@ class Zipper:
         return b"".join([n + b"\t" + w + b"\n" for n, w in zip(narrow_lines, lines, strict=True)])
 
     def _next_narrow(self) -> bytes | None:
-        size = self.spool.read(8)
-        if not size:
+        frame = read_frame(self.spool)
+        if frame is None:
             return None
-        data = decompress(self.spool.read(int.from_bytes(size, "big")))
+        data = decompress(frame)
         self.crcs[0] = zlib.crc32(data, self.crcs[0])
         return data
 
@@ -217,8 +233,12 @@ class Zipper:
             if self.waiting or self._next_narrow() is not None:
                 raise ValueError("more narrow rows than wide rows")
         finally:
-            self.spool.close()
+            self.close()
+
+    def close(self) -> None:
+        """Remove the spool (also after a failed restore)."""
+        self.spool.close()
 
     def checksum(self) -> str:
         """The split table's checksum as the dump recorded it."""
-        return f"crc32:{self.crcs[0]:08x}:{self.crcs[1]:08x}"
+        return table_checksum(*self.crcs)

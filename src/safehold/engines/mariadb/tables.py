@@ -91,11 +91,15 @@ class Table:
         """
         return not self.ordered and any(c.wide for c in self.columns) and not all(c.wide for c in self.columns)
 
+    def column_groups(self) -> list[list[Column]]:
+        """The columns as read: narrow then wide group for a split table, else all in one group."""
+        if not self.split:
+            return [self.columns]
+        return [[c for c in self.columns if not c.wide], [c for c in self.columns if c.wide]]
+
     def line_columns(self) -> list[Column]:
         """Columns in the order of a loaded line: narrow ones first when the rows are split."""
-        if not self.split:
-            return self.columns
-        return [c for c in self.columns if not c.wide] + [c for c in self.columns if c.wide]
+        return [column for group in self.column_groups() for column in group]
 
     @property
     def transactional(self) -> bool:
@@ -117,9 +121,8 @@ class Table:
 
         A split table gives two lines per row: its narrow column group, then its wide one.
         """
-        groups = [[c for c in self.columns if not c.wide], [c for c in self.columns if c.wide]] if self.split \
-            else [self.columns]
-        line = ",".join("CONCAT_WS('\\t'," + ",".join(c.select_expr() for c in group) + ")" for group in groups)
+        line = ",".join("CONCAT_WS('\\t'," + ",".join(c.select_expr() for c in group) + ")"
+                        for group in self.column_groups())
         where = []
         if low is not None:
             where.append(f"{quote(self.key[0])} >= {int(low)}")
