@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 from safehold.errors import ConfigError
+
+
+def mask_url(url: str) -> str:
+    """A repository or notification URL without user:password (some URLs embed credentials)."""
+    return re.sub(r"(//)[^/@\s]*@", r"\1***@", url)
 
 
 class Secret:

@@ -100,6 +100,8 @@ def test_wrong_repository_password_keeps_last_point(files_instance: Path, repo: 
 def test_repository_that_disappears_is_reported_not_silently_recreated(files_instance: Path,
                                                                       repo: dict[str, str]) -> None:
     assert run_cli("backup", config=files_instance).returncode == 0
+    known = files_instance.parent / "state" / "repositories" / "main.url"
+    assert known.is_file() and repo["url"] not in known.read_text()  # a hash: URLs may carry credentials
     shutil.rmtree(repo["url"])
     result = run_cli("backup", config=files_instance)
     assert result.returncode == 1

@@ -6,8 +6,9 @@ import pytest
 
 from safehold.config import ScheduleConfig
 from safehold.errors import ConfigError
+from safehold.secrets import mask_url
 from safehold.web.auth import RateLimiter
-from safehold.web.data import describe_schedule, mask, mask_url, stale_after_hours
+from safehold.web.data import describe_schedule, mask, stale_after_hours
 from safehold.web.server import parse_listen
 
 

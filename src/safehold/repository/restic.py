@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import re
 import socket
@@ -23,7 +24,7 @@ from typing import IO, Any, TypeVar
 from safehold import runner
 from safehold.errors import RepositoryError
 from safehold.output import Reporter
-from safehold.secrets import Secret, secret_files, write_private
+from safehold.secrets import Secret, mask_url, secret_files, write_private
 
 T = TypeVar("T")
 TAG = "safehold"
@@ -142,7 +143,7 @@ class Repository:
     env: dict[str, Secret] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
     ssh_log: Path | None = None  # where the sftp ssh command writes its errors
-    # Holds the URL once a run has opened the repository here, so later runs skip that check (a
+    # Holds the URL's hash once a run has opened the repository here, so later runs skip that check (a
     # restic call costs the key derivation, about half a second).
     known_file: Path | None = None
 
@@ -160,14 +161,19 @@ class Repository:
         error = explain(stderr, name or self.name)
         if name is None and "does not exist" in error.message and self._known():
             self.known_file.unlink(missing_ok=True)  # the next run checks again (and may initialise)
-            return RepositoryError(f"repository {self.name} ({self.url}) has disappeared: earlier runs used it",
+            return RepositoryError(f"repository {self.name} ({mask_url(self.url)}) has disappeared: earlier runs "
+                                   "used it",
                                    "check the storage (deleted? not mounted?); the next run creates a new, empty "
                                    "repository there")
         return error
 
+    def _url_digest(self) -> str:
+        # A hash, not the URL: a rest: or s3 URL may carry credentials, and the state dir is not secret.
+        return hashlib.sha256(self.url.encode()).hexdigest()
+
     def _known(self) -> bool:
         try:
-            return self.known_file is not None and self.known_file.read_text() == self.url
+            return self.known_file is not None and self.known_file.read_text() == self._url_digest()
         except OSError:
             return False
 
@@ -215,11 +221,11 @@ class Repository:
         if self._known():
             return
         if not self.is_initialised():
-            reporter.step(f"repository {self.name} ({self.url}) is new: initialising it")
+            reporter.step(f"repository {self.name} ({mask_url(self.url)}) is new: initialising it")
             self.run("init")
         if self.known_file is not None:
             self.known_file.parent.mkdir(parents=True, exist_ok=True)
-            self.known_file.write_text(self.url)
+            self.known_file.write_text(self._url_digest())
 
     @contextlib.contextmanager
     def _copy_environment(self, source: Repository) -> Iterator[dict[str, str]]:
@@ -246,7 +252,8 @@ class Repository:
         """Open this repository, initialising it with `source`'s chunker so copies deduplicate."""
         if self.is_initialised():
             return
-        reporter.step(f"repository {self.name} ({self.url}) is new: initialising it as a copy of {source.name}")
+        reporter.step(f"repository {self.name} ({mask_url(self.url)}) is new: initialising it as a copy of "
+                      f"{source.name}")
         self._run_with(source, "init", "--copy-chunker-params")
 
     def copy_from(self, source: Repository, snapshot_ids: Sequence[str]) -> None:

@@ -23,17 +23,13 @@ from safehold.errors import SafeholdError
 from safehold.history import History
 from safehold.output import Reporter
 from safehold.schedule import backup_schedule, drill_schedule
+from safehold.secrets import mask_url
 from safehold.web.jobs import Job, JobRunner
 
 POINTS_TTL = 30.0
 OFF_HOST = ("sftp:", "s3:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:")
 SECRET_KEYS = re.compile(r"pass|secret|token|key|identity", re.IGNORECASE)
 REF = re.compile(r"^(env:|file:)")
-
-
-def mask_url(url: str) -> str:
-    """A repository or notification URL without user:password (some URLs embed credentials)."""
-    return re.sub(r"(//)[^/@\s]*@", r"\1***@", url)
 
 
 def mask(value: Any, key: str = "") -> Any:
