@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 import secrets
 import subprocess
@@ -168,7 +169,7 @@ def test_damaged_stream_is_refused(new_db) -> None:  # noqa: ANN001
     with pytest.raises(DatabaseError, match="incomplete or damaged"):
         parallel.restore(database(name), target, io.BytesIO(data[: len(data) // 2]), Silent())
     flipped = bytearray(data)
-    member = data.index(b"data/")
+    member = data.index(stream.data_member(0).encode() + b"\0")  # the first chunk's tar header
     flipped[member + 512 + 20] ^= 0xFF  # inside the first compressed chunk
     with pytest.raises(DatabaseError, match="damaged"):
         parallel.restore(database(name), new_db(PREFIX), io.BytesIO(bytes(flipped)), Silent())
@@ -272,3 +273,53 @@ def test_restore_under_another_name_keeps_views_working_and_charset(new_db) -> N
     assert "`" + target + "`.`t`" in sql(f"SHOW CREATE VIEW `{target}`.vo")[0][1]
     charset = sql(f"SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME='{target}'")
     assert charset == [("latin1",)]
+
+
+@pytest.mark.parametrize("fixture", ["edge", "sakila"])
+def test_hand_script_restores_without_safehold(tmp_path: Path, new_db, small_chunks, fixture: str) -> None:  # noqa: ANN001
+    """The script every parallel dump carries restores it with bash, tar, zstd, paste and the mariadb client only."""
+    name = new_db(PREFIX)
+    if fixture == "edge":
+        load_edge(name)
+    else:
+        sql(sakila_like.statements(scale=2), name)
+    before = reference_dump(name)
+    data, report = dump_bytes(database(name))
+    dump = tmp_path / "dump.tar"
+    dump.write_bytes(data)
+    script = tmp_path / "restore.sh"
+    subprocess.run(f"tar -xOf {dump} {stream.SCRIPT_MEMBER} > {script}", shell=True, check=True)
+    sql(f"DROP DATABASE `{name}`")
+    run = subprocess.run(["bash", str(script), str(dump), name, "-h127.0.0.1", "-uroot"], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    after = reference_dump(name)
+    assert after == before, _first_difference(before, after)
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("tmp.*/data")), "the script leaves no rows behind"
+    history = {t: " FOR SYSTEM_TIME ALL" if t.startswith("hist") else "" for t in report.tables}
+    counts = {t: sql(f"SELECT COUNT(*) FROM `{t}`{history[t]}", name)[0][0] for t in report.tables}
+    assert counts == {t: r.rows for t, r in report.tables.items()}
+
+
+def test_hand_script_refuses_damage_and_bad_input(tmp_path: Path, new_db, small_chunks) -> None:  # noqa: ANN001
+    name = new_db(PREFIX)
+    sql(sakila_like.statements(scale=1), name)
+    data, _ = dump_bytes(database(name))
+    (tmp_path / "dump.tar").write_bytes(data)
+    script = tmp_path / "restore.sh"
+    script.write_bytes(dict(stream.members(io.BytesIO(data)))[stream.SCRIPT_MEMBER])
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    hostile = subprocess.run(["bash", str(script), "dump.tar", "x`; DROP DATABASE mysql; --"], capture_output=True,
+                             text=True)
+    assert hostile.returncode == 2 and "plain database name" in hostile.stderr
+    exists = subprocess.run(["bash", str(script), str(tmp_path / "dump.tar"), name, "-h127.0.0.1", "-uroot"],
+                            capture_output=True, text=True)
+    assert exists.returncode != 0 and "exists" in exists.stderr  # never loads into a live database
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[:len(data) // 2])
+    damaged = subprocess.run(["bash", str(script), str(cut), f"{name}_cut", "-h127.0.0.1", "-uroot"],
+                             capture_output=True, text=True)
+    new_db.created.append(f"{name}_cut")
+    assert damaged.returncode != 0  # a cut dump stops the script (tar's error), it does not end "done"
+    assert "done:" not in damaged.stdout

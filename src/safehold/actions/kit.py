@@ -174,7 +174,8 @@ def render(config: Config) -> str:
         "the application. By hand, without safehold: <code>restic -r URL snapshots --tag safehold</code> lists "
         "the parts of every point (tags <code>run=</code>, <code>part=</code>); <code>restic -r URL restore ID "
         "--target /</code> restores a files part and <code>restic -r URL dump ID /safehold/db/FILE</code> prints "
-        "a database dump.</p>",
+        "a database dump; a MariaDB dump ending in <code>.tar</code> loads with the script inside it: "
+        "<code>tar -xOf FILE restore.sh &gt; restore.sh; bash restore.sh FILE DATABASE -u root -p</code>.</p>",
         "</body></html>",
     ]
     return "\n".join(parts)

@@ -41,7 +41,7 @@ import MySQLdb
 import zstandard
 
 from safehold import runner
-from safehold.engines.mariadb import client, dumptool
+from safehold.engines.mariadb import client, dumptool, handscript
 from safehold.engines.mariadb.loader import ChunkLoader, run_statements, session
 from safehold.engines.mariadb.reader import ParallelReader, plan
 from safehold.engines.mariadb.schema import defer, split, statements
@@ -51,6 +51,7 @@ from safehold.engines.mariadb.stream import (
     POST_MEMBER,
     REPORT_MEMBER,
     SCHEMA_MEMBER,
+    SCRIPT_MEMBER,
     TABLES_MEMBER,
     WIDE_SUFFIX,
     Chunker,
@@ -150,6 +151,7 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
     writer = TarWriter(counted)
     header = {"format": FORMAT, "database": db.name, "charset": charset, "tables": [t.to_json() for t in tables]}
     writer.add(TABLES_MEMBER, json.dumps(header, indent=1).encode())
+    writer.add(SCRIPT_MEMBER, handscript.script(header).encode())
     writer.add(SCHEMA_MEMBER, schema)
     writer.add(POST_MEMBER, post)
     report.self_reference = dumptool.foreign_reference(io.BytesIO(post), db.name) or ""

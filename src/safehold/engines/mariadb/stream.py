@@ -1,8 +1,9 @@
 """The parallel method's byte stream: a deterministic tar of schema, row chunks and a closing report.
 
-Members, in order: `safehold/tables.json` (column lists), `schema.sql` and `post.sql` (from
-mariadb-dump), then `data/NNNNN.tsv.zst` chunks of table NNNNN in key order (the same name repeats
-for every chunk of a table), and last `safehold/report.json` (row counts and CRC32 per table).
+Members, in order: `safehold/tables.json` (column lists), `restore.sh` (loads the dump without
+safehold, see handscript.py), `schema.sql` and `post.sql` (from mariadb-dump), then
+`data/NNNNN.tsv.zst` chunks of table NNNNN in key order (the same name repeats for every chunk
+of a table), and last `safehold/report.json` (row counts and CRC32 per table).
 A split table (format 2) has two chunk streams of the same rows: all chunks of its narrow columns
 (`data/NNNNN.tsv.zst`), then all chunks of its wide ones (`data/NNNNN.wide.tsv.zst`); line n of
 one belongs to line n of the other. Kept apart, not interleaved, so restic's own chunks (about
@@ -35,6 +36,7 @@ ZSTD_LEVEL = 3
 DATA_SUFFIX = ".tsv.zst"
 WIDE_SUFFIX = ".wide.tsv.zst"
 TABLES_MEMBER = "safehold/tables.json"
+SCRIPT_MEMBER = "restore.sh"
 SCHEMA_MEMBER = "schema.sql"
 POST_MEMBER = "post.sql"
 REPORT_MEMBER = "safehold/report.json"

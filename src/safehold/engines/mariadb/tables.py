@@ -138,7 +138,7 @@ class Table:
         return sql
 
     def load(self, database: str, path: str) -> str:
-        """LOAD DATA statement for one chunk file of this table."""
+        """LOAD DATA statement for one chunk file of this table (into the current database when `database` is "")."""
         targets, sets = [], []
         for number, column in enumerate(self.line_columns()):
             target, decode = column.load_target(number)
@@ -146,7 +146,8 @@ class Table:
             if decode:
                 sets.append(decode)
         escaped_path = path.replace("\\", "\\\\").replace("'", "\\'")
-        sql = (f"LOAD DATA LOCAL INFILE '{escaped_path}' INTO TABLE {quote(database)}.{quote(self.name)}"
+        into = f"{quote(database)}.{quote(self.name)}" if database else quote(self.name)
+        sql = (f"LOAD DATA LOCAL INFILE '{escaped_path}' INTO TABLE {into}"
                " CHARACTER SET binary FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
                f" ({','.join(targets)})")
         if sets:
