@@ -124,35 +124,83 @@ def _post(url: str, what: str, **kwargs: Any) -> dict[str, Any]:
         raise NotifyError(f"{what}: {url} did not answer JSON", "is this the API endpoint?") from None
 
 
+def _itop(settings: ItopTicketConfig, request: dict[str, Any], what: str) -> dict[str, Any]:
+    """One iTop REST/JSON call; returns the first object of a successful answer."""
+    answer = _post(f"{settings.url.rstrip('/')}/webservices/rest.php", "iTop ticket",
+                   params={"version": settings.api_version},
+                   data={"auth_user": settings.user, "auth_pwd": resolve(settings.password, "notify.itop.password")
+                         .reveal(), "json_data": json.dumps(request)})
+    if answer.get("code") != 0 or not answer.get("objects"):
+        raise NotifyError(f"iTop refused to {what}: {answer.get('message') or answer.get('code')}",
+                          "check notify.itop (user rights, org_id, class)")
+    return next(iter(answer["objects"].values()))
+
+
 def open_itop_ticket(settings: ItopTicketConfig, title: str, body: str) -> str:
     """Create an iTop UserRequest/Incident with core/create; returns its ref (or key)."""
     fields: dict[str, Any] = {"org_id": settings.org_id, "title": title, "description": body.replace("\n", "<br>"),
                               **settings.fields}
     if settings.caller_id is not None:
         fields["caller_id"] = settings.caller_id
-    request = {"operation": "core/create", "comment": "safehold: backup failure", "class": settings.ticket_class,
-               "output_fields": "id, ref", "fields": fields}
-    answer = _post(f"{settings.url.rstrip('/')}/webservices/rest.php", "iTop ticket",
-                   params={"version": settings.api_version},
-                   data={"auth_user": settings.user, "auth_pwd": resolve(settings.password, "notify.itop.password")
-                         .reveal(), "json_data": json.dumps(request)})
-    if answer.get("code") != 0 or not answer.get("objects"):
-        raise NotifyError(f"iTop refused the ticket: {answer.get('message') or answer.get('code')}",
-                          "check notify.itop (user rights, org_id, class)")
-    created = next(iter(answer["objects"].values()))
+    created = _itop(settings, {"operation": "core/create", "comment": "safehold: backup failure",
+                               "class": settings.ticket_class, "output_fields": "id, ref", "fields": fields},
+                    "open the ticket")
     return str((created.get("fields") or {}).get("ref") or created.get("key"))
+
+
+def note_itop_recovery(settings: ItopTicketConfig, ticket: str, body: str) -> None:
+    """Add the recovery message to the ticket's public log (core/update); resolving it stays with the team,
+    whose iTop may require fields (solution, resolution code) only they can fill in."""
+    key: str | int = int(ticket) if ticket.isdigit() else \
+        f"SELECT {settings.ticket_class} WHERE ref = '{ticket.replace(chr(39), '')}'"
+    _itop(settings, {"operation": "core/update", "comment": "safehold: backups work again",
+                     "class": settings.ticket_class, "key": key, "output_fields": "id",
+                     "fields": {"public_log": {"add_item": {"message": body.replace("\n", "<br>"), "format": "html"}}}},
+          f"update ticket {ticket}")
+
+
+def _itflow(settings: ItflowTicketConfig, endpoint: str, payload: dict[str, Any]) -> dict[str, Any]:
+    payload = {"api_key": resolve(settings.api_key, "notify.itflow.api_key").reveal(), **payload}
+    return _post(f"{settings.url.rstrip('/')}/api/v1/tickets/{endpoint}", "ITFlow ticket", json=payload)
 
 
 def open_itflow_ticket(settings: ItflowTicketConfig, title: str, body: str) -> str:
     """Create an ITFlow ticket through api/v1/tickets/create.php; returns its id."""
-    payload = {"api_key": resolve(settings.api_key, "notify.itflow.api_key").reveal(), "ticket_subject": title,
-               "ticket_details": body.replace("\n", "<br>"), "ticket_priority": settings.priority,
-               "client_id": settings.client_id, "ticket_contact_id": settings.contact_id}
-    answer = _post(f"{settings.url.rstrip('/')}/api/v1/tickets/create.php", "ITFlow ticket", json=payload)
+    answer = _itflow(settings, "create.php", {
+        "ticket_subject": title, "ticket_details": body.replace("\n", "<br>"), "ticket_priority": settings.priority,
+        "client_id": settings.client_id, "ticket_contact_id": settings.contact_id})
     if str(answer.get("success")).lower() != "true" or not answer.get("data"):
         raise NotifyError(f"ITFlow refused the ticket: {answer.get('message', 'no reason given')}",
                           "check notify.itflow (API key, client_id)")
     return str(answer["data"][0]["insert_id"])
+
+
+def resolve_itflow_ticket(settings: ItflowTicketConfig, ticket: str) -> bool:
+    """Resolve the ticket through api/v1/tickets/resolve.php; False when ITFlow changed nothing (someone
+    resolved or deleted it already)."""
+    answer = _itflow(settings, "resolve.php", {"ticket_id": int(ticket)})
+    return str(answer.get("success")).lower() == "true"
+
+
+def _close_in_systems(config: Config, closed: list[tuple[str, str]], body: str, reporter: Reporter) -> list[str]:
+    """Tell each ticket system its ticket's outage is over; a system that cannot be reached is a warning."""
+    done = []
+    for system, ticket in closed:
+        try:
+            if system == "itop" and config.notify.itop is not None:
+                note_itop_recovery(config.notify.itop, ticket, body)
+                reporter.step(f"added the recovery to itop ticket {ticket}")
+            elif system == "itflow" and config.notify.itflow is not None:
+                changed = resolve_itflow_ticket(config.notify.itflow, ticket)
+                reporter.step(f"resolved itflow ticket {ticket}" if changed
+                              else f"itflow ticket {ticket} was resolved already")
+            else:
+                continue
+        except SafeholdError as exc:
+            reporter.warn(f"could not update the {system} ticket {ticket}: {exc.line()}")
+            continue
+        done.append(f"{system}:{ticket}")
+    return done
 
 
 def _tickets(config: Config, history: History, run: Run, title: str, body: str, reporter: Reporter) -> dict[str, str]:
@@ -188,16 +236,17 @@ def after_run(config: Config, history: History, run: Run, previous: Run | None, 
     """Send what the run's outcome calls for; returns what was done (for the history and tests)."""
     event = event_of(run, previous)
     done: dict[str, Any] = {"event": event}
+    title, body = compose(history, run, event)
+    secrets = _secret_values(config)
+    title, body = _mask(title, secrets), _mask(body, secrets)
     if event != "failure":
         closed = history.close_tickets(run.instance, run.kind)
         if closed:
             done["tickets_closed"] = closed
+            done["tickets_updated"] = _close_in_systems(config, closed, body, reporter)
         wanted = config.notify.on_success or (event == "recovery" and config.notify.on_recovery)
         if not wanted:
             return done
-    title, body = compose(history, run, event)
-    secrets = _secret_values(config)
-    title, body = _mask(title, secrets), _mask(body, secrets)
     if event == "failure" and run.kind in TICKET_KINDS:
         done["tickets_opened"] = _tickets(config, history, run, title, body, reporter)
     done["sent"] = send(config, title, body, event)

@@ -7,6 +7,9 @@ The endpoints below accept the request shapes the apps document and safehold rel
   {"Class::key": {"code": 0, "key", "fields"}}.
 - ITFlow API v1: POST api/v1/tickets/create.php with a JSON body holding api_key, ticket_subject,
   ticket_details, ticket_priority, client_id; answers {"success": "True", "data": [{"insert_id"}]}.
+- On recovery, iTop core/update with key (an OQL query on the ref) and fields.public_log.add_item;
+  ITFlow api/v1/tickets/resolve.php with api_key and ticket_id, answering {"success": "True",
+  "count": 1}, or "False" when the ticket was resolved already (its update_output.php).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Receiver(BaseHTTPRequestHandler):
     hooks: list[dict] = []
     itop: list[dict] = []
     itflow: list[dict] = []
+    updates: list[dict] = []
 
     def log_message(self, *args: object) -> None:
         return
@@ -80,6 +84,13 @@ class Receiver(BaseHTTPRequestHandler):
                 self._answer(200, {"code": 1, "message": "Error: Invalid login"})
                 return
             request = json.loads(form["json_data"])
+            if request["operation"] == "core/update":
+                assert request["class"] == "UserRequest" and request["key"].startswith("SELECT UserRequest WHERE ref")
+                assert request["fields"]["public_log"]["add_item"]["message"]
+                self.updates.append(request)
+                self._answer(200, {"code": 0, "message": None, "objects": {"UserRequest::1": {
+                    "code": 0, "message": "updated", "class": "UserRequest", "key": "1", "fields": {"id": "1"}}}})
+                return
             assert request["operation"] == "core/create" and request["class"] == "UserRequest"
             assert {"org_id", "title", "description"} <= set(request["fields"])
             self.itop.append(request)
@@ -95,6 +106,14 @@ class Receiver(BaseHTTPRequestHandler):
             assert request["ticket_subject"] and request["ticket_priority"] in ("Low", "Medium", "High", "Urgent")
             self.itflow.append(request)
             self._answer(200, {"success": "True", "count": "1", "data": [{"insert_id": 100 + len(self.itflow)}]})
+        elif url.path == "/itflow/api/v1/tickets/resolve.php":
+            request = json.loads(body)
+            if request.get("api_key") != ITFLOW_KEY:
+                self._answer(401, {"success": "False", "message": "API Key authentication failure or expired."})
+                return
+            first = not any(u.get("ticket_id") == request["ticket_id"] for u in self.updates)
+            self.updates.append(request)
+            self._answer(200, {"success": "True", "count": 1} if first else {"success": "False", "message": "..."})
         else:
             self._answer(404, {})
 
@@ -111,7 +130,7 @@ def services() -> Iterator[tuple[Mailbox, type[Receiver], int, int]]:
     smtp_port = free_port()
     controller = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
     controller.start()
-    Receiver.hooks, Receiver.itop, Receiver.itflow = [], [], []
+    Receiver.hooks, Receiver.itop, Receiver.itflow, Receiver.updates = [], [], [], []
     http = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     thread = threading.Thread(target=http.serve_forever, daemon=True)
     thread.start()
@@ -168,16 +187,29 @@ client_id = 5
     assert len(mailbox.messages) == 3 and "works again" in mailbox.messages[2][0]
     assert receiver.hooks[2]["type"] == "success" and "works again" in receiver.hooks[2]["title"]
     assert history.open_ticket("app", "itop:backup") is None
+    # The outage's tickets hear of the recovery: a log entry in iTop, resolved in ITFlow.
+    (itop_update,) = [u for u in receiver.updates if "key" in u]
+    (itflow_resolve,) = [u for u in receiver.updates if "ticket_id" in u]
+    assert "R-000001" in itop_update["key"] and "works again" in itop_update["fields"]["public_log"]["add_item"][
+        "message"]
+    assert itflow_resolve["ticket_id"] == 101
 
     # A new outage after the recovery is a new incident: a new ticket.
     password_file.write_text(wrong_password)
     with pytest.raises(SafeholdError):
         backup_instance(load(config), "app", Silent())
     assert len(receiver.itop) == 2 and len(receiver.itflow) == 2
+    # Someone resolved the ITFlow ticket by hand meanwhile: the recovery still completes quietly.
+    receiver.updates.append({"ticket_id": 102})
+    password_file.write_text(good_password)
+    backup_instance(load(config), "app", Silent())
+    assert [u["ticket_id"] for u in receiver.updates if "ticket_id" in u] == [101, 102, 102]
+    assert history.open_ticket("app", "itflow:backup") is None
 
     sent = [s + b for s, b in mailbox.messages] + [json.dumps(h) for h in receiver.hooks] + \
         [r["fields"]["title"] + r["fields"]["description"] for r in receiver.itop] + \
-        [r["ticket_subject"] + r["ticket_details"] for r in receiver.itflow]
+        [r["ticket_subject"] + r["ticket_details"] for r in receiver.itflow] + \
+        [json.dumps(u["fields"]) for u in receiver.updates if "fields" in u]
     for text in sent:
         for secret in (good_password, wrong_password, ITOP_PASSWORD, ITFLOW_KEY):
             assert secret not in text
