@@ -203,6 +203,21 @@ def test_three_tenants_backup_destroy_restore(idoit_site: dict[str, object]) -> 
     assert tree_state(etc) == system_files
 
 
+def test_restore_onto_a_server_without_the_tenant_account_names_it(idoit_site: dict[str, object]) -> None:
+    config, tenant_user = Path(str(idoit_site["config"])), str(idoit_site["tenant_user"])
+    tenants = list(idoit_site["tenants"])  # type: ignore[call-overload]
+    dumps = {db: mariadb_dump(db) for db in tenants}
+    ok(run_cli("backup", "idoit", config=config))
+    for db in [str(idoit_site["system"]), *tenants]:
+        sql(f"DROP DATABASE `{db}`")
+    sql(f"DROP USER '{tenant_user}'@'%'")  # a new server: i-doit's tenant account is not there
+    restored = ok(run_cli("restore", "idoit", "latest", "--only", "db", config=config))
+    assert {db: mariadb_dump(db) for db in tenants} == dumps
+    missing = [line for line in restored.stderr.splitlines() if "which this server refuses" in line]
+    assert len(missing) == 2 and all(tenant_user in line for line in missing), restored.stderr
+    assert "Tenant 2" in missing[0] and tenants[1] in missing[0]
+
+
 def test_sigterm_during_snapshot_resumes(idoit_site: dict[str, object]) -> None:
     log, hold, config = Path(str(idoit_site["log"])), Path(str(idoit_site["hold"])), Path(str(idoit_site["config"]))
     hold.touch()

@@ -165,7 +165,10 @@ def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], re
 
 
 def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
-    """Empty temp/ (caches are rebuilt) and, when an owner is configured, give the folder to it."""
+    """Check that every tenant's own account reaches its database, empty temp/ (caches are rebuilt)
+    and, when an owner is configured, give the folder to it."""
+    if "db" in restored and instance.databases:
+        _check_tenant_accounts(instance.databases[0], reporter)
     if instance.root is None:
         return
     temp = instance.root / "temp"
@@ -179,6 +182,17 @@ def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, res
     if instance.owner and "files" in restored:
         chown_tree(instance.root, instance.owner)
         reporter.step(f"owner {instance.owner} set on {instance.root}")
+
+
+def _check_tenant_accounts(system: Database, reporter: Reporter) -> None:
+    """i-doit opens each tenant with the account in isys_mandator, which a restore onto a new server
+    does not bring (accounts live in the server's own `mysql` database): say which one is missing."""
+    for tenant, info in _tenants(system):
+        if query_or_none(tenant.connection, tenant.name, "SELECT 1") is None:
+            reporter.warn(f"i-doit tenant {info['title']!r} opens database {tenant.name} as "
+                          f"{tenant.connection.user}@{tenant.connection.host}, which this server refuses: create "
+                          f"that account (password in isys_mandator__db_pass of {system.name}) and GRANT ALL ON "
+                          f"`{tenant.name}`.* TO it")
 
 
 def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str | None = None) -> list[str]:
