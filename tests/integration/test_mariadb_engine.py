@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import secrets
@@ -293,6 +294,7 @@ def test_hand_script_restores_without_safehold(tmp_path: Path, new_db, small_chu
     run = subprocess.run(["bash", str(script), str(dump), name, "-h127.0.0.1", "-uroot"], capture_output=True,
                          text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
+    assert f"{len(report.tables)} tables: every row count matches the dump" in run.stdout
     after = reference_dump(name)
     assert after == before, _first_difference(before, after)
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("tmp.*/data")), "the script leaves no rows behind"
@@ -323,3 +325,18 @@ def test_hand_script_refuses_damage_and_bad_input(tmp_path: Path, new_db, small_
     new_db.created.append(f"{name}_cut")
     assert damaged.returncode != 0  # a cut dump stops the script (tar's error), it does not end "done"
     assert "done:" not in damaged.stdout
+    # A dump whose report disagrees with its rows (one table's count altered) fails the final check.
+    out = io.BytesIO()
+    writer = stream.TarWriter(out)
+    for member_name, content in stream.members(io.BytesIO(data)):
+        if member_name == stream.REPORT_MEMBER:
+            summary = json.loads(content)
+            summary["tables"]["rental"]["rows"] += 1
+            content = json.dumps(summary, indent=1, sort_keys=True).encode()
+        writer.add(member_name, content)
+    writer.close()
+    (tmp_path / "altered.tar").write_bytes(out.getvalue())
+    new_db.created.append(f"{name}_alt")
+    altered = subprocess.run(["bash", str(script), str(tmp_path / "altered.tar"), f"{name}_alt", "-h127.0.0.1",
+                              "-uroot"], capture_output=True, text=True)
+    assert altered.returncode == 1 and "table rental:" in altered.stderr and "done:" not in altered.stdout

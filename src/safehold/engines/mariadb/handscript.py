@@ -10,14 +10,40 @@ uncompressed rows on disk in a temporary folder.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 
+from safehold.engines.mariadb.client import quote
 from safehold.engines.mariadb.loader import HISTORY_SESSION, LOAD_SESSION
-from safehold.engines.mariadb.stream import DATA_SUFFIX, POST_MEMBER, SCHEMA_MEMBER, SCRIPT_MEMBER, data_member
+from safehold.engines.mariadb.stream import (
+    DATA_SUFFIX,
+    POST_MEMBER,
+    REPORT_MEMBER,
+    SCHEMA_MEMBER,
+    SCRIPT_MEMBER,
+    data_member,
+)
 from safehold.engines.mariadb.tables import Table
 
 END = "SAFEHOLD_END_OF_SQL"
+# Compares the loaded row counts with the dump's closing report. That report is written by
+# json.dumps(indent=1, sort_keys=True), so a table's entry opens with the exact line listed in
+# keys.tsv and its "rows" line follows within the entry.
+COMPARE = r"""awk -F'\t' '
+  FILENAME == "keys.tsv" { want[$2] = $1; name[$1] = $3; next }
+  FILENAME == "report.json" {
+    if ($0 in want) cur = want[$0]
+    else if (cur != "" && $0 ~ /^   "rows": /) {
+      v = $0; sub(/^   "rows": /, "", v); sub(/,$/, "", v); rows[cur] = v; cur = ""
+    }
+    next
+  }
+  { n++ }
+  !($1 in rows) || rows[$1] != $2 {
+    bad++; print "table " name[$1] ": " $2 " rows loaded, the dump recorded " rows[$1] > "/dev/stderr"
+  }
+  END { if (bad) exit 1; print n " tables: every row count matches the dump" }' keys.tsv report.json counts.tsv"""
 
 
 def _stream_file(table: Table, wide: bool = False) -> str:
@@ -40,6 +66,20 @@ def script(head: dict) -> str:
             path = f"data/{table.index:05d}.joined.tsv"
             pastes.append(f"join_columns {shlex.quote(_stream_file(table))} {shlex.quote(wide)} {shlex.quote(path)}")
         loads.append(table.load("", path) + ";")
+    keys = "\n".join(f"{t.index}\t  {json.dumps(t.name)}: {{\t{t.name}" for t in tables)
+    counts = " UNION ALL ".join(f"SELECT {t.index}, COUNT(*) FROM {quote(t.name)}"
+                                + (" FOR SYSTEM_TIME ALL" if t.versioned else "") for t in tables)
+    check = f"""
+echo "checking row counts against the dump's report"
+tar -xOf "$dump" {REPORT_MEMBER} > report.json
+cat > keys.tsv <<'{END}'
+{keys}
+{END}
+"$mariadb" "$@" -N -B "$db" > counts.tsv <<'{END}'
+{counts};
+{END}
+{COMPARE}
+""" if tables else ""
     # The server writes view bodies with the database name; a restore under another name moves them.
     pattern = re.sub(r"([\\/.*\[\]^$])", r"\\\1", f"`{source}`.")
     move_views = "cat" if "'" in source else f"sed 's/{pattern}/'\"\\`$db\\`.\"'/g'"
@@ -50,7 +90,7 @@ def script(head: dict) -> str:
 #   tar -xOf DUMP.tar {SCRIPT_MEMBER} > restore.sh
 #   bash restore.sh DUMP.tar DATABASE [mariadb client options, e.g. -h HOST -u USER -p]
 #
-# DATABASE must not exist yet. Compare the row counts with safehold/manifest.json afterwards.
+# DATABASE must not exist yet. Ends by comparing every table's row count with the dump's report.
 set -euo pipefail
 if [ $# -lt 2 ]; then echo "usage: bash $0 DUMP.tar DATABASE [mariadb options]" >&2; exit 2; fi
 case "$2" in *[!A-Za-z0-9_]*|'') echo "use a plain database name (letters, digits, _)" >&2; exit 2;; esac
@@ -88,5 +128,6 @@ echo "loading rows"
 
 echo "creating triggers, routines and events"
 tar -xOf "$dump" {POST_MEMBER} | "$mariadb" "$@" "$db"
+{check}
 echo "done: $db restored from $dump"
 """
