@@ -175,7 +175,8 @@ def render(config: Config) -> str:
         "the parts of every point (tags <code>run=</code>, <code>part=</code>); <code>restic -r URL restore ID "
         "--target /</code> restores a files part and <code>restic -r URL dump ID /safehold/db/FILE</code> prints "
         "a database dump; a MariaDB dump ending in <code>.tar</code> loads with the script inside it: "
-        "<code>tar -xOf FILE restore.sh &gt; restore.sh; bash restore.sh FILE DATABASE -u root -p</code>.</p>",
+        "<code>tar -xOf FILE restore.sh &gt; restore.sh; bash restore.sh FILE DATABASE</code> (mariadb client "
+        "options after it, e.g. <code>--defaults-extra-file=FILE -h HOST</code>).</p>",
         "</body></html>",
     ]
     return "\n".join(parts)

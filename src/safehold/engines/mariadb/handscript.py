@@ -91,6 +91,8 @@ cat > keys.tsv <<'{END}'
 #   bash restore.sh DUMP.tar DATABASE [mariadb client options, e.g. -h HOST -u USER -p]
 #
 # DATABASE must not exist yet. Ends by comparing every table's row count with the dump's report.
+# The client runs once per step: give the password in a file (first option
+# --defaults-extra-file=FILE, or ~/.my.cnf) rather than -p, which would ask each time.
 set -euo pipefail
 if [ $# -lt 2 ]; then echo "usage: bash $0 DUMP.tar DATABASE [mariadb options]" >&2; exit 2; fi
 case "$2" in *[!A-Za-z0-9_]*|'') echo "use a plain database name (letters, digits, _)" >&2; exit 2;; esac
@@ -121,7 +123,7 @@ tar -xf "$dump" --wildcards 'data/*{DATA_SUFFIX}' --to-command='zstd -dq >> "$TA
 {chr(10).join(pastes)}
 
 echo "loading rows"
-"$mariadb" --local-infile=1 "$@" "$db" <<'{END}'
+"$mariadb" "$@" --local-infile=1 "$db" <<'{END}'
 {session}
 {chr(10).join(loads)}
 {END}
