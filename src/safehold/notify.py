@@ -236,17 +236,18 @@ def after_run(config: Config, history: History, run: Run, previous: Run | None, 
     """Send what the run's outcome calls for; returns what was done (for the history and tests)."""
     event = event_of(run, previous)
     done: dict[str, Any] = {"event": event}
+    closed = history.close_tickets(run.instance, run.kind) if event != "failure" else []
+    wanted = event == "failure" or config.notify.on_success or (event == "recovery" and config.notify.on_recovery)
+    if not (closed or wanted):
+        return done  # a quiet success: no message to compose, no secrets to read for masking
     title, body = compose(history, run, event)
     secrets = _secret_values(config)
     title, body = _mask(title, secrets), _mask(body, secrets)
-    if event != "failure":
-        closed = history.close_tickets(run.instance, run.kind)
-        if closed:
-            done["tickets_closed"] = closed
-            done["tickets_updated"] = _close_in_systems(config, closed, body, reporter)
-        wanted = config.notify.on_success or (event == "recovery" and config.notify.on_recovery)
-        if not wanted:
-            return done
+    if closed:
+        done["tickets_closed"] = closed
+        done["tickets_updated"] = _close_in_systems(config, closed, body, reporter)
+    if not wanted:
+        return done
     if event == "failure" and run.kind in TICKET_KINDS:
         done["tickets_opened"] = _tickets(config, history, run, title, body, reporter)
     done["sent"] = send(config, title, body, event)
