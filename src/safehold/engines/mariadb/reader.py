@@ -16,7 +16,7 @@ import MySQLdb
 import MySQLdb.cursors
 
 from safehold.engines.mariadb.snapshot import Snapshot
-from safehold.engines.mariadb.tables import INTEGER_TYPES, Table
+from safehold.engines.mariadb.tables import INTEGER_TYPES, Table, wide_line
 
 PIECE_BYTES = 1 << 20
 QUEUE_DEPTH = 4
@@ -116,11 +116,15 @@ class ParallelReader:
         try:
             cur.execute(task.sql)
             while rows := cur.fetchmany(task.batch):
+                # A last empty line makes the piece end in LF without copying it again.
+                lines = [row[0] for row in rows]
+                lines.append(b"")
                 if task.table.split:  # narrow and wide column groups of the same rows
-                    self._put(task, (b"\n".join([row[0] for row in rows]) + b"\n",
-                                     b"\n".join([row[1] for row in rows]) + b"\n"))
+                    wide = [wide_line(row[1:]) for row in rows]
+                    wide.append(b"")
+                    self._put(task, (b"\n".join(lines), b"\n".join(wide)))
                 else:
-                    self._put(task, b"\n".join([row[0] for row in rows]) + b"\n")
+                    self._put(task, b"\n".join(lines))
         finally:
             cur.close()
         self._put(task, END)

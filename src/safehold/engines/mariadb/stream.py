@@ -64,7 +64,8 @@ def table_checksum(*crcs: int) -> str:
 
 def write_frame(spool: IO[bytes], frame: bytes) -> None:
     """Append one compressed chunk to a private spool file (length-prefixed)."""
-    spool.write(len(frame).to_bytes(8, "big") + frame)
+    spool.write(len(frame).to_bytes(8, "big"))
+    spool.write(frame)
 
 
 def read_frame(spool: IO[bytes]) -> bytes | None:
@@ -132,55 +133,49 @@ def members(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:
 
 
 class Chunker:
-    """Cuts one table's row text (fed in pieces that end on row boundaries) into content-defined chunks."""
+    """Cuts one table's row text (fed in pieces that end on row boundaries) into content-defined chunks.
+
+    A chunk is cut after the first row that ends at CHUNK_MIN bytes or later and whose CRC32 hits
+    CUT_MASK, or before a row that would take it past CHUNK_MAX (after it, when that row alone is
+    bigger). Pieces are scanned where they lie and kept as views: each byte is copied once, into
+    its chunk (this runs under the GIL, on every byte of the database).
+    """
 
     def __init__(self, emit: Callable[[bytes], None]) -> None:
         self.emit = emit
-        self.parts: list[bytes] = []
+        self.parts: list[bytes | memoryview] = []  # rows not yet in a chunk, none of them a cut point
         self.size = 0
-        self.scanned = 0  # offset up to which no cut point was found in the joined buffer
 
     def feed(self, piece: bytes) -> None:
         """Add complete rows; emits every chunk that is complete."""
-        self.parts.append(piece)
-        self.size += len(piece)
-        while self.size >= CHUNK_MIN:
-            buffer = b"".join(self.parts) if len(self.parts) > 1 else self.parts[0]
-            cut = self._cut(buffer)
-            if cut is None:
-                self.parts = [buffer]
-                return
-            self.emit(buffer[:cut])
-            rest = buffer[cut:]
-            self.parts = [rest] if rest else []
-            self.size = len(rest)
-            self.scanned = 0
-
-    def _cut(self, buffer: bytes) -> int | None:
-        """End offset of the first content-defined cut, CHUNK_MAX fallback, or None (need more rows)."""
-        start = max(self.scanned, CHUNK_MIN - 1)
-        line_start = buffer.rfind(b"\n", 0, start) + 1
-        limit = min(len(buffer), CHUNK_MAX)
+        view = memoryview(piece)
+        start = line = 0  # piece[start:] is not in a chunk yet; piece[line:] is not scanned yet
         while True:
-            end = buffer.find(b"\n", line_start)
+            first_end = start + CHUNK_MIN - self.size  # a cut before this offset is too early
+            if line < first_end - 1:  # skip to the row that reaches CHUNK_MIN
+                line = max(line, piece.rfind(b"\n", line, first_end - 1) + 1)
+            end = piece.find(b"\n", line)
             if end < 0:
                 break
-            if end >= limit:
-                # Past the hard limit: cut at the last row end before it (or after this single huge row).
-                return line_start if line_start > 0 else end + 1
-            if end + 1 >= CHUNK_MIN and zlib.crc32(memoryview(buffer)[line_start:end]) & CUT_MASK == 0:
-                return end + 1
-            line_start = end + 1
-        if len(buffer) >= CHUNK_MAX:
-            return line_start if line_start > 0 else len(buffer)
-        self.scanned = line_start
-        return None
+            if self.size + end + 1 - start > CHUNK_MAX:
+                cut = line if self.size + line - start > 0 else end + 1
+            elif end + 1 >= first_end and zlib.crc32(view[line:end]) & CUT_MASK == 0:
+                cut = end + 1
+            else:
+                line = end + 1
+                continue
+            self.emit(b"".join([*self.parts, view[start:cut]]))
+            self.parts, self.size = [], 0
+            start = line = cut
+        if start < len(piece):
+            self.parts.append(view[start:] if start else piece)
+            self.size += len(piece) - start
 
     def finish(self) -> None:
         """Emit what is left."""
         if self.size:
             self.emit(b"".join(self.parts))
-        self.parts, self.size, self.scanned = [], 0, 0
+        self.parts, self.size = [], 0
 
 
 class Zipper:
