@@ -55,7 +55,6 @@ from safehold.engines.mariadb.stream import (
     TABLES_MEMBER,
     WIDE_SUFFIX,
     Chunker,
-    CountingWriter,
     TarWriter,
     Zipper,
     compress,
@@ -147,8 +146,7 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
         post_run = pool.submit(_mariadb_dump, db, post_options, selection)
         schema, post = schema_run.result(), post_run.result()
     report.phases["schema"] = round(time.monotonic() - started, 3)
-    counted = CountingWriter(out)
-    writer = TarWriter(counted)
+    writer = TarWriter(out)
     header = {"format": FORMAT, "database": db.name, "charset": charset, "tables": [t.to_json() for t in tables]}
     writer.add(TABLES_MEMBER, json.dumps(header, indent=1).encode())
     writer.add(SCRIPT_MEMBER, handscript.script(header).encode())
@@ -182,7 +180,7 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
                "objects": report.objects}
     writer.add(REPORT_MEMBER, json.dumps(summary, indent=1, sort_keys=True).encode())
     writer.close()
-    report.bytes = counted.count  # the stored file's size, which `verify` compares
+    report.bytes = writer.size  # the stored file's size, which `verify` compares
     return report
 
 
@@ -208,9 +206,7 @@ def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: 
             else:
                 writer.add(member, data)
 
-    def emit(chunk: bytes, wide: bool = False) -> None:
-        if not wide:  # a split table's wide stream holds the same rows again
-            state["rows"] += chunk.count(b"\n")
+    def emit(chunk: bytes | memoryview, wide: bool = False) -> None:
         state["crc"][wide] = zlib.crc32(chunk, state["crc"][wide])
         pending.append((data_member(current.index, wide), pool.submit(compress, chunk)))
         flush(threads)
@@ -247,6 +243,7 @@ def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: 
                         chunkers[1].feed(piece[1])
                     else:
                         chunkers[0].feed(piece)
+                state["rows"] += task.rows
             close_table()
     finally:
         for spool in held:

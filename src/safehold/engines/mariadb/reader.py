@@ -37,6 +37,7 @@ class Task:
     table: Table
     sql: str
     batch: int
+    rows: int = 0  # read so far; final once the task's pieces end
     pieces: queue.Queue = field(default_factory=lambda: queue.Queue(QUEUE_DEPTH))
 
 
@@ -116,6 +117,7 @@ class ParallelReader:
         try:
             cur.execute(task.sql)
             while rows := cur.fetchmany(task.batch):
+                task.rows += len(rows)
                 # A last empty line makes the piece end in LF without copying it again.
                 lines = [row[0] for row in rows]
                 lines.append(b"")
