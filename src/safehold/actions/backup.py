@@ -127,7 +127,7 @@ def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, d
         result = _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
                                 safety_point, with_files)
         if not safety_point:
-            result.update(replicate(config, name, run_id, reporter, listings))
+            result.update(replicate(config, name, run_id, reporter, listings, str(result["snapshot"])))
         return result
 
 

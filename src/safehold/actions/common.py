@@ -51,6 +51,11 @@ def _cache_dir(config: Config, repo: Repository) -> Path:
     return config.state_dir / "manifests" / repo.name
 
 
+def remember_manifest(config: Config, repo: Repository, snapshot_id: str, data: bytes) -> None:
+    """Keep a manifest read from `repo` (snapshot ids are content hashes, so it never changes)."""
+    write_private(_cache_dir(config, repo) / f"{snapshot_id}.json", data)
+
+
 def points(config: Config, repo: Repository, instance: str | None = None,
            listing: list[dict[str, Any]] | None = None) -> list[Point]:
     """Complete points in a repository (those whose manifest was written), newest first.
@@ -74,7 +79,7 @@ def points(config: Config, repo: Repository, instance: str | None = None,
             data = cached.read_bytes()
         else:
             data = repo.cat_file(snap["id"], MANIFEST_PATH)
-            write_private(cached, data)
+            remember_manifest(config, repo, snap["id"], data)
         manifest = Manifest.from_bytes(data, f"snapshot {snap['short_id']}")
         for db in manifest.databases:
             db.snapshot = local_id.get(db.snapshot, db.snapshot)

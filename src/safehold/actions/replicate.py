@@ -9,23 +9,35 @@ every repository holds its point; otherwise it is partial, and the next run copi
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from safehold.actions.check import is_remote
-from safehold.actions.common import open_repository, points
+from safehold.actions.common import open_repository, points, remember_manifest
 from safehold.config import Config
 from safehold.errors import RepositoryError, SafeholdError
 from safehold.output import Reporter
+from safehold.repository.manifest import MANIFEST_PATH
 from safehold.repository.restic import Repository
 
 
-def read_back(config: Config, repo: Repository, instance: str, run_ids: list[str]) -> list[dict[str, Any]]:
+def read_back(config: Config, repo: Repository, instance: str, run_ids: list[str],
+              manifest_snapshot: str | None = None) -> list[dict[str, Any]]:
     """Read points back from the repository: each manifest, parsed, and each part's snapshot listed.
 
     Returns the instance's snapshot listing, which retention reuses (each restic call costs the
-    repository key's derivation, about half a second).
+    repository key's derivation, about half a second). When the new manifest's snapshot id is
+    known, the manifest is read while the listing runs, instead of after it.
     """
-    listing = repo.snapshots([f"instance={instance}"])
+    with ThreadPoolExecutor(1) as pool:
+        fetched = pool.submit(repo.cat_file, manifest_snapshot, MANIFEST_PATH) if manifest_snapshot else None
+        listing = repo.snapshots([f"instance={instance}"])
+        if fetched is not None:
+            data = fetched.result()
+            # restic 0.14's backup summary gives a short id; the cache is keyed by the full one.
+            for snap in listing:
+                if snap["id"].startswith(manifest_snapshot):
+                    remember_manifest(config, repo, snap["id"], data)
     listed = {p.run_id: p for p in points(config, repo, instance, listing)}
     present = [snap["id"] for snap in listing]
     for run_id in run_ids:
@@ -60,15 +72,17 @@ def _copy_missing(config: Config, source: Repository, dest: Repository, instance
 
 
 def replicate(config: Config, name: str, run_id: str, reporter: Reporter,
-              listings: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, object]:
-    """Read back run `run_id` from the first repository and bring every other one up to date.
+              listings: dict[str, list[dict[str, Any]]] | None = None,
+              manifest_snapshot: str | None = None) -> dict[str, object]:
+    """Read back run `run_id` (manifest in snapshot `manifest_snapshot`, when known) from the first
+    repository and bring every other one up to date.
 
     Returns `result` ("ok" or "partial"), `copies` per repository, and `error` when partial; the
     first repository's snapshot listing goes into `listings` when given.
     """
     names = config.instance(name).repositories
     source = open_repository(config, names[0])
-    listing = read_back(config, source, name, [run_id])
+    listing = read_back(config, source, name, [run_id], manifest_snapshot)
     if listings is not None:
         listings[source.name] = listing
     reporter.step(f"point {run_id} read back from {source.name}")
