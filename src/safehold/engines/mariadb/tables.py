@@ -30,6 +30,10 @@ WIDE_TYPES = {"text", "mediumtext", "longtext", "blob", "mediumblob", "longblob"
 TRANSACTIONAL_ENGINES = {"InnoDB"}
 NULL = "'\\\\N'"
 NULL_FIELD = b"\\N"
+# What a LOAD DATA field escapes, in the order it must be done (backslash first). NUL needs no
+# escape: LOAD DATA reads it as data (the escaped NULs of older dumps still decode).
+ESCAPES = ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\n", b"\\n"))
+_BACKSLASH, _TAB, _LF = ESCAPES
 # Implicit system-versioning columns are invisible in information_schema but readable by name.
 VERSION_COLUMNS = ("ROW_START", "ROW_END")
 VERSION_EXPRESSIONS = {"ROW START", "ROW END"}
@@ -52,9 +56,8 @@ class Column:
         if self.data_type in PLAIN_TYPES:
             return f"IFNULL(CAST({name} AS BINARY),{NULL})"
         escaped = f"CAST({name} AS BINARY)"
-        # NUL needs no escape: LOAD DATA reads it as data (the escaped NULs of older dumps still decode).
-        for raw, text in (("'\\\\'", "'\\\\\\\\'"), ("'\\t'", "'\\\\t'"), ("'\\n'", "'\\\\n'")):
-            escaped = f"REPLACE({escaped},{raw},{text})"
+        for raw, text in ESCAPES:
+            escaped = f"REPLACE({escaped},X'{raw.hex()}',X'{text.hex()}')"
         if self.wide:
             escaped = f"IF(LENGTH({name})>{WIDE_BYTES},CONCAT('H',HEX({name})),CONCAT('T',{escaped}))"
         return f"IFNULL({escaped},{NULL})"
@@ -178,11 +181,12 @@ class Table:
 def wide_line(values: tuple) -> bytes:
     """One row's raw wide values (bytes or None) as a line of the wide stream, tagged like select_expr's.
 
-    The same text the server's REPLACE chain gives (backslash first, then TAB and LF), always with
-    the T tag: no value needs hex here, however long.
+    The same ESCAPES as select_expr's REPLACE chain, always with the T tag: no value needs hex
+    here, however long. The three replaces are spelled out rather than looped: this runs once per
+    value of every wide column.
     """
     return b"\t".join([NULL_FIELD if value is None else
-                        b"T" + value.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n")
+                        b"T" + value.replace(*_BACKSLASH).replace(*_TAB).replace(*_LF)
                         for value in values])
 
 
