@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from safehold.actions.common import open_repository
 from safehold.actions.import_file import Damaged, _check_member
 from safehold.actions.kit import toml_value
 from safehold.agestream import CHUNK, AgeError, Decryptor, Encryptor
@@ -61,6 +62,25 @@ def test_sftp_command_is_strict_and_secret_free(tmp_path: Path) -> None:
         assert part in command
     known = tmp_path / "state" / "ssh" / "off.known_hosts"
     assert known.stat().st_mode & 0o777 == 0o600 and "ssh-ed25519" in known.read_text()
+
+
+def test_each_restic_call_gets_its_own_ssh_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Calls run side by side (read-back); one call's ssh errors must not land in, or wipe, another's.
+    monkeypatch.setenv("REPO_PASS", "pw")
+    config = _config(tmp_path, 'known_hosts = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"')
+    repo = open_repository(config, "off")  # type: ignore[arg-type]
+    template = str(tmp_path / "state" / "ssh" / "off.log")
+    assert any(template in option for option in repo.extra_args)
+    with repo._call() as first, repo._call() as second:
+        logs = [first.ssh_log, second.ssh_log]
+        assert logs[0] != logs[1] and all(log is not None and log.stat().st_mode & 0o777 == 0o600 for log in logs)
+        for call, log in ((first, logs[0]), (second, logs[1])):
+            command = " ".join(call.argv("snapshots"))
+            assert f"-E {log}" in command and template not in command
+        logs[0].write_text("Host key verification failed.\n")
+        assert "host key" in repo._explain("Fatal: unable to open repository", first).message.lower()
+        assert "host key" not in repo._explain("Fatal: unable to open repository", second).message.lower()
+    assert not any(log.exists() for log in logs)
 
 
 def test_unpinned_sftp_host_is_refused(tmp_path: Path) -> None:

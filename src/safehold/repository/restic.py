@@ -11,9 +11,11 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import re
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from typing import IO, Any, TypeVar
 from safehold import runner
 from safehold.errors import RepositoryError
 from safehold.output import Reporter
-from safehold.secrets import Secret, mask_url, secret_files, write_private
+from safehold.secrets import Secret, mask_url, secret_files
 
 T = TypeVar("T")
 TAG = "safehold"
@@ -134,6 +136,18 @@ class _CountingWriter:
 
 
 @dataclass
+class _Call:
+    """One restic process's environment and options, and the file its ssh writes errors to (sftp:)."""
+
+    env: dict[str, str]
+    options: list[str]
+    ssh_log: Path | None
+
+    def argv(self, *args: str) -> list[str]:
+        return ["restic", *self.options, *args]
+
+
+@dataclass
 class Repository:
     """One restic repository as configured, with its secrets resolved."""
 
@@ -142,7 +156,8 @@ class Repository:
     password: Secret
     env: dict[str, Secret] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
-    ssh_log: Path | None = None  # where the sftp ssh command writes its errors
+    # Where the sftp ssh command writes its errors; each call writes to its own copy of this name.
+    ssh_log: Path | None = None
     # Holds the URL's hash once a run has opened the repository here, so later runs skip that check (a
     # restic call costs the key derivation, about half a second).
     known_file: Path | None = None
@@ -153,11 +168,11 @@ class Repository:
     def secrets(self) -> list[Secret]:
         return [self.password, *self.env.values()]
 
-    def _explain(self, stderr: str, name: str | None = None) -> RepositoryError:
-        """explain(), with ssh's own errors: restic may exit before it relays them."""
-        if self.ssh_log is not None:
+    def _explain(self, stderr: str, call: _Call, name: str | None = None) -> RepositoryError:
+        """explain(), with ssh's own errors from `call`: restic may exit before it relays them."""
+        if call.ssh_log is not None:
             with contextlib.suppress(OSError):
-                stderr = self.ssh_log.read_text(errors="replace")[-4000:] + "\n" + stderr
+                stderr = call.ssh_log.read_text(errors="replace")[-4000:] + "\n" + stderr
         error = explain(stderr, name or self.name)
         if name is None and "does not exist" in error.message and self._known():
             self.known_file.unlink(missing_ok=True)  # the next run checks again (and may initialise)
@@ -178,25 +193,38 @@ class Repository:
             return False
 
     @contextlib.contextmanager
-    def _environment(self) -> Iterator[dict[str, str]]:
-        if self.ssh_log is not None:
-            write_private(self.ssh_log, b"")  # errors of this call only
-        with secret_files(password=self.password) as files:
-            env = {"RESTIC_REPOSITORY": self.url, "RESTIC_PASSWORD_FILE": str(files["password"])}
-            env.update({key: value.reveal() for key, value in self.env.items()})
-            yield env
+    def _call(self) -> Iterator[_Call]:
+        """Environment and options of one restic process.
 
-    def _argv(self, *args: str) -> list[str]:
-        return ["restic", *self.extra_args, *args]
+        Calls run side by side (the read-back lists snapshots while it reads the manifest), so
+        each gets its own ssh error log, named after `ssh_log`, removed when the call ends.
+        """
+        log = None
+        if self.ssh_log is not None:
+            self.ssh_log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, name = tempfile.mkstemp(prefix=f"{self.ssh_log.stem}.", suffix=".log", dir=self.ssh_log.parent)
+            os.close(fd)
+            log = Path(name)
+        try:
+            with secret_files(password=self.password) as files:
+                env = {"RESTIC_REPOSITORY": self.url, "RESTIC_PASSWORD_FILE": str(files["password"])}
+                env.update({key: value.reveal() for key, value in self.env.items()})
+                # The ssh command names the log by its path (see ssh.sftp_command); point it at this call's.
+                options = [arg.replace(str(self.ssh_log), str(log)) for arg in self.extra_args] if log else \
+                    list(self.extra_args)
+                yield _Call(env, options, log)
+        finally:
+            if log is not None:
+                log.unlink(missing_ok=True)
 
     def run(self, *args: str, input: bytes | None = None) -> bytes:
         """Run one restic command to completion; translate failures."""
-        with self._environment() as env:
+        with self._call() as call:
             try:
-                return runner.run(self._argv(*args), what=f"restic {args[0]}", env=env, input=input,
+                return runner.run(call.argv(*args), what=f"restic {args[0]}", env=call.env, input=input,
                                   secrets=self.secrets)
             except runner.ProcessFailed as exc:
-                raise self._explain(exc.stderr) from None
+                raise self._explain(exc.stderr, call) from None
 
     def run_json(self, *args: str) -> Any:
         """Run a restic command with --json and parse its output."""
@@ -227,26 +255,23 @@ class Repository:
             self.known_file.parent.mkdir(parents=True, exist_ok=True)
             self.known_file.write_text(self._url_digest())
 
-    @contextlib.contextmanager
-    def _copy_environment(self, source: Repository) -> Iterator[dict[str, str]]:
-        """This repository's environment plus `source` as restic's --from-repo, all by environment."""
-        with self._environment() as env, secret_files(password=source.password) as files:
-            env.update({key: value.reveal() for key, value in source.env.items()})
-            env.update({"RESTIC_FROM_REPOSITORY": source.url, "RESTIC_FROM_PASSWORD_FILE": str(files["password"])})
-            yield env
-
     def _run_with(self, source: Repository, *args: str) -> bytes:
+        """Run restic on this repository with `source` as --from-repo, both given by environment."""
         secrets = [*self.secrets, *source.secrets]
-        # -o options (the sftp command) are global in restic 0.14, so the source's come first and ours win.
-        argv = ["restic", *source.extra_args, *self.extra_args, *args]
-        with self._copy_environment(source) as env:
+        with self._call() as call, source._call() as from_call:
+            env = {**call.env, **{key: value.reveal() for key, value in source.env.items()},
+                   "RESTIC_FROM_REPOSITORY": source.url, "RESTIC_FROM_PASSWORD_FILE": from_call.env[
+                       "RESTIC_PASSWORD_FILE"]}
+            # -o options (the sftp command) are global in restic 0.14, so the source's come first and ours win.
+            argv = ["restic", *from_call.options, *call.options, *args]
             try:
                 return runner.run(argv, what=f"restic {args[0]}", env=env, secrets=secrets)
             except runner.ProcessFailed as exc:
                 text = exc.stderr.lower()
                 # Say which side failed: restic names the source repository as "source" / its URL.
-                side = source if ("source" in text or source.url.lower() in text) else self
-                raise side._explain(exc.stderr) from None
+                if "source" in text or source.url.lower() in text:
+                    raise source._explain(exc.stderr, from_call) from None
+                raise self._explain(exc.stderr, call) from None
 
     def ensure_copy_of(self, source: Repository, reporter: Reporter) -> None:
         """Open this repository, initialising it with `source`'s chunker so copies deduplicate."""
@@ -309,8 +334,8 @@ class Repository:
         args = ["backup", "--stdin", "--stdin-filename", filename, "--json", *(["--compression", "off"] * compressed),
                 "--host", socket.gethostname(), *self._tag_args(tags)]
         lines: list[dict[str, Any]] = []
-        with self._environment() as env:
-            child = runner.start(self._argv(*args), what="restic backup", env=env, stdin=subprocess.PIPE,
+        with self._call() as call:
+            child = runner.start(call.argv(*args), what="restic backup", env=call.env, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, secrets=self.secrets)
             reader = self._read_json_lines(child.stdout, lines, None)
             writer = _CountingWriter(child.stdin, lambda n: reporter.advance(label, n))
@@ -321,12 +346,12 @@ class Repository:
                 child.kill()
                 reader.join(timeout=5)
                 if isinstance(exc, BrokenPipeError | OSError) and child.popen.returncode:
-                    raise self._explain(child.stderr_text()) from None
+                    raise self._explain(child.stderr_text(), call) from None
                 raise
             try:
                 child.wait()
             except runner.ProcessFailed as exc:
-                raise self._explain(exc.stderr) from None
+                raise self._explain(exc.stderr, call) from None
             reader.join()
         reporter.advance(label, writer.count, writer.count)
         return self._summary(lines), result
@@ -343,14 +368,14 @@ class Repository:
         def status(item: dict[str, Any]) -> None:
             reporter.advance(label, int(item.get("bytes_done", 0)), int(item.get("total_bytes", 0)) or None)
 
-        with self._environment() as env:
-            child = runner.start(self._argv(*args), what="restic backup", env=env, stdin=subprocess.DEVNULL,
+        with self._call() as call:
+            child = runner.start(call.argv(*args), what="restic backup", env=call.env, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, secrets=self.secrets)
             reader = self._read_json_lines(child.stdout, lines, status)
             try:
                 child.wait()
             except runner.ProcessFailed as exc:
-                raise self._explain(exc.stderr) from None
+                raise self._explain(exc.stderr, call) from None
             reader.join()
         for item in lines:
             if item.get("message_type") == "error":
@@ -378,8 +403,8 @@ class Repository:
         A failed read raises after the consumer is done.
         """
         args = ["dump", *(["--archive", "tar"] if archive else []), snapshot_id, path]
-        with self._environment() as env:
-            child = runner.start(self._argv(*args), what="restic dump", env=env,
+        with self._call() as call:
+            child = runner.start(call.argv(*args), what="restic dump", env=call.env,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, secrets=self.secrets)
             try:
                 yield child.stdout
@@ -393,7 +418,7 @@ class Repository:
                     pass
                 child.wait()
             except runner.ProcessFailed as exc:
-                raise self._explain(exc.stderr) from None
+                raise self._explain(exc.stderr, call) from None
 
     def ls(self, snapshot_id: str, top: str | None = None) -> list[dict[str, Any]]:
         """Every node of a snapshot (path, type, size, mode, uid, gid, mtime); only `top`'s entries if given."""

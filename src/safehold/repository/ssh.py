@@ -63,7 +63,10 @@ def known_hosts_file(config: Config, name: str) -> Path:
 
 
 def ssh_log_file(config: Config, name: str) -> Path | None:
-    """Where ssh writes its errors for an sftp repository (restic may exit before relaying them)."""
+    """The name of ssh's error log for an sftp repository (restic may exit before relaying the errors).
+
+    Each restic call writes to its own file derived from this name (see Repository._call).
+    """
     return config.state_dir / "ssh" / f"{name}.log" if parse_sftp(config.repositories[name].url) else None
 
 
