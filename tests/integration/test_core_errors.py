@@ -97,6 +97,25 @@ def test_wrong_repository_password_keeps_last_point(files_instance: Path, repo: 
     assert list((tmp_path / "back").rglob("a.txt"))
 
 
+def test_unreadable_source_file_fails_the_run_naming_it(files_instance: Path, tmp_path: Path) -> None:
+    # Root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH reads like the NFS root_squash case: owner bits apply.
+    assert run_cli("backup", config=files_instance).returncode == 0
+    locked = tmp_path / "files" / "locked.txt"  # lower case: the path is compared in a lowered line
+    locked.write_text("not for root\n")
+    os.chown(locked, 65534, 65534)
+    locked.chmod(0)
+    argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m", "safehold", "backup",
+            "--config", str(files_instance)]
+    result = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(SRC)},
+                            timeout=600)
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert f"1 file(s) could not be read: {locked} (permission denied)" in line.lower() and "exclude" in line
+    assert "repository" not in line.split("—")[0]  # restic's "permission denied" is not the repository's
+    listed = json.loads(run_cli("list", "app", "--json", config=files_instance).stdout)
+    assert len(listed) == 1  # the incomplete snapshot never became a point
+
+
 def test_repository_that_disappears_is_reported_not_silently_recreated(files_instance: Path,
                                                                       repo: dict[str, str]) -> None:
     assert run_cli("backup", config=files_instance).returncode == 0

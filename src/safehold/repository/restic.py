@@ -8,6 +8,7 @@ with --json where restic offers it; errors are translated from restic's stderr i
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -24,13 +25,14 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from safehold import runner
-from safehold.errors import RepositoryError
+from safehold.errors import RepositoryError, SafeholdError
 from safehold.output import Reporter
 from safehold.secrets import Secret, mask_url, secret_files
 
 T = TypeVar("T")
 TAG = "safehold"
 COPY_BUFFER = 1 << 20
+UNREADABLE_SOURCE = 3  # restic backup: snapshot stored, some source files could not be read
 
 
 @functools.cache
@@ -133,6 +135,53 @@ class _CountingWriter:
 
     def flush(self) -> None:
         self.sink.flush()
+
+
+@dataclass
+class SourceError:
+    """A file restic could not read while backing up, as its --json output reports it."""
+
+    path: str
+    errno: int | None
+    reason: str
+
+    @property
+    def vanished(self) -> bool:
+        """Deleted between restic's scan and its read (a temporary file of the running application)."""
+        return self.errno == errno.ENOENT or "no such file" in self.reason.lower()
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.reason})" if self.reason else self.path
+
+
+def source_errors(stdout: list[dict[str, Any]], stderr: str) -> list[SourceError]:
+    """The unreadable files of a `restic backup --json` run (restic 0.14 prints them on stderr)."""
+    items = [item for item in stdout if item.get("message_type") == "error"]
+    for line in stderr.splitlines():
+        with contextlib.suppress(ValueError):
+            item = json.loads(line) if line.startswith("{") else None
+            if isinstance(item, dict) and item.get("message_type") == "error":
+                items.append(item)
+    result = []
+    for item in items:
+        error = item.get("error") or {}
+        number = error.get("Err") if isinstance(error.get("Err"), int) else None
+        reason = str(error.get("message") or (os.strerror(number) if number is not None else ""))
+        result.append(SourceError(str(item.get("item") or error.get("Path") or "?"), number, reason))
+    return result
+
+
+def unreadable_files(label: str, errors: list[SourceError]) -> SafeholdError:
+    """The error for files restic could not read: the point would lack them, so it is not made.
+
+    restic stores the snapshot anyway (exit code 3); without a manifest it never becomes a
+    recovery point, and the message names the files instead of blaming the repository for a
+    source file's "permission denied".
+    """
+    shown = ", ".join(map(str, errors[:3])) + (f" and {len(errors) - 3} more" if len(errors) > 3 else "")
+    return SafeholdError(f"{label}: {len(errors) or 'some'} file(s) could not be read{': ' + shown if shown else ''}",
+                         "make them readable for the user safehold runs as, or exclude them in the instance's "
+                         "`exclude`; the last complete point is unchanged")
 
 
 @dataclass
@@ -372,14 +421,19 @@ class Repository:
             child = runner.start(call.argv(*args), what="restic backup", env=call.env, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, secrets=self.secrets)
             reader = self._read_json_lines(child.stdout, lines, status)
+            stderr = ""
             try:
                 child.wait()
             except runner.ProcessFailed as exc:
-                raise self._explain(exc.stderr, call) from None
+                if exc.returncode != UNREADABLE_SOURCE:
+                    raise self._explain(exc.stderr, call) from None
+                stderr = exc.stderr
             reader.join()
-        for item in lines:
-            if item.get("message_type") == "error":
-                reporter.warn(f"{label}: {item.get('error', {}).get('message', item)} ({item.get('item', '')})")
+        errors = source_errors(lines, stderr)
+        if stderr and (not errors or not all(error.vanished for error in errors)):
+            raise unreadable_files(label, [error for error in errors if not error.vanished])
+        for error in errors:  # files deleted while restic ran: the point holds the tree as it was after
+            reporter.warn(f"{label}: {error.path} disappeared while it was being saved")
         return self._summary(lines)
 
     @staticmethod
