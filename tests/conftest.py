@@ -132,3 +132,22 @@ def run_cli(*args: str, config: Path | None = None, env: dict[str, str] | None =
 @pytest.fixture
 def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run_cli
+
+
+@pytest.fixture
+def mount_point(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
+    """Mounts a tmpfs with the given options (size=1m, ro…) under tmp_path: a full or read-only disk."""
+    mounted: list[Path] = []
+
+    def mount(name: str, options: str) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)

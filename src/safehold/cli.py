@@ -43,6 +43,14 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
         else:
             err.print(f"[bold red]error:[/] {exc.line()}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
+    except OSError as exc:  # a path the actions did not expect to fail: still one line, never a traceback
+        reporter.close()
+        message = (exc.strerror or str(exc)) + (f": {exc.filename}" if exc.filename else "")
+        if json_out:
+            print(dumps({"ok": False, "error": message, "hint": "check that path (space, permissions)"}))
+        else:
+            err.print(f"[bold red]error:[/] {message} — check that path (space, permissions)", soft_wrap=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         reporter.close()
         err.print("[bold red]interrupted[/]: the last complete recovery point is untouched")

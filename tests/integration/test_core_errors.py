@@ -146,24 +146,6 @@ def test_read_back_catches_a_part_missing_after_upload(files_instance: Path, rep
         read_back(config, store, "app", [run_id])
 
 
-@pytest.fixture
-def mount_point(tmp_path: Path):
-    mounted: list[Path] = []
-
-    def mount(name: str, options: str) -> Path:
-        path = tmp_path / name
-        path.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount tmpfs here: {done.stderr.decode().strip()}")
-        mounted.append(path)
-        return path
-
-    yield mount
-    for path in mounted:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def test_repository_not_writable(tmp_path: Path, repo: dict[str, str], mount_point) -> None:
     readonly = mount_point("ro", "ro,size=1m")
     path = write_config(tmp_path, {**repo, "url": str(readonly / "repo")}, FILES_ONLY.format(files=tmp_path / "f"))
@@ -217,6 +199,25 @@ user = "{db['user']}"
 password = "file:{tmp_path / 'secrets' / 'db.pass'}"
 names = ["{db['db']}"]
 """)
+
+
+def test_files_restore_into_a_full_or_read_only_folder_says_so(files_instance: Path, tmp_path: Path,
+                                                               mount_point) -> None:
+    (tmp_path / "files" / "big.bin").write_bytes(os.urandom(3 << 20))
+    assert run_cli("backup", config=files_instance).returncode == 0
+    full = run_cli("restore", "app", "latest", "--files-to", str(mount_point("full", "size=1m") / "out"),
+                   config=files_instance)
+    assert full.returncode == 1
+    line = one_line_error(full)
+    assert "cannot write the restored files into" in line and "no space left on device" in line
+    assert "repository" not in line.split("—")[0]  # the repository is fine; the target is full
+    readonly = run_cli("restore", "app", "latest", "--files-to", str(mount_point("ro", "ro,size=1m") / "out"),
+                       config=files_instance)
+    assert readonly.returncode == 1
+    assert "cannot create the restore folder" in one_line_error(readonly) and "read-only" in readonly.stderr
+    again = run_cli("restore", "app", "latest", "--files-to", str(tmp_path / "back"), config=files_instance)
+    restored = tmp_path / "back" / str(tmp_path / "files" / "big.bin").lstrip("/")
+    assert again.returncode == 0 and restored.stat().st_size == 3 << 20
 
 
 def test_wrong_database_password_is_not_shown(tmp_path: Path, repo: dict[str, str], db_user) -> None:

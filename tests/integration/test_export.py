@@ -152,6 +152,18 @@ def test_damaged_export_writes_nothing(tmp_path: Path, new_db: Callable[[str], s
         _assert_nothing_written(result, "nothing was restored", target, f"{db}_x")
 
 
+def test_export_onto_a_full_disk_says_so_and_leaves_nothing(tmp_path: Path, new_db: Callable[[str], str],
+                                                             mount_point: Callable[[str, str], Path]) -> None:
+    config, _, _ = _instance(tmp_path, new_db)
+    small = mount_point("small", "size=4k")  # one page: less than even a tiny point compresses to
+    result = run_cli("export", "latest", str(small / "point.tar.zst"), config=config)
+    assert result.returncode == 1
+    line = [x for x in result.stderr.splitlines() if x.startswith("error:")][-1]
+    assert f"cannot write {small / 'point.tar.zst'}: no space left on device" in line
+    assert list(small.iterdir()) == []  # no partial file
+    assert run_cli("export", "latest", str(tmp_path / "ok.tar.zst"), config=config).returncode == 0
+
+
 def _hostile_export(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:

@@ -185,7 +185,10 @@ def export(config: Config, run: str, target: Path, reporter: Reporter, instance:
     started = time.monotonic()
     reporter.step(f"exporting point {point.run_id} of {point.manifest.instance} from {repo.name} to {target}"
                   + (" (age-encrypted)" if encrypted else ""))
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise _write_error(target, exc) from None
     try:
         with os.fdopen(fd, "wb", buffering=BUFFER) as out:
             if encrypted and age_recipients:
@@ -205,6 +208,9 @@ def export(config: Config, run: str, target: Path, reporter: Reporter, instance:
             out.flush()
             os.fsync(out.fileno())
         os.replace(partial, target)
+    except OSError as exc:  # the export file's disk: the point itself is only read
+        partial.unlink(missing_ok=True)
+        raise _write_error(target, exc) from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -213,6 +219,11 @@ def export(config: Config, run: str, target: Path, reporter: Reporter, instance:
     return {"instance": point.manifest.instance, "run_id": point.run_id, "repository": repo.name, "file": str(target),
             "bytes": size, "payload_bytes": payload, "encrypted": encrypted,
             "seconds": round(time.monotonic() - started, 2)}
+
+
+def _write_error(target: Path, exc: OSError) -> SafeholdError:
+    return SafeholdError(f"cannot write {target}: {(exc.strerror or str(exc)).lower()}",
+                         "free space there or export somewhere else; no partial file was left behind")
 
 
 def _locate(config: Config, run: str, instance: str | None) -> tuple[Repository, Point]:

@@ -7,6 +7,7 @@ the manifest and the comparison is part of the result.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -143,6 +144,18 @@ def compare(entry: DatabaseEntry, restored: dict[str, TableReport]) -> list[dict
     return rows
 
 
+def prepare_files_target(target: Path) -> None:
+    """Create the --files-to folder before anything is restored, so a bad target costs nothing."""
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SafeholdError(f"cannot create the restore folder {target}: {(exc.strerror or str(exc)).lower()}",
+                            "restore somewhere writable with --files-to") from None
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise SafeholdError(f"cannot write into the restore folder {target}",
+                            "restore somewhere writable with --files-to")
+
+
 def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: list[str] | None = None,
             to_db: list[str] | None = None, files_to: Path | None = None, dry_run: bool = False,
             force: bool = False, repository: str | None = None,
@@ -176,6 +189,8 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
         raise RestoreRefused(f"database(s) {', '.join(busy)} already hold data",
                              "restore with --to-db NEWNAME, or add --force (a safety point is taken first)")
     check_foreign_references(repo, plan)
+    if plan.includes and plan.files_target != Path("/"):
+        prepare_files_target(plan.files_target)
     lock = instance_lock(config.state_dir, name, point.run_id, "restore", reporter,
                          config.settings.lock_wait_seconds)
     # Recorded in the run history (and notified on failure) like backups and drills.
@@ -198,7 +213,6 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
             if plan.files_target == Path("/"):
                 restore_in_place(repo, snapshot, plan.includes, reporter)
             else:
-                plan.files_target.mkdir(parents=True, exist_ok=True)
                 repo.restore(snapshot, plan.files_target, plan.includes, reporter)
             phases["files"] = round(time.monotonic() - t0, 3)
         if in_place:

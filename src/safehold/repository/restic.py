@@ -137,6 +137,25 @@ class _CountingWriter:
         self.sink.flush()
 
 
+# restic restore: "ignoring error for /a/b: write /target/a/b: no space left on device"
+TARGET_ERROR = re.compile(r"^ignoring error for .*?: \w+ (/.*): ([^:]+)$", re.M)
+TARGET_HINTS = {
+    "no space left on device": "free space there, or restore somewhere else with --files-to",
+    "read-only file system": "restore somewhere writable with --files-to",
+    "permission denied": "restore somewhere writable with --files-to",
+}
+
+
+def target_error(stderr: str, target: Path) -> SafeholdError | None:
+    """The error of a restore that could not write under `target` (not the repository's fault), if it is one."""
+    for match in TARGET_ERROR.finditer(stderr):
+        path, reason = match.group(1), match.group(2).strip()
+        if Path(path).is_relative_to(target) and reason.lower() in TARGET_HINTS:
+            return SafeholdError(f"cannot write the restored files into {target}: {reason.lower()} ({path})",
+                                 TARGET_HINTS[reason.lower()] + "; the recovery point itself is unharmed")
+    return None
+
+
 @dataclass
 class SourceError:
     """A file restic could not read while backing up, as its --json output reports it."""
@@ -266,14 +285,18 @@ class Repository:
             if log is not None:
                 log.unlink(missing_ok=True)
 
-    def run(self, *args: str, input: bytes | None = None) -> bytes:
-        """Run one restic command to completion; translate failures."""
+    def run(self, *args: str, input: bytes | None = None,
+            local_error: Callable[[str], SafeholdError | None] | None = None) -> bytes:
+        """Run one restic command to completion; translate failures.
+
+        `local_error` may claim a failure that is not the repository's (a full restore target).
+        """
         with self._call() as call:
             try:
                 return runner.run(call.argv(*args), what=f"restic {args[0]}", env=call.env, input=input,
                                   secrets=self.secrets)
             except runner.ProcessFailed as exc:
-                raise self._explain(exc.stderr, call) from None
+                raise (local_error and local_error(exc.stderr)) or self._explain(exc.stderr, call) from None
 
     def run_json(self, *args: str) -> Any:
         """Run a restic command with --json and parse its output."""
@@ -490,7 +513,7 @@ class Repository:
         for path in includes:
             args += ["--include", path]
         reporter.step(f"restoring files from {self.name} into {target}")
-        self.run(*args)
+        self.run(*args, local_error=lambda stderr: target_error(stderr, target))
 
     # -- maintenance ----------------------------------------------------------------------
 
