@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from safehold.config import ScheduleConfig
@@ -9,7 +11,7 @@ from safehold.errors import ConfigError
 from safehold.secrets import mask_url
 from safehold.web.auth import RateLimiter
 from safehold.web.data import describe_schedule, mask, stale_after_hours
-from safehold.web.server import parse_listen
+from safehold.web.server import check_listen, parse_listen
 
 
 def test_mask_keeps_references_and_hides_values() -> None:
@@ -46,3 +48,15 @@ def test_rate_limiter_blocks_after_failures_and_clears_on_success() -> None:
     assert limiter.blocked("user:a") > 0 and limiter.blocked("addr:x") > 0 and limiter.blocked("user:b") == 0
     limiter.succeeded("user:a")
     assert limiter.blocked("user:a") == 0
+
+
+def test_listen_address_in_use_is_one_clear_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}: address already in use"):
+            check_listen("127.0.0.1", port)
+    check_listen("127.0.0.1", port)  # free again
+    with pytest.raises(ConfigError, match="use an address of this host"):
+        check_listen("nosuchhost.invalid", port)

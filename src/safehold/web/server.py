@@ -10,6 +10,7 @@ pool as scheduled runs; both take the same instance locks, so they never overlap
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import Protocol
@@ -38,6 +39,23 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def check_listen(host: str, port: int) -> None:
+    """Refuse early, in one line, an address the console cannot listen on (uvicorn would exit 3, "partial")."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {(exc.strerror or str(exc)).lower()}",
+                          "use an address of this host in --listen or web.listen") from None
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {(exc.strerror or str(exc)).lower()}",
+                          "another program (or another safehold serve) may use it: stop it, or choose another "
+                          "address with --listen or web.listen") from None
+
+
 def serve(config: Config, listen: str | None = None, services: Sequence[Service] = (),
           pool: Executor | None = None) -> None:
     """Run the console (and `services`) until interrupted; jobs run in `pool` when given."""
@@ -45,6 +63,7 @@ def serve(config: Config, listen: str | None = None, services: Sequence[Service]
     web = config.web
     if bool(web.tls_cert) != bool(web.tls_key):
         raise ConfigError("web.tls_cert and web.tls_key go together", "set both, or neither (reverse proxy TLS)")
+    check_listen(host, port)
     app = create_app(config, jobs=JobRunner(config.state_dir, pool=pool))
     console: Console = app.state.console
     for service in services:
