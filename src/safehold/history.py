@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import socket
 import sqlite3
 import statistics
@@ -109,6 +111,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
+DAMAGED = re.compile(r"file is not a database|malformed", re.I)  # SQLite's words for a damaged file
+
+
 class History:
     """The run history of one state directory."""
 
@@ -116,8 +121,20 @@ class History:
         self.path = Path(state_dir) / "history.sqlite"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with self._connect() as db:
-                db.executescript(SCHEMA)
+            try:
+                with self._connect() as db:
+                    db.executescript(SCHEMA)
+            except sqlite3.DatabaseError as exc:
+                if not DAMAGED.search(str(exc)):
+                    raise
+                # A damaged history must not stop backups: keep it for inspection, start a new one, say so.
+                aside = self.path.with_name(f"{self.path.name}.damaged-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
+                self.path.rename(aside)
+                logging.getLogger("safehold").warning(
+                    "the run history %s was damaged (%s): moved to %s, a new one starts now; recovery points "
+                    "are not affected", self.path, exc, aside.name)
+                with self._connect() as db:
+                    db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise SafeholdError(f"cannot open the run history {self.path}: {exc}",
                                 "check that settings.state_dir exists and is writable by this user") from None

@@ -189,3 +189,14 @@ def test_schedule_install_writes_systemd_units_and_cron_file(tmp_path: Path) -> 
     disabled = make_config(tmp_path, 'schedule = { enabled = false }')
     proc = run_cli("schedule", "install", "--dir", str(tmp_path / "none"), "--json", config=disabled)
     assert json.loads(proc.stdout)["skipped_disabled"] == ["app"]
+
+
+def test_damaged_history_is_moved_aside_and_runs_go_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "history.sqlite").write_bytes(b"not sqlite at all " * 100)
+    history = History(tmp_path)  # a damaged local history must not stop the next backup
+    run = history.record_start("app", "backup")
+    history.record_end(run, "ok")
+    assert [r.result for r in history.runs("app")] == ["ok"]
+    kept = list(tmp_path.glob("history.sqlite.damaged-*"))
+    assert len(kept) == 1 and kept[0].read_bytes().startswith(b"not sqlite")
+    assert "was damaged" in caplog.text and "recovery points are not affected" in caplog.text

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
 from safehold.config import ScheduleConfig
-from safehold.errors import ConfigError
+from safehold.errors import ConfigError, SafeholdError
 from safehold.secrets import mask_url
 from safehold.web.auth import RateLimiter
 from safehold.web.data import describe_schedule, mask, stale_after_hours
 from safehold.web.server import check_listen, parse_listen
+from safehold.web.store import Store
 
 
 def test_mask_keeps_references_and_hides_values() -> None:
@@ -60,3 +62,9 @@ def test_listen_address_in_use_is_one_clear_line() -> None:
     check_listen("127.0.0.1", port)  # free again
     with pytest.raises(ConfigError, match="use an address of this host"):
         check_listen("nosuchhost.invalid", port)
+
+
+def test_damaged_account_database_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "web.sqlite").write_bytes(b"not sqlite at all " * 100)
+    with pytest.raises(SafeholdError, match="account database .* is damaged .*safehold user add"):
+        Store(tmp_path)

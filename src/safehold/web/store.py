@@ -18,7 +18,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from safehold.errors import ConfigError
+from safehold.errors import ConfigError, SafeholdError
 
 ROLES = ("viewer", "operator")
 SESSION_SECONDS = 12 * 3600
@@ -52,22 +52,34 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _store_error(path: Path, exc: Exception) -> SafeholdError:
+    if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in str(exc) or "malformed" in str(exc)):
+        return SafeholdError(f"the console's account database {path} is damaged ({exc})",
+                             "move it aside and add the accounts again with `safehold user add`; recovery points "
+                             "are not affected")
+    return SafeholdError(f"cannot open the console's account database {path}: {exc}",
+                         "check that settings.state_dir is writable by this user")
+
+
 class Store:
     """Accounts, sessions and audit rows; safe to share between request threads."""
 
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = state_dir / DB_NAME
-        if not self.path.exists():
-            # Created 0600 before SQLite opens it: the file holds password hashes.
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            if not self.path.exists():
+                # Created 0600 before SQLite opens it: the file holds password hashes.
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            # Unlike the run history, accounts cannot be recreated here: an admin has to decide.
+            raise _store_error(self.path, exc) from None
         self._lock = threading.Lock()
         self._hasher = PasswordHasher()
         # Verified against when the user does not exist, so timing does not reveal account names.
         self._dummy = self._hasher.hash(secrets.token_hex(8))
-        with self._lock:
-            self._db.executescript(SCHEMA)
 
     def _query(self, sql: str, *args: object) -> list[tuple]:
         with self._lock:
