@@ -102,6 +102,38 @@ def test_edge_cases_round_trip_byte_identical(new_db) -> None:  # noqa: ANN001
     assert set(restored.phases) >= {"schema", "load", "indexes", "foreign keys", "post-data objects"}
 
 
+def test_values_over_half_of_max_allowed_packet_survive_in_tables_that_are_not_split(new_db) -> None:  # noqa: ANN001
+    # The server returns NULL (with only a warning) for a HEX()/REPLACE() result over max_allowed_packet:
+    # before format 3 such a blob in a table without a key, in MyISAM or in an all-wide table was lost.
+    name = new_db(PREFIX)
+    size = int(sql("SELECT @@max_allowed_packet")[0][0]) * 3 // 5
+    sql(["CREATE TABLE nokey (a INT, b LONGBLOB, c VARCHAR(20)) ENGINE=InnoDB",
+         "CREATE TABLE old (id INT PRIMARY KEY, t LONGTEXT) ENGINE=MyISAM CHARSET latin1",
+         "CREATE TABLE allwide (b LONGBLOB, t MEDIUMTEXT) ENGINE=Aria",
+         f"INSERT INTO nokey VALUES (1, CONCAT(REPEAT('\\\t', 10), RANDOM_BYTES(1024), REPEAT('x', {size})), 'a'),"
+         " (2, NULL, NULL), (3, '', '\\N')",
+         f"INSERT INTO old VALUES (1, CONCAT('é\n', REPEAT('y', {size})))",
+         f"INSERT INTO allwide VALUES (REPEAT(X'00FF', {size // 2}), 'short'), (NULL, NULL)"], name)
+    checks = ["SELECT MD5(GROUP_CONCAT(MD5(IFNULL(b, 'null')), c ORDER BY a)) FROM nokey",
+              "SELECT MD5(t) FROM old", "SELECT MD5(GROUP_CONCAT(MD5(IFNULL(b, 'null')), t ORDER BY t)) FROM allwide"]
+    before = [sql(check, name) for check in checks]
+    report, restored = round_trip(name)
+    assert [sql(check, name) for check in checks] == before
+    assert restored.tables["nokey"].rows == 3 and restored.tables["old"].checksum == report.tables["old"].checksum
+
+
+def test_a_value_the_server_will_not_hand_over_fails_the_dump(new_db) -> None:  # noqa: ANN001
+    connection = parallel.client.connect(Connection("mariadb", user="root"))
+    try:
+        cur = connection.cursor()
+        cur.execute("SELECT REPEAT('x', @@max_allowed_packet + 1)")  # NULL and warning 1301, as in a dump
+        assert cur.fetchall() == ((None,),)
+        with pytest.raises(DatabaseError, match="could not hand over a value .*max_allowed_packet"):
+            reader._check_no_overflow(connection, reader.Table(0, "t", "InnoDB", False))
+    finally:
+        connection.close()
+
+
 def test_sakila_round_trip_byte_identical_with_small_chunks(new_db, small_chunks) -> None:  # noqa: ANN001
     name = new_db(PREFIX)
     sql(sakila_like.statements(scale=4), name)

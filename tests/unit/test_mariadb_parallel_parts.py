@@ -144,14 +144,20 @@ def test_split_orders_sequences_tables_and_views() -> None:
     assert schema.statements(tables[0])[0] == b"DROP TABLE IF EXISTS `t`"
 
 
-def test_row_sql_escapes_text_and_tags_wide_columns() -> None:
-    table = Table(0, "t", "InnoDB", False, [Column("id", "int"), Column("b", "bit"), Column("s", "varchar"),
-                                            Column("body", "longtext", True)], key=["id"], key_type="int")
+def test_row_sql_escapes_text_and_sends_wide_columns_raw_and_last() -> None:
+    columns = [Column("id", "int"), Column("body", "longtext", True), Column("b", "bit"), Column("s", "varchar")]
+    table = Table(0, "t", "InnoDB", False, columns, key=["id"], key_type="int", wide_last=True)
     select = table.select("db", 10, 20)
     assert "`id` >= 10 AND `id` < 20" in select and select.endswith("ORDER BY `id`")
-    assert "HEX(`body`)" in select and "REPLACE(" in select and "`b`+0" in select
+    assert select.startswith("SELECT CONCAT_WS('\\t',") and select.count("REPLACE(CAST(`s` AS BINARY)") == 1
+    assert "`b`+0" in select and ",CAST(`body` AS BINARY) FROM" in select and "HEX(" not in select
+    assert table.line((b"1\t5\tx", b"a\tb\\")) == b"1\t5\tx\tTa\\tb\\\\"
     load = table.load("db", "/tmp/x.tsv")
-    assert "(`id`,@v1,`s`,@v3)" in load and "UNHEX(SUBSTRING(@v3,2))" in load
+    assert "(`id`,@v1,`s`,@v3)" in load and "`body`=IF(LEFT(@v3,1)='H',UNHEX(SUBSTRING(@v3,2))" in load
+    # A point of format 2 kept the table's own column order in tables that were not split.
+    old = Table.from_json({**table.to_json(), "wide_last": False})
+    assert "(`id`,@v1,@v2,`s`)" in old.load("db", "/tmp/x.tsv")
+    assert Table.from_json(table.to_json()).line_columns() == table.line_columns()
     myisam = Table(1, "m", "MyISAM", False, [Column("id", "int")], key=["id"], key_type="int")
     assert "ORDER BY" not in myisam.select("db") and myisam.ordered
 

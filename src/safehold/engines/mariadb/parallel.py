@@ -73,7 +73,9 @@ from safehold.output import Reporter
 SUFFIX = ".tar"
 COMPRESSED = True  # every row chunk is a zstd frame
 METHOD = "parallel"
-FORMAT = 2  # 2: tables with wide columns travel as two streams (see stream.py)
+# 2: tables with wide columns travel as two streams (see stream.py); 3: wide values always come raw
+# and last in a line, also in tables that are not split (Table.wide_last)
+FORMAT = 3
 SCHEMA_OPTIONS = ["--single-transaction", "--no-data", "--skip-triggers", "--skip-dump-date",
                   "--default-character-set=utf8mb4", "--max-allowed-packet=1G"]
 POST_OPTIONS = ["--single-transaction", "--no-data", "--no-create-info", "--triggers", "--skip-dump-date",

@@ -17,6 +17,7 @@ import MySQLdb.cursors
 
 from safehold.engines.mariadb.snapshot import Snapshot
 from safehold.engines.mariadb.tables import INTEGER_TYPES, Table, wide_line
+from safehold.errors import DatabaseError
 
 PIECE_BYTES = 1 << 20
 QUEUE_DEPTH = 4
@@ -63,6 +64,22 @@ def plan(cur, database: str, tables: list[Table]) -> list[Task]:  # noqa: ANN001
         for low, high in zip(edges, edges[1:], strict=False):
             tasks.append(Task(table, table.select(database, low, high), batch))
     return tasks
+
+
+PACKET_OVERFLOW = 1301  # ER_WARN_ALLOWED_PACKET_OVERFLOWED: a function gave NULL instead of a too long result
+
+
+def _check_no_overflow(connection: MySQLdb.Connection, table: Table) -> None:
+    """Refuse a read in which the server replaced a too long value by NULL (it only warns)."""
+    if not connection.warning_count():
+        return
+    cur = connection.cursor()
+    cur.execute("SHOW WARNINGS")
+    for _, code, message in cur.fetchall():
+        if int(code) == PACKET_OVERFLOW:
+            text = message.decode(errors="replace") if isinstance(message, bytes) else str(message)
+            raise DatabaseError(f"table {table.name}: the server could not hand over a value ({text})",
+                                "raise max_allowed_packet on the database server and back up again")
 
 
 class ParallelReader:
@@ -125,10 +142,13 @@ class ParallelReader:
                     wide = [wide_line(row[1:]) for row in rows]
                     wide.append(b"")
                     self._put(task, (b"\n".join(lines), b"\n".join(wide)))
+                elif task.table.wide_last:
+                    self._put(task, b"\n".join([task.table.line(row) for row in rows] + [b""]))
                 else:
                     self._put(task, b"\n".join(lines))
         finally:
             cur.close()
+        _check_no_overflow(connection, task.table)
         self._put(task, END)
 
     def pieces(self, task: Task) -> Iterator[bytes | tuple[bytes, bytes]]:

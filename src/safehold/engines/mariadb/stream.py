@@ -8,6 +8,8 @@ A split table (format 2) has two chunk streams of the same rows: all chunks of i
 (`data/NNNNN.tsv.zst`), then all chunks of its wide ones (`data/NNNNN.wide.tsv.zst`); line n of
 one belongs to line n of the other. Kept apart, not interleaved, so restic's own chunks (about
 1 MiB of this stream) never mix the two and a changed narrow chunk re-stores no wide data.
+Since format 3 the lines of every table with wide columns hold the narrow columns first, then
+the wide values (escaped by safehold, tagged T), split or not.
 Each chunk is one zstd frame compressed on its own, so equal chunks stay equal bytes and restic
 hashes a third of the data it would otherwise (its own compression finds nothing left to do).
 

@@ -22,8 +22,9 @@ PLAIN_TYPES = {
     "timestamp", "time", "year",
 }
 INTEGER_TYPES = {"tinyint", "smallint", "mediumint", "int", "bigint"}
-# MariaDB's REPLACE() moves the rest of the value for every hit (quadratic), so values longer than
-# this travel as hex instead; columns that can hold such values carry a one-letter tag (T text, H hex).
+# Columns that can hold values longer than this are "wide": their values leave the server raw and
+# are escaped here (see wide_line), tagged T. Dumps before format 3 sent long values of tables that
+# were not split through the server's REPLACE or as hex (tag H); loading still decodes both.
 WIDE_BYTES = 4096
 WIDE_TYPES = {"text", "mediumtext", "longtext", "blob", "mediumblob", "longblob", "json", "geometry", "point",
               "linestring", "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
@@ -58,8 +59,6 @@ class Column:
         escaped = f"CAST({name} AS BINARY)"
         for raw, text in ESCAPES:
             escaped = f"REPLACE({escaped},X'{raw.hex()}',X'{text.hex()}')"
-        if self.wide:
-            escaped = f"IF(LENGTH({name})>{WIDE_BYTES},CONCAT('H',HEX({name})),CONCAT('T',{escaped}))"
         return f"IFNULL({escaped},{NULL})"
 
     def load_target(self, number: int) -> tuple[str, str | None]:
@@ -89,6 +88,10 @@ class Table:
     # Rows travel as two streams, all narrow columns first, then the wide ones (text, blobs) that
     # rarely change: an update of a status or timestamp then re-stores only the small narrow stream.
     split: bool = False
+    # Format 3: the wide columns come raw, after the narrow ones, in every line of the table, split or
+    # not. The server returns NULL (with a warning) for a HEX() or REPLACE() result larger than
+    # max_allowed_packet, so a blob over half of it in a table without a key used to be lost.
+    wide_last: bool = False
 
     @property
     def splittable(self) -> bool:
@@ -106,8 +109,16 @@ class Table:
         return [[c for c in self.columns if not c.wide], [c for c in self.columns if c.wide]]
 
     def line_columns(self) -> list[Column]:
-        """Columns in the order of a loaded line: narrow ones first when the rows are split."""
-        return [column for group in self.column_groups() for column in group]
+        """Columns in the order of a loaded line: narrow ones first when the wide ones come raw."""
+        if self.split or self.wide_last:
+            return [c for c in self.columns if not c.wide] + [c for c in self.columns if c.wide]
+        return list(self.columns)
+
+    def line(self, row: tuple) -> bytes:
+        """One line of a table with wide_last from its SELECT row (narrow text, then the raw wide values)."""
+        if any(not c.wide for c in self.columns):
+            return row[0] + b"\t" + wide_line(row[1:])
+        return wide_line(row)
 
     @property
     def transactional(self) -> bool:
@@ -127,13 +138,14 @@ class Table:
     def select(self, database: str, low: int | None = None, high: int | None = None) -> str:
         """SELECT of one key range (bounds on the first key column), one text line per row, key order.
 
-        A split table gives its narrow column group as one line, then each wide column raw (see
-        `wide_line`).
+        A table with wide columns gives its narrow columns as one text field, then each wide column
+        raw (see `wide_line`).
         """
-        groups = self.column_groups()
-        line = "CONCAT_WS('\\t'," + ",".join(c.select_expr() for c in groups[0]) + ")"
-        if self.split:
-            line += "".join(f",CAST({quote(c.name)} AS BINARY)" for c in groups[1])
+        raw = self.split or self.wide_last
+        narrow = [c for c in self.columns if not (raw and c.wide)]
+        parts = ["CONCAT_WS('\\t'," + ",".join(c.select_expr() for c in narrow) + ")"] if narrow else []
+        parts += [f"CAST({quote(c.name)} AS BINARY)" for c in self.columns if raw and c.wide]
+        line = ",".join(parts)
         where = []
         if low is not None:
             where.append(f"{quote(self.key[0])} >= {int(low)}")
@@ -168,14 +180,15 @@ class Table:
     def to_json(self) -> dict[str, object]:
         """What the restore needs, stored at the start of the stream."""
         return {"index": self.index, "name": self.name, "engine": self.engine, "versioned": self.versioned,
-                "columns": [[c.name, c.data_type, c.wide] for c in self.columns], "key": self.key, "split": self.split}
+                "columns": [[c.name, c.data_type, c.wide] for c in self.columns], "key": self.key, "split": self.split,
+                "wide_last": self.wide_last}
 
     @classmethod
     def from_json(cls, item: dict) -> Table:
         """Inverse of to_json."""
         return cls(index=item["index"], name=item["name"], engine=item["engine"], versioned=item["versioned"],
                    columns=[Column(*column) for column in item["columns"]], key=list(item["key"]),
-                   split=bool(item.get("split")))
+                   split=bool(item.get("split")), wide_last=bool(item.get("wide_last")))
 
 
 def wide_line(values: tuple) -> bytes:
@@ -229,6 +242,7 @@ def describe(cur, database: str, prefix: str | None) -> list[Table]:  # noqa: AN
     _keys(cur, database, tables)
     for table in tables.values():
         table.split = table.splittable
+        table.wide_last = any(c.wide for c in table.columns)
     return list(tables.values())
 
 
