@@ -229,6 +229,16 @@ def test_wrong_database_password_is_not_shown(tmp_path: Path, repo: dict[str, st
     assert db_user["password"] not in result.stderr + result.stdout
 
 
+def test_missing_privilege_is_not_called_a_failed_login(tmp_path: Path, repo: dict[str, str], db_user) -> None:
+    sql([f"REVOKE ALL ON `{db_user['db']}`.* FROM '{db_user['user']}'@'%'",
+         f"GRANT SELECT, SHOW VIEW, TRIGGER, LOCK TABLES ON `{db_user['db']}`.* TO '{db_user['user']}'@'%'"])
+    # Without EVENT, mariadb-dump's `show events` gets "Access denied for user … to database" (1044).
+    result = run_cli("backup", config=db_config(tmp_path, repo, db_user))
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert "lacks a privilege" in line and "EVENT" in line and "cannot log in" not in line
+
+
 def test_database_unreachable(tmp_path: Path, repo: dict[str, str], db_user) -> None:
     path = db_config(tmp_path, repo, db_user, port=1)
     result = run_cli("backup", config=path)

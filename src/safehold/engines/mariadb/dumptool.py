@@ -30,7 +30,8 @@ def tool_error(exc: runner.ProcessFailed, db: Database) -> DatabaseError:
     """Translate a mariadb/mariadb-dump failure into one line."""
     text = exc.stderr.lower()
     where = db.connection.describe()
-    if "access denied for user" in text:
+    # A failed login says "(using password: …)"; "access denied … to database" (1044) is a missing privilege.
+    if "access denied for user" in text and "using password" in text:
         return DatabaseError(f"cannot log in to {where}: access denied", "check the database user and password")
     if "can't connect" in text or "unknown server host" in text:
         return DatabaseError(f"database server {where} is unreachable", "is MariaDB running and the host/port right?")
