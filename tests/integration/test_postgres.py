@@ -66,3 +66,24 @@ names = ["{pg_db}"]
     result = json.loads(restored.stdout)
     assert result["ok"] and {r["table"] for r in result["comparison"]} == {"public.customers", "public.tickets"}
     assert plain_dump(pg_db + "_r") == before
+
+
+@pytest.mark.parametrize(("user", "name", "expected"), [
+    ("nosuchuser", "postgres", "cannot log in to postgres nosuchuser@127.0.0.1:5432: the server has no such user"),
+    ("postgres", "nosuchdb", "database 'nosuchdb' does not exist on postgres postgres@127.0.0.1:5432"),
+])
+def test_postgres_mistakes_are_one_clear_line(tmp_path: Path, repo: dict[str, str], user: str, name: str,
+                                              expected: str) -> None:
+    need(subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"], check=False).returncode == 0,
+         "PostgreSQL on 127.0.0.1:5432 is not running")
+    config = write_config(tmp_path, repo, f"""
+[instances.pg]
+repositories = ["main"]
+[[instances.pg.databases]]
+engine = "postgres"
+user = "{user}"
+names = ["{name}"]
+""")
+    result = run_cli("backup", config=config)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(errors) == 1 and expected in errors[0], result.stderr

@@ -9,6 +9,7 @@ the dump; under concurrent writes they can differ slightly, which the manifest n
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import IO
 
@@ -62,6 +63,8 @@ def _error(exc: runner.ProcessFailed, db: Database, name: str) -> DatabaseError:
     where = db.connection.describe()
     if "password authentication failed" in text or "no password supplied" in text:
         return DatabaseError(f"cannot log in to {where}: authentication failed", "check the user and password")
+    if re.search(r'role "[^"]*" does not exist', text):
+        return DatabaseError(f"cannot log in to {where}: the server has no such user", "check the database user")
     if "connection refused" in text or "could not connect" in text or "timeout expired" in text:
         return DatabaseError(f"database server {where} is unreachable", "is PostgreSQL running and the port right?")
     if "does not exist" in text and "database" in text:
