@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from safehold import config as config_module
 from safehold.actions.common import dumps
-from safehold.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE, SafeholdError
+from safehold.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE, SafeholdError, Stopped
 from safehold.output import Reporter
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -33,6 +34,7 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
          exit_code: Callable[[Any], int] = lambda _: 0) -> None:
     """Run an action with a reporter, print its result, and exit with the right code."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    _stop_on_sigterm()
     reporter = Reporter("json" if json_out else None)
     try:
         result = action(reporter)
@@ -55,6 +57,13 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
         reporter.close()
         err.print("[bold red]interrupted[/]: the last complete recovery point is untouched")
         raise typer.Exit(130) from None
+    except Stopped as exc:
+        reporter.close()
+        if json_out:
+            print(dumps({"ok": False, "error": exc.line()}))
+        else:
+            err.print(f"[bold red]error:[/] {exc.line()}", soft_wrap=True)
+        raise typer.Exit(128 + signal.Signals[exc.signal_name].value) from None
     reporter.close()
     if json_out:
         print(dumps(result))
@@ -63,6 +72,19 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
     code = exit_code(result)
     if code:
         raise typer.Exit(code)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM raises Stopped, so the way out runs every cleanup (the default kills without any).
+
+    Left alone where a handler is set already (`serve` hands SIGTERM to uvicorn).
+    """
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+
+        def stop(signum: int, frame: object) -> None:
+            raise Stopped(signal.Signals(signum).name)
+
+        signal.signal(signal.SIGTERM, stop)
 
 
 def _load(path: Path | None) -> config_module.Config:
@@ -495,7 +517,6 @@ def serve(config: ConfigOpt = None,
           tick: Annotated[float, typer.Option(help="seconds between schedule checks")] = 1.0,
           workers: Annotated[int, typer.Option(help="jobs that may run at once")] = 2) -> None:
     """Run the schedules (re-reading the config every tick) and the web console until Ctrl-C or SIGTERM."""
-    import signal
     import threading
 
     from safehold.scheduler import Scheduler

@@ -50,3 +50,17 @@ class PartialFailure(SafeholdError):
     """Some instances or repository copies failed while others succeeded (exit 3)."""
 
     exit_code = EXIT_PARTIAL
+
+
+class Stopped(BaseException):
+    """safehold was asked to stop (SIGTERM, e.g. a service timeout). Not an Exception, so no step that
+    handles errors (one instance of several, one notification) swallows it and carries on; every
+    `finally` on the way out runs, so temporary files and database connections are cleaned up."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+    def line(self) -> str:
+        """The single line shown to the user (and recorded as the run's error)."""
+        return f"stopped by {self.signal_name} — the last complete recovery point is untouched"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from safehold.errors import ConfigError
 from safehold.runner import ProcessFailed, run, scrub
 from safehold.secrets import Secret, resolve, secret_files, write_private
+from safehold.tempdirs import private_dir
 
 
 def test_env_reference(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,3 +74,16 @@ def test_missing_program() -> None:
         run(["safehold-no-such-tool"])
     assert info.value.returncode == 127
     assert os.environ  # environment untouched
+
+
+def test_private_dirs_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True).stdout.strip()
+    orphan = tmp_path / f"safehold-x-{dead}-abc"
+    mine = tmp_path / f"safehold-x-{os.getpid()}-def"
+    foreign = tmp_path / "safehold-x-notapid"
+    for folder in (orphan, mine, foreign):
+        folder.mkdir()
+        (folder / "chunk").write_bytes(b"x")
+    made = private_dir("safehold-x-", tmp_path)
+    assert made.name.startswith(f"safehold-x-{os.getpid()}-") and made.stat().st_mode & 0o777 == 0o700
+    assert not orphan.exists() and mine.exists() and foreign.exists()

@@ -15,7 +15,6 @@ import os
 import shutil
 import stat
 import tarfile
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from safehold.errors import ConfigError, SafeholdError
 from safehold.output import Reporter
 from safehold.repository.manifest import MANIFEST_PATH, Manifest
 from safehold.secrets import resolve
+from safehold.tempdirs import private_dir
 
 ZEROS = bytes(BUFFER)
 
@@ -246,7 +246,7 @@ def restore_from_file(config: Config, name: str, path: Path, reporter: Reporter,
     """Verify and unpack an export, then restore its point into instance `name`."""
     if not path.is_file():
         raise SafeholdError(f"export file {path} does not exist", "check the path")
-    staging = Path(tempfile.mkdtemp(prefix=".safehold-staging-", dir=_staging_parent(config, files_to)))
+    staging = private_dir(".safehold-staging-", _staging_parent(config, files_to))
     try:
         reporter.step(f"unpacking and verifying {path}")
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import tempfile
 import threading
 import time
 import zlib
@@ -23,6 +22,7 @@ from safehold.engines.mariadb import client
 from safehold.engines.mariadb.stream import decompress
 from safehold.engines.mariadb.tables import Table
 from safehold.models import Database
+from safehold.tempdirs import private_dir
 
 LOAD_SESSION = ("SET SESSION foreign_key_checks=0, unique_checks=0, sql_mode='NO_AUTO_VALUE_ON_ZERO',"
                 " time_zone='+00:00', net_read_timeout=3600, net_write_timeout=3600")
@@ -44,7 +44,7 @@ def scratch_folder() -> str:
     """A private folder for chunk files, in RAM when the system offers it."""
     shm = Path("/dev/shm")
     base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-    return tempfile.mkdtemp(prefix="safehold-load-", dir=base)
+    return str(private_dir("safehold-load-", base))
 
 
 class Pool:
@@ -111,7 +111,7 @@ class ChunkLoader:
         self.done_after_load: set[int] = set()  # tables whose after_load statements ran
         self.after_load_seconds = 0.0
         self._last: Table | None = None
-        self.spool = tempfile.mkdtemp(prefix="safehold-spool-")
+        self.spool = str(private_dir("safehold-spool-"))
         self.scratch = scratch_folder()
         self.rows: dict[int, int] = defaultdict(int)
         self.crcs: dict[int, int] = defaultdict(int)

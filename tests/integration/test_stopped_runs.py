@@ -1,0 +1,83 @@
+"""A restore stopped by SIGTERM cleans up on the way out; one killed by SIGKILL is cleaned up by the next run."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SRC, run_cli, sql, write_config
+
+
+@pytest.fixture
+def big_point(tmp_path: Path, repo: dict[str, str], new_db: Callable[[str], str]) -> tuple[Path, str]:
+    """A point of a database that takes a few seconds to load (~120 MB of rows)."""
+    db = new_db("t_stop")
+    sql(["CREATE TABLE notes (id INT PRIMARY KEY, body MEDIUMTEXT, n INT)",
+         "INSERT INTO notes SELECT seq, CONCAT(seq, ' ', REPEAT(MD5(seq), 60)), seq % 7 FROM seq_1_to_60000"], db)
+    config = write_config(tmp_path, repo, f"""
+[instances.app]
+repositories = ["main"]
+[[instances.app.databases]]
+engine = "mariadb"
+user = "root"
+names = ["{db}"]
+""")
+    assert run_cli("backup", config=config).returncode == 0
+    return config, db
+
+
+def _restore_in_background(config: Path, into: str) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "safehold", "restore", "app", "latest", "--to-db", into, "--config", str(config)]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(SRC)})
+
+
+def _spool_of(pid: int, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = glob.glob(os.path.join(tempfile.gettempdir(), f"safehold-spool-{pid}-*"))
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError("the restore never started loading")
+
+
+def test_sigterm_during_restore_cleans_up_and_says_so(big_point: tuple[Path, str], new_db) -> None:  # noqa: ANN001
+    config, db = big_point
+    into = new_db("t_stop_r")
+    sql(f"DROP DATABASE `{into}`")
+    child = _restore_in_background(config, into)
+    spool = _spool_of(child.pid)
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped by SIGTERM — the last complete recovery point is untouched" in stderr
+    assert "Traceback" not in stderr and not os.path.exists(spool)
+    assert not glob.glob(f"/dev/shm/safehold-load-{child.pid}-*")
+    history = run_cli("history", "app", "--json", config=config)
+    assert "stopped by SIGTERM" in history.stdout
+
+
+def test_leftovers_of_a_killed_restore_go_with_the_next_one(big_point: tuple[Path, str], new_db) -> None:  # noqa: ANN001
+    config, db = big_point
+    first, second = new_db("t_stop_r"), new_db("t_stop_r")
+    sql([f"DROP DATABASE `{first}`", f"DROP DATABASE `{second}`"])
+    child = _restore_in_background(config, first)
+    spool = _spool_of(child.pid)
+    child.kill()
+    child.wait(timeout=60)
+    assert os.path.exists(spool)  # nothing runs after SIGKILL
+    again = run_cli("restore", "app", "latest", "--to-db", second, config=config)
+    assert again.returncode == 0, again.stderr
+    assert not os.path.exists(spool)
+    assert f"removed {spool}, left behind by a safehold run that was killed" in again.stderr
+    assert sql("SELECT COUNT(*) FROM notes", second) == [(60000,)]
