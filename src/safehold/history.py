@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from safehold.errors import SafeholdError
+from safehold.runner import process_alive
 
 Kind = Literal["backup", "drill", "prune", "restore"]
 Result = Literal["ok", "failed", "partial", "running"]
@@ -100,15 +101,6 @@ def _row(row: sqlite3.Row) -> Run:
                bytes_total=row["bytes_total"], duration=row["duration"], error=row["error"],
                details=json.loads(row["details"] or "{}"))
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 DAMAGED = re.compile(r"file is not a database|malformed", re.I)  # SQLite's words for a damaged file
@@ -192,7 +184,7 @@ class History:
         # Rows left running by a process that is gone (SIGKILL, power loss) become failed runs.
         host = socket.gethostname()
         for row in db.execute("SELECT id, pid, started FROM runs WHERE finished IS NULL AND host = ?", (host,)):
-            if not _alive(row["pid"]):
+            if not process_alive(row["pid"]):
                 db.execute("UPDATE runs SET finished=?, result='failed', error=? WHERE id=? AND finished IS NULL",
                            (time.time(), f"interrupted: process {row['pid']} ended without recording a result",
                             row["id"]))

@@ -222,3 +222,14 @@ def stream_in(argv: Sequence[str], source: IO[bytes], *, what: str, env: dict[st
         raise
     child.wait()
     return total
+
+
+def process_alive(pid: int) -> bool:
+    """True while process `pid` exists (also when it belongs to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from safehold.runner import process_alive
+
 
 def private_dir(prefix: str, parent: str | Path | None = None) -> Path:
     """A new 0700 folder `PREFIX<pid>-<random>` in `parent` (the temp dir), after removing dead runs' ones."""
@@ -27,7 +29,7 @@ def remove_orphans(prefix: str, parent: str | Path | None = None) -> list[Path]:
     for path in base.glob(f"{prefix}*"):
         pid = path.name[len(prefix):].partition("-")[0]
         try:
-            if not pid.isdigit() or not path.is_dir() or path.stat().st_uid != os.getuid() or _alive(int(pid)):
+            if not pid.isdigit() or not path.is_dir() or path.stat().st_uid != os.getuid() or process_alive(int(pid)):
                 continue
         except OSError:
             continue
@@ -36,12 +38,3 @@ def remove_orphans(prefix: str, parent: str | Path | None = None) -> list[Path]:
         removed.append(path)
     return removed
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process: not ours to judge
-    return True

@@ -25,6 +25,7 @@ from typing import Any
 from safehold.errors import SafeholdError
 from safehold.lock import is_locked
 from safehold.output import Reporter
+from safehold.runner import process_alive
 from safehold.secrets import write_private
 
 Resumer = Callable[[dict[str, Any], Reporter], None]
@@ -131,13 +132,8 @@ def paused(state_dir: Path, instance: str, app: str, reporter: Reporter) -> Iter
 
 
 def _owner_alive(data: dict[str, Any], state_dir: Path) -> bool:
-    pid = int(data.get("pid", 0))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_alive(int(data.get("pid", 0))):
         return False
-    except PermissionError:
-        pass
     # The PID may have been reused: a live pause always holds the instance lock.
     return is_locked(state_dir, str(data.get("instance", "")))
 
