@@ -7,10 +7,12 @@ import random
 import tarfile
 import zlib
 
+import MySQLdb
 import pytest
 
-from safehold.engines.mariadb import schema, stream
+from safehold.engines.mariadb import client, schema, stream
 from safehold.engines.mariadb.tables import Column, Table, wide_line
+from safehold.models import Connection
 
 CREATE = """--
 -- Table structure for table `t`
@@ -199,3 +201,11 @@ def test_split_table_reads_and_loads_narrow_columns_first() -> None:
     assert select.count("CONCAT_WS") == 1 and select.index("`state`") < select.index("CAST(`body` AS BINARY)")
     assert table.load("db", "/x").index("`state`") < table.load("db", "/x").index("@v2")
     assert Table.from_json(table.to_json()).split
+
+
+@pytest.mark.parametrize("code", [4166, 3948, 1148])
+def test_a_server_refusing_local_infile_is_named_with_the_fix(code: int) -> None:
+    # The texts of MariaDB 10.5+, MySQL 8 and older servers differ; the codes say the same thing.
+    error = client.explain(MySQLdb.OperationalError(code, "The used command is not allowed"),
+                           Connection("mariadb", user="backup"))
+    assert "does not allow LOAD DATA LOCAL INFILE" in error.line() and "SET GLOBAL local_infile=1" in error.line()

@@ -20,6 +20,10 @@ OBJECT_QUERIES = {
 }
 
 
+# MariaDB 10.5+ (4166), MySQL 8 (3948) and older servers (1148) refusing LOAD DATA LOCAL INFILE.
+LOCAL_INFILE_REFUSED = (4166, 3948, 1148)
+
+
 def quote(name: str) -> str:
     """Quote an identifier for MariaDB."""
     return "`" + name.replace("`", "``") + "`"
@@ -35,6 +39,9 @@ def explain(exc: Exception, conn: Connection, database: str | None = None) -> Da
         return DatabaseError(f"database server {where} is unreachable", "is MariaDB running and the host/port right?")
     if code == 1049:
         return DatabaseError(f"database {database!r} does not exist on {where}", "check the database name")
+    if code in LOCAL_INFILE_REFUSED:
+        return DatabaseError(f"{where} does not allow LOAD DATA LOCAL INFILE (local_infile is OFF)",
+                             "allow it while restoring: SET GLOBAL local_infile=1 (the point is unharmed)")
     if code in (1044, 1142, 1227):
         return DatabaseError(f"{where}: missing privilege ({exc.args[1]})", "grant the privilege or use another user")
     message = exc.args[1] if len(exc.args) > 1 else str(exc)
@@ -138,6 +145,14 @@ def is_empty(db: Database, name: str) -> bool:
 def _count(cur: MySQLdb.cursors.Cursor, query: str, name: str) -> int:
     cur.execute(query, (name,))
     return int(cur.fetchone()[0])
+
+
+def require_local_infile(db: Database) -> None:
+    """Refuse, before anything is loaded, a server that will not take LOAD DATA LOCAL INFILE."""
+    with cursor(db.connection) as cur:
+        cur.execute("SELECT @@local_infile")
+        if not int(cur.fetchone()[0]):
+            raise explain(MySQLdb.OperationalError(LOCAL_INFILE_REFUSED[0], "local_infile is OFF"), db.connection)
 
 
 def create(db: Database, name: str) -> None:
