@@ -292,6 +292,31 @@ def test_consistent_without_reload_privilege(new_db, small_chunks) -> None:  # n
     assert any("no RELOAD privilege" in note for note in report.notes)
 
 
+def test_a_long_query_does_not_freeze_the_application_behind_the_global_lock(new_db, monkeypatch) -> None:  # noqa: ANN001
+    # FLUSH TABLES WITH READ LOCK waits for running writes (MariaDB 10.11 lets reads run on), and new
+    # statements queue behind it: the wait is cut short and the dump goes on with one connection.
+    from safehold.engines.mariadb import snapshot
+
+    monkeypatch.setattr(snapshot, "LOCK_WAIT_SECONDS", 1)
+    name = new_db(PREFIX)
+    sql(["CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))", "INSERT INTO t VALUES (1, 'a'), (2, 'b')"], name)
+    before = mariadb_dump(name)
+    long_query = threading.Thread(target=sql, args=("UPDATE t SET v = CONCAT('a', SLEEP(8)) WHERE id = 1", name))
+    long_query.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    try:
+        data, report = dump_bytes(database(name))
+        waited = time.monotonic() - started
+    finally:
+        long_query.join()
+    assert waited < 6, waited  # did not wait for the long write
+    assert any("long-running statement kept the global read lock away for 1 s" in note for note in report.notes)
+    target = new_db(PREFIX)
+    parallel.restore(database(name), target, io.BytesIO(data), Silent())
+    assert mariadb_dump(target).replace(target.encode(), name.encode()) == before  # the state before the write
+
+
 def test_restore_under_another_name_keeps_views_working_and_charset(new_db) -> None:  # noqa: ANN001
     name = new_db(PREFIX)
     sql([f"ALTER DATABASE `{name}` CHARACTER SET latin1 COLLATE latin1_swedish_ci",
