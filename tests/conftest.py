@@ -119,6 +119,19 @@ password = "file:{repo['password_file']}"
     return path
 
 
+def database_config(tmp_path: Path, repo: dict[str, str], instance: str, engine: str, user: str, name: str,
+                    extra: str = "") -> Path:
+    """write_config with one instance backing up database `name` (`extra` adds lines to its table)."""
+    return write_config(tmp_path, repo, f"""
+[instances.{instance}]
+repositories = ["main"]
+[[instances.{instance}.databases]]
+engine = "{engine}"
+user = "{user}"
+names = ["{name}"]
+{extra}""")
+
+
 def run_cli(*args: str, config: Path | None = None, env: dict[str, str] | None = None,
             timeout: float = 600, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run `python -m safehold ARGS` the way a user would; returns the completed process."""

@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -39,31 +39,16 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
     try:
         result = action(reporter)
     except SafeholdError as exc:
-        reporter.close()
-        if json_out:
-            print(dumps({"ok": False, "error": exc.message, "hint": exc.hint}))
-        else:
-            err.print(f"[bold red]error:[/] {exc.line()}", soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
+        _fail(reporter, json_out, exc.message, exc.hint, exc.exit_code)
     except OSError as exc:  # a path the actions did not expect to fail: still one line, never a traceback
-        reporter.close()
         message = (exc.strerror or str(exc)) + (f": {exc.filename}" if exc.filename else "")
-        if json_out:
-            print(dumps({"ok": False, "error": message, "hint": "check that path (space, permissions)"}))
-        else:
-            err.print(f"[bold red]error:[/] {message} — check that path (space, permissions)", soft_wrap=True)
-        raise typer.Exit(1) from None
+        _fail(reporter, json_out, message, "check that path (space, permissions)", 1)
     except KeyboardInterrupt:
         reporter.close()
         err.print("[bold red]interrupted[/]: the last complete recovery point is untouched")
         raise typer.Exit(130) from None
     except Stopped as exc:
-        reporter.close()
-        if json_out:
-            print(dumps({"ok": False, "error": exc.line()}))
-        else:
-            err.print(f"[bold red]error:[/] {exc.line()}", soft_wrap=True)
-        raise typer.Exit(128 + signal.Signals[exc.signal_name].value) from None
+        _fail(reporter, json_out, exc.line(), None, 128 + signal.Signals[exc.signal_name].value)
     reporter.close()
     if json_out:
         print(dumps(result))
@@ -72,6 +57,18 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
     code = exit_code(result)
     if code:
         raise typer.Exit(code)
+
+
+def _fail(reporter: Reporter | None, json_out: bool, message: str, hint: str | None, code: int) -> NoReturn:
+    """Print a failure as one line (or a JSON object with `hint` unless it is None) and exit with `code`."""
+    if reporter is not None:
+        reporter.close()
+    if json_out:
+        print(dumps({"ok": False, "error": message, **({"hint": hint} if hint is not None else {})}))
+    else:
+        err.print(f"[bold red]error:[/] {message} — {hint}" if hint else f"[bold red]error:[/] {message}",
+                  soft_wrap=True)
+    raise typer.Exit(code) from None
 
 
 def _stop_on_sigterm() -> None:
@@ -526,8 +523,7 @@ def serve(config: ConfigOpt = None,
         path = config_module.find_config(config)
         loaded = config_module.load(path)
     except SafeholdError as exc:
-        err.print(f"[bold red]error:[/] {exc.line()}", soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
+        _fail(None, False, exc.message, exc.hint, exc.exit_code)
     reporter = Reporter("plain")
     scheduler = Scheduler(path, reporter, tick_seconds=tick, workers=workers)
     for job in scheduler.next_runs():

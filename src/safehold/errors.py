@@ -8,6 +8,11 @@ EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 
 
+def os_reason(exc: OSError) -> str:
+    """What an OSError says, as the tail of an error line: "no space left on device"."""
+    return (exc.strerror or str(exc)).lower()
+
+
 class SafeholdError(Exception):
     """An error reported to the user as one line: what happened, then what to do."""
 

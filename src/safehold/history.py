@@ -102,7 +102,6 @@ def _row(row: sqlite3.Row) -> Run:
                details=json.loads(row["details"] or "{}"))
 
 
-
 DAMAGED = re.compile(r"file is not a database|malformed", re.I)  # SQLite's words for a damaged file
 
 

@@ -37,4 +37,3 @@ def remove_orphans(prefix: str, parent: str | Path | None = None) -> list[Path]:
         logging.getLogger("safehold").warning("removed %s, left behind by a safehold run that was killed", path)
         removed.append(path)
     return removed
-

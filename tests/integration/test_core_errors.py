@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SRC, mariadb_dump, private_file, run_cli, sql, write_config
+from tests.conftest import SRC, database_config, mariadb_dump, private_file, run_cli, sql, write_config
 from tests.integration.test_core_roundtrip import fill_mariadb
 
 
@@ -188,17 +188,9 @@ def db_user(new_db):
 
 
 def db_config(tmp_path: Path, repo: dict[str, str], db: dict[str, str], port: int = 3306) -> Path:
-    private_file(tmp_path / "secrets" / "db.pass", db["password"])
-    return write_config(tmp_path, repo, f"""
-[instances.app]
-repositories = ["main"]
-[[instances.app.databases]]
-engine = "mariadb"
-port = {port}
-user = "{db['user']}"
-password = "file:{tmp_path / 'secrets' / 'db.pass'}"
-names = ["{db['db']}"]
-""")
+    secret = private_file(tmp_path / "secrets" / "db.pass", db["password"])
+    return database_config(tmp_path, repo, "app", "mariadb", db["user"], db["db"],
+                           f'port = {port}\npassword = "file:{secret}"\n')
 
 
 def test_files_restore_into_a_full_or_read_only_folder_says_so(files_instance: Path, tmp_path: Path,

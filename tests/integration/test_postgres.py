@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need, run_cli, write_config
+from tests.conftest import database_config, need, run_cli
 
 PG = ["-h", "127.0.0.1", "-U", "postgres"]
 
@@ -25,10 +25,14 @@ def plain_dump(database: str) -> str:
     return "\n".join(line for line in out.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))
 
 
-@pytest.fixture
-def pg_db():
+def need_postgres() -> None:
     ready = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"], check=False).returncode == 0
     need(ready, "PostgreSQL on 127.0.0.1:5432 is not running")
+
+
+@pytest.fixture
+def pg_db():
+    need_postgres()
     name = f"t_core_pg_{secrets.token_hex(3)}"
     psql("postgres", f"CREATE DATABASE {name}")
     psql(name, """
@@ -48,14 +52,7 @@ def pg_db():
 
 
 def test_postgres_round_trip(pg_db: str, tmp_path: Path, repo: dict[str, str]) -> None:
-    config = write_config(tmp_path, repo, f"""
-[instances.pg]
-repositories = ["main"]
-[[instances.pg.databases]]
-engine = "postgres"
-user = "postgres"
-names = ["{pg_db}"]
-""")
+    config = database_config(tmp_path, repo, "pg", "postgres", "postgres", pg_db)
     before = plain_dump(pg_db)
     backup = run_cli("backup", "--json", config=config)
     assert backup.returncode == 0, backup.stdout + backup.stderr
@@ -74,16 +71,8 @@ names = ["{pg_db}"]
 ])
 def test_postgres_mistakes_are_one_clear_line(tmp_path: Path, repo: dict[str, str], user: str, name: str,
                                               expected: str) -> None:
-    need(subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"], check=False).returncode == 0,
-         "PostgreSQL on 127.0.0.1:5432 is not running")
-    config = write_config(tmp_path, repo, f"""
-[instances.pg]
-repositories = ["main"]
-[[instances.pg.databases]]
-engine = "postgres"
-user = "{user}"
-names = ["{name}"]
-""")
+    need_postgres()
+    config = database_config(tmp_path, repo, "pg", "postgres", user, name)
     result = run_cli("backup", config=config)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1 and len(errors) == 1 and expected in errors[0], result.stderr

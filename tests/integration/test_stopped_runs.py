@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SRC, run_cli, sql, write_config
+from tests.conftest import SRC, database_config, run_cli, sql
 
 
 @pytest.fixture
@@ -23,14 +23,7 @@ def big_point(tmp_path: Path, repo: dict[str, str], new_db: Callable[[str], str]
     db = new_db("t_stop")
     sql(["CREATE TABLE notes (id INT PRIMARY KEY, body MEDIUMTEXT, n INT)",
          "INSERT INTO notes SELECT seq, CONCAT(seq, ' ', REPEAT(MD5(seq), 60)), seq % 7 FROM seq_1_to_60000"], db)
-    config = write_config(tmp_path, repo, f"""
-[instances.app]
-repositories = ["main"]
-[[instances.app.databases]]
-engine = "mariadb"
-user = "root"
-names = ["{db}"]
-""")
+    config = database_config(tmp_path, repo, "app", "mariadb", "root", db)
     assert run_cli("backup", config=config).returncode == 0
     return config, db
 

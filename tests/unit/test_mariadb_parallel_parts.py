@@ -153,7 +153,7 @@ def test_row_sql_escapes_text_and_sends_wide_columns_raw_and_last() -> None:
     assert "`id` >= 10 AND `id` < 20" in select and select.endswith("ORDER BY `id`")
     assert select.startswith("SELECT CONCAT_WS('\\t',") and select.count("REPLACE(CAST(`s` AS BINARY)") == 1
     assert "`b`+0" in select and ",CAST(`body` AS BINARY) FROM" in select and "HEX(" not in select
-    assert table.line((b"1\t5\tx", b"a\tb\\")) == b"1\t5\tx\tTa\\tb\\\\"
+    assert table.lines([(b"1\t5\tx", b"a\tb\\")]) == [b"1\t5\tx\tTa\\tb\\\\"]
     load = table.load("db", "/tmp/x.tsv")
     assert "(`id`,@v1,`s`,@v3)" in load and "`body`=IF(LEFT(@v3,1)='H',UNHEX(SUBSTRING(@v3,2))" in load
     # A point of format 2 kept the table's own column order in tables that were not split.

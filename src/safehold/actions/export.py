@@ -31,7 +31,7 @@ import zstandard
 from safehold.actions.common import Point, find_point, open_repository
 from safehold.agestream import Encryptor
 from safehold.config import Config
-from safehold.errors import ConfigError, SafeholdError
+from safehold.errors import ConfigError, SafeholdError, os_reason
 from safehold.output import Reporter
 from safehold.repository.manifest import MANIFEST_PATH
 from safehold.repository.restic import Repository
@@ -222,7 +222,7 @@ def export(config: Config, run: str, target: Path, reporter: Reporter, instance:
 
 
 def _write_error(target: Path, exc: OSError) -> SafeholdError:
-    return SafeholdError(f"cannot write {target}: {(exc.strerror or str(exc)).lower()}",
+    return SafeholdError(f"cannot write {target}: {os_reason(exc)}",
                          "free space there or export somewhere else; no partial file was left behind")
 
 

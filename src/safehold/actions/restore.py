@@ -22,7 +22,7 @@ from safehold.actions.tracked import tracked
 from safehold.apps.common import AppConfigMissing
 from safehold.config import Config
 from safehold.engines import engine_for
-from safehold.errors import ConfigError, RestoreRefused, SafeholdError
+from safehold.errors import ConfigError, RestoreRefused, SafeholdError, os_reason
 from safehold.files import restore_in_place
 from safehold.lock import instance_lock
 from safehold.models import Database, DatabaseReport, Instance, TableReport
@@ -149,7 +149,7 @@ def prepare_files_target(target: Path) -> None:
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SafeholdError(f"cannot create the restore folder {target}: {(exc.strerror or str(exc)).lower()}",
+        raise SafeholdError(f"cannot create the restore folder {target}: {os_reason(exc)}",
                             "restore somewhere writable with --files-to") from None
     if not os.access(target, os.W_OK | os.X_OK):
         raise SafeholdError(f"cannot write into the restore folder {target}",

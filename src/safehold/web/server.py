@@ -18,7 +18,7 @@ from typing import Protocol
 import uvicorn
 
 from safehold.config import Config
-from safehold.errors import ConfigError
+from safehold.errors import ConfigError, os_reason
 from safehold.web.app import Console, create_app
 from safehold.web.jobs import JobRunner
 
@@ -44,14 +44,14 @@ def check_listen(host: str, port: int) -> None:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {(exc.strerror or str(exc)).lower()}",
+        raise ConfigError(f"cannot listen on {host}:{port}: {os_reason(exc)}",
                           "use an address of this host in --listen or web.listen") from None
     try:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
             probe.bind(address)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {(exc.strerror or str(exc)).lower()}",
+        raise ConfigError(f"cannot listen on {host}:{port}: {os_reason(exc)}",
                           "another program (or another safehold serve) may use it: stop it, or choose another "
                           "address with --listen or web.listen") from None
 

@@ -19,6 +19,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from safehold.errors import ConfigError, SafeholdError
+from safehold.history import DAMAGED
 
 ROLES = ("viewer", "operator")
 SESSION_SECONDS = 12 * 3600
@@ -53,7 +54,7 @@ def _digest(token: str) -> str:
 
 
 def _store_error(path: Path, exc: Exception) -> SafeholdError:
-    if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in str(exc) or "malformed" in str(exc)):
+    if isinstance(exc, sqlite3.DatabaseError) and DAMAGED.search(str(exc)):
         return SafeholdError(f"the console's account database {path} is damaged ({exc})",
                              "move it aside and add the accounts again with `safehold user add`; recovery points "
                              "are not affected")

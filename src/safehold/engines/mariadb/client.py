@@ -29,6 +29,11 @@ def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def _local_infile_refused(conn: Connection) -> DatabaseError:
+    return DatabaseError(f"{conn.describe()} does not allow LOAD DATA LOCAL INFILE (local_infile is OFF)",
+                         "allow it while restoring: SET GLOBAL local_infile=1 (the point is unharmed)")
+
+
 def explain(exc: Exception, conn: Connection, database: str | None = None) -> DatabaseError:
     """Translate a MySQLdb error into one line without credentials."""
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
@@ -40,8 +45,7 @@ def explain(exc: Exception, conn: Connection, database: str | None = None) -> Da
     if code == 1049:
         return DatabaseError(f"database {database!r} does not exist on {where}", "check the database name")
     if code in LOCAL_INFILE_REFUSED:
-        return DatabaseError(f"{where} does not allow LOAD DATA LOCAL INFILE (local_infile is OFF)",
-                             "allow it while restoring: SET GLOBAL local_infile=1 (the point is unharmed)")
+        return _local_infile_refused(conn)
     if code in (1044, 1142, 1227):
         return DatabaseError(f"{where}: missing privilege ({exc.args[1]})", "grant the privilege or use another user")
     message = exc.args[1] if len(exc.args) > 1 else str(exc)
@@ -152,7 +156,7 @@ def require_local_infile(db: Database) -> None:
     with cursor(db.connection) as cur:
         cur.execute("SELECT @@local_infile")
         if not int(cur.fetchone()[0]):
-            raise explain(MySQLdb.OperationalError(LOCAL_INFILE_REFUSED[0], "local_infile is OFF"), db.connection)
+            raise _local_infile_refused(db.connection)
 
 
 def create(db: Database, name: str) -> None:

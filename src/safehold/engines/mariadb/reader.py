@@ -135,16 +135,16 @@ class ParallelReader:
             cur.execute(task.sql)
             while rows := cur.fetchmany(task.batch):
                 task.rows += len(rows)
-                # A last empty line makes the piece end in LF without copying it again.
-                lines = [row[0] for row in rows]
-                lines.append(b"")
+                # A last empty line makes each piece end in LF without copying it again.
                 if task.table.split:  # narrow and wide column groups of the same rows
+                    narrow = [row[0] for row in rows]
+                    narrow.append(b"")
                     wide = [wide_line(row[1:]) for row in rows]
                     wide.append(b"")
-                    self._put(task, (b"\n".join(lines), b"\n".join(wide)))
-                elif task.table.wide_last:
-                    self._put(task, b"\n".join([task.table.line(row) for row in rows] + [b""]))
+                    self._put(task, (b"\n".join(narrow), b"\n".join(wide)))
                 else:
+                    lines = task.table.lines(rows) if task.table.wide_last else [row[0] for row in rows]
+                    lines.append(b"")
                     self._put(task, b"\n".join(lines))
         finally:
             cur.close()

@@ -22,7 +22,9 @@ import MySQLdb
 from safehold.engines.mariadb import client
 from safehold.models import Database
 
-SESSION = ("SET SESSION net_write_timeout=3600, net_read_timeout=3600, time_zone='+00:00', lock_wait_timeout=120",
+LOCK_WAIT_READING = 120  # seconds a read may wait for a table's metadata lock (DDL running)
+SESSION = ("SET SESSION net_write_timeout=3600, net_read_timeout=3600, time_zone='+00:00',"
+           f" lock_wait_timeout={LOCK_WAIT_READING}",
            # Its own statement: MariaDB and MySQL 8 name the variable differently, this form works on both.
            "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 NO_PRIVILEGE = {1044, 1045, 1142, 1227}
@@ -70,7 +72,7 @@ class Snapshot:
                     if exc.args[0] == LOCK_WAIT_TIMEOUT else
                     "no RELOAD privilege for a global read lock: read with one connection "
                     "(consistent for InnoDB tables only); grant RELOAD for parallel reading")
-            first.execute("SET SESSION lock_wait_timeout=120")
+            first.execute(f"SET SESSION lock_wait_timeout={LOCK_WAIT_READING}")
         for connection in self.connections:
             connection.cursor().execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
 

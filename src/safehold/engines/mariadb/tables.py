@@ -12,6 +12,7 @@ REPLACE searches byte by byte and moves the rest of the value for every hit, whi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from safehold.engines.mariadb.client import quote
@@ -114,11 +115,11 @@ class Table:
             return [c for c in self.columns if not c.wide] + [c for c in self.columns if c.wide]
         return list(self.columns)
 
-    def line(self, row: tuple) -> bytes:
-        """One line of a table with wide_last from its SELECT row (narrow text, then the raw wide values)."""
+    def lines(self, rows: Sequence[tuple]) -> list[bytes]:
+        """Lines of a table with wide_last from its SELECT rows (narrow text, then the raw wide values)."""
         if any(not c.wide for c in self.columns):
-            return row[0] + b"\t" + wide_line(row[1:])
-        return wide_line(row)
+            return [row[0] + b"\t" + wide_line(row[1:]) for row in rows]
+        return [wide_line(row) for row in rows]
 
     @property
     def transactional(self) -> bool:
