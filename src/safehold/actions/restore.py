@@ -78,7 +78,20 @@ def parse_to_db(values: list[str], manifest: Manifest) -> dict[str, str]:
     unknown = set(mapping) - {d.name for d in manifest.databases}
     if unknown:
         raise ConfigError(f"--to-db names {sorted(unknown)}, not in this point", "see `safehold show RUN`")
+    engines = {d.name: d.engine for d in manifest.databases}
+    for old, new in mapping.items():
+        if engines[old] != "sqlite" and not _server_database_name(new):
+            raise ConfigError(f"--to-db {new!r} is not a usable database name for {old}",
+                              f"give 1 to {SERVER_NAME_LIMIT} characters, not ending in a space")
     return mapping
+
+
+SERVER_NAME_LIMIT = 63  # PostgreSQL's limit; MariaDB allows 64
+
+
+def _server_database_name(name: str) -> bool:
+    """A name a database server accepts for a new database (checked here to fail before any work)."""
+    return 0 < len(name) <= SERVER_NAME_LIMIT and not name.endswith(" ") and "\0" not in name
 
 
 def _live_database(instance: Instance, entry: DatabaseEntry) -> Database:

@@ -1,0 +1,43 @@
+"""`--to-db` parsing: renames, which database a bare name means, and names no server would create."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from safehold.actions.restore import parse_to_db
+from safehold.errors import ConfigError
+from safehold.repository.manifest import DatabaseEntry, Manifest
+
+
+def _manifest(*databases: tuple[str, str]) -> Manifest:
+    entries = [DatabaseEntry(key=name, engine=engine, name=name, method="parallel", path=f"/db/{name}",
+                             snapshot="abc") for name, engine in databases]
+    return Manifest(run_id="r1", instance="app", app="generic", host="h", safehold_version="0",
+                    started=datetime.now(UTC), databases=entries)
+
+
+def test_a_bare_name_renames_the_only_database() -> None:
+    assert parse_to_db(["copy"], _manifest(("itflow", "mariadb"))) == {"itflow": "copy"}
+
+
+def test_old_equals_new_per_database() -> None:
+    manifest = _manifest(("idoit_system", "mariadb"), ("idoit_data", "mariadb"))
+    assert parse_to_db(["idoit_data=d2"], manifest) == {"idoit_data": "d2"}
+    with pytest.raises(ConfigError, match="holds 2 databases"):
+        parse_to_db(["copy"], manifest)
+    with pytest.raises(ConfigError, match="not in this point"):
+        parse_to_db(["other=x"], manifest)
+
+
+@pytest.mark.parametrize("name", ["", "x" * 64, "trailing ", "nul\0inside"])
+def test_names_no_server_accepts_fail_before_any_work(name: str) -> None:
+    with pytest.raises(ConfigError, match="not a usable database name") as caught:
+        parse_to_db([f"itflow={name}"], _manifest(("itflow", "mariadb")))
+    assert "1 to 63 characters" in caught.value.hint
+
+
+def test_sqlite_targets_are_paths_and_not_limited() -> None:
+    long_path = "/srv/restore/" + "d" * 80 + "/app.sqlite"
+    assert parse_to_db([long_path], _manifest(("app.sqlite", "sqlite"))) == {"app.sqlite": long_path}
