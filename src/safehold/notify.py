@@ -30,7 +30,7 @@ from safehold.config import Config, ItflowTicketConfig, ItopTicketConfig
 from safehold.errors import SafeholdError
 from safehold.history import History, Run
 from safehold.output import Reporter
-from safehold.secrets import resolve
+from safehold.secrets import mask, resolve
 
 TIMEOUT_SECONDS = 20
 TICKET_KINDS = ("backup", "drill")  # a failed prune or restore is announced, but is no outage of the backups
@@ -81,13 +81,7 @@ def _secret_values(config: Config) -> list[str]:
             values.append(resolve(ref, "secret").reveal())
         except SafeholdError:
             continue
-    return [v for v in values if len(v) >= 4]
-
-
-def _mask(text: str, secrets: list[str]) -> str:
-    for value in secrets:
-        text = text.replace(value, "***")
-    return text
+    return values
 
 
 def send(config: Config, title: str, body: str, kind: str = "failure") -> bool:
@@ -106,7 +100,7 @@ def send(config: Config, title: str, body: str, kind: str = "failure") -> bool:
                               "see https://github.com/caronc/apprise/wiki for the URL formats")
     notify_type = {"failure": apprise.NotifyType.FAILURE, "recovery": apprise.NotifyType.SUCCESS,
                    "success": apprise.NotifyType.SUCCESS}[kind]
-    return bool(target.notify(title=_mask(title, secrets), body=_mask(body, secrets), notify_type=notify_type))
+    return bool(target.notify(title=mask(title, secrets), body=mask(body, secrets), notify_type=notify_type))
 
 
 def _post(url: str, what: str, **kwargs: Any) -> dict[str, Any]:
@@ -242,7 +236,7 @@ def after_run(config: Config, history: History, run: Run, previous: Run | None, 
         return done  # a quiet success: no message to compose, no secrets to read for masking
     title, body = compose(history, run, event)
     secrets = _secret_values(config)
-    title, body = _mask(title, secrets), _mask(body, secrets)
+    title, body = mask(title, secrets), mask(body, secrets)
     if closed:
         done["tickets_closed"] = closed
         done["tickets_updated"] = _close_in_systems(config, closed, body, reporter)

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-from safehold.secrets import Secret
+from safehold.errors import SafeholdError
+from safehold.secrets import Secret, appears_in, mask
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,7 @@ class ProcessFailed(Exception):
 
 def scrub(text: str, secrets: Iterable[Secret]) -> str:
     """Replace every secret value found in `text` with ***."""
-    for secret in secrets:
-        value = secret.reveal()
-        if value:
-            text = text.replace(value, "***")
-    return text
+    return mask(text, (secret.reveal() for secret in secrets))
 
 
 @dataclass
@@ -117,9 +114,12 @@ def start(
 ) -> Child:
     """Start a child; `env` is added to a copy of os.environ. Secrets must never be in argv."""
     for secret in secrets:
-        value = secret.reveal()
-        if value and any(value in arg for arg in argv):
-            raise RuntimeError(f"refusing to start {argv[0]}: a secret would be visible in its argv")
+        if any(appears_in(secret.reveal(), arg) for arg in argv):
+            # Only a very short or common secret (a password "backup") can meet this: argv never gets one.
+            raise SafeholdError(f"refusing to start {os.path.basename(argv[0])}: the value of the secret "
+                                f"{secret.reference or '(unnamed)'} also appears in its command line, where "
+                                "every user of this host could read it",
+                                "choose a longer password that is not a word of the command")
     full_env = {**os.environ, **(env or {})}
     # Secrets are handed over as /dev/fd/N memfds (see secrets.secret_files): pass exactly those.
     pass_fds = sorted({int(m) for text in [*argv, *(env or {}).values()] for m in SECRET_FD.findall(text)})

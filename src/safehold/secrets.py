@@ -6,10 +6,34 @@ import contextlib
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from safehold.errors import ConfigError
+
+# Shorter secrets are only matched as whole words: a one-letter password must not turn every
+# path holding that letter into a "secret in argv" or every "x" in an error into ***.
+WHOLE_WORD_BELOW = 8
+
+
+def _pattern(value: str) -> re.Pattern[str]:
+    escaped = re.escape(value)
+    if len(value) >= WHOLE_WORD_BELOW:
+        return re.compile(escaped)
+    return re.compile(rf"(?<![0-9A-Za-z]){escaped}(?![0-9A-Za-z])")
+
+
+def appears_in(value: str, text: str) -> bool:
+    """Whether the secret `value` shows in `text` (whole words only for short values)."""
+    return bool(value) and _pattern(value).search(text) is not None
+
+
+def mask(text: str, values: Iterable[str]) -> str:
+    """`text` with every secret value in `values` replaced by *** (whole words only for short values)."""
+    for value in values:
+        if value:
+            text = _pattern(value).sub("***", text)
+    return text
 
 
 def mask_url(url: str) -> str:

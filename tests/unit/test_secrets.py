@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from safehold.errors import ConfigError
+from safehold.errors import ConfigError, SafeholdError
 from safehold.runner import ProcessFailed, run, scrub
-from safehold.secrets import Secret, resolve, secret_files, write_private
+from safehold.secrets import Secret, appears_in, mask, resolve, secret_files, write_private
 from safehold.tempdirs import private_dir
 
 
@@ -65,8 +65,20 @@ def test_runner_scrubs_secrets_from_errors() -> None:
 
 
 def test_runner_refuses_secret_in_argv() -> None:
-    with pytest.raises(RuntimeError, match="argv"):
-        run(["echo", "tops3cret"], secrets=[Secret("tops3cret")])
+    with pytest.raises(SafeholdError, match="secret file:/etc/pw also appears in its command line") as info:
+        run(["echo", "--password=tops3cret"], secrets=[Secret("tops3cret", "file:/etc/pw")])
+    assert "tops3cret" not in str(info.value) + info.value.hint
+
+
+def test_short_secrets_match_whole_words_only() -> None:
+    # A repository password "x" must not make /tmp/exp/repo a "secret in argv", nor mangle every x.
+    short = Secret("x")
+    assert run(["echo", "/tmp/exp/repo"], secrets=[short]) == b"/tmp/exp/repo\n"
+    assert scrub("expected x at /tmp/x/box, got x1", [short]) == "expected *** at /tmp/***/box, got x1"
+    assert appears_in("root", "user root denied") and not appears_in("root", "/srv/rootfs")
+    assert appears_in("tops3cret", "Xtops3cretX")  # long enough to be masked wherever it shows
+    assert mask("pw=ab1, ab12", ["ab1"]) == "pw=***, ab12"
+    assert mask("nothing", [""]) == "nothing"
 
 
 def test_missing_program() -> None:
