@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -49,6 +52,10 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
         raise typer.Exit(130) from None
     except Stopped as exc:
         _fail(reporter, json_out, exc.line(), None, 128 + signal.Signals[exc.signal_name].value)
+    except Exception as exc:  # noqa: BLE001 - a bug: one line for the admin, the traceback kept for the report
+        _fail(reporter, json_out, f"internal error ({type(exc).__name__}: {exc})",
+              f"this is a bug in safehold; the last complete recovery point is untouched; please report it "
+              f"with the traceback in {_keep_traceback()}", EXIT_FAILED)
     reporter.close()
     if json_out:
         print(dumps(result))
@@ -57,6 +64,14 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
     code = exit_code(result)
     if code:
         raise typer.Exit(code)
+
+
+def _keep_traceback() -> str:
+    """Write the current exception's traceback to a private file and return its path."""
+    fd, path = tempfile.mkstemp(prefix="safehold-crash-", suffix=".txt")  # mode 0600
+    with os.fdopen(fd, "w") as handle:
+        traceback.print_exc(file=handle)
+    return path
 
 
 def _fail(reporter: Reporter | None, json_out: bool, message: str, hint: str | None, code: int) -> NoReturn:

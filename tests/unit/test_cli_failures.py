@@ -1,0 +1,47 @@
+"""How the CLI ends a run that failed: one line and the documented exit code, never a bare traceback."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+import typer
+
+from safehold import cli
+from safehold.errors import ConfigError
+
+
+def _outcome(action, capsys: pytest.CaptureFixture[str], json_out: bool = False) -> tuple[int, str]:  # noqa: ANN001
+    with pytest.raises(typer.Exit) as info:
+        cli._run(json_out, action, lambda result: None)
+    captured = capsys.readouterr()
+    return info.value.exit_code, captured.err + captured.out
+
+
+def test_a_bug_is_one_line_with_the_traceback_kept_in_a_private_file(capsys: pytest.CaptureFixture[str]) -> None:
+    def buggy(reporter: object) -> None:
+        raise ValueError("unexpected shape")
+
+    code, text = _outcome(buggy, capsys)
+    assert code == 1
+    assert "internal error (ValueError: unexpected shape)" in text and "Traceback" not in text
+    kept = re.search(r"traceback in (\S+safehold-crash-\S+\.txt)", text)
+    assert kept, text
+    path = kept.group(1)
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert "ValueError: unexpected shape" in Path(path).read_text()
+    finally:
+        os.unlink(path)
+
+
+def test_known_failures_keep_their_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    def bad_config(reporter: object) -> None:
+        raise ConfigError("instances.app.repositories: unknown repository 'nas'", "define it under [repositories]")
+
+    code, text = _outcome(bad_config, capsys, json_out=True)
+    assert code == 2
+    assert '"error": "instances.app.repositories: unknown repository \'nas\'"' in text
