@@ -129,7 +129,17 @@ class RetentionConfig(Model):
     weekly: int | None = Field(default=None, ge=0)
     monthly: int | None = Field(default=None, ge=0)
     yearly: int | None = Field(default=None, ge=0)
+    safety_days: int = Field(default=14, ge=1, description="days a safety point taken before a restore is kept; "
+                                                           "safety points never take a slot of the rules above")
     after_backup: bool = Field(default=True, description="apply after each successful backup, never a failed one")
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> RetentionConfig:
+        # An empty table or all-zero counts would silently keep only the newest point.
+        if not any((self.last, self.hourly, self.daily, self.weekly, self.monthly, self.yearly)):
+            raise ValueError("keeps no point besides the newest; set last = N or hourly/daily/weekly/monthly/yearly"
+                             " counts above 0 (e.g. { daily = 7, weekly = 4 }), or leave retention out for last = 14")
+        return self
 
 
 class QuiesceConfig(Model):

@@ -59,3 +59,25 @@ def test_failed_run_prunes_nothing_and_the_next_good_one_does(tmp_path: Path, re
                for f in text_string_to_metric_families(textfile.read_text()) for s in f.samples}
     assert samples[("safehold_last_run_success", "backup")] == 1
     assert samples[("safehold_points", None)] == 1
+
+
+def test_safety_points_never_take_a_regular_points_slot(tmp_path: Path, repo: dict[str, str]) -> None:
+    # A restore of the config only takes a safety point holding the config only; with last = 1 it
+    # used to become "the newest" and every complete point was pruned.
+    config = make_instance(tmp_path, repo, "retention = { last = 1, after_backup = false }")
+    for _ in range(2):
+        backup_instance(load(config), "app", Silent())
+    older, newest = sorted(point_ids(config))
+    restored = run_cli("restore", "app", "latest", "--only", "files", "--force", "--json", config=config)
+    assert restored.returncode == 0, restored.stderr
+    safety = json.loads(restored.stdout)["safety_point"]
+    assert safety
+
+    dry = json.loads(run_cli("prune", "app", "--dry-run", "--json", config=config).stdout)[0]
+    assert sorted(dry["keep"]) == sorted([newest, safety]) and dry["remove"] == [older]
+    assert dry["why"][newest] == ["newest", "last"]
+    assert dry["why"][safety] == ["safety point, kept 14 days"]
+    assert run_cli("prune", "app", config=config).returncode == 0
+    assert sorted(point_ids(config)) == sorted([newest, safety])
+    listed = run_cli("restore", "app", "latest", "--dry-run", "--json", config=config)
+    assert json.loads(listed.stdout)["plan"]["run_id"] == newest  # `latest` is still the complete point

@@ -41,6 +41,8 @@ def test_valid_config_parses() -> None:
         (('password = "env:REPO_PASS"', 'password = "hunter2"'), "repositories.main.password"),
         (('files = ["/srv/app"]', 'files = []'), "needs at least one of databases, files"),
         (('files = ["/srv/app"]', 'files = ["/a"]\nretention = { last = 0 }'), "instances.app.retention.last"),
+        (('files = ["/srv/app"]', 'files = ["/a"]\nretention = {}'), "instances.app.retention: keeps no point besides"),
+        (('files = ["/srv/app"]', 'files = ["/a"]\nretention = { daily = 0, weekly = 0 }'), "keeps no point besides"),
     ],
 )
 def test_errors_name_the_key(change: tuple[str, str], expected: str) -> None:

@@ -46,7 +46,17 @@ def _prune(config: Config, name: str, reporter: Reporter, dry_run: bool) -> list
         for repo_name in instance.repositories:
             repo = open_repository(config, repo_name)
             complete = points(config, repo, name)
-            why = reasons([(p.run_id, p.manifest.started) for p in complete], instance.retention)
+            # Safety points hold the data a restore replaced (sometimes only its databases or its
+            # config): they are kept for a time of their own and never take a regular point's slot.
+            regular = [p for p in complete if not p.manifest.safety_point]
+            why = reasons([(p.run_id, p.manifest.started) for p in regular], instance.retention)
+            safety_age = timedelta(days=instance.retention.safety_days)
+            for point in complete:
+                if point.manifest.safety_point and now() - point.manifest.started <= safety_age:
+                    why.setdefault(point.run_id, []).append(f"safety point, kept {safety_age.days} days")
+            if complete and not regular:  # never prune an instance down to nothing
+                newest = max(complete, key=lambda p: p.manifest.started)
+                why.setdefault(newest.run_id, []).append("newest")
             kept = set(why)
             drop_runs = {p.run_id for p in complete} - kept
             complete_runs = {p.run_id for p in complete}
