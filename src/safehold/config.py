@@ -27,10 +27,22 @@ class Model(BaseModel):
 SecretRef = str
 
 
+def _absolute(value: str | list[str] | None) -> str | list[str] | None:
+    # Runs start from cron, systemd and the web console, each in another working folder.
+    for path in [value] if isinstance(value, str) else value or []:
+        if not os.path.isabs(os.path.expanduser(path)):
+            raise ValueError(f"{path!r} is a relative path; give the full path (starting with /)")
+    return value
+
+
 def _check_secret(value: str | None) -> str | None:
     if value is not None and not re.match(SECRET_PATTERN, value):
         raise ValueError('must be a secret reference "env:NAME" or "file:/path" (never the secret itself)')
     return value
+
+
+# restic URL schemes that store somewhere else; anything else (a path, local:) is on this host.
+REMOTE_SCHEMES = ("sftp:", "s3:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:")
 
 
 class RepositoryConfig(Model):
@@ -45,6 +57,21 @@ class RepositoryConfig(Model):
     ssh_key: str | None = Field(default=None, description="private key file for sftp:")
 
     _secret_password = field_validator("password")(_check_secret)
+
+    @field_validator("url")
+    @classmethod
+    def _local_url_absolute(cls, value: str) -> str:
+        if not value.startswith(REMOTE_SCHEMES):
+            _absolute(value.removeprefix("local:"))
+        return value
+
+    def is_remote(self) -> bool:
+        """True when the repository lies off this host."""
+        return self.url.startswith(REMOTE_SCHEMES)
+
+    def local_path(self) -> Path | None:
+        """The folder of a repository on this host; None for a remote one."""
+        return None if self.is_remote() else Path(self.url.removeprefix("local:"))
 
     @field_validator("env")
     @classmethod
@@ -65,6 +92,15 @@ class DatabaseConfig(Model):
     password: SecretRef | None = None
     names: list[str] = Field(default_factory=list)
     path: str | None = Field(default=None, description="SQLite database file")
+
+    _absolute_path = field_validator("path")(_absolute)
+
+    @field_validator("names")
+    @classmethod
+    def _names_once(cls, value: list[str]) -> list[str]:
+        if twice := sorted({n for n in value if value.count(n) > 1}):
+            raise ValueError(f"lists {', '.join(twice)} more than once")
+        return value
     method: Literal["auto", "parallel", "mariadb-dump"] = "auto"
     table_prefix: str | None = None
     workers: int | None = Field(default=None, ge=1, le=64)
@@ -181,6 +217,8 @@ class InstanceConfig(Model):
     drill_server: ScratchServerConfig | None = Field(
         default=None, description="server for drill scratch databases (default: the instance's own server)")
 
+    _absolute_paths = field_validator("root", "files", "config_files")(_absolute)
+
     @model_validator(mode="after")
     def _shape(self) -> InstanceConfig:
         if self.app == "generic":
@@ -254,6 +292,8 @@ class Settings(Model):
     lock_wait_seconds: int = Field(default=0, ge=0, description="0: a second run exits; >0: waits this long")
     metrics_textfile: str | None = None
 
+    _absolute_paths = field_validator("state_dir", "metrics_textfile")(_absolute)
+
 
 class Config(Model):
     """The whole validated configuration file."""
@@ -287,6 +327,13 @@ class Config(Model):
         if os.geteuid() == 0:
             return Path("/var/lib/safehold")
         return Path(os.environ.get("XDG_STATE_HOME", "~/.local/state")).expanduser() / "safehold"
+
+    def own_folders(self) -> dict[str, Path]:
+        """safehold's own folders on this host (local repositories, the state folder), by what they are."""
+        folders = {f"repository {name}": path for name, repo in self.repositories.items()
+                   if (path := repo.local_path()) is not None}
+        folders["the state folder"] = self.state_dir
+        return folders
 
     def instance(self, name: str) -> InstanceConfig:
         """The instance called `name`, or a ConfigError listing the known ones."""

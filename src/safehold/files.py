@@ -88,6 +88,20 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def own_folder_inside(roots: list[str] | list[Path], own: dict[str, Path]) -> str | None:
+    """Why one of safehold's own folders (a local repository, the state folder) lies in a tree, or None.
+
+    Saved, every point would hold the repository itself; restored in place, the tree is swapped
+    as a whole and the live repository with it.
+    """
+    for root in map(Path, roots):
+        inside = root.resolve()
+        for what, folder in own.items():
+            if folder.resolve().is_relative_to(inside):
+                return f"{what} ({folder}) lies inside {root}"
+    return None
+
+
 def restore_in_place(repo: Repository, snapshot: str, roots: list[str], reporter: Reporter) -> None:
     """Put each tree of a snapshot back at its original path, replacing what is there."""
     for root in map(Path, roots):

@@ -42,6 +42,13 @@ def test_valid_config_parses() -> None:
         (('files = ["/srv/app"]', 'files = []'), "needs at least one of databases, files"),
         (('files = ["/srv/app"]', 'files = ["/a"]\nretention = { last = 0 }'), "instances.app.retention.last"),
         (('files = ["/srv/app"]', 'files = ["/a"]\nretention = {}'), "instances.app.retention: keeps no point besides"),
+        (('files = ["/srv/app"]', 'files = ["srv/app"]'), "instances.app.files: 'srv/app' is a relative path"),
+        (('files = ["/srv/app"]', 'root = "www"\nfiles = ["/srv/app"]'), "instances.app.root: 'www' is a relative"),
+        (('url = "/srv/repo"', 'url = "backups/repo"'), "repositories.main.url: 'backups/repo' is a relative"),
+        (('files = ["/srv/app"]', 'files = ["/a"]\n[[instances.app.databases]]\nengine = "mariadb"\n'
+                                  'names = ["a", "b", "a"]'),
+         "instances.app.databases.0.names: lists a more than once"),
+        (('url = "/srv/repo"', 'url = "/srv/repo"\n[settings]\nstate_dir = "state"'), "settings.state_dir: 'state'"),
         (('files = ["/srv/app"]', 'files = ["/a"]\nretention = { daily = 0, weekly = 0 }'), "keeps no point besides"),
     ],
 )

@@ -24,7 +24,7 @@ CASES = [
     ("monthly 3", {"monthly": 3}, ["2025-10-31", "2025-11-30", "2025-12-31"]),
     ("yearly 3 with one year of data", {"yearly": 3}, ["2025-12-31"]),
     ("hourly 3 on daily points", {"hourly": 3}, ["2025-12-29", "2025-12-30", "2025-12-31"]),
-    ("nothing configured keeps the newest", {}, ["2025-12-31"]),
+    ("yearly 1 keeps the newest", {"yearly": 1}, ["2025-12-31"]),
     ("last 1 + weekly 2", {"last": 1, "weekly": 2}, ["2025-12-31", "2025-12-28"]),
     ("design example daily 7 weekly 4 monthly 12", {"daily": 7, "weekly": 4, "monthly": 12},
      LAST_WEEK + ["2025-12-21", "2025-12-14"] + MONTH_ENDS[:-1]),
@@ -49,6 +49,13 @@ def test_periods_without_points_are_skipped_like_restic() -> None:
     # Only the first day of each quarter: monthly 3 keeps the three newest months that have a point.
     sparse = [(run, when) for run, when in YEAR if run[5:] in ("01-01", "04-01", "07-01", "10-01")]
     assert keep(sparse, RetentionConfig(monthly=3)) == {"2025-10-01", "2025-07-01", "2025-04-01"}
+
+
+def test_a_policy_keeping_only_the_newest_is_refused() -> None:
+    # {} or all-zero counts would silently prune everything but the newest point.
+    for policy in ({}, {"daily": 0, "weekly": 0}):
+        with pytest.raises(ValueError, match="keeps no point besides the newest"):
+            RetentionConfig(**policy)
 
 
 def test_no_points_keeps_nothing() -> None:

@@ -21,7 +21,7 @@ from safehold.apps.quiesce import resume_leftovers
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, SafeholdError
-from safehold.files import sample_hashes, tree_stats
+from safehold.files import own_folder_inside, sample_hashes, tree_stats
 from safehold.lock import instance_lock
 from safehold.models import DatabaseReport, Instance
 from safehold.output import Reporter
@@ -72,9 +72,6 @@ def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest
                  reporter: Reporter) -> int:
     trees = [(p, "files") for p in instance.files] + [(p, "config") for p in instance.config_files]
     present = [(p, kind) for p, kind in trees if p.exists() or p.is_symlink()]
-    for missing in sorted({str(p) for p, _ in trees} - {str(p) for p, _ in present}):
-        manifest.warnings.append(f"{missing} does not exist and was not saved")
-        reporter.warn(f"{missing} does not exist and was not saved")
     if not present:
         return 0
     reporter.step(f"saving {len(present)} file tree(s)")
@@ -86,6 +83,20 @@ def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest
         manifest.trees.append(TreeEntry(root=str(path), kind=kind, files=count, bytes=size,
                                         samples=sample_hashes(counted, instance.exclude)))
     return summary.data_added
+
+
+def _check_trees(config: Config, instance: Instance, safety_point: bool) -> None:
+    """Refuse trees that hold safehold's own folders, and (except for safety points) missing trees."""
+    trees = [*instance.files, *instance.config_files]
+    if problem := own_folder_inside(trees, config.own_folders()):
+        raise ConfigError(f"{problem}: every point would hold it and restoring the tree would replace it",
+                          f"move it out of instances.{instance.name}'s trees (a repository best off this host)")
+    # A safety point saves what exists; a regular point without a declared tree (an unmounted
+    # share) would look complete while retention ages out the points that hold the files.
+    missing = [str(p) for p in trees if not (p.exists() or p.is_symlink())]
+    if missing and not safety_point:
+        raise SafeholdError(f"{', '.join(missing)} does not exist, so no point was made",
+                            f"mount or restore it, or remove it from instances.{instance.name} in the config")
 
 
 def backup_instance(config: Config, name: str, reporter: Reporter, safety_point: bool = False,
@@ -134,6 +145,8 @@ def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, d
 def _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter, safety_point,
                    with_files) -> dict[str, object]:  # noqa: ANN001 - internal continuation
     started = time.monotonic()
+    if with_files:
+        _check_trees(config, instance, safety_point)
     repo.ensure(reporter)
     manifest = Manifest(run_id=run_id, instance=instance.name, app=instance.app, app_version=instance.app_version,
                         schema_version=instance.schema_version, host=socket.gethostname(),

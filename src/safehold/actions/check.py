@@ -12,7 +12,6 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from safehold.config import Config
@@ -29,8 +28,6 @@ SHRINK_CRIT = 0.1      # newest point under a tenth of the median
 GROWTH_WARN = 3.0      # newest point over three times the median
 RECENT_POINTS = 10
 
-# restic URL schemes that store somewhere else; anything else (a path, local:) is on this host.
-REMOTE_SCHEMES = ("sftp:", "s3:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:")
 # restic renews the lock of a running command every 5 minutes and calls one older than 30 stale.
 STALE_LOCK = timedelta(minutes=30)
 
@@ -53,11 +50,6 @@ def _age(delta: timedelta) -> str:
     if hours < 2:
         return f"{delta.total_seconds() / 60:.0f} min"
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
-
-
-def is_remote(url: str) -> bool:
-    """True when a restic repository URL points off this host."""
-    return url.startswith(REMOTE_SCHEMES)
 
 
 def check_instance(config: Config, history: History, name: str, now: datetime) -> list[Finding]:
@@ -133,7 +125,7 @@ def _drill(history: History, name: str, interval_hours: int, now: datetime) -> F
 
 
 def _offhost(config: Config, names: list[str]) -> Finding:
-    remote = [n for n in names if is_remote(config.repositories[n].url)]
+    remote = [n for n in names if config.repositories[n].is_remote()]
     if remote:
         return Finding("off-host", OK, f"off-host copy in {', '.join(remote)}")
     return Finding("off-host", WARNING, f"every repository ({', '.join(names)}) is a path on {socket.gethostname()}: "
@@ -148,12 +140,11 @@ def _stale_locks(config: Config, names: list[str], now: datetime) -> list[Findin
     """
     findings = []
     for name in names:
-        url = config.repositories[name].url
-        if is_remote(url):
+        folder = config.repositories[name].local_path()
+        if folder is None:
             continue
         try:
-            ages = [now - datetime.fromtimestamp(f.stat().st_mtime, UTC)
-                    for f in (Path(url.removeprefix("local:")) / "locks").iterdir()]
+            ages = [now - datetime.fromtimestamp(f.stat().st_mtime, UTC) for f in (folder / "locks").iterdir()]
         except OSError:
             continue  # no repository yet, or not readable by this user
         stale = [age for age in ages if age > STALE_LOCK]

@@ -12,7 +12,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from safehold.actions.check import is_remote
 from safehold.actions.common import open_repository, points, remember_manifest
 from safehold.config import Config
 from safehold.errors import RepositoryError, SafeholdError
@@ -123,7 +122,7 @@ def copy_status(config: Config, name: str) -> list[dict[str, object]]:
 def host_only_warning(config: Config, name: str) -> str | None:
     """A warning when every repository of the instance is on this host (a local path)."""
     repos = config.instance(name).repositories
-    if not any(is_remote(config.repositories[r].url) for r in repos):
+    if not any(config.repositories[r].is_remote() for r in repos):
         return (f"{name}: every repository ({', '.join(repos)}) is on this host; a lost or encrypted disk takes "
                 f"the backups with it — add an sftp: or s3: repository")
     return None

@@ -23,7 +23,7 @@ from safehold.apps.common import AppConfigMissing
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, RestoreRefused, SafeholdError, os_reason
-from safehold.files import restore_in_place
+from safehold.files import own_folder_inside, restore_in_place
 from safehold.lock import instance_lock
 from safehold.models import Database, DatabaseReport, Instance, TableReport
 from safehold.output import Reporter
@@ -195,6 +195,11 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
     refusals = profile.check_restore(instance, point.manifest, in_place, reporter)
     if refusals and not force:
         raise RestoreRefused("; ".join(refusals), "--force restores anyway")
+    if plan.includes and plan.files_target == Path("/") and (problem := own_folder_inside(plan.includes,
+                                                                                         config.own_folders())):
+        raise RestoreRefused(f"{problem}: restoring that tree in place would replace it",
+                             "restore the files with --files-to DIR and copy back what you need, "
+                             "then move the repository out of the tree")
     if dry_run:
         return result
     busy = [s.target for s in plan.databases if s.non_empty]
