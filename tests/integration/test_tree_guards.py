@@ -1,8 +1,11 @@
-"""Trees that hold safehold's own repository, and trees that are missing (an unmounted share)."""
+"""Trees that hold safehold's own repository, trees that are missing (an unmounted share), and a restore
+in place that fails part-way."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from safehold.actions.points import list_points
@@ -50,3 +53,23 @@ def test_a_missing_tree_fails_the_run_and_makes_no_point(tmp_path: Path, repo: d
     errors = [line for line in backup.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"{files} does not exist, so no point was made" in errors[0], backup.stderr
     assert _points(config) == before
+
+
+def test_a_restore_that_fails_part_way_names_what_is_incomplete_and_the_safety_point(
+        tmp_path: Path, repo: dict[str, str], mount_point: Callable[[str, str], Path]) -> None:
+    small = mount_point("small", "size=512k")  # room for the tree, not for its restored copy beside it
+    tree = small / "uploads"
+    tree.mkdir()
+    (tree / "scan.bin").write_bytes(os.urandom(300 << 10))
+    config = make_instance(tmp_path, repo)
+    config.write_text(config.read_text().replace(f'files = ["{tmp_path / "app" / "files"}"]', f'files = ["{tree}"]'))
+    assert run_cli("backup", "app", config=config).returncode == 0
+    restore = run_cli("restore", "app", "latest", "--force", "--json", config=config)
+    assert restore.returncode == 1
+    warning = [line for line in restore.stderr.splitlines() if "stopped part-way" in line]
+    assert warning, restore.stderr
+    safety = [str(p["run_id"]) for p in list_points(load(config), "app") if p["safety_point"]]
+    assert len(safety) == 1
+    assert f"database {tmp_path / 'app' / 'app.db'}" in warning[0] and str(tree) in warning[0]
+    assert f"safety point {safety[0]} (safehold restore app {safety[0]} --force)" in warning[0]
+    assert (tree / "scan.bin").stat().st_size == 300 << 10  # the live tree was not swapped

@@ -223,18 +223,22 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
                                      with_files=overwrites_files)
             result["safety_point"] = safety["run_id"]
         comparison: list[dict[str, object]] = []
-        for step in plan.databases:
-            comparison += _restore_database(repo, step, reporter, phases)
-        if plan.includes:
-            t0 = time.monotonic()
-            snapshot = point.manifest.files_snapshot or ""
-            if plan.files_target == Path("/"):
-                restore_in_place(repo, snapshot, plan.includes, reporter)
-            else:
-                repo.restore(snapshot, plan.files_target, plan.includes, reporter)
-            phases["files"] = round(time.monotonic() - t0, 3)
-        if in_place:
-            profile.post_restore(instance, reporter, point.manifest, in_place)
+        try:
+            for step in plan.databases:
+                comparison += _restore_database(repo, step, reporter, phases)
+            if plan.includes:
+                t0 = time.monotonic()
+                snapshot = point.manifest.files_snapshot or ""
+                if plan.files_target == Path("/"):
+                    restore_in_place(repo, snapshot, plan.includes, reporter)
+                else:
+                    repo.restore(snapshot, plan.files_target, plan.includes, reporter)
+                phases["files"] = round(time.monotonic() - t0, 3)
+            if in_place:
+                profile.post_restore(instance, reporter, point.manifest, in_place)
+        except BaseException:  # failed, interrupted or stopped: say what may now be half-restored
+            reporter.warn(_stopped_part_way(name, plan, result.get("safety_point")))
+            raise
         mismatches = [row for row in comparison if not row["ok"]]
         result.update(comparison=comparison, phases=phases, seconds=round(time.monotonic() - started, 2),
                       ok=not mismatches)
@@ -246,6 +250,17 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
         else:
             reporter.step("restore complete; every table's row count matches the manifest")
     return result
+
+
+def _stopped_part_way(name: str, plan: Plan, safety_point: object) -> str:
+    """The line for a restore that ended part-way: what may be incomplete and how to get back."""
+    touched = [f"database {s.target}" for s in plan.databases]
+    touched += [f"{p}" if plan.files_target == Path("/") else f"{plan.files_target}" for p in plan.includes[:1]]
+    line = f"the restore stopped part-way: {', '.join(touched)} may be incomplete"
+    if safety_point:
+        return (f"{line}; what was there before is in safety point {safety_point} "
+                f"(safehold restore {name} {safety_point} --force)")
+    return f"{line}; run the same restore again (with --force) to finish it"
 
 
 def _in_place(plan: Plan) -> set[str]:
