@@ -484,13 +484,16 @@ def _mb(value: int | None) -> str | None:
 @app.command()
 def history(instance: Annotated[str | None, typer.Argument(help="instance name (default: all)")] = None,
             kind: Annotated[str | None, typer.Option(help="backup, drill, prune or restore")] = None,
-            limit: Annotated[int, typer.Option(help="how many runs")] = 30,
+            limit: Annotated[int, typer.Option(help="how many runs", min=1)] = 30,
             config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
     """Past runs (backups, drills, prunes, restores) with their result, size and error, newest first."""
     from safehold.history import History
 
     def action(_: Reporter) -> list[dict[str, Any]]:
-        return [r.as_dict() for r in History(_load(config).state_dir).runs(instance, kind, limit)]
+        cfg = _load(config)
+        if instance is not None:
+            cfg.instance(instance)  # an unknown instance is an error, not an empty history
+        return [r.as_dict() for r in History(cfg.state_dir).runs(instance, kind, limit)]
 
     def render(rows: list[dict[str, Any]]) -> None:
         # One line per run rather than a table: the error is the point and must never be cut off.

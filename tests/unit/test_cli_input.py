@@ -1,0 +1,51 @@
+"""Arguments a user can get wrong end in one clear line and exit 2, before any work or prompt."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from safehold.history import History
+from tests.conftest import private_file, run_cli, write_config
+
+FILES_ONLY = """
+[instances.app]
+repositories = ["main"]
+files = ["{files}"]
+"""
+
+
+def files_config(tmp_path: Path, body: str = FILES_ONLY) -> Path:
+    """A config with instance `app` (generic, files only); nothing is created in its repository."""
+    password = private_file(tmp_path / "secrets" / "repo.pass", "pw")
+    repo = {"url": str(tmp_path / "repo"), "password_file": str(password)}
+    (tmp_path / "files").mkdir(exist_ok=True)
+    return write_config(tmp_path, repo, body.format(files=tmp_path / "files"))
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_history_limit_must_be_at_least_one(tmp_path: Path) -> None:
+    config = files_config(tmp_path)
+    history = History(tmp_path / "state")
+    for _ in range(3):
+        history.record_end(history.record_start("app", "backup"), "ok")
+    for limit in ("0", "-3"):
+        result = run_cli("history", "--limit", limit, config=config)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "--limit" in result.stderr and "no runs recorded yet" not in result.stdout
+    listed = json.loads(run_cli("history", "--limit", "2", "--json", config=config).stdout)
+    assert len(listed) == 2
+
+
+def test_history_of_an_unknown_instance_says_so(tmp_path: Path) -> None:
+    result = run_cli("history", "nosuch", config=files_config(tmp_path))
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "no instance 'nosuch'" in line and "known instances: app" in line
