@@ -314,11 +314,12 @@ def key_escrow(
     json_out: JsonOpt = False,
 ) -> None:
     """Unwrap ITFlow's master key with an admin password, prove it, keep it for every point."""
-    from safehold.actions.keys import escrow
+    from safehold.actions.keys import check_escrow, escrow
     from safehold.secrets import Secret, resolve
 
     def action(reporter: Reporter) -> dict[str, Any]:
         cfg = _load(config)
+        check_escrow(cfg, instance)  # before the password: no point asking for one that cannot be used
         if password_ref:
             password = resolve(password_ref, "--password-ref")
         else:

@@ -49,3 +49,13 @@ def test_history_of_an_unknown_instance_says_so(tmp_path: Path) -> None:
     assert result.returncode == 2
     line = one_line_error(result)
     assert "no instance 'nosuch'" in line and "known instances: app" in line
+
+
+def test_key_escrow_refuses_an_app_without_escrow_before_asking_a_password(tmp_path: Path) -> None:
+    result = run_cli("key", "escrow", "app", config=files_config(tmp_path), input="secret\n")
+    assert result.returncode == 2
+    assert "password" not in result.stdout.lower()
+    assert "instance app is generic: only ITFlow has a master key to escrow" in one_line_error(result)
+    unknown = run_cli("key", "escrow", "nosuch", config=files_config(tmp_path), input="secret\n")
+    assert unknown.returncode == 2 and "password" not in unknown.stdout.lower()
+    assert "no instance 'nosuch'" in one_line_error(unknown)
