@@ -46,6 +46,11 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
     except OSError as exc:  # a path the actions did not expect to fail: still one line, never a traceback
         message = (exc.strerror or str(exc)) + (f": {exc.filename}" if exc.filename else "")
         _fail(reporter, json_out, message, "check that path (space, permissions)", 1)
+    except typer.Abort:  # a prompt got end of input (no terminal, empty stdin) or Ctrl-C
+        err.print()  # the prompt left the line open
+        _fail(reporter, json_out, "no answer to the prompt (input ended or was interrupted)",
+              "run it in a terminal, or give the value as an option (--password-ref env:NAME or file:PATH)",
+              EXIT_USAGE)
     except KeyboardInterrupt:
         reporter.close()
         err.print("[bold red]interrupted[/]: the last complete recovery point is untouched")

@@ -59,3 +59,10 @@ def test_key_escrow_refuses_an_app_without_escrow_before_asking_a_password(tmp_p
     unknown = run_cli("key", "escrow", "nosuch", config=files_config(tmp_path), input="secret\n")
     assert unknown.returncode == 2 and "password" not in unknown.stdout.lower()
     assert "no instance 'nosuch'" in one_line_error(unknown)
+
+
+def test_a_prompt_left_unanswered_is_one_line_not_an_internal_error(tmp_path: Path) -> None:
+    result = run_cli("user", "add", "bob", "--role", "viewer", config=files_config(tmp_path), input="")
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "no answer" in line and "--password-ref" in line and "internal error" not in line
