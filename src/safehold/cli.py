@@ -18,7 +18,7 @@ from rich.table import Table
 
 from safehold import config as config_module
 from safehold.actions.common import dumps
-from safehold.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE, SafeholdError, Stopped
+from safehold.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE, ConfigError, SafeholdError, Stopped
 from safehold.output import Reporter
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -219,7 +219,7 @@ def show(run: Annotated[str, typer.Argument(help="run id (a unique prefix is eno
 @app.command()
 def restore(
     instance: Annotated[str, typer.Argument(help="instance name")],
-    run: Annotated[str, typer.Argument(help="run id or latest")] = "latest",
+    run: Annotated[str, typer.Argument(help="run id or latest (not with --from-file)")] = "latest",
     to_db: Annotated[list[str] | None, typer.Option("--to-db", help="NAME, or OLD=NEW per database")] = None,
     files_to: Annotated[Path | None, typer.Option(help="restore files under this folder instead of in place")] = None,
     only: Annotated[list[str] | None, typer.Option(help="db, files or config (repeatable)")] = None,
@@ -255,6 +255,14 @@ def restore(
 
     def action(r: Reporter) -> dict[str, Any]:
         if from_file is not None:
+            # The file holds one point and is restored as it is: a RUN or --repository would be ignored.
+            if run != "latest":
+                raise ConfigError(f"--from-file restores the point inside the file, not run {run}",
+                                  "drop the run id to restore the file's point, or drop --from-file to restore "
+                                  f"{run} from the repository")
+            if repository is not None:
+                raise ConfigError("--from-file restores from the file, not from a repository",
+                                  "drop --repository or drop --from-file")
             return restore_from_file(_load(config), instance, from_file, r, only=only, to_db=to_db,
                                      files_to=files_to, dry_run=dry_run, force=force)
         return do_restore(_load(config), instance, run, r, only=only, to_db=to_db, files_to=files_to,

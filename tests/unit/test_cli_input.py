@@ -66,3 +66,18 @@ def test_a_prompt_left_unanswered_is_one_line_not_an_internal_error(tmp_path: Pa
     assert result.returncode == 2
     line = one_line_error(result)
     assert "no answer" in line and "--password-ref" in line and "internal error" not in line
+
+
+def test_restore_from_file_refuses_a_run_id_it_would_ignore(tmp_path: Path) -> None:
+    config = files_config(tmp_path)
+    export = tmp_path / "app.tar.zst"
+    export.write_bytes(b"not read: the arguments are refused first")
+    result = run_cli("restore", "app", "20261125T2330", "--from-file", str(export), config=config)
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "--from-file restores the point inside the file" in line and "20261125T2330" in line
+    other = run_cli("restore", "app", "--repository", "offsite", "--from-file", str(export), config=config)
+    assert other.returncode == 2 and "--repository" in one_line_error(other)
+    # "latest" (the default, or said out loud) is what --from-file does anyway: the file is read.
+    latest = run_cli("restore", "app", "latest", "--from-file", str(tmp_path / "missing.tar.zst"), config=config)
+    assert "missing.tar.zst does not exist" in one_line_error(latest)
