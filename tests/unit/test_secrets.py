@@ -37,6 +37,18 @@ def test_file_reference_must_be_private(tmp_path: Path) -> None:
     assert resolve(f"file:{path}", "x").reveal() == "value"
 
 
+@pytest.mark.parametrize("mode", [0o700, 0o755])
+def test_a_folder_is_not_a_secret_file(tmp_path: Path, mode: int) -> None:
+    folder = tmp_path / "secrets"
+    folder.mkdir(mode=mode)
+    folder.chmod(mode)
+    with pytest.raises(ConfigError) as caught:
+        resolve(f"file:{folder}", "repositories.main.password")
+    assert caught.value.exit_code == 2
+    assert f"secret file {folder} is a folder, not a file" in caught.value.message
+    assert "chmod" not in caught.value.hint
+
+
 def test_plain_value_refused() -> None:
     with pytest.raises(ConfigError, match="references"):
         resolve("hunter2", "x")
