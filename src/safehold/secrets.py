@@ -96,7 +96,14 @@ def resolve(reference: str, what: str) -> Secret:
     if reference.startswith("file:"):
         path = Path(reference[5:]).expanduser()
         check_private_file(path, what)
-        value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        try:
+            value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except PermissionError:  # owned by another user: stat works, reading does not
+            raise ConfigError(f"{what}: secret file {path} is not readable by this user",
+                              "run safehold as the file's owner, or give the file to that user") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{what}: secret file {path} is not UTF-8 text",
+                              "write the secret into it as one line of text") from None
         if not value:
             raise ConfigError(f"{what}: secret file {path} is empty", "write the secret into it")
         return Secret(value, reference)

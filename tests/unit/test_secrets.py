@@ -49,6 +49,27 @@ def test_a_folder_is_not_a_secret_file(tmp_path: Path, mode: int) -> None:
     assert "chmod" not in caught.value.hint
 
 
+def test_a_binary_secret_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "pw"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        resolve(f"file:{path}", "x")
+
+
+def test_a_secret_file_of_another_user_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "pw"
+    path.write_text("value\n")
+    path.chmod(0o600)
+
+    def not_mine(self: Path, *args: object, **kwargs: object) -> str:  # root reads anything: fake a 0600 of root
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", not_mine)
+    with pytest.raises(ConfigError, match="is not readable by this user"):
+        resolve(f"file:{path}", "x")
+
+
 def test_plain_value_refused() -> None:
     with pytest.raises(ConfigError, match="references"):
         resolve("hunter2", "x")
