@@ -81,3 +81,15 @@ def test_restore_from_file_refuses_a_run_id_it_would_ignore(tmp_path: Path) -> N
     # "latest" (the default, or said out loud) is what --from-file does anyway: the file is read.
     latest = run_cli("restore", "app", "latest", "--from-file", str(tmp_path / "missing.tar.zst"), config=config)
     assert "missing.tar.zst does not exist" in one_line_error(latest)
+
+
+def test_restore_from_a_folder_says_it_is_a_folder(tmp_path: Path) -> None:
+    config = files_config(tmp_path)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    result = run_cli("restore", "app", "--from-file", str(folder), config=config)
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert f"{folder} is a folder, not an export file" in line and "does not exist" not in line
+    missing = run_cli("restore", "app", "--from-file", str(tmp_path / "nope.tar.zst"), config=config)
+    assert missing.returncode == 2 and "does not exist" in one_line_error(missing)
