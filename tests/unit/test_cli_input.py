@@ -93,3 +93,15 @@ def test_restore_from_a_folder_says_it_is_a_folder(tmp_path: Path) -> None:
     assert f"{folder} is a folder, not an export file" in line and "does not exist" not in line
     missing = run_cli("restore", "app", "--from-file", str(tmp_path / "nope.tar.zst"), config=config)
     assert missing.returncode == 2 and "does not exist" in one_line_error(missing)
+
+
+def test_export_refuses_a_name_that_is_not_tar_zst(tmp_path: Path) -> None:
+    config = files_config(tmp_path)
+    for name in ("x.zip", "x.tar", "x.age", "x.tar.zst.gpg"):
+        result = run_cli("export", "latest", str(tmp_path / name), config=config)
+        assert result.returncode == 2, result.stderr
+        line = one_line_error(result)
+        assert f"{name}: " in line and "NAME.tar.zst or NAME.tar.zst.age" in line
+        assert not (tmp_path / name).exists()
+    for name in ("x.tar.zst", "x.tar.zst.age"):  # accepted: refused later only because there is no point yet
+        assert "NAME.tar.zst" not in one_line_error(run_cli("export", "latest", str(tmp_path / name), config=config))
