@@ -18,7 +18,7 @@ from rich.table import Table
 
 from safehold import config as config_module
 from safehold.actions.common import dumps
-from safehold.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE, SafeholdError, Stopped
+from safehold.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE, ConfigError, SafeholdError, Stopped
 from safehold.output import Reporter
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -46,6 +46,11 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
     except OSError as exc:  # a path the actions did not expect to fail: still one line, never a traceback
         message = (exc.strerror or str(exc)) + (f": {exc.filename}" if exc.filename else "")
         _fail(reporter, json_out, message, "check that path (space, permissions)", 1)
+    except typer.Abort:  # a prompt got end of input (no terminal, empty stdin) or Ctrl-C
+        err.print()  # the prompt left the line open
+        _fail(reporter, json_out, "no answer to the prompt (input ended or was interrupted)",
+              "run it in a terminal, or give the value as an option (--password-ref env:NAME or file:PATH)",
+              EXIT_USAGE)
     except KeyboardInterrupt:
         reporter.close()
         err.print("[bold red]interrupted[/]: the last complete recovery point is untouched")
@@ -214,7 +219,7 @@ def show(run: Annotated[str, typer.Argument(help="run id (a unique prefix is eno
 @app.command()
 def restore(
     instance: Annotated[str, typer.Argument(help="instance name")],
-    run: Annotated[str, typer.Argument(help="run id or latest")] = "latest",
+    run: Annotated[str, typer.Argument(help="run id or latest (not with --from-file)")] = "latest",
     to_db: Annotated[list[str] | None, typer.Option("--to-db", help="NAME, or OLD=NEW per database")] = None,
     files_to: Annotated[Path | None, typer.Option(help="restore files under this folder instead of in place")] = None,
     only: Annotated[list[str] | None, typer.Option(help="db, files or config (repeatable)")] = None,
@@ -250,6 +255,14 @@ def restore(
 
     def action(r: Reporter) -> dict[str, Any]:
         if from_file is not None:
+            # The file holds one point and is restored as it is: a RUN or --repository would be ignored.
+            if run != "latest":
+                raise ConfigError(f"--from-file restores the point inside the file, not run {run}",
+                                  "drop the run id to restore the file's point, or drop --from-file to restore "
+                                  f"{run} from the repository")
+            if repository is not None:
+                raise ConfigError("--from-file restores from the file, not from a repository",
+                                  "drop --repository or drop --from-file")
             return restore_from_file(_load(config), instance, from_file, r, only=only, to_db=to_db,
                                      files_to=files_to, dry_run=dry_run, force=force)
         return do_restore(_load(config), instance, run, r, only=only, to_db=to_db, files_to=files_to,
@@ -314,11 +327,12 @@ def key_escrow(
     json_out: JsonOpt = False,
 ) -> None:
     """Unwrap ITFlow's master key with an admin password, prove it, keep it for every point."""
-    from safehold.actions.keys import escrow
+    from safehold.actions.keys import check_escrow, escrow
     from safehold.secrets import Secret, resolve
 
     def action(reporter: Reporter) -> dict[str, Any]:
         cfg = _load(config)
+        check_escrow(cfg, instance)  # before the password: no point asking for one that cannot be used
         if password_ref:
             password = resolve(password_ref, "--password-ref")
         else:
@@ -484,13 +498,16 @@ def _mb(value: int | None) -> str | None:
 @app.command()
 def history(instance: Annotated[str | None, typer.Argument(help="instance name (default: all)")] = None,
             kind: Annotated[str | None, typer.Option(help="backup, drill, prune or restore")] = None,
-            limit: Annotated[int, typer.Option(help="how many runs")] = 30,
+            limit: Annotated[int, typer.Option(help="how many runs", min=1)] = 30,
             config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
     """Past runs (backups, drills, prunes, restores) with their result, size and error, newest first."""
     from safehold.history import History
 
     def action(_: Reporter) -> list[dict[str, Any]]:
-        return [r.as_dict() for r in History(_load(config).state_dir).runs(instance, kind, limit)]
+        cfg = _load(config)
+        if instance is not None:
+            cfg.instance(instance)  # an unknown instance is an error, not an empty history
+        return [r.as_dict() for r in History(cfg.state_dir).runs(instance, kind, limit)]
 
     def render(rows: list[dict[str, Any]]) -> None:
         # One line per run rather than a table: the error is the point and must never be cut off.

@@ -67,7 +67,7 @@ class Secret:
 
 
 def check_private_file(path: Path, what: str) -> None:
-    """Refuse a secret file that others can read or write."""
+    """Refuse a secret file that is missing, a folder, or that others can read or write."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -76,6 +76,9 @@ def check_private_file(path: Path, what: str) -> None:
         ) from None
     except PermissionError:
         raise ConfigError(f"{what}: secret file {path} is not readable", "check its owner") from None
+    if stat.S_ISDIR(mode):  # before the mode check: chmod 600 would not make a folder a secret
+        raise ConfigError(f"{what}: secret file {path} is a folder, not a file",
+                          "point it at the file that holds the secret")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
             f"{what}: secret file {path} is readable by others (mode {stat.S_IMODE(mode):04o})",
@@ -93,7 +96,14 @@ def resolve(reference: str, what: str) -> Secret:
     if reference.startswith("file:"):
         path = Path(reference[5:]).expanduser()
         check_private_file(path, what)
-        value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        try:
+            value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except PermissionError:  # owned by another user: stat works, reading does not
+            raise ConfigError(f"{what}: secret file {path} is not readable by this user",
+                              "run safehold as the file's owner, or give the file to that user") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{what}: secret file {path} is not UTF-8 text",
+                              "write the secret into it as one line of text") from None
         if not value:
             raise ConfigError(f"{what}: secret file {path} is empty", "write the secret into it")
         return Secret(value, reference)

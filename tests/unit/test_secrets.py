@@ -37,6 +37,39 @@ def test_file_reference_must_be_private(tmp_path: Path) -> None:
     assert resolve(f"file:{path}", "x").reveal() == "value"
 
 
+@pytest.mark.parametrize("mode", [0o700, 0o755])
+def test_a_folder_is_not_a_secret_file(tmp_path: Path, mode: int) -> None:
+    folder = tmp_path / "secrets"
+    folder.mkdir(mode=mode)
+    folder.chmod(mode)
+    with pytest.raises(ConfigError) as caught:
+        resolve(f"file:{folder}", "repositories.main.password")
+    assert caught.value.exit_code == 2
+    assert f"secret file {folder} is a folder, not a file" in caught.value.message
+    assert "chmod" not in caught.value.hint
+
+
+def test_a_binary_secret_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "pw"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        resolve(f"file:{path}", "x")
+
+
+def test_a_secret_file_of_another_user_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "pw"
+    path.write_text("value\n")
+    path.chmod(0o600)
+
+    def not_mine(self: Path, *args: object, **kwargs: object) -> str:  # root reads anything: fake a 0600 of root
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", not_mine)
+    with pytest.raises(ConfigError, match="is not readable by this user"):
+        resolve(f"file:{path}", "x")
+
+
 def test_plain_value_refused() -> None:
     with pytest.raises(ConfigError, match="references"):
         resolve("hunter2", "x")

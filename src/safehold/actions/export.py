@@ -43,6 +43,16 @@ BUFFER = 1 << 20
 ZSTD_LEVEL = 3
 
 
+NAMES = (".tar.zst", ".tar.zst.age")
+
+
+def check_name(path: Path) -> None:
+    """Refuse a file name that would hide what the file is (x.zip holding a tar.zst)."""
+    if not path.name.endswith(NAMES):
+        raise ConfigError(f"{path.name}: an export file is named NAME.tar.zst or NAME.tar.zst.age",
+                          "end the name in .tar.zst (compressed) or .tar.zst.age (compressed and age-encrypted)")
+
+
 def is_encrypted(path: Path) -> bool:
     """Exports whose name ends in .age are age-encrypted."""
     return path.name.endswith(".age")
@@ -176,6 +186,7 @@ def _pipe_through(worker: object) -> Iterator[tuple[IO[bytes], list[BaseExceptio
 def export(config: Config, run: str, target: Path, reporter: Reporter, instance: str | None = None,
            force: bool = False) -> dict[str, object]:
     """Write point `run` (searched in every repository of the instance(s)) to the file `target`."""
+    check_name(target)
     if target.exists() and not force:
         raise SafeholdError(f"{target} already exists", "choose another file name or remove it first")
     repo, point = _locate(config, run, instance)

@@ -244,8 +244,11 @@ def restore_from_file(config: Config, name: str, path: Path, reporter: Reporter,
                       to_db: list[str] | None = None, files_to: Path | None = None, dry_run: bool = False,
                       force: bool = False) -> dict[str, object]:
     """Verify and unpack an export, then restore its point into instance `name`."""
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not an export file",
+                          "give the NAME.tar.zst or NAME.tar.zst.age file that `safehold export` wrote")
     if not path.is_file():
-        raise SafeholdError(f"export file {path} does not exist", "check the path")
+        raise ConfigError(f"export file {path} does not exist", "check the path")
     staging = private_dir(".safehold-staging-", _staging_parent(config, files_to))
     try:
         reporter.step(f"unpacking and verifying {path}")

@@ -19,12 +19,18 @@ from safehold.repository.manifest import KEYS_PATH
 from safehold.secrets import Secret
 
 
+def check_escrow(config: Config, name: str) -> None:
+    """Refuse an unknown instance, or one whose app has no key to escrow (before any password is asked)."""
+    app = config.instance(name).app
+    if app != "itflow":
+        raise ConfigError(f"instance {name} is {app}: only ITFlow has a master key to escrow",
+                          "i-doit's $g_crypto_hash and iTop's encryption_key are saved with every point already")
+
+
 def escrow(config: Config, name: str, password: Secret, user: str | None, reporter: Reporter) -> dict[str, object]:
     """Escrow the master key of ITFlow instance `name`, unwrapped with an account's password."""
+    check_escrow(config, name)
     instance, _, _ = describe(config, name)
-    if instance.app != "itflow":
-        raise ConfigError(f"instance {name} is {instance.app}: only ITFlow has a master key to escrow",
-                          "i-doit's $g_crypto_hash and iTop's encryption_key are saved with every point already")
     return itflow.escrow(instance, config.state_dir, password, user, reporter)
 
 

@@ -33,6 +33,9 @@ def _path(db: Database, name: str | None = None) -> Path:
 
 
 def _open(path: Path, readonly: bool = True) -> sqlite3.Connection:
+    if path.is_dir():
+        raise DatabaseError(f"SQLite database {path} is a folder, not a database file",
+                            "give the path of the database file itself (path in the config, or --to-db)")
     if not path.is_file():
         raise DatabaseError(f"SQLite database {path} does not exist", "check the path in the config")
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"

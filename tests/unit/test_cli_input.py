@@ -1,0 +1,107 @@
+"""Arguments a user can get wrong end in one clear line and exit 2, before any work or prompt."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from safehold.history import History
+from tests.conftest import private_file, run_cli, write_config
+
+FILES_ONLY = """
+[instances.app]
+repositories = ["main"]
+files = ["{files}"]
+"""
+
+
+def files_config(tmp_path: Path, body: str = FILES_ONLY) -> Path:
+    """A config with instance `app` (generic, files only); nothing is created in its repository."""
+    password = private_file(tmp_path / "secrets" / "repo.pass", "pw")
+    repo = {"url": str(tmp_path / "repo"), "password_file": str(password)}
+    (tmp_path / "files").mkdir(exist_ok=True)
+    return write_config(tmp_path, repo, body.format(files=tmp_path / "files"))
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_history_limit_must_be_at_least_one(tmp_path: Path) -> None:
+    config = files_config(tmp_path)
+    history = History(tmp_path / "state")
+    for _ in range(3):
+        history.record_end(history.record_start("app", "backup"), "ok")
+    for limit in ("0", "-3"):
+        result = run_cli("history", "--limit", limit, config=config)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "--limit" in result.stderr and "no runs recorded yet" not in result.stdout
+    listed = json.loads(run_cli("history", "--limit", "2", "--json", config=config).stdout)
+    assert len(listed) == 2
+
+
+def test_history_of_an_unknown_instance_says_so(tmp_path: Path) -> None:
+    result = run_cli("history", "nosuch", config=files_config(tmp_path))
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "no instance 'nosuch'" in line and "known instances: app" in line
+
+
+def test_key_escrow_refuses_an_app_without_escrow_before_asking_a_password(tmp_path: Path) -> None:
+    result = run_cli("key", "escrow", "app", config=files_config(tmp_path), input="secret\n")
+    assert result.returncode == 2
+    assert "password" not in result.stdout.lower()
+    assert "instance app is generic: only ITFlow has a master key to escrow" in one_line_error(result)
+    unknown = run_cli("key", "escrow", "nosuch", config=files_config(tmp_path), input="secret\n")
+    assert unknown.returncode == 2 and "password" not in unknown.stdout.lower()
+    assert "no instance 'nosuch'" in one_line_error(unknown)
+
+
+def test_a_prompt_left_unanswered_is_one_line_not_an_internal_error(tmp_path: Path) -> None:
+    result = run_cli("user", "add", "bob", "--role", "viewer", config=files_config(tmp_path), input="")
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "no answer" in line and "--password-ref" in line and "internal error" not in line
+
+
+def test_restore_from_file_refuses_a_run_id_it_would_ignore(tmp_path: Path) -> None:
+    config = files_config(tmp_path)
+    export = tmp_path / "app.tar.zst"
+    export.write_bytes(b"not read: the arguments are refused first")
+    result = run_cli("restore", "app", "20261125T2330", "--from-file", str(export), config=config)
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "--from-file restores the point inside the file" in line and "20261125T2330" in line
+    other = run_cli("restore", "app", "--repository", "offsite", "--from-file", str(export), config=config)
+    assert other.returncode == 2 and "--repository" in one_line_error(other)
+    # "latest" (the default, or said out loud) is what --from-file does anyway: the file is read.
+    latest = run_cli("restore", "app", "latest", "--from-file", str(tmp_path / "missing.tar.zst"), config=config)
+    assert "missing.tar.zst does not exist" in one_line_error(latest)
+
+
+def test_restore_from_a_folder_says_it_is_a_folder(tmp_path: Path) -> None:
+    config = files_config(tmp_path)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    result = run_cli("restore", "app", "--from-file", str(folder), config=config)
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert f"{folder} is a folder, not an export file" in line and "does not exist" not in line
+    missing = run_cli("restore", "app", "--from-file", str(tmp_path / "nope.tar.zst"), config=config)
+    assert missing.returncode == 2 and "does not exist" in one_line_error(missing)
+
+
+def test_export_refuses_a_name_that_is_not_tar_zst(tmp_path: Path) -> None:
+    config = files_config(tmp_path)
+    for name in ("x.zip", "x.tar", "x.age", "x.tar.zst.gpg"):
+        result = run_cli("export", "latest", str(tmp_path / name), config=config)
+        assert result.returncode == 2, result.stderr
+        line = one_line_error(result)
+        assert f"{name}: " in line and "NAME.tar.zst or NAME.tar.zst.age" in line
+        assert not (tmp_path / name).exists()
+    for name in ("x.tar.zst", "x.tar.zst.age"):  # accepted: refused later only because there is no point yet
+        assert "NAME.tar.zst" not in one_line_error(run_cli("export", "latest", str(tmp_path / name), config=config))
