@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
@@ -12,6 +13,7 @@ import typer
 
 from safehold import cli
 from safehold.errors import ConfigError
+from safehold.output import Reporter
 
 
 def _outcome(action, capsys: pytest.CaptureFixture[str], json_out: bool = False) -> tuple[int, str]:  # noqa: ANN001
@@ -45,3 +47,25 @@ def test_known_failures_keep_their_exit_codes(capsys: pytest.CaptureFixture[str]
     code, text = _outcome(bad_config, capsys, json_out=True)
     assert code == 2
     assert '"error": "instances.app.repositories: unknown repository \'nas\'"' in text
+
+
+# Text from users, configs, databases and child processes, which rich would read as markup or emoji codes.
+ODD = "no point '[/bad]' in [repositories.*] or [export]; secret file:/tmp/audit/[old]/repo.pass :thumbs_up:"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:  # so the reporter draws with rich, as on a terminal
+        return True
+
+
+def test_odd_text_in_progress_is_printed_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "300")  # one line per message
+    stream = _Terminal()
+    reporter = Reporter(stream=stream)
+    assert reporter.mode == "rich"
+    reporter.step(f"step {ODD}")
+    reporter.warn("[/a] [instances.*]")
+    reporter.advance("dump audit_[/a]", 5, 10)
+    reporter.close()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stream.getvalue())
+    assert f"step {ODD}" in text and "warning: [/a] [instances.*]" in text and "dump audit_[/a]" in text
