@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from safehold import config as config_module
 from safehold.actions.common import dumps
 from safehold.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE, ConfigError, SafeholdError, Stopped
-from safehold.output import Reporter
+from safehold.output import Reporter, literal_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Consistent, encrypted, verified recovery points for self-hosted IT apps.")
@@ -29,8 +29,9 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="config f
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable result on stdout")]
 InstanceArg = Annotated[str | None, typer.Argument(help="instance name (default: all)")]
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Strings print as they are; safehold's own styles are the (text, style) parts of a Text.
+out = literal_console()
+err = literal_console(stderr=True)
 
 
 def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[Any], None],
@@ -53,7 +54,7 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
               EXIT_USAGE)
     except KeyboardInterrupt:
         reporter.close()
-        err.print("[bold red]interrupted[/]: the last complete recovery point is untouched")
+        err.print(Text.assemble(("interrupted", "bold red"), ": the last complete recovery point is untouched"))
         raise typer.Exit(130) from None
     except Stopped as exc:
         _fail(reporter, json_out, exc.line(), None, 128 + signal.Signals[exc.signal_name].value)
@@ -86,7 +87,7 @@ def _fail(reporter: Reporter | None, json_out: bool, message: str, hint: str | N
     if json_out:
         print(dumps({"ok": False, "error": message, **({"hint": hint} if hint is not None else {})}))
     else:
-        err.print(f"[bold red]error:[/] {message} — {hint}" if hint else f"[bold red]error:[/] {message}",
+        err.print(Text.assemble(("error:", "bold red"), f" {message} — {hint}" if hint else f" {message}"),
                   soft_wrap=True)
     raise typer.Exit(code) from None
 
@@ -145,10 +146,11 @@ def demo(
         _table("demo: what was checked", ["check", "result"], [[c["check"], "ok" if c["ok"] else "FAILED"]
                                                                for c in res["checks"]])
         if res["ok"]:
-            out.print(f"[bold green]demo passed[/]: backed up, damaged, restored and verified in {res['seconds']} s. "
-                      f"Files are in {res['workdir']} (config: {res['config']}).")
+            out.print(Text.assemble(("demo passed", "bold green"),
+                                    f": backed up, damaged, restored and verified in {res['seconds']} s. "
+                                    f"Files are in {res['workdir']} (config: {res['config']})."))
         else:
-            out.print("[bold red]demo FAILED[/]: see the table above")
+            out.print(Text.assemble(("demo FAILED", "bold red"), ": see the table above"))
 
     _run(json_out, lambda r: run_demo(workdir, r), render, lambda res: 0 if res["ok"] else EXIT_FAILED)
 
@@ -161,12 +163,14 @@ def backup(instance: InstanceArg = None, config: ConfigOpt = None, json_out: Jso
     def render(results: list[dict[str, Any]]) -> None:
         for res in results:
             if res["result"] == "ok":
-                out.print(f"[green]ok[/] {res['instance']}: point {res['run_id']} in {res['repository']}, "
-                          f"{res['bytes_added'] / 1e6:.2f} MB added, {res['seconds']} s")
+                out.print(Text.assemble(("ok", "green"), f" {res['instance']}: point {res['run_id']} in "
+                                        f"{res['repository']}, {res['bytes_added'] / 1e6:.2f} MB added, "
+                                        f"{res['seconds']} s"))
             elif res["result"] == "partial":
-                err.print(f"[bold yellow]partial:[/] {res['instance']}: {res['error']}", soft_wrap=True)
+                err.print(Text.assemble(("partial:", "bold yellow"), f" {res['instance']}: {res['error']}"),
+                          soft_wrap=True)
             else:
-                err.print(f"[bold red]error:[/] {res['instance']}: {res['error']}", soft_wrap=True)
+                err.print(Text.assemble(("error:", "bold red"), f" {res['instance']}: {res['error']}"), soft_wrap=True)
 
     def code(results: list[dict[str, Any]]) -> int:
         failed = [r for r in results if r["result"] != "ok"]
@@ -238,8 +242,8 @@ def restore(
         plan = res["plan"]
         out.print(f"point {plan['run_id']} of {plan['instance']} from {plan['repository']}")
         for db in plan["databases"]:
-            note = " [yellow](has data)[/]" if db["target_has_data"] else ""
-            out.print(f"  database {db['from']} → {db['into']} ({db['tables']} tables){note}")
+            note = [" ", ("(has data)", "yellow")] if db["target_has_data"] else []
+            out.print(Text.assemble(f"  database {db['from']} → {db['into']} ({db['tables']} tables)", *note))
         for path in plan["paths"]:
             out.print(f"  files {path} → {plan['files_into']}")
         if res["dry_run"]:
@@ -249,9 +253,9 @@ def restore(
             _table("row counts: manifest vs restored", ["database", "table", "expected", "restored", ""],
                    [[c["database"], c["table"], c["expected"], c["restored"], "ok" if c["ok"] else "DIFFERS"]
                     for c in res["comparison"]])
-        verdict = "[green]restore complete[/]" if res["ok"] else "[red]restore finished with differences[/]"
-        out.print(f"{verdict} in {res['seconds']} s" + (f"; safety point {res['safety_point']}"
-                                                           if res.get("safety_point") else ""))
+        verdict = ("restore complete", "green") if res["ok"] else ("restore finished with differences", "red")
+        out.print(Text.assemble(verdict, f" in {res['seconds']} s" + (f"; safety point {res['safety_point']}"
+                                                                      if res.get("safety_point") else "")))
 
     def action(r: Reporter) -> dict[str, Any]:
         if from_file is not None:
@@ -287,8 +291,8 @@ def verify(
         for where, count in res["points_checked"].items():
             out.print(f"{where}: {count} point(s) checked")
         for problem in res["problems"]:
-            out.print(f"[red]problem:[/] {problem}")
-        out.print("[green]verify ok[/]" if res["ok"] else "[red]verify found problems[/]")
+            out.print(Text.assemble(("problem:", "red"), f" {problem}"))
+        out.print(Text("verify ok", "green") if res["ok"] else Text("verify found problems", "red"))
 
     _run(json_out, lambda r: do_verify(_load(config), None if all_points else run, read_data, r, instance), render,
          lambda res: 0 if res["ok"] else EXIT_FAILED)
@@ -339,10 +343,10 @@ def key_escrow(
             password = Secret(typer.prompt("ITFlow password of an admin account", hide_input=True), "prompt")
         return escrow(cfg, instance, password, user, reporter)
 
-    _run(json_out, action, lambda res: out.print(
-        f"[green]master key escrowed[/] for {res['instance']} (account {res['user']}); "
+    _run(json_out, action, lambda res: out.print(Text.assemble(
+        ("master key escrowed", "green"), f" for {res['instance']} (account {res['user']}); "
         + (f"it decrypts credential #{res['proved_on_credential']}" if res["proved_on_credential"] else
-           "no credential stored yet to test it on"), soft_wrap=True))
+           "no credential stored yet to test it on")), soft_wrap=True))
 
 
 @key_app.command("verify")
@@ -357,10 +361,10 @@ def key_verify(
 
     def render(res: dict[str, Any]) -> None:
         for problem in res["problems"]:
-            out.print(f"[red]problem:[/] {problem}", soft_wrap=True)
+            out.print(Text.assemble(("problem:", "red"), f" {problem}"), soft_wrap=True)
         if res["ok"]:
-            out.print(f"[green]keys ok[/] ({', '.join(res['keys']) or 'none'}) from the {res['source']}",
-                      soft_wrap=True)
+            out.print(Text.assemble(("keys ok", "green"), f" ({', '.join(res['keys']) or 'none'}) from the "
+                                    f"{res['source']}"), soft_wrap=True)
 
     _run(json_out, lambda r: verify_keys(_load(config), instance, run, r), render,
          lambda res: 0 if res["ok"] else EXIT_FAILED)
@@ -376,8 +380,9 @@ def export(run: Annotated[str, typer.Argument(help="run id (a unique prefix is e
     from safehold.actions.export import export as do_export
 
     _run(json_out, lambda r: do_export(_load(config), run, file, r, instance, force),
-         lambda res: out.print(f"[green]exported[/] point {res['run_id']} of {res['instance']} to {res['file']} "
-                               f"({res['bytes'] / 1e6:.1f} MB{', encrypted' if res['encrypted'] else ''})"))
+         lambda res: out.print(Text.assemble(("exported", "green"), f" point {res['run_id']} of {res['instance']} "
+                                             f"to {res['file']} ({res['bytes'] / 1e6:.1f} MB"
+                                             f"{', encrypted' if res['encrypted'] else ''})")))
 
 
 repo_app = typer.Typer(help="Repository housekeeping (SSH host keys).", no_args_is_help=True)
@@ -424,11 +429,12 @@ def drill(instance: InstanceArg = None,
             _table(f"drill {res['instance']} point {res['run_id'] or '-'}", ["check", "result", "detail"],
                    [[c["check"], "ok" if c["ok"] else "FAILED", c["detail"]] for c in res["checks"]])
             for problem in res["problems"]:
-                out.print(f"[red]problem:[/] {problem}")
+                out.print(Text.assemble(("problem:", "red"), f" {problem}"))
             phases = ", ".join(f"{k} {v:.2f} s" for k, v in res["phases"].items()) or "-"
             rpo = f"{res['rpo_seconds'] / 3600:.1f} h" if res.get("rpo_seconds") is not None else "-"
-            verdict = "[green]drill passed[/]" if res["ok"] else "[red]drill FAILED[/]"
-            out.print(f"{verdict} {res['instance']}: RTO {res['rto_seconds']:.2f} s ({phases}); point age (RPO) {rpo}")
+            verdict = ("drill passed", "green") if res["ok"] else ("drill FAILED", "red")
+            out.print(Text.assemble(verdict, f" {res['instance']}: RTO {res['rto_seconds']:.2f} s ({phases}); "
+                                             f"point age (RPO) {rpo}"))
 
     def code(results: list[dict[str, Any]]) -> int:
         failed = [r for r in results if not r["ok"]]
@@ -449,14 +455,15 @@ def report(instance: InstanceArg = None,
         for inst in data["instances"]:
             drill_res = inst["last_drill"]
             last = inst["last_backup"]
-            out.print(f"[bold]{inst['name']}[/] ({inst['app']}): "
-                      + ", ".join(f"{r['name']} {r['points'] if r['error'] is None else 'unreachable'} point(s)"
-                                  for r in inst["repositories"]))
+            out.print(Text.assemble((inst["name"], "bold"), f" ({inst['app']}): " + ", ".join(
+                f"{r['name']} {r['points'] if r['error'] is None else 'unreachable'} point(s)"
+                for r in inst["repositories"])))
             out.print(f"  last backup: {last['run_id'] + ' ' + str(last['started'])[:16] if last else 'none'}")
             out.print("  last drill: " + ("none" if not drill_res else
                       f"{'passed' if drill_res['ok'] else 'FAILED'}, RTO {drill_res['rto_seconds']:.1f} s"))
             for failure in inst["failures"]:
-                out.print(f"  [red]{failure['what']}[/] {str(failure['when'])[:16]}: {failure['message']}")
+                out.print(Text.assemble("  ", (failure["what"], "red"),
+                                        f" {str(failure['when'])[:16]}: {failure['message']}"))
         if data.get("html"):
             out.print(f"wrote {data['html']}")
 
@@ -517,9 +524,9 @@ def history(instance: Annotated[str | None, typer.Argument(help="instance name (
         for r in rows:
             size = f" +{_mb(r['bytes_added'])} MB of {_mb(r['bytes_total'])} MB" if r["bytes_total"] is not None else ""
             took = f" {r['duration']:.1f} s" if r["duration"] is not None else ""
-            line = f"{r['started'][:19].replace('T', ' ')}  {r['instance']}  {r['kind']}  " \
-                   f"[{colour.get(r['result'], 'white')}]{r['result']}[/]{took}{size}"
-            out.print(line + (f"  {r['error']}" if r["error"] else ""), soft_wrap=True)
+            out.print(Text.assemble(f"{r['started'][:19].replace('T', ' ')}  {r['instance']}  {r['kind']}  ",
+                                    (r["result"], colour.get(r["result"], "white")),
+                                    f"{took}{size}" + (f"  {r['error']}" if r["error"] else "")), soft_wrap=True)
 
     _run(json_out, action, render)
 
@@ -595,7 +602,7 @@ def schedule_install(
     def render(res: dict[str, Any]) -> None:
         out.print(f"wrote {', '.join(res['written']) or 'nothing'} in {res['folder']}")
         if res["skipped_disabled"]:
-            out.print(f"[yellow]disabled, not installed:[/] {', '.join(res['skipped_disabled'])}")
+            out.print(Text.assemble(("disabled, not installed:", "yellow"), f" {', '.join(res['skipped_disabled'])}"))
         out.print(f"next: {res['next']}")
 
     _run(json_out, lambda r: install(_load(config), folder, fmt, user), render)

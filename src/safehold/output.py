@@ -21,9 +21,20 @@ from rich.progress import (
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 PLAIN_INTERVAL_SECONDS = 5.0
 JSON_INTERVAL_SECONDS = 1.0
+
+
+def literal_console(**options: Any) -> Console:
+    """A console that prints strings as they are.
+
+    Messages carry names, paths and errors from users, configs, databases and child processes:
+    rich markup would eat `[export]` or crash on `[/a]`, emoji codes would turn `:x:` into a picture.
+    safehold's own styling is passed as Text instead.
+    """
+    return Console(highlight=False, markup=False, emoji=False, **options)
 
 
 class Reporter:
@@ -34,7 +45,7 @@ class Reporter:
         if mode is None:
             mode = "rich" if self.stream.isatty() else "plain"
         self.mode = mode
-        self.console = Console(file=self.stream, highlight=False)
+        self.console = literal_console(file=self.stream)
         self._lock = threading.Lock()
         self._bars: Progress | None = None
         self._tasks: dict[str, Any] = {}
@@ -63,7 +74,7 @@ class Reporter:
         with self._lock:
             self._event({"event": "warning", "message": message, "time": time.time()})
             if self.mode == "rich":
-                self.console.log(f"[bold yellow]warning:[/] {message}")
+                self.console.log(Text.assemble(("warning:", "bold yellow"), f" {message}"))
             elif self.mode == "plain":
                 self.stream.write(f"{time.strftime('%H:%M:%S')} warning: {message}\n")
                 self.stream.flush()
@@ -81,7 +92,7 @@ class Reporter:
             if self.mode == "rich":
                 if self._bars is None:
                     self._bars = Progress(
-                        TextColumn("{task.description}"),
+                        TextColumn("{task.description}", markup=False),  # the label names a database or path
                         BarColumn(),
                         DownloadColumn(),
                         TransferSpeedColumn(),

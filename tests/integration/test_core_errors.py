@@ -238,6 +238,17 @@ def test_database_unreachable(tmp_path: Path, repo: dict[str, str], db_user) -> 
     assert "unreachable" in one_line_error(result)
 
 
+def test_database_name_that_looks_like_markup(tmp_path: Path, repo: dict[str, str],
+                                             mariadb: dict[str, object]) -> None:
+    # rich read `[/a]` as a closing tag: the backup, then every `history`, crashed with a traceback.
+    path = database_config(tmp_path, repo, "app", "mariadb", "root", "audit_[/a]")
+    result = run_cli("backup", config=path)
+    assert result.returncode == 1
+    assert "database 'audit_[/a]' does not exist" in one_line_error(result)
+    history = run_cli("history", config=path)
+    assert history.returncode == 0 and "database 'audit_[/a]' does not exist" in history.stdout, history.stderr
+
+
 def snapshot_cmdlines(stop: list[bool], seen: set[str]) -> None:
     while not stop:
         for pid in os.listdir("/proc"):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import shutil
 import stat
 from pathlib import Path
 
@@ -12,6 +14,9 @@ import typer
 
 from safehold import cli
 from safehold.errors import ConfigError
+from safehold.history import History
+from safehold.output import Reporter
+from tests.conftest import run_cli, write_config
 
 
 def _outcome(action, capsys: pytest.CaptureFixture[str], json_out: bool = False) -> tuple[int, str]:  # noqa: ANN001
@@ -45,3 +50,68 @@ def test_known_failures_keep_their_exit_codes(capsys: pytest.CaptureFixture[str]
     code, text = _outcome(bad_config, capsys, json_out=True)
     assert code == 2
     assert '"error": "instances.app.repositories: unknown repository \'nas\'"' in text
+
+
+# Text from users, configs, databases and child processes, which rich would read as markup or emoji codes.
+ODD = "no point '[/bad]' in [repositories.*] or [export]; secret file:/tmp/audit/[old]/repo.pass :thumbs_up:"
+
+
+def test_odd_text_in_a_failure_is_printed_as_is(capsys: pytest.CaptureFixture[str]) -> None:
+    def odd(reporter: object) -> None:
+        raise ConfigError(ODD, "check [instances.*]")
+
+    code, text = _outcome(odd, capsys)
+    assert code == 2 and "Traceback" not in text
+    assert text == f"error: {ODD} — check [instances.*]\n"
+
+
+def test_odd_text_in_a_table_is_printed_as_is(capsys: pytest.CaptureFixture[str]) -> None:
+    cli._table("drill [/a] point -", ["check", "detail"], [["files", "[/bad] [export] :x:"]])
+    text = capsys.readouterr().out
+    assert "drill [/a] point -" in text and "[/bad] [export] :x:" in text
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:  # so the reporter draws with rich, as on a terminal
+        return True
+
+
+def test_odd_text_in_progress_is_printed_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "300")  # one line per message
+    stream = _Terminal()
+    reporter = Reporter(stream=stream)
+    assert reporter.mode == "rich"
+    reporter.step(f"step {ODD}")
+    reporter.warn("[/a] [instances.*]")
+    reporter.advance("dump audit_[/a]", 5, 10)
+    reporter.close()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stream.getvalue())
+    assert f"step {ODD}" in text and "warning: [/a] [instances.*]" in text and "dump audit_[/a]" in text
+
+
+def test_cli_shows_odd_run_ids_paths_and_errors_as_is(tmp_path: Path) -> None:
+    secret = tmp_path / "[old]" / "repo.pass"
+    secret.parent.mkdir()
+    secret.write_text("not a real password")
+    secret.chmod(0o644)
+    repo = {"url": str(tmp_path / "repo"), "password_file": str(secret)}
+    path = write_config(tmp_path, repo, f'[instances.app]\nrepositories = ["main"]\nfiles = ["{tmp_path}"]\n')
+
+    def one_line_error(*args: str) -> str:
+        proc = run_cli(*args, config=path)
+        assert proc.returncode != 0 and proc.stdout == "", proc.stderr
+        assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+        return proc.stderr
+
+    assert "no instance '[/x]' in " in one_line_error("show", "[/bad]", "--instance", "[/x]")
+    assert f"secret file {secret} is readable by others" in one_line_error("show", "[/bad]")
+    if shutil.which("restic"):  # the repository is then tried, and has no such point
+        secret.chmod(0o600)
+        assert "no point '[/bad]' found" in one_line_error("show", "[/bad]")
+
+    history = History(tmp_path / "state")
+    run = history.record_start("app", "backup")
+    history.record_end(run, "failed", error="database 'audit_[/a]' does not exist — check [instances.*]")
+    proc = run_cli("history", config=path)
+    assert proc.returncode == 0 and "app  backup  failed" in proc.stdout, proc.stderr
+    assert "database 'audit_[/a]' does not exist — check [instances.*]" in proc.stdout
