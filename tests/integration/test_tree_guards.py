@@ -3,6 +3,7 @@ in place that fails part-way."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -73,3 +74,17 @@ def test_a_restore_that_fails_part_way_names_what_is_incomplete_and_the_safety_p
     assert f"database {tmp_path / 'app' / 'app.db'}" in warning[0] and str(tree) in warning[0]
     assert f"safety point {safety[0]} (safehold restore app {safety[0]} --force)" in warning[0]
     assert (tree / "scan.bin").stat().st_size == 300 << 10  # the live tree was not swapped
+
+
+def test_one_broken_instance_does_not_leave_the_others_unprotected(tmp_path: Path, repo: dict[str, str]) -> None:
+    config = make_instance(tmp_path, repo)
+    # A second instance whose tree holds the repository: a config error, but only for that instance.
+    config.write_text(config.read_text() + f'\n[instances.broken]\nrepositories = ["main"]\nfiles = ["{tmp_path}"]\n')
+    backup = run_cli("backup", "--json", config=config)
+    assert backup.returncode == 3, backup.stderr
+    results = {r["instance"]: r for r in json.loads(backup.stdout)}
+    assert results["app"]["result"] == "ok"
+    assert results["broken"]["result"] == "failed" and "lies inside" in results["broken"]["error"]
+    assert len(_points(config)) == 1
+    alone = run_cli("backup", "broken", config=config)
+    assert alone.returncode == 2 and "lies inside" in alone.stderr

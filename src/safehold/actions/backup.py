@@ -192,11 +192,13 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
 def backup(config: Config, name: str | None, reporter: Reporter) -> list[dict[str, object]]:
     """Back up one instance or all; a failed instance does not stop the others."""
     results: list[dict[str, object]] = []
-    for instance_name in config.select(name):
+    selected = config.select(name)
+    for instance_name in selected:
         try:
             results.append({"result": "ok", **backup_instance(config, instance_name, reporter)})
         except SafeholdError as exc:
-            if name is not None or isinstance(exc, ConfigError):
+            # One instance's broken settings (a moved app root) must not leave the others unprotected.
+            if len(selected) == 1:
                 raise
             results.append({"instance": instance_name, "result": "failed", "error": exc.line()})
     return results
