@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import stat
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -117,10 +118,18 @@ def write_private(path: Path, data: str | bytes) -> None:
     """Write a file that only its owner can read (0600), created with that mode from the start."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     raw = data.encode() if isinstance(data, str) else data
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(raw)
-    os.chmod(path, 0o600)
+    # Written aside and renamed: a kill or a full disk never leaves a truncated key or cache file.
+    fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
 
 
 @contextlib.contextmanager

@@ -97,6 +97,18 @@ def test_wrong_repository_password_keeps_last_point(files_instance: Path, repo: 
     assert list((tmp_path / "back").rglob("a.txt"))
 
 
+def test_a_damaged_manifest_cache_is_fetched_again(files_instance: Path, tmp_path: Path) -> None:
+    assert run_cli("backup", config=files_instance).returncode == 0
+    [cached] = (tmp_path / "state" / "manifests" / "main").glob("*.json")
+    good = cached.read_bytes()
+    cached.write_bytes(b"")  # as a full disk left it, before cache files were written aside and renamed
+    listed = run_cli("list", "--json", config=files_instance)
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 1
+    assert cached.read_bytes() == good and oct(cached.stat().st_mode & 0o777) == "0o600"
+    assert not [p for p in cached.parent.iterdir() if p.name.startswith(".")]  # no partial files left
+
+
 def test_unreadable_source_file_fails_the_run_naming_it(files_instance: Path, tmp_path: Path) -> None:
     # Root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH reads like the NFS root_squash case: owner bits apply.
     assert run_cli("backup", config=files_instance).returncode == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,13 +75,7 @@ def points(config: Config, repo: Repository, instance: str | None = None,
     for snap in every:
         if "part=manifest" not in (snap.get("tags") or []):
             continue
-        cached = cache / f"{snap['id']}.json"
-        if cached.is_file():
-            data = cached.read_bytes()
-        else:
-            data = repo.cat_file(snap["id"], MANIFEST_PATH)
-            remember_manifest(config, repo, snap["id"], data)
-        manifest = Manifest.from_bytes(data, f"snapshot {snap['short_id']}")
+        manifest = _manifest(config, repo, cache / f"{snap['id']}.json", snap)
         for db in manifest.databases:
             db.snapshot = local_id.get(db.snapshot, db.snapshot)
         if manifest.files_snapshot:
@@ -90,6 +85,19 @@ def points(config: Config, repo: Repository, instance: str | None = None,
         result.append(Point(manifest, snap["id"], repo.name))
     result.sort(key=lambda p: p.manifest.started, reverse=True)
     return result
+
+
+def _manifest(config: Config, repo: Repository, cached: Path, snap: dict[str, Any]) -> Manifest:
+    """A point's manifest from the local cache, or from the repository when not cached or damaged."""
+    where = f"snapshot {snap['short_id']}"
+    with contextlib.suppress(OSError, RepositoryError):
+        return Manifest.from_bytes(cached.read_bytes(), where)
+    # Only a copy of what the repository holds: a damaged one (a disk that filled while it was
+    # written by an older safehold) is fetched again instead of blocking every listing.
+    data = repo.cat_file(snap["id"], MANIFEST_PATH)
+    manifest = Manifest.from_bytes(data, where)
+    remember_manifest(config, repo, snap["id"], data)
+    return manifest
 
 
 def find_point(config: Config, repo: Repository, instance: str, run: str) -> Point:
