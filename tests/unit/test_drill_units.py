@@ -23,6 +23,9 @@ def test_scratch_names_fit_mariadb_and_are_recognised_only_for_their_instance() 
     assert not is_scratch("shop_eu", stem) and not is_scratch("sho", stem)
     assert not is_scratch("shop", scratch_stem("shop_eu", run))
     assert not is_scratch("shop", "shop") and not is_scratch("shop", "safehold_drill_shop_live")
+    # Names that read alike once sanitised or cut short still get scratch spaces of their own.
+    for one, other in (("shop-db", "shop_db"), ("itflow_customer_alpha", "itflow_customer_alpha2")):
+        assert not is_scratch(one, scratch_stem(other, run)) and not is_scratch(other, scratch_stem(one, run))
 
 
 def test_table_problems_are_named() -> None:

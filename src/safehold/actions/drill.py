@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import re
 import secrets
@@ -52,7 +53,10 @@ COPY_BUFFER = 1 << 20
 
 def _instance_tag(instance: str) -> str:
     # Instance names may hold '.' and '-'; keep names portable and short (64-char MariaDB limit).
-    return re.sub(r"[^A-Za-z0-9]", "_", instance)[:20]
+    # The hash of the full name keeps "shop-db" and "shop_db", or two names alike in their first
+    # characters, apart: a drill must never take another instance's scratch space for a leftover.
+    readable = re.sub(r"[^A-Za-z0-9]", "_", instance)[:12]
+    return f"{readable}_{hashlib.sha256(instance.encode()).hexdigest()[:6]}"
 
 
 def scratch_stem(instance: str, run_id: str) -> str:
