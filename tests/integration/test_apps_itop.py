@@ -287,3 +287,12 @@ def test_version_guard_and_config_errors(itop: dict[str, object], tmp_path: Path
     put(nothing / "conf" / "production" / "config-itop.php", "<?php\n")
     result = run_cli("backup", "itop", config=write_config(tmp_path, repo, "itop", "itop", nothing))
     assert result.returncode == 1 and "does not look like an iTop install" in result.stderr
+
+
+def test_recovery_kit_holds_the_encryption_key(itop: dict[str, object], tmp_path: Path) -> None:
+    # Without encryption_key, iTop's encrypted attributes are lost on a new machine: the kit must carry it.
+    kit = tmp_path / "kit.html"
+    ok(run_cli("key", "kit", "--output", str(kit), config=Path(str(itop["config"]))))
+    page = kit.read_text()
+    assert "itop: itop_encryption_key" in page and "9f5cbbd0e6d7c0b2" in page
+    assert kit.stat().st_mode & 0o777 == 0o600

@@ -100,8 +100,20 @@ def _instance_toml(config: Config, name: str) -> tuple[list[str], list[str], lis
 
 
 def _escrowed(config: Config) -> list[tuple[str, str]]:
-    """Application keys escrowed by profiles in state_dir/keys/*.json, as (label, value)."""
+    """Application keys as (label, value): what each profile keeps in its points (iTop's
+    encryption_key, i-doit's crypto hash, ITFlow's keys), then escrow files in state_dir/keys not
+    already listed (kept even when an instance's install cannot be read right now)."""
+    from safehold.actions.common import describe
+
     rows: list[tuple[str, str]] = []
+    for name in sorted(config.instances):
+        try:
+            instance, profile, _ = describe(config, name)
+            rows += [(f"{name}: {key}", secret.reveal())
+                     for key, secret in profile.keys(instance, config.state_dir).items()]
+        except SafeholdError as exc:
+            rows.append((f"{name}: keys", f"(not read from the install: {exc.message})"))
+    listed = {value for _, value in rows}
     for path in sorted((config.state_dir / "keys").glob("*.json")):
         try:
             data = json.loads(path.read_text())
@@ -109,7 +121,8 @@ def _escrowed(config: Config) -> list[tuple[str, str]]:
             rows.append((path.stem, "(unreadable: see " + str(path) + ")"))
             continue
         items = data.items() if isinstance(data, dict) else [("", data)]
-        rows += [(f"{path.stem} {key}".strip(), v if isinstance(v, str) else json.dumps(v)) for key, v in items]
+        rows += [(f"{path.stem} {key}".strip(), text) for key, v in items
+                 if (text := v if isinstance(v, str) else json.dumps(v)) not in listed]
     return rows
 
 
