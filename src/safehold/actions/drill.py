@@ -216,8 +216,8 @@ def _drill_database(repo: Repository, step: DatabaseStep, scratch: Scratch, outc
         with dump.open("rb") as stream:
             report = load_database(step, stream, reporter, phases)
         dump.unlink()
-    except SafeholdError as exc:
-        outcome.check(name, [exc.message], "")
+    except SafeholdError as exc:  # with its hint: what to grant, what to change
+        outcome.check(name, [exc.line()], "")
         return
     indexes = sum(v for k, v in report.phases.items() if "index" in k)
     outcome.add_phase("database load", phases[f"database {step.target}"] - indexes)
@@ -391,8 +391,8 @@ def drill_instance(config: Config, name: str, reporter: Reporter, run: str | Non
             try:
                 result["leftovers_removed"] = clean_leftovers(instance, server, reporter)
                 _run_drill(config, repo, instance, profile, run or "latest", server, result, outcome, reporter)
-            except (SafeholdError, DrillStopped) as exc:
-                outcome.problems.append(exc.message)
+            except (SafeholdError, DrillStopped) as exc:  # with the hint: "grant CREATE on safehold_drill_%"
+                outcome.problems.append(exc.line() if isinstance(exc, SafeholdError) else exc.message)
         result.update(finished=now(), ok=not outcome.problems, problems=outcome.problems, checks=outcome.checks,
                       phases=outcome.phases, phases_detail=outcome.detail,
                       rto_seconds=round(sum(outcome.phases.values()), 3), tables=outcome.tables)
