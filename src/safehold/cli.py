@@ -274,7 +274,7 @@ def verify(
         for where, count in res["points_checked"].items():
             out.print(f"{where}: {count} point(s) checked")
         for problem in res["problems"]:
-            out.print(f"[red]problem:[/] {problem}")
+            out.print(f"[red]problem:[/] {problem}", soft_wrap=True)
         out.print("[green]verify ok[/]" if res["ok"] else "[red]verify found problems[/]")
 
     _run(json_out, lambda r: do_verify(_load(config), None if all_points else run, read_data, r, instance), render,
