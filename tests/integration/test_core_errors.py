@@ -195,6 +195,33 @@ def test_repository_with_a_lost_pack_is_damaged_not_missing(files_instance: Path
         assert known.is_file()  # still the repository earlier runs used: no new one is created over it
 
 
+def test_folder_holding_other_files_is_not_made_a_repository(tmp_path: Path, repo: dict[str, str]) -> None:
+    (tmp_path / "f").mkdir()
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "doc.txt").write_text("someone's document\n")
+    path = write_config(tmp_path, {**repo, "url": str(share)}, FILES_ONLY.format(files=tmp_path / "f"))
+    result = run_cli("backup", config=path)
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert f"{share} is not a restic repository but is not empty" in line and "doc.txt" in line
+    assert "new or empty folder" in line
+    assert [p.name for p in share.iterdir()] == ["doc.txt"]
+    from safehold.errors import RepositoryError
+    from safehold.output import Silent
+    from safehold.repository.restic import Repository
+    from safehold.secrets import Secret
+
+    copy = Repository("copy", str(share), Secret(repo["password"]))  # a second repository, filled by copies
+    with pytest.raises(RepositoryError, match="is not a restic repository but is not empty"):
+        copy.ensure_copy_of(copy, Silent())
+    assert [p.name for p in share.iterdir()] == ["doc.txt"]
+    (share / "doc.txt").unlink()  # an empty folder (or a missing one) becomes the repository
+    result = run_cli("backup", config=path)
+    assert result.returncode == 0 and "is new: initialising it" in result.stderr, result.stderr
+    assert (share / "config").is_file()
+
+
 def test_disk_full_during_backup_keeps_last_point(tmp_path: Path, repo: dict[str, str], mount_point) -> None:
     small = mount_point("small", "size=4m")
     files = tmp_path / "files"

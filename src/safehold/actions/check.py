@@ -18,6 +18,7 @@ from typing import Any
 from safehold.config import Config
 from safehold.history import History
 from safehold.lock import is_locked
+from safehold.repository.restic import REMOTE_SCHEMES
 from safehold.schedule import DEFAULT_GAP, GRACE, backup_schedule
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -29,8 +30,6 @@ SHRINK_CRIT = 0.1      # newest point under a tenth of the median
 GROWTH_WARN = 3.0      # newest point over three times the median
 RECENT_POINTS = 10
 
-# restic URL schemes that store somewhere else; anything else (a path, local:) is on this host.
-REMOTE_SCHEMES = ("sftp:", "s3:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:")
 # restic renews the lock of a running command every 5 minutes and calls one older than 30 stale.
 STALE_LOCK = timedelta(minutes=30)
 

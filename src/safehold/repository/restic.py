@@ -33,6 +33,10 @@ T = TypeVar("T")
 TAG = "safehold"
 COPY_BUFFER = 1 << 20
 UNREADABLE_SOURCE = 3  # restic backup: snapshot stored, some source files could not be read
+# restic URL schemes that store somewhere else; anything else (a path, local:) is on this host.
+REMOTE_SCHEMES = ("sftp:", "s3:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:")
+# What a fresh file system holds before anything was put on it: a repository may still be created there.
+FRESH_FOLDER_ENTRIES = {"lost+found"}
 
 
 @functools.cache
@@ -133,6 +137,11 @@ def explain(stderr: str, repo: str) -> RepositoryError:
             return (RepositoryMissing if pattern == NOT_A_REPOSITORY else RepositoryError)(message, hint)
     last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "no message")
     return RepositoryError(f"repository {repo}: restic failed: {last[:300]}", "see the log above for details")
+
+
+def local_path(url: str) -> Path | None:
+    """The folder of a repository on this host (a path, or local:path); None for a remote one."""
+    return None if url.startswith(REMOTE_SCHEMES) else Path(url.removeprefix("local:"))
 
 
 def snapshot_time(snapshot: dict[str, Any]) -> datetime:
@@ -349,11 +358,29 @@ class Repository:
             # (restic would create it), and lost data is damage, not a new repository.
             return False
 
+    def _refuse_occupied_folder(self) -> None:
+        """Refuse to create a repository in a folder on this host that holds other files.
+
+        restic would put its own files beside them (a typo in the URL pointing at /srv or at a
+        mounted share, or a repository whose config file was lost). A missing or empty folder is fine.
+        """
+        path = local_path(self.url)
+        try:
+            found = sorted(e.name for e in path.iterdir() if e.name not in FRESH_FOLDER_ENTRIES) if path else []
+        except OSError:
+            return  # missing (restic creates it) or not a folder / not readable (restic's init says why)
+        if found:
+            shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+            raise RepositoryError(f"repository {self.name}: {path} is not a restic repository but is not empty either "
+                                  f"(it holds {shown}), so no repository is created there",
+                                  "point the URL at a new or empty folder, or move those files away")
+
     def ensure(self, reporter: Reporter) -> None:
         """Open the repository, initialising it (with a clear message) on first use."""
         if self._known():
             return
         if not self.is_initialised():
+            self._refuse_occupied_folder()
             reporter.step(f"repository {self.name} ({mask_url(self.url)}) is new: initialising it")
             self.run("init")
         if self.known_file is not None:
@@ -382,6 +409,7 @@ class Repository:
         """Open this repository, initialising it with `source`'s chunker so copies deduplicate."""
         if self.is_initialised():
             return
+        self._refuse_occupied_folder()
         reporter.step(f"repository {self.name} ({mask_url(self.url)}) is new: initialising it as a copy of "
                       f"{source.name}")
         self._run_with(source, "init", "--copy-chunker-params")
