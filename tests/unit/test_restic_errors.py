@@ -75,6 +75,14 @@ def test_read_only_repository_is_not_a_lock_held_by_another_run() -> None:
     ("unable to create lock in backend: repository is already locked by PID 9257 on vm by root (UID 0, GID 0)\n"
      "lock was created at 2026-11-26 07:23:38 (3.041062176s ago)\nstorage ID 88aad243\n"
      "the `unlock` command can be used to remove stale locks", "is locked by another run", RepositoryError),
+    # restic without its cache (a read-only home under a hardened service) says so, then fails for its own reason.
+    ("unable to open cache: mkdir /root/.cache/restic: read-only file system\nunable to create lock in backend: "
+     "repository is already locked by PID 9257 on vm by root (UID 0, GID 0)", "is locked by another run",
+     RepositoryError),
+    ("unable to open cache: mkdir /nonexistent: permission denied\nFatal: wrong password or no key found",
+     "wrong password", RepositoryError),
+    ("unable to open cache: mkdir /root/.cache/restic: permission denied\nFatal: repository contains errors",
+     "is damaged", RepositoryError),
     ("open /srv/repo/locks/1fc7-tmp-1: input/output error\nunable to create lock in backend",
      "cannot write its lock file", RepositoryError),
     ("Fatal: unable to open config file: stat /srv/repo/config: no such file or directory\n"

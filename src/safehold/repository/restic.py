@@ -75,6 +75,9 @@ MISSING_DATA = (r"pack [0-9a-f]{8,}:? (does not exist|failed to download)|<data/
 # Stored data that is there but does not match its hash (bit rot, a truncated upload).
 CORRUPT_DATA = r"pack id does not match|ciphertext verification failed|wrong data returned, hash is"
 NOT_A_REPOSITORY = r"unable to open config file|is there a repository at the following location"
+# restic's warning that it works without its local cache (a read-only or full home, a hardened service):
+# its "read-only file system" or "permission denied" is not the repository's.
+CACHE_WARNING = re.compile(r"^unable to open cache: .*$", re.M)
 
 
 def explain(stderr: str, repo: str) -> RepositoryError:
@@ -85,7 +88,7 @@ def explain(stderr: str, repo: str) -> RepositoryError:
     create lock"), and a lost pack file reads "does not exist"; neither is a lock held by another
     run or a repository that is not there.
     """
-    text = stderr.lower()
+    text = CACHE_WARNING.sub("", stderr.lower())
     damaged_hint = (f"restore the points you need from another repository; then run `{_index_repair()}` on {repo} "
                     "and back up again: restic stores anew what the sources still hold (older points stay damaged)")
     rules: list[tuple[str, str, str]] = [
