@@ -291,7 +291,7 @@ def verify(
         for where, count in res["points_checked"].items():
             out.print(f"{where}: {count} point(s) checked")
         for problem in res["problems"]:
-            out.print(Text.assemble(("problem:", "red"), f" {problem}"))
+            out.print(Text.assemble(("problem:", "red"), f" {problem}"), soft_wrap=True)
         out.print(Text("verify ok", "green") if res["ok"] else Text("verify found problems", "red"))
 
     _run(json_out, lambda r: do_verify(_load(config), None if all_points else run, read_data, r, instance), render,

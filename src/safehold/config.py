@@ -45,6 +45,11 @@ def _check_secret(value: str | None) -> str | None:
 REMOTE_SCHEMES = ("sftp:", "s3:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:")
 
 
+def local_path(url: str) -> Path | None:
+    """The folder of a repository on this host (a path, or local:path); None for a remote one."""
+    return None if url.startswith(REMOTE_SCHEMES) else Path(url.removeprefix("local:"))
+
+
 class RepositoryConfig(Model):
     """One restic repository: a local path or any restic URL (sftp:, s3:, rest:, rclone:)."""
 
@@ -71,7 +76,7 @@ class RepositoryConfig(Model):
 
     def local_path(self) -> Path | None:
         """The folder of a repository on this host; None for a remote one."""
-        return None if self.is_remote() else Path(self.url.removeprefix("local:"))
+        return local_path(self.url)
 
     @field_validator("env")
     @classmethod

@@ -84,23 +84,40 @@ def _secret_values(config: Config) -> list[str]:
     return values
 
 
-def send(config: Config, title: str, body: str, kind: str = "failure") -> bool:
-    """Send one message to every apprise URL; False when at least one target refused it."""
-    import apprise
-
-    if not config.notify.urls:
-        return True
-    secrets = _secret_values(config)
-    target = apprise.Apprise()
+def notify_urls(config: Config) -> tuple[list[tuple[int, str]], list[str]]:
+    """notify.urls with their references resolved, each with its index; and one line for each that does
+    not resolve (naming notify.urls.N and why, never a value), so one bad reference silences no other."""
+    urls: list[tuple[int, str]] = []
+    problems: list[str] = []
     for index, url in enumerate(config.notify.urls):
         if url.startswith(("env:", "file:")):
-            url = resolve(url, f"notify.urls.{index}").reveal()
-        if not target.add(url):
-            raise NotifyError(f"notify.urls.{index} is not an apprise URL apprise understands",
-                              "see https://github.com/caronc/apprise/wiki for the URL formats")
+            try:
+                url = resolve(url, f"notify.urls.{index}").reveal()
+            except SafeholdError as exc:
+                problems.append(exc.line())
+                continue
+        urls.append((index, url))
+    return urls, problems
+
+
+def send(config: Config, title: str, body: str, kind: str = "failure") -> list[str]:
+    """Send one message to every apprise URL that resolves; returns a line for each URL that did not get it."""
+    import apprise
+
+    urls, problems = notify_urls(config)
+    if not urls:
+        return problems
+    secrets = _secret_values(config)
     notify_type = {"failure": apprise.NotifyType.FAILURE, "recovery": apprise.NotifyType.SUCCESS,
                    "success": apprise.NotifyType.SUCCESS}[kind]
-    return bool(target.notify(title=mask(title, secrets), body=mask(body, secrets), notify_type=notify_type))
+    for index, url in urls:
+        target = apprise.Apprise()  # one per URL: a refusal names its URL, and stops no other
+        if not target.add(url):
+            problems.append(f"notify.urls.{index} is not an apprise URL apprise understands — see "
+                            "https://github.com/caronc/apprise/wiki for the URL formats")
+        elif not target.notify(title=mask(title, secrets), body=mask(body, secrets), notify_type=notify_type):
+            problems.append(f"notify.urls.{index}: the message was refused or the target could not be reached")
+    return sorted(problems)
 
 
 def _post(url: str, what: str, **kwargs: Any) -> dict[str, Any]:
@@ -232,6 +249,14 @@ def after_run(config: Config, history: History, run: Run, previous: Run | None, 
     done: dict[str, Any] = {"event": event}
     closed = history.close_tickets(run.instance, run.kind) if event != "failure" else []
     wanted = event == "failure" or config.notify.on_success or (event == "recovery" and config.notify.on_recovery)
+    if not wanted:
+        # Learn of a URL reference that does not resolve now, not when the outage it should announce comes:
+        # said in this run's output and kept in its details for `safehold check`.
+        _, problems = notify_urls(config)
+        for problem in problems:
+            reporter.warn(f"a failure would not be announced to {problem}")
+        if problems:
+            history.add_details(run.id, {"notify_problems": problems})
     if not (closed or wanted):
         return done  # a quiet success: no message to compose, no secrets to read for masking
     title, body = compose(history, run, event)
@@ -244,7 +269,11 @@ def after_run(config: Config, history: History, run: Run, previous: Run | None, 
         return done
     if event == "failure" and run.kind in TICKET_KINDS:
         done["tickets_opened"] = _tickets(config, history, run, title, body, reporter)
-    done["sent"] = send(config, title, body, event)
-    if not done["sent"]:
-        reporter.warn(f"the {event} notification for {run.instance} was not delivered to every target")
+    problems = send(config, title, body, event)
+    done["sent"] = not problems
+    for problem in problems:
+        reporter.warn(f"the {event} notification for {run.instance} did not reach {problem}")
+    if problems:
+        done["not_sent"] = problems
+        history.add_details(run.id, {"notify_problems": problems})
     return done

@@ -24,6 +24,10 @@ from safehold.secrets import Secret, appears_in, mask
 log = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 40
+# A Go stack trace's "\tfile.go:123" line, below its function's line. restic prints ~40 such lines
+# after some errors (a lock it cannot write): they explain nothing and would push the lines that do
+# (the "read-only file system" above them) out of the tail, so the tail skips them.
+GO_FRAME = re.compile(r"^\t\S+\.go:\d+$")
 SECRET_FD = re.compile(r"/dev/fd/(\d+)")
 
 
@@ -61,7 +65,11 @@ class Child:
             assert self.popen.stderr is not None
             for raw in self.popen.stderr:
                 line = scrub(raw.decode("utf-8", "replace").rstrip("\n"), self.secrets)
-                self._tail.append(line)
+                if GO_FRAME.match(line):
+                    if self._tail and not any(char.isspace() for char in self._tail[-1]):
+                        self._tail.pop()  # the frame's function name
+                else:
+                    self._tail.append(line)
                 if callable(self.on_stderr_line):
                     self.on_stderr_line(line)
 

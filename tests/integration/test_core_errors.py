@@ -167,6 +167,73 @@ def test_repository_not_writable(tmp_path: Path, repo: dict[str, str], mount_poi
     assert "read-only file system" in one_line_error(result)
 
 
+def test_repository_on_a_read_only_mount_is_not_called_locked(tmp_path: Path, repo: dict[str, str],
+                                                              mount_point) -> None:
+    # restic writes a lock file even to list; on a disk remounted read-only that fails, which is no lock held
+    # by another run (and `safehold verify`, the old advice, cannot clear it).
+    disk = mount_point("disk", "size=8m")
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "a.txt").write_text("kept\n")
+    path = write_config(tmp_path, {**repo, "url": str(disk / "repo")}, FILES_ONLY.format(files=tmp_path / "f"))
+    assert run_cli("backup", config=path).returncode == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True, capture_output=True)
+    # restic retries its lock for ~45 s before it gives up: the three commands wait side by side.
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    children = [subprocess.Popen([sys.executable, "-m", "safehold", command, "--config", str(path)], text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                for command in ("backup", "list", "verify")]
+    for child in children:
+        stdout, stderr = child.communicate(timeout=600)
+        assert child.returncode == 1, stderr
+        said = stdout + stderr
+        assert "repository main is on a read-only file system" in said and "remount it read-write" in said, said
+        assert "locked" not in said and "Traceback" not in said
+
+
+def test_repository_with_a_lost_pack_is_damaged_not_missing(files_instance: Path, repo: dict[str, str]) -> None:
+    (files_instance.parent / "files" / "big.bin").write_bytes(os.urandom(1 << 20))
+    assert run_cli("backup", config=files_instance).returncode == 0
+    known = files_instance.parent / "state" / "repositories" / "main.url"
+    packs = [p for p in (Path(repo["url"]) / "data").rglob("*") if p.is_file()]
+    # The pack of big.bin's data (a lost tree pack makes restic retry every tree for minutes).
+    max(packs, key=lambda p: p.stat().st_size).unlink()
+    for args in (("verify",), ("verify", "--read-data")):
+        result = run_cli(*args, config=files_instance)
+        assert result.returncode == 1, result.stderr
+        said = result.stdout + result.stderr
+        assert "problem: repository main is damaged: data its snapshots need is missing" in result.stdout, said
+        assert "rebuild-index" in said and "another repository" in said
+        assert "does not exist" not in said and "disappeared" not in said
+        assert known.is_file()  # still the repository earlier runs used: no new one is created over it
+
+
+def test_folder_holding_other_files_is_not_made_a_repository(tmp_path: Path, repo: dict[str, str]) -> None:
+    (tmp_path / "f").mkdir()
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "doc.txt").write_text("someone's document\n")
+    path = write_config(tmp_path, {**repo, "url": str(share)}, FILES_ONLY.format(files=tmp_path / "f"))
+    result = run_cli("backup", config=path)
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert f"{share} is not a restic repository but is not empty" in line and "doc.txt" in line
+    assert "new or empty folder" in line
+    assert [p.name for p in share.iterdir()] == ["doc.txt"]
+    from safehold.errors import RepositoryError
+    from safehold.output import Silent
+    from safehold.repository.restic import Repository
+    from safehold.secrets import Secret
+
+    copy = Repository("copy", str(share), Secret(repo["password"]))  # a second repository, filled by copies
+    with pytest.raises(RepositoryError, match="is not a restic repository but is not empty"):
+        copy.ensure_copy_of(copy, Silent())
+    assert [p.name for p in share.iterdir()] == ["doc.txt"]
+    (share / "doc.txt").unlink()  # an empty folder (or a missing one) becomes the repository
+    result = run_cli("backup", config=path)
+    assert result.returncode == 0 and "is new: initialising it" in result.stderr, result.stderr
+    assert (share / "config").is_file()
+
+
 def test_disk_full_during_backup_keeps_last_point(tmp_path: Path, repo: dict[str, str], mount_point) -> None:
     small = mount_point("small", "size=4m")
     files = tmp_path / "files"

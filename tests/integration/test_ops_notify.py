@@ -31,7 +31,7 @@ from safehold.config import load
 from safehold.errors import SafeholdError
 from safehold.history import History
 from safehold.output import Silent
-from tests.conftest import private_file
+from tests.conftest import private_file, run_cli
 from tests.integration.unattended import make_instance
 
 ITOP_PASSWORD = "itop-Secret-4711"
@@ -229,3 +229,55 @@ org_id = 1
     history = History(load(config).state_dir)
     assert history.last_run("app").result == "failed"
     assert history.open_ticket("app", "itop:backup") is None  # retried on the next failure
+
+
+def test_one_bad_url_reference_silences_no_other(tmp_path: Path, repo: dict[str, str], services,  # noqa: ANN001
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _, receiver, _, http_port = services
+    monkeypatch.delenv("AUDIT_NOPE_URL", raising=False)
+    token = "hookToken-9f8e7d6c5b4a"
+    shared = tmp_path / "secrets" / "shared.url"  # readable by others: refused, and its value never shown
+    shared.parent.mkdir(parents=True, exist_ok=True)
+    shared.write_text(f"json://127.0.0.1:{http_port}/hook?token={token}")
+    shared.chmod(0o644)
+    config = make_instance(tmp_path, repo, top=f"""
+[notify]
+urls = ["json://127.0.0.1:{http_port}/hook", "env:AUDIT_NOPE_URL", "file:{shared}"]
+""")
+    warnings: list[str] = []
+    reporter = Silent()
+    reporter.listeners.append(lambda event: event["event"] == "warning" and warnings.append(event["message"]))
+
+    # A quiet success already says so (and keeps it for `safehold check`): before the outage, not during it.
+    backup_instance(load(config), "app", reporter)
+    assert receiver.hooks == []
+    assert any("notify.urls.1: environment variable AUDIT_NOPE_URL is not set" in w for w in warnings), warnings
+    assert any(w.startswith("a failure would not be announced to notify.urls.2") and "readable by others" in w
+               for w in warnings), warnings
+    checked = run_cli("check", "--json", config=config)
+    notify = [f for f in json.loads(checked.stdout)["instances"][0]["findings"] if f["rule"] == "notify"]
+    assert checked.returncode == 1 and notify and notify[0]["status"] == "WARNING", checked.stdout
+    assert "notify.urls.1" in notify[0]["message"] and "notify.urls.2" in notify[0]["message"]
+
+    # The failure reaches the URL that resolves; each one that does not is named, with why.
+    warnings.clear()
+    password_file = Path(repo["password_file"])
+    password_file.write_text("wrong-" + password_file.read_text())
+    with pytest.raises(SafeholdError, match="wrong password"):
+        backup_instance(load(config), "app", reporter)
+    assert len(receiver.hooks) == 1 and receiver.hooks[0]["type"] == "failure"
+    not_reached = [w for w in warnings if w.startswith("the failure notification for app did not reach")]
+    assert len(not_reached) == 2, warnings
+    assert "notify.urls.1: environment variable AUDIT_NOPE_URL is not set" in not_reached[0]
+    assert "notify.urls.2" in not_reached[1] and "readable by others" in not_reached[1]
+    assert not any(token in w for w in warnings) and token not in checked.stdout + checked.stderr
+
+    # Fixed: the next run records nothing, and check has nothing to say about notifications.
+    monkeypatch.setenv("AUDIT_NOPE_URL", f"json://127.0.0.1:{http_port}/hook")
+    shared.chmod(0o600)
+    password_file.write_text(password_file.read_text().removeprefix("wrong-"))
+    warnings.clear()
+    backup_instance(load(config), "app", reporter)
+    assert warnings == [] and len(receiver.hooks) == 4  # the recovery, to each of the three URLs
+    checked = run_cli("check", "--json", config=config)
+    assert not [f for f in json.loads(checked.stdout)["instances"][0]["findings"] if f["rule"] == "notify"]

@@ -85,6 +85,10 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
         status = WARNING if last.result == "partial" else CRITICAL
         findings.append(Finding("last-run", status, f"last run {last.started:%Y-%m-%d %H:%M} UTC {last.result}: "
                                                     f"{last.error or 'no reason recorded'}"))
+    if last is not None and last.details.get("notify_problems"):
+        # Recorded by the run (this check reads no secrets): a failure would not reach these notify URLs.
+        findings.append(Finding("notify", WARNING, "notifications of the last run: "
+                                + "; ".join(last.details["notify_problems"])))
     if is_locked(config.state_dir, name):
         findings.append(Finding("running", OK, "a run is in progress"))
 

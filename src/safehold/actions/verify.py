@@ -54,7 +54,9 @@ def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
                 try:
                     repo.check(read_data)
                 except SafeholdError as exc:
-                    problems.append(f"repository {repo_name}: {exc.message}")
+                    # With its hint: a damaged repository needs the repair steps, not only the diagnosis.
+                    named = f"repository {repo_name}" in exc.message
+                    problems.append(exc.line() if named else f"repository {repo_name}: {exc.line()}")
                     continue
             snapshot_ids = {s["id"] for s in repo.snapshots([f"instance={instance_name}"])}
             selected = [p for p in points(config, repo, instance_name)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from safehold import runner
+from safehold.config import local_path
 from safehold.errors import RepositoryError, SafeholdError
 from safehold.output import Reporter
 from safehold.secrets import Secret, mask_url, secret_files
@@ -33,6 +34,8 @@ T = TypeVar("T")
 TAG = "safehold"
 COPY_BUFFER = 1 << 20
 UNREADABLE_SOURCE = 3  # restic backup: snapshot stored, some source files could not be read
+# What a fresh file system holds before anything was put on it: a repository may still be created there.
+FRESH_FOLDER_ENTRIES = {"lost+found"}
 
 
 @functools.cache
@@ -50,28 +53,59 @@ def restic_version() -> tuple[int, int, int]:
     return int(match[1]), int(match[2]), int(match[3])
 
 
+class RepositoryMissing(RepositoryError):
+    """No repository at the URL (restic finds no config file there): a new one may be created."""
+
+
+def _index_repair() -> str:
+    """restic's command that rebuilds the index from the pack files present."""
+    try:
+        return "restic repair index" if restic_version() >= (0, 16, 0) else "restic rebuild-index"
+    except RepositoryError:
+        return "restic rebuild-index"
+
+
+# restic's words for stored data that is gone: `check` says "pack <id>: does not exist" (local) or
+# "pack <id> failed to download", reads say "Load(<data/…>) … no such file or directory" or
+# "… file does not exist" (sftp), and a snapshot whose blobs the index lacks "id <id> not found in
+# repository". None of them means the repository is missing, so they come before that rule.
+MISSING_DATA = (r"pack [0-9a-f]{8,}:? (does not exist|failed to download)|<data/[0-9a-f]+>.*(no such file|does not "
+                r"exist|not found)|id [0-9a-f]{64} not found in repository")
+# Stored data that is there but does not match its hash (bit rot, a truncated upload).
+CORRUPT_DATA = r"pack id does not match|ciphertext verification failed|wrong data returned, hash is"
+NOT_A_REPOSITORY = r"unable to open config file|is there a repository at the following location"
+# restic's warning that it works without its local cache (a read-only or full home, a hardened service):
+# its "read-only file system" or "permission denied" is not the repository's.
+CACHE_WARNING = re.compile(r"^unable to open cache: .*$", re.M)
+
+
 def explain(stderr: str, repo: str) -> RepositoryError:
-    """Turn restic's stderr into one line that says what happened and what to do."""
-    text = stderr.lower()
+    """Turn restic's stderr into one line that says what happened and what to do.
+
+    The first rule whose pattern (a regular expression on the lowered text) matches wins, so the
+    specific ones come first: a read-only disk makes restic fail to write its lock ("unable to
+    create lock"), and a lost pack file reads "does not exist"; neither is a lock held by another
+    run or a repository that is not there.
+    """
+    text = CACHE_WARNING.sub("", stderr.lower())
+    damaged_hint = (f"restore the points you need from another repository; then run `{_index_repair()}` on {repo} "
+                    "and back up again: restic stores anew what the sources still hold (older points stay damaged)")
     rules: list[tuple[str, str, str]] = [
-        ("wrong password", f"wrong password for repository {repo}", "check its password reference"),
-        ("no key found", f"wrong password for repository {repo}", "check its password reference"),
-        ("no space left on device", f"repository {repo}: disk full", "free space or move the repository"),
+        ("wrong password|no key found", f"wrong password for repository {repo}", "check its password reference"),
         ("host key is known for", f"repository {repo}: the server's SSH host key is not pinned",
          f"run `safehold repo trust {repo}` and compare the fingerprint, or set known_hosts"),
-        ("has changed and you have requested strict checking", f"repository {repo}: SSH host key CHANGED",
-         f"refused; if the server was reinstalled, check its fingerprint, then `safehold repo trust {repo} --replace`"),
-        ("remote host identification has changed", f"repository {repo}: SSH host key CHANGED",
+        ("has changed and you have requested strict checking|remote host identification has changed",
+         f"repository {repo}: SSH host key CHANGED",
          f"refused; if the server was reinstalled, check its fingerprint, then `safehold repo trust {repo} --replace`"),
         ("host key verification failed", f"repository {repo}: SSH host key does not match",
          "verify the server's key, then update known_hosts for this repository"),
         ("identity file", f"repository {repo}: SSH key file not usable", "check ssh_key of this repository"),
-        ("permission denied (publickey", f"repository {repo}: SSH login refused",
+        (r"permission denied \(publickey", f"repository {repo}: SSH login refused",
          "check the user and ssh_key of this repository"),
         ("connection refused", f"repository {repo}: connection refused", "is the server up and the port right?"),
         ("no route to host", f"repository {repo}: host unreachable", "check the network and the host name"),
-        ("could not resolve", f"repository {repo}: host name not found", "check the repository URL"),
-        ("no such host", f"repository {repo}: host name not found", "check the repository URL"),
+        ("could not resolve|no such host", f"repository {repo}: host name not found", "check the repository URL"),
+        ("timeout", f"repository {repo}: connection timed out", "check the network"),
         ("invalidaccesskeyid", f"repository {repo}: S3 access key rejected", "check the access key reference"),
         ("access key id you provided does not exist", f"repository {repo}: S3 access key rejected",
          "check AWS_ACCESS_KEY_ID of this repository"),
@@ -79,24 +113,30 @@ def explain(stderr: str, repo: str) -> RepositoryError:
          "check AWS_SECRET_ACCESS_KEY of this repository"),
         ("signaturedoesnotmatch", f"repository {repo}: S3 secret key rejected", "check the secret key reference"),
         ("access denied", f"repository {repo}: access denied", "check the credentials and bucket policy"),
-        ("nosuchbucket", f"repository {repo}: bucket does not exist", "create the bucket or fix the URL"),
-        ("bucket does not exist", f"repository {repo}: bucket does not exist", "create the bucket or fix the URL"),
+        ("nosuchbucket|bucket does not exist", f"repository {repo}: bucket does not exist",
+         "create the bucket or fix the URL"),
+        # restic writes a lock file even to read: on a read-only disk every command fails with this.
+        ("read-only file system", f"repository {repo} is on a read-only file system",
+         "restic must write its lock files there, even to read: remount it read-write, or use a writable location"),
+        ("no space left on device", f"repository {repo}: disk full", "free space or move the repository"),
         ("permission denied", f"repository {repo}: permission denied", "check who owns the repository path"),
-        ("read-only file system", f"repository {repo}: read-only file system", "use a writable location"),
+        (MISSING_DATA, f"repository {repo} is damaged: data its snapshots need is missing (lost pack or index files)",
+         damaged_hint),
+        (CORRUPT_DATA, f"repository {repo} is damaged: stored data does not match its checksum",
+         f"restore from another repository; `restic check --read-data` names the damaged pack files: remove them, "
+         f"run `{_index_repair()}` and back up again"),
+        ("repository contains errors", f"repository {repo} is damaged: restic check found errors",
+         damaged_hint),
         ("repository is already locked", f"repository {repo} is locked by another run",
          "wait for it, or run `safehold verify` to clear stale locks"),
-        ("unable to create lock", f"repository {repo} is locked by another run",
-         "wait for it, or run `safehold verify` to clear stale locks"),
-        ("does not exist", f"repository {repo} does not exist or is not reachable", "check the repository URL"),
-        ("unable to open config file", f"repository {repo} does not exist or is not reachable",
-         "check the repository URL"),
-        ("ciphertext verification failed", f"repository {repo} is corrupt (integrity check failed)",
-         "run `safehold verify --read-data`, then restore from another repository"),
-        ("timeout", f"repository {repo}: connection timed out", "check the network"),
+        # Not "already locked": restic could not write its lock file, for a reason the lines above did not name.
+        ("unable to create lock", f"repository {repo}: restic cannot write its lock file",
+         "check that the repository location is writable (mounted read-write, permissions, free space)"),
+        (NOT_A_REPOSITORY, f"repository {repo} does not exist or is not reachable", "check the repository URL"),
     ]
-    for needle, message, hint in rules:
-        if needle in text:
-            return RepositoryError(message, hint)
+    for pattern, message, hint in rules:
+        if re.search(pattern, text):
+            return (RepositoryMissing if pattern == NOT_A_REPOSITORY else RepositoryError)(message, hint)
     last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "no message")
     return RepositoryError(f"repository {repo}: restic failed: {last[:300]}", "see the log above for details")
 
@@ -242,7 +282,7 @@ class Repository:
             with contextlib.suppress(OSError):
                 stderr = call.ssh_log.read_text(errors="replace")[-4000:] + "\n" + stderr
         error = explain(stderr, name or self.name)
-        if name is None and "does not exist" in error.message and self._known():
+        if name is None and isinstance(error, RepositoryMissing) and self._known():
             self.known_file.unlink(missing_ok=True)  # the next run checks again (and may initialise)
             return RepositoryError(f"repository {self.name} ({mask_url(self.url)}) has disappeared: earlier runs "
                                    "used it",
@@ -310,17 +350,34 @@ class Repository:
         try:
             self.run("cat", "config")
             return True
-        except RepositoryError as exc:
-            # A missing bucket is a mistake to report, not a repository to create (restic would create it).
-            if "does not exist" in exc.message and "bucket" not in exc.message:
-                return False
-            raise
+        except RepositoryMissing:
+            # Only "no config file there": a missing bucket is a mistake to report, not a repository to create
+            # (restic would create it), and lost data is damage, not a new repository.
+            return False
+
+    def _refuse_occupied_folder(self) -> None:
+        """Refuse to create a repository in a folder on this host that holds other files.
+
+        restic would put its own files beside them (a typo in the URL pointing at /srv or at a
+        mounted share, or a repository whose config file was lost). A missing or empty folder is fine.
+        """
+        path = local_path(self.url)
+        try:
+            found = sorted(e.name for e in path.iterdir() if e.name not in FRESH_FOLDER_ENTRIES) if path else []
+        except OSError:
+            return  # missing (restic creates it) or not a folder / not readable (restic's init says why)
+        if found:
+            shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+            raise RepositoryError(f"repository {self.name}: {path} is not a restic repository but is not empty either "
+                                  f"(it holds {shown}), so no repository is created there",
+                                  "point the URL at a new or empty folder, or move those files away")
 
     def ensure(self, reporter: Reporter) -> None:
         """Open the repository, initialising it (with a clear message) on first use."""
         if self._known():
             return
         if not self.is_initialised():
+            self._refuse_occupied_folder()
             reporter.step(f"repository {self.name} ({mask_url(self.url)}) is new: initialising it")
             self.run("init")
         if self.known_file is not None:
@@ -349,6 +406,7 @@ class Repository:
         """Open this repository, initialising it with `source`'s chunker so copies deduplicate."""
         if self.is_initialised():
             return
+        self._refuse_occupied_folder()
         reporter.step(f"repository {self.name} ({mask_url(self.url)}) is new: initialising it as a copy of "
                       f"{source.name}")
         self._run_with(source, "init", "--copy-chunker-params")
