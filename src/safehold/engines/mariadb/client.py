@@ -84,13 +84,20 @@ def cursor(conn: Connection, database: str | None = None) -> Iterator[MySQLdb.cu
         connection.close()
 
 
+def _option_value(value: str) -> str:
+    """A value for a double-quoted option-file setting, read back byte for byte by the MariaDB tools.
+
+    The option-file reader undoes `\\\\ \\" \\n \\r`; a raw line break would end the setting (a PHP
+    config can hold one: "pa\\nss")."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+
+
 @contextlib.contextmanager
 def option_file(conn: Connection) -> Iterator[Path]:
     """A [client] option file (in memory, 0600) so mariadb/mariadb-dump get the password without argv."""
     lines = ["[client]", f"user={conn.user or 'root'}"]
     if conn.password is not None:
-        escaped = conn.password.reveal().replace("\\", "\\\\").replace('"', '\\"')
-        lines.append(f'password="{escaped}"')
+        lines.append(f'password="{_option_value(conn.password.reveal())}"')
     if conn.socket:
         lines.append(f"socket={conn.socket}")
     else:
