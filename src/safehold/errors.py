@@ -44,6 +44,8 @@ class RepositoryError(SafeholdError):
 class DatabaseError(SafeholdError):
     """A database could not be read or written."""
 
+    code = 0  # the server's error number when the server refused (1049: no such database), else 0
+
 
 class RestoreRefused(SafeholdError):
     """A restore would overwrite live data or mismatch versions; --force overrides."""

@@ -65,6 +65,7 @@ class Instance:
     schema_version: str | None = None
     owner: str | None = None
     details: dict[str, object] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # said by a backup and kept in its point
 
 
 @dataclass

@@ -169,7 +169,8 @@ def test_config_errors(idoit_site: dict[str, object]) -> None:
         escrow(config, "idoit", Secret("pw"), None, Silent())
     settings = Path(str(idoit_site["root"])) / "src" / "config.inc.php"
     settings.write_text(settings.read_text().replace('"pass" => ""', '"pass" => "pa$sword"'))
-    with pytest.raises(ConfigError, match=r"\$g_db_system\['pass'\] is set by an expression \(line 12\)") as caught:
+    with pytest.raises(ConfigError, match=r"config.inc.php, line 12: \$g_db_system\['pass'\] is set by a double-quoted "
+                       "string with a variable in it") as caught:
         idoit.describe("idoit", config.instance("idoit"))
     assert "pa$sword" not in caught.value.line()  # the expression of a password may be the password
     settings.write_text("<?php\n$g_crypto_hash = 'x';\n")
@@ -216,6 +217,47 @@ def test_restore_onto_a_server_without_the_tenant_account_names_it(idoit_site: d
     missing = [line for line in restored.stderr.splitlines() if "which this server refuses" in line]
     assert len(missing) == 2 and all(tenant_user in line for line in missing), restored.stderr
     assert "Tenant 2" in missing[0] and tenants[1] in missing[0]
+
+
+def test_active_tenant_without_database_fails_naming_the_tenant(idoit_site: dict[str, object]) -> None:
+    """The tenant database's name comes from isys_mandator, not safehold.toml: the refusal says which
+    tenant and where the name comes from, before the app is stopped."""
+    config, system, log = Path(str(idoit_site["config"])), str(idoit_site["system"]), Path(str(idoit_site["log"]))
+    gone = idoit_site["tenants"][1]  # type: ignore[index]
+    sql(f"DROP DATABASE `{gone}`")
+    result = run_cli("backup", "idoit", config=config)
+    assert result.returncode == 1, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert (f"i-doit tenant 'Tenant 2' (isys_mandator__id 2, active, in system database {system}) uses database "
+            f"{gone}, which does not exist, so no point was made") in error
+    assert "isys_mandator__db_name" in error and "not from safehold.toml" in error
+    assert not log.exists()  # refused before the stop commands ran
+    history = json.loads(ok(run_cli("history", "--json", config=config)).stdout)
+    assert "Tenant 2" in json.dumps(history)
+
+    # The same tenant deactivated in i-doit: left out with a warning the point keeps, the others saved.
+    sql("UPDATE isys_mandator SET isys_mandator__active = 0 WHERE isys_mandator__id = 2", system)
+    result = ok(run_cli("backup", "idoit", config=config))
+    warning = f"i-doit tenant 'Tenant 2' (isys_mandator__id 2, inactive, in system database {system}) is not in " \
+              f"this point: its database {gone} does not exist"
+    assert warning in result.stderr
+    show = json.loads(ok(run_cli("show", "latest", "--json", config=config)).stdout)
+    tenants = idoit_site["tenants"]  # type: ignore[index]
+    assert sorted(d["name"] for d in show["databases"]) == sorted([system, tenants[0], tenants[2]])
+    assert any(warning in line for line in show["warnings"])
+    assert [t.get("skipped") for t in show["details"]["tenants"]] == [None, "database does not exist", None]
+
+
+def test_tenant_account_refused_fails_naming_the_tenant(idoit_site: dict[str, object]) -> None:
+    """An inactive tenant whose database exists but cannot be opened is not skipped: its data is there."""
+    config = Path(str(idoit_site["config"]))
+    sql("UPDATE isys_mandator SET isys_mandator__db_pass = 'wrong' WHERE isys_mandator__id = 3",
+        str(idoit_site["system"]))
+    result = run_cli("backup", "idoit", config=config)
+    assert result.returncode == 1, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "i-doit tenant 'Tenant 3' (isys_mandator__id 3, inactive" in error and "access denied" in error
+    assert "isys_mandator__db_host/__db_user/__db_pass" in error and "wrong" not in error
 
 
 def test_sigterm_during_snapshot_resumes(idoit_site: dict[str, object]) -> None:

@@ -252,10 +252,51 @@ def test_config_errors(itflow: dict[str, object], tmp_path: Path, repo: dict[str
     put(root / "config.php", "<?php\n$dbhost = getenv('DB_HOST');\n$dbusername = 'x';\n$dbpassword = '';\n"
         "$database = 'x';\n")
     result = run_cli("backup", "itflow", config=write_config(tmp_path, repo, "itflow", "itflow", root))
-    assert result.returncode == 2 and "$dbhost is set by the PHP expression `getenv" in result.stderr
+    assert result.returncode == 2 and "config.php, line 2: $dbhost is set by a call to getenv()" in result.stderr
     put(root / "config.php", "<?php\n$database = 'x';\n$dbhost = 'unterminated;\n")
     result = run_cli("backup", "itflow", config=write_config(tmp_path, repo, "itflow", "itflow", root))
     assert result.returncode == 2 and "unterminated string" in result.stderr
+
+
+def test_config_errors_never_show_the_password(itflow: dict[str, object]) -> None:
+    """Valid PHP that assigns the password next to the host: the refusal names file, line and variable,
+    and the password reaches neither the terminal, nor the run history, nor `safehold check`."""
+    root, config = Path(str(itflow["root"])), Path(str(itflow["config"]))
+    password = "Pw9#x-" + "long-enough-to-pass-any-80-character-cut-" * 3
+    put(root / "config.php", "<?php\n$dbhost = 'localhost';\n$dbusername = 'root';\n$dbpassword = '';\n"
+        f"$database = '{itflow['db']}';\nif (getenv('S')) {{ $dbhost = 'db2'; $dbpassword = '{password}'; }}\n")
+    result = run_cli("backup", "itflow", config=config)
+    assert result.returncode == 2, result.stderr
+    assert f"{root / 'config.php'}, line 6: $dbhost is set by code inside a PHP `if` statement" in result.stderr
+    history = run_cli("history", "--json", config=config)
+    checked = run_cli("check", "--json", config=config)
+    for shown in (result.stdout, result.stderr, history.stdout, checked.stdout, checked.stderr):
+        assert "Pw9" not in shown and "db2" not in shown
+    assert "line 6: $dbhost" in history.stdout and "line 6: $dbhost" in checked.stdout
+
+
+def test_password_bytes_are_those_php_sends(itflow: dict[str, object], new_db: Callable[[str], str]) -> None:
+    """PHP strings are bytes: "\\xc3\\xa9" is é in UTF-8; a raw latin-1 byte cannot be sent and is refused."""
+    from tests.integration.appkit import drop_users
+
+    root, config, database = Path(str(itflow["root"])), Path(str(itflow["config"])), str(itflow["db"])
+    users = ["t_apps_bytes"]
+    sql("CREATE USER 't_apps_bytes'@'%' IDENTIFIED BY 'caf\u00e9 \"q\" \\\\ new\nline'")
+    try:
+        sql(f"GRANT ALL ON `{database}`.* TO 't_apps_bytes'@'%'")
+        put(root / "config.php", "<?php\n$dbhost = '127.0.0.1';\n$dbusername = 't_apps_bytes';\n"
+            '$dbpassword = "caf\\xc3\\xa9 \\"q\\" \\\\ new\\nline";\n'
+            f"$database = '{database}';\n", 0o640, WEB)
+        ok(run_cli("backup", "itflow", config=config))  # describe (client library) and mariadb-dump (option file)
+
+        put(root / "config.php", b"<?php\n$dbhost = '127.0.0.1';\n$dbusername = 't_apps_bytes';\n"
+            b"$dbpassword = 'caf\xe9';\n$database = '" + database.encode() + b"';\n", 0o640, WEB)
+        result = run_cli("backup", "itflow", config=config)
+        assert result.returncode == 2, result.stderr
+        assert "line 4: $dbpassword is a string whose bytes are not UTF-8 text" in result.stderr
+        assert "internal error" not in result.stderr and "caf" not in result.stderr
+    finally:
+        drop_users(users)
 
 
 def test_init_writes_a_working_config(itflow: dict[str, object], tmp_path: Path, repo: dict[str, str]) -> None:

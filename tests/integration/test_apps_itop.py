@@ -277,9 +277,17 @@ def test_version_guard_and_config_errors(itop: dict[str, object], tmp_path: Path
     assert itop_profile.read_schema_version(instance, database) == "3.2.0-1"
 
     settings = root / "conf" / "production" / "config-itop.php"
-    settings.write_text(settings.read_text().replace("'127.0.0.1:3306'", "getenv('DB_HOSTNAME')"))
+    original = settings.read_text()
+    settings.write_text(original.replace("'127.0.0.1:3306'", "getenv('DB_HOSTNAME')"))
     result = run_cli("backup", "itop", config=config)
-    assert result.returncode == 2 and "$MySettings['db_host'] is set by the PHP expression" in result.stderr
+    assert result.returncode == 2 and "$MySettings['db_host'] is set by a call to getenv()" in result.stderr
+    assert "DB_HOSTNAME" not in result.stderr
+    # The encryption key is escrowed into the point: an expression is refused by name, not stored as text.
+    settings.write_text(original.replace("'encryption_key' => ", "'encryption_key' => getenv('K') . "))
+    result = run_cli("backup", "itop", config=config)
+    assert result.returncode == 2 and "$MySettings['encryption_key'] is set by a call to getenv()" in result.stderr
+    assert "9f5cbbd0" not in result.stderr
+    settings.write_text(original)
     settings.unlink()
     result = run_cli("backup", "itop", config=config)
     assert result.returncode == 2 and "iTop config file" in result.stderr and "does not exist" in result.stderr

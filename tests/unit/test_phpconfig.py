@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from safehold.apps.phpconfig import Unparsed, find_define, parse_file, parse_text
+from safehold.apps.phpconfig import NotText, Unparsed, find_define, parse_file, parse_text
 from safehold.errors import ConfigError
 
 ITFLOW = r"""<?php
@@ -114,7 +114,7 @@ def test_itflow_config_last_assignment_wins_and_escapes() -> None:
     assert php.get("config_https_only") is True
     assert php.get("config_enable_setup") == 0
     assert isinstance(php.variables["mysqli"], Unparsed)
-    with pytest.raises(ConfigError, match=r"\$mysqli is set by the PHP expression `mysqli_connect"):
+    with pytest.raises(ConfigError, match=r"config.php, line 6: \$mysqli is set by a call to mysqli_connect\(\)"):
         php.get("mysqli")
 
 
@@ -150,11 +150,12 @@ $MySettings = array(
 """
     php = parse_text(text, Path("c.php"))
     assert php.get("MySettings", "db_name") == "itop"
-    with pytest.raises(ConfigError, match=r"getenv \( 'DB_HOSTNAME' \)` \(line 3\)"):
+    with pytest.raises(ConfigError, match=r"c.php, line 3: \$MySettings\['db_host'\] is set by a call to getenv\(\)"):
         php.get("MySettings", "db_host")
     with pytest.raises(ConfigError, match="does not evaluate") as caught:
         php.get("MySettings", "db_pwd")
     assert "never runs PHP" in caught.value.hint and "secret" not in caught.value.line()
+    assert "a double-quoted string with a variable in it" in caught.value.line()
 
 
 def test_conditional_assignment_is_not_trusted() -> None:
@@ -162,6 +163,66 @@ def test_conditional_assignment_is_not_trusted() -> None:
     assert php.text("database") == "x"
     with pytest.raises(ConfigError, match="does not evaluate"):
         php.text("dbhost")
+
+
+SECRET = "Pw9#x-a-long-password-that-would-not-fit-in-eighty-characters-" + "z" * 40
+
+
+@pytest.mark.parametrize("source, variable, what", [
+    # The audit's case: the host is asked for, the password sits in the same `if` block.
+    (f"if (getenv('S')) {{ $dbhost = 'db2'; $dbpassword = '{SECRET}'; }}", "dbhost", "PHP `if` statement"),
+    (f"if (getenv('S')) {{ $dbhost = 'db2'; $dbpassword = '{SECRET}'; }}", "dbpassword", "PHP `if` statement"),
+    (f"$dbhost = getenv('{SECRET}');", "dbhost", "a call to getenv()"),
+    (f"$dbhost = f('{SECRET}');", "dbhost", "a function call"),
+    (f"$dbhost = '{SECRET}' ?: 'x';", "dbhost", "an expression"),
+    (f"$dbhost = {SECRET[:3]};", "dbhost", "a constant"),
+    (f'$dbhost = "{SECRET}$x";', "dbhost", "a double-quoted string with a variable"),
+    (f"$dbhost = $_ENV['{SECRET}'];", "dbhost", "the variable $_ENV"),
+    (f"$dbhost = 'a'; $dbhost .= '{SECRET}';", "dbhost", "a compound assignment"),
+    (f"$dbhost = ['a']; $dbhost[] = '{SECRET}';", "dbhost", "an append"),
+    (f"$dbhost = 'a'; $dbhost['k'] = '{SECRET}';", "dbhost", "not an array"),
+])
+def test_refusals_name_file_line_and_variable_but_never_the_files_text(source: str, variable: str,
+                                                                        what: str) -> None:
+    php = parse_text(f"<?php\n\n{source}\n$database = 'x';\n", Path("/srv/itflow/config.php"))
+    with pytest.raises(ConfigError) as caught:
+        php.text(variable)
+    line = caught.value.line()
+    assert line.startswith(f"/srv/itflow/config.php, line 3: ${variable} is set by ") and what in line, line
+    for fragment in ("Pw9", "db2", "'S'", "getenv ("):
+        assert fragment not in line, line
+    define = parse_text(f"<?php\ndefine('DB_PASS', getenv('{SECRET}'));\n", Path("c.php"))
+    with pytest.raises(ConfigError, match=r"c.php, line 2: constant DB_PASS is set by a call to getenv\(\)") as caught:
+        define.constant("DB_PASS")
+    assert "Pw9" not in caught.value.line()
+
+
+def test_php_strings_are_bytes() -> None:
+    """Values are the bytes PHP would hand to the database, decoded as UTF-8 for the client library."""
+    text = (rb'<?php' b'\n'
+            rb'$a = "\xc3\xa9\303\251\u{e9}";' b'\n'
+            b"$b = 'caf\xc3\xa9';\n"
+            rb'$c = "\xc3" . ' b"'\xa9';\n"
+            b"$k = ['\xc3\xa9' => 'v'];\n")
+    php = parse_text(text, Path("c.php"))
+    assert php.text("a") == "ééé"  # PHP: "\xc3\xa9" is two bytes, the UTF-8 of é (not "Ã©")
+    assert php.text("b") == "café"
+    assert php.text("c") == "é"  # concatenation joins bytes
+    assert php.get("k") == {"é": "v"}
+    assert parse_text("<?php $u = '☺';", Path("c.php")).text("u") == "☺"  # str: its UTF-8 bytes
+
+
+@pytest.mark.parametrize("literal", [b"'caf\xe9'", rb'"caf\xe9"', rb'"caf\351"'])
+def test_bytes_that_are_not_utf8_are_refused_by_name(tmp_path: Path, literal: bytes) -> None:
+    path = tmp_path / "config.php"
+    path.write_bytes(b"<?php\n$dbhost = 'localhost';\n$dbpassword = " + literal + b";\n")
+    php = parse_file(path)
+    assert php.text("dbhost") == "localhost"
+    assert isinstance(php.variables["dbpassword"], NotText)
+    with pytest.raises(ConfigError, match=r"config.php, line 3: \$dbpassword is a string whose bytes are not UTF-8"
+                       ) as caught:
+        php.text("dbpassword")
+    assert "caf" not in caught.value.line() and "UTF-8" in caught.value.hint
 
 
 def test_array_append_and_keyed_assignment() -> None:

@@ -152,6 +152,9 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
                         schema_version=instance.schema_version, host=socket.gethostname(),
                         safehold_version=__version__, started=now(), safety_point=safety_point,
                         details=instance.details)
+    for warning in instance.warnings:  # what the profile left out or doubts (e.g. a dropped inactive tenant)
+        reporter.warn(warning)
+        manifest.warnings.append(warning)
     tags = [f"instance={instance.name}", f"run={run_id}"] + (["safety"] if safety_point else [])
     reporter.step(f"{'safety point' if safety_point else 'backup'} {run_id} of {instance.name} "
                   f"→ repository {repo.name}")

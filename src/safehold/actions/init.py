@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
+from safehold.config import REMOTE_SCHEMES
 from safehold.errors import ConfigError
 
 TEMPLATE = '''# safehold configuration. Secrets are never written here: use "env:NAME" or "file:/path" (mode 0600).
@@ -14,7 +17,7 @@ TEMPLATE = '''# safehold configuration. Secrets are never written here: use "env
 # metrics_textfile = "/var/lib/prometheus/node-exporter/safehold.prom"   # rewritten after every run
 
 [repositories.main]
-url = "{repo}"                         # local path, sftp:user@host:/path, s3:https://host/bucket/path
+url = {repo}                         # local path, sftp:user@host:/path, s3:https://host/bucket/path
 password = "file:/etc/safehold/repo.pass"   # create with: umask 077; openssl rand -base64 32 > /etc/safehold/repo.pass
 # env = {{ AWS_ACCESS_KEY_ID = "env:AWS_ACCESS_KEY_ID", AWS_SECRET_ACCESS_KEY = "file:/etc/safehold/s3.secret" }}
 
@@ -59,27 +62,51 @@ GENERIC_DB = '''
 '''
 
 
+def toml_string(value: str, what: str) -> str:
+    """`value` as a TOML basic string (JSON's escapes are TOML's; DEL must be escaped too)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{what} is not UTF-8 text, which a TOML file cannot hold",
+                          "rename the folder, or write the config by hand") from None
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _absolute(path: str) -> str:
+    """The config is read from cron, systemd and the web console, each in another folder: paths are absolute."""
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def write_example(path: Path, app: str, root: Path | None, repo: str | None, force: bool) -> dict[str, object]:
     """Write the template for `app`; refuse to overwrite without `force`."""
     if app not in ("itflow", "idoit", "itop", "generic"):
         raise ConfigError(f"--app {app!r} is not known", "use itflow, idoit, itop or generic")
     if app != "generic" and root is None:
         raise ConfigError(f"--app {app} needs --root", f"e.g. safehold init --app {app} --root /var/www/{app}")
+    label = {"itflow": "ITFlow", "idoit": "i-doit", "itop": "iTop", "generic": "the application"}[app]
+    if root is not None:
+        root = Path(_absolute(str(root)))
+        if not root.exists():
+            raise ConfigError(f"--root {root} does not exist", f"give --root the folder {label} is installed in")
+        if not root.is_dir():
+            raise ConfigError(f"--root {root} is not a folder", f"give --root the folder {label} is installed in")
     if root is not None and app != "generic":
         from safehold.apps import profile_for
 
         if not profile_for(app).detect(root):
-            label = {"itflow": "ITFlow", "idoit": "i-doit", "itop": "iTop"}[app]
             raise ConfigError(f"{root} does not look like an {label} install",
                               f"give --root the folder {label} is installed in")
+    if repo is not None and not repo.startswith(REMOTE_SCHEMES):
+        local = repo.startswith("local:")
+        repo = ("local:" if local else "") + _absolute(repo.removeprefix("local:"))
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists", "use --force to overwrite it, or --output another file")
     name = app if app != "generic" else "myapp"
     text = TEMPLATE.format(
-        repo=repo or "/var/backups/safehold",
+        repo=toml_string(repo or "/var/backups/safehold", "--repo"),
         name=name,
         app=app,
-        root_line=f'root = "{root}"' if root else '# root = "/srv/app"',
+        root_line=f"root = {toml_string(str(root), '--root')}" if root else '# root = "/srv/app"',
         databases=GENERIC_DB.format(name=name) if app == "generic" else
         "# database credentials are read from the application's own config file\n",
     )

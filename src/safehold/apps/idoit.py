@@ -4,7 +4,11 @@ folder and the system configuration (Apache, PHP, MariaDB) the i-doit backup gui
 Facts (i-doit open, `setup/config_template.inc.php`, `setup/sql/idoit_system.sql`):
 `src/config.inc.php` holds `$g_db_system = [host, port, user, pass, name]` and `$g_crypto_hash`
 (key of the encrypted password fields). Tenants are rows of `isys_mandator` with their own
-`__db_host/__db_port/__db_name/__db_user/__db_pass` (inactive ones too). Versions:
+`__db_host/__db_port/__db_name/__db_user/__db_pass` (inactive ones too: they are backed up).
+A tenant database that cannot be opened fails the backup before anything is paused, naming the
+tenant (its name comes from isys_mandator, not from safehold.toml); only an inactive
+(`__active = 0`) tenant whose database no longer exists is left out, with a warning kept in the
+point. Versions:
 `$g_product_info['version']` in `src/version.inc.php`, `isys_db_init.version` in every database.
 i-doit has no maintenance mode: the guide says stop the web server and the cron jobs, which this
 profile does with the configured quiesce commands.
@@ -30,7 +34,8 @@ from safehold.apps.common import (
 )
 from safehold.apps.phpconfig import PhpFile, parse_file
 from safehold.config import InstanceConfig
-from safehold.errors import SafeholdError
+from safehold.engines.mariadb import client
+from safehold.errors import DatabaseError, SafeholdError
 from safehold.models import Database, Instance
 from safehold.output import Reporter
 from safehold.repository.manifest import Manifest
@@ -45,6 +50,7 @@ TENANTS = ("SELECT isys_mandator__id, isys_mandator__title, isys_mandator__db_ho
            " isys_mandator__db_name, isys_mandator__db_user, isys_mandator__db_pass, isys_mandator__active"
            " FROM isys_mandator ORDER BY isys_mandator__id")
 DB_VERSION = "SELECT isys_db_init__value FROM isys_db_init WHERE isys_db_init__key = 'version'"
+NO_SUCH_DATABASE = 1049
 
 
 def detect(root: Path) -> bool:
@@ -91,6 +97,52 @@ def _tenants(system: Database) -> list[tuple[Database, dict[str, object]]]:
     return result
 
 
+def _tenant_label(info: dict[str, object], system: str) -> str:
+    """How messages name a tenant: its title and row in the system database."""
+    return (f"i-doit tenant {info['title']!r} (isys_mandator__id {info['id']}, "
+            f"{'active' if info['active'] else 'inactive'}, in system database {system})")
+
+
+def _checked_tenants(system: Database, tenants: list[tuple[Database, dict[str, object]]],
+                     warnings: list[str]) -> list[Database]:
+    """The tenant databases to back up. One that cannot be opened stays (the backup then refuses, see
+    `_refuse_broken_tenants`), except an inactive tenant whose database is gone: left out, with a warning."""
+    kept: list[Database] = []
+    for db, info in tenants:
+        problem = client.problem(db.connection, db.name) if info["version"] is None else None
+        if problem is not None and problem.code == NO_SUCH_DATABASE and not info["active"]:
+            info["skipped"] = "database does not exist"
+            warnings.append(f"{_tenant_label(info, system.name)} is not in this point: its database {db.name} does not "
+                            f"exist on {db.connection.describe()} (delete the tenant in i-doit if it is gone for good)")
+            continue
+        if problem is not None:
+            info["problem"] = problem.message  # no credentials: user@host and the server's reason
+            info["missing"] = problem.code == NO_SUCH_DATABASE
+        kept.append(db)
+    return kept
+
+
+def _refuse_broken_tenants(instance: Instance) -> None:
+    """Before anything is paused: a tenant database this backup should hold but cannot open is named,
+    with where its name and account come from (isys_mandator, not safehold.toml)."""
+    dumped = {db.name for db in instance.databases}
+    system = str(instance.details.get("system_database"))
+    for info in instance.details.get("tenants", []):  # type: ignore[union-attr]
+        if not info.get("problem") or info["database"] not in dumped:
+            continue
+        label = _tenant_label(info, system)
+        if info.get("missing"):
+            raise DatabaseError(
+                f"{label} uses database {info['database']}, which does not exist, so no point was made",
+                "the name comes from that row's isys_mandator__db_name, not from "
+                "safehold.toml: restore or re-create that database, or deactivate the tenant in i-doit (an inactive "
+                "tenant whose database is gone is left out with a warning)")
+        raise DatabaseError(
+            f"{label}: {info['problem']}, so no point was made",
+            "i-doit opens this tenant with that row's isys_mandator__db_host/__db_user/__db_pass: "
+            "fix that account or server, or the tenant's row in i-doit")
+
+
 def _upload_dirs(system: Database, root: Path) -> list[Path]:
     """Upload folders moved out of the install by the system settings (inside it they are kept anyway)."""
     rows = query_or_none(system.connection, system.name,
@@ -110,7 +162,7 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     system = _system_database(php)
     tenants = _tenants(system)
     instance = base_instance(name, config, "idoit")
-    instance.databases[:0] = [system, *[db for db, _ in tenants]]
+    instance.databases[:0] = [system, *_checked_tenants(system, tenants, instance.warnings)]
     instance.files[:0] = [root, *_upload_dirs(system, root)]
     instance.config_files.insert(0, config_path)
     if not config.config_files:  # the guide's Apache/PHP/MariaDB config, where this host has it
@@ -122,8 +174,8 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     versions = root / VERSION_FILE
     instance.app_version = parse_file(versions).text("g_product_info", "version") if versions.is_file() else None
     instance.schema_version = _version(system)
-    instance.details = {"tenants": [info for _, info in tenants], "crypto_hash_set": bool(
-        php.text("g_crypto_hash", default=""))}
+    instance.details = {"system_database": system.name, "tenants": [info for _, info in tenants],
+                        "crypto_hash_set": bool(php.text("g_crypto_hash", default=""))}
     return instance
 
 
@@ -131,6 +183,7 @@ def describe(name: str, config: InstanceConfig) -> Instance:
 def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
             state_dir: Path) -> Iterator[dict[str, object]]:
     """The configured stop commands (web server unit, cron jobs), always followed by the start ones."""
+    _refuse_broken_tenants(instance)
     if not (config.quiesce.enabled and config.quiesce.stop):
         reporter.warn(f"{instance.name}: no quiesce commands configured, so i-doit and its cron jobs keep writing "
                       "during the snapshot; set quiesce = { stop = [[\"systemctl\", \"stop\", \"apache2\"]], "
@@ -188,7 +241,12 @@ def _check_tenant_accounts(system: Database, reporter: Reporter) -> None:
     """i-doit opens each tenant with the account in isys_mandator, which a restore onto a new server
     does not bring (accounts live in the server's own `mysql` database): say which one is missing."""
     for tenant, info in _tenants(system):
-        if query_or_none(tenant.connection, tenant.name, "SELECT 1") is None:
+        problem = client.problem(tenant.connection, tenant.name)
+        if problem is not None and problem.code == NO_SUCH_DATABASE:
+            reporter.warn(f"{_tenant_label(info, system.name)} uses database {tenant.name}, which does not exist on "
+                          f"{tenant.connection.describe()}: the point did not hold it (restore another point that "
+                          "does, or delete the tenant in i-doit)")
+        elif problem is not None:
             reporter.warn(f"i-doit tenant {info['title']!r} opens database {tenant.name} as "
                           f"{tenant.connection.user}@{tenant.connection.host}, which this server refuses: create "
                           f"that account (password in isys_mandator__db_pass of {system.name}) and GRANT ALL ON "

@@ -61,20 +61,20 @@ def detect(root: Path) -> bool:
     return (root / "approot.inc.php").is_file() and (root / CONFIG).is_file()
 
 
-def _settings(config_path: Path) -> dict[str, object]:
+def _settings(config_path: Path) -> dict[str, str]:
+    """The settings this profile uses, as text; a non-literal one fails naming the key (never its text)."""
     php = parse_file(config_path, "iTop config file")
-    for key in ("db_host", "db_user", "db_pwd", "db_name"):
-        php.text("MySettings", key)  # a missing or non-literal value fails here, naming the key
-    php.text("MySettings", "db_subname", default="")
-    settings = php.get("MySettings")
-    return {k: v for k, v in settings.items() if isinstance(k, str)}
+    settings = {key: php.text("MySettings", key) for key in ("db_host", "db_user", "db_pwd", "db_name")}
+    for key in ("db_subname", "encryption_library", "encryption_key"):
+        settings[key] = php.text("MySettings", key, default="")
+    return settings
 
 
 def _extra_files(config_path: Path) -> list[Path]:
     """The itop-backup module's `extra_files` (paths inside APPROOT its own backup adds)."""
     root = config_path.parents[2]
     extra = parse_file(config_path).get("MyModuleSettings", "itop-backup", "extra_files", default={})
-    paths = [root / str(rel) for rel in (extra.values() if isinstance(extra, dict) else [])]
+    paths = [root / rel for rel in (extra.values() if isinstance(extra, dict) else []) if isinstance(rel, str)]
     return [p for p in paths if p.resolve().is_relative_to(root.resolve()) and p.exists()]
 
 
@@ -94,10 +94,9 @@ def _installed_version(db: Database) -> tuple[str | None, str | None]:
 
 def _database(config_path: Path) -> Database:
     settings = _settings(config_path)
-    host, port = split_host(str(settings["db_host"]))
-    conn = mariadb_connection(host, port, str(settings["db_user"]), str(settings["db_pwd"] or ""))
-    prefix = str(settings.get("db_subname") or "") or None
-    return Database(conn, str(settings["db_name"]), table_prefix=prefix)
+    host, port = split_host(settings["db_host"])
+    conn = mariadb_connection(host, port, settings["db_user"], settings["db_pwd"])
+    return Database(conn, settings["db_name"], table_prefix=settings["db_subname"] or None)
 
 
 def read_schema_version(instance: Instance, database_name: str) -> str | None:

@@ -8,8 +8,16 @@ arrays and `.` concatenation of literals) in top-level assignments and `define()
 
 Anything else (a function call such as `getenv('DB_PASS')`, a variable inside a double-quoted
 string, an `if` block that assigns) is kept as `Unparsed`; reading such a value raises a
-ConfigError that names the file, the key, the line and the expression. Syntax this module cannot
-follow (heredoc, an unterminated string or comment) makes the whole file refused.
+ConfigError that names the file, the line, the variable and the kind of construct. Messages never
+quote the file's text: the expression next to a host may hold the password (`if (…) { $dbhost =
+'db2'; $dbpassword = '…'; }`), so no token of it is ever shown. Syntax this module cannot follow
+(heredoc, an unterminated string or comment) makes the whole file refused.
+
+PHP strings are byte strings: the file is read as bytes (latin-1, one character per byte) so that
+escapes such as "\xc3\xa9" and raw bytes give exactly the bytes PHP would hand to the database.
+Each value is then decoded as UTF-8; one that is not UTF-8 (a latin-1 file, a "\xe9" escape) is
+kept as `NotText` and refused when read, because the MariaDB client library takes credentials as
+UTF-8 text and could not send those bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ from safehold.errors import ConfigError
 
 HINT = ("safehold reads PHP config files as plain literals and never runs PHP; write the value as a quoted "
         "literal, or declare the database in safehold.toml")
+NOT_TEXT_HINT = ("PHP would send those bytes as they are, but the MariaDB client library safehold uses takes "
+                 "credentials only as UTF-8: save the file as UTF-8 (PHP then sends the UTF-8 bytes; change the "
+                 "account's password to match), or use a password of UTF-8 text")
 
 TOKEN = re.compile(r"""
   (?P<ws>\s+)
@@ -36,13 +47,19 @@ TOKEN = re.compile(r"""
 | (?P<num>\d[\w.]*(?:[eE][+-]?\d+)?|\.\d[\d_]*(?:[eE][+-]?\d+)?)
 | (?P<name>\\?[A-Za-z_\x80-\uffff][\w\x80-\uffff\\]*)
 | (?P<op>=>|::|->|\?\?=?|\.=|[-+*/%|&^]=|===?|!==?|<=|>=|&&|\|\||\S)
-""", re.X | re.S)
+""", re.X | re.S | re.A)  # ASCII \s and \w: PHP treats every byte >= 0x80 as a name byte
 OPEN_TAG = re.compile(r"<\?(?:php\b|=)?", re.I)
 DQ_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "v": "\v", "e": "\x1b", "f": "\f", "\\": "\\", "$": "$", '"': '"'}
 OPENERS = {"(": ")", "[": "]", "{": "}"}
-SECRET_NAME = re.compile(r"pass|pwd|secret|key|hash|token", re.I)
-
-
+INTERPOLATION = re.compile(r"(?<!\\)(?:\\\\)*\$[A-Za-z_{]|(?<!\\)(?:\\\\)*\{\$")
+# What an error may name of a construct: only words from these fixed lists, never text of the file.
+BLOCKS = ("if", "elseif", "else", "switch", "match", "foreach", "for", "while", "do", "try", "catch", "finally",
+          "function", "fn", "class", "namespace", "declare", "return", "include", "include_once", "require",
+          "require_once", "global", "static", "unset", "list", "echo", "print")
+KNOWN_FUNCTIONS = ("getenv", "file_get_contents", "trim", "rtrim", "ltrim", "base64_decode", "sprintf", "implode",
+                   "str_replace", "parse_ini_file", "json_decode", "file", "dirname", "realpath", "constant",
+                   "isset", "empty", "defined", "array_merge", "mysqli_connect", "ini_get", "php_uname", "gethostname")
+SUPERGLOBALS = ("$_ENV", "$_SERVER", "$GLOBALS", "$_GET", "$_POST", "$_REQUEST", "$_COOKIE")
 @dataclass(frozen=True)
 class Token:
     kind: str
@@ -52,9 +69,19 @@ class Token:
 
 @dataclass(frozen=True)
 class Unparsed:
-    """A value written as a PHP expression that is not a literal (never evaluated)."""
+    """A value written as a PHP expression that is not a literal (never evaluated).
 
-    source: str
+    `what` names the kind of construct in words of this module (never the file's text).
+    """
+
+    what: str
+    line: int
+
+
+@dataclass(frozen=True)
+class NotText:
+    """A string literal whose bytes are not UTF-8 (the value itself is not kept)."""
+
     line: int
 
 
@@ -106,7 +133,8 @@ def _single_quoted(body: str) -> str:
 
 
 def _double_quoted(body: str) -> str:
-    if re.search(r"(?<!\\)(?:\\\\)*\$[A-Za-z_{]|(?<!\\)(?:\\\\)*\{\$", body):
+    """The bytes (one character each) of a double-quoted string body, escapes applied as PHP does."""
+    if INTERPOLATION.search(body):
         raise NotLiteral  # variable interpolation
     out: list[str] = []
     i = 0
@@ -123,8 +151,14 @@ def _double_quoted(body: str) -> str:
         elif m := re.match(r"[0-7]{1,3}", body[i + 1:]):
             out.append(chr(int(m.group(), 8) & 0xFF))
             i += 1 + len(m.group())
-        elif m := re.match(r"x([0-9A-Fa-f]{1,2})|u\{([0-9A-Fa-f]+)\}", body[i + 1:]):
-            out.append(chr(int(m.group(1) or m.group(2), 16)))
+        elif m := re.match(r"x([0-9A-Fa-f]{1,2})", body[i + 1:]):
+            out.append(chr(int(m.group(1), 16)))  # one byte, as PHP: "\xc3\xa9" is the UTF-8 of é
+            i += 1 + len(m.group())
+        elif m := re.match(r"u\{([0-9A-Fa-f]+)\}", body[i + 1:]):
+            code = int(m.group(1), 16)
+            if code > 0x10FFFF:
+                raise NotLiteral  # PHP refuses the file
+            out.append(chr(code).encode("utf-8", "surrogatepass").decode("latin-1"))  # PHP writes UTF-8
             i += 1 + len(m.group())
         else:
             out.append("\\" + nxt)
@@ -156,7 +190,7 @@ def _array_key(key: object) -> object:
         return int(key)
     if isinstance(key, str) and re.fullmatch(r"-?[1-9]\d*|0", key):
         return int(key)
-    if isinstance(key, Unparsed | dict):
+    if isinstance(key, Unparsed | NotText | dict):
         raise NotLiteral
     return key
 
@@ -166,9 +200,44 @@ def _concat_text(value: object) -> str:
         return "1" if value else ""
     if value is None:
         return ""
-    if isinstance(value, dict | Unparsed):
+    if isinstance(value, dict | Unparsed | NotText):
         raise NotLiteral
     return str(value)
+
+
+def _text(raw: str) -> str:
+    """A name (variable, key, constant) from the file's bytes as text; bytes that are not UTF-8 are replaced."""
+    return raw.encode("latin-1").decode("utf-8", "replace")
+
+
+def _decoded(value: object, line: int) -> object:
+    """A literal string value (the file's bytes, one character each) as text, or NotText."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        return NotText(line)
+
+
+def construct(toks: list[Token]) -> str:
+    """What kind of PHP construct `toks` is, in this module's own words (no token text of the file)."""
+    # A word of the file is shown only when it is one of the fixed lists above.
+    first = toks[0] if toks else None
+    if first is not None and first.kind == "name" and first.text.lower() in BLOCKS:
+        return f"code inside a PHP `{first.text.lower()}` statement"
+    for index, tok in enumerate(toks):
+        after = toks[index + 1] if index + 1 < len(toks) else None
+        if tok.kind == "name" and after is not None and after.kind == "op" and after.text == "(":
+            function = tok.text.lower().lstrip("\\")
+            return f"a call to {function}()" if function in KNOWN_FUNCTIONS else "a function call"
+        if tok.kind == "var":
+            return f"the variable {tok.text}" if tok.text in SUPERGLOBALS else "another variable"
+        if tok.kind == "dq" and INTERPOLATION.search(tok.text[1:-1]):
+            return "a double-quoted string with a variable in it"
+        if tok.kind == "name" and tok.text.lower().lstrip("\\") not in ("true", "false", "null", "array"):
+            return "a constant or a keyword"
+    return "an expression (operators or syntax beyond plain literals)"
 
 
 class Parser:
@@ -200,7 +269,7 @@ class Parser:
             result = self.concat()
             if self.peek() is not None and not self.at(",", ")", "]", ";", "=>"):
                 raise NotLiteral
-            return result
+            return _decoded(result, self.toks[start].line)  # array items were decoded by their own value()
         except NotLiteral:
             self.pos = start
             return self.skip_expression()
@@ -219,8 +288,7 @@ class Parser:
             self.pos += 1
         if self.pos == start:
             raise SyntaxProblem("an empty expression", self.toks[start].line if start < len(self.toks) else 0)
-        words = [t.text for t in self.toks[start:self.pos]]
-        return Unparsed(" ".join(words), self.toks[start].line)
+        return Unparsed(construct(self.toks[start:self.pos]), self.toks[start].line)
 
     def concat(self) -> object:
         result = self.unary()
@@ -304,11 +372,8 @@ class PhpFile:
             if isinstance(value, Unparsed):
                 break
             value = value.get(key, ConfigError) if isinstance(value, dict) else ConfigError
-        if isinstance(value, Unparsed):
-            # The expression of a secret may hold the secret itself ("pa$word"): name only the line.
-            shown = "an expression" if SECRET_NAME.search(label) else f"the PHP expression `{value.source[:80]}`"
-            raise ConfigError(f"{self.path}: {label} is set by {shown} (line {value.line}), which safehold does "
-                              "not evaluate", HINT)
+        if isinstance(value, Unparsed | NotText):
+            raise _refusal(self.path, label, value)
         if value is ConfigError:
             if default is ConfigError:
                 raise ConfigError(f"{self.path}: {label} is not set", "is this the application's config file?")
@@ -328,10 +393,19 @@ class PhpFile:
     def constant(self, name: str) -> object:
         """A `define()`d constant, or None."""
         value = self.constants.get(name)
-        if isinstance(value, Unparsed):
-            raise ConfigError(f"{self.path}: constant {name} is set by the PHP expression `{value.source[:80]}`",
-                              HINT)
+        if isinstance(value, Unparsed | NotText):
+            raise _refusal(self.path, f"constant {name}", value)
         return value
+
+
+def _refusal(path: Path, label: str, value: Unparsed | NotText) -> ConfigError:
+    """Why a value cannot be used: file, line, variable and construct, never the file's text (it may hold
+    the password, even when the variable at hand is the host)."""
+    if isinstance(value, NotText):
+        return ConfigError(f"{path}, line {value.line}: {label} is a string whose bytes are not UTF-8 text",
+                           NOT_TEXT_HINT)
+    return ConfigError(f"{path}, line {value.line}: {label} is set by {value.what}, which safehold does not "
+                       "evaluate", HINT)
 
 
 def _statements(toks: Iterator[Token]) -> Iterator[list[Token]]:
@@ -362,12 +436,12 @@ def _assign_nested(php: PhpFile, var: str, keys: list[object], value: object, li
         return
     target = php.variables.setdefault(var, {})
     if not isinstance(target, dict):
-        php.variables[var] = Unparsed(f"${var}[...] = ...", line)
+        php.variables[var] = Unparsed("a keyed assignment to a variable that is not an array", line)
         return
     for key in keys[:-1]:
         target = target.setdefault(key, {})
         if not isinstance(target, dict):
-            php.variables[var] = Unparsed(f"${var}[...] = ...", line)
+            php.variables[var] = Unparsed("a keyed assignment to a variable that is not an array", line)
             return
     target[keys[-1]] = value
 
@@ -381,13 +455,13 @@ def _statement(php: PhpFile, stmt: list[Token]) -> None:
         try:
             while parser.at("["):
                 parser.take()
-                keys.append(_array_key(parser.concat()))
+                keys.append(_array_key(_decoded(parser.concat(), head.line)))
                 parser.take("]")
             if parser.at("="):
                 parser.take()
                 value = parser.value()
                 if parser.peek() is None:
-                    _assign_nested(php, head.text[1:], keys, value, head.line)
+                    _assign_nested(php, _text(head.text[1:]), keys, value, head.line)
                     return
         except NotLiteral:
             pass
@@ -400,24 +474,39 @@ def _statement(php: PhpFile, stmt: list[Token]) -> None:
             value = parser.value()
             parser.take(")")
             if isinstance(name, str) and parser.peek() is None:
-                php.constants[name] = value
+                php.constants[_text(name)] = value
                 return
         except NotLiteral:
             pass
     # Not a literal assignment: whatever it may change must not be trusted (`$a = f()`, `$a[] = …`,
     # `$a .= …`, assignments inside an `if` block).
-    source = " ".join(t.text for t in stmt)[:200]
     if head.kind == "var":
-        php.variables[head.text[1:]] = Unparsed(source, head.line)
+        php.variables[_text(head.text[1:])] = Unparsed(_statement_construct(stmt), head.line)
     for index, tok in enumerate(stmt[:-1]):
         after = stmt[index + 1]
         if tok.kind == "var" and after.kind == "op" and after.text.endswith("=") \
                 and after.text not in ("==", "===", "!=", "!==", "<=", ">=", "=>"):
-            php.variables[tok.text[1:]] = Unparsed(source, tok.line)
+            php.variables[_text(tok.text[1:])] = Unparsed(_statement_construct(stmt), tok.line)
 
 
-def parse_text(text: str, path: Path) -> PhpFile:
-    """Literal variables and constants of PHP source `text` (read from `path`, for messages)."""
+def _statement_construct(stmt: list[Token]) -> str:
+    """What kind of statement assigns a value that is not a plain literal (in this module's words)."""
+    ops = [t.text if t.kind == "op" else "" for t in stmt[1:3]]
+    if stmt[0].kind == "var" and ops[:2] == ["[", "]"]:
+        return "an append (`$name[] = …`)"
+    if stmt[0].kind == "var" and ops and ops[0].endswith("=") and ops[0] not in ("=", "==", "===", "=>"):
+        return "a compound assignment (`.=`, `+=`, `??=` …)"
+    if stmt[0].kind == "var" and ops and ops[0] == "=":
+        return construct(stmt[2:])
+    return construct(stmt[1:] if stmt[0].kind == "var" else stmt)
+
+
+def parse_text(text: str | bytes, path: Path) -> PhpFile:
+    """Literal variables and constants of PHP source `text` (bytes, or str meaning its UTF-8 bytes)
+    read from `path` (for messages)."""
+    if isinstance(text, str):
+        text = text.encode("utf-8", "surrogateescape")
+    text = text.decode("latin-1")  # one character per byte: PHP strings are byte strings
     php = PhpFile(path)
     try:
         for stmt in _statements(tokens(text)):
@@ -430,7 +519,7 @@ def parse_text(text: str, path: Path) -> PhpFile:
 def parse_file(path: Path, what: str = "config file") -> PhpFile:
     """Read and parse a PHP file; a missing or unreadable file is a ConfigError naming `what`."""
     try:
-        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        text = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist", "check the instance's root in safehold.toml") from None
     except OSError as exc:
@@ -445,7 +534,7 @@ def find_define(path: Path, name: str) -> str | None:
     file never has to be parseable.
     """
     try:
-        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        text = path.read_bytes().decode("latin-1")  # one character per byte, as parse_text
     except OSError:
         return None
     pattern = re.compile(r"\bdefine\s*\(\s*(['\"])" + re.escape(name) + r"\1\s*,", re.I)
@@ -462,6 +551,6 @@ def find_define(path: Path, name: str) -> str | None:
         return None
     parser = Parser(collected)
     value = parser.value()
-    if isinstance(value, Unparsed | dict) or value is None:
+    if isinstance(value, Unparsed | NotText | dict) or value is None:
         return None
     return str(value)

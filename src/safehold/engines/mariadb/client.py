@@ -35,8 +35,14 @@ def _local_infile_refused(conn: Connection) -> DatabaseError:
 
 
 def explain(exc: Exception, conn: Connection, database: str | None = None) -> DatabaseError:
-    """Translate a MySQLdb error into one line without credentials."""
+    """Translate a MySQLdb error into one line without credentials (its `code` is the server's number)."""
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+    error = _explained(exc, code, conn, database)
+    error.code = code
+    return error
+
+
+def _explained(exc: Exception, code: int, conn: Connection, database: str | None) -> DatabaseError:
     where = conn.describe()
     if code in (1045, 1698):
         return DatabaseError(f"cannot log in to {where}: access denied", "check the database user and password")
@@ -50,6 +56,15 @@ def explain(exc: Exception, conn: Connection, database: str | None = None) -> Da
         return DatabaseError(f"{where}: missing privilege ({exc.args[1]})", "grant the privilege or use another user")
     message = exc.args[1] if len(exc.args) > 1 else str(exc)
     return DatabaseError(f"{where}: {message}", "see the MariaDB error above")
+
+
+def problem(conn: Connection, database: str) -> DatabaseError | None:
+    """Why `database` cannot be opened with these credentials (code 1049: it does not exist), or None."""
+    try:
+        connect(conn, database).close()
+    except DatabaseError as exc:
+        return exc
+    return None
 
 
 def connect(conn: Connection, database: str | None = None, **options: object) -> MySQLdb.Connection:
@@ -84,13 +99,20 @@ def cursor(conn: Connection, database: str | None = None) -> Iterator[MySQLdb.cu
         connection.close()
 
 
+def _option_value(value: str) -> str:
+    """A value for a double-quoted option-file setting, read back byte for byte by the MariaDB tools.
+
+    The option-file reader undoes `\\\\ \\" \\n \\r`; a raw line break would end the setting (a PHP
+    config can hold one: "pa\\nss")."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+
+
 @contextlib.contextmanager
 def option_file(conn: Connection) -> Iterator[Path]:
     """A [client] option file (in memory, 0600) so mariadb/mariadb-dump get the password without argv."""
     lines = ["[client]", f"user={conn.user or 'root'}"]
     if conn.password is not None:
-        escaped = conn.password.reveal().replace("\\", "\\\\").replace('"', '\\"')
-        lines.append(f'password="{escaped}"')
+        lines.append(f'password="{_option_value(conn.password.reveal())}"')
     if conn.socket:
         lines.append(f"socket={conn.socket}")
     else:

@@ -1,0 +1,52 @@
+"""`safehold init`: the config it writes loads, whatever the folder names and however --root/--repo are given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from safehold import config as config_module
+from safehold.actions.init import write_example
+from safehold.errors import ConfigError
+
+
+def itflow_root(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.php").write_text("<?php\n$dbhost = 'localhost';\n$database = 'itflow';\n")
+    return folder
+
+
+def test_missing_root_is_said_to_be_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--root /nonexistent/itflow does not exist"):
+        write_example(tmp_path / "s.toml", "itflow", Path("/nonexistent/itflow"), None, False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is not a folder"):
+        write_example(tmp_path / "s.toml", "itflow", tmp_path / "file", None, False)
+    with pytest.raises(ConfigError, match="does not look like an ITFlow install"):
+        write_example(tmp_path / "s.toml", "itflow", tmp_path, None, False)
+    assert not (tmp_path / "s.toml").exists()
+
+
+def test_relative_root_and_repo_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = itflow_root(tmp_path / "www" / "itflow")
+    monkeypatch.chdir(tmp_path)
+    write_example(Path("s.toml"), "itflow", Path("www/itflow"), "backups/repo", False)
+    config = config_module.load(tmp_path / "s.toml")
+    assert config.instance("itflow").root == str(root)
+    assert config.repositories["main"].url == str(tmp_path / "backups" / "repo")
+    write_example(Path("s.toml"), "itflow", Path("www/itflow"), "local:repo", True)
+    assert config_module.load(tmp_path / "s.toml").repositories["main"].url == f"local:{tmp_path / 'repo'}"
+    write_example(Path("s.toml"), "itflow", Path("www/itflow"), "sftp:u@h:rel/repo", True)
+    assert config_module.load(tmp_path / "s.toml").repositories["main"].url == "sftp:u@h:rel/repo"
+
+
+@pytest.mark.parametrize("name", ['we"ird', "back\\slash", "tab\tand\x7fdel", "quote'and # hash", "ünï"])
+def test_paths_are_written_as_valid_toml_strings(tmp_path: Path, name: str) -> None:
+    root = itflow_root(tmp_path / name / "itflow")
+    repo = str(tmp_path / name / "repo")
+    out = tmp_path / "s.toml"
+    write_example(out, "itflow", root, repo, False)
+    config = config_module.load(out)
+    assert config.instance("itflow").root == str(root)
+    assert config.repositories["main"].url == repo
