@@ -58,17 +58,22 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
     schedule = backup_schedule(instance.schedule)
     findings: list[Finding] = []
     max_age = schedule.max_age(now) if schedule else DEFAULT_GAP + GRACE
+    critical = schedule.critical_age(now) if schedule else 2 * (DEFAULT_GAP + GRACE)
     good = history.last_success(name)
-    fresh = good is not None and good.finished is not None and now - good.finished <= max_age
+    # A point is as old as its start (the data it holds); the schedule says how old it may be now.
+    fresh = good is not None and good.finished is not None and now - good.started <= max_age
 
     if good is None or good.finished is None:
         findings.append(Finding("freshness", CRITICAL, "no successful backup recorded"))
     elif not fresh:
-        age = now - good.finished
-        status = CRITICAL if age > 2 * max_age else WARNING
-        findings.append(Finding("freshness", status, f"last good point is {_age(age)} old (allowed {_age(max_age)})"))
+        age = now - good.started
+        status = CRITICAL if age > critical else WARNING
+        due = schedule.due_by(now) if schedule is not None and not schedule.config.max_age_hours else None
+        why = f"none since the run due {due:%Y-%m-%d %H:%M %Z}" if due is not None \
+            else f"allowed {_age(max_age)}"
+        findings.append(Finding("freshness", status, f"last good point is {_age(age)} old ({why})"))
     else:
-        findings.append(Finding("freshness", OK, f"last good point {_age(now - good.finished)} old"))
+        findings.append(Finding("freshness", OK, f"last good point {_age(now - good.started)} old"))
 
     if schedule is None:
         findings.append(Finding("schedule", OK, "no schedule (runs by hand or by an external timer)"))
