@@ -14,8 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from safehold import metrics
 from safehold.actions.check import check
+from safehold.apps.quiesce import marker_path
 from safehold.config import Config, parse
 from safehold.history import History
+from safehold.lock import instance_lock
+from safehold.output import Silent
 from tests.conftest import run_cli, write_config
 
 MB = 1_000_000
@@ -189,6 +192,65 @@ def test_a_missed_weekly_run_is_named_in_the_line(tmp_path: Path) -> None:
     result = check(config, "app", now=datetime(2026, 12, 9, 23, tzinfo=UTC))
     assert result["code"] >= 1
     assert "freshness: last good point is 13.7 d old (none since the run due 2026-12-03 07:00 UTC)" in result["line"]
+
+
+def leave_paused(state: Path, pid: int, steps: list[dict]) -> Path:
+    """A resume marker as a backup killed while the app was paused leaves it."""
+    marker = marker_path(state, "app")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"instance": "app", "app": "itop", "pid": pid,
+                                  "since": datetime(2026, 12, 3, 7, 0, 5, tzinfo=UTC).timestamp(), "steps": steps}))
+    return marker
+
+
+def dead_pid() -> int:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    return dead.pid
+
+
+def paused_finding(result: dict) -> dict | None:
+    return next((f for f in result["instances"][0]["findings"] if f["rule"] == "paused"), None)
+
+
+def test_check_resumes_an_app_a_killed_run_left_paused_and_says_what_and_since(tmp_path: Path) -> None:
+    config = load(make_config(tmp_path))
+    add_backups(History(config.state_dir), [MB] * 3)
+    flag = tmp_path / "itop" / "data" / ".readonly"
+    flag.parent.mkdir(parents=True)
+    flag.touch()
+    marker = leave_paused(config.state_dir, dead_pid(), [{"kind": "remove_file", "path": str(flag),
+                                                          "what": f"iTop read-only mode ({flag})"}])
+    result = check(config, "app")
+    finding = paused_finding(result)
+    assert finding is not None and finding["status"] == "WARNING", result["line"]
+    assert f"resumed now: iTop read-only mode ({flag}) — left paused since 2026-12-03 07:00 UTC" in finding["message"]
+    assert not flag.exists() and not marker.exists()
+    assert paused_finding(check(config, "app")) is None
+
+
+def test_check_is_critical_when_a_left_over_pause_cannot_be_resumed(tmp_path: Path) -> None:
+    config = load(make_config(tmp_path))
+    add_backups(History(config.state_dir), [MB] * 3)
+    steps = [{"kind": "commands", "start": [["false"]]}]
+    marker = leave_paused(config.state_dir, dead_pid(), steps)
+    result = check(config, "app")
+    assert result["code"] == 2
+    message = paused_finding(result)["message"]
+    assert message.startswith("stopped by the quiesce commands (start: false) — left paused since 2026-12-03 07:00 UTC")
+    assert "resuming failed: resume command 'false' failed" in message and f"delete {marker}" in message
+    assert marker.exists()
+    # A run of the instance holds it (here: this process): not resumed under its feet, still CRITICAL.
+    marker.write_text(marker.read_text().replace('"false"', '"true"'))
+    with instance_lock(config.state_dir, "app", "r1", "backup", Silent()):
+        result = check(config, "app")
+        assert paused_finding(result)["status"] == "CRITICAL" and "resumed once that run ends" in result["line"]
+        assert marker.exists()
+        # The pause of the live run itself (its PID, and it holds the lock) is no finding.
+        data = json.loads(marker.read_text())
+        marker.write_text(json.dumps({**data, "pid": os.getpid()}))
+        assert paused_finding(check(config, "app")) is None
+    assert paused_finding(check(config, "app"))["status"] == "WARNING" and not marker.exists()
 
 
 def test_check_cli_exit_codes_one_line_and_json(tmp_path: Path) -> None:
