@@ -131,7 +131,8 @@ class ScheduleConfig(Model):
     timezone: str = "UTC"
     drill: str | None = Field(default=None, description="cron expression for scheduled drills")
     max_age_hours: float | None = Field(
-        default=None, gt=0, description="check: a point older than this is stale (default: schedule gap + 2 h)")
+        default=None, gt=0, description="check: a point older than this is stale (default: 2 h after a due "
+                                         "time, the point of that run must exist)")
 
     @field_validator("time")
     @classmethod

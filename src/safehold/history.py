@@ -10,7 +10,7 @@ that started it; the next read notices the PID is gone and marks it failed ("int
 Writers: an action wraps its work in `safehold.actions.tracked.tracked(config, instance, kind,
 reporter)`, which records here and then runs retention, notifications and metrics; plain
 `record_start`/`record_end` record without those hooks. Readers (check, metrics, web UI):
-`runs`, `last_run`, `last_success`, `last_drill`, `running`, `recent_sizes`, `median_size`.
+`runs`, `last_run`, `last_success`, `last_drill`, `failures`, `running`, `recent_sizes`, `median_size`.
 """
 
 from __future__ import annotations
@@ -224,6 +224,11 @@ class History:
     def last_drill(self, instance: str) -> Run | None:
         """The newest finished drill (None until one ran)."""
         return self.last_run(instance, "drill")
+
+    def failures(self, instance: str, since: datetime) -> list[Run]:
+        """Runs of every kind started since `since` that failed (killed ones too) or were partial, newest first."""
+        return self._query("SELECT * FROM runs WHERE instance=? AND started>=? AND result IN ('failed', 'partial') "
+                           "ORDER BY started DESC, id DESC", (instance, since.timestamp()))
 
     def running(self, instance: str | None = None) -> list[Run]:
         """Runs in progress right now (their process is alive)."""

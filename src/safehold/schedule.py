@@ -16,6 +16,9 @@ from safehold.config import WEEK_DAYS, ScheduleConfig
 # Without a schedule, `check` expects a point at least daily.
 DEFAULT_GAP = timedelta(hours=24)
 GRACE = timedelta(hours=2)
+# A point started this long before a due time counts for it (a run by hand just before the scheduled one,
+# which then finds the instance busy).
+EARLY = timedelta(minutes=15)
 
 
 class Schedule:
@@ -67,20 +70,42 @@ class Schedule:
                 return due
         return None
 
-    def max_age(self, now: datetime) -> timedelta:
-        """How old the newest point may be at `now` before it counts as stale.
+    def due_by(self, now: datetime) -> datetime | None:
+        """The latest due time whose grace period has passed at `now`: its point must exist by now.
 
-        The gap between the two latest due times (a weekend is a longer gap than a weeknight) plus a
-        grace period for the run itself, unless max_age_hours says otherwise.
+        A run due at D may still be going until D + GRACE; after that, the newest point must have
+        started at or after D (see EARLY). None when the schedule names no day.
+        """
+        return self.prev_run(now - GRACE)
+
+    def max_age(self, now: datetime) -> timedelta:
+        """How old (from its start) the newest point may be at `now` before it counts as stale.
+
+        Unless max_age_hours says otherwise: the point must be that of the latest due time whose
+        grace has passed (`due_by`), or one started up to EARLY before it. So a missed run is
+        stale from its due time + GRACE on, not one whole schedule gap later.
         """
         if self.config.max_age_hours:
             return timedelta(hours=self.config.max_age_hours)
-        last = self.prev_run(now)
-        before = self.prev_run(last - timedelta(seconds=1)) if last else None
-        if last is None or before is None:
+        due = self.due_by(now)
+        if due is None:
             return DEFAULT_GAP + GRACE
-        # At `now` the run due at `last` may still be going, so the point must at least be that of `before`.
-        return (now - before) + GRACE
+        return now - due + EARLY
+
+    def critical_age(self, now: datetime) -> timedelta:
+        """The age from which a stale point is CRITICAL rather than a WARNING.
+
+        Twice the normal allowance: max_age_hours, or the schedule's gap after the missed due time
+        plus GRACE (so about two missed runs in a row; a missed Friday run of a weekday schedule is
+        measured against the weekend's gap, not a weeknight's).
+        """
+        if self.config.max_age_hours:
+            return 2 * timedelta(hours=self.config.max_age_hours)
+        due = self.due_by(now)
+        following = self.next_run(due) if due is not None else None
+        if due is None or following is None:
+            return 2 * (DEFAULT_GAP + GRACE)
+        return 2 * (following - due + GRACE)
 
 
 def backup_schedule(config: ScheduleConfig | None) -> Schedule | None:

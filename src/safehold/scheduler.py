@@ -4,7 +4,9 @@ Each tick re-reads the config file, so a changed or disabled schedule applies to
 time (iTop applies a change only after one more run in the old schedule). A job is due when one of
 its schedule's times falls in (previous tick, this tick]; times missed while the scheduler was not
 running are not caught up (the next due time runs). An instance runs one job at a time; the
-instance lock also keeps out runs started by cron/systemd or by hand.
+instance lock also keeps out runs started by cron/systemd or by hand. At start and every
+RESUME_SECONDS it resumes applications that a killed run (its own or a cron-started one) left
+paused, for instances no run holds (apps.quiesce.resume_leftovers).
 
     scheduler = Scheduler(config_path, reporter)
     scheduler.start()       # background thread; the web app runs next to it
@@ -15,6 +17,7 @@ instance lock also keeps out runs started by cron/systemd or by hand.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -27,6 +30,7 @@ from safehold.output import Reporter
 from safehold.schedule import Schedule, backup_schedule, drill_schedule
 
 Job = Callable[[Config, str, Reporter], object]
+RESUME_SECONDS = 300.0
 
 
 def _backup(config: Config, name: str, reporter: Reporter) -> object:
@@ -130,13 +134,31 @@ class Scheduler:
         return [{"instance": name, "kind": kind, "schedule": schedule.describe(),
                  "next": schedule.next_run(now)} for name, kind, schedule in self.schedules(config)]
 
+    def resume_paused(self) -> list[str]:
+        """Resume what killed runs left paused (instances no run holds); returns the instances resumed."""
+        from safehold.apps.quiesce import resume_leftovers
+
+        config = self.config or self._reload()
+        if config is None:
+            return []
+        try:
+            return resume_leftovers(config.state_dir, self.reporter)
+        except Exception as exc:  # noqa: BLE001 - the schedule goes on; the next round tries again
+            self.reporter.warn(f"resuming paused applications failed: {type(exc).__name__}: {exc}")
+            return []
+
     def _loop(self) -> None:
+        resumed_at = time.monotonic()
         while not self._stop.is_set():
             self.tick()
+            if time.monotonic() - resumed_at >= RESUME_SECONDS:
+                resumed_at = time.monotonic()
+                self.resume_paused()
             self._stop.wait(self.tick_seconds)
 
     def start(self) -> None:
-        """Run ticks in a background thread until stop()."""
+        """Resume what killed runs left paused, then run ticks in a background thread until stop()."""
+        self.resume_paused()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="safehold-scheduler", daemon=True)
         self._thread.start()

@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import sqlite3
 import tempfile
 from html.parser import HTMLParser
@@ -19,8 +20,11 @@ from safehold.actions import drill as drill_action
 from safehold.actions.backup import backup_instance
 from safehold.actions.common import open_repository
 from safehold.actions.points import list_points
+from safehold.history import History
 from safehold.output import Silent
 from tests.conftest import private_file, run_cli
+from tests.integration.appkit import kill_group, start_cli, wait_for
+from tests.integration.unattended import make_instance
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -167,3 +171,29 @@ def test_report_renders_in_chromium(reported: dict[str, object], tmp_path: Path)
     if os.environ.get("SAFEHOLD_UPDATE_SCREENSHOTS"):
         DOCS.mkdir(exist_ok=True)
         shutil.copy(shot, DOCS / "report.png")
+
+
+def test_failures_of_every_kind_come_from_the_run_history(tmp_path: Path, repo: dict[str, str]) -> None:
+    """Two failed backups (database gone) and a drill killed with SIGKILL are all in the report."""
+    config = make_instance(tmp_path, repo)
+    assert run_cli("backup", "app", config=config).returncode == 0
+    (tmp_path / "app" / "app.db").rename(tmp_path / "app.db.away")
+    for _ in range(2):
+        failed = run_cli("backup", "app", config=config)
+        assert failed.returncode != 0
+    history = History(config_module.load(config).state_dir)
+    drill = start_cli("drill", "app", config=config)
+    try:
+        wait_for(lambda: bool(history.running("app")))
+        os.kill(drill.pid, signal.SIGKILL)
+        drill.wait()
+    finally:
+        kill_group(drill)
+    res = run_cli("report", "app", "--json", config=config)
+    assert res.returncode == 0, res.stderr
+    failures = json.loads(res.stdout)["instances"][0]["failures"]
+    assert [f["what"] for f in failures] == ["drill", "backup", "backup"], failures
+    assert failures[0]["message"] == f"interrupted: process {drill.pid} ended without recording a result"
+    errors = [run.error for run in history.runs("app", "backup") if run.result == "failed"]
+    assert len(errors) == 2 and all(errors)
+    assert [f["message"] for f in failures[1:]] == errors

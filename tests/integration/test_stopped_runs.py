@@ -1,8 +1,10 @@
-"""A restore stopped by SIGTERM cleans up on the way out; one killed by SIGKILL is cleaned up by the next run."""
+"""A restore stopped by SIGTERM cleans up on the way out; one killed by SIGKILL is cleaned up by the next run;
+an application a killed backup left paused is resumed by `safehold check`, which says so."""
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SRC, database_config, run_cli, sql
+from tests.integration.appkit import held_stop, kill_group, start_cli, wait_for
+from tests.integration.unattended import make_instance
 
 
 @pytest.fixture
@@ -74,3 +78,32 @@ def test_leftovers_of_a_killed_restore_go_with_the_next_one(big_point: tuple[Pat
     assert not os.path.exists(spool)
     assert f"removed {spool}, left behind by a safehold run that was killed" in again.stderr
     assert sql("SELECT COUNT(*) FROM notes", second) == [(60000,)]
+
+
+def test_an_app_a_killed_backup_left_paused_is_resumed_by_check(tmp_path: Path, repo: dict[str, str]) -> None:
+    log, hold = tmp_path / "quiesce.log", tmp_path / "hold"
+    config = make_instance(tmp_path, repo, held_stop(log, hold))
+    hold.touch()
+    proc = start_cli("backup", "app", config=config)
+    try:
+        wait_for(lambda: log.exists() and "stopped" in log.read_text())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        hold.unlink()
+        kill_group(proc)
+    marker = tmp_path / "state" / "quiesce" / "app.json"
+    assert marker.exists() and log.read_text() == "stopped\n"  # killed: nothing could resume
+
+    result = run_cli("check", "app", "--json", config=config)
+    data = json.loads(result.stdout)
+    assert result.returncode == 2, result.stdout  # the killed run itself is the last run: CRITICAL
+    found = {f["rule"]: f for f in data["instances"][0]["findings"]}
+    assert "interrupted" in found["last-run"]["message"]
+    assert found["paused"]["status"] == "WARNING"
+    message = found["paused"]["message"]
+    assert message.startswith(f"resumed now: stopped by the quiesce commands (start: sh -c echo started >> {log})")
+    assert f"left paused since {time.strftime('%Y-%m-%d', time.gmtime())}" in message and f"pid {proc.pid}" in message
+    assert log.read_text() == "stopped\nstarted\n" and not marker.exists()
+    again = json.loads(run_cli("check", "app", "--json", config=config).stdout)
+    assert "paused" not in {f["rule"] for f in again["instances"][0]["findings"]}

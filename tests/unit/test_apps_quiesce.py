@@ -12,8 +12,11 @@ import pytest
 
 from safehold.apps import itflow_crypto
 from safehold.apps.common import split_host, version_mismatch
-from safehold.apps.quiesce import Terminated, marker_path, paused, resume_leftovers
+from safehold.apps.quiesce import Terminated, describe_step, marker_path, paused, resume_leftovers, resume_marker
+from safehold.lock import instance_lock
 from safehold.output import Silent
+from safehold.scheduler import Scheduler
+from tests.conftest import write_config
 
 
 def test_steps_are_undone_and_the_marker_removed(tmp_path: Path) -> None:
@@ -61,6 +64,77 @@ def test_leftover_of_a_dead_run_is_resumed_live_one_is_not(tmp_path: Path) -> No
     # "alive" has a live PID but no instance lock held: a reused PID, so it is resumed too.
     assert resume_leftovers(tmp_path, Silent()) == ["alive", "gone"]
     assert not (tmp_path / "gone.flag").exists() and not (tmp_path / "alive.flag").exists()
+
+
+def _dead_pid() -> int:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    return dead.pid
+
+
+def _leave_marker(state: Path, name: str, pid: int, steps: list[dict]) -> Path:
+    marker = marker_path(state, name)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"instance": name, "app": "itop", "pid": pid, "since": 1_790_000_000.0,
+                                  "steps": steps}))
+    return marker
+
+
+def test_a_leftover_is_not_resumed_while_a_run_holds_the_instance(tmp_path: Path) -> None:
+    # The marker names a dead PID, but another run of the instance holds its lock (it may be pausing the
+    # app right now, and replaces the marker under that lock): resuming now could undo its pause.
+    flag = tmp_path / "flag"
+    flag.touch()
+    marker = _leave_marker(tmp_path, "app", _dead_pid(), [{"kind": "remove_file", "path": str(flag)}])
+    with instance_lock(tmp_path, "app", "other", "backup", Silent()):
+        assert resume_leftovers(tmp_path, Silent()) == []
+        assert resume_marker(marker, tmp_path, Silent()).state == "busy"
+        assert flag.exists() and marker.exists()
+    assert resume_leftovers(tmp_path, Silent()) == ["app"]
+    assert not flag.exists() and not marker.exists()
+
+
+def test_a_failed_resume_is_carried_into_the_next_pause(tmp_path: Path) -> None:
+    flag, retried = tmp_path / "flag", tmp_path / "retried"
+    steps = [{"kind": "commands", "start": [["sh", "-c", f"test -e {retried} && touch {tmp_path / 'started'}"]]}]
+    marker = _leave_marker(tmp_path, "app", _dead_pid(), steps)
+    found = resume_marker(marker, tmp_path, Silent())
+    assert found.state == "failed" and marker.exists() and "resume command" in found.problems[0]
+    assert found.paused().startswith("stopped by the quiesce commands (start: sh -c test -e")
+    # The next backup tries again, fails again, and keeps the step (the old code dropped it with the marker).
+    with paused(tmp_path, "app", "itop", Silent()) as pause:
+        kept = json.loads(marker.read_text())
+        assert kept["steps"] == steps and kept["since"] == 1_790_000_000.0  # still paused since then
+        pause.record("remove_file", path=str(flag), what="iTop read-only mode")
+        flag.touch()
+        retried.touch()  # the cause is fixed meanwhile: this run resumes both
+    assert (tmp_path / "started").exists() and not flag.exists() and not marker.exists()
+
+
+def test_serve_resumes_leftovers_when_its_scheduler_starts(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"url": str(tmp_path / "repo"), "password_file": str(tmp_path / "p")},
+                          f'[instances.app]\nrepositories = ["main"]\nfiles = ["{tmp_path}"]\n')
+    flag = tmp_path / "flag"
+    flag.touch()
+    _leave_marker(tmp_path / "state", "app", _dead_pid(), [{"kind": "remove_file", "path": str(flag)}])
+    scheduler = Scheduler(config, Silent(), jobs={})
+    scheduler.start()
+    scheduler.stop()
+    assert not flag.exists() and not marker_path(tmp_path / "state", "app").exists()
+
+
+def test_check_can_say_what_each_step_holds_paused() -> None:
+    import safehold.apps  # noqa: F401 - registers every profile's resumers
+
+    assert describe_step({"kind": "itflow_cron", "root": "/srv/itflow", "value": 1}) == \
+        "ITFlow cron off (settings.config_enable_cron = 0, was 1; /srv/itflow)"
+    assert describe_step({"kind": "remove_file", "path": "/srv/itop/data/.readonly",
+                          "what": "iTop read-only mode (/srv/itop/data/.readonly)"}) == \
+        "iTop read-only mode (/srv/itop/data/.readonly)"
+    assert describe_step({"kind": "remove_file", "path": "/x"}) == "/x in place (removed on resume)"
+    assert describe_step({"kind": "commands", "start": [["systemctl", "start", "apache2"]]}) == \
+        "stopped by the quiesce commands (start: systemctl start apache2)"
+    assert describe_step({"kind": "itflow_cron"}) == "itflow_cron"  # a damaged step still names its kind
 
 
 @pytest.mark.parametrize("value, expected", [

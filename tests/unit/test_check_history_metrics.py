@@ -7,14 +7,18 @@ import os
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from safehold import metrics
 from safehold.actions.check import check
+from safehold.apps.quiesce import marker_path
 from safehold.config import Config, parse
 from safehold.history import History
+from safehold.lock import instance_lock
+from safehold.output import Silent
 from tests.conftest import run_cli, write_config
 
 MB = 1_000_000
@@ -121,6 +125,132 @@ def test_last_run_failure_stale_point_drill_and_local_only_repository(tmp_path: 
     # Hourly schedule: three hours later the point is stale (allowed: 2 h gap + 2 h grace → after 4 h).
     later = check(config, "app", now=datetime.now(UTC) + timedelta(hours=5))
     assert rules(later)["freshness"] == "WARNING"
+
+
+def add_point_at(history: History, started: datetime, minutes: int = 10) -> None:
+    """A successful backup that started at `started` (the fake clock's past) and took `minutes`."""
+    run = history.record_start("app", "backup")
+    history.record_end(run, "ok", bytes_added=MB, bytes_total=MB, details={"repository": "main"})
+    with history._connect() as db:
+        db.execute("UPDATE runs SET started=?, finished=? WHERE id=?",
+                   (started.timestamp(), (started + timedelta(minutes=minutes)).timestamp(), run))
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+THU, NEW_YORK = '{ cron = "0 7 * * thu" }', '{ cron = "0 2 * * *", timezone = "America/New_York" }'
+DAILY, WEEKDAYS = '{ cron = "0 2 * * *" }', '{ time = "23:30", timezone = "Europe/Berlin" }'  # iTop-style: mon..fri
+
+
+@pytest.mark.parametrize(("schedule", "point", "now", "status"), [
+    # Weekly on Thursdays 07:00 UTC, the run of 12-03 missed.
+    (THU, datetime(2026, 11, 26, 7, tzinfo=UTC), datetime(2026, 12, 3, 8, 59, tzinfo=UTC), "OK"),  # may still run
+    (THU, datetime(2026, 11, 26, 7, tzinfo=UTC), datetime(2026, 12, 3, 9, 1, tzinfo=UTC), "WARNING"),
+    (THU, datetime(2026, 11, 26, 7, tzinfo=UTC), datetime(2026, 12, 9, 23, tzinfo=UTC), "WARNING"),  # was OK
+    (THU, datetime(2026, 11, 26, 7, tzinfo=UTC), datetime(2026, 12, 10, 11, 1, tzinfo=UTC), "CRITICAL"),  # 2 missed
+    (THU, datetime(2026, 12, 3, 7, tzinfo=UTC), datetime(2026, 12, 9, 23, tzinfo=UTC), "OK"),
+    # Daily 02:00 UTC, the run of day 2 missed.
+    (DAILY, datetime(2026, 12, 1, 2, tzinfo=UTC), datetime(2026, 12, 2, 3, 59, tzinfo=UTC), "OK"),
+    (DAILY, datetime(2026, 12, 1, 2, tzinfo=UTC), datetime(2026, 12, 2, 4, 1, tzinfo=UTC), "WARNING"),
+    (DAILY, datetime(2026, 12, 1, 2, tzinfo=UTC), datetime(2026, 12, 2, 14, tzinfo=UTC), "WARNING"),  # was OK
+    (DAILY, datetime(2026, 12, 1, 2, tzinfo=UTC), datetime(2026, 12, 3, 6, 1, tzinfo=UTC), "CRITICAL"),
+    # A run by hand just before the due time (the scheduled one then finds the instance busy) counts for it.
+    (DAILY, datetime(2026, 12, 2, 1, 50, tzinfo=UTC), datetime(2026, 12, 2, 14, tzinfo=UTC), "OK"),
+    (DAILY, datetime(2026, 12, 2, 1, 30, tzinfo=UTC), datetime(2026, 12, 2, 14, tzinfo=UTC), "WARNING"),
+    # iTop-style week_days + time in Berlin: Friday 2026-11-27's 23:30 run missed.
+    (WEEKDAYS, datetime(2026, 11, 26, 23, 30, tzinfo=BERLIN), datetime(2026, 11, 28, 1, 29, tzinfo=BERLIN), "OK"),
+    (WEEKDAYS, datetime(2026, 11, 26, 23, 30, tzinfo=BERLIN), datetime(2026, 11, 28, 1, 31, tzinfo=BERLIN),
+     "WARNING"),
+    # Monday noon: still one missed run (measured against the weekend's gap), not yet CRITICAL.
+    (WEEKDAYS, datetime(2026, 11, 26, 23, 30, tzinfo=BERLIN), datetime(2026, 11, 30, 12, tzinfo=BERLIN), "WARNING"),
+    (WEEKDAYS, datetime(2026, 11, 27, 23, 30, tzinfo=BERLIN), datetime(2026, 11, 30, 12, tzinfo=BERLIN), "OK"),
+    # The time zone is the schedule's: 02:00 New York is 07:00 UTC in winter.
+    (NEW_YORK, datetime(2026, 12, 1, 7, tzinfo=UTC), datetime(2026, 12, 2, 8, 59, tzinfo=UTC), "OK"),
+    (NEW_YORK, datetime(2026, 12, 1, 7, tzinfo=UTC), datetime(2026, 12, 2, 9, 1, tzinfo=UTC), "WARNING"),
+    # A disabled schedule still says when points were due: freshness is judged the same way.
+    ('{ enabled = false, cron = "0 2 * * *" }', datetime(2026, 12, 2, 2, tzinfo=UTC),
+     datetime(2026, 12, 2, 14, tzinfo=UTC), "OK"),
+    ('{ enabled = false, cron = "0 2 * * *" }', datetime(2026, 12, 1, 2, tzinfo=UTC),
+     datetime(2026, 12, 2, 14, tzinfo=UTC), "WARNING"),
+    # max_age_hours overrides the schedule: plain age.
+    ('{ cron = "0 2 * * *", max_age_hours = 48 }', datetime(2026, 12, 1, 2, tzinfo=UTC),
+     datetime(2026, 12, 2, 14, tzinfo=UTC), "OK"),
+    ('{ cron = "0 2 * * *", max_age_hours = 6 }', datetime(2026, 12, 2, 2, tzinfo=UTC),
+     datetime(2026, 12, 2, 14, tzinfo=UTC), "WARNING"),
+])
+def test_freshness_expects_the_point_of_the_latest_due_run(tmp_path: Path, schedule: str, point: datetime,
+                                                           now: datetime, status: str) -> None:
+    config = load(make_config(tmp_path, f"schedule = {schedule}"))
+    add_point_at(History(config.state_dir), point)
+    result = check(config, "app", now=now)
+    freshness = next(f for f in result["instances"][0]["findings"] if f["rule"] == "freshness")
+    assert freshness["status"] == status, freshness["message"]
+
+
+def test_a_missed_weekly_run_is_named_in_the_line(tmp_path: Path) -> None:
+    config = load(make_config(tmp_path, f"schedule = {THU}"))
+    add_point_at(History(config.state_dir), datetime(2026, 11, 26, 7, tzinfo=UTC))
+    result = check(config, "app", now=datetime(2026, 12, 9, 23, tzinfo=UTC))
+    assert result["code"] >= 1
+    assert "freshness: last good point is 13.7 d old (none since the run due 2026-12-03 07:00 UTC)" in result["line"]
+
+
+def leave_paused(state: Path, pid: int, steps: list[dict]) -> Path:
+    """A resume marker as a backup killed while the app was paused leaves it."""
+    marker = marker_path(state, "app")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"instance": "app", "app": "itop", "pid": pid,
+                                  "since": datetime(2026, 12, 3, 7, 0, 5, tzinfo=UTC).timestamp(), "steps": steps}))
+    return marker
+
+
+def dead_pid() -> int:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    return dead.pid
+
+
+def paused_finding(result: dict) -> dict | None:
+    return next((f for f in result["instances"][0]["findings"] if f["rule"] == "paused"), None)
+
+
+def test_check_resumes_an_app_a_killed_run_left_paused_and_says_what_and_since(tmp_path: Path) -> None:
+    config = load(make_config(tmp_path))
+    add_backups(History(config.state_dir), [MB] * 3)
+    flag = tmp_path / "itop" / "data" / ".readonly"
+    flag.parent.mkdir(parents=True)
+    flag.touch()
+    marker = leave_paused(config.state_dir, dead_pid(), [{"kind": "remove_file", "path": str(flag),
+                                                          "what": f"iTop read-only mode ({flag})"}])
+    result = check(config, "app")
+    finding = paused_finding(result)
+    assert finding is not None and finding["status"] == "WARNING", result["line"]
+    assert f"resumed now: iTop read-only mode ({flag}) — left paused since 2026-12-03 07:00 UTC" in finding["message"]
+    assert not flag.exists() and not marker.exists()
+    assert paused_finding(check(config, "app")) is None
+
+
+def test_check_is_critical_when_a_left_over_pause_cannot_be_resumed(tmp_path: Path) -> None:
+    config = load(make_config(tmp_path))
+    add_backups(History(config.state_dir), [MB] * 3)
+    steps = [{"kind": "commands", "start": [["false"]]}]
+    marker = leave_paused(config.state_dir, dead_pid(), steps)
+    result = check(config, "app")
+    assert result["code"] == 2
+    message = paused_finding(result)["message"]
+    assert message.startswith("stopped by the quiesce commands (start: false) — left paused since 2026-12-03 07:00 UTC")
+    assert "resuming failed: resume command 'false' failed" in message and f"delete {marker}" in message
+    assert marker.exists()
+    # A run of the instance holds it (here: this process): not resumed under its feet, still CRITICAL.
+    marker.write_text(marker.read_text().replace('"false"', '"true"'))
+    with instance_lock(config.state_dir, "app", "r1", "backup", Silent()):
+        result = check(config, "app")
+        assert paused_finding(result)["status"] == "CRITICAL" and "resumed once that run ends" in result["line"]
+        assert marker.exists()
+        # The pause of the live run itself (its PID, and it holds the lock) is no finding.
+        data = json.loads(marker.read_text())
+        marker.write_text(json.dumps({**data, "pid": os.getpid()}))
+        assert paused_finding(check(config, "app")) is None
+    assert paused_finding(check(config, "app"))["status"] == "WARNING" and not marker.exists()
 
 
 def test_check_cli_exit_codes_one_line_and_json(tmp_path: Path) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from safehold.actions.report import _chart, render_html
+from safehold.actions.report import _add_incomplete, _chart, history_failures, render_html
+from safehold.history import History
 from safehold.repository.manifest import now
 
 
@@ -28,3 +31,57 @@ def test_failed_drill_without_restore_shows_no_rto() -> None:
                                                           "oldest": None, "error": "repository main: unreachable"}]})
     assert "not measured" in page and "FAILED" in page and "unreachable" in page
     assert "no point &#39;x&#39; of app" in page  # escaped, never raw HTML
+
+
+def _run(history: History, kind: str, result: str, error: str | None, details: dict | None = None,
+         started: datetime | None = None, seconds: float = 60) -> int:
+    run = history.record_start("app", kind, details)  # type: ignore[arg-type]
+    history.record_end(run, result, error=error)  # type: ignore[arg-type]
+    if started is not None:
+        with history._connect() as db:
+            db.execute("UPDATE runs SET started=?, finished=? WHERE id=?",
+                       (started.timestamp(), started.timestamp() + seconds, run))
+    return run
+
+
+def test_failures_of_every_kind_in_the_period_come_from_the_history(tmp_path: Path) -> None:
+    history = History(tmp_path)
+    t0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
+    _run(history, "backup", "failed", "too old: before the period", started=t0 - timedelta(days=40))
+    _run(history, "backup", "ok", None, started=t0)
+    _run(history, "backup", "failed", "SQLite database /srv/app.db does not exist", started=t0 + timedelta(days=1))
+    _run(history, "backup", "failed", "SQLite database /srv/app.db does not exist", started=t0 + timedelta(days=2))
+    _run(history, "backup", "partial", "copy to offsite failed: unreachable", started=t0 + timedelta(days=3))
+    _run(history, "restore", "failed", "restic: wrong password", {"run_id": "20261120T010000Z-ab12"},
+         started=t0 + timedelta(days=4))
+    _run(history, "prune", "failed", "repository main is locked", started=t0 + timedelta(days=5))
+    drill = _run(history, "drill", "failed", "row counts differ in t", started=t0 + timedelta(days=6))
+    history.add_details(drill, {"run_id": "20261125T010000Z-cd34", "problems": ["row counts differ in t", "x"]})
+    # A drill killed with SIGKILL: its row has no end and no details, and its process is gone.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed = history.record_start("app", "drill")
+    with history._connect() as db:
+        db.execute("UPDATE runs SET pid=?, started=? WHERE id=?",
+                   (dead.pid, (t0 + timedelta(days=7)).timestamp(), killed))
+
+    failures = history_failures(history, "app", t0 - timedelta(days=30))
+    assert [(f["what"], f["message"]) for f in failures] == [
+        ("drill", f"interrupted: process {dead.pid} ended without recording a result"),
+        ("drill", "drill of point 20261125T010000Z-cd34: row counts differ in t; x"),
+        ("prune", "repository main is locked"),
+        ("restore", "restore of point 20261120T010000Z-ab12: restic: wrong password"),
+        ("backup (partial)", "copy to offsite failed: unreachable"),
+        ("backup", "SQLite database /srv/app.db does not exist"),
+        ("backup", "SQLite database /srv/app.db does not exist"),
+    ]
+
+    # Parts a failed backup left without a manifest are said on that backup, not counted twice.
+    _add_incomplete(failures, "main", [("20261121T010010Z-ef56", t0 + timedelta(days=1, seconds=10)),
+                                       ("20261119T010000Z-0000", t0 - timedelta(days=1))])
+    assert len(failures) == 8
+    assert failures[6]["message"] == "SQLite database /srv/app.db does not exist; backup run 20261121T010010Z-ef56 " \
+                                     "did not complete (parts without a manifest in main)"
+    assert failures[7] == {"when": t0 - timedelta(days=1), "what": "backup",
+                           "message": "backup run 20261119T010000Z-0000 did not complete (parts without a manifest "
+                                      "in main)"}

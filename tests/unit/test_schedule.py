@@ -12,7 +12,7 @@ import pytest
 from safehold.actions.schedule_install import cron_line, on_calendar
 from safehold.config import ScheduleConfig, parse
 from safehold.errors import ConfigError
-from safehold.schedule import GRACE, Schedule
+from safehold.schedule import DEFAULT_GAP, EARLY, GRACE, Schedule
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -48,14 +48,47 @@ def test_cron_with_time_zone_and_seconds() -> None:
     assert every2s.next_run(datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)) == datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC)
 
 
-def test_max_age_follows_the_schedule_gap() -> None:
+def test_max_age_follows_the_latest_due_run() -> None:
     weekdays = Schedule(ScheduleConfig(time="23:30", timezone="UTC"))  # monday..friday
     monday_noon = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-    # Last due Friday 23:30; the point must at least be Thursday's: 3.5 days + grace.
-    assert weekdays.max_age(monday_noon) == datetime(2026, 11, 23, 12, tzinfo=UTC) - \
-        datetime(2026, 11, 19, 23, 30, tzinfo=UTC) + GRACE
+    # Friday 23:30 was due and its grace has passed: the point must be Friday's (or one started just before).
+    assert weekdays.due_by(monday_noon) == datetime(2026, 11, 20, 23, 30, tzinfo=UTC)
+    assert weekdays.max_age(monday_noon) == monday_noon - datetime(2026, 11, 20, 23, 30, tzinfo=UTC) + EARLY
+    # CRITICAL after twice the gap that follows the missed run (the weekend) plus grace.
+    assert weekdays.critical_age(monday_noon) == 2 * (timedelta(days=3) + GRACE)
     fixed = Schedule(ScheduleConfig(max_age_hours=6))
     assert fixed.max_age(monday_noon) == timedelta(hours=6)
+    assert fixed.critical_age(monday_noon) == timedelta(hours=12)
+
+
+THURSDAYS = ScheduleConfig(cron="0 7 * * thu")
+
+
+@pytest.mark.parametrize(("config", "now", "due"), [
+    # Within the grace of the latest due time, the one before it is still the one expected.
+    (THURSDAYS, datetime(2026, 12, 3, 8, 59, tzinfo=UTC), datetime(2026, 11, 26, 7, tzinfo=UTC)),
+    (THURSDAYS, datetime(2026, 12, 3, 9, 0, tzinfo=UTC), datetime(2026, 12, 3, 7, tzinfo=UTC)),
+    (THURSDAYS, datetime(2026, 12, 9, 23, tzinfo=UTC), datetime(2026, 12, 3, 7, tzinfo=UTC)),
+    (ScheduleConfig(cron="0 2 * * *"), datetime(2026, 12, 2, 14, tzinfo=UTC), datetime(2026, 12, 2, 2, tzinfo=UTC)),
+    (ScheduleConfig(week_days=["monday", "friday"], time="23:30", timezone="Europe/Berlin"),
+     datetime(2026, 11, 28, 0, 29, tzinfo=UTC), datetime(2026, 11, 23, 23, 30, tzinfo=BERLIN)),
+    (ScheduleConfig(week_days=["monday", "friday"], time="23:30", timezone="Europe/Berlin"),
+     datetime(2026, 11, 28, 0, 30, tzinfo=UTC), datetime(2026, 11, 27, 23, 30, tzinfo=BERLIN)),
+    (ScheduleConfig(cron="0 2 * * *", timezone="America/New_York"), datetime(2026, 12, 2, 9, 0, tzinfo=UTC),
+     datetime(2026, 12, 2, 7, 0, tzinfo=UTC)),
+    # Disabled: the due times are still the schedule's (check reports the disabled schedule itself).
+    (ScheduleConfig(cron="0 2 * * *", enabled=False), datetime(2026, 12, 2, 14, tzinfo=UTC),
+     datetime(2026, 12, 2, 2, tzinfo=UTC)),
+    (ScheduleConfig(week_days=[]), datetime(2026, 12, 2, 14, tzinfo=UTC), None),
+])
+def test_due_by_is_the_latest_due_time_past_its_grace(config: ScheduleConfig, now: datetime,
+                                                       due: datetime | None) -> None:
+    schedule = Schedule(config)
+    assert schedule.due_by(now) == due
+    if due is None:
+        assert schedule.max_age(now) == DEFAULT_GAP + GRACE
+    else:
+        assert schedule.max_age(now) == now - due + EARLY
 
 
 def test_an_empty_week_never_runs() -> None:

@@ -26,10 +26,11 @@ def test_mask_keeps_references_and_hides_values() -> None:
 
 def test_stale_threshold_follows_the_schedule() -> None:
     assert stale_after_hours(None) == 26
-    # The point due one run before the latest must exist: between one and two gaps old, plus grace.
-    assert 7 * 24 <= stale_after_hours(ScheduleConfig(week_days=["sunday"])) <= 14 * 24 + 2
+    # The point of the latest run due more than the grace ago must exist (or one started up to 15 min before
+    # it): between grace and one gap plus grace old, plus those 15 min; the same rule as `check`.
+    assert 2.25 <= stale_after_hours(ScheduleConfig(week_days=["sunday"])) <= 7 * 24 + 2.25
     every_day = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-    assert 24 <= stale_after_hours(ScheduleConfig(week_days=every_day)) <= 48 + 2
+    assert 2.25 <= stale_after_hours(ScheduleConfig(week_days=every_day)) <= 24 + 2.25
     assert describe_schedule(ScheduleConfig(week_days=["monday", "friday"], time="01:00")) == "Mon, Fri 01:00 UTC"
 
 

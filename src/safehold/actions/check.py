@@ -2,9 +2,11 @@
 
 What iTop's check-backup.php checks (the point exists, its size is not suspicious) plus what it
 misses (a disabled schedule, the last run's result, restore drills, a copy off the host, restic
-locks a killed run left behind). Reads the local history (and the lock folder of repositories on
-this host) only, so it is fast enough for a monitoring agent every few minutes. Each finding
-names the rule that fired.
+locks a killed run left behind, an application a killed run left paused). Reads the local history
+(and the lock folder of repositories on this host) only, so it is fast enough for a monitoring
+agent every few minutes. Each finding names the rule that fired. The one thing it changes: an
+application that a killed run left paused (quiesced) is resumed when no run of that instance is
+alive, since that only undoes safehold's own recorded steps (see apps.quiesce).
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from safehold.apps.quiesce import marker_path, resume_marker
 from safehold.config import Config
 from safehold.history import History
 from safehold.lock import is_locked
+from safehold.output import Silent
+from safehold.runner import process_alive
 from safehold.schedule import DEFAULT_GAP, GRACE, backup_schedule
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -58,17 +63,22 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
     schedule = backup_schedule(instance.schedule)
     findings: list[Finding] = []
     max_age = schedule.max_age(now) if schedule else DEFAULT_GAP + GRACE
+    critical = schedule.critical_age(now) if schedule else 2 * (DEFAULT_GAP + GRACE)
     good = history.last_success(name)
-    fresh = good is not None and good.finished is not None and now - good.finished <= max_age
+    # A point is as old as its start (the data it holds); the schedule says how old it may be now.
+    fresh = good is not None and good.finished is not None and now - good.started <= max_age
 
     if good is None or good.finished is None:
         findings.append(Finding("freshness", CRITICAL, "no successful backup recorded"))
     elif not fresh:
-        age = now - good.finished
-        status = CRITICAL if age > 2 * max_age else WARNING
-        findings.append(Finding("freshness", status, f"last good point is {_age(age)} old (allowed {_age(max_age)})"))
+        age = now - good.started
+        status = CRITICAL if age > critical else WARNING
+        due = schedule.due_by(now) if schedule is not None and not schedule.config.max_age_hours else None
+        why = f"none since the run due {due:%Y-%m-%d %H:%M %Z}" if due is not None \
+            else f"allowed {_age(max_age)}"
+        findings.append(Finding("freshness", status, f"last good point is {_age(age)} old ({why})"))
     else:
-        findings.append(Finding("freshness", OK, f"last good point {_age(now - good.finished)} old"))
+        findings.append(Finding("freshness", OK, f"last good point {_age(now - good.started)} old"))
 
     if schedule is None:
         findings.append(Finding("schedule", OK, "no schedule (runs by hand or by an external timer)"))
@@ -89,6 +99,7 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
         # Recorded by the run (this check reads no secrets): a failure would not reach these notify URLs.
         findings.append(Finding("notify", WARNING, "notifications of the last run: "
                                 + "; ".join(last.details["notify_problems"])))
+    findings.extend(_paused(config, name))
     if is_locked(config.state_dir, name):
         findings.append(Finding("running", OK, "a run is in progress"))
 
@@ -97,6 +108,41 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
     findings.append(_offhost(config, instance.repositories))
     findings.extend(_stale_locks(config, instance.repositories, now))
     return findings
+
+
+def _paused(config: Config, name: str) -> list[Finding]:
+    """An application a killed run left paused (quiesced): resumed here if the instance is free, else CRITICAL.
+
+    Resuming is safehold undoing its own recorded steps, under the instance lock, so it can never cut
+    into a live run; an application left read-only or without its cron for days is worse than a
+    monitoring check that changes something.
+    """
+    marker = marker_path(config.state_dir, name)
+    if not marker.exists():
+        return []
+    try:
+        found = resume_marker(marker, config.state_dir, Silent())
+    except OSError as exc:  # e.g. the lock folder is not writable by the monitoring user
+        return [Finding("paused", CRITICAL, f"{name} may be left paused by a killed run ({marker}), and this check "
+                                            f"could not resume it: {exc}; run `safehold check {name}` as the user "
+                                            "that runs the backups")]
+    since = f"{found.since:%Y-%m-%d %H:%M} UTC" if found.since else "an unknown time"
+    left = f"{found.paused()} — left paused since {since} by run pid {found.pid}, which was killed or could " \
+        "not resume it"
+    if found.state == "resumed":
+        return [Finding("paused", WARNING, f"resumed now: {left}; `safehold history {name}` shows that run")]
+    if found.state == "busy":
+        if process_alive(found.pid):
+            return []  # the pause of the run in progress
+        return [Finding("paused", CRITICAL, f"{left}; a run of {name} holds the instance now, and it is "
+                                            "resumed once that run ends (by the next `safehold check`, backup or "
+                                            "`safehold serve`)")]
+    if found.state == "unreadable":
+        return [Finding("paused", CRITICAL, f"unreadable quiesce marker {marker} ({found.problems[0]}): the "
+                                            f"application may be left paused; resume it by hand, then delete the "
+                                            "marker")]
+    return [Finding("paused", CRITICAL, f"{left}; resuming failed: {'; '.join(found.problems)} — fix that and run "
+                                        f"`safehold check {name}` again, or resume by hand and delete {marker}")]
 
 
 def _size(history: History, name: str) -> list[Finding]:

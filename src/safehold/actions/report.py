@@ -2,8 +2,11 @@
 
 It shows what is kept where (points per repository), the last backup, the last drill with its
 measured recovery time (RTO) and point age (RPO), every failure in the period, and a chart of
-backup duration and size over time. All numbers come from the repositories (manifests) and the
-drill log; the chart is inline SVG, so the page needs no JavaScript and prints as it looks.
+backup duration and size over time. Points and sizes come from the repositories (manifests), the
+drill from the drill log; failures from the run history (every kind: backup, drill, restore,
+prune, killed runs too), from repositories that cannot be read, and from backup parts stored
+without a manifest (merged into the failed run they belong to when the history has it). The chart
+is inline SVG, so the page needs no JavaScript and prints as it looks.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from safehold.actions.common import Point, open_repository, points
 from safehold.actions.prune import _run_of
 from safehold.config import Config
 from safehold.errors import SafeholdError
+from safehold.history import History
 from safehold.lock import is_locked
 from safehold.repository.manifest import now
 from safehold.repository.restic import snapshot_time
@@ -46,9 +50,9 @@ def point_row(point: Point) -> dict[str, Any]:
     }
 
 
-def _incomplete_runs(config: Config, instance: str, repo_name: str, snaps: list[dict[str, Any]],
-                     complete: set[str], since: datetime) -> list[dict[str, Any]]:
-    """Runs that stored parts but never their manifest: failed or killed backups."""
+def _incomplete_runs(config: Config, instance: str, snaps: list[dict[str, Any]], complete: set[str],
+                     since: datetime) -> list[tuple[str, datetime]]:
+    """(run id, first part's time) of runs that stored parts but never their manifest: failed or killed backups."""
     first_seen: dict[str, datetime] = {}
     for snap in snaps:
         run = _run_of(snap)
@@ -58,9 +62,39 @@ def _incomplete_runs(config: Config, instance: str, repo_name: str, snaps: list[
     runs = sorted(first_seen, key=first_seen.get)  # type: ignore[arg-type]
     if runs and is_locked(config.state_dir, instance):
         runs = runs[:-1]  # the newest one may still be running
-    return [{"when": first_seen[r], "what": "backup",
-             "message": f"backup run {r} did not complete (parts without a manifest in {repo_name})"}
-            for r in runs if first_seen[r] >= since]
+    return [(r, first_seen[r]) for r in runs if first_seen[r] >= since]
+
+
+# A part of a failed run is stored between the run's start and its end; clocks are the same host's.
+PART_SLACK = timedelta(minutes=1)
+
+
+def history_failures(history: History, name: str, since: datetime) -> list[dict[str, Any]]:
+    """Every failed (or partial) run of the instance in the period, with its error line."""
+    failures = []
+    for run in history.failures(name, since):
+        message = run.error or "no reason recorded"
+        point = run.details.get("run_id")
+        if run.kind == "drill" and run.details.get("problems"):
+            message = "; ".join(str(p) for p in run.details["problems"][:3])
+        if run.kind in ("drill", "restore") and point:
+            message = f"{run.kind} of point {point}: {message}"
+        failures.append({"when": run.started, "what": run.kind if run.result == "failed" else
+                         f"{run.kind} ({run.result})", "message": message,
+                         "_until": run.finished or now()})
+    return failures
+
+
+def _add_incomplete(failures: list[dict[str, Any]], repo_name: str, runs: list[tuple[str, datetime]]) -> None:
+    """Parts without a manifest: said on the failed backup they belong to, else a failure of their own."""
+    for run_id, when in runs:
+        note = f"backup run {run_id} did not complete (parts without a manifest in {repo_name})"
+        owner = next((f for f in failures if f["what"] == "backup" and "_until" in f
+                      and f["when"] - PART_SLACK <= when <= f["_until"] + PART_SLACK), None)
+        if owner is not None:
+            owner["message"] += f"; {note}"
+        else:
+            failures.append({"when": when, "what": "backup", "message": note})
 
 
 def _chart(rows: list[dict[str, Any]], key: str, scale: float) -> dict[str, Any]:
@@ -79,7 +113,7 @@ def instance_report(config: Config, name: str, since: datetime) -> dict[str, Any
     """Everything the page shows about one instance."""
     instance = config.instance(name)
     repositories: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
+    failures = history_failures(History(config.state_dir), name, since)
     history: list[dict[str, Any]] = []
     last: Point | None = None
     for index, repo_name in enumerate(instance.repositories):
@@ -95,17 +129,13 @@ def instance_report(config: Config, name: str, since: datetime) -> dict[str, Any
         repositories.append({"name": repo_name, "points": len(kept), "error": None,
                              "newest": kept[0].manifest.started if kept else None,
                              "oldest": kept[-1].manifest.started if kept else None})
-        failures += _incomplete_runs(config, name, repo_name, snaps, {p.run_id for p in kept}, since)
+        _add_incomplete(failures, repo_name, _incomplete_runs(config, name, snaps, {p.run_id for p in kept}, since))
         if index == 0:  # every run goes to the first repository; the others hold copies
             history = [point_row(p) for p in reversed(kept) if p.manifest.started >= since]
             last = next((p for p in kept if not p.manifest.safety_point), None)
     recorded = drills.load(config, name)
-    for item in recorded:
-        when = datetime.fromisoformat(str(item["started"]))
-        if not item.get("ok") and when >= since:
-            what = f"drill of point {item['run_id']}" if item.get("run_id") else "drill"
-            problems = "; ".join(str(p) for p in (item.get("problems") or [])[:3])
-            failures.append({"when": when, "what": "drill", "message": f"{what}: {problems}"})
+    for failure in failures:
+        failure.pop("_until", None)
     failures.sort(key=lambda f: f["when"], reverse=True)
     plain = [row for row in history if not row["safety_point"]]
     return {

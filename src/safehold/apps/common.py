@@ -67,7 +67,8 @@ def stop_commands(pause: Pause, config: InstanceConfig, reporter: Reporter) -> N
     run_commands(config.quiesce.stop, "quiesce", reporter)
 
 
-@resumer("commands")
+@resumer("commands", describe=lambda step: "stopped by the quiesce commands (start: "
+                                          f"{'; '.join(' '.join(argv) for argv in step['start']) or 'none'})")
 def _start_commands(step: dict[str, Any], reporter: Reporter) -> None:
     run_commands(step["start"], "resume", reporter)
 

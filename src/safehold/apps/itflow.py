@@ -122,7 +122,8 @@ def _set_cron(db: Database, value: int) -> None:
         cur.execute("UPDATE settings SET config_enable_cron = %s WHERE company_id = 1", (value,))
 
 
-@resumer("itflow_cron")
+@resumer("itflow_cron", describe=lambda step: f"ITFlow cron off (settings.config_enable_cron = 0, was "
+                                             f"{step['value']}; {step['root']})")
 def _restore_cron(step: dict[str, Any], reporter: Reporter) -> None:
     root = Path(step["root"])
     db = _database(root / CONFIG)  # credentials re-read: markers never hold secrets

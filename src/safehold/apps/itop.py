@@ -157,7 +157,7 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
         if flag.exists():
             reporter.step(f"iTop is already read-only ({flag} exists); it stays that way")
         else:
-            pause.record("remove_file", path=str(flag))
+            pause.record("remove_file", path=str(flag), what=f"iTop read-only mode ({flag})")
             flag.parent.mkdir(parents=True, exist_ok=True)
             flag.touch()
             pause.methods("itop-readonly")

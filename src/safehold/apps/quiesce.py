@@ -4,7 +4,13 @@ Every pausing action is first written to a marker file (`STATE/quiesce/INSTANCE.
 together with what undoes it, and only then performed. Leaving the context undoes the actions in
 reverse order and removes the marker. Exceptions and SIGTERM/SIGHUP (turned into an exception
 while paused) pass through that path. SIGKILL cannot be caught: the marker stays behind and
-`resume_leftovers`, called when safehold next starts, undoes what the dead run left paused.
+`resume_leftovers` undoes what the dead run left paused. It is called by every backup, by
+`safehold serve` (at start and every few minutes) and, for the instances it checks, by `safehold
+check`, which reports what it found.
+
+A live pause always holds the instance lock (a backup pauses under it). So a marker whose instance
+lock can be taken is a leftover, whatever PID it names, and undoing it while holding that lock
+cannot race a run that is pausing the same instance: a marker of a busy instance is left alone.
 
 Markers never hold secrets: a step that needs database access (ITFlow's cron switch) records the
 install root and reads the credentials from the application's config file again when resuming.
@@ -19,17 +25,20 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from safehold.errors import SafeholdError
-from safehold.lock import is_locked
+from safehold.lock import Locked, instance_lock
 from safehold.output import Reporter
-from safehold.runner import process_alive
 from safehold.secrets import write_private
 
 Resumer = Callable[[dict[str, Any], Reporter], None]
+Describer = Callable[[dict[str, Any]], str]
 RESUMERS: dict[str, Resumer] = {}
+DESCRIBERS: dict[str, Describer] = {}
 CAUGHT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
@@ -37,12 +46,26 @@ class Terminated(SafeholdError):
     """safehold was asked to stop (SIGTERM/SIGHUP) while an application was paused."""
 
 
-def resumer(kind: str) -> Callable[[Resumer], Resumer]:
-    """Register the function that undoes pause steps of `kind`."""
+def resumer(kind: str, describe: Describer | None = None) -> Callable[[Resumer], Resumer]:
+    """Register the function that undoes pause steps of `kind` (and one that says what such a step paused)."""
     def register(func: Resumer) -> Resumer:
         RESUMERS[kind] = func
+        if describe is not None:
+            DESCRIBERS[kind] = describe
         return func
     return register
+
+
+def describe_step(step: dict[str, Any]) -> str:
+    """What one recorded pause step holds paused, for people (`check`)."""
+    kind = str(step.get("kind", "?"))
+    if step.get("what"):
+        return str(step["what"])
+    describe = DESCRIBERS.get(kind)
+    try:
+        return describe(step) if describe else kind
+    except (KeyError, TypeError, ValueError):
+        return kind
 
 
 def marker_path(state_dir: Path, instance: str) -> Path:
@@ -112,9 +135,20 @@ def _signals_raise() -> Iterator[Callable[[], None]]:
 def paused(state_dir: Path, instance: str, app: str, reporter: Reporter) -> Iterator[Pause]:
     """Context for pausing an instance: record steps on the yielded Pause; all are undone on exit."""
     marker = marker_path(state_dir, instance)
+    carried: list[dict[str, Any]] = []
     if marker.exists():
-        _resume_marker(marker, reporter, state_dir, force=True)
+        # The caller holds the instance lock, so no other run is paused: whatever the marker holds is left over.
+        found = _read(marker)
+        if found.state == "unreadable":
+            reporter.warn(f"unreadable quiesce marker {marker}: {found.problems[0]}; resume the application by "
+                          "hand; it is replaced now")
+        elif _undo_marker(found, reporter).state == "failed":
+            carried = found.steps  # not forgotten: tried again when this run resumes
     pause = Pause(marker, instance, app)
+    if carried:
+        pause.data["steps"] = list(carried)
+        pause.data["since"] = found.since.timestamp() if found.since else pause.data["since"]
+        write_private(marker, json.dumps(pause.data, indent=2))
     with _signals_raise() as mask:
         try:
             yield pause
@@ -126,50 +160,95 @@ def paused(state_dir: Path, instance: str, app: str, reporter: Reporter) -> Iter
             if failures:
                 pause.window["resume_failed"] = failures
                 for line in failures:
-                    reporter.warn(f"could not resume {instance}: {line} (retried at the next safehold start)")
+                    reporter.warn(f"could not resume {instance}: {line} (retried by the next backup, `safehold "
+                                  "check` and `safehold serve`)")
             else:
                 marker.unlink(missing_ok=True)
 
 
-def _owner_alive(data: dict[str, Any], state_dir: Path) -> bool:
-    if not process_alive(int(data.get("pid", 0))):
-        return False
-    # The PID may have been reused: a live pause always holds the instance lock.
-    return is_locked(state_dir, str(data.get("instance", "")))
+@dataclass
+class Leftover:
+    """A resume marker found in the state directory, and what became of it."""
+
+    marker: Path
+    instance: str
+    app: str = "?"
+    pid: int = 0
+    since: datetime | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    # resumed, busy (a run of the instance holds its lock), failed (an undo step failed), unreadable
+    state: str = "found"
+    problems: list[str] = field(default_factory=list)
+
+    def paused(self) -> str:
+        """What is held paused, newest step last, e.g. `iTop read-only mode (/srv/itop/data/.readonly)`."""
+        return "; ".join(describe_step(step) for step in self.steps) or "nothing recorded"
 
 
-def _resume_marker(marker: Path, reporter: Reporter, state_dir: Path, force: bool = False) -> bool:
+def _read(marker: Path) -> Leftover:
+    found = Leftover(marker, marker.stem)
     try:
         data = json.loads(marker.read_text())
-    except (OSError, ValueError) as exc:
-        reporter.warn(f"unreadable quiesce marker {marker}: {exc}; resume the application by hand and delete it")
-        return False
-    if not force and _owner_alive(data, state_dir):
-        return False
-    reporter.warn(f"instance {data.get('instance')} was left paused by run pid {data.get('pid')} that did not "
-                  "finish; resuming it now")
-    failures = undo_steps(data.get("steps", []), reporter)
-    for line in failures:
-        reporter.warn(f"could not resume {data.get('instance')}: {line}")
-    if failures:
-        return False
-    marker.unlink(missing_ok=True)
-    return True
+        found.instance = str(data.get("instance") or marker.stem)
+        found.app, found.pid = str(data.get("app", "?")), int(data.get("pid", 0))
+        found.since = datetime.fromtimestamp(float(data["since"]), UTC) if data.get("since") else None
+        found.steps = list(data.get("steps", []))
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        found.state, found.problems = "unreadable", [str(exc)]
+    return found
+
+
+def _undo_marker(found: Leftover, reporter: Reporter) -> Leftover:
+    reporter.warn(f"instance {found.instance} was left paused by run pid {found.pid} that did not finish; "
+                  "resuming it now")
+    found.problems = undo_steps(found.steps, reporter)
+    for line in found.problems:
+        reporter.warn(f"could not resume {found.instance}: {line}")
+    if found.problems:
+        found.state = "failed"
+        return found
+    found.marker.unlink(missing_ok=True)
+    found.state = "resumed"
+    return found
+
+
+def resume_marker(marker: Path, state_dir: Path, reporter: Reporter) -> Leftover:
+    """Undo a leftover marker if its instance is free (taking the instance lock meanwhile)."""
+    import safehold.apps  # noqa: F401 - registers every profile's resumers
+
+    found = _read(marker)
+    if found.state == "unreadable":
+        reporter.warn(f"unreadable quiesce marker {marker}: {found.problems[0]}; resume the application by hand "
+                      "and delete it")
+        return found
+    try:
+        with instance_lock(state_dir, found.instance, "resume", "resume of what a killed run left paused",
+                           reporter):
+            if not marker.exists():  # resumed by someone else meanwhile
+                found.state = "resumed"
+                return found
+            found = _read(marker)  # re-read under the lock: a run may have replaced it meanwhile
+            if found.state == "unreadable":
+                return found
+            return _undo_marker(found, reporter)
+    except Locked:
+        found.state = "busy"  # a run of this instance holds the lock: its pause (or its start) handles it
+        return found
+
+
+def leftovers(state_dir: Path) -> list[Path]:
+    """Every resume marker in the state directory."""
+    folder = state_dir / "quiesce"
+    return sorted(folder.glob("*.json")) if folder.is_dir() else []
 
 
 def resume_leftovers(state_dir: Path, reporter: Reporter) -> list[str]:
     """Resume every instance a killed safehold run left paused; returns the instances resumed."""
-    import safehold.apps  # noqa: F401 - registers every profile's resumers
-
-    folder = state_dir / "quiesce"
-    resumed: list[str] = []
-    for marker in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        if _resume_marker(marker, reporter, state_dir):
-            resumed.append(marker.stem)
-    return resumed
+    return [found.instance for found in (resume_marker(m, state_dir, reporter) for m in leftovers(state_dir))
+            if found.state == "resumed"]
 
 
-@resumer("remove_file")
+@resumer("remove_file", describe=lambda step: f"{step['path']} in place (removed on resume)")
 def _remove_file(step: dict[str, Any], reporter: Reporter) -> None:
     path = Path(step["path"])
     path.unlink(missing_ok=True)
