@@ -270,3 +270,30 @@ def test_init_writes_a_working_config(itflow: dict[str, object], tmp_path: Path,
     assert itflow_profile.read_schema_version(instance, "t_apps_missing") is None
     bad = run_cli("init", "--app", "itflow", "--root", str(tmp_path), "--output", str(tmp_path / "x.toml"))
     assert bad.returncode == 2 and "does not look like an ITFlow install" in bad.stderr
+
+
+def test_drill_of_a_standard_install_passes(tmp_path: Path, repo: dict[str, str],
+                                             new_db: Callable[[str], str]) -> None:
+    """The profile's `!` re-include patterns (uploads guards) are counted as restic stores them."""
+    database = new_db("t_files")
+    root = tmp_path / "www" / "itflow"
+    build_itflow(root, database)
+    fill_database(database)
+    config = write_config(tmp_path, repo, "itflow", "itflow", root)
+    ok(run_cli("key", "escrow", "itflow", "--password-ref", "env:ITFLOW_PW", config=config,
+               env={"ITFLOW_PW": ADMIN_PASSWORD}))
+    ok(run_cli("backup", "itflow", config=config))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    res = run_cli("drill", "itflow", "--json", config=config, env={"TMPDIR": str(scratch)})
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(res.stdout)[0]
+    assert result["ok"] and result["problems"] == []
+    checks = {c["check"]: c["detail"] for c in result["checks"]}
+    # Everything but the two skipped files: the guards uploads/{tmp,backups}/index.php are kept.
+    stored = sum(1 for p in root.rglob("*") if p.is_file()) - len(SKIP)
+    assert checks[f"files {root}"].startswith(f"{stored} files, ")
+    show = json.loads(ok(run_cli("show", "latest", "--json", config=config)).stdout)
+    tree = next(t for t in show["trees"] if t["root"] == str(root))
+    assert not any(rel in tree["samples"] for rel in SKIP)
+

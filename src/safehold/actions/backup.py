@@ -21,7 +21,7 @@ from safehold.apps.quiesce import resume_leftovers
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, SafeholdError
-from safehold.files import own_folder_inside, sample_hashes, tree_stats
+from safehold.files import own_folder_inside, sample_hashes, stored_trees
 from safehold.lock import instance_lock
 from safehold.models import DatabaseReport, Instance
 from safehold.output import Reporter
@@ -77,11 +77,12 @@ def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest
     reporter.step(f"saving {len(present)} file tree(s)")
     summary = repo.backup_paths([p for p, _ in present], [*tags, "part=files"], instance.exclude, reporter, "files")
     manifest.files_snapshot = summary.snapshot_id
+    # Counted from restic's listing of what it stored: the drill compares the restore with exactly that.
+    stored = stored_trees(repo.walk(summary.snapshot_id), {str(p) for p, _ in present})
     for path, kind in present:
-        counted = path.resolve() if kind == "files" else path
-        count, size = tree_stats(counted, instance.exclude)
-        manifest.trees.append(TreeEntry(root=str(path), kind=kind, files=count, bytes=size,
-                                        samples=sample_hashes(counted, instance.exclude)))
+        tree = stored[str(path)]
+        manifest.trees.append(TreeEntry(root=str(path), kind=kind, files=tree.files, bytes=tree.bytes,
+                                        samples=sample_hashes(tree)))
     return summary.data_added
 
 
