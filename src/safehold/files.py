@@ -155,6 +155,29 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def real_path(path: Path, kind: str) -> Path:
+    """Where a tree really lives. A files tree is followed through symlinks (its own and its folders');
+    a config file only through its folders' (a config path that is itself a symlink is kept as the link).
+    A dangling link stays as it is."""
+    if not path.exists():
+        return path
+    return Path(os.path.realpath(path)) if kind == "files" else Path(os.path.realpath(path.parent)) / path.name
+
+
+def follow_links(excludes: Iterable[str], followed: dict[Path, Path]) -> list[str]:
+    """Exclude patterns that name a followed link (`/srv/app_link/tmp/*`, `!/srv/app_link/tmp/keep`)
+    rewritten to the real folder restic now saves; order kept (it decides `!` re-includes)."""
+    result = []
+    for pattern in excludes:
+        negated, body = pattern.startswith("!"), pattern.removeprefix("!")
+        for link, real in sorted(followed.items(), key=lambda item: -len(str(item[0]))):
+            if body == str(link) or body.startswith(str(link).rstrip("/") + "/"):
+                body = str(real) + body[len(str(link)):]
+                break
+        result.append("!" * negated + body)
+    return result
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)

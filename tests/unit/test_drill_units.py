@@ -9,7 +9,7 @@ from pathlib import Path
 from safehold.actions.drill import is_scratch, scratch_stem
 from safehold.actions.report import age
 from safehold.actions.restore import table_problem
-from safehold.files import restic_time_ns, sample_hashes, stored_trees, tree_stats
+from safehold.files import follow_links, restic_time_ns, sample_hashes, stored_trees, tree_stats
 from safehold.models import TableReport
 from safehold.repository.manifest import TableEntry, new_run_id
 
@@ -92,10 +92,14 @@ def test_stored_counts_agree_with_the_restored_tree(tmp_path: Path) -> None:
         assert (stored[str(path)].files, stored[str(path)].bytes) == tree_stats(path) == expected
 
 
-def test_restic_times() -> None:
+def test_restic_times_and_followed_links() -> None:
     assert restic_time_ns("1970-01-01T00:00:01.5Z") == 1_500_000_000
     assert restic_time_ns("2024-05-01T12:00:00.000000007+02:00") == 1714557600 * 10**9 + 7
     assert restic_time_ns("garbage") is None
+    link, real = Path("/srv/app_link"), Path("/srv/app1")
+    assert follow_links(["/srv/app_link/tmp/*", "!/srv/app_link/tmp/index.php", "backups", "/srv/app_link2/x",
+                         "/srv/app_link"], {link: real}) == \
+        ["/srv/app1/tmp/*", "!/srv/app1/tmp/index.php", "backups", "/srv/app_link2/x", "/srv/app1"]
 
 
 def test_age_reads_naturally() -> None:
