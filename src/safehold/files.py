@@ -1,5 +1,9 @@
 """File trees: statistics and sampled hashes for the manifest, and the in-place restore that swaps whole trees.
 
+The manifest's counts and sample describe what restic stored, taken from the new snapshot's own
+listing: restic's exclude rules (patterns matching at any depth, `!` re-includes) are restic's
+alone, so they are never imitated here. A drill counts the restored tree the same way.
+
 An in-place restore first restores each tree into a staging folder beside it (same file system),
 then swaps it in with two renames. So a restore that fails half-way leaves the live tree as it
 was, and files created after the point do not survive the restore (the folder is as it was).
@@ -8,42 +12,137 @@ was, and files created after the point do not survive the restore (the folder is
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import hashlib
 import os
+import re
 import secrets
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from safehold.errors import SafeholdError
 from safehold.output import Reporter
 from safehold.repository.restic import Repository
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SAMPLE_FILES = 16
 SAMPLE_MAX_BYTES = 64 << 20
+COUNTED = ("file", "symlink")  # what a tree's file count counts; restic may not recreate other node types
 
 
-def walk_files(root: Path, excludes: list[str]) -> Iterator[tuple[str, str]]:
-    """(absolute path, path relative to root) of every file under root; a single file is `.`."""
-    if root.is_file() or root.is_symlink():
-        yield str(root), "."
-        return
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not any(fnmatch.fnmatch(os.path.join(folder, d), p) for p in excludes)]
-        for name in files:
-            path = os.path.join(folder, name)
-            if not any(fnmatch.fnmatch(path, p) for p in excludes):
-                yield path, os.path.relpath(path, root)
+@dataclass
+class StoredTree:
+    """One tree root as restic stored it: counted from the snapshot's own listing, so the manifest
+    describes exactly what a restore brings back (restic's exclude rules, `!` patterns included)."""
+
+    root: str
+    files: int = 0
+    bytes: int = 0
+    # Sample candidates (path hash, relative path, node), the lowest path hashes, kept sorted.
+    candidates: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    def offer(self, rel: str, node: dict[str, Any], keep: int) -> None:
+        rank = hashlib.sha256(rel.encode("utf-8", "surrogateescape")).hexdigest()
+        if len(self.candidates) < keep:
+            self.candidates.append((rank, rel, node))
+            self.candidates.sort(key=lambda c: c[0])
+        elif rank < self.candidates[-1][0]:
+            self.candidates[-1] = (rank, rel, node)
+            self.candidates.sort(key=lambda c: c[0])
 
 
-def tree_stats(root: Path, excludes: list[str]) -> tuple[int, int]:
-    """File count and bytes under a path (a single file counts as one)."""
+def stored_trees(nodes: Iterable[dict[str, Any]], roots: Iterable[str],
+                 count: int = SAMPLE_FILES) -> dict[str, StoredTree]:
+    """Files (regular files and symlinks), bytes (of regular files) and sample candidates per tree root,
+    from a snapshot's listing (`Repository.walk`); a root that is a single file counts as one, `.`.
+
+    The sample is the files whose relative path hashes lowest, so it is spread over the whole tree,
+    the same files night after night, and chosen in one pass with bounded memory. Big files are
+    left out so recording the sample stays cheap next to the backup itself; twice `count` are kept
+    so files changed since restic read them can be passed over.
+    """
+    trees = {root: StoredTree(root) for root in roots}
+    for node in nodes:
+        kind, path = node.get("type"), str(node.get("path", ""))
+        if kind not in COUNTED:
+            continue
+        for root, tree in trees.items():
+            if path == root:
+                rel = "."
+            elif path.startswith(root.rstrip("/") + "/"):
+                rel = path[len(root.rstrip("/")) + 1:]
+            else:
+                continue
+            tree.files += 1
+            if kind == "file":
+                size = int(node.get("size") or 0)
+                tree.bytes += size
+                if size <= SAMPLE_MAX_BYTES:
+                    tree.offer(rel, node, 2 * count)
+    return trees
+
+
+def restic_time_ns(text: str) -> int | None:
+    """Nanoseconds since the epoch of a time as restic lists it (`2024-05-01T10:00:00.123456789+02:00`)."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text or "")
+    if not match:
+        return None
+    zone = "+00:00" if match[3] == "Z" else match[3]
+    seconds = (datetime.fromisoformat(match[1] + zone) - EPOCH) // timedelta(seconds=1)
+    return seconds * 1_000_000_000 + int((match[2] or "0")[:9].ljust(9, "0"))
+
+
+def _hash_if_unchanged(path: str, node: dict[str, Any]) -> str | None:
+    """sha256 of a file on disk, if it is still what restic stored (same size and mtime, before and after)."""
+    expected = (int(node.get("size") or 0), restic_time_ns(str(node.get("mtime", ""))))
+    try:
+        before = os.lstat(path)
+        if not stat.S_ISREG(before.st_mode) or (before.st_size, before.st_mtime_ns) != expected:
+            return None
+        digest = file_sha256(path)
+        after = os.lstat(path)
+    except OSError:  # vanished since the backup: simply not sampled
+        return None
+    return digest if (after.st_size, after.st_mtime_ns) == expected else None
+
+
+def sample_hashes(tree: StoredTree, count: int = SAMPLE_FILES) -> dict[str, str]:
+    """sha256 of up to `count` stored files of a tree (relative path → hash), read from disk right
+    after the backup; a file changed since restic read it is passed over for the next candidate."""
+    result: dict[str, str] = {}
+    for _, rel, node in tree.candidates:
+        if len(result) == count:
+            break
+        path = tree.root if rel == "." else f"{tree.root.rstrip('/')}/{rel}"
+        if (digest := _hash_if_unchanged(path, node)) is not None:
+            result[rel] = digest
+    return result
+
+
+def tree_stats(root: Path) -> tuple[int, int]:
+    """Files and bytes of a tree on disk (a restored one), counted as `stored_trees` counts a snapshot:
+    regular files and symlinks (never followed), bytes of regular files."""
+    info = os.lstat(root)
+    if not stat.S_ISDIR(info.st_mode):
+        counted = stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)
+        return int(counted), info.st_size if stat.S_ISREG(info.st_mode) else 0
     count = size = 0
-    for path, _ in walk_files(root, excludes):
-        count += 1
-        size += os.lstat(path).st_size
+    folders = [str(root)]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                elif entry.is_symlink():
+                    count += 1
+                elif entry.is_file(follow_symlinks=False):
+                    count += 1
+                    size += entry.stat(follow_symlinks=False).st_size
     return count, size
 
 
@@ -56,28 +155,26 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def sample_hashes(root: Path, excludes: list[str], count: int = SAMPLE_FILES) -> dict[str, str]:
-    """sha256 of a stable pseudo-random sample of regular files (relative path → hash).
+def real_path(path: Path, kind: str) -> Path:
+    """Where a tree really lives. A files tree is followed through symlinks (its own and its folders');
+    a config file only through its folders' (a config path that is itself a symlink is kept as the link).
+    A dangling link stays as it is."""
+    if not path.exists():
+        return path
+    return Path(os.path.realpath(path)) if kind == "files" else Path(os.path.realpath(path.parent)) / path.name
 
-    The sample is the `count` files whose path hashes lowest, so it is spread over the whole tree,
-    the same files night after night, and chosen in one pass with bounded memory. Big files are
-    left out so recording the sample stays cheap next to the backup itself.
-    """
-    chosen: list[tuple[str, str, str]] = []  # (path hash, relative path, path), kept sorted
-    for path, rel in walk_files(root, excludes):
-        if not os.path.isfile(path) or os.path.islink(path) or os.path.getsize(path) > SAMPLE_MAX_BYTES:
-            continue
-        rank = hashlib.sha256(rel.encode("utf-8", "surrogateescape")).hexdigest()
-        if len(chosen) < count:
-            chosen.append((rank, rel, path))
-            chosen.sort()
-        elif rank < chosen[-1][0]:
-            chosen[-1] = (rank, rel, path)
-            chosen.sort()
-    result: dict[str, str] = {}
-    for _, rel, path in chosen:
-        with contextlib.suppress(OSError):  # vanished since the walk: simply not sampled
-            result[rel] = file_sha256(path)
+
+def follow_links(excludes: Iterable[str], followed: dict[Path, Path]) -> list[str]:
+    """Exclude patterns that name a followed link (`/srv/app_link/tmp/*`, `!/srv/app_link/tmp/keep`)
+    rewritten to the real folder restic now saves; order kept (it decides `!` re-includes)."""
+    result = []
+    for pattern in excludes:
+        negated, body = pattern.startswith("!"), pattern.removeprefix("!")
+        for link, real in sorted(followed.items(), key=lambda item: -len(str(item[0]))):
+            if body == str(link) or body.startswith(str(link).rstrip("/") + "/"):
+                body = str(real) + body[len(str(link)):]
+                break
+        result.append("!" * negated + body)
     return result
 
 

@@ -311,3 +311,68 @@ def test_init_writes_a_working_config(itflow: dict[str, object], tmp_path: Path,
     assert itflow_profile.read_schema_version(instance, "t_apps_missing") is None
     bad = run_cli("init", "--app", "itflow", "--root", str(tmp_path), "--output", str(tmp_path / "x.toml"))
     assert bad.returncode == 2 and "does not look like an ITFlow install" in bad.stderr
+
+
+def test_drill_of_a_standard_install_passes(tmp_path: Path, repo: dict[str, str],
+                                             new_db: Callable[[str], str]) -> None:
+    """The profile's `!` re-include patterns (uploads guards) are counted as restic stores them."""
+    database = new_db("t_files")
+    root = tmp_path / "www" / "itflow"
+    build_itflow(root, database)
+    fill_database(database)
+    config = write_config(tmp_path, repo, "itflow", "itflow", root)
+    ok(run_cli("key", "escrow", "itflow", "--password-ref", "env:ITFLOW_PW", config=config,
+               env={"ITFLOW_PW": ADMIN_PASSWORD}))
+    ok(run_cli("backup", "itflow", config=config))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    res = run_cli("drill", "itflow", "--json", config=config, env={"TMPDIR": str(scratch)})
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(res.stdout)[0]
+    assert result["ok"] and result["problems"] == []
+    checks = {c["check"]: c["detail"] for c in result["checks"]}
+    # Everything but the two skipped files: the guards uploads/{tmp,backups}/index.php are kept.
+    stored = sum(1 for p in root.rglob("*") if p.is_file()) - len(SKIP)
+    assert checks[f"files {root}"].startswith(f"{stored} files, ")
+    show = json.loads(ok(run_cli("show", "latest", "--json", config=config)).stdout)
+    tree = next(t for t in show["trees"] if t["root"] == str(root))
+    assert not any(rel in tree["samples"] for rel in SKIP)
+
+
+def test_symlinked_root_is_restored_into_the_real_folder(tmp_path: Path, repo: dict[str, str],
+                                                         new_db: Callable[[str], str]) -> None:
+    """root names a symlink: the files come back where the app really lives, and the link stays a link."""
+    database = new_db("t_files")
+    real = tmp_path / "www" / "itflow1"
+    build_itflow(real, database)
+    fill_database(database)
+    link = tmp_path / "www" / "itflow_link"
+    link.symlink_to(real)
+    config = write_config(tmp_path, repo, "itflow", "itflow", link)
+    files_before = tree_state(real, SKIP)
+    ok(run_cli("key", "escrow", "itflow", "--password-ref", "env:ITFLOW_PW", config=config,
+               env={"ITFLOW_PW": ADMIN_PASSWORD}))
+    backup = ok(run_cli("backup", "itflow", config=config))
+    assert f"{link} is a symlink to {real}" in backup.stderr
+    assert backup.stderr.count("saving the real path") == 1  # once, not again for config.php behind it
+    show = json.loads(ok(run_cli("show", "latest", "--json", config=config)).stdout)
+    roots = {t["root"]: t for t in show["trees"]}
+    assert set(roots) == {str(real), str(real / "config.php")}
+    assert roots[str(real)]["link"] == str(link)
+    assert roots[str(real)]["files"] == sum(1 for p in real.rglob("*") if p.is_file()) - len(SKIP)
+
+    (real / "admin" / "custom" / "branding.php").unlink()
+    ok(run_cli("restore", "itflow", "latest", "--only", "files", config=config))
+    assert link.is_symlink() and link.resolve() == real
+    assert tree_state(real, SKIP) == files_before
+    # The real folder gone (the link dangles): config.php is found in the point under the real path first.
+    shutil.rmtree(real)
+    result = ok(run_cli("restore", "itflow", "latest", "--only", "files", config=config))
+    assert f"{link / 'config.php'} is missing: restoring it" in result.stderr
+    assert link.is_symlink() and tree_state(real, SKIP) == files_before
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    res = run_cli("drill", "itflow", "--json", config=config, env={"TMPDIR": str(scratch)})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads(res.stdout)[0]["ok"]

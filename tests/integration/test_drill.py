@@ -457,3 +457,29 @@ names = ["{name}"]
             == ""
     finally:
         psql("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_exclude_without_slash_matches_at_any_depth(tmp_path: Path, repo: dict[str, str]) -> None:
+    """`exclude = ["backups"]` is restic's pattern (any depth): the manifest counts what restic stored."""
+    site = tmp_path / "site"
+    for rel in ("index.php", "uploads/a.txt", "uploads/backups/index.php", "uploads/backups/old.zip",
+                "backups/dump.sql", "deep/x/backups/y.txt", "deep/x/keep.txt", "backups.txt"):
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(rel)
+    (site / "deep" / "link").symlink_to("x")
+    instance = f"site{secrets.token_hex(3)}"
+    config = write_repository_config(tmp_path, repo, f'''[instances.{instance}]
+repositories = ["main"]
+files = ["{site}"]
+exclude = ["backups"]
+''')
+    assert run_cli("backup", instance, config=config).returncode == 0
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    res = run_cli("drill", instance, "--json", config=config, env={"TMPDIR": str(scratch)})
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(res.stdout)[0]
+    assert result["ok"] and result["problems"] == []
+    checks = {c["check"]: c["detail"] for c in result["checks"]}
+    kept = ("index.php", "uploads/a.txt", "deep/x/keep.txt", "backups.txt")
+    assert checks[f"files {site}"] == f"5 files, {sum(len(rel) for rel in kept)} bytes, 4 sampled hashes match"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from safehold.actions.drill import is_scratch, scratch_stem
 from safehold.actions.report import age
 from safehold.actions.restore import table_problem
-from safehold.files import sample_hashes
+from safehold.files import follow_links, restic_time_ns, sample_hashes, stored_trees, tree_stats
 from safehold.models import TableReport
 from safehold.repository.manifest import TableEntry, new_run_id
 
@@ -39,17 +40,69 @@ def test_table_problems_are_named() -> None:
         "table d.t: checksum differs (aa expected, bb restored)"
 
 
+def _listing(root: Path) -> list[dict[str, object]]:
+    """Nodes as `restic ls --json` lists a snapshot of `root` (parents, folders, files, links)."""
+    nodes: list[dict[str, object]] = [{"path": str(p), "type": "dir"} for p in [*reversed(root.parents), root]]
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        kind = "symlink" if path.is_symlink() else "dir" if path.is_dir() else "file"
+        node: dict[str, object] = {"path": str(path), "type": kind, "mtime": _restic_time(info.st_mtime_ns)}
+        if kind == "file":
+            node["size"] = info.st_size
+        nodes.append(node)
+    return nodes
+
+
+def _restic_time(ns: int) -> str:
+    when = datetime.fromtimestamp(ns // 1_000_000_000, UTC).astimezone(timezone(timedelta(hours=2)))
+    return when.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}+02:00"
+
+
 def test_sample_hashes_are_stable_bounded_and_correct(tmp_path: Path) -> None:
     for i in range(40):
         (tmp_path / f"d{i % 3}").mkdir(exist_ok=True)
         (tmp_path / f"d{i % 3}" / f"f{i}").write_bytes(b"x" * i)
-    first = sample_hashes(tmp_path, [], 16)
-    assert len(first) == 16 and first == sample_hashes(tmp_path, [], 16)
+    nodes = _listing(tmp_path)
+    first = sample_hashes(stored_trees(nodes, [str(tmp_path)], 16)[str(tmp_path)], 16)
+    assert len(first) == 16 and first == sample_hashes(stored_trees(nodes, [str(tmp_path)], 16)[str(tmp_path)], 16)
     rel, digest = next(iter(first.items()))
     assert hashlib.sha256((tmp_path / rel).read_bytes()).hexdigest() == digest
-    assert not any(k.startswith("d1/") for k in sample_hashes(tmp_path, [str(tmp_path / "d1")], 16))
+    # Only what the listing holds is sampled (restic's excludes decide, not a re-implementation of them).
+    without_d1 = [n for n in nodes if "/d1/" not in str(n["path"])]
+    assert not any(k.startswith("d1/") for k in sample_hashes(stored_trees(without_d1, [str(tmp_path)])[str(tmp_path)]))
     single = tmp_path / "d0" / "f0"
-    assert sample_hashes(single, []) == {".": hashlib.sha256(b"").hexdigest()}
+    assert sample_hashes(stored_trees(nodes, [str(single)])[str(single)]) == {".": hashlib.sha256(b"").hexdigest()}
+    # A file changed after restic read it is passed over, and the next candidate takes its place.
+    changed = tmp_path / rel
+    changed.write_bytes(changed.read_bytes() + b"later")
+    again = sample_hashes(stored_trees(nodes, [str(tmp_path)], 16)[str(tmp_path)], 16)
+    assert len(again) == 16 and rel not in again and set(first) - {rel} < set(again)
+
+
+def test_stored_counts_agree_with_the_restored_tree(tmp_path: Path) -> None:
+    """The manifest counts a listing as the drill counts the restored tree: files and symlinks, file bytes."""
+    root = tmp_path / "site"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "f.txt").write_bytes(b"12345")
+    (root / "g.txt").write_bytes(b"xy")
+    (root / "to_dir").symlink_to("a")
+    (root / "to_file").symlink_to("g.txt")
+    (root / "dangling").symlink_to("nowhere")
+    (tmp_path / "site2").mkdir()
+    (tmp_path / "site2" / "other").write_bytes(b"not in site")
+    stored = stored_trees(_listing(tmp_path), [str(root), str(root / "g.txt"), str(root / "to_dir")])
+    for path, expected in ((root, (5, 7)), (root / "g.txt", (1, 2)), (root / "to_dir", (1, 0))):
+        assert (stored[str(path)].files, stored[str(path)].bytes) == tree_stats(path) == expected
+
+
+def test_restic_times_and_followed_links() -> None:
+    assert restic_time_ns("1970-01-01T00:00:01.5Z") == 1_500_000_000
+    assert restic_time_ns("2024-05-01T12:00:00.000000007+02:00") == 1714557600 * 10**9 + 7
+    assert restic_time_ns("garbage") is None
+    link, real = Path("/srv/app_link"), Path("/srv/app1")
+    assert follow_links(["/srv/app_link/tmp/*", "!/srv/app_link/tmp/index.php", "backups", "/srv/app_link2/x",
+                         "/srv/app_link"], {link: real}) == \
+        ["/srv/app1/tmp/*", "!/srv/app1/tmp/index.php", "backups", "/srv/app_link2/x", "/srv/app1"]
 
 
 def test_age_reads_naturally() -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import time
+from pathlib import Path
 from typing import IO, Any
 
 from safehold import __version__
@@ -21,7 +23,7 @@ from safehold.apps.quiesce import resume_leftovers
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, SafeholdError
-from safehold.files import own_folder_inside, sample_hashes, tree_stats
+from safehold.files import follow_links, own_folder_inside, real_path, sample_hashes, stored_trees
 from safehold.lock import instance_lock
 from safehold.models import DatabaseReport, Instance
 from safehold.output import Reporter
@@ -68,20 +70,51 @@ def _store_databases(repo: Repository, instance: Instance, tags: list[str], mani
     return added
 
 
+def _real_trees(instance: Instance, manifest: Manifest, reporter: Reporter) -> list[tuple[Path, str, Path | None]]:
+    """(real path, kind, followed link or None) of each present tree; each followed symlink is warned about once.
+
+    restic saves a symlink as a link: a root that is a symlink to the app's folder would hold no
+    file, and a restore would replace the link. So the real folder is saved (and restored) instead.
+    """
+    trees = [(p, "files") for p in instance.files] + [(p, "config") for p in instance.config_files]
+    result: list[tuple[Path, str, Path | None]] = []
+    followed: dict[Path, Path] = {}
+    for path, kind in trees:
+        if not (path.exists() or path.is_symlink()):
+            continue
+        real = real_path(path, kind)
+        if any(r == real and k == kind for r, k, _ in result):
+            continue
+        if real == Path(os.path.normpath(path)):
+            result.append((real, kind, None))
+            continue
+        result.append((real, kind, path))
+        named = any(path.is_relative_to(link) and real == r / path.relative_to(link) for link, r in followed.items())
+        followed[path] = real
+        if not named:  # not behind a link already named (the app root's config file)
+            line = (f"{path} is a symlink to {real}" if path.is_symlink() else
+                    f"{path} lies behind a symlink: it is {real}") + \
+                "; saving the real path (a restore puts the files back there and leaves the link alone)"
+            reporter.warn(line)
+            manifest.warnings.append(line)
+    return result
+
+
 def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest: Manifest,
                  reporter: Reporter) -> int:
-    trees = [(p, "files") for p in instance.files] + [(p, "config") for p in instance.config_files]
-    present = [(p, kind) for p, kind in trees if p.exists() or p.is_symlink()]
+    present = _real_trees(instance, manifest, reporter)
     if not present:
         return 0
     reporter.step(f"saving {len(present)} file tree(s)")
-    summary = repo.backup_paths([p for p, _ in present], [*tags, "part=files"], instance.exclude, reporter, "files")
+    excludes = follow_links(instance.exclude, {link: real for real, _, link in present if link is not None})
+    summary = repo.backup_paths([real for real, _, _ in present], [*tags, "part=files"], excludes, reporter, "files")
     manifest.files_snapshot = summary.snapshot_id
-    for path, kind in present:
-        counted = path.resolve() if kind == "files" else path
-        count, size = tree_stats(counted, instance.exclude)
-        manifest.trees.append(TreeEntry(root=str(path), kind=kind, files=count, bytes=size,
-                                        samples=sample_hashes(counted, instance.exclude)))
+    # Counted from restic's listing of what it stored: the drill compares the restore with exactly that.
+    stored = stored_trees(repo.walk(summary.snapshot_id), {str(real) for real, _, _ in present})
+    for real, kind, link in present:
+        tree = stored[str(real)]
+        manifest.trees.append(TreeEntry(root=str(real), kind=kind, files=tree.files, bytes=tree.bytes,
+                                        samples=sample_hashes(tree), link=str(link) if link else None))
     return summary.data_added
 
 

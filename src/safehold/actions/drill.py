@@ -239,7 +239,7 @@ def _tree_problems(tree: TreeEntry, restored: Path) -> list[str]:
     if not (restored.exists() or restored.is_symlink()):
         return [f"{tree.kind} {tree.root} missing from the point"]
     problems = []
-    count, size = tree_stats(restored, [])
+    count, size = tree_stats(restored)
     if count != tree.files:
         problems.append(f"{tree.kind} {tree.root}: {tree.files} files expected, {count} restored")
     if size != tree.bytes:

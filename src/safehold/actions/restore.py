@@ -23,7 +23,7 @@ from safehold.apps.common import AppConfigMissing
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, RestoreRefused, SafeholdError, os_reason
-from safehold.files import own_folder_inside, restore_in_place
+from safehold.files import own_folder_inside, real_path, restore_in_place
 from safehold.lock import instance_lock
 from safehold.models import Database, DatabaseReport, Instance, TableReport
 from safehold.output import Reporter
@@ -230,6 +230,7 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
                 t0 = time.monotonic()
                 snapshot = point.manifest.files_snapshot or ""
                 if plan.files_target == Path("/"):
+                    _warn_moved_links(point.manifest, plan.includes, reporter)
                     restore_in_place(repo, snapshot, plan.includes, reporter)
                 else:
                     repo.restore(snapshot, plan.files_target, plan.includes, reporter)
@@ -250,6 +251,17 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
         else:
             reporter.step("restore complete; every table's row count matches the manifest")
     return result
+
+
+def _warn_moved_links(manifest: Manifest, includes: list[str], reporter: Reporter) -> None:
+    """Say so when a symlinked root followed at backup time now leads elsewhere (the files go where it led)."""
+    for tree in manifest.trees:
+        if not tree.link or tree.root not in includes or not Path(tree.link).exists():
+            continue
+        now_real = real_path(Path(tree.link), tree.kind)
+        if now_real != Path(tree.root):
+            reporter.warn(f"{tree.link} now leads to {now_real}, but led to {tree.root} when the point was made: "
+                          f"the files go back into {tree.root}")
 
 
 def _stopped_part_way(name: str, plan: Plan, safety_point: object) -> str:
@@ -279,7 +291,8 @@ def _describe_live(config: Config, name: str, repo, point: Point, reporter: Repo
         if dry_run or not point.manifest.files_snapshot:
             raise
         reporter.step(f"{missing.path} is missing: restoring it from point {point.run_id} first")
-        repo.restore(point.manifest.files_snapshot, Path("/"), [str(missing.path)], reporter)
+        repo.restore(point.manifest.files_snapshot, Path("/"), [point.manifest.stored_path(str(missing.path))],
+                     reporter)
         if not missing.path.is_file():
             raise
     instance, profile, _ = describe(config, name)

@@ -48,6 +48,9 @@ class TreeEntry(BaseModel):
     bytes: int = 0
     samples: dict[str, str] = Field(default_factory=dict,
                                     description="sha256 of a stable sample of files, by path relative to root")
+    link: str | None = Field(default=None,
+                             description="the configured path when it is (or lies behind) a symlink: root is "
+                                         "the real path it led to, saved and restored there; the link is left alone")
 
 
 class Manifest(BaseModel):
@@ -72,6 +75,14 @@ class Manifest(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
     safety_point: bool = False
     warnings: list[str] = Field(default_factory=list)
+
+    def stored_path(self, path: str) -> str:
+        """Where a configured path is in the point: under the real folder of a tree whose symlink was followed."""
+        for tree in self.trees:
+            link = tree.link
+            if link and (path == link or path.startswith(link.rstrip("/") + "/")):
+                return tree.root + path[len(link):]
+        return path
 
     def snapshot_ids(self) -> list[str]:
         """Every restic snapshot this point is made of (the manifest's own excluded)."""
