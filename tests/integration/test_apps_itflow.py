@@ -313,16 +313,23 @@ def test_init_writes_a_working_config(itflow: dict[str, object], tmp_path: Path,
     assert bad.returncode == 2 and "does not look like an ITFlow install" in bad.stderr
 
 
+def _escrowed_install(tmp_path: Path, repo: dict[str, str], new_db: Callable[[str], str], real: Path,
+                      configured: Path) -> Path:
+    """A filled ITFlow install at `real`, configured as `configured`, with its master key escrowed."""
+    database = new_db("t_files")
+    build_itflow(real, database)
+    fill_database(database)
+    config = write_config(tmp_path, repo, "itflow", "itflow", configured)
+    ok(run_cli("key", "escrow", "itflow", "--password-ref", "env:ITFLOW_PW", config=config,
+               env={"ITFLOW_PW": ADMIN_PASSWORD}))
+    return config
+
+
 def test_drill_of_a_standard_install_passes(tmp_path: Path, repo: dict[str, str],
                                              new_db: Callable[[str], str]) -> None:
     """The profile's `!` re-include patterns (uploads guards) are counted as restic stores them."""
-    database = new_db("t_files")
     root = tmp_path / "www" / "itflow"
-    build_itflow(root, database)
-    fill_database(database)
-    config = write_config(tmp_path, repo, "itflow", "itflow", root)
-    ok(run_cli("key", "escrow", "itflow", "--password-ref", "env:ITFLOW_PW", config=config,
-               env={"ITFLOW_PW": ADMIN_PASSWORD}))
+    config = _escrowed_install(tmp_path, repo, new_db, root, root)
     ok(run_cli("backup", "itflow", config=config))
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -342,16 +349,12 @@ def test_drill_of_a_standard_install_passes(tmp_path: Path, repo: dict[str, str]
 def test_symlinked_root_is_restored_into_the_real_folder(tmp_path: Path, repo: dict[str, str],
                                                          new_db: Callable[[str], str]) -> None:
     """root names a symlink: the files come back where the app really lives, and the link stays a link."""
-    database = new_db("t_files")
     real = tmp_path / "www" / "itflow1"
-    build_itflow(real, database)
-    fill_database(database)
     link = tmp_path / "www" / "itflow_link"
+    link.parent.mkdir(parents=True)
     link.symlink_to(real)
-    config = write_config(tmp_path, repo, "itflow", "itflow", link)
+    config = _escrowed_install(tmp_path, repo, new_db, real, link)
     files_before = tree_state(real, SKIP)
-    ok(run_cli("key", "escrow", "itflow", "--password-ref", "env:ITFLOW_PW", config=config,
-               env={"ITFLOW_PW": ADMIN_PASSWORD}))
     backup = ok(run_cli("backup", "itflow", config=config))
     assert f"{link} is a symlink to {real}" in backup.stderr
     assert backup.stderr.count("saving the real path") == 1  # once, not again for config.php behind it

@@ -360,8 +360,8 @@ def test_drill_never_touches_live_data_even_under_writes(env: Env, drill: Callab
 
 
 def test_leftovers_of_a_killed_drill_are_removed(env: Env, drill: Callable[..., dict[str, object]]) -> None:
-    stale = f"safehold_drill_{env.instance}_20260101T000000_abcdef"
-    other = f"safehold_drill_{env.instance}_x_20260101T000000_abcdef"  # another instance's name shape
+    stale = drill_action.scratch_stem(env.instance, "20260101T000000Z-abcd")
+    other = drill_action.scratch_stem(f"{env.instance}_x", "20260101T000000Z-abcd")  # another instance's scratch space
     sql([f"CREATE DATABASE `{stale}`", f"CREATE DATABASE `{other}`"])
     folder = env.scratch_tmp / stale
     folder.mkdir()
