@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import signal
@@ -502,9 +503,18 @@ def _mb(value: int | None) -> str | None:
     return None if value is None else f"{value / 1e6:.2f}"
 
 
+class RunKind(enum.StrEnum):
+    """What the run history records (a typo in --kind is a usage error, not an empty history)."""
+
+    backup = "backup"
+    drill = "drill"
+    prune = "prune"
+    restore = "restore"
+
+
 @app.command()
 def history(instance: Annotated[str | None, typer.Argument(help="instance name (default: all)")] = None,
-            kind: Annotated[str | None, typer.Option(help="backup, drill, prune or restore")] = None,
+            kind: Annotated[RunKind | None, typer.Option(help="only runs of this kind")] = None,
             limit: Annotated[int, typer.Option(help="how many runs", min=1)] = 30,
             config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
     """Past runs (backups, drills, prunes, restores) with their result, size and error, newest first."""
@@ -514,7 +524,7 @@ def history(instance: Annotated[str | None, typer.Argument(help="instance name (
         cfg = _load(config)
         if instance is not None:
             cfg.instance(instance)  # an unknown instance is an error, not an empty history
-        return [r.as_dict() for r in History(cfg.state_dir).runs(instance, kind, limit)]
+        return [r.as_dict() for r in History(cfg.state_dir).runs(instance, kind.value if kind else None, limit)]
 
     def render(rows: list[dict[str, Any]]) -> None:
         # One line per run rather than a table: the error is the point and must never be cut off.

@@ -44,6 +44,17 @@ def test_history_limit_must_be_at_least_one(tmp_path: Path) -> None:
     assert len(listed) == 2
 
 
+def test_history_kind_must_be_a_kind_of_run(tmp_path: Path) -> None:
+    config = files_config(tmp_path)
+    history = History(tmp_path / "state")
+    history.record_end(history.record_start("app", "backup"), "ok")
+    history.record_end(history.record_start("app", "drill"), "ok")
+    typo = run_cli("history", "--kind", "backupp", config=config)
+    assert typo.returncode == 2 and "'backupp' is not one of" in typo.stderr
+    listed = json.loads(run_cli("history", "--kind", "drill", "--json", config=config).stdout)
+    assert [row["kind"] for row in listed] == ["drill"]
+
+
 def test_history_of_an_unknown_instance_says_so(tmp_path: Path) -> None:
     result = run_cli("history", "nosuch", config=files_config(tmp_path))
     assert result.returncode == 2
