@@ -122,9 +122,14 @@ class ChunkLoader:
         self._stopped = False
         self._spooled = 0
         self._space = threading.Condition()
-        self.connections = [client.connect(db.connection, into, autocommit=True) for _ in range(count)]
-        for connection in self.connections:
-            session(connection)
+        self.connections: list[MySQLdb.Connection] = []
+        try:  # a SIGTERM or a refused login while connecting must not leave the folders behind
+            for _ in range(count):
+                self.connections.append(client.connect(db.connection, into, autocommit=True))
+                session(self.connections[-1])
+        except BaseException:
+            self._release()
+            raise
         self.queues: list[queue.Queue] = [queue.Queue() for _ in range(count)]
         self.pending = [0] * count  # spooled bytes waiting per lane
         self.threads = [threading.Thread(target=self._lane, args=(n,), daemon=True) for n in range(count)]
@@ -228,8 +233,13 @@ class ChunkLoader:
         if not self._stopped:
             self.error = self.error or RuntimeError("restore aborted")  # lanes skip the rest
             self._stop()
+        self._release()
+
+    def _release(self) -> None:
+        """Close the connections and remove the spool and scratch folders."""
         for connection in self.connections:
             connection.close()
+        self.connections = []
         for folder in (self.spool, self.scratch):
             for name in os.listdir(folder):
                 os.unlink(os.path.join(folder, name))
