@@ -93,6 +93,11 @@ def _fail(reporter: Reporter | None, json_out: bool, message: str, hint: str | N
     raise typer.Exit(code) from None
 
 
+def _problem(text: str) -> Text:
+    """One problem a verify or drill found, as printed."""
+    return Text.assemble(("problem:", "red"), f" {text}")
+
+
 def _stop_on_sigterm() -> None:
     """SIGTERM raises Stopped, so the way out runs every cleanup (the default kills without any).
 
@@ -292,7 +297,7 @@ def verify(
         for where, count in res["points_checked"].items():
             out.print(f"{where}: {count} point(s) checked")
         for problem in res["problems"]:
-            out.print(Text.assemble(("problem:", "red"), f" {problem}"), soft_wrap=True)
+            out.print(_problem(problem), soft_wrap=True)
         out.print(Text("verify ok", "green") if res["ok"] else Text("verify found problems", "red"))
 
     _run(json_out, lambda r: do_verify(_load(config), None if all_points else run, read_data, r, instance), render,
@@ -362,7 +367,7 @@ def key_verify(
 
     def render(res: dict[str, Any]) -> None:
         for problem in res["problems"]:
-            out.print(Text.assemble(("problem:", "red"), f" {problem}"), soft_wrap=True)
+            out.print(_problem(problem), soft_wrap=True)
         if res["ok"]:
             out.print(Text.assemble(("keys ok", "green"), f" ({', '.join(res['keys']) or 'none'}) from the "
                                     f"{res['source']}"), soft_wrap=True)
@@ -430,7 +435,7 @@ def drill(instance: InstanceArg = None,
             _table(f"drill {res['instance']} point {res['run_id'] or '-'}", ["check", "result", "detail"],
                    [[c["check"], "ok" if c["ok"] else "FAILED", c["detail"]] for c in res["checks"]])
             for problem in res["problems"]:
-                out.print(Text.assemble(("problem:", "red"), f" {problem}"))
+                out.print(_problem(problem))
             phases = ", ".join(f"{k} {v:.2f} s" for k, v in res["phases"].items()) or "-"
             rpo = f"{res['rpo_seconds'] / 3600:.1f} h" if res.get("rpo_seconds") is not None else "-"
             verdict = ("drill passed", "green") if res["ok"] else ("drill FAILED", "red")

@@ -66,13 +66,13 @@ class RepositoryConfig(Model):
     @field_validator("url")
     @classmethod
     def _local_url_absolute(cls, value: str) -> str:
-        if not value.startswith(REMOTE_SCHEMES):
-            _absolute(value.removeprefix("local:"))
+        if (path := local_path(value)) is not None:
+            _absolute(str(path))
         return value
 
     def is_remote(self) -> bool:
         """True when the repository lies off this host."""
-        return self.url.startswith(REMOTE_SCHEMES)
+        return self.local_path() is None
 
     def local_path(self) -> Path | None:
         """The folder of a repository on this host; None for a remote one."""
@@ -97,7 +97,11 @@ class DatabaseConfig(Model):
     password: SecretRef | None = None
     names: list[str] = Field(default_factory=list)
     path: str | None = Field(default=None, description="SQLite database file")
+    method: Literal["auto", "parallel", "mariadb-dump"] = "auto"
+    table_prefix: str | None = None
+    workers: int | None = Field(default=None, ge=1, le=64)
 
+    _secret_password = field_validator("password")(_check_secret)
     _absolute_path = field_validator("path")(_absolute)
 
     @field_validator("names")
@@ -106,11 +110,6 @@ class DatabaseConfig(Model):
         if twice := sorted({n for n in value if value.count(n) > 1}):
             raise ValueError(f"lists {', '.join(twice)} more than once")
         return value
-    method: Literal["auto", "parallel", "mariadb-dump"] = "auto"
-    table_prefix: str | None = None
-    workers: int | None = Field(default=None, ge=1, le=64)
-
-    _secret_password = field_validator("password")(_check_secret)
 
     @model_validator(mode="after")
     def _shape(self) -> DatabaseConfig:

@@ -54,9 +54,8 @@ def _prune(config: Config, name: str, reporter: Reporter, dry_run: bool) -> list
             for point in complete:
                 if point.manifest.safety_point and now() - point.manifest.started <= safety_age:
                     why.setdefault(point.run_id, []).append(f"safety point, kept {safety_age.days} days")
-            if complete and not regular:  # never prune an instance down to nothing
-                newest = max(complete, key=lambda p: p.manifest.started)
-                why.setdefault(newest.run_id, []).append("newest")
+            if complete and not regular:  # never prune an instance down to nothing (points() is newest first)
+                why.setdefault(complete[0].run_id, []).append("newest")
             kept = set(why)
             drop_runs = {p.run_id for p in complete} - kept
             complete_runs = {p.run_id for p in complete}

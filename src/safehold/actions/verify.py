@@ -22,7 +22,7 @@ def verify_point(repo: Repository, point: Point, snapshot_ids: set[str]) -> list
         if not _present(db.snapshot, snapshot_ids):
             problems.append(f"{m.run_id}: snapshot of database {db.name} is missing")
             continue
-        nodes = {n["path"]: n for n in repo.ls(db.snapshot)}
+        nodes = {n["path"]: n for n in repo.walk(db.snapshot)}
         node = nodes.get(db.path)
         if node is None:
             problems.append(f"{m.run_id}: dump {db.path} is missing")
@@ -32,7 +32,7 @@ def verify_point(repo: Repository, point: Point, snapshot_ids: set[str]) -> list
         if snap and not _present(snap, snapshot_ids):
             problems.append(f"{m.run_id}: snapshot of {what} is missing")
     if _present(m.files_snapshot, snapshot_ids):
-        stored = {n["path"] for n in repo.ls(m.files_snapshot)}
+        stored = {n["path"] for n in repo.walk(m.files_snapshot)}
         for tree in m.trees:
             if tree.root not in stored:
                 problems.append(f"{m.run_id}: {tree.kind} {tree.root} is missing")

@@ -556,7 +556,8 @@ class Repository:
                 raise self._explain(exc.stderr, call) from None
 
     def walk(self, snapshot_id: str) -> Iterator[dict[str, Any]]:
-        """Every node of a snapshot, streamed as `restic ls --json` lists them (a tree may hold millions)."""
+        """Every node of a snapshot (path, type, size, mode, uid, gid, mtime), streamed as `restic ls --json`
+        lists them (a tree may hold millions)."""
         with self._call() as call:
             child = runner.start(call.argv("ls", "--json", snapshot_id), what="restic ls", env=call.env,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, secrets=self.secrets)
@@ -572,16 +573,6 @@ class Repository:
                 child.wait()
             except runner.ProcessFailed as exc:
                 raise self._explain(exc.stderr, call) from None
-
-    def ls(self, snapshot_id: str, top: str | None = None) -> list[dict[str, Any]]:
-        """Every node of a snapshot (path, type, size, mode, uid, gid, mtime); only `top`'s entries if given."""
-        out = self.run("ls", "--json", snapshot_id, *([top] if top else []))
-        nodes = []
-        for raw in out.splitlines():
-            item = json.loads(raw)
-            if item.get("struct_type") == "node":
-                nodes.append(item)
-        return nodes
 
     def restore(self, snapshot_id: str, target: Path, includes: Sequence[str], reporter: Reporter) -> None:
         """Restore paths of a snapshot under `target` ("/" puts them back where they were)."""
