@@ -18,6 +18,11 @@ from rich.table import Table
 from rich.text import Text
 
 from safehold import config as config_module
+
+try:  # Typer ≥0.20 carries its own copy of click; its exceptions are not click's
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older Typer on plain click
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 from safehold.actions.common import dumps
 from safehold.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE, ConfigError, SafeholdError, Stopped
 from safehold.output import Reporter, literal_console
@@ -85,12 +90,16 @@ def _fail(reporter: Reporter | None, json_out: bool, message: str, hint: str | N
     """Print a failure as one line (or a JSON object with `hint` unless it is None) and exit with `code`."""
     if reporter is not None:
         reporter.close()
+    _print_failure(json_out, message, hint)
+    raise typer.Exit(code) from None
+
+
+def _print_failure(json_out: bool, message: str, hint: str | None) -> None:
     if json_out:
         print(dumps({"ok": False, "error": message, **({"hint": hint} if hint is not None else {})}))
     else:
         err.print(Text.assemble(("error:", "bold red"), f" {message} — {hint}" if hint else f" {message}"),
                   soft_wrap=True)
-    raise typer.Exit(code) from None
 
 
 def _problem(text: str) -> Text:
@@ -346,7 +355,7 @@ def key_escrow(
         if password_ref:
             password = resolve(password_ref, "--password-ref")
         else:
-            password = Secret(typer.prompt("ITFlow password of an admin account", hide_input=True), "prompt")
+            password = Secret(typer.prompt("ITFlow password of an admin account", hide_input=True, err=True), "prompt")
         return escrow(cfg, instance, password, user, reporter)
 
     _run(json_out, action, lambda res: out.print(Text.assemble(
@@ -406,7 +415,8 @@ def repo_trust(name: Annotated[str, typer.Argument(help="sftp repository name")]
     def confirm(host: str, prints: list[str]) -> bool:
         if not sys.stdin.isatty():
             return False
-        return typer.confirm(f"{host} presents {', '.join(prints)}. Does this match the server's fingerprint?")
+        return typer.confirm(f"{host} presents {', '.join(prints)}. Does this match the server's fingerprint?",
+                             err=True)
 
     _run(json_out, lambda r: trust(_load(config), name, yes, replace, confirm),
          lambda res: out.print(f"{res['host']}: {', '.join(res['fingerprints'])} "
@@ -498,7 +508,7 @@ def user_add(
         if password_ref:
             password = resolve(password_ref, "--password-ref").reveal()
         else:
-            password = typer.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True)
+            password = typer.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True, err=True)
         Store(cfg.state_dir).add_user(name, role, password, replace=replace)
         return {"user": name, "role": role}
 
@@ -624,10 +634,18 @@ def schedule_install(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: usage mistakes end as one line (or one JSON object), exit 2."""
+    json_out = "--json" in sys.argv[1:]
     try:
-        app()
-    except SystemExit as exc:
-        if exc.code not in (0, None) and isinstance(exc.code, int) and exc.code == 2:
-            sys.exit(EXIT_USAGE)
-        raise
+        code = app(standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as exc:  # bare `safehold` or a group: the help is the answer
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except click_errors.ClickException as exc:  # Typer would draw a box around it; a script wants one line
+        command = exc.ctx.command_path if isinstance(exc, click_errors.UsageError) and exc.ctx else "safehold"
+        _print_failure(json_out, exc.format_message().rstrip("."), f"see `{command} --help`")
+        sys.exit(EXIT_USAGE if isinstance(exc, click_errors.UsageError) else exc.exit_code)
+    except click_errors.Abort:  # Ctrl-C outside an action (an action reports its own)
+        err.print(Text.assemble(("interrupted", "bold red"), ": nothing was changed"))
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -174,6 +174,14 @@ def store(env: Env, path: str, data: bytes, run_id: str) -> str:
     return summary.snapshot_id
 
 
+def test_a_run_id_that_names_no_point_is_a_usage_mistake_not_a_failed_drill(env: Env) -> None:
+    history = History(env.root / "state")
+    before = len(history.runs(None, "drill"))
+    res = run_cli("drill", env.instance, "--run", "19990101", config=env.config_path)
+    assert res.returncode == 1 and f"no point '19990101' of {env.instance}" in res.stderr, res.stderr
+    assert len(history.runs(None, "drill")) == before  # nothing recorded: check and reports stay quiet
+
+
 def test_healthy_drill_passes_and_reports_phases(env: Env) -> None:
     res = run_cli("drill", env.instance, "--run", env.run_id, "--json", config=env.config_path,
                   env={"TMPDIR": str(env.scratch_tmp)})

@@ -18,7 +18,7 @@ import pytest
 from safehold import config as config_module
 from safehold.actions import drill as drill_action
 from safehold.actions.backup import backup_instance
-from safehold.actions.common import open_repository
+from safehold.actions.common import open_repository, points
 from safehold.actions.points import list_points
 from safehold.history import History
 from safehold.output import Silent
@@ -105,7 +105,9 @@ path = "{lite}"
     old_tmp = tempfile.tempdir
     tempfile.tempdir = str(root)
     try:
-        drill_action.drill(config, instance, Silent(), "20200101")  # no such point: a failed drill
+        oldest = points(config, repo, instance)[-1]
+        repo.run("forget", oldest.manifest.databases[0].snapshot)  # its database is gone: a failed drill
+        drill_action.drill(config, instance, Silent(), oldest.run_id)
         drill_action.drill(config, instance, Silent())
     finally:
         tempfile.tempdir = old_tmp
@@ -140,7 +142,7 @@ def test_numbers_on_the_page_match_the_data(reported: dict[str, object]) -> None
         assert fields[f"phase/{phase}"] == f"{seconds:.2f} s"
     assert page.attrs["failures"]["data-count"] == "2"
     assert f"backup run {reported['killed']} did not complete" in fields["failures"]
-    assert f"no point '20200101' of {instance}" in fields["failures"]
+    assert "offsite: a snapshot this point needs is not in the repository" in fields["failures"]
     assert page.circles == {"duration": 3, "size": 3}
 
     data = reported["data"]["instances"][0]  # --json carries the same numbers

@@ -116,3 +116,27 @@ def test_export_refuses_a_name_that_is_not_tar_zst(tmp_path: Path) -> None:
         assert not (tmp_path / name).exists()
     for name in ("x.tar.zst", "x.tar.zst.age"):  # accepted: refused later only because there is no point yet
         assert "NAME.tar.zst" not in one_line_error(run_cli("export", "latest", str(tmp_path / name), config=config))
+
+
+def test_usage_mistakes_are_one_line_not_a_box(tmp_path: Path) -> None:
+    config = files_config(tmp_path)
+    for argv, said in ((["backup", "app", "--bogus"], "No such option: --bogus"),
+                       (["restore"], "Missing argument"),
+                       (["nosuchcommand"], "No such command 'nosuchcommand'")):
+        result = run_cli(*argv, config=config)
+        assert result.returncode == 2, result.stderr
+        line = one_line_error(result)
+        assert said in line and "--help`" in line and "╭" not in result.stderr, result.stderr
+        assert result.stdout == ""
+
+
+def test_usage_mistake_with_json_is_one_json_object(tmp_path: Path) -> None:
+    result = run_cli("list", "--json", "--bogus", config=files_config(tmp_path))
+    assert result.returncode == 2
+    answer = json.loads(result.stdout)
+    assert answer["ok"] is False and "--bogus" in answer["error"] and "safehold list --help" in answer["hint"]
+
+
+def test_help_still_exits_zero(tmp_path: Path) -> None:
+    result = run_cli("list", "--help", config=files_config(tmp_path))
+    assert result.returncode == 0 and "Recovery points" in result.stdout

@@ -112,3 +112,15 @@ def test_damage_is_not_taken_for_a_repository_that_disappeared(tmp_path: Path) -
         assert "is damaged" in error.message and known.exists()
         gone = repo._explain("Fatal: unable to open config file: stat /x/config: no such file or directory", call)
         assert "has disappeared" in gone.message and not known.exists()
+
+
+@pytest.mark.parametrize("stderr", [
+    # restic 0.14 `dump`/`restore` of a snapshot that was forgotten by hand
+    'invalid id "1c5e1234": no matching ID found for prefix "1c5e1234"\n',
+    # restic 0.16+
+    'Fatal: failed to find snapshot: no matching ID found for prefix "1c5e1234"\n',
+])
+def test_a_forgotten_part_snapshot_is_named_as_such(stderr: str) -> None:
+    error = explain(restic_stderr(stderr), "main")
+    assert "a snapshot this point needs is not in the repository" in error.message, error.line()
+    assert "safehold list" in error.hint and "not reachable" not in error.line()

@@ -383,6 +383,8 @@ def drill_instance(config: Config, name: str, reporter: Reporter, run: str | Non
     result: dict[str, object] = {"instance": name, "repository": repo.name, "run_id": None, "point_started": None,
                                  "rpo_seconds": None, "started": started, "leftovers_removed": []}
     outcome = Outcome()
+    if run is not None:  # a run id that names no point is a typo, not a failed drill: no history, no alarm
+        run = find_point(config, repo, name, run).run_id
     # Recorded in the run history like a backup, so check, metrics and notifications see drills too.
     with tracked(config, name, "drill", reporter) as record:
         # Its own lock: backups go on during a drill, but two drills of one instance would clean each other up.

@@ -132,6 +132,9 @@ def explain(stderr: str, repo: str) -> RepositoryError:
         # Not "already locked": restic could not write its lock file, for a reason the lines above did not name.
         ("unable to create lock", f"repository {repo}: restic cannot write its lock file",
          "check that the repository location is writable (mounted read-write, permissions, free space)"),
+        # A point whose part snapshot was forgotten behind safehold's back (restic forget by hand).
+        ("no matching id found", f"repository {repo}: a snapshot this point needs is not in the repository",
+         "the point is incomplete: use another one (`safehold list`) or copy it from another repository"),
         (NOT_A_REPOSITORY, f"repository {repo} does not exist or is not reachable", "check the repository URL"),
     ]
     for pattern, message, hint in rules:
