@@ -268,7 +268,7 @@ def _stopped_part_way(name: str, plan: Plan, safety_point: object) -> str:
     """The line for a restore that ended part-way: what may be incomplete and how to get back."""
     touched = [f"database {s.target}" for s in plan.databases]
     if plan.includes:
-        touched.append(plan.includes[0] if plan.files_target == Path("/") else str(plan.files_target))
+        touched.extend(plan.includes if plan.files_target == Path("/") else [str(plan.files_target)])
     line = f"the restore stopped part-way: {', '.join(touched)} may be incomplete"
     if safety_point:
         return (f"{line}; what was there before is in safety point {safety_point} "
