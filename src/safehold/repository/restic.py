@@ -246,6 +246,29 @@ def unreadable_files(label: str, errors: list[SourceError]) -> SafeholdError:
                          "`exclude`; the last complete point is unchanged")
 
 
+# restic commands that only read. On a read-only disk (a write-protected copy, a backup disk mounted
+# read-only for a recovery) they run with --no-lock: restic cannot write its lock files there, and
+# nothing else could be writing either.
+READING_COMMANDS = frozenset({"snapshots", "ls", "dump", "restore", "cat", "check", "stats", "find", "diff"})
+
+
+def on_read_only_mount(path: Path) -> bool:
+    """True when `path` (or its nearest existing parent) lies on a file system mounted read-only."""
+    for candidate in (path, *path.parents):
+        try:
+            return bool(os.statvfs(candidate).f_flag & os.ST_RDONLY)
+        except OSError:
+            continue
+    return False
+
+
+def read_only_error(repo: str) -> RepositoryError:
+    """A command that must write refused up front (restic itself would retry its lock for ~45 s)."""
+    return RepositoryError(f"repository {repo} is on a read-only file system",
+                           "backups, retention and repairs write to it: remount it read-write or use a writable "
+                           "location (listing, verifying and restoring work as it is)")
+
+
 @dataclass
 class _Call:
     """One restic process's environment and options, and the file its ssh writes errors to (sftp:)."""
@@ -253,9 +276,17 @@ class _Call:
     env: dict[str, str]
     options: list[str]
     ssh_log: Path | None
+    # The repository's name when it lies on a read-only mount.
+    read_only: str | None = None
+
+    def refuse_writing(self, command: str) -> None:
+        """Raise when `command` would have to write to a read-only repository."""
+        if self.read_only is not None and command not in READING_COMMANDS:
+            raise read_only_error(self.read_only)
 
     def argv(self, *args: str) -> list[str]:
-        return ["restic", *self.options, *args]
+        self.refuse_writing(args[0])
+        return ["restic", *self.options, *(["--no-lock"] if self.read_only else []), *args]
 
 
 @dataclass
@@ -293,6 +324,12 @@ class Repository:
                                    "repository there")
         return error
 
+    @property
+    def read_only(self) -> bool:
+        """True for a repository on this host whose disk is mounted read-only."""
+        path = local_path(self.url)
+        return path is not None and on_read_only_mount(path)
+
     def _url_digest(self) -> str:
         # A hash, not the URL: a rest: or s3 URL may carry credentials, and the state dir is not secret.
         return hashlib.sha256(self.url.encode()).hexdigest()
@@ -323,7 +360,7 @@ class Repository:
                 # The ssh command names the log by its path (see ssh.sftp_command); point it at this call's.
                 options = [arg.replace(str(self.ssh_log), str(log)) for arg in self.extra_args] if log else \
                     list(self.extra_args)
-                yield _Call(env, options, log)
+                yield _Call(env, options, log, self.name if self.read_only else None)
         finally:
             if log is not None:
                 log.unlink(missing_ok=True)
@@ -376,7 +413,9 @@ class Repository:
                                   "point the URL at a new or empty folder, or move those files away")
 
     def ensure(self, reporter: Reporter) -> None:
-        """Open the repository, initialising it (with a clear message) on first use."""
+        """Open the repository for writing, initialising it (with a clear message) on first use."""
+        if self.read_only:
+            raise read_only_error(self.name)
         if self._known():
             return
         if not self.is_initialised():
@@ -395,6 +434,7 @@ class Repository:
                    "RESTIC_FROM_REPOSITORY": source.url, "RESTIC_FROM_PASSWORD_FILE": from_call.env[
                        "RESTIC_PASSWORD_FILE"]}
             # -o options (the sftp command) are global in restic 0.14, so the source's come first and ours win.
+            call.refuse_writing(args[0])
             argv = ["restic", *from_call.options, *call.options, *args]
             try:
                 return runner.run(argv, what=f"restic {args[0]}", env=env, secrets=secrets)
@@ -421,7 +461,8 @@ class Repository:
 
     def unlock_stale(self) -> None:
         """Remove only locks restic can prove dead (same host, process gone, or too old)."""
-        self.run("unlock")
+        if not self.read_only:  # none can be left where nothing can write
+            self.run("unlock")
 
     # -- writing --------------------------------------------------------------------------
 
