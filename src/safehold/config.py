@@ -60,6 +60,9 @@ class RepositoryConfig(Model):
     )
     known_hosts: str | None = Field(default=None, description="SSH known_hosts line(s) for sftp:")
     ssh_key: str | None = Field(default=None, description="private key file for sftp:")
+    # An office uplink that nightly uploads must not fill: restic's own limiter, in KiB/s.
+    limit_upload: int | None = Field(default=None, ge=1, description="upload limit in KiB/s")
+    limit_download: int | None = Field(default=None, ge=1, description="download limit in KiB/s")
 
     _secret_password = field_validator("password")(_check_secret)
 
@@ -77,6 +80,11 @@ class RepositoryConfig(Model):
     def local_path(self) -> Path | None:
         """The folder of a repository on this host; None for a remote one."""
         return local_path(self.url)
+
+    def rate_limits(self) -> list[str]:
+        """restic's options for the configured upload and download limits."""
+        return [*(["--limit-upload", str(self.limit_upload)] if self.limit_upload else []),
+                *(["--limit-download", str(self.limit_download)] if self.limit_download else [])]
 
     @field_validator("env")
     @classmethod

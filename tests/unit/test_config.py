@@ -50,6 +50,7 @@ def test_valid_config_parses() -> None:
          "instances.app.databases.0.names: lists a more than once"),
         (('url = "/srv/repo"', 'url = "/srv/repo"\n[settings]\nstate_dir = "state"'), "settings.state_dir: 'state'"),
         (('files = ["/srv/app"]', 'files = ["/a"]\nretention = { daily = 0, weekly = 0 }'), "keeps no point besides"),
+        (('url = "/srv/repo"', 'url = "/srv/repo"\nlimit_upload = 0'), "repositories.main.limit_upload"),
     ],
 )
 def test_errors_name_the_key(change: tuple[str, str], expected: str) -> None:
@@ -82,3 +83,9 @@ def test_database_shapes() -> None:
     assert "needs names" in error_of(text)
     text = BASE + '[[instances.app.databases]]\nengine = "sqlite"\n'
     assert "needs path" in error_of(text)
+
+
+def test_rate_limits_become_restic_options() -> None:
+    config = parse(BASE.replace('url = "/srv/repo"', 'url = "/srv/repo"\nlimit_upload = 2048'), Path("x.toml"))
+    assert config.repositories["main"].rate_limits() == ["--limit-upload", "2048"]
+    assert parse(BASE, Path("x.toml")).repositories["main"].rate_limits() == []

@@ -24,8 +24,9 @@ def open_repository(config: Config, name: str) -> Repository:
     repo = config.repositories[name]
     password = resolve(repo.password, f"repositories.{name}.password")
     env = {key: resolve(ref, f"repositories.{name}.env.{key}") for key, ref in repo.env.items()}
-    return Repository(name=name, url=repo.url, password=password, env=env, extra_args=restic_options(config, name),
-                      ssh_log=ssh_log_file(config, name), known_file=config.state_dir / "repositories" / f"{name}.url")
+    return Repository(name=name, url=repo.url, password=password, env=env,
+                      extra_args=restic_options(config, name) + repo.rate_limits(), ssh_log=ssh_log_file(config, name),
+                      known_file=config.state_dir / "repositories" / f"{name}.url")
 
 
 def describe(config: Config, name: str) -> tuple[Instance, ModuleType, InstanceConfig]:

@@ -19,6 +19,7 @@ TEMPLATE = '''# safehold configuration. Secrets are never written here: use "env
 [repositories.main]
 url = {repo}                         # local path, sftp:user@host:/path, s3:https://host/bucket/path
 password = "file:/etc/safehold/repo.pass"   # create with: umask 077; openssl rand -base64 32 > /etc/safehold/repo.pass
+# limit_upload = 2048                  # KiB/s, so the nightly upload leaves room on the uplink (limit_download too)
 # env = {{ AWS_ACCESS_KEY_ID = "env:AWS_ACCESS_KEY_ID", AWS_SECRET_ACCESS_KEY = "file:/etc/safehold/s3.secret" }}
 
 [instances.{name}]
