@@ -486,6 +486,8 @@ def report(instance: InstanceArg = None,
     _run(json_out, lambda r: do_report(_load(config), instance, html, days), render)
 
 
+# The audit log's "user" for account changes made on the host itself.
+COMMAND_LINE = "(command line)"
 user_app = typer.Typer(help="Accounts of the web console.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 
@@ -509,10 +511,40 @@ def user_add(
             password = resolve(password_ref, "--password-ref").reveal()
         else:
             password = typer.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True, err=True)
-        Store(cfg.state_dir).add_user(name, role, password, replace=replace)
+        store = Store(cfg.state_dir)
+        store.add_user(name, role, password, replace=replace)
+        store.audit(COMMAND_LINE, None, "user reset" if replace else "user add", name, role)
         return {"user": name, "role": role}
 
     _run(False, action, lambda res: out.print(f"user {res['user']} ({res['role']}) saved"))
+
+
+@user_app.command("list")
+def user_list(config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Console accounts and their roles."""
+    from safehold.web.store import Store
+
+    def render(users: list[dict[str, object]]) -> None:
+        for user in users:
+            out.print(f"{user['name']}  {user['role']}")
+        if not users:
+            out.print("no accounts yet: safehold user add NAME --role operator")
+
+    _run(json_out, lambda r: Store(_load(config).state_dir).users(), render)
+
+
+@user_app.command("remove")
+def user_remove(name: Annotated[str, typer.Argument(help="user name")], config: ConfigOpt = None) -> None:
+    """Delete a console account (someone left); its open sessions end at once."""
+    from safehold.web.store import Store
+
+    def action(reporter: Reporter) -> str:
+        store = Store(_load(config).state_dir)
+        store.remove_user(name)
+        store.audit(COMMAND_LINE, None, "user remove", name, "ok")
+        return name
+
+    _run(False, action, lambda removed: out.print(f"user {removed} removed; their sessions are closed"))
 
 def _mb(value: int | None) -> str | None:
     return None if value is None else f"{value / 1e6:.2f}"

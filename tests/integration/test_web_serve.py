@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from safehold.web.store import Store
 from tests.conftest import SRC, run_cli
 
 
@@ -53,6 +55,26 @@ def test_user_add_prompts_and_refuses_bad_input(tmp_path: Path, repo) -> None:
     assert role.returncode == 2 and "viewer or operator" in role.stderr
     database = tmp_path / "state" / "web.sqlite"
     assert database.stat().st_mode & 0o077 == 0 and b"a-long-password" not in database.read_bytes()
+
+
+def test_user_list_and_remove_end_the_account_and_its_sessions(tmp_path: Path, repo) -> None:
+    config = write_config(tmp_path, repo)
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PW": "a-long-password"}
+    for name, role in (("alice", "operator"), ("bob", "viewer")):
+        assert run_cli("user", "add", name, "--role", role, "--password-ref", "env:PW", config=config,
+                       env=env).returncode == 0
+    store = Store(tmp_path / "state")
+    token = store.open_session("bob")
+    listed = run_cli("user", "list", "--json", config=config)
+    assert json.loads(listed.stdout) == [{"name": "alice", "role": "operator"}, {"name": "bob", "role": "viewer"}]
+    removed = run_cli("user", "remove", "bob", config=config)
+    assert removed.returncode == 0 and "bob removed" in removed.stdout, removed.stderr
+    assert store.session(token) is None and not store.check_password("bob", "a-long-password")
+    assert [u["name"] for u in store.users()] == ["alice"]
+    again = run_cli("user", "remove", "bob", config=config)
+    assert again.returncode == 2 and "user bob does not exist" in again.stderr
+    assert [(row["action"], row["target"]) for row in store.audit_rows()][:2] == [("user remove", "bob"),
+                                                                                  ("user add", "bob")]
 
 
 def test_serve_with_tls_sets_secure_cookies(tmp_path: Path, repo) -> None:

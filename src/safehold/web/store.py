@@ -98,6 +98,13 @@ class Store:
                     time.time())
         self._query("DELETE FROM sessions WHERE user = ?", name)
 
+    def remove_user(self, name: str) -> None:
+        """Delete an account; its open sessions end with it."""
+        if not self._query("SELECT 1 FROM users WHERE name = ?", name):
+            raise ConfigError(f"user {name} does not exist", "see `safehold user list`")
+        self._query("DELETE FROM sessions WHERE user = ?", name)
+        self._query("DELETE FROM users WHERE name = ?", name)
+
     def users(self) -> list[dict[str, object]]:
         """Account names and roles (never hashes)."""
         return [{"name": n, "role": r} for n, r in self._query("SELECT name, role FROM users ORDER BY name")]
