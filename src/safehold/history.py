@@ -81,6 +81,12 @@ class Run:
     error: str | None
     details: dict[str, Any] = field(default_factory=dict)
 
+    def reason(self) -> str | None:
+        """Why the run failed, in one line: a drill's first problems (its error names only one), else its error."""
+        if self.kind == "drill" and self.details.get("problems"):
+            return "; ".join(str(p) for p in self.details["problems"][:3])
+        return self.error
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (times as ISO strings in UTC)."""
         return {

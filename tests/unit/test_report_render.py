@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,3 +86,15 @@ def test_failures_of_every_kind_in_the_period_come_from_the_history(tmp_path: Pa
     assert failures[7] == {"when": t0 - timedelta(days=1), "what": "backup",
                            "message": "backup run 20261119T010000Z-0000 did not complete (parts without a manifest "
                                       "in main)"}
+
+
+def test_failure_rows_hold_only_what_the_page_shows(tmp_path: Path) -> None:
+    # A failed backup's end is needed to place its parts, but is no key of the row the page and --json show.
+    history = History(tmp_path)
+    t0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
+    _run(history, "backup", "failed", "disk full", started=t0)
+    failures = history_failures(history, "app", t0 - timedelta(days=1))
+    _add_incomplete(failures, "main", [("20261120T010020Z-ab12", t0 + timedelta(seconds=20))])
+    assert failures == [{"when": t0, "what": "backup", "message": "disk full; backup run 20261120T010020Z-ab12 did "
+                                                                  "not complete (parts without a manifest in main)"}]
+    assert json.loads(json.dumps(failures, default=str)) == [{**failures[0], "when": str(t0)}]

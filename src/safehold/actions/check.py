@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from safehold.apps.quiesce import marker_path, resume_marker
+from safehold.apps.quiesce import look_at_marker, marker_path, resume_marker
 from safehold.config import Config
 from safehold.history import History
 from safehold.lock import is_locked
 from safehold.output import Silent
 from safehold.runner import process_alive
 from safehold.schedule import DEFAULT_GAP, GRACE, backup_schedule
+from safehold.scheduler import RESUME_SECONDS
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -99,7 +100,7 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
         # Recorded by the run (this check reads no secrets): a failure would not reach these notify URLs.
         findings.append(Finding("notify", WARNING, "notifications of the last run: "
                                 + "; ".join(last.details["notify_problems"])))
-    findings.extend(_paused(config, name))
+    findings.extend(paused_findings(config, name))
     if is_locked(config.state_dir, name):
         findings.append(Finding("running", OK, "a run is in progress"))
 
@@ -110,22 +111,25 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
     return findings
 
 
-def _paused(config: Config, name: str) -> list[Finding]:
-    """An application a killed run left paused (quiesced): resumed here if the instance is free, else CRITICAL.
+def paused_findings(config: Config, name: str, resume: bool = True) -> list[Finding]:
+    """An application a killed run left paused (quiesced): CRITICAL while it stays paused, WARNING once resumed.
 
-    Resuming is safehold undoing its own recorded steps, under the instance lock, so it can never cut
-    into a live run; an application left read-only or without its cron for days is worse than a
-    monitoring check that changes something.
+    With `resume` (`safehold check`) it is resumed here if the instance is free. That is safehold
+    undoing its own recorded steps, under the instance lock, so it can never cut into a live run; an
+    application left read-only or without its cron for days is worse than a monitoring check that
+    changes something. Without it (the web console, whose pages anyone logged in may read) the marker
+    is only looked at, and the finding says who resumes it.
     """
     marker = marker_path(config.state_dir, name)
     if not marker.exists():
         return []
     try:
-        found = resume_marker(marker, config.state_dir, Silent())
+        found = resume_marker(marker, config.state_dir, Silent()) if resume \
+            else look_at_marker(marker, config.state_dir)
     except OSError as exc:  # e.g. the lock folder is not writable by the monitoring user
-        return [Finding("paused", CRITICAL, f"{name} may be left paused by a killed run ({marker}), and this check "
-                                            f"could not resume it: {exc}; run `safehold check {name}` as the user "
-                                            "that runs the backups")]
+        return [Finding("paused", CRITICAL, f"{name} may be left paused by a killed run ({marker}), and it could "
+                                            f"not be {'resumed' if resume else 'looked at'} here: {exc}; run "
+                                            f"`safehold check {name}` as the user that runs the backups")]
     since = f"{found.since:%Y-%m-%d %H:%M} UTC" if found.since else "an unknown time"
     left = f"{found.paused()} — left paused since {since} by run pid {found.pid}, which was killed or could " \
         "not resume it"
@@ -141,6 +145,10 @@ def _paused(config: Config, name: str) -> list[Finding]:
         return [Finding("paused", CRITICAL, f"unreadable quiesce marker {marker} ({found.problems[0]}): the "
                                             f"application may be left paused; resume it by hand, then delete the "
                                             "marker")]
+    if found.state == "found":  # only looked at: nobody tried to resume it yet
+        return [Finding("paused", CRITICAL, f"{left}; `safehold serve` resumes it within "
+                                            f"{RESUME_SECONDS / 60:.0f} min, any backup or `safehold check {name}` "
+                                            "at once")]
     return [Finding("paused", CRITICAL, f"{left}; resuming failed: {'; '.join(found.problems)} — fix that and run "
                                         f"`safehold check {name}` again, or resume by hand and delete {marker}")]
 

@@ -69,32 +69,41 @@ def _incomplete_runs(config: Config, instance: str, snaps: list[dict[str, Any]],
 PART_SLACK = timedelta(minutes=1)
 
 
-def history_failures(history: History, name: str, since: datetime) -> list[dict[str, Any]]:
+class Failure(dict[str, Any]):
+    """One line of the report's failure list: its `when`, `what` and `message` keys are what the page shows.
+
+    A failed backup from the history also knows when it ended (`until`, an attribute, never shown), so
+    parts it stored without a manifest can be said on it rather than as a failure of their own.
+    """
+
+    def __init__(self, when: datetime, what: str, message: str, until: datetime | None = None) -> None:
+        super().__init__(when=when, what=what, message=message)
+        self.until = until
+
+
+def history_failures(history: History, name: str, since: datetime) -> list[Failure]:
     """Every failed (or partial) run of the instance in the period, with its error line."""
     failures = []
     for run in history.failures(name, since):
-        message = run.error or "no reason recorded"
+        message = run.reason() or "no reason recorded"
         point = run.details.get("run_id")
-        if run.kind == "drill" and run.details.get("problems"):
-            message = "; ".join(str(p) for p in run.details["problems"][:3])
         if run.kind in ("drill", "restore") and point:
             message = f"{run.kind} of point {point}: {message}"
-        failures.append({"when": run.started, "what": run.kind if run.result == "failed" else
-                         f"{run.kind} ({run.result})", "message": message,
-                         "_until": run.finished or now()})
+        failures.append(Failure(run.started, run.kind if run.result == "failed" else f"{run.kind} ({run.result})",
+                                message, until=run.finished or now()))
     return failures
 
 
-def _add_incomplete(failures: list[dict[str, Any]], repo_name: str, runs: list[tuple[str, datetime]]) -> None:
+def _add_incomplete(failures: list[Failure], repo_name: str, runs: list[tuple[str, datetime]]) -> None:
     """Parts without a manifest: said on the failed backup they belong to, else a failure of their own."""
     for run_id, when in runs:
         note = f"backup run {run_id} did not complete (parts without a manifest in {repo_name})"
-        owner = next((f for f in failures if f["what"] == "backup" and "_until" in f
-                      and f["when"] - PART_SLACK <= when <= f["_until"] + PART_SLACK), None)
+        owner = next((f for f in failures if f["what"] == "backup" and f.until is not None
+                      and f["when"] - PART_SLACK <= when <= f.until + PART_SLACK), None)
         if owner is not None:
             owner["message"] += f"; {note}"
         else:
-            failures.append({"when": when, "what": "backup", "message": note})
+            failures.append(Failure(when, "backup", note))
 
 
 def _chart(rows: list[dict[str, Any]], key: str, scale: float) -> dict[str, Any]:
@@ -124,7 +133,7 @@ def instance_report(config: Config, name: str, since: datetime) -> dict[str, Any
         except SafeholdError as exc:
             repositories.append({"name": repo_name, "points": None, "newest": None, "oldest": None,
                                  "error": exc.message})
-            failures.append({"when": now(), "what": "repository", "message": f"{repo_name}: {exc.message}"})
+            failures.append(Failure(now(), "repository", f"{repo_name}: {exc.message}"))
             continue
         repositories.append({"name": repo_name, "points": len(kept), "error": None,
                              "newest": kept[0].manifest.started if kept else None,
@@ -134,8 +143,6 @@ def instance_report(config: Config, name: str, since: datetime) -> dict[str, Any
             history = [point_row(p) for p in reversed(kept) if p.manifest.started >= since]
             last = next((p for p in kept if not p.manifest.safety_point), None)
     recorded = drills.load(config, name)
-    for failure in failures:
-        failure.pop("_until", None)
     failures.sort(key=lambda f: f["when"], reverse=True)
     plain = [row for row in history if not row["safety_point"]]
     return {

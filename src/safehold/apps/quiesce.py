@@ -6,7 +6,8 @@ reverse order and removes the marker. Exceptions and SIGTERM/SIGHUP (turned into
 while paused) pass through that path. SIGKILL cannot be caught: the marker stays behind and
 `resume_leftovers` undoes what the dead run left paused. It is called by every backup, by
 `safehold serve` (at start and every few minutes) and, for the instances it checks, by `safehold
-check`, which reports what it found.
+check`, which reports what it found. A resume that fails leaves its reasons in the marker, so the
+web console, which only looks (`look_at_marker`), can tell "not resumed yet" from "resuming fails".
 
 A live pause always holds the instance lock (a backup pauses under it). So a marker whose instance
 lock can be taken is a leftover, whatever PID it names, and undoing it while holding that lock
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from safehold.errors import SafeholdError
-from safehold.lock import Locked, instance_lock
+from safehold.lock import Locked, instance_lock, is_locked
 from safehold.output import Reporter
 from safehold.secrets import write_private
 
@@ -176,7 +177,8 @@ class Leftover:
     pid: int = 0
     since: datetime | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
-    # resumed, busy (a run of the instance holds its lock), failed (an undo step failed), unreadable
+    # found (not resumed yet), resumed, busy (a run of the instance holds its lock), failed (an undo step
+    # failed), unreadable
     state: str = "found"
     problems: list[str] = field(default_factory=list)
 
@@ -193,6 +195,7 @@ def _read(marker: Path) -> Leftover:
         found.app, found.pid = str(data.get("app", "?")), int(data.get("pid", 0))
         found.since = datetime.fromtimestamp(float(data["since"]), UTC) if data.get("since") else None
         found.steps = list(data.get("steps", []))
+        found.problems = [str(line) for line in data.get("resume_failed", [])]
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         found.state, found.problems = "unreadable", [str(exc)]
     return found
@@ -206,6 +209,11 @@ def _undo_marker(found: Leftover, reporter: Reporter) -> Leftover:
         reporter.warn(f"could not resume {found.instance}: {line}")
     if found.problems:
         found.state = "failed"
+        # Kept in the marker for those who only look (the web console); the next attempt replaces them.
+        # Best effort: not being able to note them must not hide the reasons from this caller.
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(found.marker.read_text())
+            write_private(found.marker, json.dumps({**data, "resume_failed": found.problems}, indent=2))
         return found
     found.marker.unlink(missing_ok=True)
     found.state = "resumed"
@@ -234,6 +242,18 @@ def resume_marker(marker: Path, state_dir: Path, reporter: Reporter) -> Leftover
     except Locked:
         found.state = "busy"  # a run of this instance holds the lock: its pause (or its start) handles it
         return found
+
+
+def look_at_marker(marker: Path, state_dir: Path) -> Leftover:
+    """A resume marker as it stands, changing nothing: busy, failed (the last resume failed), or found.
+
+    For pages anyone may read: resuming runs the application's commands and takes the instance
+    lock, which a page view must not do (`safehold serve` resumes every few minutes).
+    """
+    found = _read(marker)
+    if found.state != "unreadable":
+        found.state = "busy" if is_locked(state_dir, found.instance) else "failed" if found.problems else "found"
+    return found
 
 
 def leftovers(state_dir: Path) -> list[Path]:

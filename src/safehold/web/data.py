@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from safehold.actions import drill, export, replicate
+from safehold.actions.check import paused_findings
 from safehold.actions.points import list_points
 from safehold.config import WEEK_DAYS, Config, InstanceConfig, ScheduleConfig
 from safehold.errors import SafeholdError
-from safehold.history import History
+from safehold.history import History, Run
 from safehold.output import Reporter
 from safehold.schedule import backup_schedule, drill_schedule
 from safehold.secrets import mask_url
@@ -97,6 +98,14 @@ def _from_job(job: Job) -> Outcome:
     return Outcome(job.kind, job.state == "ok", _aware(job.finished or job.created), job.error, rto, job.id)
 
 
+def _from_run(run: Run | None) -> Outcome | None:
+    # A killed run is in the history as a failed one ("interrupted: ..."): History notices its process is gone.
+    if run is None:
+        return None
+    return Outcome(run.kind, run.result == "ok", _aware(run.finished or run.started), run.reason(),
+                   run.details.get("rto_seconds"))
+
+
 def newest(*outcomes: Outcome | None) -> Outcome | None:
     """The most recent of several records of the same kind of run."""
     present = [o for o in outcomes if o is not None]
@@ -121,6 +130,8 @@ class InstanceView:
     running: bool = False
     state: str = "ok"  # ok | warn | bad | running
     reasons: list[str] = field(default_factory=list)
+    # `safehold check`'s "paused" findings (rule, status, message): what a killed run left paused
+    paused: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def last_point(self) -> dict[str, Any] | None:
@@ -171,23 +182,10 @@ class Data:
         """Runs from the run history (scheduler, CLI and console alike)."""
         return [run.as_dict() for run in History(self.config.state_dir).runs(name, limit=limit)]
 
-    def _last_backup(self, name: str, console: list[Job]) -> Outcome | None:
-        mine = next((_from_job(j) for j in console if j.kind == "backup" and j.done), None)
-        run = History(self.config.state_dir).last_run(name, "backup")
-        recorded = Outcome("backup", run.result == "ok", _aware(run.finished or run.started), run.error) if run \
-            else None
-        return newest(mine, recorded)
-
-    def _last_drill(self, name: str, console: list[Job]) -> Outcome | None:
-        mine = next((_from_job(j) for j in console if j.kind == "drill" and j.done), None)
-        results = drill.load(self.config, name)
-        recorded = None
-        if results:
-            last = results[-1]
-            problems = last.get("problems") or []
-            recorded = Outcome("drill", bool(last.get("ok")), _aware(last.get("finished") or last.get("started")),
-                               "; ".join(str(p) for p in problems[:3]) or None, last.get("rto_seconds"))
-        return newest(mine, recorded)
+    def _last(self, name: str, kind: str, console: list[Job]) -> Outcome | None:
+        """The newest finished backup or drill, started here or anywhere else (the run history has them all)."""
+        mine = next((_from_job(j) for j in console if j.kind == kind and j.done), None)
+        return newest(mine, _from_run(History(self.config.state_dir).last_run(name, kind)))
 
     def _copies(self, name: str) -> dict[str, dict[str, Any]]:
         try:
@@ -211,8 +209,10 @@ class Data:
         except SafeholdError as exc:
             view.error = exc.line()
         console = self.jobs.history(name, limit=50)
-        view.last_backup = self._last_backup(name, console)
-        view.last_drill = self._last_drill(name, console)
+        view.last_backup = self._last(name, "backup", console)
+        view.last_drill = self._last(name, "drill", console)
+        # Only looked at: a page view must not start services (`safehold serve` resumes every few minutes).
+        view.paused = [f.as_dict() for f in paused_findings(self.config, name, resume=False)]
         view.running = self.jobs.busy(name)
         if cfg.schedule is not None and cfg.schedule.enabled:
             now = datetime.now(UTC)
@@ -252,7 +252,10 @@ class Data:
             elif datetime.now(UTC) - view.last_drill.when > timedelta(hours=cfg.drill_interval_hours):
                 warn.append(f"last drill is older than {cfg.drill_interval_hours} h")
         view.reasons = bad + warn
-        view.state = "running" if view.running else "bad" if bad else "warn" if warn else "ok"
+        # A paused application has a line of its own (red or amber), so it is not repeated among the reasons.
+        bad_pause = any(f["status"] == "CRITICAL" for f in view.paused)
+        view.state = "running" if view.running else "bad" if bad or bad_pause else "warn" if warn or view.paused \
+            else "ok"
 
     def dashboard(self) -> list[InstanceView]:
         """Every configured instance."""

@@ -1,0 +1,99 @@
+"""Console pages from a real state directory (run history, quiesce markers), through Starlette's TestClient.
+
+The repository does not exist: these pages must say what the history and the markers hold anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from safehold.apps.quiesce import resume_marker
+from safehold.history import History
+from safehold.lock import instance_lock
+from safehold.output import Silent
+from safehold.web.app import create_app
+from safehold.web.auth import SESSION_COOKIE
+from safehold.web.data import Data
+from safehold.web.store import Store
+from tests.unit.test_check_history_metrics import dead_pid, leave_paused, load, make_config
+
+
+def viewer(tmp_path: Path) -> tuple[TestClient, Path]:
+    """A logged-in viewer (read-only role) of a console for instance `app`, and the state directory."""
+    config = load(make_config(tmp_path, repo_url=str(tmp_path / "no-repository")))
+    store = Store(config.state_dir)
+    store.add_user("view", "viewer", "view-password-1")
+    client = TestClient(create_app(config, store), follow_redirects=False,
+                        cookies={SESSION_COOKIE: store.open_session("view")})
+    return client, config.state_dir
+
+
+def dashboard_row(client: TestClient) -> str:
+    page = client.get("/")
+    assert page.status_code == 200, page.text
+    return re.search(r'<tr class="instance [^"]*" data-instance="app">.*?</tr>', page.text, re.S)[0]
+
+
+def test_a_killed_drill_is_the_last_drill_and_failed(tmp_path: Path) -> None:
+    client, state = viewer(tmp_path)
+    history = History(state)
+    passed = history.record_start("app", "drill")
+    when = str(datetime.now(UTC))  # how the drill stores its times (JSON)
+    history.record_end(passed, "ok", details={"instance": "app", "ok": True, "problems": [], "rto_seconds": 12.5,
+                                              "started": when, "finished": when})
+    assert "passed" in dashboard_row(client) and "RTO 12.5 s" in dashboard_row(client)
+    # Then a drill killed with SIGKILL: its row has no end and no details, and its process is gone.
+    pid = dead_pid()
+    killed = history.record_start("app", "drill")
+    with history._connect() as db:
+        db.execute("UPDATE runs SET pid=? WHERE id=?", (pid, killed))
+
+    row = dashboard_row(client)
+    assert 'state-row-bad' in row and '<span class="bad">FAILED</span>' in row and "RTO" not in row
+    assert f"last drill failed: interrupted: process {pid} ended without recording a result" in row
+    page = client.get("/instances/app").text
+    assert 'last drill <span class="bad">FAILED</span>' in page
+    assert f"interrupted: process {pid} ended without recording a result" in page
+
+
+def test_an_app_a_killed_run_left_paused_is_shown_and_not_resumed_by_a_page_view(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fresh point, so that the instance is only "at risk" (amber) until the paused app makes it "failing".
+    point = {"run_id": "20261203T070000Z-ab12", "started": datetime.now(UTC), "repository": "main", "bytes": 1,
+             "seconds": 1.0, "databases": 0, "files": 1, "safety_point": False}
+    monkeypatch.setattr(Data, "points", lambda self, name: [point])
+    client, state = viewer(tmp_path)
+    assert "state-row-warn" in dashboard_row(client)
+    flag = tmp_path / "itop" / "data" / ".readonly"
+    flag.parent.mkdir(parents=True)
+    flag.touch()
+    pid = dead_pid()
+    marker = leave_paused(state, pid, [{"kind": "remove_file", "path": str(flag),
+                                        "what": f"iTop read-only mode ({flag})"}])
+    left = f"iTop read-only mode ({flag}) — left paused since 2026-12-03 07:00 UTC by run pid {pid}, which was " \
+        "killed or could not resume it"
+    line = f'<div class="paused bad">{left}; `safehold serve` resumes it within 5 min, any backup or ' \
+        "`safehold check app` at once</div>"
+    assert line in dashboard_row(client) and "state-row-bad" in dashboard_row(client)
+    page = client.get("/instances/app").text
+    assert line in page and "state-bad" in page
+    assert flag.exists() and marker.exists()  # looked at only: a viewer's page view starts nothing
+
+    # `safehold serve` tried, and resuming failed: the page says why (kept in the marker), not "resumes it".
+    leave_paused(state, pid, [{"kind": "commands", "start": [["false"]]}])
+    assert resume_marker(marker, state, Silent()).state == "failed"
+    row = dashboard_row(client)
+    assert "resuming failed: resume command &#39;false&#39; failed" in row and "within 5 min" not in row
+
+    # A run of the instance holds it: a leftover of a dead run waits for it; the live run's own pause is no line.
+    with instance_lock(state, "app", "r1", "backup", Silent()):
+        assert "resumed once that run ends" in dashboard_row(client)
+        marker.write_text(json.dumps({**json.loads(marker.read_text()), "pid": os.getpid()}))
+        assert 'class="paused' not in dashboard_row(client)
