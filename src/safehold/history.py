@@ -111,6 +111,15 @@ def _row(row: sqlite3.Row) -> Run:
 DAMAGED = re.compile(r"file is not a database|malformed", re.I)  # SQLite's words for a damaged file
 
 
+def _disk_full(folder: Path) -> bool:
+    """True when the file system holding `folder` has (next to) no space left for this user."""
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 64 * 1024
+
+
 class History:
     """The run history of one state directory."""
 
@@ -133,6 +142,11 @@ class History:
                 with self._connect() as db:
                     db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
+            if _disk_full(self.path.parent):  # SQLite says "disk I/O error" as often as "disk is full"
+                raise SafeholdError(f"the disk holding the state directory {self.path.parent} is full, so the run "
+                                    "history cannot be written",
+                                    "free space there (it holds the run history, locks and the manifest cache); "
+                                    "recovery points are not affected") from None
             raise SafeholdError(f"cannot open the run history {self.path}: {exc}",
                                 "check that settings.state_dir exists and is writable by this user") from None
 

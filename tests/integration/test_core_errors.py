@@ -256,6 +256,28 @@ def test_disk_full_during_backup_keeps_last_point(tmp_path: Path, repo: dict[str
     assert (tmp_path / "back" / str(files / "a.txt").lstrip("/")).read_text() == "first version\n"
 
 
+def test_full_state_directory_is_named_as_a_full_disk(tmp_path: Path, repo: dict[str, str], mount_point) -> None:
+    state = mount_point("state", "size=2m")
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.txt").write_text("first version\n")
+    path = write_config(tmp_path, repo, FILES_ONLY.format(files=files))
+    path.write_text(path.read_text().replace(f'state_dir = "{tmp_path / "state"}"', f'state_dir = "{state}/s"'))
+    assert run_cli("backup", config=path).returncode == 0
+    with contextlib.suppress(OSError), (state / "filler").open("wb") as filler:
+        while True:
+            filler.write(b"\0" * 65536)
+    (files / "a.txt").write_text("second version\n")
+    result = run_cli("backup", config=path)
+    assert result.returncode == 1
+    said = one_line_error(result)
+    assert f"the disk holding the state directory {state}/s is full" in said and "free space there" in said, said
+    (state / "filler").unlink()
+    listed = json.loads(run_cli("list", "--json", config=path).stdout)
+    assert len(listed) == 1  # the point made before is intact, and runs work again once there is room
+    assert run_cli("backup", config=path).returncode == 0
+
+
 @pytest.fixture
 def db_user(new_db):
     db = new_db("t_core")
