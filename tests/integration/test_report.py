@@ -193,8 +193,12 @@ def test_failures_of_every_kind_come_from_the_run_history(tmp_path: Path, repo: 
         kill_group(drill)
     res = run_cli("report", "app", "--json", config=config)
     assert res.returncode == 0, res.stderr
-    failures = json.loads(res.stdout)["instances"][0]["failures"]
+    reported = json.loads(res.stdout)["instances"][0]
+    failures = reported["failures"]
     assert [f["what"] for f in failures] == ["drill", "backup", "backup"], failures
+    # The killed drill is the last drill: the report must not show an older passed one (or none) instead.
+    assert reported["last_drill"]["ok"] is False
+    assert reported["last_drill"]["problems"] == [f"interrupted: process {drill.pid} ended without recording a result"]
     assert failures[0]["message"] == f"interrupted: process {drill.pid} ended without recording a result"
     errors = [run.error for run in history.runs("app", "backup") if run.result == "failed"]
     assert len(errors) == 2 and all(errors)

@@ -18,7 +18,6 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from safehold import __version__
-from safehold.actions import drill as drills
 from safehold.actions.common import Point, open_repository, points
 from safehold.actions.prune import _run_of
 from safehold.config import Config
@@ -142,17 +141,26 @@ def instance_report(config: Config, name: str, since: datetime) -> dict[str, Any
         if index == 0:  # every run goes to the first repository; the others hold copies
             history = [point_row(p) for p in reversed(kept) if p.manifest.started >= since]
             last = next((p for p in kept if not p.manifest.safety_point), None)
-    recorded = drills.load(config, name)
     failures.sort(key=lambda f: f["when"], reverse=True)
     plain = [row for row in history if not row["safety_point"]]
     return {
         "name": name, "app": instance.app, "repositories": repositories,
         "last_backup": point_row(last) if last else None,
-        "last_drill": recorded[-1] if recorded else None,
+        "last_drill": _last_drill(config, name),
         "failures": failures,
         "history": history,
         "charts": {"duration": _chart(plain, "seconds", 1), "size": _chart(plain, "bytes", 1e6)},
     }
+
+
+def _last_drill(config: Config, name: str) -> dict[str, Any] | None:
+    """The newest finished drill's result; a killed one (which recorded nothing but its end) as failed."""
+    run = History(config.state_dir).last_drill(name)
+    if run is None:
+        return None
+    if run.details.get("instance"):
+        return run.details
+    return {"started": run.started, "run_id": None, "ok": False, "problems": [run.reason() or "no result recorded"]}
 
 
 def build(config: Config, name: str | None, days: int = 30) -> dict[str, Any]:
