@@ -10,6 +10,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -170,17 +171,29 @@ def demo(
     _run(json_out, lambda r: run_demo(workdir, r), render, lambda res: 0 if res["ok"] else EXIT_FAILED)
 
 
+def _kept_until(row: dict[str, Any]) -> str | None:
+    """`kept until DATE` while a point's --keep-days holds it, else None (then it is an ordinary point)."""
+    until = row["keep_until"]
+    return f"kept until {until:%Y-%m-%d}" if until and until > datetime.now(UTC) else None
+
+
 @app.command()
-def backup(instance: InstanceArg = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+def backup(instance: InstanceArg = None,
+           note: Annotated[str | None, typer.Option(help="why the point is made (one line, at most 200 "
+                                                         "characters), kept in its manifest")] = None,
+           keep_days: Annotated[int | None, typer.Option(help="prune keeps the point N days (at least 1), "
+                                                              "whatever the retention rules say")] = None,
+           config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
     """Make one recovery point of an instance (all instances when none is named)."""
     from safehold.actions.backup import backup as do_backup
 
     def render(results: list[dict[str, Any]]) -> None:
         for res in results:
             if res["result"] == "ok":
+                marks = "".join(f" ({m})" for m in (res["note"], _kept_until(res)) if m)
                 out.print(Text.assemble(("ok", "green"), f" {res['instance']}: point {res['run_id']} in "
                                         f"{res['repository']}, {res['bytes_added'] / 1e6:.2f} MB added, "
-                                        f"{res['seconds']} s"))
+                                        f"{res['seconds']} s{marks}"), soft_wrap=True)
             elif res["result"] == "partial":
                 err.print(Text.assemble(("partial:", "bold yellow"), f" {res['instance']}: {res['error']}"),
                           soft_wrap=True)
@@ -194,7 +207,7 @@ def backup(instance: InstanceArg = None, config: ConfigOpt = None, json_out: Jso
             return EXIT_FAILED
         return EXIT_PARTIAL if failed else 0
 
-    _run(json_out, lambda r: do_backup(_load(config), instance, r), render, code)
+    _run(json_out, lambda r: do_backup(_load(config), instance, r, note, keep_days), render, code)
 
 
 @app.command("list")
@@ -207,7 +220,10 @@ def list_cmd(instance: InstanceArg = None, config: ConfigOpt = None, json_out: J
                                    "app version", "kind"],
                [[r["instance"], r["repository"], r["run_id"], str(r["started"])[:19], r["seconds"] and
                  round(r["seconds"], 1), r["databases"], r["files"], f"{r['bytes'] / 1e6:.1f}", r["app_version"],
-                 "safety" if r["safety_point"] else ""] for r in rows])
+                 "safety" if r["safety_point"] else "kept" if _kept_until(r) else ""] for r in rows])
+        # Notes go below the table, one line per point (copies share it): a column would cut them off.
+        for run_id, row in {r["run_id"]: r for r in rows if r["note"] or _kept_until(r)}.items():
+            out.print(f"{run_id}: {'; '.join(m for m in (row['note'], _kept_until(row)) if m)}", soft_wrap=True)
 
     def action(r: Reporter) -> list[dict[str, Any]]:
         from safehold.actions.replicate import host_only_warning
@@ -474,7 +490,8 @@ def report(instance: InstanceArg = None,
             out.print(Text.assemble((inst["name"], "bold"), f" ({inst['app']}): " + ", ".join(
                 f"{r['name']} {r['points'] if r['error'] is None else 'unreachable'} point(s)"
                 for r in inst["repositories"])))
-            out.print(f"  last backup: {last['run_id'] + ' ' + str(last['started'])[:16] if last else 'none'}")
+            out.print(f"  last backup: {last['run_id'] + ' ' + str(last['started'])[:16] if last else 'none'}"
+                      + (f" ({last['note']})" if last and last["note"] else ""), soft_wrap=True)
             out.print("  last drill: " + ("none" if not drill_res else
                       f"{'passed' if drill_res['ok'] else 'FAILED'}, RTO {drill_res['rto_seconds']:.1f} s"))
             for failure in inst["failures"]:

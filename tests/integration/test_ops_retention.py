@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,43 @@ def test_safety_points_never_take_a_regular_points_slot(tmp_path: Path, repo: di
     assert sorted(point_ids(config)) == sorted([newest, safety])
     listed = run_cli("restore", "app", "latest", "--dry-run", "--json", config=config)
     assert json.loads(listed.stdout)["plan"]["run_id"] == newest  # `latest` is still the complete point
+
+
+def test_a_noted_point_with_keep_days_outlives_the_rules(tmp_path: Path, repo: dict[str, str]) -> None:
+    # The ITFlow way: an on-demand point before an update, with a note and kept 30 days.
+    config = make_instance(tmp_path, repo, "retention = { last = 1, after_backup = false }")
+    backup_instance(load(config), "app", Silent())
+    made = run_cli("backup", "app", "--note", "before update to 25.06", "--keep-days", "30", "--json", config=config)
+    assert made.returncode == 0, made.stderr
+    noted = json.loads(made.stdout)[0]
+    assert noted["note"] == "before update to 25.06"
+    backup_instance(load(config), "app", Silent())
+    oldest, kept, newest = sorted(point_ids(config))
+    assert kept == noted["run_id"]
+
+    rows = {row["run_id"]: row for row in json.loads(run_cli("list", "app", "--json", config=config).stdout)}
+    assert rows[kept]["note"] == "before update to 25.06" and rows[newest]["note"] is None
+    until = datetime.fromisoformat(rows[kept]["keep_until"])
+    assert until - datetime.fromisoformat(rows[kept]["started"]) == timedelta(days=30)
+    table = run_cli("list", "app", config=config).stdout
+    assert f"{kept}: before update to 25.06; kept until {until:%Y-%m-%d}" in table, table  # never cut off
+    shown = json.loads(run_cli("show", kept[:18], "--json", config=config).stdout)
+    assert shown["note"] == "before update to 25.06" and datetime.fromisoformat(shown["keep_until"]) == until
+    assert "before update to 25.06" in run_cli("show", kept, config=config).stdout
+
+    reason = f"kept until {until:%Y-%m-%d} (--keep-days)"
+    dry = run_cli("prune", "app", "--dry-run", config=config)
+    assert f"keep {kept} ({reason})" in dry.stdout and f"would remove 1: {oldest}" in dry.stdout, dry.stdout
+    assert run_cli("prune", "app", config=config).returncode == 0
+    assert sorted(point_ids(config)) == [kept, newest]
+
+    # A bad note is refused in one line before anything is made.
+    for bad in ("before\nafter", "x" * 201):
+        refused = run_cli("backup", "app", "--note", bad, config=config)
+        assert refused.returncode == 2 and "nothing was backed up" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    # Retention after a backup weighs the kept point the same way: the previous newest goes, it stays.
+    text = config.read_text().replace("after_backup = false", "after_backup = true")
+    config.write_text(text)
+    latest = backup_instance(load(config), "app", Silent())["run_id"]
+    assert sorted(point_ids(config)) == [kept, latest]

@@ -93,6 +93,7 @@ def test_console_end_to_end(server, browser) -> None:
     # Backup now, watched live until the point is complete
     follow(page, "a:text('alpha')")
     before = page.locator("tr.point").count()
+    page.fill("input[name=note]", "before the update to 25.06")
     page.click("button:text('Backup now')")
     page.wait_for_url(f"{url}/jobs/*")
     page.wait_for_selector("#log span")  # live log lines arrive while the job runs
@@ -101,6 +102,7 @@ def test_console_end_to_end(server, browser) -> None:
     assert "complete" in page.inner_text("p.good")
     follow(page, "h1 a:text('alpha')")
     assert page.locator("tr.point").count() == before + 1
+    assert page.locator("tr.point td.note").first.inner_text() == "before the update to 25.06"
 
     # Restore the newest point into a new database, through the full confirmation flow
     target = f"t_web_restored_{secrets.token_hex(3)}"

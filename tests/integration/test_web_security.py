@@ -125,6 +125,25 @@ def test_operator_backup_and_busy_instance(app, env: webenv.WebEnv) -> None:
     assert len(app.state.console.jobs.history()) == jobs_before
 
 
+def test_backup_now_keeps_an_escaped_note_and_refuses_a_bad_one(app) -> None:
+    operator = client(app)
+    token = login(operator, OPERATOR)
+    assert 'name="note"' in operator.get("/instances/alpha").text
+    bad = operator.post("/instances/alpha/backup", data={"csrf": token, "note": "before\nafter"})
+    assert bad.status_code == 400 and "the note has 2 lines" in bad.text
+    assert app.state.console.jobs.history() == []  # nothing was started
+    assert operator.post("/instances/alpha/backup", data={"note": "no token"}).status_code == 403
+
+    started = operator.post("/instances/alpha/backup", data={"csrf": token, "note": " before <b>update</b> "})
+    assert started.status_code == 303
+    assert wait_job(operator, started.headers["location"])["state"] == "ok"
+    shown = "before &lt;b&gt;update&lt;/b&gt;"  # escaped wherever it is shown
+    assert shown in operator.get(started.headers["location"]).text
+    assert shown in operator.get("/instances/alpha").text and "<b>update" not in operator.get("/instances/alpha").text
+    run = app.state.console.jobs.history()[0].result["run_id"]
+    assert shown in operator.get(f"/instances/alpha/points/{run}/manifest").text
+
+
 def test_wrong_passwords_are_rate_limited(app) -> None:
     c = client(app)
     token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]

@@ -25,6 +25,13 @@ def test_empty_instance_renders() -> None:
     assert "no drill yet" in page and "no points in the period" in page and "<script" not in page
 
 
+def test_the_last_backups_note_is_shown_escaped() -> None:
+    last = {"run_id": "20261125T233000Z-ab12", "started": now(), "seconds": 2.0, "bytes": 1000, "safety_point": False,
+            "note": "before <update> 25.06"}
+    page = _page({"last_backup": last})
+    assert '<td data-field="last-backup-note">before &lt;update&gt; 25.06</td>' in page
+    assert "last-backup-note" not in _page({"last_backup": {**last, "note": None}})
+
 def test_failed_drill_without_restore_shows_no_rto() -> None:
     failed = {"run_id": None, "started": now(), "ok": False, "problems": ["no point 'x' of app in repository main"],
               "phases": {}, "rto_seconds": 0.0, "rpo_seconds": None, "checks": []}

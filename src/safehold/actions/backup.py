@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,6 +40,33 @@ from safehold.repository.manifest import (
     now,
 )
 from safehold.repository.restic import Repository
+
+NOTE_MAX = 200
+NOTE_HINT = f"give one line of at most {NOTE_MAX} printable characters; nothing was backed up"
+
+
+def check_note(note: str | None) -> str | None:
+    """The note of a point with its outer spaces removed (a blank one is no note).
+
+    It is shown on one line by `list`, the console and the report, so anything else is refused.
+    """
+    if note is None or not note.strip():
+        return None
+    note = note.strip()
+    if len(lines := note.splitlines()) > 1:
+        raise ConfigError(f"the note has {len(lines)} lines", NOTE_HINT)
+    if bad := next((c for c in note if not c.isprintable()), None):
+        raise ConfigError(f"the note holds an unprintable character (U+{ord(bad):04X})", NOTE_HINT)
+    if len(note) > NOTE_MAX:
+        raise ConfigError(f"the note has {len(note)} characters, more than {NOTE_MAX}", NOTE_HINT)
+    return note
+
+
+def check_keep_days(keep_days: int | None) -> None:
+    """--keep-days must keep the point for at least a day."""
+    if keep_days is not None and keep_days < 1:
+        raise ConfigError(f"--keep-days {keep_days} keeps the point no time",
+                          "give a number of days of at least 1, or leave --keep-days out; nothing was backed up")
 
 
 def _database_entry(report: DatabaseReport, path: str, snapshot: str, prefix: str | None) -> DatabaseEntry:
@@ -133,20 +161,26 @@ def _check_trees(config: Config, instance: Instance, safety_point: bool) -> None
 
 
 def backup_instance(config: Config, name: str, reporter: Reporter, safety_point: bool = False,
-                    databases: set[str] | None = None, with_files: bool = True) -> dict[str, object]:
+                    databases: set[str] | None = None, with_files: bool = True, note: str | None = None,
+                    keep_days: int | None = None) -> dict[str, object]:
     """Make one recovery point of instance `name` in its first repository; return a summary.
 
     A safety point (taken by restore before overwriting) passes `databases` (names to include)
     and `with_files`, so it saves exactly what is about to be overwritten. Other runs are recorded
     in the run history (failures too) and followed by retention, notifications and metrics; a
     safety point is part of the restore that makes it, so it is not a run of its own.
+    `note` (why the point was made) and `keep_days` (prune keeps it that long) are kept in the
+    manifest; a bad one is refused before anything is recorded or stored.
     """
     if safety_point:
         return _backup(config, name, reporter, safety_point, databases, with_files)
     from safehold.actions.tracked import tracked
 
+    note = check_note(note)
+    check_keep_days(keep_days)
     with tracked(config, name, "backup", reporter) as record:
-        result = _backup(config, name, reporter, safety_point, databases, with_files, record.listings)
+        result = _backup(config, name, reporter, safety_point, databases, with_files, record.listings,
+                         note, keep_days)
         record.bytes_added, record.bytes_total = int(result["bytes_added"]), int(result["bytes_total"])
         record.details = {"run_id": result["run_id"], "repository": result["repository"],
                           "warnings": result["warnings"]}
@@ -157,7 +191,8 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
 
 
 def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, databases: set[str] | None,
-            with_files: bool, listings: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, object]:
+            with_files: bool, listings: dict[str, list[dict[str, Any]]] | None = None, note: str | None = None,
+            keep_days: int | None = None) -> dict[str, object]:
     resume_leftovers(config.state_dir, reporter)
     instance, profile, instance_config = describe(config, name)
     if databases is not None:
@@ -169,14 +204,14 @@ def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, d
         config.state_dir, name, run_id, "backup", reporter, config.settings.lock_wait_seconds)
     with lock:
         result = _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
-                                safety_point, with_files)
+                                safety_point, with_files, note, keep_days)
         if not safety_point:
             result.update(replicate(config, name, run_id, reporter, listings, str(result["snapshot"])))
         return result
 
 
 def _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter, safety_point,
-                   with_files) -> dict[str, object]:  # noqa: ANN001 - internal continuation
+                   with_files, note, keep_days) -> dict[str, object]:  # noqa: ANN001 - internal continuation
     started = time.monotonic()
     if with_files:
         _check_trees(config, instance, safety_point)
@@ -184,7 +219,9 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
     manifest = Manifest(run_id=run_id, instance=instance.name, app=instance.app, app_version=instance.app_version,
                         schema_version=instance.schema_version, host=socket.gethostname(),
                         safehold_version=__version__, started=now(), safety_point=safety_point,
-                        details=instance.details)
+                        details=instance.details, note=note)
+    if keep_days:
+        manifest.keep_until = manifest.started + timedelta(days=keep_days)
     for warning in instance.warnings:  # what the profile left out or doubts (e.g. a dropped inactive tenant)
         reporter.warn(warning)
         manifest.warnings.append(warning)
@@ -222,16 +259,26 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
         "seconds": round(time.monotonic() - started, 2),
         "warnings": manifest.warnings,
         "safety_point": safety_point,
+        "note": manifest.note,
+        "keep_until": manifest.keep_until,
     }
 
 
-def backup(config: Config, name: str | None, reporter: Reporter) -> list[dict[str, object]]:
-    """Back up one instance or all; a failed instance does not stop the others."""
+def backup(config: Config, name: str | None, reporter: Reporter, note: str | None = None,
+           keep_days: int | None = None) -> list[dict[str, object]]:
+    """Back up one instance or all; a failed instance does not stop the others.
+
+    `note` and `keep_days` go into every point made; a bad one fails the command before any backup.
+    """
     results: list[dict[str, object]] = []
+    # Checked here too: inside the loop a bad note would be one failed instance among several.
+    note = check_note(note)
+    check_keep_days(keep_days)
     selected = config.select(name)
     for instance_name in selected:
         try:
-            results.append({"result": "ok", **backup_instance(config, instance_name, reporter)})
+            results.append({"result": "ok", **backup_instance(config, instance_name, reporter, note=note,
+                                                              keep_days=keep_days)})
         except SafeholdError as exc:
             # One instance's broken settings (a moved app root) must not leave the others unprotected.
             if len(selected) == 1:

@@ -32,6 +32,7 @@ def list_points(config: Config, name: str | None, unreachable: list[str] | None 
                     "databases": len(m.databases), "files": sum(t.files for t in m.trees),
                     "bytes": sum(d.bytes for d in m.databases) + sum(t.bytes for t in m.trees),
                     "app_version": m.app_version, "safety_point": m.safety_point,
+                    "note": m.note, "keep_until": m.keep_until,
                 })
     return rows
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
-from safehold.actions.common import open_repository, points
-from safehold.config import Config
+from safehold.actions.common import Point, open_repository, points
+from safehold.config import Config, RetentionConfig
 from safehold.lock import instance_lock
 from safehold.output import Reporter
 from safehold.repository.manifest import new_run_id, now
@@ -21,6 +22,26 @@ def _run_of(snapshot: dict[str, object]) -> str | None:
         if isinstance(tag, str) and tag.startswith("run="):
             return tag[4:]
     return None
+
+
+def keep_reasons(complete: Sequence[Point], policy: RetentionConfig, at: datetime) -> dict[str, list[str]]:
+    """For each point of `complete` (newest first) that `policy` keeps at time `at`, why it is kept."""
+    # Safety points hold the data a restore replaced (sometimes only its databases or its
+    # config): they are kept for a time of their own and never take a regular point's slot.
+    regular = [p for p in complete if not p.manifest.safety_point]
+    why = reasons([(p.run_id, p.manifest.started) for p in regular], policy)
+    safety_age = timedelta(days=policy.safety_days)
+    for point in complete:
+        if point.manifest.safety_point and at - point.manifest.started <= safety_age:
+            why.setdefault(point.run_id, []).append(f"safety point, kept {safety_age.days} days")
+        # A point made with --keep-days still counts as a regular point for the rules above (it
+        # may be the newest, a `last` or a daily one): its date only adds a reason to keep it, so
+        # the rules keep the same points whether or not an admin asked to keep one longer.
+        if point.manifest.keep_until is not None and at < point.manifest.keep_until:
+            why.setdefault(point.run_id, []).append(f"kept until {point.manifest.keep_until:%Y-%m-%d} (--keep-days)")
+    if complete and not regular:  # never prune an instance down to nothing
+        why.setdefault(complete[0].run_id, []).append("newest")
+    return why
 
 
 def prune_instance(config: Config, name: str, reporter: Reporter, dry_run: bool = False) -> list[dict[str, object]]:
@@ -46,16 +67,7 @@ def _prune(config: Config, name: str, reporter: Reporter, dry_run: bool) -> list
         for repo_name in instance.repositories:
             repo = open_repository(config, repo_name)
             complete = points(config, repo, name)
-            # Safety points hold the data a restore replaced (sometimes only its databases or its
-            # config): they are kept for a time of their own and never take a regular point's slot.
-            regular = [p for p in complete if not p.manifest.safety_point]
-            why = reasons([(p.run_id, p.manifest.started) for p in regular], instance.retention)
-            safety_age = timedelta(days=instance.retention.safety_days)
-            for point in complete:
-                if point.manifest.safety_point and now() - point.manifest.started <= safety_age:
-                    why.setdefault(point.run_id, []).append(f"safety point, kept {safety_age.days} days")
-            if complete and not regular:  # never prune an instance down to nothing (points() is newest first)
-                why.setdefault(complete[0].run_id, []).append("newest")
+            why = keep_reasons(complete, instance.retention, now())
             kept = set(why)
             drop_runs = {p.run_id for p in complete} - kept
             complete_runs = {p.run_id for p in complete}

@@ -46,6 +46,7 @@ def point_row(point: Point) -> dict[str, Any]:
         "seconds": round((m.finished - m.started).total_seconds(), 1) if m.finished else None,
         "bytes": sum(d.bytes for d in m.databases) + sum(t.bytes for t in m.trees),
         "safety_point": m.safety_point,
+        "note": m.note,
     }
 
 

@@ -89,8 +89,8 @@ def _hook(what: str, reporter: Reporter, action: Any) -> None:
 def _apply_retention(config: Config, history: History, run: Run, listings: dict[str, list[dict[str, Any]]],
                      reporter: Reporter) -> None:
     from safehold.actions.common import open_repository, points
-    from safehold.actions.prune import prune_instance
-    from safehold.retention import keep
+    from safehold.actions.prune import keep_reasons, prune_instance
+    from safehold.repository.manifest import now
 
     instance = config.instance(run.instance)
     if not instance.retention.after_backup:
@@ -101,7 +101,7 @@ def _apply_retention(config: Config, history: History, run: Run, listings: dict[
     for repo_name in instance.repositories:
         complete = points(config, open_repository(config, repo_name), run.instance, listings.get(repo_name))
         counts[repo_name] = len(complete)
-        if len(keep([(p.run_id, p.manifest.started) for p in complete], instance.retention)) < len(complete):
+        if len(keep_reasons(complete, instance.retention, now())) < len(complete):
             rows = prune_instance(config, run.instance, reporter)
             counts = {row["repository"]: len(row["keep"]) for row in rows}
             break

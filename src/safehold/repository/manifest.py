@@ -75,6 +75,10 @@ class Manifest(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
     safety_point: bool = False
     warnings: list[str] = Field(default_factory=list)
+    # Optional, so manifests written before them still load (and an older safehold ignores them).
+    note: str | None = Field(default=None, description="why the point was made (`backup --note`), one line")
+    keep_until: datetime | None = Field(default=None, description="prune keeps the point until then "
+                                        "(`backup --keep-days`), whatever the retention rules say")
 
     def stored_path(self, path: str) -> str:
         """Where a configured path is in the point: under the real folder of a tree whose symlink was followed."""

@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from safehold.actions.backup import backup_instance
+from safehold.actions.backup import backup_instance, check_note
 from safehold.actions.points import show_point
 from safehold.actions.restore import PARTS, restore
 from safehold.actions.verify import verify
@@ -193,7 +193,7 @@ class Console:
         session = self.auth.require(request)
         view = self.data.instance(self.instance_name(request))
         return self.render(request, "instance.html", session, view=view,
-                           jobs=self.jobs.history(view.name, limit=15))
+                           jobs=self.jobs.history(view.name, limit=15), now=datetime.now(UTC))
 
     def manifest(self, request: Request) -> Response:
         """The manifest of one point, readable."""
@@ -246,10 +246,16 @@ class Console:
     # -- actions -------------------------------------------------------------------------------
 
     async def backup(self, request: Request) -> Response:
-        """Backup now (operator)."""
-        session, _ = await self.auth.require_post(request, "operator")
+        """Backup now (operator), with an optional note kept in the point's manifest."""
+        session, form = await self.auth.require_post(request, "operator")
         name = self.instance_name(request)
-        return self.start(request, session, "backup", name, lambda r: backup_instance(self.config, name, r))
+        try:  # checked before the job is queued, so a bad note starts nothing
+            note = check_note(form.get("note"))
+        except SafeholdError as exc:
+            return self.render(request, "error.html", session, 400, message=exc.line(),
+                               back=f"/instances/{quote(name)}")
+        return self.start(request, session, "backup", name,
+                          lambda r: backup_instance(self.config, name, r, note=note), {"note": note} if note else None)
 
     async def verify(self, request: Request) -> Response:
         """Verify the instance's points and repositories (operator)."""
