@@ -694,7 +694,7 @@ def main() -> None:
         command = exc.ctx.command_path if isinstance(exc, click_errors.UsageError) and exc.ctx else "safehold"
         _print_failure(json_out, exc.format_message().rstrip("."), f"see `{command} --help`")
         sys.exit(EXIT_USAGE if isinstance(exc, click_errors.UsageError) else exc.exit_code)
-    except click_errors.Abort:  # Ctrl-C outside an action (an action reports its own)
-        err.print(Text.assemble(("interrupted", "bold red"), ": nothing was changed"))
-        sys.exit(130)
+    except typer.Abort:  # input ended outside an action (an action reports its own)
+        _print_failure(json_out, "input ended before the command could start", "nothing was changed")
+        sys.exit(EXIT_FAILED)
     sys.exit(code if isinstance(code, int) else 0)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 from safehold.history import History
-from tests.conftest import private_file, run_cli, write_config
+from tests.conftest import SRC, private_file, run_cli, write_config
 
 FILES_ONLY = """
 [instances.app]
@@ -140,3 +142,17 @@ def test_usage_mistake_with_json_is_one_json_object(tmp_path: Path) -> None:
 def test_help_still_exits_zero(tmp_path: Path) -> None:
     result = run_cli("list", "--help", config=files_config(tmp_path))
     assert result.returncode == 0 and "Recovery points" in result.stdout
+
+
+def test_a_reader_that_goes_away_is_no_crash(tmp_path: Path) -> None:
+    history = History(tmp_path / "state")
+    for _ in range(200):
+        history.record_end(history.record_start("app", "backup"), "ok")
+    argv = [sys.executable, "-m", "safehold", "history", "--json", "--limit", "200",
+            "--config", str(files_config(tmp_path))]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # `safehold history --json | head -1`: the pipe closes before the output is written
+    stderr = child.stderr.read().decode()
+    assert child.wait(timeout=60) != 0 and "Traceback" not in stderr, stderr
