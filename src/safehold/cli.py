@@ -308,14 +308,18 @@ def restore(
 
 @app.command()
 def verify(
-    run: Annotated[str | None, typer.Argument(help="run id (default: every point)")] = None,
+    run: Annotated[str | None, typer.Argument(help="run id (default: every point); with --repair the instance "
+                                                   "(default: all)")] = None,
     all_points: Annotated[bool, typer.Option("--all", help="check every point (the default)")] = False,
     read_data: Annotated[bool, typer.Option(help="read and check every stored byte")] = False,
     instance: Annotated[str | None, typer.Option(help="only this instance")] = None,
+    repair: Annotated[bool, typer.Option(help="rebuild the index of a damaged repository and name the points "
+                                              "that lost data")] = False,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check repository integrity and that every point holds all its parts."""
+    from safehold.actions.verify import repair as do_repair
     from safehold.actions.verify import verify as do_verify
 
     def render(res: dict[str, Any]) -> None:
@@ -325,8 +329,30 @@ def verify(
             out.print(_problem(problem), soft_wrap=True)
         out.print(Text("verify ok", "green") if res["ok"] else Text("verify found problems", "red"))
 
-    _run(json_out, lambda r: do_verify(_load(config), None if all_points else run, read_data, r, instance), render,
-         lambda res: 0 if res["ok"] else EXIT_FAILED)
+    def render_repair(res: dict[str, Any]) -> None:
+        for row in res["repositories"]:
+            name = row["repository"]
+            if row["ok"]:
+                out.print(f"{name}: " + ("index rebuilt, the repository is sound" if row["repaired"] else "sound"))
+            elif not row["damaged"]:
+                out.print(_problem(row["error"]), soft_wrap=True)
+            for point in row["damaged"]:
+                out.print(_problem(f"repository {name}: point {point['run_id']} of {point['instance']} lost data; "
+                                   "it is kept (it may still hold most of it)"), soft_wrap=True)
+            if row["forget"]:
+                out.print(f"{name}: backups store the lost data anew from now on (a damaged point whose data the "
+                          "sources still hold becomes whole again). safehold has no command that removes one point; "
+                          "to remove the damaged ones (until then `verify` reports them), run:", soft_wrap=True)
+                out.print(f"  {row['forget']}", soft_wrap=True)
+        out.print(Text("repair done: every repository is sound", "green") if res["ok"] else
+                  Text("repair done: damage remains (see above)", "red"))
+
+    if repair:
+        _run(json_out, lambda r: do_repair(_load(config), instance, None if all_points else run, read_data, r),
+             render_repair, lambda res: 0 if res["ok"] else EXIT_FAILED)
+    else:
+        _run(json_out, lambda r: do_verify(_load(config), None if all_points else run, read_data, r, instance),
+             render, lambda res: 0 if res["ok"] else EXIT_FAILED)
 
 
 @app.command()

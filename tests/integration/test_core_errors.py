@@ -205,7 +205,7 @@ def test_repository_with_a_lost_pack_is_damaged_not_missing(files_instance: Path
         assert result.returncode == 1, result.stderr
         said = result.stdout + result.stderr
         assert "problem: repository main is damaged: data its snapshots need is missing" in result.stdout, said
-        assert "rebuild-index" in said and "another repository" in said
+        assert "run `safehold verify --repair`" in said and "another repository" in said
         assert "does not exist" not in said and "disappeared" not in said
         assert known.is_file()  # still the repository earlier runs used: no new one is created over it
 

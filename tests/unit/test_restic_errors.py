@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from safehold.errors import RepositoryError
-from safehold.repository.restic import Repository, RepositoryMissing, explain
+from safehold.repository.restic import Repository, RepositoryDamaged, RepositoryMissing, explain
 from safehold.runner import ProcessFailed, run
 from safehold.secrets import Secret
 
@@ -55,9 +55,9 @@ def restic_stderr(text: str) -> str:
 ])
 def test_damaged_repository_is_called_damaged_with_repair_steps(stderr: str, expected: str) -> None:
     error = explain(restic_stderr(stderr), "main")
-    assert type(error) is RepositoryError and expected in error.message, error.line()
+    assert type(error) is RepositoryDamaged and expected in error.message, error.line()
     assert "does not exist" not in error.line() and "not reachable" not in error.line()
-    assert "rebuild-index" in error.hint or "repair index" in error.hint
+    assert "safehold verify --repair" in error.hint
     assert "another repository" in error.hint
 
 
@@ -82,7 +82,7 @@ def test_read_only_repository_is_not_a_lock_held_by_another_run() -> None:
     ("unable to open cache: mkdir /nonexistent: permission denied\nFatal: wrong password or no key found",
      "wrong password", RepositoryError),
     ("unable to open cache: mkdir /root/.cache/restic: permission denied\nFatal: repository contains errors",
-     "is damaged", RepositoryError),
+     "is damaged", RepositoryDamaged),
     ("open /srv/repo/locks/1fc7-tmp-1: input/output error\nunable to create lock in backend",
      "cannot write its lock file", RepositoryError),
     ("Fatal: unable to open config file: stat /srv/repo/config: no such file or directory\n"

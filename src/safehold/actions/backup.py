@@ -28,6 +28,7 @@ from safehold.files import follow_links, own_folder_inside, real_path, sample_ha
 from safehold.lock import instance_lock
 from safehold.models import DatabaseReport, Instance
 from safehold.output import Reporter
+from safehold.repository import damage
 from safehold.repository.manifest import (
     DB_DIR,
     KEYS_PATH,
@@ -215,6 +216,8 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
     started = time.monotonic()
     if with_files:
         _check_trees(config, instance, safety_point)
+    # Under the lock, so a repair that held it has finished: see safehold.repository.damage.
+    repo.read_all = damage.refuse_unsafe(config.state_dir, repo.name) is not None
     repo.ensure(reporter)
     manifest = Manifest(run_id=run_id, instance=instance.name, app=instance.app, app_version=instance.app_version,
                         schema_version=instance.schema_version, host=socket.gethostname(),

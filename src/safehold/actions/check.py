@@ -2,9 +2,10 @@
 
 What iTop's check-backup.php checks (the point exists, its size is not suspicious) plus what it
 misses (a disabled schedule, the last run's result, restore drills, a copy off the host, restic
-locks a killed run left behind, an application a killed run left paused). Reads the local history
-(and the lock folder of repositories on this host) only, so it is fast enough for a monitoring
-agent every few minutes. Each finding names the rule that fired. The one thing it changes: an
+locks a killed run left behind, an application a killed run left paused, repository damage a
+verify found). Reads the local history, verify's damage records (and the lock folder of
+repositories on this host) only, so it is fast enough for a monitoring agent every few minutes.
+Each finding names the rule that fired. The one thing it changes: an
 application that a killed run left paused (quiesced) is resumed when no run of that instance is
 alive, since that only undoes safehold's own recorded steps (see apps.quiesce).
 """
@@ -21,6 +22,8 @@ from safehold.config import Config
 from safehold.history import History
 from safehold.lock import is_locked
 from safehold.output import Silent
+from safehold.repository import damage
+from safehold.repository.restic import REPAIR
 from safehold.runner import process_alive
 from safehold.schedule import DEFAULT_GAP, GRACE, backup_schedule
 from safehold.scheduler import RESUME_SECONDS
@@ -108,6 +111,7 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
     findings.append(_drill(history, name, instance.drill_interval_hours, now))
     findings.append(_offhost(config, instance.repositories))
     findings.extend(_stale_locks(config, instance.repositories, now))
+    findings.extend(_damage(config, name, instance.repositories))
     return findings
 
 
@@ -212,6 +216,24 @@ def _stale_locks(config: Config, names: list[str], now: datetime) -> list[Findin
                 f"repository {name} holds {len(stale)} restic lock(s) older than {_age(STALE_LOCK)} (oldest "
                 f"{_age(max(stale))}), left by a killed run: retention cannot prune until they go; "
                 "`safehold verify` removes the ones whose process is gone"))
+    return findings
+
+
+def _damage(config: Config, instance: str, names: list[str]) -> list[Finding]:
+    """What the last verify recorded of a repository's damage (see repository.damage), until one passes."""
+    findings = []
+    for name in names:
+        found = damage.recorded(config.state_dir, name)
+        if found is None:
+            continue
+        if found.unsafe:
+            message = f"{found.message} (verify, {found.since}): backups into it are refused until `{REPAIR}`"
+        else:
+            mine = [p["run_id"] for p in found.points if p["instance"] == instance]
+            message = f"repository {name} holds points that lost data (verify, {found.since})" + \
+                (f", {len(mine)} of {instance}: {', '.join(mine)}" if mine else "") + \
+                f"; `{REPAIR}` names them and how to remove them"
+        findings.append(Finding("repository-damage", CRITICAL, message))
     return findings
 
 

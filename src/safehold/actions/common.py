@@ -49,6 +49,14 @@ class Point:
         return self.manifest.run_id
 
 
+def tag_value(snapshot: dict[str, Any], key: str) -> str | None:
+    """The value of a snapshot's `key=value` tag (safehold tags its snapshots `instance=` and `run=`)."""
+    for tag in snapshot.get("tags") or []:
+        if isinstance(tag, str) and tag.startswith(f"{key}="):
+            return tag[len(key) + 1:]
+    return None
+
+
 def _cache_dir(config: Config, repo: Repository) -> Path:
     return config.state_dir / "manifests" / repo.name
 

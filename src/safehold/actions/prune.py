@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from safehold.actions.common import Point, open_repository, points
+from safehold.actions.common import Point, open_repository, points, tag_value
 from safehold.config import Config, RetentionConfig
 from safehold.lock import instance_lock
 from safehold.output import Reporter
@@ -15,13 +15,6 @@ from safehold.retention import reasons
 
 # Leftovers of a run with no manifest are removed only once no run could still be writing them.
 ORPHAN_AGE = timedelta(hours=24)
-
-
-def _run_of(snapshot: dict[str, object]) -> str | None:
-    for tag in snapshot.get("tags") or []:
-        if isinstance(tag, str) and tag.startswith("run="):
-            return tag[4:]
-    return None
 
 
 def keep_reasons(complete: Sequence[Point], policy: RetentionConfig, at: datetime) -> dict[str, list[str]]:
@@ -74,7 +67,7 @@ def _prune(config: Config, name: str, reporter: Reporter, dry_run: bool) -> list
             forget: list[str] = []
             orphans: set[str] = set()
             for snap in repo.snapshots([f"instance={name}"]):
-                run = _run_of(snap)
+                run = tag_value(snap, "run")
                 if run in drop_runs:
                     forget.append(snap["id"])
                 elif run not in complete_runs and run is not None and now() - snapshot_time(snap) > ORPHAN_AGE:

@@ -16,6 +16,7 @@ from safehold.actions.common import open_repository, points, remember_manifest
 from safehold.config import Config
 from safehold.errors import RepositoryError, SafeholdError
 from safehold.output import Reporter
+from safehold.repository import damage
 from safehold.repository.manifest import MANIFEST_PATH
 from safehold.repository.restic import Repository
 
@@ -56,6 +57,7 @@ def read_back(config: Config, repo: Repository, instance: str, run_ids: list[str
 def _copy_missing(config: Config, source: Repository, dest: Repository, instance: str,
                   reporter: Reporter) -> list[str]:
     """Copy the points `dest` lacks; returns their run ids (oldest first)."""
+    damage.refuse_unsafe(config.state_dir, dest.name)  # restic copy deduplicates too
     dest.ensure_copy_of(source, reporter)
     have = {p.run_id for p in points(config, dest, instance)}
     missing = sorted((p for p in points(config, source, instance) if p.run_id not in have),

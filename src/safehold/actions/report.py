@@ -18,8 +18,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from safehold import __version__
-from safehold.actions.common import Point, open_repository, points
-from safehold.actions.prune import _run_of
+from safehold.actions.common import Point, open_repository, points, tag_value
 from safehold.config import Config
 from safehold.errors import SafeholdError
 from safehold.history import History
@@ -55,7 +54,7 @@ def _incomplete_runs(config: Config, instance: str, snaps: list[dict[str, Any]],
     """(run id, first part's time) of runs that stored parts but never their manifest: failed or killed backups."""
     first_seen: dict[str, datetime] = {}
     for snap in snaps:
-        run = _run_of(snap)
+        run = tag_value(snap, "run")
         if run and run not in complete:
             when = snapshot_time(snap)
             first_seen[run] = min(when, first_seen.get(run, when))

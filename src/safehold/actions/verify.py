@@ -1,12 +1,22 @@
-"""`safehold verify`: the repository is intact and every point holds every part its manifest lists."""
+"""`safehold verify`: the repository is intact and every point holds every part its manifest lists.
+
+`--repair` rebuilds the index of a damaged repository (see safehold.repository.damage) and names
+the points that lost data; it removes none of them, since a damaged point may still hold most of it.
+"""
 
 from __future__ import annotations
 
-from safehold.actions.common import Point, open_repository, points
+import contextlib
+from typing import Any
+
+from safehold.actions.common import Point, open_repository, points, tag_value
 from safehold.config import Config
-from safehold.errors import SafeholdError
+from safehold.errors import ConfigError, SafeholdError
+from safehold.lock import instance_lock
 from safehold.output import Reporter
-from safehold.repository.restic import Repository
+from safehold.repository import damage
+from safehold.repository.manifest import new_run_id
+from safehold.repository.restic import Repository, RepositoryDamaged
 
 
 def _present(snapshot: str | None, snapshot_ids: set[str]) -> bool:
@@ -50,13 +60,14 @@ def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
             repo = open_repository(config, repo_name)
             if repo_name not in seen:
                 seen.add(repo_name)
-                reporter.step(f"checking repository {repo_name}{' (reading all data)' if read_data else ''}")
                 try:
-                    repo.check(read_data)
-                except SafeholdError as exc:
+                    found: SafeholdError | None = _check(config, repo, read_data, reporter)
+                except SafeholdError as exc:  # not damage: unreachable, wrong password...
+                    found = exc
+                if found is not None:
                     # With its hint: a damaged repository needs the repair steps, not only the diagnosis.
-                    named = f"repository {repo_name}" in exc.message
-                    problems.append(exc.line() if named else f"repository {repo_name}: {exc.line()}")
+                    named = f"repository {repo_name}" in found.message
+                    problems.append(found.line() if named else f"repository {repo_name}: {found.line()}")
                     continue
             snapshot_ids = {s["id"] for s in repo.snapshots([f"instance={instance_name}"])}
             selected = [p for p in points(config, repo, instance_name)
@@ -68,3 +79,92 @@ def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
     if run is not None and not any(results.values()):
         raise SafeholdError(f"no point {run!r} found", "see `safehold list`")
     return {"points_checked": results, "problems": problems, "ok": not problems}
+
+
+def runs_of(snapshots: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
+    """The short snapshot ids of each (instance, run id), oldest run first: the parts of one point."""
+    runs: dict[tuple[str, str], list[str]] = {}
+    for snap in snapshots:
+        key = (tag_value(snap, "instance") or "?", tag_value(snap, "run") or "?")
+        runs.setdefault(key, []).append(snap["short_id"])
+    return dict(sorted(runs.items(), key=lambda item: item[0][1]))
+
+
+def repair(config: Config, name: str | None, argument: str | None, read_data: bool,
+           reporter: Reporter) -> dict[str, object]:
+    """Rebuild the index of each damaged repository of one instance (or all), then name the points
+    that stay damaged and the command that removes them; `ok` when every repository is sound after.
+
+    `argument` is verify's positional one, which names the instance here (`safehold verify app
+    --repair`), as `name` (--instance) does. Holds the lock of every instance that uses those
+    repositories, as prune does: no backup may write while restic rebuilds the index.
+    """
+    if name is not None and argument is not None:
+        raise ConfigError(f"--repair works on the repositories of one instance (or all): {argument!r} is one too many",
+                          "give the instance alone: `safehold verify INSTANCE --repair`")
+    name = name or argument
+    names = sorted({repo for instance in config.select(name).values() for repo in instance.repositories})
+    users = sorted(instance for instance, settings in config.instances.items()
+                   if set(settings.repositories) & set(names))
+    run_id = new_run_id()
+    results: list[dict[str, object]] = []
+    with contextlib.ExitStack() as locks:
+        for instance in users:
+            locks.enter_context(instance_lock(config.state_dir, instance, run_id, "repair", reporter,
+                                              config.settings.lock_wait_seconds))
+        for repo_name in names:
+            result: dict[str, object] = {"repository": repo_name, "repaired": False, "damaged": [], "forget": None,
+                                         "error": None, "ok": True}
+            try:
+                _repair(config, repo_name, read_data, reporter, result)
+            except SafeholdError as exc:
+                result.update(ok=False, error=exc.line())
+            results.append(result)
+    return {"repositories": results, "ok": all(r["ok"] for r in results)}
+
+
+def _repair(config: Config, repo_name: str, read_data: bool, reporter: Reporter, result: dict[str, object]) -> None:
+    """Check one repository; if damaged, rebuild its index, check again and fill `result` in."""
+    repo = open_repository(config, repo_name)
+    old = damage.recorded(config.state_dir, repo_name)
+    # As thorough as the verify that found the damage: corrupt data shows only when it is read.
+    thorough = read_data or (old is not None and old.read_data)
+    # A recorded damage was just found by verify's restic check (minutes when trees are lost: restic
+    # retries every read of a missing pack); without one, check first, so a sound repository is left alone.
+    if old is None and _check(config, repo, thorough, reporter) is None:
+        return
+    reporter.step(f"rebuilding the index of repository {repo_name}")
+    repo.repair_index()
+    result["repaired"] = True
+    found = _check(config, repo, thorough, reporter)
+    if found is None:
+        return
+    result.update(ok=False, error=found.line())
+    # Corrupt data that a rebuilt index still lists needs its pack files removed (the hint says how).
+    lost = {} if found.unsafe else _damaged_points(repo, reporter)
+    damage.record(config.state_dir, repo_name, found, thorough,
+                  [{"instance": instance, "run_id": run} for instance, run in lost], repaired=True)
+    result["damaged"] = [{"instance": instance, "run_id": run, "snapshots": ids}
+                         for (instance, run), ids in lost.items()]
+    if lost:
+        result["forget"] = repo.command_line("forget", "--prune", *[sid for ids in lost.values() for sid in ids])
+
+
+def _check(config: Config, repo: Repository, read_data: bool, reporter: Reporter) -> RepositoryDamaged | None:
+    """restic check; returns the damage it found (None: sound) and keeps the repository's damage
+    record, which backups and `safehold check` go by, up to date. Other failures raise."""
+    reporter.step(f"checking repository {repo.name}{' (reading all data)' if read_data else ''}")
+    try:
+        repo.check(read_data)
+    except RepositoryDamaged as exc:
+        damage.record(config.state_dir, repo.name, exc, read_data)
+        return exc
+    damage.passed(config.state_dir, repo.name, read_data)
+    return None
+
+
+def _damaged_points(repo: Repository, reporter: Reporter) -> dict[tuple[str, str], list[str]]:
+    """The runs (all their snapshots) whose trees or data blobs the rebuilt index lacks."""
+    runs = runs_of(repo.snapshots())
+    reporter.step(f"{repo.name}: looking for the points that lost data ({len(runs)} run(s))")
+    return {key: ids for key, ids in runs.items() if not repo.readable(ids)}

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import tempfile
@@ -57,22 +58,39 @@ class RepositoryMissing(RepositoryError):
     """No repository at the URL (restic finds no config file there): a new one may be created."""
 
 
-def _index_repair() -> str:
-    """restic's command that rebuilds the index from the pack files present."""
-    try:
-        return "restic repair index" if restic_version() >= (0, 16, 0) else "restic rebuild-index"
-    except RepositoryError:
-        return "restic rebuild-index"
+class RepositoryDamaged(RepositoryError):
+    """Data the snapshots need is lost or does not match its checksum.
+
+    `unsafe`: the index still lists that data, so a backup would deduplicate against it and make a
+    point that cannot be restored. Once the index is rebuilt the lost data is no longer known (the
+    next backup stores it anew) and only the old snapshots that reference it stay damaged.
+    """
+
+    def __init__(self, message: str, hint: str, unsafe: bool) -> None:
+        super().__init__(message, hint)
+        self.unsafe = unsafe
 
 
-# restic's words for stored data that is gone: `check` says "pack <id>: does not exist" (local) or
-# "pack <id> failed to download", reads say "Load(<data/…>) … no such file or directory" or
-# "… file does not exist" (sftp), and a snapshot whose blobs the index lacks "id <id> not found in
-# repository". None of them means the repository is missing, so they come before that rule.
-MISSING_DATA = (r"pack [0-9a-f]{8,}:? (does not exist|failed to download)|<data/[0-9a-f]+>.*(no such file|does not "
-                r"exist|not found)|id [0-9a-f]{64} not found in repository")
+def index_repair_command(version: tuple[int, int, int]) -> list[str]:
+    """restic's subcommand that rebuilds the index from the pack files present (renamed in 0.16)."""
+    return ["repair", "index"] if version >= (0, 16, 0) else ["rebuild-index"]
+
+
+# What safehold's messages tell a person to run on a repository that lost data.
+REPAIR = "safehold verify --repair"
+# What `check` says of pack files the index lists but the storage lacks: "pack <id>: does not exist",
+# or with --read-data "pack <id> failed to download". Only these (and corrupt data) make a backup
+# unsafe; after a rebuilt index, check names blobs "not found in index" or "not found in repository".
+LOST_PACKS = r"pack [0-9a-f]{8,}:? (does not exist|failed to download)"
+# restic's words for stored data that is gone: the lost packs above, reads saying "Load(<data/…>) …
+# no such file or directory" or "… file does not exist" (sftp), and a snapshot whose blobs the index
+# lacks "id <id> not found in repository". None of them means the repository is missing, so they
+# come before that rule.
+MISSING_DATA = (LOST_PACKS + r"|<data/[0-9a-f]+>.*(no such file|does not exist|not found)|id [0-9a-f]{64} not "
+                r"found in repository")
 # Stored data that is there but does not match its hash (bit rot, a truncated upload).
 CORRUPT_DATA = r"pack id does not match|ciphertext verification failed|wrong data returned, hash is"
+DAMAGED = (MISSING_DATA, CORRUPT_DATA, "repository contains errors")
 NOT_A_REPOSITORY = r"unable to open config file|is there a repository at the following location"
 # restic's warning that it works without its local cache (a read-only or full home, a hardened service):
 # its "read-only file system" or "permission denied" is not the repository's.
@@ -88,8 +106,9 @@ def explain(stderr: str, repo: str) -> RepositoryError:
     run or a repository that is not there.
     """
     text = CACHE_WARNING.sub("", stderr.lower())
-    damaged_hint = (f"restore the points you need from another repository; then run `{_index_repair()}` on {repo} "
-                    "and back up again: restic stores anew what the sources still hold (older points stay damaged)")
+    damaged_hint = (f"restore the points you need from another repository; then run `{REPAIR}`: it rebuilds the "
+                    "index so the next backup stores anew what the sources still hold, and names the points that "
+                    "stay damaged")
     rules: list[tuple[str, str, str]] = [
         ("wrong password|no key found", f"wrong password for repository {repo}", "check its password reference"),
         ("host key is known for", f"repository {repo}: the server's SSH host key is not pinned",
@@ -124,7 +143,7 @@ def explain(stderr: str, repo: str) -> RepositoryError:
          damaged_hint),
         (CORRUPT_DATA, f"repository {repo} is damaged: stored data does not match its checksum",
          f"restore from another repository; `restic check --read-data` names the damaged pack files: remove them, "
-         f"run `{_index_repair()}` and back up again"),
+         f"then run `{REPAIR} --read-data`"),
         ("repository contains errors", f"repository {repo} is damaged: restic check found errors",
          damaged_hint),
         ("repository is already locked", f"repository {repo} is locked by another run",
@@ -139,6 +158,8 @@ def explain(stderr: str, repo: str) -> RepositoryError:
     ]
     for pattern, message, hint in rules:
         if re.search(pattern, text):
+            if pattern in DAMAGED:
+                return RepositoryDamaged(message, hint, bool(re.search(f"{LOST_PACKS}|{CORRUPT_DATA}", text)))
             return (RepositoryMissing if pattern == NOT_A_REPOSITORY else RepositoryError)(message, hint)
     last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "no message")
     return RepositoryError(f"repository {repo}: restic failed: {last[:300]}", "see the log above for details")
@@ -269,6 +290,17 @@ def read_only_error(repo: str) -> RepositoryError:
                            "location (listing, verifying and restoring work as it is)")
 
 
+def _shell_source(secret: Secret, as_file: bool = False) -> str:
+    """Where bash finds a secret: its file (or the file's content), or its environment variable."""
+    kind, _, where = secret.reference.partition(":")
+    if kind == "file":
+        path = shlex.quote(str(Path(where).expanduser()))
+        return path if as_file else f'"$(cat {path})"'
+    if kind == "env":
+        return f"<(printenv {where})" if as_file else f'"${where}"'
+    return "SECRET_FILE" if as_file else "SECRET"  # a Secret made in code, with no reference to name
+
+
 @dataclass
 class _Call:
     """One restic process's environment and options, and the file its ssh writes errors to (sftp:)."""
@@ -303,6 +335,9 @@ class Repository:
     # Holds the URL's hash once a run has opened the repository here, so later runs skip that check (a
     # restic call costs the key derivation, about half a second).
     known_file: Path | None = None
+    # While the repository holds points with lost data, file backups take no parent snapshot (restic
+    # would fail on a parent's lost tree) and read every file: set from the damage record.
+    read_all: bool = False
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -533,7 +568,7 @@ class Repository:
     def backup_paths(self, paths: Sequence[Path], tags: Sequence[str], excludes: Sequence[str],
                      reporter: Reporter, label: str) -> Summary:
         """Store file trees (owners, modes, mtimes, symlinks kept by restic) as one snapshot."""
-        args = ["backup", "--json", "--host", socket.gethostname(), *self._tag_args(tags)]
+        args = ["backup", "--json", "--host", socket.gethostname(), *self._tag_args(tags), *["--force"] * self.read_all]
         for pattern in excludes:
             args += ["--exclude", pattern]
         args += ["--", *[str(p) for p in paths]]
@@ -637,6 +672,36 @@ class Repository:
         """Free data no snapshot references; needs the exclusive lock, so clear stale ones first."""
         self.unlock_stale()
         self.run("prune")
+
+    def repair_index(self) -> None:
+        """Rebuild the index from the pack files present, so lost data is no longer known and the next
+        backup stores it anew; needs the exclusive lock, so clear stale ones first."""
+        self.unlock_stale()
+        self.run(*index_repair_command(restic_version()))
+
+    def readable(self, snapshot_ids: Sequence[str]) -> bool:
+        """Whether the index holds every tree and data blob these snapshots reference.
+
+        `stats --mode raw-data` walks the trees and looks each data blob up without reading it: after a
+        rebuilt index, the cheap way to tell which snapshots lost data. Other failures raise.
+        """
+        try:
+            self.run("stats", "--mode", "raw-data", "--json", *snapshot_ids)
+        except RepositoryDamaged:
+            return False
+        return True
+
+    def command_line(self, *args: str) -> str:
+        """A restic command line (bash) a person can run on this repository.
+
+        The secrets stay where the config keeps them: RESTIC_PASSWORD_FILE names the password's file
+        (or reads its environment variable through a pipe) and the other variables are read from
+        theirs, so no secret value is on the line or in any process's argv.
+        """
+        env = [f"RESTIC_REPOSITORY={shlex.quote(mask_url(self.url))}",
+               f"RESTIC_PASSWORD_FILE={_shell_source(self.password, as_file=True)}",
+               *[f"{key}={_shell_source(value)}" for key, value in self.env.items()]]
+        return " ".join([*env, "restic", *map(shlex.quote, [*self.extra_args, *args])])
 
     def check(self, read_data: bool = False) -> str:
         """restic's own integrity check; returns its output."""
