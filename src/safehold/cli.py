@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -12,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.table import Table
@@ -28,6 +30,9 @@ from safehold.actions.common import dumps
 from safehold.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE, ConfigError, SafeholdError, Stopped
 from safehold.output import Reporter, literal_console
 
+if TYPE_CHECKING:
+    from safehold.actions.browse import Listing
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Consistent, encrypted, verified recovery points for self-hosted IT apps.")
 
@@ -42,8 +47,11 @@ err = literal_console(stderr=True)
 
 
 def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[Any], None],
-         exit_code: Callable[[Any], int] = lambda _: 0) -> None:
-    """Run an action with a reporter, print its result, and exit with the right code."""
+         exit_code: Callable[[Any], int] = lambda _: 0, streamed: bool = False) -> None:
+    """Run an action with a reporter, print its result, and exit with the right code.
+
+    `streamed`: the action printed its JSON as it came (a listing too long to hold): not printed again.
+    """
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     _stop_on_sigterm()
     reporter = Reporter("json" if json_out else None)
@@ -70,10 +78,10 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
               f"this is a bug in safehold; the last complete recovery point is untouched; please report it "
               f"with the traceback in {_keep_traceback()}", EXIT_FAILED)
     reporter.close()
-    if json_out:
-        print(dumps(result))
-    else:
+    if not json_out:
         render(result)
+    elif not streamed:
+        print(dumps(result))
     code = exit_code(result)
     if code:
         raise typer.Exit(code)
@@ -251,6 +259,72 @@ def show(run: Annotated[str, typer.Argument(help="run id (a unique prefix is eno
     _run(json_out, lambda r: show_point(_load(config), run, instance), lambda res: out.print_json(dumps(res)))
 
 
+# Characters that would break a listing's lines or steer the terminal (a file name may hold any of them).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _shown(text: str) -> str:
+    """Text as printed on one line: control characters (a newline in a file name) escaped."""
+    return CONTROL_CHARACTERS.sub(lambda match: f"\\x{ord(match[0]):02x}", text)
+
+
+def _print_listing(listing: Listing) -> int:
+    """Print a listing line by line as restic streams it; returns how many entries there were."""
+    from safehold.files import restic_time_ns
+
+    head = listing.head
+    where = head.get("stored_path") or head["path"] or "its file trees and config files"
+    print(_shown(f"point {head['run_id']} of {head['instance']} in {head['repository']}: {where}"))
+    count = 0
+    for entry in listing.entries:
+        ns = restic_time_ns(str(entry["mtime"] or ""))
+        when = datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S") if ns is not None else "-"
+        size = "-" if entry["size"] is None else str(entry["size"])
+        slash = "/" if entry["type"] == "dir" else ""
+        print(f"{entry['permissions']}  {entry['type']:<7} {size:>12}  {when}  {_shown(str(entry['path']))}{slash}")
+        count += 1
+    if not count:
+        print("(nothing in it)")
+    return count
+
+
+def _print_json_listing(listing: Listing) -> int:
+    """Print a listing as one JSON object, entry by entry as restic streams them (it may not fit in memory)."""
+    fields = "".join(f"{json.dumps(key)}: {json.dumps(value, default=str)}, " for key, value in listing.head.items())
+    sys.stdout.write("{" + fields + '"entries": [')
+    count = 0
+    for entry in listing.entries:
+        sys.stdout.write(("," if count else "") + "\n  " + json.dumps(entry, default=str))
+        count += 1
+    sys.stdout.write(f'\n], "count": {count}}}\n')
+    return count
+
+
+@app.command("ls")
+def ls_cmd(
+    instance: Annotated[str, typer.Argument(help="instance name")],
+    run: Annotated[str, typer.Argument(help="run id or latest")] = "latest",
+    path: Annotated[str | None, typer.Argument(help="a path as it was on the host, e.g. "
+                                                    "/var/www/itflow/uploads/clients/5 (default: the point's "
+                                                    "trees)")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="everything below PATH")] = False,
+    repository: Annotated[str | None, typer.Option(help="repository to list from")] = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Files and folders of a point's file trees and config files (type, size, mtime, mode), by host path."""
+    from safehold.actions.browse import list_files
+
+    if path is None and "/" in run:  # `safehold ls app /var/www/…`: a path in the newest point
+        run, path = "latest", run
+
+    def action(r: Reporter) -> int:
+        listing = list_files(_load(config), instance, run, path, recursive, repository)
+        return _print_json_listing(listing) if json_out else _print_listing(listing)
+
+    _run(json_out, action, lambda count: None, streamed=True)
+
+
 @app.command()
 def restore(
     instance: Annotated[str, typer.Argument(help="instance name")],
@@ -262,10 +336,12 @@ def restore(
     force: Annotated[bool, typer.Option(help="overwrite non-empty databases (after a safety point)")] = False,
     repository: Annotated[str | None, typer.Option(help="repository to restore from")] = None,
     from_file: Annotated[Path | None, typer.Option("--from-file", help="restore from a `safehold export` file")] = None,
+    path: Annotated[list[str] | None, typer.Option("--path", help="only this file or folder, by its path on the "
+                                                                  "host (repeatable; no database)")] = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Restore a recovery point (databases, files, config)."""
+    """Restore a recovery point (databases, files, config), or single files and folders of it (--path)."""
     from safehold.actions.import_file import restore_from_file
     from safehold.actions.restore import restore as do_restore
 
@@ -275,15 +351,19 @@ def restore(
         for db in plan["databases"]:
             note = [" ", ("(has data)", "yellow")] if db["target_has_data"] else []
             out.print(Text.assemble(f"  database {db['from']} → {db['into']} ({db['tables']} tables)", *note))
-        for path in plan["paths"]:
-            out.print(f"  files {path} → {plan['files_into']}")
+        for included in plan["paths"]:
+            out.print(f"  files {included} → {plan['files_into']}", soft_wrap=True)
         if res["dry_run"]:
+            _print_selection(plan.get("selection"))
             out.print("dry run: nothing was changed")
             return
         if res.get("comparison"):
             _table("row counts: manifest vs restored", ["database", "table", "expected", "restored", ""],
                    [[c["database"], c["table"], c["expected"], c["restored"], "ok" if c["ok"] else "DIFFERS"]
                     for c in res["comparison"]])
+        if restored := res.get("restored"):
+            same = f"; {restored['unchanged']} already as in the point" if restored.get("unchanged") else ""
+            out.print(f"{restored['files']} file(s), {restored['bytes']} bytes came back{same}", soft_wrap=True)
         verdict = ("restore complete", "green") if res["ok"] else ("restore finished with differences", "red")
         out.print(Text.assemble(verdict, f" in {res['seconds']} s" + (f"; safety point {res['safety_point']}"
                                                                       if res.get("safety_point") else "")))
@@ -298,12 +378,27 @@ def restore(
             if repository is not None:
                 raise ConfigError("--from-file restores from the file, not from a repository",
                                   "drop --repository or drop --from-file")
+            if path:
+                raise ConfigError("--path restores from a repository, not from an export file",
+                                  "restore the file's point with --files-to DIR and copy what you need from there")
             return restore_from_file(_load(config), instance, from_file, r, only=only, to_db=to_db,
                                      files_to=files_to, dry_run=dry_run, force=force)
         return do_restore(_load(config), instance, run, r, only=only, to_db=to_db, files_to=files_to,
-                          dry_run=dry_run, force=force, repository=repository)
+                          dry_run=dry_run, force=force, repository=repository, paths=path or [])
 
     _run(json_out, action, render, lambda res: 0 if res.get("ok", True) else EXIT_FAILED)
+
+
+def _print_selection(selection: dict[str, Any] | None) -> None:
+    """What a `restore --path` dry run would do with each path."""
+    if not selection:
+        return
+    for item in selection["items"]:
+        note = " (differs on the host: only --force replaces it)" if item["action"] == "replace" else ""
+        out.print(f"  {item['action']:<8} {_shown(str(item['path']))}{note}", soft_wrap=True)
+    out.print(f"{selection['files']} file(s), {selection['bytes']} bytes would come back; "
+              f"{selection['unchanged']} already as in the point; {len(selection['conflicts'])} differ on the host",
+              soft_wrap=True)
 
 
 @app.command()

@@ -19,7 +19,7 @@ import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -199,16 +199,30 @@ def own_folder_inside(roots: list[str] | list[Path], own: dict[str, Path]) -> st
     return None
 
 
+@contextlib.contextmanager
+def _staged(repo: Repository, snapshot: str, path: Path, folder: Path, reporter: Reporter) -> Iterator[Path]:
+    """`path` (and what lies in it) restored from a snapshot into a new private folder inside `folder`;
+    yields where it landed, and removes the folder with whatever was not moved out of it.
+
+    `folder` is on the file system where `path` goes, so moving it into place is a rename.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=".safehold-restore-", dir=folder))
+    try:
+        repo.restore(snapshot, staging, [str(path)], reporter)
+        restored = staging / path.relative_to("/")
+        if not restored.exists() and not restored.is_symlink():
+            raise SafeholdError(f"{path} is not in the point's files", "run `safehold verify` on this point")
+        yield restored
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(staging)
+
+
 def restore_in_place(repo: Repository, snapshot: str, roots: list[str], reporter: Reporter) -> None:
     """Put each tree of a snapshot back at its original path, replacing what is there."""
     for root in map(Path, roots):
         root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".safehold-restore-", dir=root.parent))
-        try:
-            repo.restore(snapshot, staging, [str(root)], reporter)
-            restored = staging / root.relative_to("/")
-            if not restored.exists() and not restored.is_symlink():
-                raise SafeholdError(f"{root} is not in the point's files", "run `safehold verify` on this point")
+        with _staged(repo, snapshot, root, root.parent, reporter) as restored:
             if not (root.exists() or root.is_symlink()):
                 os.rename(restored, root)
                 continue
@@ -222,6 +236,97 @@ def restore_in_place(repo: Repository, snapshot: str, roots: list[str], reporter
                 continue
             os.rename(restored, root)
             _remove(old)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                shutil.rmtree(staging)
+
+
+# restic's node types as file types of os.lstat, and where Go's FileMode (restic's `mode`) keeps the bits
+# that st_mode keeps at 0o7000.
+NODE_TYPES = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK, "fifo": stat.S_IFIFO,
+              "socket": stat.S_IFSOCK, "dev": stat.S_IFBLK, "chardev": stat.S_IFCHR}
+GO_SPECIAL_BITS = {1 << 23: stat.S_ISUID, 1 << 22: stat.S_ISGID, 1 << 20: stat.S_ISVTX}
+
+
+def node_permissions(node: dict[str, Any]) -> int:
+    """The permission bits (0o7777, as os.lstat gives them) of a node of a snapshot listing."""
+    mode = int(node.get("mode") or 0)
+    return (mode & 0o777) | sum(bit for go_bit, bit in GO_SPECIAL_BITS.items() if mode & go_bit)
+
+
+def node_filemode(node: dict[str, Any]) -> str:
+    """A node's type and permissions as `ls -l` shows them (`drwxr-xr-x`, `-rwsr-xr-x`)."""
+    return stat.filemode(NODE_TYPES.get(str(node.get("type")), 0) | node_permissions(node))
+
+
+def live_state(node: dict[str, Any]) -> str:
+    """How the host's file at a node's path compares with the node: "missing", "same" or "differs".
+
+    Compared as restic decides a file is unchanged: type, size and mtime, here with permissions and
+    owner too. A folder on the host counts as the same folder (its content is compared item by item).
+    """
+    try:
+        info = os.lstat(node["path"])
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    kind = node.get("type")
+    if stat.S_IFMT(info.st_mode) != NODE_TYPES.get(str(kind)):
+        return "differs"
+    if kind == "dir":
+        return "same"
+    facts = (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
+    if facts != (node_permissions(node), node.get("uid", 0), node.get("gid", 0)):
+        return "differs"
+    if kind == "file" and info.st_size != int(node.get("size") or 0):
+        return "differs"
+    if kind in COUNTED and info.st_mtime_ns != restic_time_ns(str(node.get("mtime", ""))):
+        return "differs"
+    return "same"
+
+
+def _is_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def not_a_folder_on_the_way(root: str, path: str) -> Path | None:
+    """The first folder on the way from tree `root` down to `path` that exists on the host but is not a
+    plain folder (a symlink put there since the point, which writing through would follow out of the tree)."""
+    way = [folder for folder in reversed(Path(path).parents) if folder.is_relative_to(root)]
+    return next((folder for folder in way if os.path.lexists(folder) and not _is_folder(folder)), None)
+
+
+def restore_paths_in_place(repo: Repository, snapshot: str, paths: list[str], replace: set[str],
+                           reporter: Reporter) -> tuple[int, int]:
+    """Put single files and folders of a snapshot back at their paths, among what is there now.
+
+    A file missing on the host comes back; one whose path is in `replace` is replaced; any other is
+    left as it is (the same as in the point, or new since the check); files added to a folder since
+    the point stay. Each path is restored into a private folder inside the deepest folder on its way
+    that exists (the same file system), then renamed into place file by file. Returns the files and
+    bytes put back.
+    """
+    counts = [0, 0]
+    for path in map(Path, paths):
+        # Inside the folder it merges into, else beside it: a folder on a mount of its own gets its files
+        # by rename too. Symlinks above the tree are the admin's layout: followed, they lead to that file system.
+        merged = _is_folder(path) and str(path) not in replace
+        folder = path if merged else next(parent for parent in path.parents if parent.is_dir())
+        with _staged(repo, snapshot, path, folder, reporter) as restored:
+            if not path.parent.exists():
+                path.parent.mkdir(parents=True)
+                reporter.warn(f"created {path.parent} for {path.name}: folders not named with --path get "
+                              "safehold's owner and default mode, not the point's")
+            _place(restored, path, replace, counts)
+    return counts[0], counts[1]
+
+
+def _place(restored: Path, live: Path, replace: set[str], counts: list[int]) -> None:
+    """Move `restored` to `live` unless something is there that is not to be replaced; folders merge."""
+    if os.path.lexists(live) and str(live) not in replace:
+        if _is_folder(live) and _is_folder(restored):
+            for name in sorted(os.listdir(restored)):
+                _place(restored / name, live / name, replace, counts)
+        return
+    files, size = tree_stats(restored)
+    if os.path.lexists(live) and (_is_folder(live) or _is_folder(restored)):
+        _remove(live)  # a rename replaces a file, not a folder, nor a file by a folder
+    os.replace(restored, live)
+    counts[0] += files
+    counts[1] += size

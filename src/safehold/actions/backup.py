@@ -163,18 +163,19 @@ def _check_trees(config: Config, instance: Instance, safety_point: bool) -> None
 
 def backup_instance(config: Config, name: str, reporter: Reporter, safety_point: bool = False,
                     databases: set[str] | None = None, with_files: bool = True, note: str | None = None,
-                    keep_days: int | None = None) -> dict[str, object]:
+                    keep_days: int | None = None, trees: list[tuple[Path, str]] | None = None) -> dict[str, object]:
     """Make one recovery point of instance `name` in its first repository; return a summary.
 
     A safety point (taken by restore before overwriting) passes `databases` (names to include)
-    and `with_files`, so it saves exactly what is about to be overwritten. Other runs are recorded
-    in the run history (failures too) and followed by retention, notifications and metrics; a
-    safety point is part of the restore that makes it, so it is not a run of its own.
+    and `with_files`, and `trees` ((path, kind) pairs in place of the instance's trees) when only
+    single paths are restored, so it saves exactly what is about to be overwritten. Other runs are
+    recorded in the run history (failures too) and followed by retention, notifications and metrics;
+    a safety point is part of the restore that makes it, so it is not a run of its own.
     `note` (why the point was made) and `keep_days` (prune keeps it that long) are kept in the
     manifest; a bad one is refused before anything is recorded or stored.
     """
     if safety_point:
-        return _backup(config, name, reporter, safety_point, databases, with_files)
+        return _backup(config, name, reporter, safety_point, databases, with_files, trees=trees)
     from safehold.actions.tracked import tracked
 
     note = check_note(note)
@@ -193,11 +194,16 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
 
 def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, databases: set[str] | None,
             with_files: bool, listings: dict[str, list[dict[str, Any]]] | None = None, note: str | None = None,
-            keep_days: int | None = None) -> dict[str, object]:
+            keep_days: int | None = None, trees: list[tuple[Path, str]] | None = None) -> dict[str, object]:
     resume_leftovers(config.state_dir, reporter)
     instance, profile, instance_config = describe(config, name)
     if databases is not None:
         instance.databases = [db for db in instance.databases if db.name in databases]
+    if trees is not None:
+        # A path that is a symlink is saved as the link (as a config file is): the restore replaces the
+        # link, not what it leads to, so following it would save the wrong thing.
+        instance.files = [path for path, kind in trees if kind == "files" and not path.is_symlink()]
+        instance.config_files = [path for path, kind in trees if kind != "files" or path.is_symlink()]
     repo = open_repository(config, instance_config.repositories[0])
     run_id = new_run_id()
     # A safety point runs inside a restore that already holds the instance lock.

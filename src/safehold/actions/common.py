@@ -11,7 +11,7 @@ from typing import Any
 
 from safehold.apps import profile_for
 from safehold.config import Config, InstanceConfig
-from safehold.errors import RepositoryError, SafeholdError
+from safehold.errors import ConfigError, RepositoryError, SafeholdError
 from safehold.models import Instance
 from safehold.repository.manifest import MANIFEST_PATH, Manifest
 from safehold.repository.restic import Repository
@@ -125,6 +125,16 @@ def find_point(config: Config, repo: Repository, instance: str, run: str) -> Poi
         raise SafeholdError(f"no point {run!r} of {instance} in repository {repo.name}",
                             f"see `safehold list {instance}`")
     raise SafeholdError(f"{run!r} matches {len(matches)} points", "give more characters of the run id")
+
+
+def open_point(config: Config, name: str, run: str, repository: str | None = None) -> tuple[Repository, Point]:
+    """The repository (`repository`, else the instance's first) and its point `run` of instance `name`."""
+    repositories = config.instance(name).repositories
+    repo_name = repository or repositories[0]
+    if repo_name not in repositories:
+        raise ConfigError(f"instance {name} does not use repository {repo_name}", f"use one of {repositories}")
+    repo = open_repository(config, repo_name)
+    return repo, find_point(config, repo, name, run)
 
 
 def dumps(result: object) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +17,14 @@ from types import ModuleType
 from typing import IO, Any
 
 from safehold.actions.backup import backup_instance
-from safehold.actions.common import Point, describe, find_point, open_repository
+from safehold.actions.browse import Selection, locate_all
+from safehold.actions.common import Point, describe, open_point
 from safehold.actions.tracked import tracked
 from safehold.apps.common import AppConfigMissing
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, RestoreRefused, SafeholdError, os_reason
-from safehold.files import own_folder_inside, real_path, restore_in_place
+from safehold.files import own_folder_inside, real_path, restore_in_place, restore_paths_in_place
 from safehold.lock import instance_lock
 from safehold.models import Database, DatabaseReport, Instance, TableReport
 from safehold.output import Reporter
@@ -48,6 +49,7 @@ class Plan:
     databases: list[DatabaseStep] = field(default_factory=list)
     includes: list[str] = field(default_factory=list)
     files_target: Path = Path("/")
+    selection: Selection | None = None  # restore --path: single files and folders
 
     def describe(self) -> dict[str, object]:
         return {
@@ -59,6 +61,7 @@ class Plan:
                           for s in self.databases],
             "paths": self.includes,
             "files_into": str(self.files_target),
+            **({"selection": self.selection.describe()} if self.selection else {}),
         }
 
 
@@ -107,16 +110,20 @@ def _live_database(instance: Instance, entry: DatabaseEntry) -> Database:
 
 
 def make_plan(config: Config, instance: Instance, point: Point, only: list[str], to_db: list[str],
-              files_to: Path | None, targets: dict[str, str] | None = None) -> Plan:
+              files_to: Path | None, targets: dict[str, str] | None = None, paths: Sequence[str] = ()) -> Plan:
     """Work out what goes where, checking targets without changing anything.
 
     `targets` (database name in the point → target name) replaces `--to-db` parsing for callers
-    that choose the names themselves, like the drill's scratch databases.
+    that choose the names themselves, like the drill's scratch databases. `paths` (`--path`)
+    restores only those files and folders, and no database.
     """
     for part in only:
         if part not in PARTS:
             raise ConfigError(f"--only {part!r} is not a part", f"use one of {', '.join(PARTS)}")
     parts = set(only or PARTS)
+    if paths:
+        _check_path_options(only, to_db)
+        parts.discard("db")
     manifest = point.manifest
     plan = Plan(point=point, files_target=files_to or Path("/"))
     if "db" in parts:
@@ -129,8 +136,22 @@ def make_plan(config: Config, instance: Instance, point: Point, only: list[str],
             plan.databases.append(DatabaseStep(entry, step_db, target, not engine.is_empty(step_db, target)))
     kinds = {"files"} if "files" in parts else set()
     kinds |= {"config"} if "config" in parts else set()
-    plan.includes = [t.root for t in manifest.trees if t.kind in kinds]
+    if paths:
+        plan.selection = Selection(locate_all(point, list(paths), kinds), in_place=files_to is None)
+        plan.includes = plan.selection.paths
+    else:
+        plan.includes = [t.root for t in manifest.trees if t.kind in kinds]
     return plan
+
+
+def _check_path_options(only: list[str], to_db: list[str]) -> None:
+    """--path restores files and config files only: options about databases are mistakes next to it."""
+    if "db" in only:
+        raise ConfigError("--path restores files and config files, never a database, so it does not go with "
+                          "--only db", "drop --only db, or drop --path to restore the database")
+    if to_db:
+        raise ConfigError("--to-db does not go with --path: --path restores no database",
+                          "drop --to-db, or drop --path to restore the database")
 
 
 def table_problem(database: str, table: str, expected: TableEntry | None, found: TableReport | None) -> str | None:
@@ -172,24 +193,18 @@ def prepare_files_target(target: Path) -> None:
 def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: list[str] | None = None,
             to_db: list[str] | None = None, files_to: Path | None = None, dry_run: bool = False,
             force: bool = False, repository: str | None = None,
-            source: tuple[Any, Point] | None = None) -> dict[str, object]:
+            source: tuple[Any, Point] | None = None, paths: Sequence[str] = ()) -> dict[str, object]:
     """Restore a point of instance `name`; returns the plan and, unless dry-run, the comparison.
 
     `source` replaces the repository lookup with another holder of the point's parts (an unpacked
-    export file) that offers the same `open_file`/`restore` calls.
+    export file) that offers the same `open_file`/`restore` calls. `paths` restores only those
+    files and folders (and no database); the result then says how many files and bytes came back.
     """
-    instance_config = config.instance(name)
-    if source is not None:
-        repo, point = source
-    else:
-        repo_name = repository or instance_config.repositories[0]
-        if repo_name not in instance_config.repositories:
-            raise ConfigError(f"instance {name} does not use repository {repo_name}",
-                              f"use one of {instance_config.repositories}")
-        repo = open_repository(config, repo_name)
-        point = find_point(config, repo, name, run)
+    repo, point = source if source is not None else open_point(config, name, run, repository)
     instance, profile = _describe_live(config, name, repo, point, reporter, dry_run)
-    plan = make_plan(config, instance, point, only or [], to_db or [], files_to)
+    plan = make_plan(config, instance, point, only or [], to_db or [], files_to, paths=paths)
+    if plan.selection is not None:
+        plan.selection.compare(repo, point, keep_items=dry_run)
     result: dict[str, object] = {"plan": plan.describe(), "dry_run": dry_run}
     in_place = _in_place(plan)
     refusals = profile.check_restore(instance, point.manifest, in_place, reporter)
@@ -206,21 +221,29 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
     if busy and not force:
         raise RestoreRefused(f"database(s) {', '.join(busy)} already hold data",
                              "restore with --to-db NEWNAME, or add --force (a safety point is taken first)")
+    conflicts = plan.selection.conflicts if plan.selection else []  # found in place only
+    if conflicts and not force:
+        shown = ", ".join(conflicts[:3]) + (f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else "")
+        raise RestoreRefused(f"{len(conflicts)} file(s) on the host differ from the point and would be "
+                             f"overwritten: {shown}", "add --force (a safety point of them is taken first), or "
+                                                      "restore them elsewhere with --files-to DIR to compare")
     check_foreign_references(repo, plan)
     if plan.includes and plan.files_target != Path("/"):
         prepare_files_target(plan.files_target)
     lock = instance_lock(config.state_dir, name, point.run_id, "restore", reporter,
                          config.settings.lock_wait_seconds)
     # Recorded in the run history (and notified on failure) like backups and drills.
-    with lock, tracked(config, name, "restore", reporter, {"run_id": point.run_id}) as record:
+    details = {"run_id": point.run_id, **({"paths": list(plan.includes)} if plan.selection else {})}
+    with lock, tracked(config, name, "restore", reporter, details) as record:
         started = time.monotonic()
         phases: dict[str, float] = {}
-        overwrites_files = plan.files_target == Path("/") and any(Path(p).exists() for p in plan.includes)
+        overwrites_files = _overwrites_files(plan)
         if busy or overwrites_files:
             reporter.step("taking a safety point of the current state before overwriting it")
             busy_sources = {s.entry.name for s in plan.databases if s.non_empty}
             safety = backup_instance(config, name, reporter, safety_point=True, databases=busy_sources,
-                                     with_files=overwrites_files)
+                                     with_files=overwrites_files,
+                                     trees=plan.selection.on_host() if plan.selection else None)
             result["safety_point"] = safety["run_id"]
         comparison: list[dict[str, object]] = []
         try:
@@ -228,12 +251,8 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
                 comparison += _restore_database(repo, step, reporter, phases)
             if plan.includes:
                 t0 = time.monotonic()
-                snapshot = point.manifest.files_snapshot or ""
-                if plan.files_target == Path("/"):
-                    _warn_moved_links(point.manifest, plan.includes, reporter)
-                    restore_in_place(repo, snapshot, plan.includes, reporter)
-                else:
-                    repo.restore(snapshot, plan.files_target, plan.includes, reporter)
+                if (restored := _restore_files(repo, point, plan, reporter)) is not None:
+                    result["restored"] = restored
                 phases["files"] = round(time.monotonic() - t0, 3)
             if in_place:
                 profile.post_restore(instance, reporter, point.manifest, in_place)
@@ -249,8 +268,34 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
             record.result = "failed"
             record.error = f"{len(mismatches)} table(s) differ from the manifest"
         else:
-            reporter.step("restore complete; every table's row count matches the manifest")
+            reporter.step("restore complete" + ("; every table's row count matches the manifest" if comparison
+                                                else ""))
     return result
+
+
+def _overwrites_files(plan: Plan) -> bool:
+    """True when files go back in place over files the host holds: what a safety point saves first."""
+    if plan.files_target != Path("/"):
+        return False
+    if plan.selection is not None:
+        return bool(plan.selection.conflicts)
+    return any(Path(p).exists() for p in plan.includes)
+
+
+def _restore_files(repo, point: Point, plan: Plan,  # noqa: ANN001 - Repository or an unpacked export
+                   reporter: Reporter) -> dict[str, int] | None:
+    """Put the plan's files back; for `--path`, returns the files and bytes that came back."""
+    snapshot = point.manifest.files_snapshot or ""
+    selection = plan.selection
+    if plan.files_target != Path("/"):
+        repo.restore(snapshot, plan.files_target, plan.includes, reporter)
+        return None if selection is None else {"files": selection.files, "bytes": selection.bytes}
+    if selection is None:
+        _warn_moved_links(point.manifest, plan.includes, reporter)
+        restore_in_place(repo, snapshot, plan.includes, reporter)
+        return None
+    files, size = restore_paths_in_place(repo, snapshot, plan.includes, set(selection.conflicts), reporter)
+    return {"files": files, "bytes": size, "unchanged": selection.unchanged}
 
 
 def _warn_moved_links(manifest: Manifest, includes: list[str], reporter: Reporter) -> None:

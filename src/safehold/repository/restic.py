@@ -220,6 +220,15 @@ def target_error(stderr: str, target: Path) -> SafeholdError | None:
     return None
 
 
+def literal_pattern(path: str) -> str:
+    """`path` as a restic include pattern that selects that path (and what lies in it) and nothing else.
+
+    restic reads `*`, `?`, `[...]` and `\\` in a pattern as wildcards and escapes; in a file name
+    they are plain characters (`Invoice [1].pdf`), so they are escaped.
+    """
+    return re.sub(r"([*?\[\]\\])", r"\\\1", path)
+
+
 @dataclass
 class SourceError:
     """A file restic could not read while backing up, as its --json output reports it."""
@@ -634,11 +643,16 @@ class Repository:
             except runner.ProcessFailed as exc:
                 raise self._explain(exc.stderr, call) from None
 
-    def walk(self, snapshot_id: str) -> Iterator[dict[str, Any]]:
+    def walk(self, snapshot_id: str, paths: Sequence[str] = (), recursive: bool = True) -> Iterator[dict[str, Any]]:
         """Every node of a snapshot (path, type, size, mode, uid, gid, mtime), streamed as `restic ls --json`
-        lists them (a tree may hold millions)."""
+        lists them (a tree may hold millions), parents before their content.
+
+        With `paths` (absolute), only those and what lies in them: all of it when `recursive`, else each
+        path and its direct content; restic then reads only the folders on the way there.
+        """
+        args = ["ls", "--json", *(["--recursive"] if recursive and paths else []), snapshot_id, *paths]
         with self._call() as call:
-            child = runner.start(call.argv("ls", "--json", snapshot_id), what="restic ls", env=call.env,
+            child = runner.start(call.argv(*args), what="restic ls", env=call.env,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, secrets=self.secrets)
             try:
                 for raw in child.stdout:
@@ -657,7 +671,7 @@ class Repository:
         """Restore paths of a snapshot under `target` ("/" puts them back where they were)."""
         args = ["restore", snapshot_id, "--target", str(target)]
         for path in includes:
-            args += ["--include", path]
+            args += ["--include", literal_pattern(path)]
         reporter.step(f"restoring files from {self.name} into {target}")
         self.run(*args, local_error=lambda stderr: target_error(stderr, target))
 
