@@ -327,7 +327,7 @@ def ls_cmd(
 
 @app.command()
 def restore(
-    instance: Annotated[str, typer.Argument(help="instance name")],
+    instance: Annotated[str, typer.Argument(help="instance name (may be left out when only one is configured)")],
     run: Annotated[str, typer.Argument(help="run id or latest (not with --from-file)")] = "latest",
     to_db: Annotated[list[str] | None, typer.Option("--to-db", help="NAME, or OLD=NEW per database")] = None,
     files_to: Annotated[Path | None, typer.Option(help="restore files under this folder instead of in place")] = None,
@@ -369,24 +369,33 @@ def restore(
                                                                       if res.get("safety_point") else "")))
 
     def action(r: Reporter) -> dict[str, Any]:
+        cfg = _load(config)
+        name, point = _instance_and_run(cfg, instance, run)
         if from_file is not None:
             # The file holds one point and is restored as it is: a RUN or --repository would be ignored.
-            if run != "latest":
-                raise ConfigError(f"--from-file restores the point inside the file, not run {run}",
+            if point != "latest":
+                raise ConfigError(f"--from-file restores the point inside the file, not run {point}",
                                   "drop the run id to restore the file's point, or drop --from-file to restore "
-                                  f"{run} from the repository")
+                                  f"{point} from the repository")
             if repository is not None:
                 raise ConfigError("--from-file restores from the file, not from a repository",
                                   "drop --repository or drop --from-file")
             if path:
                 raise ConfigError("--path restores from a repository, not from an export file",
                                   "restore the file's point with --files-to DIR and copy what you need from there")
-            return restore_from_file(_load(config), instance, from_file, r, only=only, to_db=to_db,
+            return restore_from_file(cfg, name, from_file, r, only=only, to_db=to_db,
                                      files_to=files_to, dry_run=dry_run, force=force)
-        return do_restore(_load(config), instance, run, r, only=only, to_db=to_db, files_to=files_to,
+        return do_restore(cfg, name, point, r, only=only, to_db=to_db, files_to=files_to,
                           dry_run=dry_run, force=force, repository=repository, paths=path or [])
 
     _run(json_out, action, render, lambda res: 0 if res.get("ok", True) else EXIT_FAILED)
+
+
+def _instance_and_run(cfg: config_module.Config, instance: str, run: str) -> tuple[str, str]:
+    """`restore [INSTANCE] RUN`: with one instance configured, a lone argument that names none is the run."""
+    if instance not in cfg.instances and run == "latest" and len(cfg.instances) == 1:
+        return next(iter(cfg.instances)), instance
+    return instance, run
 
 
 def _print_selection(selection: dict[str, Any] | None) -> None:

@@ -156,3 +156,13 @@ def test_a_reader_that_goes_away_is_no_crash(tmp_path: Path) -> None:
     child.stdout.close()  # `safehold history --json | head -1`: the pipe closes before the output is written
     stderr = child.stderr.read().decode()
     assert child.wait(timeout=60) != 0 and "Traceback" not in stderr, stderr
+
+
+def test_restore_without_instance_takes_the_only_one(tmp_path: Path) -> None:
+    config = files_config(tmp_path)
+    lone = run_cli("restore", "latest", "--dry-run", config=config)
+    # It got as far as the repository (none exists here): 'latest' was taken as the run of instance app.
+    assert "repository main does not exist" in one_line_error(lone), lone.stderr
+    two = files_config(tmp_path / "two", FILES_ONLY + FILES_ONLY.replace("[instances.app]", "[instances.crm]"))
+    ambiguous = run_cli("restore", "latest", "--dry-run", config=two)
+    assert ambiguous.returncode == 2 and "no instance 'latest'" in one_line_error(ambiguous)
