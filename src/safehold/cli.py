@@ -546,7 +546,7 @@ def export(run: Annotated[str, typer.Argument(help="run id (a unique prefix is e
                                              f"{', encrypted' if res['encrypted'] else ''})")))
 
 
-repo_app = typer.Typer(help="Repository housekeeping (SSH host keys).", no_args_is_help=True)
+repo_app = typer.Typer(help="Repository housekeeping (SSH host keys, passwords).", no_args_is_help=True)
 app.add_typer(repo_app, name="repo")
 
 
@@ -567,6 +567,24 @@ def repo_trust(name: Annotated[str, typer.Argument(help="sftp repository name")]
     _run(json_out, lambda r: trust(_load(config), name, yes, replace, confirm),
          lambda res: out.print(f"{res['host']}: {', '.join(res['fingerprints'])} "
                                f"{'pinned in ' + res['known_hosts'] if res['changed'] else 'already pinned'}"))
+
+
+@repo_app.command("passwd")
+def repo_passwd(name: Annotated[str, typer.Argument(help="repository name")],
+                new_password_ref: Annotated[str | None, typer.Option(
+                    help="env:NAME or file:PATH holding the new password (a missing file gets a generated one); "
+                         "default: generate one; required when the password is an env: reference")] = None,
+                remove_old_keys: Annotated[bool, typer.Option("--remove-old-keys", help="finish a pending change: "
+                                                              "remove every key but the new one")] = False,
+                config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Change a repository's password (someone who knew it left): add a new key, store it, remove the old keys."""
+    from safehold.actions.repo_password import change_password, lines
+
+    def render(res: dict[str, Any]) -> None:
+        for line in lines(res):
+            out.print(line, soft_wrap=True)
+
+    _run(json_out, lambda r: change_password(_load(config), name, new_password_ref, remove_old_keys, r), render)
 
 
 @key_app.command("kit")

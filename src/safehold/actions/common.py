@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -12,8 +13,10 @@ from typing import Any
 from safehold.apps import profile_for
 from safehold.config import Config, InstanceConfig
 from safehold.errors import ConfigError, RepositoryError, SafeholdError
+from safehold.lock import instance_lock
 from safehold.models import Instance
-from safehold.repository.manifest import MANIFEST_PATH, Manifest
+from safehold.output import Reporter
+from safehold.repository.manifest import MANIFEST_PATH, Manifest, new_run_id
 from safehold.repository.restic import Repository
 from safehold.repository.ssh import restic_options, ssh_log_file
 from safehold.secrets import resolve, write_private
@@ -27,6 +30,20 @@ def open_repository(config: Config, name: str) -> Repository:
     return Repository(name=name, url=repo.url, password=password, env=env,
                       extra_args=restic_options(config, name) + repo.rate_limits(), ssh_log=ssh_log_file(config, name),
                       known_file=config.state_dir / "repositories" / f"{name}.url")
+
+
+@contextlib.contextmanager
+def repository_locks(config: Config, repo_names: Iterable[str], what: str, reporter: Reporter) -> Iterator[list[str]]:
+    """Hold the lock of every instance that uses one of `repo_names`, as prune does for its own:
+    no backup writes there meanwhile. Yields those instances' names."""
+    names = set(repo_names)
+    users = sorted(instance for instance, settings in config.instances.items() if names & set(settings.repositories))
+    run_id = new_run_id()
+    with contextlib.ExitStack() as locks:
+        for instance in users:
+            locks.enter_context(instance_lock(config.state_dir, instance, run_id, what, reporter,
+                                              config.settings.lock_wait_seconds))
+        yield users
 
 
 def describe(config: Config, name: str) -> tuple[Instance, ModuleType, InstanceConfig]:

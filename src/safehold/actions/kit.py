@@ -195,9 +195,27 @@ def render(config: Config) -> str:
     return "\n".join(parts)
 
 
+def _default_kit(config: Config) -> Path:
+    return config.state_dir / "recovery-kit.html"
+
+
+def _kit_record(config: Config) -> Path:
+    # Where kits were written, one path a line: a password change names the files it made stale.
+    return config.state_dir / "recovery-kits.txt"
+
+
+def written_kits(config: Config) -> list[Path]:
+    """Kit files written on this host that still exist (they hold the passwords of the day they were written)."""
+    try:
+        recorded = [Path(line) for line in _kit_record(config).read_text().splitlines() if line.strip()]
+    except OSError:
+        recorded = []
+    return [path for path in dict.fromkeys([_default_kit(config), *recorded]) if path.is_file()]
+
+
 def write_kit(config: Config, output: Path | None, reporter: Reporter) -> dict[str, object]:
     """Write the kit once (never overwriting), mode 0600; returns where."""
-    path = output or config.state_dir / "recovery-kit.html"
+    path = output or _default_kit(config)
     page = render(config)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
@@ -207,6 +225,8 @@ def write_kit(config: Config, output: Path | None, reporter: Reporter) -> dict[s
                             "move the old one away (and shred printed copies you replace), or use --output") from None
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(page)
+    with contextlib.suppress(OSError), _kit_record(config).open("a", encoding="utf-8") as record:
+        record.write(f"{path.absolute()}\n")
     reporter.warn(f"{path} holds every repository password: print it, store it safely, then delete the file")
     return {"path": str(path), "repositories": sorted({r for i in config.instances.values() for r in i.repositories}),
             "escrowed_keys": len(_escrowed(config))}

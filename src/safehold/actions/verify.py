@@ -6,16 +6,13 @@ the points that lost data; it removes none of them, since a damaged point may st
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
-from safehold.actions.common import Point, open_repository, points, tag_value
+from safehold.actions.common import Point, open_repository, points, repository_locks, tag_value
 from safehold.config import Config
 from safehold.errors import ConfigError, SafeholdError
-from safehold.lock import instance_lock
 from safehold.output import Reporter
 from safehold.repository import damage
-from safehold.repository.manifest import new_run_id
 from safehold.repository.restic import Repository, RepositoryDamaged
 
 
@@ -104,14 +101,8 @@ def repair(config: Config, name: str | None, argument: str | None, read_data: bo
                           "give the instance alone: `safehold verify INSTANCE --repair`")
     name = name or argument
     names = sorted({repo for instance in config.select(name).values() for repo in instance.repositories})
-    users = sorted(instance for instance, settings in config.instances.items()
-                   if set(settings.repositories) & set(names))
-    run_id = new_run_id()
     results: list[dict[str, object]] = []
-    with contextlib.ExitStack() as locks:
-        for instance in users:
-            locks.enter_context(instance_lock(config.state_dir, instance, run_id, "repair", reporter,
-                                              config.settings.lock_wait_seconds))
+    with repository_locks(config, names, "repair", reporter):
         for repo_name in names:
             result: dict[str, object] = {"repository": repo_name, "repaired": False, "damaged": [], "forget": None,
                                          "error": None, "ok": True}

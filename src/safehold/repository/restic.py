@@ -717,6 +717,26 @@ class Repository:
                *[f"{key}={_shell_source(value)}" for key, value in self.env.items()]]
         return " ".join([*env, "restic", *map(shlex.quote, [*self.extra_args, *args])])
 
+    # -- keys (passwords) -----------------------------------------------------------------
+
+    def keys(self) -> list[dict[str, Any]]:
+        """The repository's keys: `id` (short in restic 0.14, full later) and `current`, the one this
+        password opens; listing them opens the repository, so it also proves the password."""
+        return self.run_json("key", "list") or []
+
+    def add_key(self, password: Secret) -> None:
+        """Add a key for `password`, handed to restic as a memfd like the current one (never argv)."""
+        with self._call() as call, secret_files(new_password=password) as files:
+            try:
+                runner.run(call.argv("key", "add", "--new-password-file", str(files["new_password"])),
+                           what="restic key add", env=call.env, secrets=[*self.secrets, password])
+            except runner.ProcessFailed as exc:
+                raise self._explain(exc.stderr, call) from None
+
+    def remove_key(self, key_id: str) -> None:
+        """Remove one key (restic refuses to remove the one this password opens)."""
+        self.run("key", "remove", key_id)
+
     def check(self, read_data: bool = False) -> str:
         """restic's own integrity check; returns its output."""
         self.unlock_stale()
