@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -42,7 +43,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable result o
 InstanceArg = Annotated[str | None, typer.Argument(help="instance name (default: all)")]
 
 # Strings print as they are; safehold's own styles are the (text, style) parts of a Text.
-out = literal_console()
+# Piped or mailed (cron) output is read later, not in an 80-column window: tables keep every column.
+out = literal_console(**({} if sys.stdout.isatty() or "COLUMNS" in os.environ else {"width": 200}))
 err = literal_console(stderr=True)
 
 
@@ -134,11 +136,15 @@ def _load(path: Path | None) -> config_module.Config:
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*["" if v is None else str(v) for v in row])
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    for index, column in enumerate(columns):
+        values = [row[index] for row in cells]
+        # Run ids, names, times and numbers are copied into the next command: never cut to "20261…".
+        whole = bool(values) and all(len(v) <= 40 for v in values)
+        table.add_column(column, no_wrap=whole, min_width=max(map(len, values)) if whole else None)
+    for row in cells:
+        table.add_row(*row)
     out.print(table)
 
 
