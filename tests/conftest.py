@@ -6,6 +6,7 @@ a failure, not a skip.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -117,6 +118,15 @@ url = "{repo['url']}"
 password = "file:{repo['password_file']}"
 {body}""")
     return path
+
+
+def files_instances(files: Path | str, copy: tuple[Path | str, str] | None = None, **instances: list[str]) -> str:
+    """Config text for write_config: each instance (name=its repositories) backs up folder `files`;
+    with `copy` (URL, password file) a repository `copy` is defined too."""
+    text = f'\n[repositories.copy]\nurl = "{copy[0]}"\npassword = "file:{copy[1]}"\n' if copy else ""
+    for name, repositories in instances.items():
+        text += f'\n[instances.{name}]\nrepositories = {json.dumps(repositories)}\nfiles = ["{files}"]\n'
+    return text
 
 
 def database_config(tmp_path: Path, repo: dict[str, str], instance: str, engine: str, user: str, name: str,

@@ -451,9 +451,10 @@ def verify(
                                    "it is kept (it may still hold most of it)"), soft_wrap=True)
             if row["forget"]:
                 out.print(f"{name}: backups store the lost data anew from now on (a damaged point whose data the "
-                          "sources still hold becomes whole again). safehold has no command that removes one point; "
-                          "to remove the damaged ones (until then `verify` reports them), run:", soft_wrap=True)
-                out.print(f"  {row['forget']}", soft_wrap=True)
+                          "sources still hold becomes whole again). To remove the damaged ones (until then "
+                          "`verify` reports them), run:", soft_wrap=True)
+                for line in row["forget"]:
+                    out.print(f"  {line}", soft_wrap=True)
         out.print(Text("repair done: every repository is sound", "green") if res["ok"] else
                   Text("repair done: damage remains (see above)", "red"))
 
@@ -482,6 +483,52 @@ def prune(instance: InstanceArg = None,
                     out.print(f"  keep {run} ({', '.join(row['why'][run])})")
 
     _run(json_out, lambda r: do_prune(_load(config), instance, r, dry_run), render)
+
+
+def _forget_line(row: dict[str, Any]) -> str:
+    """One run `forget` removes: id, start, kind, where, note."""
+    kind = {"point": "point", "safety": "safety point", "incomplete": "incomplete run (no manifest)"}[row["kind"]]
+    marks = "".join(f"; {m}" for m in (row["note"] and f"note: {row['note']}", _kept_until(row)) if m)
+    return (f"  {row['run_id']}  {row['started']:%Y-%m-%d %H:%M} UTC  {kind} in {', '.join(row['repositories'])}"
+            f"{marks}")
+
+
+@app.command()
+def forget(instance: Annotated[str, typer.Argument(help="instance name")],
+           runs: Annotated[list[str], typer.Argument(help="run ids (a unique prefix is enough) or latest",
+                                                     show_default=False)],
+           repository: Annotated[str | None, typer.Option(help="only from this repository (default: from every "
+                                                               "repository of the instance)")] = None,
+           dry_run: Annotated[bool, typer.Option(help="show what would be removed, change nothing")] = False,
+           yes: Annotated[bool, typer.Option("--yes", help="remove without asking")] = False,
+           force: Annotated[bool, typer.Option(help="also remove a repository's newest point")] = False,
+           config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Remove chosen recovery points (damaged, made by mistake, data that must go) and free their space."""
+    from safehold.actions.forget import forget as do_forget
+
+    def confirm(rows: list[dict[str, Any]]) -> bool:
+        err.print(f"{instance}: {len(rows)} run(s) will be removed for good:")
+        for row in rows:
+            err.print(_forget_line(row), soft_wrap=True)
+        try:
+            return typer.confirm("Remove them?", default=False, err=True)
+        except typer.Abort:  # end of input or Ctrl-C at the prompt: a no
+            err.print()
+            return False
+
+    def render(res: dict[str, Any]) -> None:
+        out.print(f"{instance}: {'would remove' if res['dry_run'] else 'removed'} {len(res['removed'])} run(s):")
+        for row in res["removed"]:
+            out.print(_forget_line(row), soft_wrap=True)
+        for hit in res["newest"]:
+            goes, left = ("would go", "would be") if res["dry_run"] else ("removed", "is now")
+            out.print(Text.assemble((f"newest point {goes} (--force):", "yellow"), f" {hit['run_id']} in "
+                                    f"{hit['repository']}; the newest there {left} {hit['newest_after'] or 'none'}"),
+                      soft_wrap=True)
+        out.print("dry run: nothing was changed" if res["dry_run"] else "their space is freed")
+
+    _run(json_out, lambda r: do_forget(_load(config), instance, runs, r, repository, dry_run, force, yes,
+                                       confirm if sys.stdin.isatty() else None), render)
 
 
 key_app = typer.Typer(no_args_is_help=True, help="Application keys: escrow and check them; the recovery kit.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import shlex
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from safehold import config as config_module
 from safehold.actions.common import open_repository
 from safehold.repository import damage
 from safehold.repository.restic import RepositoryDamaged
-from tests.conftest import run_cli, write_config
+from tests.conftest import files_instances, run_cli, write_config
 from tests.integration.test_core_errors import FILES_ONLY, one_line_error
 
 REPAIR = "safehold verify --repair"
@@ -64,10 +64,8 @@ def test_lost_pack_is_repaired_and_the_next_point_is_whole(files_instance: Path,
     assert repaired.returncode == 1, repaired.stderr
     said = repaired.stdout + repaired.stderr
     assert f"problem: repository main: point {old} of app lost data; it is kept" in repaired.stdout, said
-    assert "safehold has no command that removes one point" in repaired.stdout
-    [forget] = [line.strip() for line in repaired.stdout.splitlines() if "restic forget" in line]
-    assert forget.startswith(f"RESTIC_REPOSITORY={repo['url']} RESTIC_PASSWORD_FILE={repo['password_file']} restic "
-                             "forget --prune ")
+    [forget] = [line.strip() for line in repaired.stdout.splitlines() if "forget" in line]
+    assert forget == f"safehold forget app {old}"  # the instance's only repository: no --repository
     assert repo["password"] not in said
 
     new = run_cli("backup", config=files_instance)
@@ -77,11 +75,13 @@ def test_lost_pack_is_repaired_and_the_next_point_is_whole(files_instance: Path,
     again = run_cli("verify", "--repair", "--json", config=files_instance)
     assert again.returncode == 1
     [row] = json.loads(again.stdout)["repositories"]
-    assert [p["run_id"] for p in row["damaged"]] == [old] and row["forget"] == forget
+    assert [p["run_id"] for p in row["damaged"]] == [old] and row["forget"] == [forget]
     assert run_cli("verify", "--read-data", config=files_instance).returncode == 1
 
-    # The line runs as printed; then every stored byte checks out and the new point restores.
-    subprocess.run(["bash", "-c", forget], check=True, capture_output=True)
+    # The line runs as printed (with --yes: no terminal here); then every stored byte checks out and
+    # the new point restores.
+    removed = run_cli(*shlex.split(forget)[1:], "--yes", config=files_instance)
+    assert removed.returncode == 0, removed.stderr
     whole = run_cli("verify", "--read-data", config=files_instance)
     assert whole.returncode == 0 and "verify ok" in whole.stdout, whole.stdout + whole.stderr
     assert run_ids(files_instance) == [latest]
@@ -104,15 +104,8 @@ def test_a_copy_into_a_repository_that_lost_data_waits_for_its_repair(tmp_path: 
     files = tmp_path / "files"
     files.mkdir()
     (files / "a.txt").write_text("important\n")
-    path = write_config(tmp_path, repo, f"""
-[repositories.copy]
-url = "{tmp_path / 'copy'}"
-password = "file:{repo['password_file']}"
-
-[instances.app]
-repositories = ["main", "copy"]
-files = ["{files}"]
-""")
+    path = write_config(tmp_path, repo, files_instances(files, (tmp_path / "copy", repo["password_file"]),
+                                                        app=["main", "copy"]))
     config = config_module.load(path)
     lost = RepositoryDamaged("repository copy is damaged: data its snapshots need is missing", "", unsafe=True)
     damage.record(config.state_dir, "copy", lost, read_data=False)

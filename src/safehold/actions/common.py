@@ -41,9 +41,16 @@ def repository_locks(config: Config, repo_names: Iterable[str], what: str, repor
     run_id = new_run_id()
     with contextlib.ExitStack() as locks:
         for instance in users:
-            locks.enter_context(instance_lock(config.state_dir, instance, run_id, what, reporter,
-                                              config.settings.lock_wait_seconds))
+            locks.enter_context(lock_instance(config, instance, what, reporter, run_id))
         yield users
+
+
+def lock_instance(config: Config, name: str, what: str, reporter: Reporter,
+                  run_id: str | None = None) -> contextlib.AbstractContextManager[None]:
+    """The lock of instance `name` for a run of `what` that makes no point (prune, repair, forget),
+    waiting for a busy one as long as settings.lock_wait_seconds says."""
+    return instance_lock(config.state_dir, name, run_id or new_run_id(), what, reporter,
+                         config.settings.lock_wait_seconds)
 
 
 def describe(config: Config, name: str) -> tuple[Instance, ModuleType, InstanceConfig]:
@@ -126,6 +133,13 @@ def _manifest(config: Config, repo: Repository, cached: Path, snap: dict[str, An
     return manifest
 
 
+def latest(available: list[Point]) -> Point:
+    """The point `latest` names among `available` (newest first, not empty): the newest one that is
+    not a safety point, since a safety point may hold only what a restore replaced."""
+    normal = [p for p in available if not p.manifest.safety_point]
+    return (normal or available)[0]
+
+
 def find_point(config: Config, repo: Repository, instance: str, run: str) -> Point:
     """`latest` or a run id (a unique prefix is enough) of an instance."""
     available = points(config, repo, instance)
@@ -133,8 +147,7 @@ def find_point(config: Config, repo: Repository, instance: str, run: str) -> Poi
         raise RepositoryError(f"no recovery point of {instance} in repository {repo.name}",
                               f"run `safehold backup {instance}` first")
     if run == "latest":
-        normal = [p for p in available if not p.manifest.safety_point]
-        return (normal or available)[0]
+        return latest(available)
     matches = [p for p in available if p.run_id.startswith(run) or p.snapshot.startswith(run)]
     if len(matches) == 1:
         return matches[0]

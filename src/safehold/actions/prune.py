@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from safehold.actions.common import Point, open_repository, points, tag_value
+from safehold.actions.common import Point, lock_instance, open_repository, points, tag_value
 from safehold.config import Config, RetentionConfig
-from safehold.lock import instance_lock
 from safehold.output import Reporter
-from safehold.repository.manifest import new_run_id, now
-from safehold.repository.restic import snapshot_time
+from safehold.repository.manifest import now
+from safehold.repository.restic import Repository, snapshot_time
 from safehold.retention import reasons
 
 # Leftovers of a run with no manifest are removed only once no run could still be writing them.
@@ -56,7 +55,7 @@ def prune_instance(config: Config, name: str, reporter: Reporter, dry_run: bool 
 def _prune(config: Config, name: str, reporter: Reporter, dry_run: bool) -> list[dict[str, object]]:
     instance = config.instance(name)
     results = []
-    with instance_lock(config.state_dir, name, new_run_id(), "prune", reporter, config.settings.lock_wait_seconds):
+    with lock_instance(config, name, "prune", reporter):
         for repo_name in instance.repositories:
             repo = open_repository(config, repo_name)
             complete = points(config, repo, name)
@@ -78,10 +77,17 @@ def _prune(config: Config, name: str, reporter: Reporter, dry_run: bool) -> list
                             "dry_run": dry_run})
             if dry_run or not forget:
                 continue
-            reporter.step(f"{repo_name}: removing {len(drop_runs)} point(s) of {name}")
-            repo.forget(forget)
-            repo.prune()
+            remove_snapshots(repo, forget, f"{len(drop_runs)} point(s) of {name}", reporter)
     return results
+
+
+def remove_snapshots(repo: Repository, snapshot_ids: list[str], what: str, reporter: Reporter) -> None:
+    """Forget snapshots, then free the space only they used (`what` names them for the progress lines)."""
+    reporter.step(f"{repo.name}: removing {what}")
+    repo.forget(snapshot_ids)
+    # restic prune reads the index and repacks what is partly used: minutes on a large repository.
+    reporter.step(f"{repo.name}: freeing the space they used (restic prune; this may take a while)")
+    repo.prune()
 
 
 def prune(config: Config, name: str | None, reporter: Reporter, dry_run: bool = False) -> list[dict[str, object]]:

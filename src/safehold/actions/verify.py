@@ -6,6 +6,7 @@ the points that lost data; it removes none of them, since a damaged point may st
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from safehold.actions.common import Point, open_repository, points, repository_locks, tag_value
@@ -90,7 +91,7 @@ def runs_of(snapshots: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]
 def repair(config: Config, name: str | None, argument: str | None, read_data: bool,
            reporter: Reporter) -> dict[str, object]:
     """Rebuild the index of each damaged repository of one instance (or all), then name the points
-    that stay damaged and the command that removes them; `ok` when every repository is sound after.
+    that stay damaged and the commands that remove them; `ok` when every repository is sound after.
 
     `argument` is verify's positional one, which names the instance here (`safehold verify app
     --repair`), as `name` (--instance) does. Holds the lock of every instance that uses those
@@ -104,7 +105,7 @@ def repair(config: Config, name: str | None, argument: str | None, read_data: bo
     results: list[dict[str, object]] = []
     with repository_locks(config, names, "repair", reporter):
         for repo_name in names:
-            result: dict[str, object] = {"repository": repo_name, "repaired": False, "damaged": [], "forget": None,
+            result: dict[str, object] = {"repository": repo_name, "repaired": False, "damaged": [], "forget": [],
                                          "error": None, "ok": True}
             try:
                 _repair(config, repo_name, read_data, reporter, result)
@@ -137,8 +138,30 @@ def _repair(config: Config, repo_name: str, read_data: bool, reporter: Reporter,
                   [{"instance": instance, "run_id": run} for instance, run in lost], repaired=True)
     result["damaged"] = [{"instance": instance, "run_id": run, "snapshots": ids}
                          for (instance, run), ids in lost.items()]
-    if lost:
-        result["forget"] = repo.command_line("forget", "--prune", *[sid for ids in lost.values() for sid in ids])
+    result["forget"] = removal_commands(config, repo, lost)
+
+
+def removal_commands(config: Config, repo: Repository, lost: dict[tuple[str, str], list[str]]) -> list[str]:
+    """The command lines that remove the damaged points `lost` ((instance, run) -> snapshot ids) of `repo`.
+
+    `safehold forget` for each configured instance, from this repository alone when the instance has
+    copies elsewhere (they may be whole); restic's own line only for snapshots no configured instance
+    owns here (an instance since removed from the config), which `safehold forget` cannot name.
+    """
+    runs: dict[str, list[str]] = {}
+    foreign: list[str] = []
+    for (instance, run), ids in lost.items():
+        settings = config.instances.get(instance)
+        if settings is not None and repo.name in settings.repositories and run != "?":
+            runs.setdefault(instance, []).append(run)
+        else:
+            foreign += ids
+    lines = [shlex.join(["safehold", "forget", instance, *ids,
+                         *(["--repository", repo.name] if len(config.instances[instance].repositories) > 1 else [])])
+             for instance, ids in runs.items()]
+    if foreign:
+        lines.append(repo.command_line("forget", "--prune", *foreign))
+    return lines
 
 
 def _check(config: Config, repo: Repository, read_data: bool, reporter: Reporter) -> RepositoryDamaged | None:
