@@ -352,7 +352,7 @@ def restore(
             note = [" ", ("(has data)", "yellow")] if db["target_has_data"] else []
             out.print(Text.assemble(f"  database {db['from']} → {db['into']} ({db['tables']} tables)", *note))
         for included in plan["paths"]:
-            out.print(f"  files {included} → {plan['files_into']}", soft_wrap=True)
+            out.print(f"  files {_shown(included)} → {_shown(plan['files_into'])}", soft_wrap=True)
         if res["dry_run"]:
             _print_selection(plan.get("selection"))
             out.print("dry run: nothing was changed")

@@ -40,7 +40,7 @@ def build_uploads(uploads: Path) -> None:
     (uploads / "clients" / "55").mkdir()
     (uploads / "clients" / "55" / "contract.pdf").write_text("client 55\n")
     (uploads / "globs").mkdir()
-    for name in ("report[1].txt", "report1.txt", "*", "a?b"):
+    for name in ("report[1].txt", "report1.txt", "*", "a?b", "two\nlines"):
         (uploads / "globs" / name).write_text(f"{name}\n")
 
 
@@ -208,6 +208,33 @@ def test_a_changed_file_is_replaced_only_with_force_after_a_safety_point(app: di
     # The safety point holds the edited file, so the forced restore can be undone.
     saved = run_cli("ls", "app", outcome["safety_point"], str(changed), "--json", config=config)
     assert json.loads(saved.stdout)["entries"][0]["size"] == len("edited on the host\n")
+
+
+def test_files_to_the_root_is_a_restore_in_place_with_its_checks(app: dict[str, Path]) -> None:
+    # `--files-to /` or a path that leads there (`/srv/..`) puts files back in place: a file changed on the
+    # host is refused without --force, as in place, instead of overwritten with no safety point, or skipped.
+    changed = app["uploads"] / "clients" / "5" / "contract.pdf"
+    changed.write_text("edited on the host\n")
+    for target in ("/", "/..", f"{app['uploads']}/../../../.." + "/.." * len(app["uploads"].parts)):
+        refused = _restore(app, "--path", str(changed), "--files-to", target)
+        assert refused.returncode == 1, (target, refused.stderr)
+        assert "differ from the point and would be overwritten" in one_line_error(refused)
+        assert changed.read_text() == "edited on the host\n"
+    plan = json.loads(_restore(app, "--path", str(changed), "--files-to", "/..", "--dry-run", "--json").stdout)
+    assert plan["plan"]["files_into"] == "/" and plan["plan"]["selection"]["conflicts"] == [str(changed)]
+    forced = _restore(app, "--path", str(changed), "--files-to", "/..", "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["safety_point"] and changed.read_text() == "client 5\n"
+
+
+def test_a_name_with_a_newline_is_one_line_of_the_plan(app: dict[str, Path]) -> None:
+    odd = app["uploads"] / "globs" / "two\nlines"
+    odd.unlink()
+    plan = _restore(app, "--path", str(odd), "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    escaped = str(odd).replace("\n", "\\x0a")
+    assert f"  files {escaped} → /" in plan.stdout.splitlines()
+    assert f"  restore  {escaped}" in plan.stdout.splitlines()
 
 
 def test_a_symlinked_root_is_found_by_the_path_the_admin_knows(tmp_path: Path, repo: dict[str, str]) -> None:
