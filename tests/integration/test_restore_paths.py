@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli, write_config
+from tests.integration.appkit import kill_group, start_cli, wait_for
 from tests.integration.test_core_roundtrip import tree_state
 from tests.integration.unattended import make_instance
 
@@ -235,6 +236,22 @@ def test_a_name_with_a_newline_is_one_line_of_the_plan(app: dict[str, Path]) -> 
     escaped = str(odd).replace("\n", "\\x0a")
     assert f"  files {escaped} → /" in plan.stdout.splitlines()
     assert f"  restore  {escaped}" in plan.stdout.splitlines()
+
+
+def test_a_killed_restore_leaves_no_folder_in_the_live_tree_past_the_next_restore(app: dict[str, Path]) -> None:
+    deleted = app["uploads"] / DELETED
+    deleted.unlink()
+    staged = lambda: list(deleted.parent.glob(".safehold-restore-*"))  # noqa: E731
+    child = start_cli("restore", "app", "--path", str(deleted), config=app["config"])
+    try:
+        wait_for(lambda: bool(staged()))
+    finally:
+        kill_group(child)  # SIGKILL: the OOM killer, a power cut
+    assert staged()  # nothing runs after SIGKILL; the next backup would keep it
+    again = _restore(app, "--path", str(deleted))
+    assert again.returncode == 0, again.stderr
+    assert "left behind by a safehold run that was killed" in again.stderr
+    assert staged() == [] and deleted.stat().st_size == 30000
 
 
 def test_a_symlinked_root_is_found_by_the_path_the_admin_knows(tmp_path: Path, repo: dict[str, str]) -> None:
