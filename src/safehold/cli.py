@@ -68,6 +68,8 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
               "run it in a terminal, or give the value as an option (--password-ref env:NAME or file:PATH)",
               EXIT_USAGE)
     except KeyboardInterrupt:
+        if json_out:  # a script reads stdout: it gets its one JSON document, as for SIGTERM
+            _fail(reporter, json_out, "interrupted — the last complete recovery point is untouched", None, 130)
         reporter.close()
         err.print(Text.assemble(("interrupted", "bold red"), ": the last complete recovery point is untouched"))
         raise typer.Exit(130) from None

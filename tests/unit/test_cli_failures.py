@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -50,6 +51,17 @@ def test_known_failures_keep_their_exit_codes(capsys: pytest.CaptureFixture[str]
     code, text = _outcome(bad_config, capsys, json_out=True)
     assert code == 2
     assert '"error": "instances.app.repositories: unknown repository \'nas\'"' in text
+
+
+def test_ctrl_c_with_json_still_prints_one_json_document(capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(reporter: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as info:
+        cli._run(True, interrupted, lambda result: None)
+    assert info.value.exit_code == 130
+    assert json.loads(capsys.readouterr().out) == {
+        "ok": False, "error": "interrupted — the last complete recovery point is untouched"}
 
 
 # Text from users, configs, databases and child processes, which rich would read as markup or emoji codes.
