@@ -693,7 +693,7 @@ def user_list(config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
 
     def render(users: list[dict[str, object]]) -> None:
         for user in users:
-            out.print(f"{user['name']}  {user['role']}")
+            out.print(f"{_shown(str(user['name']))}  {user['role']}")  # a name added before names were checked
         if not users:
             out.print("no accounts yet: safehold user add NAME --role operator")
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from safehold import cli
 from safehold.errors import ConfigError
 from safehold.history import History
 from safehold.output import Reporter
+from safehold.web.store import Store
 from tests.conftest import run_cli, write_config
 
 
@@ -127,3 +129,13 @@ def test_cli_shows_odd_run_ids_paths_and_errors_as_is(tmp_path: Path) -> None:
     proc = run_cli("history", config=path)
     assert proc.returncode == 0 and "app  backup  failed" in proc.stdout, proc.stderr
     assert "database 'audit_[/a]' does not exist — check [instances.*]" in proc.stdout
+
+
+def test_user_list_prints_an_odd_name_stored_earlier_on_one_line(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {"url": str(tmp_path / "repo"), "password_file": str(tmp_path / "pass")}, "")
+    Store(tmp_path / "state").add_user("alice", "viewer", "long-enough-password")
+    with sqlite3.connect(tmp_path / "state" / "web.sqlite") as db:  # as `user add` let it in before names were checked
+        db.execute("UPDATE users SET name = ?", ("eve\x1b[2J\nmallory",))
+    listed = run_cli("user", "list", config=path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == ["eve\\x1b[2J\\x0amallory  viewer"]
