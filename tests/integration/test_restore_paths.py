@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, write_config
+from tests.conftest import SRC, run_cli, write_config
 from tests.integration.appkit import kill_group, start_cli, wait_for
 from tests.integration.test_core_roundtrip import tree_state
 from tests.integration.unattended import make_instance
@@ -252,6 +254,18 @@ def test_a_killed_restore_leaves_no_folder_in_the_live_tree_past_the_next_restor
     assert again.returncode == 0, again.stderr
     assert "left behind by a safehold run that was killed" in again.stderr
     assert staged() == [] and deleted.stat().st_size == 30000
+
+
+def test_a_listing_piped_into_head_ends_quietly(app: dict[str, Path]) -> None:
+    for json_out in ([], ["--json"]):
+        argv = [sys.executable, "-m", "safehold", "ls", "app", "-r", *json_out, "--config", str(app["config"])]
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, "PYTHONPATH": str(SRC)})
+        assert child.stdout is not None and child.stderr is not None
+        child.stdout.close()  # `safehold ls app -r | head`: the reader has what it wanted
+        stderr = child.stderr.read()
+        # As `ls | head`: SIGPIPE's exit code and no "error: Broken pipe — check that path".
+        assert child.wait(timeout=120) == 128 + signal.SIGPIPE and stderr == "", stderr
 
 
 def test_a_symlinked_root_is_found_by_the_path_the_admin_knows(tmp_path: Path, repo: dict[str, str]) -> None:
