@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import select
 import signal
 import sys
 import tempfile
@@ -62,6 +63,8 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
     except SafeholdError as exc:
         _fail(reporter, json_out, exc.message, exc.hint, exc.exit_code)
     except OSError as exc:  # a path the actions did not expect to fail: still one line, never a traceback
+        if isinstance(exc, BrokenPipeError) and _reader_gone():  # `safehold ls app -r | head` has its lines
+            _stdout_closed(reporter)
         message = (exc.strerror or str(exc)) + (f": {exc.filename}" if exc.filename else "")
         _fail(reporter, json_out, message, "check that path (space, permissions)", 1)
     except typer.Abort:  # a prompt got end of input (no terminal, empty stdin) or Ctrl-C
@@ -70,6 +73,8 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
               "run it in a terminal, or give the value as an option (--password-ref env:NAME or file:PATH)",
               EXIT_USAGE)
     except KeyboardInterrupt:
+        if json_out:  # a script reads stdout: it gets its one JSON document, as for SIGTERM
+            _fail(reporter, json_out, "interrupted — the last complete recovery point is untouched", None, 130)
         reporter.close()
         err.print(Text.assemble(("interrupted", "bold red"), ": the last complete recovery point is untouched"))
         raise typer.Exit(130) from None
@@ -80,13 +85,37 @@ def _run(json_out: bool, action: Callable[[Reporter], Any], render: Callable[[An
               f"this is a bug in safehold; the last complete recovery point is untouched; please report it "
               f"with the traceback in {_keep_traceback()}", EXIT_FAILED)
     reporter.close()
-    if not json_out:
-        render(result)
-    elif not streamed:
-        print(dumps(result))
+    try:
+        if not json_out:
+            render(result)
+        elif not streamed:
+            print(dumps(result))
+    except BrokenPipeError:
+        if not _reader_gone():
+            raise
+        _stdout_closed(reporter)
     code = exit_code(result)
     if code:
         raise typer.Exit(code)
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader closed it (`| head` read what it wanted), not some other pipe
+    of the action's that broke."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _stdout_closed(reporter: Reporter) -> NoReturn:
+    """End quietly with SIGPIPE's code, as `ls | head` does: nothing failed that the admin must look at."""
+    reporter.close()
+    # Python flushes stdout once more at exit and would complain about the closed pipe.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise typer.Exit(128 + signal.SIGPIPE) from None
 
 
 def _keep_traceback() -> str:
@@ -358,7 +387,7 @@ def restore(
             note = [" ", ("(has data)", "yellow")] if db["target_has_data"] else []
             out.print(Text.assemble(f"  database {db['from']} → {db['into']} ({db['tables']} tables)", *note))
         for included in plan["paths"]:
-            out.print(f"  files {included} → {plan['files_into']}", soft_wrap=True)
+            out.print(f"  files {_shown(included)} → {_shown(plan['files_into'])}", soft_wrap=True)
         if res["dry_run"]:
             _print_selection(plan.get("selection"))
             out.print("dry run: nothing was changed")
@@ -744,7 +773,7 @@ def user_list(config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
 
     def render(users: list[dict[str, object]]) -> None:
         for user in users:
-            out.print(f"{user['name']}  {user['role']}")
+            out.print(f"{_shown(str(user['name']))}  {user['role']}")  # a name added before names were checked
         if not users:
             out.print("no accounts yet: safehold user add NAME --role operator")
 

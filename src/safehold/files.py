@@ -18,7 +18,6 @@ import re
 import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from typing import Any
 from safehold.errors import SafeholdError
 from safehold.output import Reporter
 from safehold.repository.restic import Repository
+from safehold.tempdirs import private_dir
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SAMPLE_FILES = 16
@@ -204,9 +204,10 @@ def _staged(repo: Repository, snapshot: str, path: Path, folder: Path, reporter:
     """`path` (and what lies in it) restored from a snapshot into a new private folder inside `folder`;
     yields where it landed, and removes the folder with whatever was not moved out of it.
 
-    `folder` is on the file system where `path` goes, so moving it into place is a rename.
+    `folder` is on the file system where `path` goes, so moving it into place is a rename. The folder's name
+    holds the PID: one a killed restore left in a live tree is removed by the next restore there.
     """
-    staging = Path(tempfile.mkdtemp(prefix=".safehold-restore-", dir=folder))
+    staging = private_dir(".safehold-restore-", folder)
     try:
         repo.restore(snapshot, staging, [str(path)], reporter)
         restored = staging / path.relative_to("/")

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, write_config
+from tests.conftest import SRC, run_cli, write_config
+from tests.integration.appkit import kill_group, start_cli, wait_for
 from tests.integration.test_core_roundtrip import tree_state
 from tests.integration.unattended import make_instance
 
@@ -40,7 +43,7 @@ def build_uploads(uploads: Path) -> None:
     (uploads / "clients" / "55").mkdir()
     (uploads / "clients" / "55" / "contract.pdf").write_text("client 55\n")
     (uploads / "globs").mkdir()
-    for name in ("report[1].txt", "report1.txt", "*", "a?b"):
+    for name in ("report[1].txt", "report1.txt", "*", "a?b", "two\nlines"):
         (uploads / "globs" / name).write_text(f"{name}\n")
 
 
@@ -208,6 +211,61 @@ def test_a_changed_file_is_replaced_only_with_force_after_a_safety_point(app: di
     # The safety point holds the edited file, so the forced restore can be undone.
     saved = run_cli("ls", "app", outcome["safety_point"], str(changed), "--json", config=config)
     assert json.loads(saved.stdout)["entries"][0]["size"] == len("edited on the host\n")
+
+
+def test_files_to_the_root_is_a_restore_in_place_with_its_checks(app: dict[str, Path]) -> None:
+    # `--files-to /` or a path that leads there (`/srv/..`) puts files back in place: a file changed on the
+    # host is refused without --force, as in place, instead of overwritten with no safety point, or skipped.
+    changed = app["uploads"] / "clients" / "5" / "contract.pdf"
+    changed.write_text("edited on the host\n")
+    for target in ("/", "/..", f"{app['uploads']}/../../../.." + "/.." * len(app["uploads"].parts)):
+        refused = _restore(app, "--path", str(changed), "--files-to", target)
+        assert refused.returncode == 1, (target, refused.stderr)
+        assert "differ from the point and would be overwritten" in one_line_error(refused)
+        assert changed.read_text() == "edited on the host\n"
+    plan = json.loads(_restore(app, "--path", str(changed), "--files-to", "/..", "--dry-run", "--json").stdout)
+    assert plan["plan"]["files_into"] == "/" and plan["plan"]["selection"]["conflicts"] == [str(changed)]
+    forced = _restore(app, "--path", str(changed), "--files-to", "/..", "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["safety_point"] and changed.read_text() == "client 5\n"
+
+
+def test_a_name_with_a_newline_is_one_line_of_the_plan(app: dict[str, Path]) -> None:
+    odd = app["uploads"] / "globs" / "two\nlines"
+    odd.unlink()
+    plan = _restore(app, "--path", str(odd), "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    escaped = str(odd).replace("\n", "\\x0a")
+    assert f"  files {escaped} → /" in plan.stdout.splitlines()
+    assert f"  restore  {escaped}" in plan.stdout.splitlines()
+
+
+def test_a_killed_restore_leaves_no_folder_in_the_live_tree_past_the_next_restore(app: dict[str, Path]) -> None:
+    deleted = app["uploads"] / DELETED
+    deleted.unlink()
+    staged = lambda: list(deleted.parent.glob(".safehold-restore-*"))  # noqa: E731
+    child = start_cli("restore", "app", "--path", str(deleted), config=app["config"])
+    try:
+        wait_for(lambda: bool(staged()))
+    finally:
+        kill_group(child)  # SIGKILL: the OOM killer, a power cut
+    assert staged()  # nothing runs after SIGKILL; the next backup would keep it
+    again = _restore(app, "--path", str(deleted))
+    assert again.returncode == 0, again.stderr
+    assert "left behind by a safehold run that was killed" in again.stderr
+    assert staged() == [] and deleted.stat().st_size == 30000
+
+
+def test_a_listing_piped_into_head_ends_quietly(app: dict[str, Path]) -> None:
+    for json_out in ([], ["--json"]):
+        argv = [sys.executable, "-m", "safehold", "ls", "app", "-r", *json_out, "--config", str(app["config"])]
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, "PYTHONPATH": str(SRC)})
+        assert child.stdout is not None and child.stderr is not None
+        child.stdout.close()  # `safehold ls app -r | head`: the reader has what it wanted
+        stderr = child.stderr.read()
+        # As `ls | head`: SIGPIPE's exit code and no "error: Broken pipe — check that path".
+        assert child.wait(timeout=120) == 128 + signal.SIGPIPE and stderr == "", stderr
 
 
 def test_a_symlinked_root_is_found_by_the_path_the_admin_knows(tmp_path: Path, repo: dict[str, str]) -> None:

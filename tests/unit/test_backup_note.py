@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from safehold.actions.backup import NOTE_MAX, check_keep_days, check_note
+from safehold.actions.backup import KEEP_DAYS_MAX, NOTE_MAX, check_keep_days, check_note
 from safehold.actions.common import Point
 from safehold.actions.prune import keep_reasons
 from safehold.config import RetentionConfig
@@ -48,6 +48,11 @@ def test_keep_days_must_be_at_least_one() -> None:
     for days in (0, -3):
         with pytest.raises(ConfigError, match=f"--keep-days {days} keeps the point no time"):
             check_keep_days(days)
+    check_keep_days(KEEP_DAYS_MAX)
+    for days in (KEEP_DAYS_MAX + 1, 10**8, 10**12):  # 10**8 days is past year 9999
+        with pytest.raises(ConfigError, match=f"--keep-days {days} is more than {KEEP_DAYS_MAX} days") as caught:
+            check_keep_days(days)
+        assert caught.value.exit_code == EXIT_USAGE
 
 
 def point(hours: int, keep_days: int | None = None, safety: bool = False) -> Point:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from safehold import cli
 from safehold.errors import ConfigError
 from safehold.history import History
 from safehold.output import Reporter
+from safehold.web.store import Store
 from tests.conftest import run_cli, write_config
 
 
@@ -50,6 +53,17 @@ def test_known_failures_keep_their_exit_codes(capsys: pytest.CaptureFixture[str]
     code, text = _outcome(bad_config, capsys, json_out=True)
     assert code == 2
     assert '"error": "instances.app.repositories: unknown repository \'nas\'"' in text
+
+
+def test_ctrl_c_with_json_still_prints_one_json_document(capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(reporter: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as info:
+        cli._run(True, interrupted, lambda result: None)
+    assert info.value.exit_code == 130
+    assert json.loads(capsys.readouterr().out) == {
+        "ok": False, "error": "interrupted — the last complete recovery point is untouched"}
 
 
 # Text from users, configs, databases and child processes, which rich would read as markup or emoji codes.
@@ -115,3 +129,13 @@ def test_cli_shows_odd_run_ids_paths_and_errors_as_is(tmp_path: Path) -> None:
     proc = run_cli("history", config=path)
     assert proc.returncode == 0 and "app  backup  failed" in proc.stdout, proc.stderr
     assert "database 'audit_[/a]' does not exist — check [instances.*]" in proc.stdout
+
+
+def test_user_list_prints_an_odd_name_stored_earlier_on_one_line(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {"url": str(tmp_path / "repo"), "password_file": str(tmp_path / "pass")}, "")
+    Store(tmp_path / "state").add_user("alice", "viewer", "long-enough-password")
+    with sqlite3.connect(tmp_path / "state" / "web.sqlite") as db:  # as `user add` let it in before names were checked
+        db.execute("UPDATE users SET name = ?", ("eve\x1b[2J\nmallory",))
+    listed = run_cli("user", "list", config=path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == ["eve\\x1b[2J\\x0amallory  viewer"]

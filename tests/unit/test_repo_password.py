@@ -90,6 +90,18 @@ def test_new_password_generated_read_or_written_into_a_missing_file(tmp_path: Pa
     assert backup_path(missing) == missing.parent / "repo.pass.old"
 
 
+def test_an_empty_new_password_is_refused_before_restic_adds_a_key_for_it(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    spaces = tmp_path / "spaces.pass"
+    spaces.write_text("  \t \n")
+    spaces.chmod(0o600)
+    monkeypatch.setenv("SH_NEW_PASSWORD", "")
+    for reference in (f"file:{spaces}", "env:SH_NEW_PASSWORD"):
+        with pytest.raises(ConfigError, match="is empty or only spaces") as refused:
+            _new_password(reference)
+        assert refused.value.exit_code == 2 and "nothing was changed" in refused.value.hint
+
+
 def test_only_kits_written_before_the_change_are_stale(tmp_path: Path) -> None:
     config = _config(tmp_path, "env:MAIN")
     old_kit, new_kit = tmp_path / "old-kit.html", tmp_path / "state" / "recovery-kit.html"

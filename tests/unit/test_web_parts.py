@@ -69,3 +69,12 @@ def test_damaged_account_database_is_one_clear_line(tmp_path: Path) -> None:
     (tmp_path / "web.sqlite").write_bytes(b"not sqlite at all " * 100)
     with pytest.raises(SafeholdError, match="account database .* is damaged .*safehold user add"):
         Store(tmp_path)
+
+
+def test_a_user_name_that_cannot_be_typed_or_listed_is_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    for name in ("", " bob", "bob ", "eve\nmallory", "eve\x1b[2J"):
+        with pytest.raises(ConfigError, match="is empty, has spaces at either end or a control character"):
+            store.add_user(name, "viewer", "long-enough-password")
+    store.add_user("a.smith@example.org", "viewer", "long-enough-password")
+    assert store.users() == [{"name": "a.smith@example.org", "role": "viewer"}]

@@ -43,6 +43,7 @@ from safehold.repository.manifest import (
 from safehold.repository.restic import Repository
 
 NOTE_MAX = 200
+KEEP_DAYS_MAX = 36500
 NOTE_HINT = f"give one line of at most {NOTE_MAX} printable characters; nothing was backed up"
 
 
@@ -64,10 +65,14 @@ def check_note(note: str | None) -> str | None:
 
 
 def check_keep_days(keep_days: int | None) -> None:
-    """--keep-days must keep the point for at least a day."""
+    """--keep-days must keep the point for at least a day, and at most KEEP_DAYS_MAX."""
     if keep_days is not None and keep_days < 1:
         raise ConfigError(f"--keep-days {keep_days} keeps the point no time",
                           "give a number of days of at least 1, or leave --keep-days out; nothing was backed up")
+    # Checked here: a date beyond year 9999 would stop the backup after its work, as an internal error.
+    if keep_days is not None and keep_days > KEEP_DAYS_MAX:
+        raise ConfigError(f"--keep-days {keep_days} is more than {KEEP_DAYS_MAX} days (100 years)",
+                          f"give at most {KEEP_DAYS_MAX}; nothing was backed up")
 
 
 def _database_entry(report: DatabaseReport, path: str, snapshot: str, prefix: str | None) -> DatabaseEntry:

@@ -101,15 +101,25 @@ def _new_password(reference: str | None) -> tuple[Secret, str]:
     """The new password and where it lives: read from `reference`, or generated (into `reference`'s
     file when it names one that does not exist yet)."""
     if reference is not None and not reference.startswith("file:"):
-        return resolve(reference, "--new-password-ref"), reference
+        return _usable(resolve(reference, "--new-password-ref")), reference
     generated = Secret(secrets.token_urlsafe(GENERATED_BYTES), "generated")
     if reference is None:
         return generated, ""
     path = Path(reference[5:]).expanduser().absolute()
     if path.exists():
-        return resolve(reference, "--new-password-ref"), f"file:{path}"
+        return _usable(resolve(reference, "--new-password-ref")), f"file:{path}"
     write_private(path, generated.reveal() + "\n")
     return generated, f"file:{path}"
+
+
+def _usable(new: Secret) -> Secret:
+    """`new`, unless restic would read it as empty: it trims spaces, adds a key for the empty password and
+    then refuses to open with it, so the change would stop with that key left in the repository."""
+    if not new.reveal().strip():
+        raise ConfigError(f"the new password in {new.reference} is empty or only spaces",
+                          "put the new password there, or drop --new-password-ref to have one generated; "
+                          "nothing was changed")
+    return new
 
 
 def _add_key(config: Config, repo: Repository, new: Secret, location: str, reporter: Reporter) -> str:

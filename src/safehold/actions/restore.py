@@ -125,7 +125,8 @@ def make_plan(config: Config, instance: Instance, point: Point, only: list[str],
         _check_path_options(only, to_db)
         parts.discard("db")
     manifest = point.manifest
-    plan = Plan(point=point, files_target=files_to or Path("/"))
+    # Resolved, so `--files-to /` or `/srv/..` is the restore in place it is (its checks and safety point).
+    plan = Plan(point=point, files_target=files_to.resolve() if files_to else Path("/"))
     if "db" in parts:
         mapping = parse_to_db(to_db, manifest) if targets is None else targets
         for entry in manifest.databases:
@@ -137,7 +138,7 @@ def make_plan(config: Config, instance: Instance, point: Point, only: list[str],
     kinds = {"files"} if "files" in parts else set()
     kinds |= {"config"} if "config" in parts else set()
     if paths:
-        plan.selection = Selection(locate_all(point, list(paths), kinds), in_place=files_to is None)
+        plan.selection = Selection(locate_all(point, list(paths), kinds), in_place=plan.files_target == Path("/"))
         plan.includes = plan.selection.paths
     else:
         plan.includes = [t.root for t in manifest.trees if t.kind in kinds]

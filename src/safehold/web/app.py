@@ -322,7 +322,7 @@ class Console:
         plan = result["plan"]
         overwrite = [d["into"] for d in plan["databases"] if d["target_has_data"]]
         return self.render(request, "plan.html", session, name=name, plan=plan, options=options,
-                           overwrite=overwrite, in_place=bool(plan["paths"]) and options["files_to"] is None)
+                           overwrite=overwrite, in_place=bool(plan["paths"]) and plan["files_into"] == "/")
 
     async def restore_start(self, request: Request) -> Response:
         """Step 4: the typed instance name must match; then the restore runs as a job."""

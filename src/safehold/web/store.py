@@ -88,6 +88,10 @@ class Store:
 
     def add_user(self, name: str, role: str, password: str, replace: bool = False) -> None:
         """Create (or with `replace`, reset) an account."""
+        # A name is typed at the login and into `user remove`, and printed one per line by `user list`.
+        if not name or name != name.strip() or not name.isprintable():
+            raise ConfigError(f"user name {name!r} is empty, has spaces at either end or a control character",
+                              "give a name of printable characters, e.g. alice or a.smith@example.org")
         if role not in ROLES:
             raise ConfigError(f"role {role!r} is not known", "use viewer or operator")
         if len(password) < MIN_PASSWORD:
