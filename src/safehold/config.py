@@ -61,8 +61,8 @@ class RepositoryConfig(Model):
     known_hosts: str | None = Field(default=None, description="SSH known_hosts line(s) for sftp:")
     ssh_key: str | None = Field(default=None, description="private key file for sftp:")
     # An office uplink that nightly uploads must not fill: restic's own limiter, in KiB/s.
-    limit_upload: int | None = Field(default=None, ge=1, description="upload limit in KiB/s")
-    limit_download: int | None = Field(default=None, ge=1, description="download limit in KiB/s")
+    limit_upload: int | None = Field(default=None, ge=1, strict=True, description="upload limit in KiB/s")
+    limit_download: int | None = Field(default=None, ge=1, strict=True, description="download limit in KiB/s")
 
     _secret_password = field_validator("password")(_check_secret)
 

@@ -37,6 +37,12 @@ class ConfigError(SafeholdError):
     exit_code = EXIT_USAGE
 
 
+class UnknownPoint(SafeholdError):
+    """A run id the user gave names no point, or several (a typo, not a failure: exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
 class RepositoryError(SafeholdError):
     """The restic repository is unreachable, locked, corrupt or the password is wrong."""
 

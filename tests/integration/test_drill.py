@@ -178,8 +178,12 @@ def test_a_run_id_that_names_no_point_is_a_usage_mistake_not_a_failed_drill(env:
     history = History(env.root / "state")
     before = len(history.runs(None, "drill"))
     res = run_cli("drill", env.instance, "--run", "19990101", config=env.config_path)
-    assert res.returncode == 1 and f"no point '19990101' of {env.instance}" in res.stderr, res.stderr
+    assert res.returncode == 2 and f"no point '19990101' of {env.instance}" in res.stderr, res.stderr
     assert len(history.runs(None, "drill")) == before  # nothing recorded: check and reports stay quiet
+    for argv in (("show", "19990101"), ("restore", env.instance, "19990101", "--dry-run"),
+                 ("export", "19990101", str(env.root / "x.tar.zst")), ("verify", "19990101")):
+        typo = run_cli(*argv, config=env.config_path)
+        assert typo.returncode == 2 and "no point '19990101'" in typo.stderr, (argv, typo.stderr)
 
 
 def test_healthy_drill_passes_and_reports_phases(env: Env) -> None:

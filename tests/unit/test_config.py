@@ -51,6 +51,8 @@ def test_valid_config_parses() -> None:
         (('url = "/srv/repo"', 'url = "/srv/repo"\n[settings]\nstate_dir = "state"'), "settings.state_dir: 'state'"),
         (('files = ["/srv/app"]', 'files = ["/a"]\nretention = { daily = 0, weekly = 0 }'), "keeps no point besides"),
         (('url = "/srv/repo"', 'url = "/srv/repo"\nlimit_upload = 0'), "repositories.main.limit_upload"),
+        (('url = "/srv/repo"', 'url = "/srv/repo"\nlimit_upload = true'), "repositories.main.limit_upload"),
+        (('url = "/srv/repo"', 'url = "/srv/repo"\nlimit_download = "1M"'), "repositories.main.limit_download"),
     ],
 )
 def test_errors_name_the_key(change: tuple[str, str], expected: str) -> None:

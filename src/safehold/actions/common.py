@@ -12,7 +12,7 @@ from typing import Any
 
 from safehold.apps import profile_for
 from safehold.config import Config, InstanceConfig
-from safehold.errors import ConfigError, RepositoryError, SafeholdError
+from safehold.errors import ConfigError, RepositoryError, UnknownPoint
 from safehold.lock import instance_lock
 from safehold.models import Instance
 from safehold.output import Reporter
@@ -152,9 +152,9 @@ def find_point(config: Config, repo: Repository, instance: str, run: str) -> Poi
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise SafeholdError(f"no point {run!r} of {instance} in repository {repo.name}",
-                            f"see `safehold list {instance}`")
-    raise SafeholdError(f"{run!r} matches {len(matches)} points", "give more characters of the run id")
+        raise UnknownPoint(f"no point {run!r} of {instance} in repository {repo.name}",
+                           f"see `safehold list {instance}`")
+    raise UnknownPoint(f"{run!r} matches {len(matches)} points", "give more characters of the run id")
 
 
 def open_point(config: Config, name: str, run: str, repository: str | None = None) -> tuple[Repository, Point]:

@@ -31,7 +31,7 @@ import zstandard
 from safehold.actions.common import Point, find_point, open_repository
 from safehold.agestream import Encryptor
 from safehold.config import Config
-from safehold.errors import ConfigError, SafeholdError, os_reason
+from safehold.errors import ConfigError, SafeholdError, UnknownPoint, os_reason
 from safehold.output import Reporter
 from safehold.repository.manifest import MANIFEST_PATH
 from safehold.repository.restic import Repository
@@ -245,7 +245,7 @@ def _locate(config: Config, run: str, instance: str | None) -> tuple[Repository,
                 return repo, find_point(config, repo, name, run)
             except SafeholdError:
                 continue
-    raise SafeholdError(f"no point {run!r} found", "see `safehold list` for run ids")
+    raise UnknownPoint(f"no point {run!r} found", "see `safehold list` for run ids")
 
 
 def identities(config: Config) -> list[object]:

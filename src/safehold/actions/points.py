@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from safehold.actions.common import find_point, open_repository, points
 from safehold.config import Config
-from safehold.errors import SafeholdError
+from safehold.errors import SafeholdError, UnknownPoint
 
 
 def list_points(config: Config, name: str | None, unreachable: list[str] | None = None) -> list[dict[str, object]]:
@@ -47,4 +47,4 @@ def show_point(config: Config, run: str, name: str | None = None) -> dict[str, o
             except SafeholdError:
                 continue
             return {"repository": repo_name, "snapshot": point.snapshot, **point.manifest.model_dump(mode="json")}
-    raise SafeholdError(f"no point {run!r} found", "see `safehold list` for run ids")
+    raise UnknownPoint(f"no point {run!r} found", "see `safehold list` for run ids")

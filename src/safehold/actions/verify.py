@@ -11,7 +11,7 @@ from typing import Any
 
 from safehold.actions.common import Point, open_repository, points, repository_locks, tag_value
 from safehold.config import Config
-from safehold.errors import ConfigError, SafeholdError
+from safehold.errors import ConfigError, SafeholdError, UnknownPoint
 from safehold.output import Reporter
 from safehold.repository import damage
 from safehold.repository.restic import Repository, RepositoryDamaged
@@ -75,7 +75,7 @@ def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
                 problems += verify_point(repo, point, snapshot_ids)
             results[f"{instance_name}@{repo_name}"] = len(selected)
     if run is not None and not any(results.values()):
-        raise SafeholdError(f"no point {run!r} found", "see `safehold list`")
+        raise UnknownPoint(f"no point {run!r} found", "see `safehold list`")
     return {"points_checked": results, "problems": problems, "ok": not problems}
 
 
