@@ -912,6 +912,18 @@ def schedule_install(
     _run(json_out, lambda r: install(_load(config), folder, fmt, user), render)
 
 
+def _command_path() -> str:
+    """`safehold backup` from argv, for an error click raised without its context (a missing option value)."""
+    words, command = ["safehold"], typer.main.get_command(app)
+    for token in sys.argv[1:]:
+        commands = getattr(command, "commands", {})
+        if token not in commands:
+            break
+        words.append(token)
+        command = commands[token]
+    return " ".join(words)
+
+
 def main() -> None:
     """Console-script entry point: usage mistakes end as one line (or one JSON object), exit 2."""
     json_out = "--json" in sys.argv[1:]
@@ -921,7 +933,7 @@ def main() -> None:
         exc.show()
         sys.exit(EXIT_USAGE)
     except click_errors.ClickException as exc:  # Typer would draw a box around it; a script wants one line
-        command = exc.ctx.command_path if isinstance(exc, click_errors.UsageError) and exc.ctx else "safehold"
+        command = exc.ctx.command_path if isinstance(exc, click_errors.UsageError) and exc.ctx else _command_path()
         _print_failure(json_out, exc.format_message().rstrip("."), f"see `{command} --help`")
         sys.exit(EXIT_USAGE if isinstance(exc, click_errors.UsageError) else exc.exit_code)
     except typer.Abort:  # input ended outside an action (an action reports its own)

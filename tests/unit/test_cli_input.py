@@ -166,3 +166,10 @@ def test_restore_without_instance_takes_the_only_one(tmp_path: Path) -> None:
     two = files_config(tmp_path / "two", FILES_ONLY + FILES_ONLY.replace("[instances.app]", "[instances.crm]"))
     ambiguous = run_cli("restore", "latest", "--dry-run", config=two)
     assert ambiguous.returncode == 2 and "no instance 'latest'" in one_line_error(ambiguous)
+
+
+def test_an_option_without_its_value_names_the_commands_help(tmp_path: Path) -> None:
+    result = run_cli("backup", "app", "--keep-days", env={"SAFEHOLD_CONFIG": str(files_config(tmp_path))})
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "'--keep-days' requires an argument" in line and "safehold backup --help`" in line, line
