@@ -47,6 +47,10 @@ class RepositoryError(SafeholdError):
     """The restic repository is unreachable, locked, corrupt or the password is wrong."""
 
 
+class NoPoints(RepositoryError):
+    """An instance has no recovery point in a repository yet."""
+
+
 class DatabaseError(SafeholdError):
     """A database could not be read or written."""
 

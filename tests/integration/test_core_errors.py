@@ -91,6 +91,9 @@ def test_wrong_repository_password_keeps_last_point(files_instance: Path, repo: 
     assert result.returncode == 1
     assert "wrong password for repository main" in one_line_error(result)
     assert "not-the-password" not in result.stderr
+    for argv in (("show", "latest"), ("export", "latest", str(tmp_path / "x.tar.zst"))):
+        searched = run_cli(*argv, config=files_instance)  # a wrong password, not "no point 'latest' found"
+        assert searched.returncode == 1 and "wrong password for repository main" in one_line_error(searched)
     private_file(Path(repo["password_file"]), good)
     restored = run_cli("restore", "app", "latest", "--files-to", str(tmp_path / "back"), config=files_instance)
     assert restored.returncode == 0, restored.stderr

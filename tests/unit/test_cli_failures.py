@@ -119,9 +119,9 @@ def test_cli_shows_odd_run_ids_paths_and_errors_as_is(tmp_path: Path) -> None:
 
     assert "no instance '[/x]' in " in one_line_error("show", "[/bad]", "--instance", "[/x]")
     assert f"secret file {secret} is readable by others" in one_line_error("show", "[/bad]")
-    if shutil.which("restic"):  # the repository is then tried, and has no such point
+    if shutil.which("restic"):  # the repository is then tried: there is none, which is the answer, not "no point"
         secret.chmod(0o600)
-        assert "no point '[/bad]' found" in one_line_error("show", "[/bad]")
+        assert "repository main does not exist" in one_line_error("show", "[/bad]")
 
     history = History(tmp_path / "state")
     run = history.record_start("app", "backup")

@@ -12,7 +12,7 @@ from typing import Any
 
 from safehold.apps import profile_for
 from safehold.config import Config, InstanceConfig
-from safehold.errors import ConfigError, RepositoryError, UnknownPoint
+from safehold.errors import ConfigError, NoPoints, RepositoryError, SafeholdError, UnknownPoint
 from safehold.lock import instance_lock
 from safehold.models import Instance
 from safehold.output import Reporter
@@ -144,8 +144,8 @@ def find_point(config: Config, repo: Repository, instance: str, run: str) -> Poi
     """`latest` or a run id (a unique prefix is enough) of an instance."""
     available = points(config, repo, instance)
     if not available:
-        raise RepositoryError(f"no recovery point of {instance} in repository {repo.name}",
-                              f"run `safehold backup {instance}` first")
+        raise NoPoints(f"no recovery point of {instance} in repository {repo.name}",
+                       f"run `safehold backup {instance}` first")
     if run == "latest":
         return latest(available)
     matches = [p for p in available if p.run_id.startswith(run) or p.snapshot.startswith(run)]
@@ -155,6 +155,25 @@ def find_point(config: Config, repo: Repository, instance: str, run: str) -> Poi
         raise UnknownPoint(f"no point {run!r} of {instance} in repository {repo.name}",
                            f"see `safehold list {instance}`")
     raise UnknownPoint(f"{run!r} matches {len(matches)} points", "give more characters of the run id")
+
+
+def search_point(config: Config, run: str, instance: str | None = None) -> tuple[Repository, Point]:
+    """A point by run id (or `latest`) in every repository of the instance(s); the first found wins.
+
+    A repository that cannot be read is passed over while the others are searched; when the point
+    is found nowhere, that repository's error is the answer (a wrong password is not "no such point").
+    """
+    unreadable: SafeholdError | None = None
+    for name, instance_config in config.select(instance).items():
+        for repo_name in instance_config.repositories:
+            repo = open_repository(config, repo_name)
+            try:
+                return repo, find_point(config, repo, name, run)
+            except (UnknownPoint, NoPoints):
+                continue
+            except SafeholdError as exc:
+                unreadable = unreadable or exc
+    raise unreadable or UnknownPoint(f"no point {run!r} found", "see `safehold list` for run ids")
 
 
 def open_point(config: Config, name: str, run: str, repository: str | None = None) -> tuple[Repository, Point]:

@@ -28,10 +28,10 @@ from typing import IO
 
 import zstandard
 
-from safehold.actions.common import Point, find_point, open_repository
+from safehold.actions.common import Point, search_point
 from safehold.agestream import Encryptor
 from safehold.config import Config
-from safehold.errors import ConfigError, SafeholdError, UnknownPoint, os_reason
+from safehold.errors import ConfigError, SafeholdError, os_reason
 from safehold.output import Reporter
 from safehold.repository.manifest import MANIFEST_PATH
 from safehold.repository.restic import Repository
@@ -189,7 +189,7 @@ def export(config: Config, run: str, target: Path, reporter: Reporter, instance:
     check_name(target)
     if target.exists() and not force:
         raise SafeholdError(f"{target} already exists", "choose another file name or remove it first")
-    repo, point = _locate(config, run, instance)
+    repo, point = search_point(config, run, instance)
     encrypted = is_encrypted(target)
     age_recipients = recipients(config) if encrypted else []
     partial = target.with_name(f".{target.name}.partial")
@@ -235,17 +235,6 @@ def export(config: Config, run: str, target: Path, reporter: Reporter, instance:
 def _write_error(target: Path, exc: OSError) -> SafeholdError:
     return SafeholdError(f"cannot write {target}: {os_reason(exc)}",
                          "free space there or export somewhere else; no partial file was left behind")
-
-
-def _locate(config: Config, run: str, instance: str | None) -> tuple[Repository, Point]:
-    for name, instance_config in config.select(instance).items():
-        for repo_name in instance_config.repositories:
-            repo = open_repository(config, repo_name)
-            try:
-                return repo, find_point(config, repo, name, run)
-            except SafeholdError:
-                continue
-    raise UnknownPoint(f"no point {run!r} found", "see `safehold list` for run ids")
 
 
 def identities(config: Config) -> list[object]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from safehold.actions.common import find_point, open_repository, points
+from safehold.actions.common import open_repository, points, search_point
 from safehold.config import Config
-from safehold.errors import SafeholdError, UnknownPoint
+from safehold.errors import SafeholdError
 
 
 def list_points(config: Config, name: str | None, unreachable: list[str] | None = None) -> list[dict[str, object]]:
@@ -39,12 +39,5 @@ def list_points(config: Config, name: str | None, unreachable: list[str] | None 
 
 def show_point(config: Config, run: str, name: str | None = None) -> dict[str, object]:
     """The manifest of one point, searched in every repository of the instance(s)."""
-    for instance_name, instance in config.select(name).items():
-        for repo_name in instance.repositories:
-            repo = open_repository(config, repo_name)
-            try:
-                point = find_point(config, repo, instance_name, run)
-            except SafeholdError:
-                continue
-            return {"repository": repo_name, "snapshot": point.snapshot, **point.manifest.model_dump(mode="json")}
-    raise UnknownPoint(f"no point {run!r} found", "see `safehold list` for run ids")
+    repo, point = search_point(config, run, name)
+    return {"repository": repo.name, "snapshot": point.snapshot, **point.manifest.model_dump(mode="json")}
