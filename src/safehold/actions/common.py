@@ -176,13 +176,19 @@ def search_point(config: Config, run: str, instance: str | None = None) -> tuple
     raise unreadable or UnknownPoint(f"no point {run!r} found", "see `safehold list` for run ids")
 
 
+def repositories_of(config: Config, name: str, repository: str | None = None) -> list[str]:
+    """The repositories of instance `name`, or only `repository`, which must be one of them."""
+    configured = config.instance(name).repositories
+    if repository is None:
+        return list(configured)
+    if repository not in configured:
+        raise ConfigError(f"instance {name} does not use repository {repository}", f"use one of {configured}")
+    return [repository]
+
+
 def open_point(config: Config, name: str, run: str, repository: str | None = None) -> tuple[Repository, Point]:
     """The repository (`repository`, else the instance's first) and its point `run` of instance `name`."""
-    repositories = config.instance(name).repositories
-    repo_name = repository or repositories[0]
-    if repo_name not in repositories:
-        raise ConfigError(f"instance {name} does not use repository {repo_name}", f"use one of {repositories}")
-    repo = open_repository(config, repo_name)
+    repo = open_repository(config, repositories_of(config, name, repository)[0])
     return repo, find_point(config, repo, name, run)
 
 

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from safehold.actions.common import Point, latest, lock_instance, open_repository, points, tag_value
+from safehold.actions.common import Point, latest, lock_instance, open_repository, points, repositories_of, tag_value
 from safehold.actions.prune import remove_snapshots
 from safehold.config import Config
-from safehold.errors import EXIT_USAGE, ConfigError, SafeholdError
+from safehold.errors import EXIT_USAGE, SafeholdError
 from safehold.output import Reporter
 from safehold.repository.restic import Repository, snapshot_time
 
@@ -151,10 +151,7 @@ def forget(config: Config, instance: str, runs: Sequence[str], reporter: Reporte
     point would go without `force`, or, unless `yes`, when `confirm` (None: there is no one to ask)
     does not approve what goes. `dry_run` only says what would go.
     """
-    configured = config.instance(instance).repositories
-    if repository is not None and repository not in configured:
-        raise ConfigError(f"instance {instance} does not use repository {repository}", f"use one of {configured}")
-    repo_names = [repository] if repository else list(configured)
+    repo_names = repositories_of(config, instance, repository)
     holdings = _holdings(config, instance, repo_names)
     chosen = resolve(runs, holdings, instance)
     if not force:
