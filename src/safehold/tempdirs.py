@@ -2,24 +2,49 @@
 
 A restore spools up to gigabytes of chunks, and an export is unpacked before it is restored; a
 run that is killed (SIGKILL, OOM, power) cannot remove those. The owner's PID is part of the
-name, so the next run that makes such a folder removes the ones whose process is gone.
+name, so the next run that makes such a folder removes the ones whose process is gone. A run
+stopped by SIGTERM (or ending any other way Python sees) removes its own on the way out.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 from safehold.runner import process_alive
+
+_made: set[Path] = set()  # folders private_dir made in this process
 
 
 def private_dir(prefix: str, parent: str | Path | None = None) -> Path:
     """A new 0700 folder `PREFIX<pid>-<random>` in `parent` (the temp dir), after removing dead runs' ones."""
     remove_orphans(prefix, parent)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+    _made.difference_update([path for path in list(_made) if not path.exists()])  # removed by their callers
+    # SIGTERM's handler raises: arriving after mkdtemp but before the caller's try, it would leave the
+    # folder behind. Held while the folder is made and recorded, it is raised only once remove_made() knows it.
+    main = threading.current_thread() is threading.main_thread()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT}) if main else None
+    try:
+        path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+        _made.add(path)
+    finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    return path
+
+
+@atexit.register
+def remove_made() -> None:
+    """Remove every folder this process made that is still there: the last cleanup of a stopped run."""
+    for path in list(_made):
+        shutil.rmtree(path, ignore_errors=True)
+        _made.discard(path)
 
 
 def remove_orphans(prefix: str, parent: str | Path | None = None) -> list[Path]:

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,16 +31,23 @@ def big_point(tmp_path: Path, repo: dict[str, str], new_db: Callable[[str], str]
     return config, db
 
 
+def _own_tmp(config: Path) -> dict[str, str]:
+    """A temp dir of this test's own: a restore in a parallel test removes the spool a killed one left in /tmp."""
+    folder = config.parent / "tmp"
+    folder.mkdir(exist_ok=True)
+    return {"TMPDIR": str(folder)}
+
+
 def _restore_in_background(config: Path, into: str) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "safehold", "restore", "app", "latest", "--to-db", into, "--config", str(config)]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(SRC)})
+                            env={**os.environ, "PYTHONPATH": str(SRC), **_own_tmp(config)})
 
 
-def _spool_of(pid: int, timeout: float = 60) -> str:
+def _spool_of(config: Path, pid: int, timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = glob.glob(os.path.join(tempfile.gettempdir(), f"safehold-spool-{pid}-*"))
+        found = glob.glob(os.path.join(_own_tmp(config)["TMPDIR"], f"safehold-spool-{pid}-*"))
         if found:
             return found[0]
         time.sleep(0.05)
@@ -53,7 +59,7 @@ def test_sigterm_during_restore_cleans_up_and_says_so(big_point: tuple[Path, str
     into = new_db("t_stop_r")
     sql(f"DROP DATABASE `{into}`")
     child = _restore_in_background(config, into)
-    spool = _spool_of(child.pid)
+    spool = _spool_of(config, child.pid)
     child.send_signal(signal.SIGTERM)
     _, stderr = child.communicate(timeout=60)
     assert child.returncode == 128 + signal.SIGTERM, stderr
@@ -69,11 +75,11 @@ def test_leftovers_of_a_killed_restore_go_with_the_next_one(big_point: tuple[Pat
     first, second = new_db("t_stop_r"), new_db("t_stop_r")
     sql([f"DROP DATABASE `{first}`", f"DROP DATABASE `{second}`"])
     child = _restore_in_background(config, first)
-    spool = _spool_of(child.pid)
+    spool = _spool_of(config, child.pid)
     child.kill()
     child.wait(timeout=60)
     assert os.path.exists(spool)  # nothing runs after SIGKILL
-    again = run_cli("restore", "app", "latest", "--to-db", second, config=config)
+    again = run_cli("restore", "app", "latest", "--to-db", second, config=config, env=_own_tmp(config))
     assert again.returncode == 0, again.stderr
     assert not os.path.exists(spool)
     assert f"removed {spool}, left behind by a safehold run that was killed" in again.stderr

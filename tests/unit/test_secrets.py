@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,33 @@ def test_private_dirs_of_dead_processes_are_removed(tmp_path: Path) -> None:
     made = private_dir("safehold-x-", tmp_path)
     assert made.name.startswith(f"safehold-x-{os.getpid()}-") and made.stat().st_mode & 0o777 == 0o700
     assert not orphan.exists() and mine.exists() and foreign.exists()
+
+
+def test_a_signal_while_a_private_dir_is_made_cannot_leave_it_behind(tmp_path: Path) -> None:
+    # The SIGTERM lands inside mkdtemp, just after the folder exists: the raise must wait until the
+    # folder is recorded, and the way out must remove it.
+    child = textwrap.dedent(f"""
+        import os, signal, sys, tempfile
+        sys.path.insert(0, {str(Path(__file__).parents[2] / "src")!r})
+        from safehold import tempdirs
+
+        def stop(signum, frame):
+            raise SystemExit(143)
+
+        signal.signal(signal.SIGTERM, stop)
+        real = tempfile.mkdtemp
+
+        def mkdtemp(**kwargs):
+            path = real(**kwargs)
+            print(path, flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return path
+
+        tempfile.mkdtemp = mkdtemp
+        tempdirs.private_dir("safehold-sig-", {str(tmp_path)!r})
+        print("not stopped", flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=30)
+    made = Path(done.stdout.splitlines()[0])
+    assert done.returncode == 143 and "not stopped" not in done.stdout, done.stderr
+    assert made.parent == tmp_path and not made.exists()

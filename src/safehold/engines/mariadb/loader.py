@@ -111,8 +111,7 @@ class ChunkLoader:
         self.done_after_load: set[int] = set()  # tables whose after_load statements ran
         self.after_load_seconds = 0.0
         self._last: Table | None = None
-        self.spool = str(private_dir("safehold-spool-"))
-        self.scratch = scratch_folder()
+        self.spool = self.scratch = ""  # set below, inside the try that removes them again
         self.rows: dict[int, int] = defaultdict(int)
         self.crcs: dict[int, int] = defaultdict(int)
         self.warnings: list[str] = []
@@ -124,6 +123,8 @@ class ChunkLoader:
         self._space = threading.Condition()
         self.connections: list[MySQLdb.Connection] = []
         try:  # a SIGTERM or a refused login while connecting must not leave the folders behind
+            self.spool = str(private_dir("safehold-spool-"))
+            self.scratch = scratch_folder()
             for _ in range(count):
                 self.connections.append(client.connect(db.connection, into, autocommit=True))
                 session(self.connections[-1])
@@ -240,7 +241,7 @@ class ChunkLoader:
         for connection in self.connections:
             connection.close()
         self.connections = []
-        for folder in (self.spool, self.scratch):
+        for folder in filter(None, (self.spool, self.scratch)):
             for name in os.listdir(folder):
                 os.unlink(os.path.join(folder, name))
             os.rmdir(folder)
