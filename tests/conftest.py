@@ -20,6 +20,12 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root"}
 
+# restic derives each repository's key with scrypt (~0.45 CPU-s) on every call; tests/tools/restic
+# runs the real restic but gives the repositories the tests create a cheap key (see there).
+if os.environ.get("TESTS_REAL_RESTIC") is None and (_found := shutil.which("restic")):
+    os.environ["TESTS_REAL_RESTIC"] = _found
+    os.environ["PATH"] = f"{Path(__file__).resolve().parent / 'tools'}{os.pathsep}{os.environ['PATH']}"
+
 
 def need(condition: bool, reason: str) -> None:
     """Skip (locally) or fail (under CI) when a required service is missing."""
