@@ -1,13 +1,15 @@
-"""`restic init` by the real restic, then the new local repository's key sealed again with cheap scrypt.
+"""`restic init` by the real restic, then the new repository's key sealed again with cheap scrypt.
 
 Called by tests/tools/restic (see there why). The key file keeps its master key, format and checks;
-only the password hash gets weaker (scrypt N=1024), as in restic's own tests.
+only the password hash gets weaker (scrypt N=1024), as in restic's own tests. Local repositories and
+SFTP ones on 127.0.0.1 (their files are local too); S3 ones keep restic's key.
 """
 
 import base64
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,11 +76,17 @@ def _repository(args: list[str]) -> str:
     return os.environ.get("RESTIC_REPOSITORY", "")
 
 
+def _local_path(url: str) -> Path:
+    """Where a repository's files are on this machine: a local path, or an SFTP URL to 127.0.0.1."""
+    match = re.fullmatch(r"sftp://[^@/]+@(?:127\.0\.0\.1|localhost)(?::\d+)?/(/.*)", url)
+    return Path(match.group(1)) if match else Path(url)
+
+
 def main() -> None:
     args = sys.argv[1:]
     # close_fds=False: the password may be an inherited /dev/fd/N (safehold passes secrets as memfds)
     done = subprocess.run([os.environ["TESTS_REAL_RESTIC"], *args], close_fds=False)
-    repository, password_file = Path(_repository(args)), os.environ.get("RESTIC_PASSWORD_FILE")
+    repository, password_file = _local_path(_repository(args)), os.environ.get("RESTIC_PASSWORD_FILE")
     if done.returncode == 0 and password_file and (repository / "keys").is_dir():
         cheapen_keys(repository, Path(password_file))
     sys.exit(done.returncode)
