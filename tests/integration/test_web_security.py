@@ -57,13 +57,15 @@ def csrf_of(c: TestClient) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', c.get("/").text)[1]
 
 
-def wait_job(c: TestClient, location: str) -> dict:
-    for _ in range(200):
+def wait_job(c: TestClient, location: str, seconds: float = 180) -> dict:
+    # A backup takes ~2 s alone; while other tests load big tables, its global read lock waits for them.
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         status = c.get(location + "/status").json()
         if status["done"]:
             return status
         time.sleep(0.1)
-    raise AssertionError("job did not finish")
+    raise AssertionError(f"job did not finish in {seconds} s")
 
 
 def test_state_changing_routes_need_session_then_csrf(app) -> None:

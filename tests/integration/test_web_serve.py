@@ -93,12 +93,13 @@ def test_serve_with_tls_sets_secure_cookies(tmp_path: Path, repo) -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=False) as client:
-            for _ in range(100):
+            deadline = time.monotonic() + 90  # the whole suite on two cores: starting can take a while
+            while True:
                 try:
                     page = client.get("/login")
                     break
                 except httpx.TransportError:
-                    assert proc.poll() is None
+                    assert proc.poll() is None and time.monotonic() < deadline
                     time.sleep(0.2)
             assert page.status_code == 200
             token = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
