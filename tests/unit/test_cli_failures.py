@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from safehold import cli
+from safehold.cli import common
 from safehold.errors import ConfigError
 from safehold.history import History
 from safehold.output import Reporter
@@ -24,7 +24,7 @@ from tests.conftest import run_cli, write_config
 
 def _outcome(action, capsys: pytest.CaptureFixture[str], json_out: bool = False) -> tuple[int, str]:  # noqa: ANN001
     with pytest.raises(typer.Exit) as info:
-        cli._run(json_out, action, lambda result: None)
+        common.run_action(json_out, action, lambda result: None)
     captured = capsys.readouterr()
     return info.value.exit_code, captured.err + captured.out
 
@@ -60,7 +60,7 @@ def test_ctrl_c_with_json_still_prints_one_json_document(capsys: pytest.CaptureF
         raise KeyboardInterrupt
 
     with pytest.raises(typer.Exit) as info:
-        cli._run(True, interrupted, lambda result: None)
+        common.run_action(True, interrupted, lambda result: None)
     assert info.value.exit_code == 130
     assert json.loads(capsys.readouterr().out) == {
         "ok": False, "error": "interrupted — the last complete recovery point is untouched"}
@@ -80,7 +80,7 @@ def test_odd_text_in_a_failure_is_printed_as_is(capsys: pytest.CaptureFixture[st
 
 
 def test_odd_text_in_a_table_is_printed_as_is(capsys: pytest.CaptureFixture[str]) -> None:
-    cli._table("drill [/a] point -", ["check", "detail"], [["files", "[/bad] [export] :x:"]])
+    common.print_table("drill [/a] point -", ["check", "detail"], [["files", "[/bad] [export] :x:"]])
     text = capsys.readouterr().out
     assert "drill [/a] point -" in text and "[/bad] [export] :x:" in text
 

@@ -1,0 +1,214 @@
+"""Commands that make, list and remove recovery points: init, demo, backup, list, show, prune, forget, export."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from safehold.actions.common import dumps
+from safehold.cli.common import ConfigOpt, InstanceArg, JsonOpt, app, err, load_config, out, print_table, run_action
+from safehold.errors import EXIT_FAILED, EXIT_PARTIAL
+from safehold.output import Reporter
+
+
+@app.command()
+def init(
+    app_name: Annotated[str, typer.Option("--app", help="itflow | idoit | itop | generic")] = "generic",
+    root: Annotated[Path | None, typer.Option(help="install root of the application")] = None,
+    repo: Annotated[str | None, typer.Option(help="restic repository URL or local path")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="file to write")] = Path("safehold.toml"),
+    force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a commented safehold.toml to start from."""
+    from safehold.actions.init import write_example
+
+    run_action(json_out, lambda r: write_example(output, app_name, root, repo, force),
+               lambda res: out.print(f"wrote {res['path']} — edit it, then run `safehold backup`"))
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="working folder (recreated)")] = Path("safehold-demo"),
+    json_out: JsonOpt = False,
+) -> None:
+    """Build a demo instance, back it up, damage it, restore it and prove everything came back."""
+    from safehold.actions.demo import run_demo
+
+    def render(res: dict[str, Any]) -> None:
+        print_table("demo: what was checked", ["check", "result"], [[c["check"], "ok" if c["ok"] else "FAILED"]
+                                                                    for c in res["checks"]])
+        if res["ok"]:
+            out.print(Text.assemble(("demo passed", "bold green"),
+                                    f": backed up, damaged, restored and verified in {res['seconds']} s. "
+                                    f"Files are in {res['workdir']} (config: {res['config']})."))
+        else:
+            out.print(Text.assemble(("demo FAILED", "bold red"), ": see the table above"))
+
+    run_action(json_out, lambda r: run_demo(workdir, r), render, lambda res: 0 if res["ok"] else EXIT_FAILED)
+
+
+def _kept_until(row: dict[str, Any]) -> str | None:
+    """`kept until DATE` while a point's --keep-days holds it, else None (then it is an ordinary point)."""
+    until = row["keep_until"]
+    return f"kept until {until:%Y-%m-%d}" if until and until > datetime.now(UTC) else None
+
+
+@app.command()
+def backup(instance: InstanceArg = None,
+           note: Annotated[str | None, typer.Option(help="why the point is made (one line, at most 200 "
+                                                         "characters), kept in its manifest")] = None,
+           keep_days: Annotated[int | None, typer.Option(help="prune keeps the point N days (at least 1), "
+                                                              "whatever the retention rules say")] = None,
+           config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Make one recovery point of an instance (all instances when none is named)."""
+    from safehold.actions.backup import backup as do_backup
+
+    def render(results: list[dict[str, Any]]) -> None:
+        for res in results:
+            if res["result"] == "ok":
+                marks = "".join(f" ({m})" for m in (res["note"], _kept_until(res)) if m)
+                out.print(Text.assemble(("ok", "green"), f" {res['instance']}: point {res['run_id']} in "
+                                        f"{res['repository']}, {res['bytes_added'] / 1e6:.2f} MB added, "
+                                        f"{res['seconds']} s{marks}"), soft_wrap=True)
+            elif res["result"] == "partial":
+                err.print(Text.assemble(("partial:", "bold yellow"), f" {res['instance']}: {res['error']}"),
+                          soft_wrap=True)
+            else:
+                err.print(Text.assemble(("error:", "bold red"), f" {res['instance']}: {res['error']}"), soft_wrap=True)
+
+    def code(results: list[dict[str, Any]]) -> int:
+        failed = [r for r in results if r["result"] != "ok"]
+        partial = [r for r in results if r["result"] == "partial"]
+        if failed and len(failed) == len(results) and not partial:
+            return EXIT_FAILED
+        return EXIT_PARTIAL if failed else 0
+
+    run_action(json_out, lambda r: do_backup(load_config(config), instance, r, note, keep_days), render, code)
+
+
+@app.command("list")
+def list_cmd(instance: InstanceArg = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Recovery points, newest first."""
+    from safehold.actions.points import list_points
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        print_table("recovery points", ["instance", "repository", "run id", "started (UTC)", "s", "DBs", "files", "MB",
+                                        "app version", "kind"],
+                    [[r["instance"], r["repository"], r["run_id"], str(r["started"])[:19], r["seconds"] and
+                      round(r["seconds"], 1), r["databases"], r["files"], f"{r['bytes'] / 1e6:.1f}", r["app_version"],
+                      "safety" if r["safety_point"] else "kept" if _kept_until(r) else ""] for r in rows])
+        # Notes go below the table, one line per point (copies share it): a column would cut them off.
+        for run_id, row in {r["run_id"]: r for r in rows if r["note"] or _kept_until(r)}.items():
+            out.print(f"{run_id}: {'; '.join(m for m in (row['note'], _kept_until(row)) if m)}", soft_wrap=True)
+
+    def action(r: Reporter) -> list[dict[str, Any]]:
+        from safehold.actions.replicate import host_only_warning
+
+        cfg = load_config(config)
+        for name in cfg.select(instance):
+            if warning := host_only_warning(cfg, name):
+                r.warn(warning)
+        unreachable: list[str] = []
+        rows = list_points(cfg, instance, unreachable)
+        for problem in unreachable:
+            r.warn(f"{problem} (its points are not listed)")
+        return rows
+
+    run_action(json_out, action, render)
+
+
+@app.command()
+def show(run: Annotated[str, typer.Argument(help="run id (a unique prefix is enough) or latest")],
+         instance: Annotated[str | None, typer.Option(help="instance (default: search all)")] = None,
+         config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """The manifest of one recovery point."""
+    from safehold.actions.points import show_point
+
+    run_action(json_out, lambda r: show_point(load_config(config), run, instance),
+               lambda res: out.print_json(dumps(res)))
+
+
+@app.command()
+def prune(instance: InstanceArg = None,
+          dry_run: Annotated[bool, typer.Option(help="show what would be removed")] = False,
+          config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Apply retention: remove points the policy no longer keeps."""
+    from safehold.actions.prune import prune as do_prune
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            verb = "would remove" if row["dry_run"] else "removed"
+            out.print(f"{row['instance']}@{row['repository']}: keep {len(row['keep'])}, {verb} "
+                      f"{len(row['remove'])}: {', '.join(row['remove']) or '-'}")
+            if row["dry_run"]:
+                for run in row["keep"]:
+                    out.print(f"  keep {run} ({', '.join(row['why'][run])})")
+
+    run_action(json_out, lambda r: do_prune(load_config(config), instance, r, dry_run), render)
+
+
+def _forget_line(row: dict[str, Any]) -> str:
+    """One run `forget` removes: id, start, kind, where, note."""
+    kind = {"point": "point", "safety": "safety point", "incomplete": "incomplete run (no manifest)"}[row["kind"]]
+    marks = "".join(f"; {m}" for m in (row["note"] and f"note: {row['note']}", _kept_until(row)) if m)
+    return (f"  {row['run_id']}  {row['started']:%Y-%m-%d %H:%M} UTC  {kind} in {', '.join(row['repositories'])}"
+            f"{marks}")
+
+
+@app.command()
+def forget(instance: Annotated[str, typer.Argument(help="instance name")],
+           runs: Annotated[list[str], typer.Argument(help="run ids (a unique prefix is enough) or latest",
+                                                     show_default=False)],
+           repository: Annotated[str | None, typer.Option(help="only from this repository (default: from every "
+                                                               "repository of the instance)")] = None,
+           dry_run: Annotated[bool, typer.Option(help="show what would be removed, change nothing")] = False,
+           yes: Annotated[bool, typer.Option("--yes", help="remove without asking")] = False,
+           force: Annotated[bool, typer.Option(help="also remove a repository's newest point")] = False,
+           config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Remove chosen recovery points (damaged, made by mistake, data that must go) and free their space."""
+    from safehold.actions.forget import forget as do_forget
+
+    def confirm(rows: list[dict[str, Any]]) -> bool:
+        err.print(f"{instance}: {len(rows)} run(s) will be removed for good:")
+        for row in rows:
+            err.print(_forget_line(row), soft_wrap=True)
+        try:
+            return typer.confirm("Remove them?", default=False, err=True)
+        except typer.Abort:  # end of input or Ctrl-C at the prompt: a no
+            err.print()
+            return False
+
+    def render(res: dict[str, Any]) -> None:
+        out.print(f"{instance}: {'would remove' if res['dry_run'] else 'removed'} {len(res['removed'])} run(s):")
+        for row in res["removed"]:
+            out.print(_forget_line(row), soft_wrap=True)
+        for hit in res["newest"]:
+            goes, left = ("would go", "would be") if res["dry_run"] else ("removed", "is now")
+            out.print(Text.assemble((f"newest point {goes} (--force):", "yellow"), f" {hit['run_id']} in "
+                                    f"{hit['repository']}; the newest there {left} {hit['newest_after'] or 'none'}"),
+                      soft_wrap=True)
+        out.print("dry run: nothing was changed" if res["dry_run"] else "their space is freed")
+
+    run_action(json_out, lambda r: do_forget(load_config(config), instance, runs, r, repository, dry_run, force, yes,
+                                             confirm if sys.stdin.isatty() else None), render)
+
+
+@app.command()
+def export(run: Annotated[str, typer.Argument(help="run id (a unique prefix is enough) or latest")],
+           file: Annotated[Path, typer.Argument(help="output file: NAME.tar.zst, or NAME.tar.zst.age to encrypt")],
+           instance: Annotated[str | None, typer.Option(help="instance (default: search all)")] = None,
+           force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+           config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Write one recovery point to a single portable file (.tar.zst, age-encrypted when .age)."""
+    from safehold.actions.export import export as do_export
+
+    run_action(json_out, lambda r: do_export(load_config(config), run, file, r, instance, force),
+               lambda res: out.print(Text.assemble(("exported", "green"), f" point {res['run_id']} of "
+                                                   f"{res['instance']} to {res['file']} ({res['bytes'] / 1e6:.1f} MB"
+                                                   f"{', encrypted' if res['encrypted'] else ''})")))

@@ -1,0 +1,213 @@
+"""Commands that read a point back: ls, restore, verify."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.text import Text
+
+from safehold import config as config_module
+from safehold.cli.common import ConfigOpt, JsonOpt, app, load_config, out, print_table, problem_line, run_action, shown
+from safehold.errors import EXIT_FAILED, ConfigError
+from safehold.output import Reporter
+
+if TYPE_CHECKING:
+    from safehold.actions.browse import Listing
+
+
+def _print_listing(listing: Listing) -> int:
+    """Print a listing line by line as restic streams it; returns how many entries there were."""
+    from safehold.files import restic_time_ns
+
+    head = listing.head
+    where = head.get("stored_path") or head["path"] or "its file trees and config files"
+    print(shown(f"point {head['run_id']} of {head['instance']} in {head['repository']}: {where}"))
+    count = 0
+    for entry in listing.entries:
+        ns = restic_time_ns(str(entry["mtime"] or ""))
+        when = datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S") if ns is not None else "-"
+        size = "-" if entry["size"] is None else str(entry["size"])
+        slash = "/" if entry["type"] == "dir" else ""
+        print(f"{entry['permissions']}  {entry['type']:<7} {size:>12}  {when}  {shown(str(entry['path']))}{slash}")
+        count += 1
+    if not count:
+        print("(nothing in it)")
+    return count
+
+
+def _print_json_listing(listing: Listing) -> int:
+    """Print a listing as one JSON object, entry by entry as restic streams them (it may not fit in memory)."""
+    fields = "".join(f"{json.dumps(key)}: {json.dumps(value, default=str)}, " for key, value in listing.head.items())
+    sys.stdout.write("{" + fields + '"entries": [')
+    count = 0
+    for entry in listing.entries:
+        sys.stdout.write(("," if count else "") + "\n  " + json.dumps(entry, default=str))
+        count += 1
+    sys.stdout.write(f'\n], "count": {count}}}\n')
+    return count
+
+
+@app.command("ls")
+def ls_cmd(
+    instance: Annotated[str, typer.Argument(help="instance name")],
+    run: Annotated[str, typer.Argument(help="run id or latest")] = "latest",
+    path: Annotated[str | None, typer.Argument(help="a path as it was on the host, e.g. "
+                                                    "/var/www/itflow/uploads/clients/5 (default: the point's "
+                                                    "trees)")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="everything below PATH")] = False,
+    repository: Annotated[str | None, typer.Option(help="repository to list from")] = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Files and folders of a point's file trees and config files (type, size, mtime, mode), by host path."""
+    from safehold.actions.browse import list_files
+
+    if path is None and "/" in run:  # `safehold ls app /var/www/…`: a path in the newest point
+        run, path = "latest", run
+
+    def action(r: Reporter) -> int:
+        listing = list_files(load_config(config), instance, run, path, recursive, repository)
+        return _print_json_listing(listing) if json_out else _print_listing(listing)
+
+    run_action(json_out, action, lambda count: None, streamed=True)
+
+
+@app.command()
+def restore(
+    instance: Annotated[str, typer.Argument(help="instance name (may be left out when only one is configured)")],
+    run: Annotated[str, typer.Argument(help="run id or latest (not with --from-file)")] = "latest",
+    to_db: Annotated[list[str] | None, typer.Option("--to-db", help="NAME, or OLD=NEW per database")] = None,
+    files_to: Annotated[Path | None, typer.Option(help="restore files under this folder instead of in place")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="db, files or config (repeatable)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="print the plan, change nothing")] = False,
+    force: Annotated[bool, typer.Option(help="overwrite non-empty databases (after a safety point)")] = False,
+    repository: Annotated[str | None, typer.Option(help="repository to restore from")] = None,
+    from_file: Annotated[Path | None, typer.Option("--from-file", help="restore from a `safehold export` file")] = None,
+    path: Annotated[list[str] | None, typer.Option("--path", help="only this file or folder, by its path on the "
+                                                                  "host (repeatable; no database)")] = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Restore a recovery point (databases, files, config), or single files and folders of it (--path)."""
+    from safehold.actions.import_file import restore_from_file
+    from safehold.actions.restore import restore as do_restore
+
+    def render(res: dict[str, Any]) -> None:
+        plan = res["plan"]
+        out.print(f"point {plan['run_id']} of {plan['instance']} from {plan['repository']}")
+        for db in plan["databases"]:
+            note = [" ", ("(has data)", "yellow")] if db["target_has_data"] else []
+            out.print(Text.assemble(f"  database {db['from']} → {db['into']} ({db['tables']} tables)", *note))
+        for included in plan["paths"]:
+            out.print(f"  files {shown(included)} → {shown(plan['files_into'])}", soft_wrap=True)
+        if res["dry_run"]:
+            _print_selection(plan.get("selection"))
+            out.print("dry run: nothing was changed")
+            return
+        if res.get("comparison"):
+            print_table("row counts: manifest vs restored", ["database", "table", "expected", "restored", ""],
+                        [[c["database"], c["table"], c["expected"], c["restored"], "ok" if c["ok"] else "DIFFERS"]
+                         for c in res["comparison"]])
+        if restored := res.get("restored"):
+            same = f"; {restored['unchanged']} already as in the point" if restored.get("unchanged") else ""
+            out.print(f"{restored['files']} file(s), {restored['bytes']} bytes came back{same}", soft_wrap=True)
+        verdict = ("restore complete", "green") if res["ok"] else ("restore finished with differences", "red")
+        out.print(Text.assemble(verdict, f" in {res['seconds']} s" + (f"; safety point {res['safety_point']}"
+                                                                      if res.get("safety_point") else "")))
+
+    def action(r: Reporter) -> dict[str, Any]:
+        cfg = load_config(config)
+        name, point = _instance_and_run(cfg, instance, run)
+        if from_file is not None:
+            # The file holds one point and is restored as it is: a RUN or --repository would be ignored.
+            if point != "latest":
+                raise ConfigError(f"--from-file restores the point inside the file, not run {point}",
+                                  "drop the run id to restore the file's point, or drop --from-file to restore "
+                                  f"{point} from the repository")
+            if repository is not None:
+                raise ConfigError("--from-file restores from the file, not from a repository",
+                                  "drop --repository or drop --from-file")
+            if path:
+                raise ConfigError("--path restores from a repository, not from an export file",
+                                  "restore the file's point with --files-to DIR and copy what you need from there")
+            return restore_from_file(cfg, name, from_file, r, only=only, to_db=to_db,
+                                     files_to=files_to, dry_run=dry_run, force=force)
+        return do_restore(cfg, name, point, r, only=only, to_db=to_db, files_to=files_to,
+                          dry_run=dry_run, force=force, repository=repository, paths=path or [])
+
+    run_action(json_out, action, render, lambda res: 0 if res.get("ok", True) else EXIT_FAILED)
+
+
+def _instance_and_run(cfg: config_module.Config, instance: str, run: str) -> tuple[str, str]:
+    """`restore [INSTANCE] RUN`: with one instance configured, a lone argument that names none is the run."""
+    if instance not in cfg.instances and run == "latest" and len(cfg.instances) == 1:
+        return next(iter(cfg.instances)), instance
+    return instance, run
+
+
+def _print_selection(selection: dict[str, Any] | None) -> None:
+    """What a `restore --path` dry run would do with each path."""
+    if not selection:
+        return
+    for item in selection["items"]:
+        note = " (differs on the host: only --force replaces it)" if item["action"] == "replace" else ""
+        out.print(f"  {item['action']:<8} {shown(str(item['path']))}{note}", soft_wrap=True)
+    out.print(f"{selection['files']} file(s), {selection['bytes']} bytes would come back; "
+              f"{selection['unchanged']} already as in the point; {len(selection['conflicts'])} differ on the host",
+              soft_wrap=True)
+
+
+@app.command()
+def verify(
+    run: Annotated[str | None, typer.Argument(help="run id (default: every point); with --repair the instance "
+                                                   "(default: all)")] = None,
+    all_points: Annotated[bool, typer.Option("--all", help="check every point (the default)")] = False,
+    read_data: Annotated[bool, typer.Option(help="read and check every stored byte")] = False,
+    instance: Annotated[str | None, typer.Option(help="only this instance")] = None,
+    repair: Annotated[bool, typer.Option(help="rebuild the index of a damaged repository and name the points "
+                                              "that lost data")] = False,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check repository integrity and that every point holds all its parts."""
+    from safehold.actions.verify import repair as do_repair
+    from safehold.actions.verify import verify as do_verify
+
+    def render(res: dict[str, Any]) -> None:
+        for where, count in res["points_checked"].items():
+            out.print(f"{where}: {count} point(s) checked")
+        for problem in res["problems"]:
+            out.print(problem_line(problem), soft_wrap=True)
+        out.print(Text("verify ok", "green") if res["ok"] else Text("verify found problems", "red"))
+
+    def render_repair(res: dict[str, Any]) -> None:
+        for row in res["repositories"]:
+            name = row["repository"]
+            if row["ok"]:
+                out.print(f"{name}: " + ("index rebuilt, the repository is sound" if row["repaired"] else "sound"))
+            elif not row["damaged"]:
+                out.print(problem_line(row["error"]), soft_wrap=True)
+            for point in row["damaged"]:
+                out.print(problem_line(f"repository {name}: point {point['run_id']} of {point['instance']} lost data; "
+                                       "it is kept (it may still hold most of it)"), soft_wrap=True)
+            if row["forget"]:
+                out.print(f"{name}: backups store the lost data anew from now on (a damaged point whose data the "
+                          "sources still hold becomes whole again). To remove the damaged ones (until then "
+                          "`verify` reports them), run:", soft_wrap=True)
+                for line in row["forget"]:
+                    out.print(f"  {line}", soft_wrap=True)
+        out.print(Text("repair done: every repository is sound", "green") if res["ok"] else
+                  Text("repair done: damage remains (see above)", "red"))
+
+    chosen = None if all_points else run
+    if repair:
+        run_action(json_out, lambda r: do_repair(load_config(config), instance, chosen, read_data, r),
+                   render_repair, lambda res: 0 if res["ok"] else EXIT_FAILED)
+    else:
+        run_action(json_out, lambda r: do_verify(load_config(config), chosen, read_data, r, instance),
+                   render, lambda res: 0 if res["ok"] else EXIT_FAILED)
