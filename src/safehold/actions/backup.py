@@ -104,14 +104,15 @@ def _store_databases(repo: Repository, instance: Instance, tags: list[str], mani
     return added
 
 
-def _real_trees(instance: Instance, manifest: Manifest, reporter: Reporter) -> list[tuple[Path, str, Path | None]]:
-    """(real path, kind, followed link or None) of each present tree; each followed symlink is warned about once.
+def real_trees(instance: Instance) -> tuple[list[tuple[Path, str, Path | None]], list[str]]:
+    """(real path, kind, followed link or None) of each present tree, and one warning per followed symlink.
 
     restic saves a symlink as a link: a root that is a symlink to the app's folder would hold no
     file, and a restore would replace the link. So the real folder is saved (and restored) instead.
     """
     trees = [(p, "files") for p in instance.files] + [(p, "config") for p in instance.config_files]
     result: list[tuple[Path, str, Path | None]] = []
+    warnings: list[str] = []
     followed: dict[Path, Path] = {}
     for path, kind in trees:
         if not (path.exists() or path.is_symlink()):
@@ -126,17 +127,18 @@ def _real_trees(instance: Instance, manifest: Manifest, reporter: Reporter) -> l
         named = any(path.is_relative_to(link) and real == r / path.relative_to(link) for link, r in followed.items())
         followed[path] = real
         if not named:  # not behind a link already named (the app root's config file)
-            line = (f"{path} is a symlink to {real}" if path.is_symlink() else
-                    f"{path} lies behind a symlink: it is {real}") + \
-                "; saving the real path (a restore puts the files back there and leaves the link alone)"
-            reporter.warn(line)
-            manifest.warnings.append(line)
-    return result
+            warnings.append((f"{path} is a symlink to {real}" if path.is_symlink() else
+                             f"{path} lies behind a symlink: it is {real}") +
+                            "; saving the real path (a restore puts the files back there and leaves the link alone)")
+    return result, warnings
 
 
 def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest: Manifest,
                  reporter: Reporter) -> int:
-    present = _real_trees(instance, manifest, reporter)
+    present, warnings = real_trees(instance)
+    for line in warnings:
+        reporter.warn(line)
+        manifest.warnings.append(line)
     if not present:
         return 0
     reporter.step(f"saving {len(present)} file tree(s)")
@@ -152,7 +154,7 @@ def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest
     return summary.data_added
 
 
-def _check_trees(config: Config, instance: Instance, safety_point: bool) -> None:
+def check_trees(config: Config, instance: Instance, safety_point: bool) -> None:
     """Refuse trees that hold safehold's own folders, and (except for safety points) missing trees."""
     trees = [*instance.files, *instance.config_files]
     if problem := own_folder_inside(trees, config.own_folders()):
@@ -226,7 +228,7 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
                    with_files, note, keep_days) -> dict[str, object]:  # noqa: ANN001 - internal continuation
     started = time.monotonic()
     if with_files:
-        _check_trees(config, instance, safety_point)
+        check_trees(config, instance, safety_point)
     # Under the lock, so a repair that held it has finished: see safehold.repository.damage.
     repo.read_all = damage.refuse_unsafe(config.state_dir, repo.name) is not None
     repo.ensure(reporter)

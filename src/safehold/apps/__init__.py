@@ -8,6 +8,8 @@
 - `quiesce(instance, config, reporter, state_dir)`: context manager that pauses the app, always
   resumes it (exceptions, SIGTERM; after SIGKILL `quiesce.resume_leftovers` at the next start),
   and yields a dict describing the quiesce window (recorded in the manifest).
+- `quiesce_plan(instance, config, state_dir) -> list[str]`: what `quiesce` would do, one line per
+  step, found without doing it (`backup --dry-run`).
 - `keys(instance, state_dir) -> dict[str, Secret]`: escrowed secrets to store inside the point.
 - `check_restore(instance, manifest, in_place, reporter) -> list[str]`: reasons to refuse putting
   the parts `in_place` ⊆ {"db" (databases under their live names), "files" (file and config trees

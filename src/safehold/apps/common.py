@@ -67,6 +67,14 @@ def stop_commands(pause: Pause, config: InstanceConfig, reporter: Reporter) -> N
     run_commands(config.quiesce.stop, "quiesce", reporter)
 
 
+def command_plan(config: InstanceConfig) -> list[str]:
+    """The stop and start commands a backup would run, as `backup --dry-run` lists them (stop_commands' rule)."""
+    if not config.quiesce.enabled or not config.quiesce.stop:
+        return []
+    return ([f"run {' '.join(argv)}" for argv in config.quiesce.stop]
+            + [f"afterwards run {' '.join(argv)}" for argv in config.quiesce.start])
+
+
 @resumer("commands", describe=lambda step: "stopped by the quiesce commands (start: "
                                           f"{'; '.join(' '.join(argv) for argv in step['start']) or 'none'})")
 def _start_commands(step: dict[str, Any], reporter: Reporter) -> None:

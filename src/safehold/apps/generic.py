@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from safehold.apps.common import base_instance, command_quiesce
+from safehold.apps.common import base_instance, command_plan, command_quiesce
 from safehold.config import InstanceConfig
 from safehold.models import Instance
 from safehold.output import Reporter
@@ -30,6 +30,11 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
     """Configured stop/start commands, if any (resumed even after a crash, see apps.quiesce)."""
     with command_quiesce(instance, config, reporter, state_dir) as window:
         yield window
+
+
+def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) -> list[str]:
+    """The configured commands quiesce would run."""
+    return command_plan(config)
 
 
 def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:

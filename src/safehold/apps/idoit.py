@@ -25,6 +25,7 @@ from safehold.apps.common import (
     app_config_file,
     base_instance,
     chown_tree,
+    command_plan,
     command_quiesce,
     database_named,
     mariadb_connection,
@@ -51,6 +52,9 @@ TENANTS = ("SELECT isys_mandator__id, isys_mandator__title, isys_mandator__db_ho
            " FROM isys_mandator ORDER BY isys_mandator__id")
 DB_VERSION = "SELECT isys_db_init__value FROM isys_db_init WHERE isys_db_init__key = 'version'"
 NO_SUCH_DATABASE = 1049
+NO_COMMANDS = ("no quiesce commands configured, so i-doit and its cron jobs keep writing during the snapshot; "
+               'set quiesce = { stop = [["systemctl", "stop", "apache2"]], '
+               'start = [["systemctl", "start", "apache2"]] }')
 
 
 def detect(root: Path) -> bool:
@@ -185,11 +189,14 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
     """The configured stop commands (web server unit, cron jobs), always followed by the start ones."""
     _refuse_broken_tenants(instance)
     if not (config.quiesce.enabled and config.quiesce.stop):
-        reporter.warn(f"{instance.name}: no quiesce commands configured, so i-doit and its cron jobs keep writing "
-                      "during the snapshot; set quiesce = { stop = [[\"systemctl\", \"stop\", \"apache2\"]], "
-                      "start = [[\"systemctl\", \"start\", \"apache2\"]] }")
+        reporter.warn(f"{instance.name}: {NO_COMMANDS}")
     with command_quiesce(instance, config, reporter, state_dir) as window:
         yield window
+
+
+def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) -> list[str]:
+    """The configured commands quiesce would run, or the warning it would give when there are none."""
+    return command_plan(config) or [f"none: {NO_COMMANDS}"]
 
 
 def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:

@@ -27,6 +27,7 @@ from safehold.apps import itflow_crypto
 from safehold.apps.common import (
     app_config_file,
     base_instance,
+    command_plan,
     database_named,
     mariadb_connection,
     query_or_none,
@@ -137,8 +138,7 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
     """Pause ITFlow's cron dispatcher (config_enable_cron = 0) and any configured stop commands."""
     db = app_database(instance)
     with paused(state_dir, instance.name, instance.app, reporter) as pause:
-        rows = query_or_none(db.connection, db.name,
-                             "SELECT config_enable_cron FROM settings WHERE company_id = 1")
+        rows = _cron_switch(db)
         if rows and int(rows[0][0]):
             pause.record("itflow_cron", root=str(instance.root), value=int(rows[0][0]))
             reporter.step("pausing ITFlow cron (settings.config_enable_cron = 0)")
@@ -151,6 +151,23 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
                           "or stored credentials are lost with the last admin password")
         stop_commands(pause, config, reporter)
         yield pause.window
+
+
+def _cron_switch(db: Database) -> list[tuple] | None:
+    return query_or_none(db.connection, db.name, "SELECT config_enable_cron FROM settings WHERE company_id = 1")
+
+
+def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) -> list[str]:
+    """The cron switch quiesce would turn off (read, not changed) and the configured commands."""
+    rows = _cron_switch(app_database(instance))
+    if rows is None:
+        cron = "ITFlow cron switch: settings.config_enable_cron cannot be read (see the database problem)"
+    elif int(rows[0][0]):
+        cron = (f"pause ITFlow cron (settings.config_enable_cron = 0), afterwards back to {int(rows[0][0])}; "
+                "wait for a running cron job")
+    else:
+        cron = "ITFlow cron is off already (settings.config_enable_cron = 0): left as it is"
+    return [cron, *command_plan(config)]
 
 
 def _wait_for_cron_jobs(reporter: Reporter) -> None:

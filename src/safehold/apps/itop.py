@@ -25,6 +25,7 @@ from safehold.apps.common import (
     app_config_file,
     base_instance,
     chown_tree,
+    command_plan,
     database_named,
     mariadb_connection,
     query_or_none,
@@ -165,6 +166,15 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
         _wait_for_cron(_database(instance.root / CONFIG), str(instance.details["cron_lock"]), reporter)
         stop_commands(pause, config, reporter)
         yield pause.window
+
+
+def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) -> list[str]:
+    """The read-only switch quiesce would make (the flag is looked at, not created) and the configured commands."""
+    assert instance.root is not None
+    flag = instance.root / READONLY_FLAG
+    mode = (f"iTop is read-only already ({flag} exists): it stays that way" if flag.exists() else
+            f"switch iTop to read-only mode (create {flag}), afterwards remove it; wait for cron.php's current task")
+    return [mode, *command_plan(config)]
 
 
 def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:

@@ -11,7 +11,18 @@ import typer
 from rich.text import Text
 
 from safehold.actions.common import dumps
-from safehold.cli.common import ConfigOpt, InstanceArg, JsonOpt, app, err, load_config, out, print_table, run_action
+from safehold.cli.common import (
+    ConfigOpt,
+    InstanceArg,
+    JsonOpt,
+    app,
+    err,
+    load_config,
+    out,
+    print_table,
+    problem_line,
+    run_action,
+)
 from safehold.errors import EXIT_FAILED, EXIT_PARTIAL
 from safehold.output import Reporter
 
@@ -65,9 +76,18 @@ def backup(instance: InstanceArg = None,
                                                          "characters), kept in its manifest")] = None,
            keep_days: Annotated[int | None, typer.Option(help="prune keeps the point N days (at least 1), "
                                                               "whatever the retention rules say")] = None,
+           dry_run: Annotated[bool, typer.Option(help="show what a backup would take and whether every part is "
+                                                      "reachable; nothing is changed")] = False,
            config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
     """Make one recovery point of an instance (all instances when none is named)."""
     from safehold.actions.backup import backup as do_backup
+
+    if dry_run:
+        from safehold.actions.backup_plan import plan
+
+        run_action(json_out, lambda r: plan(load_config(config), instance, r, note, keep_days), _render_plan,
+                   lambda plans: EXIT_FAILED if any(p["problems"] for p in plans) else 0)
+        return
 
     def render(results: list[dict[str, Any]]) -> None:
         for res in results:
@@ -90,6 +110,41 @@ def backup(instance: InstanceArg = None,
         return EXIT_PARTIAL if failed else 0
 
     run_action(json_out, lambda r: do_backup(load_config(config), instance, r, note, keep_days), render, code)
+
+
+REPOSITORY_STATES = {"ready": "reachable and initialised", "new": "new: would be initialised on the first run",
+                     "problem": "not usable"}
+
+
+def _size(files: int | None, size: int | None) -> str:
+    return "not counted" if files is None else f"{files} file(s), {(size or 0) / 1e6:.2f} MB before excludes"
+
+
+def _render_plan(plans: list[dict[str, Any]]) -> None:
+    """One block per instance: what a backup would take, then its problems."""
+    for res in plans:
+        versions = ", ".join(f"{what} {res[key]}" for what, key in (("version", "app_version"),
+                                                                  ("schema", "schema_version")) if res[key])
+        out.print(Text.assemble((res["instance"], "bold"), f" ({res['app']}{', ' + versions if versions else ''})"))
+        lines = [f"note: {res['note']}" if res["note"] else None,
+                 f"kept {res['keep_days']} days (--keep-days)" if res["keep_days"] else None]
+        for db in res["databases"]:
+            found = "not readable" if db["problem"] else f"{db['tables']} tables, {db['rows']} rows"
+            lines.append(f"database {db['engine']} {db['name']} on {db['server']}: {found}")
+        for tree in res["trees"]:
+            link = f" (via symlink {tree['link']})" if tree["link"] else ""
+            found = _size(tree["files"], tree["bytes"]) if tree["exists"] else "MISSING"
+            lines.append(f"{tree['kind']} {tree['path']}{link}: {found}")
+        lines += [f"exclude: {', '.join(res['exclude'])}" if res["exclude"] else None,
+                  *(f"quiesce: {step}" for step in res["quiesce"] or ["nothing (no pause configured)"]),
+                  f"escrowed keys: {', '.join(res['keys']) or 'none'}"]
+        lines += [f"repository {r['name']} ({r['url']}): {REPOSITORY_STATES[r['state']]}" for r in res["repositories"]]
+        lines += [f"warning: {w}" for w in res["warnings"]]
+        for line in filter(None, lines):
+            out.print(f"  {line}", soft_wrap=True)
+        for problem in res["problems"]:
+            out.print(Text.assemble("  ", problem_line(problem)), soft_wrap=True)
+    out.print("dry run: nothing was changed")
 
 
 @app.command("list")

@@ -362,11 +362,13 @@ class Repository:
         error = explain(stderr, name or self.name)
         if name is None and isinstance(error, RepositoryMissing) and self._known():
             self.known_file.unlink(missing_ok=True)  # the next run checks again (and may initialise)
-            return RepositoryError(f"repository {self.name} ({mask_url(self.url)}) has disappeared: earlier runs "
-                                   "used it",
-                                   "check the storage (deleted? not mounted?); the next run creates a new, empty "
-                                   "repository there")
+            return self._disappeared()
         return error
+
+    def _disappeared(self) -> RepositoryError:
+        return RepositoryError(f"repository {self.name} ({mask_url(self.url)}) has disappeared: earlier runs used it",
+                               "check the storage (deleted? not mounted?); the next run creates a new, empty "
+                               "repository there")
 
     @property
     def read_only(self) -> bool:
@@ -438,6 +440,30 @@ class Repository:
             # Only "no config file there": a missing bucket is a mistake to report, not a repository to create
             # (restic would create it), and lost data is damage, not a new repository.
             return False
+
+    def probe(self) -> bool:
+        """Whether the repository exists and the password opens it (False: a backup would initialise it),
+        changing nothing: no lock file, no init, the record of earlier runs kept.
+
+        Raises what a backup would fail with: a read-only mount, a repository earlier runs used that
+        is gone, a folder that holds other files, a wrong password, an unreachable server.
+        """
+        if self.read_only:
+            raise read_only_error(self.name)
+        with self._call() as call:
+            try:
+                runner.run(call.argv("cat", "config", "--no-lock"), what="restic cat", env=call.env,
+                           secrets=self.secrets)
+                return True
+            except runner.ProcessFailed as exc:
+                # Named, so _explain leaves the record of earlier runs alone (a backup would drop it).
+                error = self._explain(exc.stderr, call, self.name)
+        if not isinstance(error, RepositoryMissing):
+            raise error
+        if self._known():
+            raise self._disappeared()
+        self._refuse_occupied_folder()
+        return False
 
     def _refuse_occupied_folder(self) -> None:
         """Refuse to create a repository in a folder on this host that holds other files.
