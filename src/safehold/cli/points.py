@@ -130,7 +130,8 @@ def _render_plan(plans: list[dict[str, Any]]) -> None:
                  f"kept {res['keep_days']} days (--keep-days)" if res["keep_days"] else None]
         for db in res["databases"]:
             found = "not readable" if db["problem"] else f"{db['tables']} tables, {db['rows']} rows"
-            lines.append(f"database {db['engine']} {db['name']} on {db['server']}: {found}")
+            where = "" if db["server"] == db["name"] else f" on {db['server']}"  # SQLite: the file is both
+            lines.append(f"database {db['engine']} {db['name']}{where}: {found}")
         for tree in res["trees"]:
             link = f" (via symlink {tree['link']})" if tree["link"] else ""
             found = _size(tree["files"], tree["bytes"]) if tree["exists"] else "MISSING"
