@@ -90,11 +90,11 @@ def start_cli(*args: str, config: Path) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
+def wait_for(condition: Callable[[], bool], seconds: float = 60, every: float = 0.05) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 def kill_group(proc: subprocess.Popen[str]) -> None:

@@ -16,9 +16,12 @@ from tests.conftest import SRC, run_cli
 from tests.integration.unattended import make_instance
 
 
-def quiesce_logging(log: Path, seconds: float) -> str:
-    # The quiesce window is where the work happens: log its start and end to see any overlap.
-    return (f'quiesce = {{ stop = [["sh", "-c", "echo start >> {log}; sleep {seconds}"]], '
+def quiesce_logging(log: Path, seconds: float, until: Path | None = None) -> str:
+    """The quiesce window is where the work happens: log its start and end to see any overlap. It lasts
+    `seconds`, or with `until` as long as that file does not exist (at most `seconds`)."""
+    wait = f"sleep {seconds}" if until is None else \
+        f"i=0; while [ ! -e {until} ] && [ $i -lt {int(seconds * 10)} ]; do sleep 0.1; i=$((i+1)); done"
+    return (f'quiesce = {{ stop = [["sh", "-c", "echo start >> {log}; {wait}"]], '
             f'start = [["sh", "-c", "echo end >> {log}"]] }}')
 
 
@@ -30,7 +33,8 @@ def spawn_backup(config: Path) -> subprocess.Popen[str]:
 
 def test_second_backup_waits_and_never_overlaps(tmp_path: Path, repo: dict[str, str]) -> None:
     log = tmp_path / "window.log"
-    config = make_instance(tmp_path, repo, quiesce_logging(log, 1.5), settings="lock_wait_seconds = 60")
+    # Long enough that the second run reaches the lock while the first holds it, however busy the machine.
+    config = make_instance(tmp_path, repo, quiesce_logging(log, 5), settings="lock_wait_seconds = 120")
     first, second = spawn_backup(config), spawn_backup(config)
     outputs = [p.communicate(timeout=120) for p in (first, second)]
     assert [first.returncode, second.returncode] == [0, 0], outputs
@@ -42,12 +46,14 @@ def test_second_backup_waits_and_never_overlaps(tmp_path: Path, repo: dict[str, 
 
 def test_second_backup_exits_with_a_clear_reason_when_not_waiting(tmp_path: Path, repo: dict[str, str]) -> None:
     log = tmp_path / "window.log"
-    config = make_instance(tmp_path, repo, quiesce_logging(log, 3))
+    release = tmp_path / "release"  # the first run holds the instance until the second has been refused
+    config = make_instance(tmp_path, repo, quiesce_logging(log, 120, until=release))
     first = spawn_backup(config)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while not log.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     second = run_cli("backup", "app", config=config)
+    release.touch()
     first.communicate(timeout=120)
     assert first.returncode == 0
     assert second.returncode == 1 and "instance app is busy" in second.stderr and "lock_wait_seconds" in second.stderr

@@ -186,7 +186,7 @@ def test_failures_of_every_kind_come_from_the_run_history(tmp_path: Path, repo: 
     history = History(config_module.load(config).state_dir)
     drill = start_cli("drill", "app", config=config)
     try:
-        wait_for(lambda: bool(history.running("app")))
+        wait_for(lambda: bool(history.running("app")), every=0.005)  # a small drill is over in a second or two
         os.kill(drill.pid, signal.SIGKILL)
         drill.wait()
     finally:
