@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import private_file, run_cli, sql, write_config
-from tests.integration.appkit import db_user, drop_users, ok
+from tests.integration.appkit import db_user, drop_users, itflow_encrypt, ok
 from tests.integration.appkit import write_config as app_config
-from tests.integration.test_apps_itflow import build_itflow, cron, fill_database
+from tests.integration.test_apps_itflow import ADMIN_PASSWORD, MASTER, build_itflow, cron, fill_database
 
 
 def folder_state(root: Path) -> dict[str, tuple[int, int]]:
@@ -197,8 +197,19 @@ def test_itflow_shows_its_version_and_the_pause_it_would_make(tmp_path: Path, re
     assert "itflow (itflow, version 26.08.2, schema 2.6.7)" in result.stdout
     assert "quiesce: pause ITFlow cron (settings.config_enable_cron = 0), afterwards back to 1" in result.stdout
     assert "escrowed keys: itflow_config_backup_key" in result.stdout
+    assert "warning: no ITFlow master key is escrowed for itflow: run `safehold key escrow itflow`" in result.stdout
     assert f"database mariadb {database} on mariadb root@127.0.0.1:3306" in result.stdout
     assert "k3yK3y" not in result.stdout + result.stderr  # the backup key is named, never shown
     assert cron(database) == 1  # looked at, never switched
     assert not (tmp_path / "state" / "quiesce").exists()
     assert not Path(repo["url"]).exists()
+
+    # Escrowed, the key is proven on a stored credential; one that no longer decrypts it is a warning.
+    ok(run_cli("key", "escrow", "itflow", "--password-ref", "env:ITFLOW_PW", config=config,
+               env={"ITFLOW_PW": ADMIN_PASSWORD}))
+    escrowed = ok(run_cli("backup", "--dry-run", config=config))
+    assert "escrowed keys: itflow_config_backup_key, itflow_master_key" in escrowed.stdout
+    assert "warning" not in escrowed.stdout and MASTER not in escrowed.stdout + escrowed.stderr
+    sql(f"UPDATE credentials SET credential_password = '{itflow_encrypt('x', 'Other_key_123456')}'", database)
+    stale = ok(run_cli("backup", "--dry-run", config=config))
+    assert "does not decrypt credential #1" in stale.stdout

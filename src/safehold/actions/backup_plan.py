@@ -64,7 +64,11 @@ def plan_instance(config: Config, name: str, reporter: Reporter, note: str | Non
         result["trees"], result["exclude"] = _trees(config, instance, result["warnings"], problems)
         result["quiesce"] = _guarded(lambda: profile.quiesce_plan(instance, instance_config, config.state_dir),
                                      problems, [])
-        result["keys"] = sorted(_guarded(lambda: profile.keys(instance, config.state_dir), problems, {}))
+        keys = _guarded(lambda: profile.keys(instance, config.state_dir), problems, {})
+        result["keys"] = sorted(keys)
+        # A backup runs without an escrowed key (or with one that no longer opens the app's data) and warns:
+        # its points would not bring the app's encrypted secrets back. The dry run proves the key the same way.
+        result["warnings"] += _guarded(lambda: profile.verify_keys(instance, keys), problems, [])
     opened = {} if opened is None else opened
     for repo_name in instance_config.repositories:
         if repo_name not in opened:
