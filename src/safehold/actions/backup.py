@@ -104,18 +104,27 @@ def _store_databases(repo: Repository, instance: Instance, tags: list[str], mani
     return added
 
 
+def declared_trees(instance: Instance) -> list[tuple[Path, str]]:
+    """(path, "files" or "config") of each file tree and config file the instance declares."""
+    return [(p, "files") for p in instance.files] + [(p, "config") for p in instance.config_files]
+
+
+def missing_tree_hint(instance: Instance) -> str:
+    """What to do about a declared tree that is not there."""
+    return f"mount or restore it, or remove it from instances.{instance.name} in the config"
+
+
 def real_trees(instance: Instance) -> tuple[list[tuple[Path, str, Path | None]], list[str]]:
     """(real path, kind, followed link or None) of each present tree, and one warning per followed symlink.
 
     restic saves a symlink as a link: a root that is a symlink to the app's folder would hold no
     file, and a restore would replace the link. So the real folder is saved (and restored) instead.
     """
-    trees = [(p, "files") for p in instance.files] + [(p, "config") for p in instance.config_files]
     result: list[tuple[Path, str, Path | None]] = []
     warnings: list[str] = []
     followed: dict[Path, Path] = {}
-    for path, kind in trees:
-        if not (path.exists() or path.is_symlink()):
+    for path, kind in declared_trees(instance):
+        if not os.path.lexists(path):
             continue
         real = real_path(path, kind)
         if any(r == real and k == kind for r, k, _ in result):
@@ -154,18 +163,21 @@ def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest
     return summary.data_added
 
 
-def check_trees(config: Config, instance: Instance, safety_point: bool) -> None:
-    """Refuse trees that hold safehold's own folders, and (except for safety points) missing trees."""
-    trees = [*instance.files, *instance.config_files]
-    if problem := own_folder_inside(trees, config.own_folders()):
+def refuse_own_folders(config: Config, instance: Instance) -> None:
+    """Refuse trees that hold safehold's own folders (a local repository, the state dir)."""
+    if problem := own_folder_inside([path for path, _ in declared_trees(instance)], config.own_folders()):
         raise ConfigError(f"{problem}: every point would hold it and restoring the tree would replace it",
                           f"move it out of instances.{instance.name}'s trees (a repository best off this host)")
+
+
+def _check_trees(config: Config, instance: Instance, safety_point: bool) -> None:
+    """Refuse trees that hold safehold's own folders, and (except for safety points) missing trees."""
+    refuse_own_folders(config, instance)
     # A safety point saves what exists; a regular point without a declared tree (an unmounted
     # share) would look complete while retention ages out the points that hold the files.
-    missing = [str(p) for p in trees if not (p.exists() or p.is_symlink())]
+    missing = [str(path) for path, _ in declared_trees(instance) if not os.path.lexists(path)]
     if missing and not safety_point:
-        raise SafeholdError(f"{', '.join(missing)} does not exist, so no point was made",
-                            f"mount or restore it, or remove it from instances.{instance.name} in the config")
+        raise SafeholdError(f"{', '.join(missing)} does not exist, so no point was made", missing_tree_hint(instance))
 
 
 def backup_instance(config: Config, name: str, reporter: Reporter, safety_point: bool = False,
@@ -228,7 +240,7 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
                    with_files, note, keep_days) -> dict[str, object]:  # noqa: ANN001 - internal continuation
     started = time.monotonic()
     if with_files:
-        check_trees(config, instance, safety_point)
+        _check_trees(config, instance, safety_point)
     # Under the lock, so a repair that held it has finished: see safehold.repository.damage.
     repo.read_all = damage.refuse_unsafe(config.state_dir, repo.name) is not None
     repo.ensure(reporter)

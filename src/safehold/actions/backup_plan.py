@@ -9,10 +9,18 @@ real run does on its own (initialise a new repository) is not.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from safehold.actions.backup import check_keep_days, check_note, check_trees, real_trees
+from safehold.actions.backup import (
+    check_keep_days,
+    check_note,
+    declared_trees,
+    missing_tree_hint,
+    real_trees,
+    refuse_own_folders,
+)
 from safehold.actions.common import describe, open_repository
 from safehold.config import Config
 from safehold.engines import engine_for
@@ -129,15 +137,14 @@ def _trees(config: Config, instance: Instance, warnings: list[str],
             entry["problem"] = f"cannot read {exc.filename or real}: {exc.strerror or exc}"
             problems.append(entry["problem"])
         trees.append(entry)
-    declared = [(p, "files") for p in instance.files] + [(p, "config") for p in instance.config_files]
-    for path, kind in declared:
-        if not (path.exists() or path.is_symlink()):
+    for path, kind in declared_trees(instance):
+        if not os.path.lexists(path):
             entry = {"path": str(path), "kind": kind, "link": None, "exists": False, "files": None, "bytes": None,
-                     "problem": f"{path} does not exist, so a backup would make no point — mount or restore it, "
-                                f"or remove it from instances.{instance.name} in the config"}
+                     "problem": f"{path} does not exist, so a backup would make no point — "
+                                f"{missing_tree_hint(instance)}"}
             problems.append(entry["problem"])
             trees.append(entry)
-    _guarded(lambda: check_trees(config, instance, safety_point=True), problems, None)  # own folders inside
+    _guarded(lambda: refuse_own_folders(config, instance), problems, None)
     excludes = follow_links(instance.exclude, {link: real for real, _, link in present if link is not None})
     return trees, excludes
 
