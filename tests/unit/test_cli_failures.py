@@ -15,7 +15,7 @@ import pytest
 import typer
 
 from safehold.cli import common
-from safehold.errors import ConfigError
+from safehold.errors import ConfigError, RepositoryError
 from safehold.history import History
 from safehold.output import Reporter
 from safehold.web.store import Store
@@ -64,6 +64,28 @@ def test_ctrl_c_with_json_still_prints_one_json_document(capsys: pytest.CaptureF
     assert info.value.exit_code == 130
     assert json.loads(capsys.readouterr().out) == {
         "ok": False, "error": "interrupted — the last complete recovery point is untouched"}
+
+
+def test_a_json_listing_cut_short_is_still_one_document_that_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    def entries():  # noqa: ANN202 - restic's listing, ending with the repository gone part-way
+        yield {"path": "/srv/app/a.txt"}
+        raise RepositoryError("repository unreachable", "check the network")
+
+    with pytest.raises(typer.Exit) as info:
+        common.run_action(True, lambda r: common.stream_json({"run_id": "R1"}, "entries", entries()),
+                          lambda result: None, streamed=True)
+    assert info.value.exit_code == 1
+    document = json.loads(capsys.readouterr().out)
+    assert document == {"run_id": "R1", "entries": [{"path": "/srv/app/a.txt"}], "count": 1, "ok": False,
+                        "error": "repository unreachable", "hint": "check the network"}
+    common.print_failure(True, "later", None)  # the next failure is a document of its own again
+    assert json.loads(capsys.readouterr().out) == {"ok": False, "error": "later"}
+
+
+def test_a_json_listing_ends_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert common.stream_json({"run_id": "R1"}, "entries", iter([{"path": "/a"}, {"path": "/b"}])) == 2
+    assert json.loads(capsys.readouterr().out) == {"run_id": "R1", "entries": [{"path": "/a"}, {"path": "/b"}],
+                                                   "count": 2, "ok": True}
 
 
 # Text from users, configs, databases and child processes, which rich would read as markup or emoji codes.

@@ -132,11 +132,10 @@ def _holdings(config: Config, instance: str, repo_names: Sequence[str]) -> list[
         try:
             found.append(holding(config, open_repository(config, repo_name), instance))
         except SafeholdError as exc:
-            if len(repo_names) == 1:
-                raise
-            # A copy server that is down need not keep a point that has to go from the others.
-            meanwhile = "to remove the runs from the other repositories meanwhile, name each with --repository"
-            exc.hint = "; ".join(filter(None, [exc.hint, meanwhile]))
+            if len(repo_names) > 1:
+                # A copy server that is down need not keep a point that has to go from the others.
+                meanwhile = "to remove the runs from the other repositories meanwhile, name each with --repository"
+                exc.hint = "; ".join(filter(None, [exc.hint, meanwhile]))
             raise
     return found
 

@@ -3,6 +3,7 @@ and its result or failure printed (one line or one JSON document) with its exit 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -11,7 +12,7 @@ import signal
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -126,10 +127,38 @@ def fail(reporter: Reporter | None, json_out: bool, message: str, hint: str | No
     raise typer.Exit(code) from None
 
 
+class _OpenDocument:
+    """Whether a JSON object is being printed piece by piece (stream_json), so a failure closes it."""
+
+    count: int | None = None
+
+
+def stream_json(head: dict[str, object], key: str, items: Iterable[object]) -> int:
+    """Print `head` and then `items` under `key` as one JSON object, item by item as they come (a listing
+    may not fit in memory); returns how many items there were.
+
+    A failure part-way ends the same object with `"ok": false` and the error (print_failure), so a script
+    still reads one document and sees that the list is cut short.
+    """
+    fields = "".join(f"{json.dumps(name)}: {json.dumps(value, default=str)}, " for name, value in head.items())
+    sys.stdout.write("{" + fields + json.dumps(key) + ": [")
+    _OpenDocument.count = 0
+    for item in items:
+        sys.stdout.write(("," if _OpenDocument.count else "") + "\n  " + json.dumps(item, default=str))
+        _OpenDocument.count += 1
+    count, _OpenDocument.count = _OpenDocument.count, None
+    sys.stdout.write(f'\n], "count": {count}, "ok": true}}\n')
+    return count
+
+
 def print_failure(json_out: bool, message: str, hint: str | None) -> None:
     """`error: MESSAGE — HINT` on stderr, or the same as a JSON object on stdout."""
-    if json_out:
-        print(dumps({"ok": False, "error": message, **({"hint": hint} if hint is not None else {})}))
+    failure = {"ok": False, "error": message, **({"hint": hint} if hint is not None else {})}
+    if json_out and _OpenDocument.count is not None:
+        count, _OpenDocument.count = _OpenDocument.count, None
+        print(f'\n], "count": {count}, ' + dumps(failure)[1:])
+    elif json_out:
+        print(dumps(failure))
     else:
         err.print(Text.assemble(("error:", "bold red"), f" {message} — {hint}" if hint else f" {message}"),
                   soft_wrap=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,7 +10,18 @@ import typer
 from rich.text import Text
 
 from safehold import config as config_module
-from safehold.cli.common import ConfigOpt, JsonOpt, app, load_config, out, print_table, problem_line, run_action, shown
+from safehold.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    app,
+    load_config,
+    out,
+    print_table,
+    problem_line,
+    run_action,
+    shown,
+    stream_json,
+)
 from safehold.errors import EXIT_FAILED, ConfigError
 from safehold.output import Reporter
 
@@ -40,18 +49,6 @@ def _print_listing(listing: Listing) -> int:
     return count
 
 
-def _print_json_listing(listing: Listing) -> int:
-    """Print a listing as one JSON object, entry by entry as restic streams them (it may not fit in memory)."""
-    fields = "".join(f"{json.dumps(key)}: {json.dumps(value, default=str)}, " for key, value in listing.head.items())
-    sys.stdout.write("{" + fields + '"entries": [')
-    count = 0
-    for entry in listing.entries:
-        sys.stdout.write(("," if count else "") + "\n  " + json.dumps(entry, default=str))
-        count += 1
-    sys.stdout.write(f'\n], "count": {count}}}\n')
-    return count
-
-
 @app.command("ls")
 def ls_cmd(
     instance: Annotated[str, typer.Argument(help="instance name")],
@@ -72,7 +69,7 @@ def ls_cmd(
 
     def action(r: Reporter) -> int:
         listing = list_files(load_config(config), instance, run, path, recursive, repository)
-        return _print_json_listing(listing) if json_out else _print_listing(listing)
+        return stream_json(listing.head, "entries", listing.entries) if json_out else _print_listing(listing)
 
     run_action(json_out, action, lambda count: None, streamed=True)
 
