@@ -16,6 +16,7 @@ import pytest
 
 from safehold import config as config_module
 from safehold.actions.backup import backup_instance
+from safehold.actions.restore import restore
 from safehold.apps import itop as itop_profile
 from safehold.output import Silent
 from tests.conftest import MARIADB, run_cli, sql
@@ -304,3 +305,19 @@ def test_recovery_kit_holds_the_encryption_key(itop: dict[str, object], tmp_path
     page = kit.read_text()
     assert "itop: itop_encryption_key" in page and "9f5cbbd0e6d7c0b2" in page
     assert kit.stat().st_mode & 0o777 == 0o600
+
+
+def test_restore_runs_in_read_only_mode(itop: dict[str, object]) -> None:
+    """iTop 3.0 switches to read-only mode for restores as for backups: the tables are loaded and the
+    cache is cleared with data/.readonly in place, which is gone afterwards."""
+    root, config = Path(str(itop["root"])), Path(str(itop["config"]))
+    flag = root / "data" / ".readonly"
+    ok(run_cli("backup", "itop", config=config))
+    seen: list[bool] = []
+    reporter = Silent()
+    reporter.listeners.append(lambda e: seen.append(flag.exists()) if str(e.get("message")).startswith(
+        ("taking a safety point", "loading", "cleared")) else None)
+    restore(config_module.load(config), "itop", "latest", reporter, force=True)
+    assert seen == [True, True, True], seen
+    assert not flag.exists()
+    assert Path(str(itop["log"])).read_text() == "stopped\nstarted\n" * 2  # the backup's, then the restore's

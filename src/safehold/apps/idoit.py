@@ -52,7 +52,8 @@ TENANTS = ("SELECT isys_mandator__id, isys_mandator__title, isys_mandator__db_ho
            " FROM isys_mandator ORDER BY isys_mandator__id")
 DB_VERSION = "SELECT isys_db_init__value FROM isys_db_init WHERE isys_db_init__key = 'version'"
 NO_SUCH_DATABASE = 1049
-NO_COMMANDS = ("no quiesce commands configured, so i-doit and its cron jobs keep writing during the snapshot; "
+NO_COMMANDS = ("no quiesce commands configured, so i-doit and its cron jobs keep writing during the snapshot "
+               "(and the restore); "
                'set quiesce = { stop = [["systemctl", "stop", "apache2"]], '
                'start = [["systemctl", "start", "apache2"]] }')
 
@@ -188,6 +189,17 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
             state_dir: Path) -> Iterator[dict[str, object]]:
     """The configured stop commands (web server unit, cron jobs), always followed by the start ones."""
     _refuse_broken_tenants(instance)
+    if not (config.quiesce.enabled and config.quiesce.stop):
+        reporter.warn(f"{instance.name}: {NO_COMMANDS}")
+    with command_quiesce(instance, config, reporter, state_dir) as window:
+        yield window
+
+
+@contextlib.contextmanager
+def restore_quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
+                    state_dir: Path) -> Iterator[dict[str, object]]:
+    """The guide stops the web server for the recovery too. No tenant check: a restore may be what
+    brings a lost tenant database back."""
     if not (config.quiesce.enabled and config.quiesce.stop):
         reporter.warn(f"{instance.name}: {NO_COMMANDS}")
     with command_quiesce(instance, config, reporter, state_dir) as window:

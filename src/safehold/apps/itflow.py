@@ -153,6 +153,21 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
         yield pause.window
 
 
+@contextlib.contextmanager
+def restore_quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
+                    state_dir: Path) -> Iterator[dict[str, object]]:
+    """Let a running cron job finish, then the configured stop commands, around a restore.
+
+    The cron switch is left alone: a restored dump holds `config_enable_cron = 0` already (it was
+    taken paused), and switching the live database off first would put that 0 into the safety point,
+    which `post_restore` could then not tell from an administrator's choice.
+    """
+    with paused(state_dir, instance.name, instance.app, reporter) as pause:
+        _wait_for_cron_jobs(reporter)
+        stop_commands(pause, config, reporter)
+        yield pause.window
+
+
 def _cron_switch(db: Database) -> list[tuple] | None:
     return query_or_none(db.connection, db.name, "SELECT config_enable_cron FROM settings WHERE company_id = 1")
 

@@ -168,6 +168,9 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
         yield pause.window
 
 
+restore_quiesce = quiesce  # iTop 3.0 switches to read-only for its own restores as well
+
+
 def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) -> list[str]:
     """The read-only switch quiesce would make (the flag is looked at, not created) and the configured commands."""
     assert instance.root is not None
