@@ -27,6 +27,7 @@ from safehold.apps.common import (
     chown_tree,
     command_plan,
     command_quiesce,
+    contents_pattern,
     database_named,
     mariadb_connection,
     query_or_none,
@@ -175,7 +176,7 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     temp = php.get("g_dirs", "temp", default=None) if isinstance(php.get("g_dirs", default=None), dict) else None
     instance.exclude.append(str(root / "temp" / "*"))
     if temp:
-        instance.exclude.append(str(Path(str(temp)) / "*"))
+        instance.exclude.append(contents_pattern(str(temp)))
     versions = root / VERSION_FILE
     instance.app_version = parse_file(versions).text("g_product_info", "version") if versions.is_file() else None
     instance.schema_version = _version(system)

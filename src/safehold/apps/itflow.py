@@ -28,6 +28,7 @@ from safehold.apps.common import (
     app_config_file,
     base_instance,
     command_plan,
+    contents_pattern,
     database_named,
     mariadb_connection,
     query_or_none,
@@ -101,7 +102,7 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     instance.exclude += [f"!{root / p[1:]}" if p.startswith("!") else str(root / p) for p in SKIP]
     archives = parse_file(config_path).text("config_backup_path", default="")
     if archives:  # built-in backup archives moved elsewhere: encrypted copies of what safehold takes anyway
-        instance.exclude.append(str(Path(archives) / "*"))
+        instance.exclude.append(contents_pattern(archives))
     instance.app_version = find_define(root / VERSION_FILE, "APP_VERSION")
     instance.schema_version = _schema_version(db)
     return instance
