@@ -321,3 +321,32 @@ def test_restore_runs_in_read_only_mode(itop: dict[str, object]) -> None:
     assert seen == [True, True, True], seen
     assert not flag.exists()
     assert Path(str(itop["log"])).read_text() == "stopped\nstarted\n" * 2  # the backup's, then the restore's
+
+
+@pytest.mark.parametrize("before, now, warned", [
+    ({"sodium", "mcrypt"}, {"sodium"}, "ran with the mcrypt PHP extension but PHP here lacks it"),
+    ({"sodium"}, {"sodium", "mcrypt"}, "ran without the mcrypt PHP extension but PHP here loads it"),
+    ({"sodium", "mcrypt"}, {"sodium", "mcrypt"}, None),
+    (None, {"sodium", "mcrypt"}, None),  # PHP could not be asked at backup time: nothing to compare
+])
+def test_mcrypt_must_be_present_on_both_systems_or_neither(itop: dict[str, object], monkeypatch: pytest.MonkeyPatch,
+                                                          before: set[str] | None, now: set[str],
+                                                          warned: str | None) -> None:
+    """iTop 3.0 "Data backup": with mcrypt on the old system it must be on the new one, without it, not."""
+    from datetime import UTC, datetime
+
+    from safehold.repository.manifest import Manifest
+
+    config = config_module.load(Path(str(itop["config"]))).instance("itop")
+    monkeypatch.setattr(itop_profile, "_php_modules", lambda: before)
+    instance = itop_profile.describe("itop", config)
+    assert instance.details["php_mcrypt"] == (None if before is None else "mcrypt" in before)
+    manifest = Manifest(run_id="r", instance="itop", app="itop", host="h", safehold_version="0",
+                        started=datetime.now(UTC), details=instance.details)
+    monkeypatch.setattr(itop_profile, "_php_modules", lambda: now)
+    messages: list[str] = []
+    reporter = Silent()
+    reporter.listeners.append(lambda e: messages.append(str(e.get("message"))))
+    itop_profile.check_restore(instance, manifest, set(), reporter)
+    mcrypt = [m for m in messages if "mcrypt" in m]
+    assert mcrypt == ([] if warned is None else [mcrypt[0]]) and (warned is None or warned in mcrypt[0]), messages
