@@ -13,6 +13,7 @@ import pytest
 
 from safehold import config as config_module
 from safehold.actions.keys import escrow
+from safehold.actions.restore import restore
 from safehold.apps import idoit
 from safehold.errors import ConfigError, SafeholdError
 from safehold.output import Silent
@@ -287,3 +288,19 @@ def test_version_guard_counts_tenants(idoit_site: dict[str, object]) -> None:
     ok(run_cli("restore", "idoit", "latest", "--only", "db", "--force", config=config))
     assert sql("SELECT isys_db_init__value FROM isys_db_init WHERE isys_db_init__key='version'", tenant) == [
         ("1.12.4",)]
+
+
+def test_restore_runs_with_the_web_server_stopped(idoit_site: dict[str, object]) -> None:
+    """The guide stops the web server for the recovery as for the backup: the load, the files and the
+    emptying of temp/ happen between the stop and start commands, and the safety point does not stop
+    it a second time."""
+    config, log = Path(str(idoit_site["config"])), Path(str(idoit_site["log"]))
+    ok(run_cli("backup", "idoit", config=config))
+    log.unlink()
+    seen: list[str] = []
+    reporter = Silent()
+    reporter.listeners.append(lambda e: seen.append(log.read_text() if log.exists() else "running") if str(
+        e.get("message")).startswith(("taking a safety point", "loading", "cleared")) else None)
+    restore(config_module.load(config), "idoit", "latest", reporter, force=True)
+    assert len(seen) == 1 + 4 + 1 and set(seen) == {"stopped\n"}, seen
+    assert log.read_text() == "stopped\nstarted\n"

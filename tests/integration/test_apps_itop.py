@@ -16,6 +16,7 @@ import pytest
 
 from safehold import config as config_module
 from safehold.actions.backup import backup_instance
+from safehold.actions.restore import restore
 from safehold.apps import itop as itop_profile
 from safehold.output import Silent
 from tests.conftest import MARIADB, run_cli, sql
@@ -304,3 +305,48 @@ def test_recovery_kit_holds_the_encryption_key(itop: dict[str, object], tmp_path
     page = kit.read_text()
     assert "itop: itop_encryption_key" in page and "9f5cbbd0e6d7c0b2" in page
     assert kit.stat().st_mode & 0o777 == 0o600
+
+
+def test_restore_runs_in_read_only_mode(itop: dict[str, object]) -> None:
+    """iTop 3.0 switches to read-only mode for restores as for backups: the tables are loaded and the
+    cache is cleared with data/.readonly in place, which is gone afterwards."""
+    root, config = Path(str(itop["root"])), Path(str(itop["config"]))
+    flag = root / "data" / ".readonly"
+    ok(run_cli("backup", "itop", config=config))
+    seen: list[bool] = []
+    reporter = Silent()
+    reporter.listeners.append(lambda e: seen.append(flag.exists()) if str(e.get("message")).startswith(
+        ("taking a safety point", "loading", "cleared")) else None)
+    restore(config_module.load(config), "itop", "latest", reporter, force=True)
+    assert seen == [True, True, True], seen
+    assert not flag.exists()
+    assert Path(str(itop["log"])).read_text() == "stopped\nstarted\n" * 2  # the backup's, then the restore's
+
+
+@pytest.mark.parametrize("before, now, warned", [
+    ({"sodium", "mcrypt"}, {"sodium"}, "ran with the mcrypt PHP extension but PHP here lacks it"),
+    ({"sodium"}, {"sodium", "mcrypt"}, "ran without the mcrypt PHP extension but PHP here loads it"),
+    ({"sodium", "mcrypt"}, {"sodium", "mcrypt"}, None),
+    (None, {"sodium", "mcrypt"}, None),  # PHP could not be asked at backup time: nothing to compare
+])
+def test_mcrypt_must_be_present_on_both_systems_or_neither(itop: dict[str, object], monkeypatch: pytest.MonkeyPatch,
+                                                          before: set[str] | None, now: set[str],
+                                                          warned: str | None) -> None:
+    """iTop 3.0 "Data backup": with mcrypt on the old system it must be on the new one, without it, not."""
+    from datetime import UTC, datetime
+
+    from safehold.repository.manifest import Manifest
+
+    config = config_module.load(Path(str(itop["config"]))).instance("itop")
+    monkeypatch.setattr(itop_profile, "_php_modules", lambda: before)
+    instance = itop_profile.describe("itop", config)
+    assert instance.details["php_mcrypt"] == (None if before is None else "mcrypt" in before)
+    manifest = Manifest(run_id="r", instance="itop", app="itop", host="h", safehold_version="0",
+                        started=datetime.now(UTC), details=instance.details)
+    monkeypatch.setattr(itop_profile, "_php_modules", lambda: now)
+    messages: list[str] = []
+    reporter = Silent()
+    reporter.listeners.append(lambda e: messages.append(str(e.get("message"))))
+    itop_profile.check_restore(instance, manifest, set(), reporter)
+    mcrypt = [m for m in messages if "mcrypt" in m]
+    assert mcrypt == ([] if warned is None else [mcrypt[0]]) and (warned is None or warned in mcrypt[0]), messages

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from safehold.apps import itflow_crypto
-from safehold.apps.common import split_host, version_mismatch
+from safehold.apps.common import contents_pattern, split_host, version_mismatch
 from safehold.apps.quiesce import Terminated, describe_step, marker_path, paused, resume_leftovers, resume_marker
 from safehold.lock import instance_lock
 from safehold.output import Silent
@@ -160,3 +160,9 @@ def test_itflow_unwrap_and_credential(tmp_path: Path) -> None:
     secret = itflow_encrypt("hunter2", "Ab3_x-Yz0123Qwer")
     assert itflow_crypto.decrypt_credential(secret, "Ab3_x-Yz0123Qwer") == "hunter2"
     assert itflow_crypto.decrypt_credential(secret, "Other_key_123456") is None
+
+
+def test_folders_named_by_app_configs_are_excluded_by_their_clean_path() -> None:
+    """`$config_backup_path = __DIR__ . '/../backups'`: PHP opens /srv/backups, restic matches clean paths."""
+    assert contents_pattern("/srv/itflow/../backups/") == "/srv/backups/*"
+    assert contents_pattern("/var/backups/itflow") == "/var/backups/itflow/*"

@@ -269,3 +269,110 @@ def test_find_define_in_a_class_file(tmp_path: Path) -> None:
     assert find_define(app_version, "APP_VERSION") == "26.08.2"
     assert find_define(app_version, "MISSING") is None
     assert parse_file(app_version).constant("APP_VERSION") == "26.08.2"
+
+
+def test_constants_known_without_running_php(tmp_path: Path) -> None:
+    """Static forms real installs use: the file's own literal define()s, __DIR__ and __FILE__ (the
+    file's own place), DIRECTORY_SEPARATOR and PHP_EOL. A constant defined later, or spelt in another
+    case, is not known to PHP either."""
+    path = tmp_path / "itflow" / "config.php"
+    path.parent.mkdir()
+    path.write_bytes(rb"""<?php
+define('DB_HOST', 'localhost');
+define("DB_PASS", "caf\xc3\xa9");
+$dbhost = DB_HOST;
+$dbpassword = \DB_PASS . '!';
+$config_backup_path = __DIR__ . DIRECTORY_SEPARATOR . '../itflow-backups';
+$file = __file__;
+$eol = 'x' . PHP_EOL;
+$early = LATER;
+define('LATER', 'x');
+$case = db_host;
+""")
+    php = parse_file(path)
+    assert php.text("dbhost") == "localhost"
+    assert php.text("dbpassword") == "café!"
+    assert php.text("config_backup_path") == f"{path.parent}/../itflow-backups"
+    assert php.text("file") == str(path) and php.text("eol") == "x\n"
+    for name in ("early", "case"):
+        with pytest.raises(ConfigError, match=rf"line \d+: \${name} is set by a constant or a keyword"):
+            php.text(name)
+
+
+ITFLOW_CRLF_BOM = (b"\xef\xbb\xbf<?php\r\n$dbhost = 'localhost';\r\n$dbusername = 'itflow';\r\n"
+                   b"$dbpassword = 'Zx\\'9\\\\q';\r\n$database = 'itflow';\r\n"
+                   b"$mysqli = mysqli_connect($dbhost, $dbusername, $dbpassword, $database)"
+                   b" or die('Database Connection Failed');\r\n"
+                   b"# appended by setup\r\n$config_enable_setup = 0;\r\n")
+
+IDOIT_OLD = r"""<?php
+/**
+ * i-doit
+ *
+ * @author      Dennis Stücken <dstuecken@synetics.de>
+ */
+$g_db_system = array(
+	"type" => "mysql",
+	"host" => "localhost",
+	"port" => 3306,
+	"user" => "idoit",
+	"pass" => "i'doit\"pw",
+	"name" => "idoit_system"
+);
+$g_admin_auth = array(
+	"admin" => "",
+);
+$g_crypto_hash = "a94a8fe5ccb19ba61c4c0873d391e987982fbbd3";
+$g_dirs["temp"] = __DIR__ . '/../temp/';
+ini_set('display_errors', 0);
+error_reporting(E_ALL & ~E_NOTICE & ~E_DEPRECATED);
+"""
+
+ITOP_EDITED = r"""<?php
+$MySettings = array(
+	// app_root_url: Root URL (you can put $SERVER_NAME$ as a placeholder for the server's name)
+	'app_root_url' => 'http://'.(isset($_SERVER['SERVER_NAME']) ? $_SERVER['SERVER_NAME'] : 'localhost').'/itop/',
+	'access_mode' => ACCESS_FULL,
+	'db_host' => 'p:db.example:3307',
+	'db_name' => "itop",
+	'db_pwd' => 'it\'s "quoted" \\ here',
+	'db_subname' => '',
+	'db_tls.enabled' => false,
+	'db_user' => 'itop',
+	'url_validation_pattern' => '(https?|ftp)\\://([a-zA-Z0-9+!*(),;?&=\\$_.-]+(\\:[a-zA-Z0-9+!*(),;?&=\\$_.-]+)?@)?',
+);
+$MyModuleSettings = array(
+	'combodo-email-synchro' => array (
+		'introductory-patterns' => array (
+			0 => '/^le .+ a écrit :$/i',
+			3 => '/^\\s*(From|De) *:/',
+		),
+	),
+	'itop-backup' => array (
+		'extra_files' => array (0 => 'web.config'),
+	),
+);
+"""
+
+
+@pytest.mark.parametrize("text, checks", [
+    (ITFLOW_CRLF_BOM, {("dbhost",): "localhost", ("dbpassword",): "Zx'9\\q", ("database",): "itflow",
+                       ("config_enable_setup",): 0}),
+    (IDOIT_OLD.encode(), {("g_db_system", "port"): 3306, ("g_db_system", "pass"): "i'doit\"pw",
+                          ("g_crypto_hash",): "a94a8fe5ccb19ba61c4c0873d391e987982fbbd3",
+                          ("g_dirs", "temp"): "/srv/app/src/../temp/"}),
+    (ITOP_EDITED.encode(), {("MySettings", "db_host"): "p:db.example:3307", ("MySettings", "db_name"): "itop",
+                            ("MySettings", "db_pwd"): "it's \"quoted\" \\ here", ("MySettings", "db_subname"): "",
+                            ("MyModuleSettings", "itop-backup", "extra_files"): {0: "web.config"},
+                            ("MyModuleSettings", "combodo-email-synchro", "introductory-patterns", 3):
+                                "/^\\s*(From|De) *:/"}),
+], ids=["itflow-crlf-bom", "idoit-old-array", "itop-edited"])
+def test_real_world_config_shapes(text: bytes, checks: dict[tuple[object, ...], object]) -> None:
+    """Files as installs leave them: CRLF and a BOM, PHP 5 array(), calls and expressions next to
+    the values read (only those keys are refused), escaped quotes and backslashes."""
+    php = parse_text(text, Path("/srv/app/src/config.php"))
+    for (var, *keys), expected in checks.items():
+        assert php.get(var, *keys) == expected, (var, keys)
+    if b"app_root_url" in text:
+        with pytest.raises(ConfigError, match="app_root_url'\\] is set by a call to isset"):
+            php.get("MySettings", "app_root_url")

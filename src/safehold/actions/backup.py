@@ -182,19 +182,21 @@ def _check_trees(config: Config, instance: Instance, safety_point: bool) -> None
 
 def backup_instance(config: Config, name: str, reporter: Reporter, safety_point: bool = False,
                     databases: set[str] | None = None, with_files: bool = True, note: str | None = None,
-                    keep_days: int | None = None, trees: list[tuple[Path, str]] | None = None) -> dict[str, object]:
+                    keep_days: int | None = None, trees: list[tuple[Path, str]] | None = None,
+                    paused: dict[str, object] | None = None) -> dict[str, object]:
     """Make one recovery point of instance `name` in its first repository; return a summary.
 
     A safety point (taken by restore before overwriting) passes `databases` (names to include)
     and `with_files`, and `trees` ((path, kind) pairs in place of the instance's trees) when only
-    single paths are restored, so it saves exactly what is about to be overwritten. Other runs are
+    single paths are restored, so it saves exactly what is about to be overwritten; `paused` is the
+    window of the restore's own pause when it is taken inside one (the app is not paused twice). Other runs are
     recorded in the run history (failures too) and followed by retention, notifications and metrics;
     a safety point is part of the restore that makes it, so it is not a run of its own.
     `note` (why the point was made) and `keep_days` (prune keeps it that long) are kept in the
     manifest; a bad one is refused before anything is recorded or stored.
     """
     if safety_point:
-        return _backup(config, name, reporter, safety_point, databases, with_files, trees=trees)
+        return _backup(config, name, reporter, safety_point, databases, with_files, trees=trees, paused=paused)
     from safehold.actions.tracked import tracked
 
     note = check_note(note)
@@ -213,7 +215,8 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
 
 def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, databases: set[str] | None,
             with_files: bool, listings: dict[str, list[dict[str, Any]]] | None = None, note: str | None = None,
-            keep_days: int | None = None, trees: list[tuple[Path, str]] | None = None) -> dict[str, object]:
+            keep_days: int | None = None, trees: list[tuple[Path, str]] | None = None,
+            paused: dict[str, object] | None = None) -> dict[str, object]:
     resume_leftovers(config.state_dir, reporter)
     instance, profile, instance_config = describe(config, name)
     if databases is not None:
@@ -230,14 +233,14 @@ def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, d
         config.state_dir, name, run_id, "backup", reporter, config.settings.lock_wait_seconds)
     with lock:
         result = _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
-                                safety_point, with_files, note, keep_days)
+                                safety_point, with_files, note, keep_days, paused)
         if not safety_point:
             result.update(replicate(config, name, run_id, reporter, listings, str(result["snapshot"])))
         return result
 
 
 def _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter, safety_point,
-                   with_files, note, keep_days) -> dict[str, object]:  # noqa: ANN001 - internal continuation
+                   with_files, note, keep_days, paused=None) -> dict[str, object]:  # noqa: ANN001 - internal continuation
     started = time.monotonic()
     if with_files:
         _check_trees(config, instance, safety_point)
@@ -258,7 +261,9 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
                   f"→ repository {repo.name}")
     keys = profile.keys(instance, config.state_dir)
     added = 0
-    with profile.quiesce(instance, instance_config, reporter, config.state_dir) as window:
+    pause = (contextlib.nullcontext(dict(paused)) if paused is not None
+             else profile.quiesce(instance, instance_config, reporter, config.state_dir))
+    with pause as window:
         window["start"] = now().isoformat()
         added += _store_databases(repo, instance, tags, manifest, reporter)
         if with_files:

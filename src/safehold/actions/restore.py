@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -239,27 +239,28 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
         started = time.monotonic()
         phases: dict[str, float] = {}
         overwrites_files = _overwrites_files(plan)
-        if busy or overwrites_files:
-            reporter.step("taking a safety point of the current state before overwriting it")
-            busy_sources = {s.entry.name for s in plan.databases if s.non_empty}
-            safety = backup_instance(config, name, reporter, safety_point=True, databases=busy_sources,
-                                     with_files=overwrites_files,
-                                     trees=plan.selection.on_host() if plan.selection else None)
-            result["safety_point"] = safety["run_id"]
         comparison: list[dict[str, object]] = []
-        try:
-            for step in plan.databases:
-                comparison += _restore_database(repo, step, reporter, phases)
-            if plan.includes:
-                t0 = time.monotonic()
-                if (restored := _restore_files(repo, point, plan, reporter)) is not None:
-                    result["restored"] = restored
-                phases["files"] = round(time.monotonic() - t0, 3)
-            if in_place:
-                profile.post_restore(instance, reporter, point.manifest, in_place)
-        except BaseException:  # failed, interrupted or stopped: say what may now be half-restored
-            reporter.warn(_stopped_part_way(name, plan, result.get("safety_point")))
-            raise
+        with _app_paused(config, name, profile, instance, in_place, plan, reporter) as window:
+            if busy or overwrites_files:
+                reporter.step("taking a safety point of the current state before overwriting it")
+                busy_sources = {s.entry.name for s in plan.databases if s.non_empty}
+                safety = backup_instance(config, name, reporter, safety_point=True, databases=busy_sources,
+                                         with_files=overwrites_files,
+                                         trees=plan.selection.on_host() if plan.selection else None, paused=window)
+                result["safety_point"] = safety["run_id"]
+            try:
+                for step in plan.databases:
+                    comparison += _restore_database(repo, step, reporter, phases)
+                if plan.includes:
+                    t0 = time.monotonic()
+                    if (restored := _restore_files(repo, point, plan, reporter)) is not None:
+                        result["restored"] = restored
+                    phases["files"] = round(time.monotonic() - t0, 3)
+                if in_place:
+                    profile.post_restore(instance, reporter, point.manifest, in_place)
+            except BaseException:  # failed, interrupted or stopped: say what may now be half-restored
+                reporter.warn(_stopped_part_way(name, plan, result.get("safety_point")))
+                raise
         mismatches = [row for row in comparison if not row["ok"]]
         result.update(comparison=comparison, phases=phases, seconds=round(time.monotonic() - started, 2),
                       ok=not mismatches)
@@ -272,6 +273,17 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
             reporter.step("restore complete" + ("; every table's row count matches the manifest" if comparison
                                                 else ""))
     return result
+
+
+def _app_paused(config: Config, name: str, profile: ModuleType, instance: Instance, in_place: set[str],
+                plan: Plan, reporter: Reporter) -> AbstractContextManager[dict[str, object] | None]:
+    """The app's restore pause (stop commands, iTop read-only mode) while databases or whole trees go
+    back in place: the users' guides keep the web server and cron away from a recovery as from a
+    backup. Copies elsewhere and single `--path` files do not pause it (None: a safety point of
+    single files pauses on its own, as before)."""
+    if not in_place or plan.selection is not None:
+        return nullcontext(None)
+    return profile.restore_quiesce(instance, config.instance(name), reporter, config.state_dir)
 
 
 def _overwrites_files(plan: Plan) -> bool:

@@ -8,6 +8,10 @@
 - `quiesce(instance, config, reporter, state_dir)`: context manager that pauses the app, always
   resumes it (exceptions, SIGTERM; after SIGKILL `quiesce.resume_leftovers` at the next start),
   and yields a dict describing the quiesce window (recorded in the manifest).
+- `restore_quiesce(instance, config, reporter, state_dir)`: the same kind of context manager, held
+  while a restore puts databases or whole trees back in place (safety point, load, `post_restore`):
+  the users' guides stop the web server (i-doit) or switch to read-only mode (iTop) for a recovery
+  too. It may differ from `quiesce` where pausing would write into what is being replaced.
 - `quiesce_plan(instance, config, state_dir) -> list[str]`: what `quiesce` would do, one line per
   step, found without doing it (`backup --dry-run`).
 - `keys(instance, state_dir) -> dict[str, Secret]`: escrowed secrets to store inside the point.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,12 @@ def app_config_file(config: InstanceConfig, app: str, relative: str) -> tuple[Pa
     return root, path
 
 
+def contents_pattern(folder: str) -> str:
+    """The exclude pattern for everything inside a folder the app's config names. PHP resolves `..`
+    when it opens the folder (`__DIR__ . '/../backups'`); restic matches patterns against clean paths."""
+    return str(Path(os.path.normpath(folder)) / "*")
+
+
 def split_host(value: str, port: int | None = None) -> tuple[str, int | None]:
     """`host`, `host:port`, `p:host[:port]` (persistent, mysqli) and `[v6]:port` → host, port."""
     host = value.strip().removeprefix("p:")
@@ -159,7 +166,6 @@ def owner_text(path: Path) -> str:
 def chown_tree(path: Path, owner: str) -> None:
     """Give a file or folder tree to `user:group` (names or numeric ids); symlinks themselves."""
     import grp
-    import os
     import pwd
 
     user, _, group = owner.partition(":")

@@ -32,6 +32,9 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
         yield window
 
 
+restore_quiesce = quiesce  # the configured commands, around a restore too
+
+
 def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) -> list[str]:
     """The configured commands quiesce would run."""
     return command_plan(config)

@@ -27,6 +27,7 @@ from safehold.apps.common import (
     chown_tree,
     command_plan,
     command_quiesce,
+    contents_pattern,
     database_named,
     mariadb_connection,
     query_or_none,
@@ -52,7 +53,8 @@ TENANTS = ("SELECT isys_mandator__id, isys_mandator__title, isys_mandator__db_ho
            " FROM isys_mandator ORDER BY isys_mandator__id")
 DB_VERSION = "SELECT isys_db_init__value FROM isys_db_init WHERE isys_db_init__key = 'version'"
 NO_SUCH_DATABASE = 1049
-NO_COMMANDS = ("no quiesce commands configured, so i-doit and its cron jobs keep writing during the snapshot; "
+NO_COMMANDS = ("no quiesce commands configured, so i-doit and its cron jobs keep writing during the snapshot "
+               "(and the restore); "
                'set quiesce = { stop = [["systemctl", "stop", "apache2"]], '
                'start = [["systemctl", "start", "apache2"]] }')
 
@@ -174,7 +176,7 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     temp = php.get("g_dirs", "temp", default=None) if isinstance(php.get("g_dirs", default=None), dict) else None
     instance.exclude.append(str(root / "temp" / "*"))
     if temp:
-        instance.exclude.append(str(Path(str(temp)) / "*"))
+        instance.exclude.append(contents_pattern(str(temp)))
     versions = root / VERSION_FILE
     instance.app_version = parse_file(versions).text("g_product_info", "version") if versions.is_file() else None
     instance.schema_version = _version(system)
@@ -188,6 +190,17 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
             state_dir: Path) -> Iterator[dict[str, object]]:
     """The configured stop commands (web server unit, cron jobs), always followed by the start ones."""
     _refuse_broken_tenants(instance)
+    if not (config.quiesce.enabled and config.quiesce.stop):
+        reporter.warn(f"{instance.name}: {NO_COMMANDS}")
+    with command_quiesce(instance, config, reporter, state_dir) as window:
+        yield window
+
+
+@contextlib.contextmanager
+def restore_quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
+                    state_dir: Path) -> Iterator[dict[str, object]]:
+    """The guide stops the web server for the recovery too. No tenant check: a restore may be what
+    brings a lost tenant database back."""
     if not (config.quiesce.enabled and config.quiesce.stop):
         reporter.warn(f"{instance.name}: {NO_COMMANDS}")
     with command_quiesce(instance, config, reporter, state_dir) as window:

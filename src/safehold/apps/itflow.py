@@ -28,6 +28,7 @@ from safehold.apps.common import (
     app_config_file,
     base_instance,
     command_plan,
+    contents_pattern,
     database_named,
     mariadb_connection,
     query_or_none,
@@ -101,7 +102,7 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     instance.exclude += [f"!{root / p[1:]}" if p.startswith("!") else str(root / p) for p in SKIP]
     archives = parse_file(config_path).text("config_backup_path", default="")
     if archives:  # built-in backup archives moved elsewhere: encrypted copies of what safehold takes anyway
-        instance.exclude.append(str(Path(archives) / "*"))
+        instance.exclude.append(contents_pattern(archives))
     instance.app_version = find_define(root / VERSION_FILE, "APP_VERSION")
     instance.schema_version = _schema_version(db)
     return instance
@@ -149,6 +150,21 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
         if not key_file(state_dir, instance.name).is_file():
             reporter.warn(f"ITFlow's master key is not escrowed: run `safehold key escrow {instance.name}` once, "
                           "or stored credentials are lost with the last admin password")
+        stop_commands(pause, config, reporter)
+        yield pause.window
+
+
+@contextlib.contextmanager
+def restore_quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
+                    state_dir: Path) -> Iterator[dict[str, object]]:
+    """Let a running cron job finish, then the configured stop commands, around a restore.
+
+    The cron switch is left alone: a restored dump holds `config_enable_cron = 0` already (it was
+    taken paused), and switching the live database off first would put that 0 into the safety point,
+    which `post_restore` could then not tell from an administrator's choice.
+    """
+    with paused(state_dir, instance.name, instance.app, reporter) as pause:
+        _wait_for_cron_jobs(reporter)
         stop_commands(pause, config, reporter)
         yield pause.window
 

@@ -125,6 +125,7 @@ def describe(name: str, config: InstanceConfig) -> Instance:
         "datamodel_version": datamodel,
         "encryption_library": settings.get("encryption_library") or None,
         "encryption_key_set": bool(settings.get("encryption_key")),
+        "php_mcrypt": _has_mcrypt(_php_modules()),
         "cron_lock": "itop." + hashlib.md5(f"cron{db.name}{prefix or ''}".encode()).hexdigest(),  # noqa: S324
     }
     return instance
@@ -168,6 +169,9 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
         yield pause.window
 
 
+restore_quiesce = quiesce  # iTop 3.0 switches to read-only for its own restores as well
+
+
 def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) -> list[str]:
     """The read-only switch quiesce would make (the flag is looked at, not created) and the configured commands."""
     assert instance.root is not None
@@ -195,11 +199,23 @@ def _php_modules() -> set[str] | None:
     return {line.strip().lower() for line in out.decode(errors="replace").splitlines()}
 
 
+def _has_mcrypt(modules: set[str] | None) -> bool | None:
+    """Whether PHP loads mcrypt (None: PHP could not be asked)."""
+    return None if modules is None else "mcrypt" in modules
+
+
 def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
-    """Refuse a database from another iTop version; warn when the encryption library is missing here."""
+    """Refuse a database from another iTop version; warn when the encryption library is missing here,
+    or mcrypt is loaded on one side only (iTop 3.0 "Data backup": it must be present on both systems
+    or on neither, or reversibly encrypted fields do not decrypt)."""
     library = manifest.details.get("encryption_library")
+    modules = _php_modules()
+    had_mcrypt, has_mcrypt = manifest.details.get("php_mcrypt"), _has_mcrypt(modules)
+    if had_mcrypt is not None and has_mcrypt is not None and had_mcrypt != has_mcrypt:
+        reporter.warn(f"the point's iTop ran {'with' if had_mcrypt else 'without'} the mcrypt PHP extension but PHP "
+                      f"here {'lacks' if had_mcrypt else 'loads'} it: iTop's guide requires the same on both systems, "
+                      f"else encrypted fields do not decrypt; {'install' if had_mcrypt else 'disable'} mcrypt")
     if library:
-        modules = _php_modules()
         wanted = PHP_EXTENSION.get(str(library), str(library).lower())
         if modules is None:
             reporter.warn(f"the point's iTop encrypts with {library}; could not run `php -m` to check that the "

@@ -4,7 +4,10 @@ The config files of ITFlow (`config.php`), i-doit (`src/config.inc.php`) and iTo
 (`conf/production/config-itop.php`) are usually writable by the web server user. Executing them
 as root would hand root to whoever controls the web application, so safehold never runs `php` on
 them: it tokenizes the file and evaluates only literal values (strings, numbers, booleans, null,
-arrays and `.` concatenation of literals) in top-level assignments and `define()` calls.
+arrays and `.` concatenation of literals) in top-level assignments and `define()` calls. Constants
+whose value is known without running anything count as literals: those the file `define()`d
+earlier with a literal, `__DIR__`/`__FILE__` (the file's own place, e.g.
+`$config_backup_path = __DIR__ . '/../backups'`), `DIRECTORY_SEPARATOR` and `PHP_EOL`.
 
 Anything else (a function call such as `getenv('DB_PASS')`, a variable inside a double-quoted
 string, an `if` block that assigns) is kept as `Unparsed`; reading such a value raises a
@@ -60,6 +63,7 @@ KNOWN_FUNCTIONS = ("getenv", "file_get_contents", "trim", "rtrim", "ltrim", "bas
                    "str_replace", "parse_ini_file", "json_decode", "file", "dirname", "realpath", "constant",
                    "isset", "empty", "defined", "array_merge", "mysqli_connect", "ini_get", "php_uname", "gethostname")
 SUPERGLOBALS = ("$_ENV", "$_SERVER", "$GLOBALS", "$_GET", "$_POST", "$_REQUEST", "$_COOKIE")
+MAGIC_CONSTANTS = ("__DIR__", "__FILE__")  # case-insensitive in PHP, unlike other constants
 @dataclass(frozen=True)
 class Token:
     kind: str
@@ -241,11 +245,13 @@ def construct(toks: list[Token]) -> str:
 
 
 class Parser:
-    """Literal evaluation over the tokens of one statement."""
+    """Literal evaluation over the tokens of one statement; `known` holds the constants whose values
+    are literal (the file's bytes, one character each, as every value while it is being built)."""
 
-    def __init__(self, toks: list[Token]) -> None:
+    def __init__(self, toks: list[Token], known: dict[str, object] | None = None) -> None:
         self.toks = toks
         self.pos = 0
+        self.known = known or {}
 
     def peek(self, offset: int = 0) -> Token | None:
         index = self.pos + offset
@@ -329,6 +335,10 @@ class Parser:
             if word == "array" and self.at("("):
                 self.take()
                 return self.array(")")
+            name = tok.text.lstrip("\\")
+            for key in (name, name.upper() if name.upper() in MAGIC_CONSTANTS else None):  # magic ones: any case
+                if key in self.known:
+                    return self.known[key]
             raise NotLiteral
         if tok.kind == "op" and tok.text == "[":
             return self.array("]")
@@ -446,9 +456,26 @@ def _assign_nested(php: PhpFile, var: str, keys: list[object], value: object, li
     target[keys[-1]] = value
 
 
+def _bytes_text(value: object) -> object:
+    """A decoded value back in the parser's form (the bytes, one character each)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("latin-1")
+    if isinstance(value, dict):
+        return {_bytes_text(k): _bytes_text(v) for k, v in value.items()}
+    return value
+
+
+def _known_constants(php: PhpFile) -> dict[str, object]:
+    """Constants a statement may use as literals: the magic ones of this file and its literal define()s."""
+    real = php.path.resolve()
+    magic = {"__DIR__": str(real.parent), "__FILE__": str(real), "DIRECTORY_SEPARATOR": "/", "PHP_EOL": "\n"}
+    own = {name: value for name, value in php.constants.items() if not isinstance(value, Unparsed | NotText)}
+    return {name: _bytes_text(value) for name, value in {**magic, **own}.items()}
+
+
 def _statement(php: PhpFile, stmt: list[Token]) -> None:
     head = stmt[0]
-    parser = Parser(stmt)
+    parser = Parser(stmt, _known_constants(php))
     if head.kind == "var":
         parser.take()
         keys: list[object] = []
