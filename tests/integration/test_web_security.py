@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,32 @@ def test_wrong_passwords_are_rate_limited(app) -> None:
     token = re.search(r'name="csrf" value="([^"]+)"', other.get("/login").text)[1]
     assert other.post("/login", data={"csrf": token, "username": OPERATOR[0], "password": OPERATOR[1]}
                       ).status_code == 429
+
+
+def test_parallel_wrong_passwords_cannot_outrun_the_rate_limit(app) -> None:
+    # Each guess is counted before its (slow) password hash is checked, so firing many at once gets
+    # no more than the limit checked.
+    def guess(i: int) -> int:
+        c = client(app)
+        token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+        return c.post("/login", data={"csrf": token, "username": VIEWER[0], "password": f"wrong-{i}"}).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(guess, range(12)))
+    assert codes.count(401) == 5 and codes.count(429) == 7, codes
+
+
+def test_a_good_login_does_not_reset_guessing_at_other_accounts(app) -> None:
+    c = client(app)
+    token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+    for i in range(4):  # four accounts guessed once each: no name reaches the limit on its own
+        assert c.post("/login", data={"csrf": token, "username": f"guess{i}", "password": "x" * 10}
+                      ).status_code == 401
+    login(client(app), VIEWER)  # the attacker's own account, from the same address
+    token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+    assert c.post("/login", data={"csrf": token, "username": "guess4", "password": "x" * 10}).status_code == 401
+    refused = c.post("/login", data={"csrf": token, "username": OPERATOR[0], "password": OPERATOR[1]})
+    assert refused.status_code == 429
 
 
 def test_session_cookie_flags(app) -> None:

@@ -45,12 +45,25 @@ def test_parse_listen() -> None:
 def test_rate_limiter_blocks_after_failures_and_clears_on_success() -> None:
     limiter = RateLimiter(max_failures=3, window=60)
     for _ in range(2):
-        limiter.failed("user:a", "addr:x")
+        assert limiter.attempt("user:a", "addr:x") == 0
     assert limiter.blocked("user:a") == 0
-    limiter.failed("user:a", "addr:x")
+    assert limiter.attempt("user:a", "addr:x") == 0
     assert limiter.blocked("user:a") > 0 and limiter.blocked("addr:x") > 0 and limiter.blocked("user:b") == 0
+    assert limiter.attempt("user:b", "addr:x") > 0  # refused, and not counted against user:b
     limiter.succeeded("user:a")
-    assert limiter.blocked("user:a") == 0
+    assert limiter.blocked("user:a") == 0 and limiter.blocked("user:b") == 0
+
+
+def test_rate_limiter_success_takes_back_only_its_own_attempt_from_the_address() -> None:
+    limiter = RateLimiter(max_failures=3, window=60)
+    for name in ("a", "b"):  # guesses at two accounts from one address
+        assert limiter.attempt(f"user:{name}", "addr:x") == 0
+    # logging into an account of one's own from there does not wipe the guesses out
+    assert limiter.attempt("user:mine", "addr:x") == 0
+    limiter.succeeded("user:mine", "addr:x")
+    assert limiter.blocked("addr:x") == 0
+    assert limiter.attempt("user:c", "addr:x") == 0
+    assert limiter.blocked("addr:x") > 0
 
 
 def test_listen_address_in_use_is_one_clear_line() -> None:

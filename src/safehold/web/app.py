@@ -152,7 +152,7 @@ class Console:
         user, password = str(form.get("username", "")), str(form.get("password", ""))
         address = request.client.host if request.client else "?"
         keys = (f"user:{user}", f"addr:{address}")
-        wait = self.auth.limiter.blocked(*keys)
+        wait = self.auth.limiter.attempt(*keys)
         if wait:
             self.store.audit(user, address, "login", "", "refused: rate limited")
             response = self.render(request, "login.html", None, 429, login_csrf=cookie, next="/",
@@ -160,7 +160,6 @@ class Console:
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response
         if not await run_in_threadpool(self.store.check_password, user, password):
-            self.auth.limiter.failed(*keys)
             self.store.audit(user, address, "login", "", "failed")
             return self.render(request, "login.html", None, 401, login_csrf=cookie, next="/",
                                error="wrong user name or password")
