@@ -24,6 +24,15 @@ def test_mask_keeps_references_and_hides_values() -> None:
     assert mask_url("sftp:backup@nas:/srv") == "sftp:backup@nas:/srv"  # no credentials in an ssh user name
 
 
+def test_mask_hides_a_password_holding_an_at_sign_and_a_url_without_scheme() -> None:
+    # restic (Go) takes the authority's last @ as the end of the password
+    assert mask_url("rest:https://bob:p@ss@rest.example.org/repo") == "rest:https://***@rest.example.org/repo"
+    assert mask_url("https://host/path?user=a@b") == "https://host/path?user=a@b"
+    # a notification "URL" that is not one (a typo, a bare token) is hidden whole, not shown up to a colon
+    assert mask({"urls": ["tgram//123456:bottoken/chat", "sometoken", "json://u:p@host"]}) == \
+        {"urls": ["(hidden)", "(hidden)", "json://(hidden)"]}
+
+
 def test_stale_threshold_follows_the_schedule() -> None:
     assert stale_after_hours(None) == 26
     # The point of the latest run due more than the grace ago must exist (or one started up to 15 min before
