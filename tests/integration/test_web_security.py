@@ -147,6 +147,19 @@ def test_backup_now_keeps_an_escaped_note_and_refuses_a_bad_one(app) -> None:
     assert shown in operator.get(f"/instances/alpha/points/{run}/manifest").text
 
 
+def test_restore_files_under_needs_a_full_path(app) -> None:
+    operator = client(app)
+    token = login(operator, OPERATOR)
+    for folder in ("restored", "../restored", "/tmp/x\0y"):
+        plan = operator.get("/instances/alpha/restore/plan", params={"run": "latest", "parts": "files",
+                                                                      "files_to": folder})
+        assert plan.status_code == 400 and "give a full path starting with /" in plan.text, folder
+        posted = operator.post("/instances/alpha/restore", data={"csrf": token, "run": "latest", "parts": "files",
+                                                                 "files_to": folder, "confirm": "alpha"})
+        assert posted.status_code == 400 and "give a full path starting with /" in posted.text, folder
+    assert app.state.console.jobs.history() == []  # nothing was started
+
+
 def test_wrong_passwords_are_rate_limited(app) -> None:
     c = client(app)
     token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]

@@ -305,6 +305,10 @@ class Console:
             raise HTTPException(400, "choose at least one part to restore (db, files, config)")
         to_db = [v.strip() for v in str(values.get("to_db", "")).split(",") if v.strip()]
         files_to = str(values.get("files_to", "")).strip()
+        # A relative folder would land under whatever folder `safehold serve` was started in (/ under
+        # systemd), and a NUL byte cannot be a path at all: both are refused before anything is planned.
+        if files_to and (not files_to.startswith("/") or "\0" in files_to):
+            raise HTTPException(400, f"restore files under {files_to!r}: give a full path starting with /")
         return {"only": parts, "to_db": to_db, "files_to": Path(files_to) if files_to else None}
 
     def restore_plan(self, request: Request) -> Response:
