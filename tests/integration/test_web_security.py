@@ -202,6 +202,17 @@ def test_a_good_login_does_not_reset_guessing_at_other_accounts(app) -> None:
     assert refused.status_code == 429
 
 
+def test_an_anonymous_login_cannot_write_megabytes_into_the_audit_log(app) -> None:
+    c = client(app)
+    token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+    for _ in range(7):  # failed ones, then rate-limited ones: each is audited
+        response = c.post("/login", data={"csrf": token, "username": "A" * 500_000, "password": "x" * 10})
+        assert response.status_code in (401, 429)
+    rows = app.state.console.store.audit_rows()
+    assert len(rows) == 7 and all(len(str(row["user"])) <= 101 for row in rows)
+    assert app.state.console.store.path.stat().st_size < 200_000
+
+
 def test_session_cookie_flags(app) -> None:
     plain = client(app)
     login(plain, OPERATOR)

@@ -75,6 +75,17 @@ def test_rate_limiter_success_takes_back_only_its_own_attempt_from_the_address()
     assert limiter.blocked("addr:x") > 0
 
 
+def test_rate_limiter_forgets_keys_that_are_never_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("safehold.web.auth.time.monotonic", lambda: clock[0])
+    limiter = RateLimiter(max_failures=3, window=60)
+    for i in range(50):  # many names, each guessed once from its own address
+        limiter.attempt(f"user:n{i}", f"addr:10.0.0.{i}")
+    clock[0] += 61
+    limiter.attempt("user:late", "addr:x")
+    assert len(limiter._failures) == 2  # noqa: SLF001 - what the limiter holds is the point
+
+
 def test_listen_address_in_use_is_one_clear_line() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -98,5 +109,7 @@ def test_a_user_name_that_cannot_be_typed_or_listed_is_refused(tmp_path: Path) -
     for name in ("", " bob", "bob ", "eve\nmallory", "eve\x1b[2J"):
         with pytest.raises(ConfigError, match="is empty, has spaces at either end or a control character"):
             store.add_user(name, "viewer", "long-enough-password")
+    with pytest.raises(ConfigError, match="more than 100"):
+        store.add_user("a" * 101, "viewer", "long-enough-password")
     store.add_user("a.smith@example.org", "viewer", "long-enough-password")
     assert store.users() == [{"name": "a.smith@example.org", "role": "viewer"}]

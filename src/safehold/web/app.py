@@ -35,7 +35,7 @@ from safehold.web.auth import (
 )
 from safehold.web.auth import login_token as new_login_token
 from safehold.web.jobs import Busy, Job, JobRunner
-from safehold.web.store import Session, Store
+from safehold.web.store import NAME_MAX, Session, Store
 
 HERE = Path(__file__).parent
 RUN = re.compile(r"^(latest|[0-9A-Za-z][0-9A-Za-z-]{3,63})$")
@@ -149,7 +149,10 @@ class Console:
         cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
         if not cookie or form.get("csrf") != cookie:
             raise HTTPException(403, "missing or wrong CSRF token: reload the login page")
-        user, password = str(form.get("username", "")), str(form.get("password", ""))
+        # No account name is longer than NAME_MAX: a longer one is cut one character past it (so it still
+        # matches none) before it becomes a rate-limit key and an audit row, or every anonymous attempt,
+        # refused ones included, could write a megabyte into the audit log.
+        user, password = str(form.get("username", ""))[: NAME_MAX + 1], str(form.get("password", ""))
         address = request.client.host if request.client else "?"
         keys = (f"user:{user}", f"addr:{address}")
         wait = self.auth.limiter.attempt(*keys)

@@ -62,6 +62,9 @@ class RateLimiter:
         """
         now = time.monotonic()
         with self._lock:
+            # Forget every quiet key, not only these: a name or address tried once is never looked up again.
+            for key in list(self._failures):
+                self._recent(key, now)
             wait = self._wait(keys, now)
             if not wait:
                 for key in keys:
