@@ -268,6 +268,15 @@ def test_path_parameters_stay_inside_the_state_dir(app, env: webenv.WebEnv, tmp_
         assert "CREATE TABLE" not in response.text and "argon2" not in response.text
 
 
+def test_a_run_id_with_a_trailing_newline_is_not_a_run_id(app) -> None:
+    operator = client(app)
+    token = login(operator, OPERATOR)
+    assert operator.get("/instances/alpha/points/latest%0A/manifest").status_code == 400
+    assert operator.post("/instances/alpha/points/latest%0A/export", data={"csrf": token}).status_code == 400
+    assert app.state.console.jobs.get("20260101T000000Z-abcd\n") is None
+    assert app.state.console.jobs.history() == []  # nothing was started
+
+
 def test_proxy_header_auth_is_off_by_default_and_needs_a_known_user(app, env: webenv.WebEnv) -> None:
     anonymous = client(app)
     assert anonymous.get("/", headers={"X-Remote-User": OPERATOR[0]}).status_code == 303

@@ -38,8 +38,9 @@ from safehold.web.jobs import Busy, Job, JobRunner
 from safehold.web.store import NAME_MAX, Session, Store
 
 HERE = Path(__file__).parent
-RUN = re.compile(r"^(latest|[0-9A-Za-z][0-9A-Za-z-]{3,63})$")
-SAFE_NEXT = re.compile(r"^/[A-Za-z0-9/_.\-?=&%]*$")
+# Checked with fullmatch: `$` also matches before a final newline, which would let "latest\n" through.
+RUN = re.compile(r"latest|[0-9A-Za-z][0-9A-Za-z-]{3,63}")
+SAFE_NEXT = re.compile(r"/[A-Za-z0-9/_.\-?=&%]*")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
@@ -117,7 +118,7 @@ class Console:
     @staticmethod
     def run_param(value: str) -> str:
         """A run id or `latest`, or 400: nothing else reaches the repository lookups."""
-        if not RUN.match(value or ""):
+        if not RUN.fullmatch(value or ""):
             raise HTTPException(400, "not a run id")
         return value
 
@@ -169,7 +170,7 @@ class Console:
         self.auth.limiter.succeeded(*keys)
         self.store.audit(user, address, "login", "", "ok")
         target = str(form.get("next", "/"))
-        response = RedirectResponse(target if SAFE_NEXT.match(target) and not target.startswith("//") else "/", 303)
+        response = RedirectResponse(target if SAFE_NEXT.fullmatch(target) and not target.startswith("//") else "/", 303)
         set_session_cookie(response, request, self.store.open_session(user))
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
         return response
