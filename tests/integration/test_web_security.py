@@ -91,7 +91,8 @@ def test_state_changing_routes_need_session_then_csrf(app) -> None:
 def test_viewer_cannot_back_up_restore_or_verify(app) -> None:
     viewer = client(app)
     token = login(viewer, VIEWER)
-    for path in ("/instances/alpha/backup", "/instances/alpha/verify", "/instances/alpha/restore"):
+    for path in ("/instances/alpha/backup", "/instances/alpha/verify", "/instances/alpha/restore",
+                 "/instances/alpha/drill", "/instances/alpha/points/latest/export"):
         response = viewer.post(path, data={"csrf": token, "run": "latest", "parts": "db", "confirm": "alpha"})
         assert response.status_code == 403, path
     assert viewer.get("/instances/alpha/restore").status_code == 403
