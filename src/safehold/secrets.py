@@ -39,7 +39,8 @@ def mask(text: str, values: Iterable[str]) -> str:
 
 def mask_url(url: str) -> str:
     """A repository or notification URL without user:password (some URLs embed credentials)."""
-    return re.sub(r"(//)[^/@\s]*@", r"\1***@", url)
+    # Up to the last @ of the authority, as Go's URL parser (restic) reads it: a password may hold an @.
+    return re.sub(r"(//)[^/?#\s]*@", r"\1***@", url)
 
 
 class Secret:

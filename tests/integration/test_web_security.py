@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,8 @@ def test_state_changing_routes_need_session_then_csrf(app) -> None:
 def test_viewer_cannot_back_up_restore_or_verify(app) -> None:
     viewer = client(app)
     token = login(viewer, VIEWER)
-    for path in ("/instances/alpha/backup", "/instances/alpha/verify", "/instances/alpha/restore"):
+    for path in ("/instances/alpha/backup", "/instances/alpha/verify", "/instances/alpha/restore",
+                 "/instances/alpha/drill", "/instances/alpha/points/latest/export"):
         response = viewer.post(path, data={"csrf": token, "run": "latest", "parts": "db", "confirm": "alpha"})
         assert response.status_code == 403, path
     assert viewer.get("/instances/alpha/restore").status_code == 403
@@ -146,6 +148,19 @@ def test_backup_now_keeps_an_escaped_note_and_refuses_a_bad_one(app) -> None:
     assert shown in operator.get(f"/instances/alpha/points/{run}/manifest").text
 
 
+def test_restore_files_under_needs_a_full_path(app) -> None:
+    operator = client(app)
+    token = login(operator, OPERATOR)
+    for folder in ("restored", "../restored", "/tmp/x\0y"):
+        plan = operator.get("/instances/alpha/restore/plan", params={"run": "latest", "parts": "files",
+                                                                      "files_to": folder})
+        assert plan.status_code == 400 and "give a full path starting with /" in plan.text, folder
+        posted = operator.post("/instances/alpha/restore", data={"csrf": token, "run": "latest", "parts": "files",
+                                                                 "files_to": folder, "confirm": "alpha"})
+        assert posted.status_code == 400 and "give a full path starting with /" in posted.text, folder
+    assert app.state.console.jobs.history() == []  # nothing was started
+
+
 def test_wrong_passwords_are_rate_limited(app) -> None:
     c = client(app)
     token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
@@ -160,6 +175,43 @@ def test_wrong_passwords_are_rate_limited(app) -> None:
     token = re.search(r'name="csrf" value="([^"]+)"', other.get("/login").text)[1]
     assert other.post("/login", data={"csrf": token, "username": OPERATOR[0], "password": OPERATOR[1]}
                       ).status_code == 429
+
+
+def test_parallel_wrong_passwords_cannot_outrun_the_rate_limit(app) -> None:
+    # Each guess is counted before its (slow) password hash is checked, so firing many at once gets
+    # no more than the limit checked.
+    def guess(i: int) -> int:
+        c = client(app)
+        token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+        return c.post("/login", data={"csrf": token, "username": VIEWER[0], "password": f"wrong-{i}"}).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(guess, range(12)))
+    assert codes.count(401) == 5 and codes.count(429) == 7, codes
+
+
+def test_a_good_login_does_not_reset_guessing_at_other_accounts(app) -> None:
+    c = client(app)
+    token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+    for i in range(4):  # four accounts guessed once each: no name reaches the limit on its own
+        assert c.post("/login", data={"csrf": token, "username": f"guess{i}", "password": "x" * 10}
+                      ).status_code == 401
+    login(client(app), VIEWER)  # the attacker's own account, from the same address
+    token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+    assert c.post("/login", data={"csrf": token, "username": "guess4", "password": "x" * 10}).status_code == 401
+    refused = c.post("/login", data={"csrf": token, "username": OPERATOR[0], "password": OPERATOR[1]})
+    assert refused.status_code == 429
+
+
+def test_an_anonymous_login_cannot_write_megabytes_into_the_audit_log(app) -> None:
+    c = client(app)
+    token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+    for _ in range(7):  # failed ones, then rate-limited ones: each is audited
+        response = c.post("/login", data={"csrf": token, "username": "A" * 500_000, "password": "x" * 10})
+        assert response.status_code in (401, 429)
+    rows = app.state.console.store.audit_rows()
+    assert len(rows) == 7 and all(len(str(row["user"])) <= 101 for row in rows)
+    assert app.state.console.store.path.stat().st_size < 200_000
 
 
 def test_session_cookie_flags(app) -> None:
@@ -215,6 +267,15 @@ def test_path_parameters_stay_inside_the_state_dir(app, env: webenv.WebEnv, tmp_
         assert response.status_code in (400, 404), (path, response.status_code)
         assert canary not in response.text and "root:x:0:0" not in response.text
         assert "CREATE TABLE" not in response.text and "argon2" not in response.text
+
+
+def test_a_run_id_with_a_trailing_newline_is_not_a_run_id(app) -> None:
+    operator = client(app)
+    token = login(operator, OPERATOR)
+    assert operator.get("/instances/alpha/points/latest%0A/manifest").status_code == 400
+    assert operator.post("/instances/alpha/points/latest%0A/export", data={"csrf": token}).status_code == 400
+    assert app.state.console.jobs.get("20260101T000000Z-abcd\n") is None
+    assert app.state.console.jobs.history() == []  # nothing was started
 
 
 def test_proxy_header_auth_is_off_by_default_and_needs_a_known_user(app, env: webenv.WebEnv) -> None:

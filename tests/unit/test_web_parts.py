@@ -24,6 +24,15 @@ def test_mask_keeps_references_and_hides_values() -> None:
     assert mask_url("sftp:backup@nas:/srv") == "sftp:backup@nas:/srv"  # no credentials in an ssh user name
 
 
+def test_mask_hides_a_password_holding_an_at_sign_and_a_url_without_scheme() -> None:
+    # restic (Go) takes the authority's last @ as the end of the password
+    assert mask_url("rest:https://bob:p@ss@rest.example.org/repo") == "rest:https://***@rest.example.org/repo"
+    assert mask_url("https://host/path?user=a@b") == "https://host/path?user=a@b"
+    # a notification "URL" that is not one (a typo, a bare token) is hidden whole, not shown up to a colon
+    assert mask({"urls": ["tgram//123456:bottoken/chat", "sometoken", "json://u:p@host"]}) == \
+        {"urls": ["(hidden)", "(hidden)", "json://(hidden)"]}
+
+
 def test_stale_threshold_follows_the_schedule() -> None:
     assert stale_after_hours(None) == 26
     # The point of the latest run due more than the grace ago must exist (or one started up to 15 min before
@@ -45,12 +54,36 @@ def test_parse_listen() -> None:
 def test_rate_limiter_blocks_after_failures_and_clears_on_success() -> None:
     limiter = RateLimiter(max_failures=3, window=60)
     for _ in range(2):
-        limiter.failed("user:a", "addr:x")
+        assert limiter.attempt("user:a", "addr:x") == 0
     assert limiter.blocked("user:a") == 0
-    limiter.failed("user:a", "addr:x")
+    assert limiter.attempt("user:a", "addr:x") == 0
     assert limiter.blocked("user:a") > 0 and limiter.blocked("addr:x") > 0 and limiter.blocked("user:b") == 0
+    assert limiter.attempt("user:b", "addr:x") > 0  # refused, and not counted against user:b
     limiter.succeeded("user:a")
-    assert limiter.blocked("user:a") == 0
+    assert limiter.blocked("user:a") == 0 and limiter.blocked("user:b") == 0
+
+
+def test_rate_limiter_success_takes_back_only_its_own_attempt_from_the_address() -> None:
+    limiter = RateLimiter(max_failures=3, window=60)
+    for name in ("a", "b"):  # guesses at two accounts from one address
+        assert limiter.attempt(f"user:{name}", "addr:x") == 0
+    # logging into an account of one's own from there does not wipe the guesses out
+    assert limiter.attempt("user:mine", "addr:x") == 0
+    limiter.succeeded("user:mine", "addr:x")
+    assert limiter.blocked("addr:x") == 0
+    assert limiter.attempt("user:c", "addr:x") == 0
+    assert limiter.blocked("addr:x") > 0
+
+
+def test_rate_limiter_forgets_keys_that_are_never_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("safehold.web.auth.time.monotonic", lambda: clock[0])
+    limiter = RateLimiter(max_failures=3, window=60)
+    for i in range(50):  # many names, each guessed once from its own address
+        limiter.attempt(f"user:n{i}", f"addr:10.0.0.{i}")
+    clock[0] += 61
+    limiter.attempt("user:late", "addr:x")
+    assert len(limiter._failures) == 2  # noqa: SLF001 - what the limiter holds is the point
 
 
 def test_listen_address_in_use_is_one_clear_line() -> None:
@@ -76,5 +109,7 @@ def test_a_user_name_that_cannot_be_typed_or_listed_is_refused(tmp_path: Path) -
     for name in ("", " bob", "bob ", "eve\nmallory", "eve\x1b[2J"):
         with pytest.raises(ConfigError, match="is empty, has spaces at either end or a control character"):
             store.add_user(name, "viewer", "long-enough-password")
+    with pytest.raises(ConfigError, match="more than 100"):
+        store.add_user("a" * 101, "viewer", "long-enough-password")
     store.add_user("a.smith@example.org", "viewer", "long-enough-password")
     assert store.users() == [{"name": "a.smith@example.org", "role": "viewer"}]

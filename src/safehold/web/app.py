@@ -35,11 +35,12 @@ from safehold.web.auth import (
 )
 from safehold.web.auth import login_token as new_login_token
 from safehold.web.jobs import Busy, Job, JobRunner
-from safehold.web.store import Session, Store
+from safehold.web.store import NAME_MAX, Session, Store
 
 HERE = Path(__file__).parent
-RUN = re.compile(r"^(latest|[0-9A-Za-z][0-9A-Za-z-]{3,63})$")
-SAFE_NEXT = re.compile(r"^/[A-Za-z0-9/_.\-?=&%]*$")
+# Checked with fullmatch: `$` also matches before a final newline, which would let "latest\n" through.
+RUN = re.compile(r"latest|[0-9A-Za-z][0-9A-Za-z-]{3,63}")
+SAFE_NEXT = re.compile(r"/[A-Za-z0-9/_.\-?=&%]*")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
@@ -117,7 +118,7 @@ class Console:
     @staticmethod
     def run_param(value: str) -> str:
         """A run id or `latest`, or 400: nothing else reaches the repository lookups."""
-        if not RUN.match(value or ""):
+        if not RUN.fullmatch(value or ""):
             raise HTTPException(400, "not a run id")
         return value
 
@@ -149,10 +150,13 @@ class Console:
         cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
         if not cookie or form.get("csrf") != cookie:
             raise HTTPException(403, "missing or wrong CSRF token: reload the login page")
-        user, password = str(form.get("username", "")), str(form.get("password", ""))
+        # No account name is longer than NAME_MAX: a longer one is cut one character past it (so it still
+        # matches none) before it becomes a rate-limit key and an audit row, or every anonymous attempt,
+        # refused ones included, could write a megabyte into the audit log.
+        user, password = str(form.get("username", ""))[: NAME_MAX + 1], str(form.get("password", ""))
         address = request.client.host if request.client else "?"
         keys = (f"user:{user}", f"addr:{address}")
-        wait = self.auth.limiter.blocked(*keys)
+        wait = self.auth.limiter.attempt(*keys)
         if wait:
             self.store.audit(user, address, "login", "", "refused: rate limited")
             response = self.render(request, "login.html", None, 429, login_csrf=cookie, next="/",
@@ -160,14 +164,13 @@ class Console:
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response
         if not await run_in_threadpool(self.store.check_password, user, password):
-            self.auth.limiter.failed(*keys)
             self.store.audit(user, address, "login", "", "failed")
             return self.render(request, "login.html", None, 401, login_csrf=cookie, next="/",
                                error="wrong user name or password")
         self.auth.limiter.succeeded(*keys)
         self.store.audit(user, address, "login", "", "ok")
         target = str(form.get("next", "/"))
-        response = RedirectResponse(target if SAFE_NEXT.match(target) and not target.startswith("//") else "/", 303)
+        response = RedirectResponse(target if SAFE_NEXT.fullmatch(target) and not target.startswith("//") else "/", 303)
         set_session_cookie(response, request, self.store.open_session(user))
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
         return response
@@ -306,6 +309,10 @@ class Console:
             raise HTTPException(400, "choose at least one part to restore (db, files, config)")
         to_db = [v.strip() for v in str(values.get("to_db", "")).split(",") if v.strip()]
         files_to = str(values.get("files_to", "")).strip()
+        # A relative folder would land under whatever folder `safehold serve` was started in (/ under
+        # systemd), and a NUL byte cannot be a path at all: both are refused before anything is planned.
+        if files_to and (not files_to.startswith("/") or "\0" in files_to):
+            raise HTTPException(400, f"restore files under {files_to!r}: give a full path starting with /")
         return {"only": parts, "to_db": to_db, "files_to": Path(files_to) if files_to else None}
 
     def restore_plan(self, request: Request) -> Response:

@@ -46,23 +46,41 @@ class RateLimiter:
         """Seconds until a login for these keys is accepted again (0: now)."""
         now = time.monotonic()
         with self._lock:
-            waits = [self.window - (now - t[0]) for t in (self._recent(k, now) for k in keys)
-                     if len(t) >= self.max_failures]
+            return self._wait(keys, now)
+
+    def _wait(self, keys: tuple[str, ...], now: float) -> float:
+        waits = [self.window - (now - t[0]) for t in (self._recent(k, now) for k in keys)
+                 if len(t) >= self.max_failures]
         return max(waits, default=0.0)
 
-    def failed(self, *keys: str) -> None:
-        """Count one failed login against every key."""
+    def attempt(self, *keys: str) -> float:
+        """Seconds to wait (nothing counted), or 0 and the attempt is counted as a failure of every key.
+
+        Counted before the password is checked, in the same locked step as the check, so parallel
+        guesses cannot all pass the limit while the first of them is still being hashed.
+        `succeeded` takes the attempt back.
+        """
         now = time.monotonic()
         with self._lock:
-            for key in keys:
+            # Forget every quiet key, not only these: a name or address tried once is never looked up again.
+            for key in list(self._failures):
                 self._recent(key, now)
-                self._failures[key].append(now)
+            wait = self._wait(keys, now)
+            if not wait:
+                for key in keys:
+                    self._failures[key].append(now)
+        return wait
 
-    def succeeded(self, *keys: str) -> None:
-        """A good login clears its keys."""
+    def succeeded(self, user_key: str, address_key: str | None = None) -> None:
+        """A good login clears its account's failures and takes back its own attempt from the address.
+
+        The address keeps the failures of other names, so logging into an account of one's own does not
+        reset the count of guesses at other accounts from that address.
+        """
         with self._lock:
-            for key in keys:
-                self._failures.pop(key, None)
+            self._failures.pop(user_key, None)
+            if address_key is not None and (times := self._failures.get(address_key)):
+                times.pop()
 
 
 class Auth:

@@ -31,6 +31,7 @@ POINTS_TTL = 30.0
 OFF_HOST = ("sftp:", "s3:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:")
 SECRET_KEYS = re.compile(r"pass|secret|token|key|identity", re.IGNORECASE)
 REF = re.compile(r"^(env:|file:)")
+URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def mask(value: Any, key: str = "") -> Any:
@@ -43,8 +44,9 @@ def mask(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
         if REF.match(value):
             return value
-        if key == "urls":  # notification URLs are often credentials themselves
-            return value.split(":", 1)[0] + "://(hidden)"
+        if key == "urls":  # notification URLs are often credentials themselves: at most the scheme is shown
+            scheme = URL_SCHEME.match(value)
+            return f"{scheme[1]}://(hidden)" if scheme else "(hidden)"
         if SECRET_KEYS.search(key) and key not in ("known_hosts",):
             return "(hidden)"
         return mask_url(value)

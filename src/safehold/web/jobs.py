@@ -25,7 +25,7 @@ from safehold.repository.manifest import new_run_id
 from safehold.secrets import write_private
 
 LOG = logging.getLogger(__name__)
-JOB_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$")
+JOB_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{4}")  # used with fullmatch (`$` lets a final newline in)
 MAX_LOG_LINES = 2000
 HISTORY_LIMIT = 200
 BUSY = "a run is already in progress"
@@ -135,7 +135,7 @@ class JobRunner:
 
     def get(self, job_id: str) -> Job | None:
         """A job by id, live or from the saved history; ids are checked so paths stay inside the folder."""
-        if not JOB_ID.match(job_id):
+        if not JOB_ID.fullmatch(job_id):
             return None
         with self._lock:
             if job_id in self._jobs:

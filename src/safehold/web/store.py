@@ -24,6 +24,7 @@ from safehold.history import DAMAGED
 ROLES = ("viewer", "operator")
 SESSION_SECONDS = 12 * 3600
 MIN_PASSWORD = 10
+NAME_MAX = 100
 DB_NAME = "web.sqlite"
 
 SCHEMA = """
@@ -92,6 +93,9 @@ class Store:
         if not name or name != name.strip() or not name.isprintable():
             raise ConfigError(f"user name {name!r} is empty, has spaces at either end or a control character",
                               "give a name of printable characters, e.g. alice or a.smith@example.org")
+        if len(name) > NAME_MAX:  # the login cuts longer names, so such an account could never log in
+            raise ConfigError(f"user name {name[:20]}... has {len(name)} characters, more than {NAME_MAX}",
+                              "give a shorter name")
         if role not in ROLES:
             raise ConfigError(f"role {role!r} is not known", "use viewer or operator")
         if len(password) < MIN_PASSWORD:
