@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
@@ -101,10 +101,10 @@ def _live_database(instance: Instance, entry: DatabaseEntry) -> Database:
     for db in instance.databases:
         if db.key == entry.key or db.name == entry.name:
             return db
-    if instance.databases and entry.engine == instance.databases[0].connection.engine:
-        # A database renamed since the point: reach it through the same server.
-        first = instance.databases[0]
-        return Database(first.connection, entry.name, table_prefix=entry.table_prefix)
+    # A database renamed since the point, or a --to-db target a safety point saved: reach it through a
+    # server of its engine (an SQLite file needs none, but gets there the same way).
+    if server := next((db.connection for db in instance.databases if db.connection.engine == entry.engine), None):
+        return Database(server, entry.name, table_prefix=entry.table_prefix)
     raise ConfigError(f"point database {entry.name} ({entry.engine}) has no server in the current config",
                       "add it to the instance's databases, then retry")
 
@@ -241,8 +241,8 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
         overwrites_files = _overwrites_files(plan)
         if busy or overwrites_files:
             reporter.step("taking a safety point of the current state before overwriting it")
-            busy_sources = {s.entry.name for s in plan.databases if s.non_empty}
-            safety = backup_instance(config, name, reporter, safety_point=True, databases=busy_sources,
+            safety = backup_instance(config, name, reporter, safety_point=True,
+                                     databases=[_as_found(s) for s in plan.databases if s.non_empty],
                                      with_files=overwrites_files,
                                      trees=plan.selection.on_host() if plan.selection else None)
             result["safety_point"] = safety["run_id"]
@@ -272,6 +272,15 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
             reporter.step("restore complete" + ("; every table's row count matches the manifest" if comparison
                                                 else ""))
     return result
+
+
+def _as_found(step: DatabaseStep) -> Database:
+    """The database a step overwrites, as a backup reads it: the target (with --to-db, not the point's
+    database of that name, which the restore leaves alone); an SQLite target is read from its own file."""
+    connection = step.database.connection
+    if connection.path is not None:
+        connection = replace(connection, path=Path(step.target))
+    return replace(step.database, connection=connection)
 
 
 def _overwrites_files(plan: Plan) -> bool:
