@@ -247,10 +247,14 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
                                      trees=plan.selection.on_host() if plan.selection else None)
             result["safety_point"] = safety["run_id"]
         comparison: list[dict[str, object]] = []
+        changed: dict[str, None] = {}  # what the restore began to change, in order: all a failure can leave incomplete
         try:
             for step in plan.databases:
-                comparison += _restore_database(repo, step, reporter, phases)
+                comparison += _restore_database(repo, step, reporter, phases,
+                                                lambda step=step: changed.setdefault(f"database {step.target}"))
             if plan.includes:
+                changed.update(dict.fromkeys(plan.includes if plan.files_target == Path("/")
+                                             else [str(plan.files_target)]))
                 t0 = time.monotonic()
                 if (restored := _restore_files(repo, point, plan, reporter)) is not None:
                     result["restored"] = restored
@@ -258,7 +262,7 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
             if in_place:
                 profile.post_restore(instance, reporter, point.manifest, in_place)
         except BaseException:  # failed, interrupted or stopped: say what may now be half-restored
-            reporter.warn(_stopped_part_way(name, plan, result.get("safety_point")))
+            reporter.warn(_stopped_part_way(name, list(changed), result.get("safety_point")))
             raise
         mismatches = [row for row in comparison if not row["ok"]]
         result.update(comparison=comparison, phases=phases, seconds=round(time.monotonic() - started, 2),
@@ -319,12 +323,12 @@ def _warn_moved_links(manifest: Manifest, includes: list[str], reporter: Reporte
                           f"the files go back into {tree.root}")
 
 
-def _stopped_part_way(name: str, plan: Plan, safety_point: object) -> str:
-    """The line for a restore that ended part-way: what may be incomplete and how to get back."""
-    touched = [f"database {s.target}" for s in plan.databases]
-    if plan.includes:
-        touched.extend(plan.includes if plan.files_target == Path("/") else [str(plan.files_target)])
-    line = f"the restore stopped part-way: {', '.join(touched)} may be incomplete"
+def _stopped_part_way(name: str, changed: list[str], safety_point: object) -> str:
+    """The line for a restore that ended early: what it had begun to change (and may be incomplete) and how
+    to get back, or that it changed nothing."""
+    if not changed:
+        return "the restore stopped before it changed anything: every database and file is as it was"
+    line = f"the restore stopped part-way: {', '.join(changed)} may be incomplete"
     if safety_point:
         return (f"{line}; what was there before is in safety point {safety_point} "
                 f"(safehold restore {name} {safety_point} --force)")
@@ -381,22 +385,28 @@ def check_foreign_references(repo, plan: Plan) -> None:  # noqa: ANN001 - Reposi
 
 
 def _restore_database(repo, step: DatabaseStep, reporter: Reporter,  # noqa: ANN001 - Repository
-                      phases: dict[str, float]) -> list[dict[str, object]]:
+                      phases: dict[str, float], changing: Callable[[], object]) -> list[dict[str, object]]:
     with repo.open_file(step.entry.snapshot, step.entry.path) as stream:
-        report = load_database(step, stream, reporter, phases)
+        report = load_database(step, stream, reporter, phases, changing)
     return compare(step.entry, report.tables)
 
 
-def load_database(step: DatabaseStep, stream: IO[bytes], reporter: Reporter,
-                  phases: dict[str, float]) -> DatabaseReport:
-    """Empty (when it holds data), create and load one database of a plan; adds its phases' seconds."""
+def load_database(step: DatabaseStep, stream: IO[bytes], reporter: Reporter, phases: dict[str, float],
+                  changing: Callable[[], object] = lambda: None) -> DatabaseReport:
+    """Empty (when it holds data), create and load one database of a plan; adds its phases' seconds.
+
+    `changing` is called before each step that can leave the target other than it was (emptying it,
+    loading it); creating a missing database leaves nothing to lose, so a failure there changed nothing.
+    """
     engine = engine_for(step.entry.engine)
     t0 = time.monotonic()
     if step.non_empty:
         reporter.step(f"emptying {step.target} (saved in the safety point)")
+        changing()
         engine.drop(step.database, step.target)
     engine.create(step.database, step.target)
     reporter.step(f"loading {step.entry.name} into {step.target}")
+    changing()
     try:
         report = engine.restore(step.database, step.target, stream, reporter, step.entry.method)
     except SafeholdError:
