@@ -41,3 +41,10 @@ def test_names_no_server_accepts_fail_before_any_work(name: str) -> None:
 def test_sqlite_targets_are_paths_and_not_limited() -> None:
     long_path = "/srv/restore/" + "d" * 80 + "/app.sqlite"
     assert parse_to_db([long_path], _manifest(("app.sqlite", "sqlite"))) == {"app.sqlite": long_path}
+
+
+@pytest.mark.parametrize("values", [["idoit_system=copy", "idoit_data=copy"], ["idoit_system=idoit_data"]])
+def test_two_databases_into_one_target_are_refused(values: list[str]) -> None:
+    # The second would be loaded over (or into) the first; a restore in place counts as a target too.
+    with pytest.raises(ConfigError, match="into one database"):
+        parse_to_db(values, _manifest(("idoit_system", "mariadb"), ("idoit_data", "mariadb")))

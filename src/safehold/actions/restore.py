@@ -86,6 +86,14 @@ def parse_to_db(values: list[str], manifest: Manifest) -> dict[str, str]:
         if engines[old] != "sqlite" and not _server_database_name(new):
             raise ConfigError(f"--to-db {new!r} is not a usable database name for {old}",
                               f"give 1 to {SERVER_NAME_LIMIT} characters, not ending in a space")
+    # Loaded one after the other, the second would go over (or into) the first.
+    sources: dict[tuple[str, str], list[str]] = {}
+    for entry in manifest.databases:
+        sources.setdefault((entry.engine, mapping.get(entry.name, entry.name)), []).append(entry.name)
+    for (_, target), names in sources.items():
+        if len(names) > 1:
+            raise ConfigError(f"--to-db would restore {' and '.join(names)} into one database, {target}",
+                              "give each database of the point a target of its own")
     return mapping
 
 
