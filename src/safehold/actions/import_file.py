@@ -196,19 +196,38 @@ class Staged:
         path = self.root / MANIFEST_PATH.lstrip("/")
         if not path.is_file():
             raise Damaged(f"{source} holds no {MANIFEST_PATH}", "this is not a safehold export; nothing was restored")
-        return Manifest.from_bytes(path.read_bytes(), str(source))
+        manifest = Manifest.from_bytes(path.read_bytes(), str(source))
+        for entry in manifest.databases:  # refused here, before the restore changes anything
+            self.path(entry.path)
+        for tree in manifest.trees:
+            self.path(f"files/{tree.root}")
+        return manifest
+
+    def path(self, name: str) -> Path:
+        """Where a part the manifest names lies in the staging folder; refused when the way there climbs out.
+
+        The checksums prove the file intact, not honest: a tampered export carries its own, and a symlink
+        on the way (`files/srv -> /srv`) would make the restore read, and move away, the host's own files.
+        """
+        parts = Path(name.lstrip("/")).parts
+        if ".." in parts:
+            raise _hostile("/".join(parts), "is named with a '..' path in the manifest")
+        for depth in range(1, len(parts)):
+            if self.root.joinpath(*parts[:depth]).is_symlink():
+                raise _hostile("/".join(parts), "would be read through a symlink")
+        return self.root.joinpath(*parts)
 
     @contextlib.contextmanager
     def open_file(self, snapshot_id: str, path: str) -> Iterator[IO[bytes]]:
         """A dump of the point, from the staging folder."""
-        with open(self.root / path.lstrip("/"), "rb", buffering=BUFFER) as stream:
+        with open(self.path(path), "rb", buffering=BUFFER) as stream:
             yield stream
 
     def restore(self, snapshot_id: str, target: Path, includes: list[str], reporter: Reporter) -> None:
         """Move file trees from the staging folder into place under `target`."""
         reporter.step(f"restoring files from the export into {target}")
         for include in includes:
-            source = self.root / "files" / include.lstrip("/")
+            source = self.path(f"files/{include}")
             if source.exists() or source.is_symlink():
                 _move_into(source, target / include.lstrip("/"))
 
