@@ -178,6 +178,21 @@ def test_export_onto_a_full_disk_says_so_and_leaves_nothing(tmp_path: Path, new_
     assert run_cli("export", "latest", str(tmp_path / name), config=config).returncode == 0
 
 
+def test_a_full_disk_while_unpacking_is_not_called_a_damaged_export(tmp_path: Path, new_db: Callable[[str], str],
+                                                                    mount_point: Callable[[str, str], Path]) -> None:
+    config, app, db = _instance(tmp_path, new_db)
+    (app / "scan.pdf").write_bytes(os.urandom(3 << 20))
+    assert run_cli("backup", "app", config=config).returncode == 0
+    export = tmp_path / "point.tar.zst"
+    assert run_cli("export", "latest", str(export), config=config).returncode == 0
+    small = mount_point("small", "size=1m")  # the export is unpacked beside the --files-to folder
+    result = run_cli("restore", "app", "--from-file", str(export), "--to-db", f"{db}_x", "--files-to",
+                     str(small / "out"), config=config)
+    _assert_nothing_written(result, f"cannot unpack {export} into {small}: no space left on device", small / "out",
+                            f"{db}_x")
+    assert "damaged" not in result.stderr and "intact copy" not in result.stderr
+
+
 def _hostile_export(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:

@@ -10,6 +10,7 @@ truncated or hostile file therefore writes nothing to the destination.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -27,7 +28,7 @@ from safehold.actions.export import BUFFER, ROOT, SUMS, identities, is_encrypted
 from safehold.actions.restore import restore
 from safehold.agestream import AgeError, Decryptor, is_passphrase_file
 from safehold.config import Config
-from safehold.errors import ConfigError, SafeholdError
+from safehold.errors import ConfigError, SafeholdError, os_reason
 from safehold.output import Reporter
 from safehold.repository.manifest import MANIFEST_PATH, Manifest
 from safehold.secrets import resolve
@@ -274,9 +275,15 @@ def restore_from_file(config: Config, name: str, path: Path, reporter: Reporter,
         try:
             with _decrypted(config, path) as stream:
                 _unpack(stream, staging)
-        except (zstandard.ZstdError, tarfile.TarError, EOFError, OSError) as exc:
+        except (zstandard.ZstdError, tarfile.TarError, EOFError) as exc:
             raise Damaged(f"{path} is damaged or truncated ({exc})",
                           "use an intact copy of the export; nothing was restored") from None
+        except OSError as exc:  # the folder it is unpacked into (or the disk it is read from), not the file's content
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise SafeholdError(f"cannot unpack {path} into {staging.parent}: {os_reason(exc)}",
+                                ("free space there, or restore with --files-to on a disk with room (the export is "
+                                 "unpacked beside it)" if full else "check that folder and the export file")
+                                + "; nothing was restored") from None
         staged = Staged(staging)
         manifest = staged.manifest(path)
         reporter.step(f"{path}: point {manifest.run_id} of {manifest.instance}, every checksum matches")
