@@ -142,6 +142,7 @@ def make_plan(config: Config, instance: Instance, point: Point, only: list[str],
             target = mapping.get(entry.name, entry.name)
             engine = engine_for(entry.engine)
             step_db = Database(live.connection, target, table_prefix=entry.table_prefix, method=entry.method)
+            engine.check_load(step_db, entry.method)
             plan.databases.append(DatabaseStep(entry, step_db, target, not engine.is_empty(step_db, target)))
     kinds = {"files"} if "files" in parts else set()
     kinds |= {"config"} if "config" in parts else set()
