@@ -173,6 +173,29 @@ def test_restore_refuses_non_empty_database_then_force_takes_safety_point(instan
     assert [row["safety_point"] for row in listing].count(True) == 1
 
 
+def test_force_into_other_databases_holding_data_saves_those_databases_first(instance: dict[str, object],
+                                                                             tmp_path: Path, new_db) -> None:
+    db, app, config = instance["db"], instance["app"], instance["config"]
+    assert run_cli("backup", "app", config=config).returncode == 0
+    other = new_db("t_other")
+    sql(["CREATE TABLE keep (id INT PRIMARY KEY)", "INSERT INTO keep VALUES (42)"], other)
+    copy = tmp_path / "copy.sqlite"
+    conn = sqlite3.connect(copy)
+    conn.executescript("CREATE TABLE mine(v TEXT); INSERT INTO mine VALUES ('only here');")
+    conn.close()
+    forced = run_cli("restore", "app", "latest", "--only", "db", "--to-db", f"{db}={other}",
+                     "--to-db", f"{app / 'app.sqlite'}={copy}", "--force", "--json", config=config)
+    assert forced.returncode == 0, forced.stderr
+    safety = json.loads(forced.stdout)["safety_point"]
+    # The safety point holds what was overwritten (the targets), not the point's untouched source databases.
+    shown = json.loads(run_cli("show", safety, "--json", config=config).stdout)
+    assert sorted(d["name"] for d in shown["databases"]) == sorted([other, str(copy)])
+    back = run_cli("restore", "app", safety, "--only", "db", "--force", config=config)
+    assert back.returncode == 0, back.stderr
+    assert sql("SELECT id FROM keep", other) == [(42,)]
+    assert "only here" in sqlite_dump(copy)
+
+
 def test_restore_to_other_database_and_files_elsewhere(instance: dict[str, object], tmp_path: Path,
                                                        new_db) -> None:
     db, app, config = instance["db"], instance["app"], instance["config"]

@@ -76,6 +76,18 @@ def test_a_restore_that_fails_part_way_names_what_is_incomplete_and_the_safety_p
     assert (tree / "scan.bin").stat().st_size == 300 << 10  # the live tree was not swapped
 
 
+def test_a_restore_that_fails_before_changing_anything_says_so(tmp_path: Path, repo: dict[str, str]) -> None:
+    config = make_instance(tmp_path, repo)
+    assert run_cli("backup", "app", config=config).returncode == 0
+    upload = tmp_path / "app" / "files" / "upload.txt"
+    # The database goes first, into a folder that cannot be made (a file is in the way): nothing is written.
+    restore = run_cli("restore", "app", "latest", "--to-db", str(upload / "copy.db"), config=config)
+    assert restore.returncode == 1
+    assert "part-way" not in restore.stderr and "may be incomplete" not in restore.stderr, restore.stderr
+    assert "the restore stopped before it changed anything" in restore.stderr
+    assert upload.read_text() == "attachment\n"
+
+
 def test_one_broken_instance_does_not_leave_the_others_unprotected(tmp_path: Path, repo: dict[str, str]) -> None:
     config = make_instance(tmp_path, repo)
     # A second instance whose tree holds the repository: a config error, but only for that instance.

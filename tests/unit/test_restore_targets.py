@@ -6,8 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from safehold.actions.restore import parse_to_db
-from safehold.errors import ConfigError
+from safehold.actions.common import Point
+from safehold.actions.restore import make_plan, parse_to_db
+from safehold.engines.mariadb import client
+from safehold.errors import ConfigError, DatabaseError
+from safehold.models import Connection, Database, Instance
 from safehold.repository.manifest import DatabaseEntry, Manifest
 
 
@@ -41,3 +44,23 @@ def test_names_no_server_accepts_fail_before_any_work(name: str) -> None:
 def test_sqlite_targets_are_paths_and_not_limited() -> None:
     long_path = "/srv/restore/" + "d" * 80 + "/app.sqlite"
     assert parse_to_db([long_path], _manifest(("app.sqlite", "sqlite"))) == {"app.sqlite": long_path}
+
+
+@pytest.mark.parametrize("values", [["idoit_system=copy", "idoit_data=copy"], ["idoit_system=idoit_data"]])
+def test_two_databases_into_one_target_are_refused(values: list[str]) -> None:
+    # The second would be loaded over (or into) the first; a restore in place counts as a target too.
+    with pytest.raises(ConfigError, match="into one database"):
+        parse_to_db(values, _manifest(("idoit_system", "mariadb"), ("idoit_data", "mariadb")))
+
+
+def test_a_server_that_would_refuse_the_load_is_found_by_the_plan(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # local_infile OFF: found while loading, the live database was already dropped (and the safety
+    # point's own restore would meet the same refusal).
+    monkeypatch.setattr(client, "is_empty", lambda db, name: False)
+    monkeypatch.setattr(client, "require_local_infile", lambda db: (_ for _ in ()).throw(
+        DatabaseError("does not allow LOAD DATA LOCAL INFILE")))
+    instance = Instance("app", "generic", None, databases=[Database(Connection("mariadb"), "itflow")])
+    point = Point(_manifest(("itflow", "mariadb")), snapshot="s", repository="main")
+    with pytest.raises(DatabaseError, match="LOCAL INFILE"):
+        make_plan(None, instance, point, ["db"], [], None)  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from safehold.engines import engine_for
 from safehold.errors import ConfigError, SafeholdError
 from safehold.files import follow_links, own_folder_inside, real_path, sample_hashes, stored_trees
 from safehold.lock import instance_lock
-from safehold.models import DatabaseReport, Instance
+from safehold.models import Database, DatabaseReport, Instance
 from safehold.output import Reporter
 from safehold.repository import damage
 from safehold.repository.manifest import (
@@ -181,12 +181,12 @@ def _check_trees(config: Config, instance: Instance, safety_point: bool) -> None
 
 
 def backup_instance(config: Config, name: str, reporter: Reporter, safety_point: bool = False,
-                    databases: set[str] | None = None, with_files: bool = True, note: str | None = None,
+                    databases: list[Database] | None = None, with_files: bool = True, note: str | None = None,
                     keep_days: int | None = None, trees: list[tuple[Path, str]] | None = None,
                     paused: dict[str, object] | None = None) -> dict[str, object]:
     """Make one recovery point of instance `name` in its first repository; return a summary.
 
-    A safety point (taken by restore before overwriting) passes `databases` (names to include)
+    A safety point (taken by restore before overwriting) passes `databases` (in place of the instance's)
     and `with_files`, and `trees` ((path, kind) pairs in place of the instance's trees) when only
     single paths are restored, so it saves exactly what is about to be overwritten; `paused` is the
     window of the restore's own pause when it is taken inside one (the app is not paused twice). Other runs are
@@ -213,14 +213,14 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
     return result
 
 
-def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, databases: set[str] | None,
+def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, databases: list[Database] | None,
             with_files: bool, listings: dict[str, list[dict[str, Any]]] | None = None, note: str | None = None,
             keep_days: int | None = None, trees: list[tuple[Path, str]] | None = None,
             paused: dict[str, object] | None = None) -> dict[str, object]:
     resume_leftovers(config.state_dir, reporter)
     instance, profile, instance_config = describe(config, name)
     if databases is not None:
-        instance.databases = [db for db in instance.databases if db.name in databases]
+        instance.databases = databases
     if trees is not None:
         # A path that is a symlink is saved as the link (as a config file is): the restore replaces the
         # link, not what it leads to, so following it would save the wrong thing.

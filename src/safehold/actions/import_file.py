@@ -10,6 +10,7 @@ truncated or hostile file therefore writes nothing to the destination.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -27,7 +28,7 @@ from safehold.actions.export import BUFFER, ROOT, SUMS, identities, is_encrypted
 from safehold.actions.restore import restore
 from safehold.agestream import AgeError, Decryptor, is_passphrase_file
 from safehold.config import Config
-from safehold.errors import ConfigError, SafeholdError
+from safehold.errors import ConfigError, SafeholdError, os_reason
 from safehold.output import Reporter
 from safehold.repository.manifest import MANIFEST_PATH, Manifest
 from safehold.secrets import resolve
@@ -196,19 +197,38 @@ class Staged:
         path = self.root / MANIFEST_PATH.lstrip("/")
         if not path.is_file():
             raise Damaged(f"{source} holds no {MANIFEST_PATH}", "this is not a safehold export; nothing was restored")
-        return Manifest.from_bytes(path.read_bytes(), str(source))
+        manifest = Manifest.from_bytes(path.read_bytes(), str(source))
+        for entry in manifest.databases:  # refused here, before the restore changes anything
+            self.path(entry.path)
+        for tree in manifest.trees:
+            self.path(f"files/{tree.root}")
+        return manifest
+
+    def path(self, name: str) -> Path:
+        """Where a part the manifest names lies in the staging folder; refused when the way there climbs out.
+
+        The checksums prove the file intact, not honest: a tampered export carries its own, and a symlink
+        on the way (`files/srv -> /srv`) would make the restore read, and move away, the host's own files.
+        """
+        parts = Path(name.lstrip("/")).parts
+        if ".." in parts:
+            raise _hostile("/".join(parts), "is named with a '..' path in the manifest")
+        for depth in range(1, len(parts)):
+            if self.root.joinpath(*parts[:depth]).is_symlink():
+                raise _hostile("/".join(parts), "would be read through a symlink")
+        return self.root.joinpath(*parts)
 
     @contextlib.contextmanager
     def open_file(self, snapshot_id: str, path: str) -> Iterator[IO[bytes]]:
         """A dump of the point, from the staging folder."""
-        with open(self.root / path.lstrip("/"), "rb", buffering=BUFFER) as stream:
+        with open(self.path(path), "rb", buffering=BUFFER) as stream:
             yield stream
 
     def restore(self, snapshot_id: str, target: Path, includes: list[str], reporter: Reporter) -> None:
         """Move file trees from the staging folder into place under `target`."""
         reporter.step(f"restoring files from the export into {target}")
         for include in includes:
-            source = self.root / "files" / include.lstrip("/")
+            source = self.path(f"files/{include}")
             if source.exists() or source.is_symlink():
                 _move_into(source, target / include.lstrip("/"))
 
@@ -255,9 +275,15 @@ def restore_from_file(config: Config, name: str, path: Path, reporter: Reporter,
         try:
             with _decrypted(config, path) as stream:
                 _unpack(stream, staging)
-        except (zstandard.ZstdError, tarfile.TarError, EOFError, OSError) as exc:
+        except (zstandard.ZstdError, tarfile.TarError, EOFError) as exc:
             raise Damaged(f"{path} is damaged or truncated ({exc})",
                           "use an intact copy of the export; nothing was restored") from None
+        except OSError as exc:  # the folder it is unpacked into (or the disk it is read from), not the file's content
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise SafeholdError(f"cannot unpack {path} into {staging.parent}: {os_reason(exc)}",
+                                ("free space there, or restore with --files-to on a disk with room (the export is "
+                                 "unpacked beside it)" if full else "check that folder and the export file")
+                                + "; nothing was restored") from None
         staged = Staged(staging)
         manifest = staged.manifest(path)
         reporter.step(f"{path}: point {manifest.run_id} of {manifest.instance}, every checksum matches")

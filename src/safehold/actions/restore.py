@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
@@ -86,6 +86,14 @@ def parse_to_db(values: list[str], manifest: Manifest) -> dict[str, str]:
         if engines[old] != "sqlite" and not _server_database_name(new):
             raise ConfigError(f"--to-db {new!r} is not a usable database name for {old}",
                               f"give 1 to {SERVER_NAME_LIMIT} characters, not ending in a space")
+    # Loaded one after the other, the second would go over (or into) the first.
+    sources: dict[tuple[str, str], list[str]] = {}
+    for entry in manifest.databases:
+        sources.setdefault((entry.engine, mapping.get(entry.name, entry.name)), []).append(entry.name)
+    for (_, target), names in sources.items():
+        if len(names) > 1:
+            raise ConfigError(f"--to-db would restore {' and '.join(names)} into one database, {target}",
+                              "give each database of the point a target of its own")
     return mapping
 
 
@@ -101,10 +109,10 @@ def _live_database(instance: Instance, entry: DatabaseEntry) -> Database:
     for db in instance.databases:
         if db.key == entry.key or db.name == entry.name:
             return db
-    if instance.databases and entry.engine == instance.databases[0].connection.engine:
-        # A database renamed since the point: reach it through the same server.
-        first = instance.databases[0]
-        return Database(first.connection, entry.name, table_prefix=entry.table_prefix)
+    # A database renamed since the point, or a --to-db target a safety point saved: reach it through a
+    # server of its engine (an SQLite file needs none, but gets there the same way).
+    if server := next((db.connection for db in instance.databases if db.connection.engine == entry.engine), None):
+        return Database(server, entry.name, table_prefix=entry.table_prefix)
     raise ConfigError(f"point database {entry.name} ({entry.engine}) has no server in the current config",
                       "add it to the instance's databases, then retry")
 
@@ -134,6 +142,7 @@ def make_plan(config: Config, instance: Instance, point: Point, only: list[str],
             target = mapping.get(entry.name, entry.name)
             engine = engine_for(entry.engine)
             step_db = Database(live.connection, target, table_prefix=entry.table_prefix, method=entry.method)
+            engine.check_load(step_db, entry.method)
             plan.databases.append(DatabaseStep(entry, step_db, target, not engine.is_empty(step_db, target)))
     kinds = {"files"} if "files" in parts else set()
     kinds |= {"config"} if "config" in parts else set()
@@ -240,18 +249,22 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
         phases: dict[str, float] = {}
         overwrites_files = _overwrites_files(plan)
         comparison: list[dict[str, object]] = []
+        changed: dict[str, None] = {}  # what the restore began to change, in order: all a failure can leave incomplete
         with _app_paused(config, name, profile, instance, in_place, plan, reporter) as window:
             if busy or overwrites_files:
                 reporter.step("taking a safety point of the current state before overwriting it")
-                busy_sources = {s.entry.name for s in plan.databases if s.non_empty}
-                safety = backup_instance(config, name, reporter, safety_point=True, databases=busy_sources,
+                safety = backup_instance(config, name, reporter, safety_point=True,
+                                         databases=[_as_found(s) for s in plan.databases if s.non_empty],
                                          with_files=overwrites_files,
                                          trees=plan.selection.on_host() if plan.selection else None, paused=window)
                 result["safety_point"] = safety["run_id"]
             try:
                 for step in plan.databases:
-                    comparison += _restore_database(repo, step, reporter, phases)
+                    comparison += _restore_database(repo, step, reporter, phases,
+                                                    lambda step=step: changed.setdefault(f"database {step.target}"))
                 if plan.includes:
+                    changed.update(dict.fromkeys(plan.includes if plan.files_target == Path("/")
+                                                 else [str(plan.files_target)]))
                     t0 = time.monotonic()
                     if (restored := _restore_files(repo, point, plan, reporter)) is not None:
                         result["restored"] = restored
@@ -259,7 +272,7 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
                 if in_place:
                     profile.post_restore(instance, reporter, point.manifest, in_place)
             except BaseException:  # failed, interrupted or stopped: say what may now be half-restored
-                reporter.warn(_stopped_part_way(name, plan, result.get("safety_point")))
+                reporter.warn(_stopped_part_way(name, list(changed), result.get("safety_point")))
                 raise
         mismatches = [row for row in comparison if not row["ok"]]
         result.update(comparison=comparison, phases=phases, seconds=round(time.monotonic() - started, 2),
@@ -284,6 +297,15 @@ def _app_paused(config: Config, name: str, profile: ModuleType, instance: Instan
     if not in_place or plan.selection is not None:
         return nullcontext(None)
     return profile.restore_quiesce(instance, config.instance(name), reporter, config.state_dir)
+
+
+def _as_found(step: DatabaseStep) -> Database:
+    """The database a step overwrites, as a backup reads it: the target (with --to-db, not the point's
+    database of that name, which the restore leaves alone); an SQLite target is read from its own file."""
+    connection = step.database.connection
+    if connection.path is not None:
+        connection = replace(connection, path=Path(step.target))
+    return replace(step.database, connection=connection)
 
 
 def _overwrites_files(plan: Plan) -> bool:
@@ -322,12 +344,12 @@ def _warn_moved_links(manifest: Manifest, includes: list[str], reporter: Reporte
                           f"the files go back into {tree.root}")
 
 
-def _stopped_part_way(name: str, plan: Plan, safety_point: object) -> str:
-    """The line for a restore that ended part-way: what may be incomplete and how to get back."""
-    touched = [f"database {s.target}" for s in plan.databases]
-    if plan.includes:
-        touched.extend(plan.includes if plan.files_target == Path("/") else [str(plan.files_target)])
-    line = f"the restore stopped part-way: {', '.join(touched)} may be incomplete"
+def _stopped_part_way(name: str, changed: list[str], safety_point: object) -> str:
+    """The line for a restore that ended early: what it had begun to change (and may be incomplete) and how
+    to get back, or that it changed nothing."""
+    if not changed:
+        return "the restore stopped before it changed anything: every database and file is as it was"
+    line = f"the restore stopped part-way: {', '.join(changed)} may be incomplete"
     if safety_point:
         return (f"{line}; what was there before is in safety point {safety_point} "
                 f"(safehold restore {name} {safety_point} --force)")
@@ -384,22 +406,28 @@ def check_foreign_references(repo, plan: Plan) -> None:  # noqa: ANN001 - Reposi
 
 
 def _restore_database(repo, step: DatabaseStep, reporter: Reporter,  # noqa: ANN001 - Repository
-                      phases: dict[str, float]) -> list[dict[str, object]]:
+                      phases: dict[str, float], changing: Callable[[], object]) -> list[dict[str, object]]:
     with repo.open_file(step.entry.snapshot, step.entry.path) as stream:
-        report = load_database(step, stream, reporter, phases)
+        report = load_database(step, stream, reporter, phases, changing)
     return compare(step.entry, report.tables)
 
 
-def load_database(step: DatabaseStep, stream: IO[bytes], reporter: Reporter,
-                  phases: dict[str, float]) -> DatabaseReport:
-    """Empty (when it holds data), create and load one database of a plan; adds its phases' seconds."""
+def load_database(step: DatabaseStep, stream: IO[bytes], reporter: Reporter, phases: dict[str, float],
+                  changing: Callable[[], object] = lambda: None) -> DatabaseReport:
+    """Empty (when it holds data), create and load one database of a plan; adds its phases' seconds.
+
+    `changing` is called before each step that can leave the target other than it was (emptying it,
+    loading it); creating a missing database leaves nothing to lose, so a failure there changed nothing.
+    """
     engine = engine_for(step.entry.engine)
     t0 = time.monotonic()
     if step.non_empty:
         reporter.step(f"emptying {step.target} (saved in the safety point)")
+        changing()
         engine.drop(step.database, step.target)
     engine.create(step.database, step.target)
     reporter.step(f"loading {step.entry.name} into {step.target}")
+    changing()
     try:
         report = engine.restore(step.database, step.target, stream, reporter, step.entry.method)
     except SafeholdError:

@@ -12,6 +12,8 @@
 - `is_empty(db, name) -> bool`, `exists(db, name) -> bool`, `create(db, name)`, `drop(db, name)`.
 - `names(db, prefix) -> list[str]`: databases on db's server whose name starts with `prefix`
   (the drill finds its leftover scratch databases this way; [] for file-based engines).
+- `check_load(db, method)`: raise when db's server would refuse to load a dump written by `method` (a
+  restore asks before it changes anything).
 - `foreign_reference(method, stream, name) -> str | None`: a statement in a dump of database `name`
   that names `name` itself, so loading it under another name would write into `name` (None if none).
 - `server_version(db) -> str`.

@@ -166,6 +166,10 @@ def names(db: Database, prefix: str) -> list[str]:
     return sorted(_psql(db, "postgres", f"SELECT datname FROM pg_database WHERE datname LIKE '{pattern}%'"))
 
 
+def check_load(db: Database, method: str) -> None:
+    """pg_restore needs no server setting a restore could lack: nothing to check before a load."""
+
+
 def foreign_reference(method: str, stream: IO[bytes], name: str) -> str | None:
     """A PostgreSQL database cannot write into another one: a dump is always safe to load elsewhere."""
     return None

@@ -146,6 +146,10 @@ def drop(db: Database, name: str) -> None:
             os.unlink(name + extra)
 
 
+def check_load(db: Database, method: str) -> None:
+    """A file needs no server setting: nothing to check before a load."""
+
+
 def foreign_reference(method: str, stream: IO[bytes], name: str) -> str | None:
     """An SQLite copy is self-contained: loading it elsewhere never writes into the original."""
     return None

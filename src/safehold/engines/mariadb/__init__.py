@@ -40,6 +40,12 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter, meth
     return METHODS[method].restore(db, into, stream, progress)
 
 
+def check_load(db: Database, method: str) -> None:
+    """Refuse a server that would refuse the load (LOAD DATA LOCAL INFILE off) while nothing is changed yet."""
+    if method == parallel.METHOD:
+        client.require_local_infile(db)
+
+
 def foreign_reference(method: str, stream: IO[bytes], name: str) -> str | None:
     """A statement in a dump of `name` that would write into `name` even when loaded under another name."""
     return METHODS[method].foreign_reference(stream, name)

@@ -255,7 +255,6 @@ def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: 
 def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> DatabaseReport:
     """Load a `parallel` stream into the empty database `into`; checks rows and checksums against the stream."""
     report = DatabaseReport(key=db.key, engine="mariadb", name=into, method=METHOD)
-    client.require_local_infile(db)
     client.create(db, into)
     count = workers(db)
     tables: dict[int, Table] = {}
