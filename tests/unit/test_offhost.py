@@ -57,11 +57,30 @@ def test_sftp_command_is_strict_and_secret_free(tmp_path: Path) -> None:
     config = _config(tmp_path, 'known_hosts = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"')
     command = sftp_command(config, "off")  # type: ignore[arg-type]
     assert command is not None
-    for part in ("StrictHostKeyChecking=yes", "BatchMode=yes", "-p 2222", "-l backup", "-s sftp", "IdentitiesOnly=yes",
+    for part in ("StrictHostKeyChecking=yes", "UpdateHostKeys=no", "BatchMode=yes", "-p 2222", "-l backup", "-s sftp",
+                 "IdentitiesOnly=yes",
                  f"UserKnownHostsFile={tmp_path / 'state' / 'ssh' / 'off.known_hosts'}"):
         assert part in command
     known = tmp_path / "state" / "ssh" / "off.known_hosts"
     assert known.stat().st_mode & 0o777 == 0o600 and "ssh-ed25519" in known.read_text()
+
+
+def test_configured_known_hosts_is_written_only_when_it_changes(tmp_path: Path) -> None:
+    # Every restic call opens the repository: the pinned file stays as it is (same inode, never a moment
+    # without it) unless the config's lines or its 0600 mode differ.
+    line = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"
+    config = _config(tmp_path, f'known_hosts = "{line}"')
+    known = tmp_path / "state" / "ssh" / "off.known_hosts"
+    sftp_command(config, "off")  # type: ignore[arg-type]
+    first = known.stat()
+    sftp_command(config, "off")  # type: ignore[arg-type]
+    assert (known.stat().st_ino, known.stat().st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    known.chmod(0o644)
+    sftp_command(config, "off")  # type: ignore[arg-type]
+    assert known.stat().st_mode & 0o777 == 0o600 and known.read_text() == line + "\n"
+    other = line.replace("Example", "Rotated")
+    sftp_command(_config(tmp_path, f'known_hosts = "{other}"'), "off")  # type: ignore[arg-type]
+    assert known.read_text() == other + "\n" and known.stat().st_mode & 0o777 == 0o600
 
 
 def test_each_restic_call_gets_its_own_ssh_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

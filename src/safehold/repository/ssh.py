@@ -9,7 +9,9 @@ holds paths and the host name only, never a secret.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -80,6 +82,21 @@ def _key_path(name: str, repo: RepositoryConfig) -> Path | None:
     return path
 
 
+def _pin_configured(path: Path, lines: str) -> None:
+    """Make `path` hold the config's known_hosts `lines` (mode 0600), writing only when it does not yet.
+
+    Every repository opening (each command, each copy) comes here: rewriting an unchanged file each
+    time would churn the state dir and fail where it is read-only to the user running safehold (a
+    `safehold list` from a monitoring account). The config is the pin: lines edited there replace
+    the file, which ssh then checks strictly, so a changed key is only ever taken from the config.
+    """
+    content = lines.strip() + "\n"
+    with contextlib.suppress(OSError):  # missing or unreadable: written below
+        if stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == content:
+            return
+    write_private(path, content)
+
+
 def sftp_command(config: Config, name: str) -> str | None:
     """The `sftp.command` for repository `name` (None when it is not sftp:); writes known_hosts."""
     repo = config.repositories[name]
@@ -88,12 +105,14 @@ def sftp_command(config: Config, name: str) -> str | None:
         return None
     known_hosts = known_hosts_file(config, name)
     if repo.known_hosts:
-        write_private(known_hosts, repo.known_hosts.strip() + "\n")
+        _pin_configured(known_hosts, repo.known_hosts)
     elif not known_hosts.is_file():
         raise ConfigError(f"the SSH host key of repository {name} ({target.known_hosts_name}) is not pinned yet",
                           f"run `safehold repo trust {name}` and compare the fingerprint, or set known_hosts")
+    # UpdateHostKeys=no: ssh never edits the pinned file itself (it would add keys the server offers),
+    # so only the config or `safehold repo trust` change what is trusted.
     argv = ["ssh", "-F", "none", "-p", str(target.port),
-            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}", "-o", "UpdateHostKeys=no",
             "-o", "GlobalKnownHostsFile=none", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
             "-o", f"ConnectTimeout={CONNECT_TIMEOUT_SECONDS}", "-o", "ServerAliveInterval=15",
             "-o", "ServerAliveCountMax=3", "-E", str(ssh_log_file(config, name))]
