@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tarfile
 import tomllib
 from pathlib import Path
@@ -200,3 +201,39 @@ def test_age_passphrase_stream_rejects_wrong_passphrase_and_damage() -> None:
     for damaged in (blob[:-100], blob[:-16 - CHUNK], blob[:200] + bytes([blob[200] ^ 1]) + blob[201:]):
         with pytest.raises(AgeError):
             Decryptor(io.BufferedReader(io.BytesIO(damaged)), Secret("pw")).read()
+
+
+def _s3_config(tmp_path: Path, url: str) -> object:
+    return parse(f"""
+[settings]
+state_dir = "{tmp_path / 'state'}"
+[repositories.s3]
+url = "{url}"
+password = "env:REPO_PASS"
+[instances.app]
+repositories = ["s3"]
+files = ["/srv/app"]
+""", tmp_path / "safehold.toml")
+
+
+@pytest.mark.parametrize("url", ["s3:https://s3.eu-central-1.amazonaws.com/company-backups/safehold",
+                                 "s3:http://127.0.0.1:9000/backups", "s3:s3.amazonaws.com/backups/a/b",
+                                 "s3://minio.lan/backups"])
+def test_s3_urls_restic_reads(tmp_path: Path, url: str) -> None:
+    _s3_config(tmp_path, url)
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("s3:", "names no endpoint"),
+    ("s3:https://s3.example.com", "names no bucket"),
+    ("s3:https://s3.example.com/", "names no bucket"),
+    ("s3:https:///backups", "names no endpoint"),
+    # The endpoint left out: restic would take the bucket for the host and "x" for the bucket.
+    ("s3:backups/x", "'x' is not a valid S3 bucket name"),
+    ("s3:https://s3.example.com/Backups_2024!", "'Backups_2024!' is not a valid S3 bucket name"),
+])
+def test_s3_url_without_endpoint_or_bucket_is_a_config_error(tmp_path: Path, url: str, says: str) -> None:
+    # restic only fails when it opens the repository, and its "Bucket name cannot be empty" reads like a
+    # repository not created yet (a dry run said "would be initialised").
+    with pytest.raises(ConfigError, match=f"repositories.s3.url: .*{re.escape(says)}"):
+        _s3_config(tmp_path, url)
