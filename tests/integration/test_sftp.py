@@ -238,3 +238,20 @@ def test_sftp_dry_run_opens_read_only_and_names_each_problem(tmp_path: Path, ssh
     config.write_text(text.replace(f":{sshd.port}/", f":{free_port()}/"))
     _dry_run_problem(config, "repository offsite: connection refused", secrets)
     assert _tree_state(area / "repo") == stored
+
+
+def test_trust_pins_the_key_again_when_the_url_names_the_host_differently(tmp_path: Path, sshd: Sshd) -> None:
+    # ssh looks the key up by the URL's host name: a key pinned for 127.0.0.1 does not let it in as
+    # localhost, so `trust` must not answer "already pinned" and leave the repository unusable.
+    config, _, _ = _setup(tmp_path, sshd)
+    assert run_cli("repo", "trust", "offsite", "--yes", config=config).returncode == 0
+    config.write_text(config.read_text().replace("root@127.0.0.1:", "root@localhost:"))
+    unpinned = run_cli("backup", "app", "--dry-run", config=config)
+    assert unpinned.returncode == 1 and "not pinned" in unpinned.stdout, unpinned.stdout
+    asked = run_cli("repo", "trust", "offsite", config=config, input="n\n")  # the new name is asked for again
+    assert asked.returncode == 1 and "not accepted" in asked.stderr, asked.stdout + asked.stderr
+    trusted = run_cli("repo", "trust", "offsite", "--yes", "--json", config=config)
+    assert trusted.returncode == 0 and json.loads(trusted.stdout)["changed"], trusted.stdout + trusted.stderr
+    assert f"[localhost]:{sshd.port} " in Path(json.loads(trusted.stdout)["known_hosts"]).read_text()
+    planned = run_cli("backup", "app", "--dry-run", config=config)
+    assert planned.returncode == 0, planned.stdout + planned.stderr

@@ -157,13 +157,14 @@ def fingerprints(lines: list[str]) -> list[str]:
     return result
 
 
-def _key_blobs(lines: list[str]) -> set[tuple[str, str]]:
-    blobs = set()
+def _pins(lines: list[str]) -> set[tuple[str, str, str]]:
+    """(host name, key type, key) for each name of each known_hosts line (`a,b ssh-ed25519 AAAA...`)."""
+    pins = set()
     for line in lines:
         fields = line.split()
         if len(fields) >= 3:
-            blobs.add((fields[1], fields[2]))
-    return blobs
+            pins.update((host, fields[1], fields[2]) for host in fields[0].split(","))
+    return pins
 
 
 def trust(config: Config, name: str, accept: bool, replace: bool, confirm: object = None) -> dict[str, object]:
@@ -187,10 +188,12 @@ def trust(config: Config, name: str, accept: bool, replace: bool, confirm: objec
     result: dict[str, object] = {"repository": name, "host": target.known_hosts_name, "fingerprints": prints,
                                  "known_hosts": str(path)}
     if path.is_file():
-        pinned = path.read_text().splitlines()
-        if _key_blobs(pinned) & _key_blobs(lines) == _key_blobs(lines):
+        # ssh finds a key by the URL's host name: keys pinned under another name (the URL changed from
+        # an address to a name) do not let it in, so they are neither "already pinned" nor a change.
+        pinned = _pins(path.read_text().splitlines())
+        if _pins(lines) <= pinned:
             return {**result, "pinned": True, "changed": False}
-        if not replace:
+        if any(host == target.known_hosts_name for host, _, _ in pinned) and not replace:
             raise RepositoryError(f"the SSH host key of {target.known_hosts_name} differs from the pinned one "
                                   f"(now {', '.join(prints)})",
                                   f"if the server was reinstalled, check the fingerprint with its admin, then run "
