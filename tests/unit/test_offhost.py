@@ -35,6 +35,16 @@ def test_parse_sftp_forms() -> None:
         parse_sftp("sftp:nohostpath")
 
 
+@pytest.mark.parametrize("url", ["sftp:nas.example:/srv/safehold", "sftp://nas.example:2222//srv/safehold",
+                                 "sftp://@nas.example//srv/safehold"])
+def test_sftp_url_without_user_is_a_config_error(url: str) -> None:
+    # ssh runs without ~/.ssh/config: it would log in as whoever runs safehold (root at night, someone
+    # else restoring by hand), so the URL names the user.
+    with pytest.raises(ConfigError, match="names no user") as raised:
+        parse_sftp(url)
+    assert "sftp:USER@" in raised.value.hint
+
+
 def _config(tmp_path: Path, repo_extra: str) -> object:
     key = tmp_path / "id_ed25519"
     key.write_text("not really a key")

@@ -29,7 +29,7 @@ class SftpTarget:
     """Where an sftp: repository lives."""
 
     host: str
-    user: str | None
+    user: str
     port: int
     path: str
 
@@ -45,18 +45,25 @@ def parse_sftp(url: str) -> SftpTarget | None:
         parts = urlsplit(url)
         if not parts.hostname:
             raise ConfigError(f"repository URL {url!r} has no host", "use sftp://user@host:port//path")
-        return SftpTarget(parts.hostname, parts.username, parts.port or 22, parts.path.removeprefix("/"))
-    if not url.startswith("sftp:"):
-        return None
-    rest = url[5:]
-    user, _, hostpath = rest.rpartition("@") if "@" in rest.split(":", 1)[0] else ("", "", rest)
-    if hostpath.startswith("["):
-        host, _, path = hostpath[1:].partition("]:")
+        host, user, port, path = parts.hostname, parts.username, parts.port or 22, parts.path.removeprefix("/")
+    elif url.startswith("sftp:"):
+        rest = url[5:]
+        user, _, hostpath = rest.rpartition("@") if "@" in rest.split(":", 1)[0] else ("", "", rest)
+        if hostpath.startswith("["):
+            host, _, path = hostpath[1:].partition("]:")
+        else:
+            host, _, path = hostpath.partition(":")
+        if not host or not path:
+            raise ConfigError(f"repository URL {url!r} is not sftp:user@host:/path", "fix the repository URL")
+        port = 22
     else:
-        host, _, path = hostpath.partition(":")
-    if not host or not path:
-        raise ConfigError(f"repository URL {url!r} is not sftp:user@host:/path", "fix the repository URL")
-    return SftpTarget(host, user or None, 22, path)
+        return None
+    # ssh runs with no ~/.ssh/config (see sftp_command): without a user in the URL it would log in as
+    # whoever runs safehold, root at night and someone else restoring by hand.
+    if not user:
+        raise ConfigError(f"repository URL {url!r} names no user",
+                          "write sftp:USER@host:/path or sftp://USER@host:port//path")
+    return SftpTarget(host, user, port, path)
 
 
 def known_hosts_file(config: Config, name: str) -> Path:
@@ -119,9 +126,7 @@ def sftp_command(config: Config, name: str) -> str | None:
     key = _key_path(name, repo)
     if key is not None:
         argv += ["-i", str(key), "-o", "IdentitiesOnly=yes"]
-    if target.user:
-        argv += ["-l", target.user]
-    argv += [target.host, "-s", "sftp"]
+    argv += ["-l", target.user, target.host, "-s", "sftp"]
     return shlex.join(argv)
 
 
