@@ -140,6 +140,11 @@ def test_unpinned_sftp_host_is_refused(tmp_path: Path) -> None:
      "not pinned"),
     ("subprocess ssh: backup@h: Permission denied (publickey).", "SSH login refused"),
     ("subprocess ssh: ssh: connect to host h port 22: Connection refused", "connection refused"),
+    # ssh's own words (from its -E log); restic only says the session ended.
+    ("ssh: connect to host h port 22: Connection timed out\nFatal: unable to open repository at sftp://b@h//r: "
+     "unable to start the sftp session, error: EOF", "connection timed out"),
+    ("Connection timed out during banner exchange\nFatal: unable to start the sftp session, error: EOF",
+     "connection timed out"),
     ("Fatal: create repository at sftp:x failed: permission denied", "permission denied"),
     ("Fatal: unable to open config file: Stat: The AWS Access Key Id you provided does not exist in our records.",
      "S3 access key rejected"),

@@ -124,7 +124,8 @@ def explain(stderr: str, repo: str) -> RepositoryError:
         ("connection refused", f"repository {repo}: connection refused", "is the server up and the port right?"),
         ("no route to host", f"repository {repo}: host unreachable", "check the network and the host name"),
         ("could not resolve|no such host", f"repository {repo}: host name not found", "check the repository URL"),
-        ("timeout", f"repository {repo}: connection timed out", "check the network"),
+        # restic's Go errors say "timeout", ssh says "Connection timed out" (its log; restic then only says EOF).
+        ("timeout|timed out", f"repository {repo}: connection timed out", "check the network"),
         ("invalidaccesskeyid", f"repository {repo}: S3 access key rejected", "check the access key reference"),
         ("access key id you provided does not exist", f"repository {repo}: S3 access key rejected",
          "check AWS_ACCESS_KEY_ID of this repository"),
