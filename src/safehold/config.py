@@ -7,6 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -50,6 +51,33 @@ def local_path(url: str) -> Path | None:
     return None if url.startswith(REMOTE_SCHEMES) else Path(url.removeprefix("local:"))
 
 
+# What the S3 client inside restic accepts as a bucket name; it checks only when the repository is opened.
+S3_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{1,61}[A-Za-z0-9]")
+S3_FORM = "write s3:https://HOST/BUCKET or s3:https://HOST/BUCKET/PREFIX"
+
+
+def _check_s3_url(url: str) -> None:
+    """Refuse an s3: URL without an endpoint or a valid bucket, split as restic splits it.
+
+    restic takes the first part after the endpoint as the bucket: `s3:https://host` fails only when
+    the repository is opened, with "Bucket name cannot be empty" that reads like a repository not
+    created yet, and `s3:backups/x` (the endpoint left out) makes `backups` the host.
+    """
+    if url.startswith("s3:http"):
+        parts = urlsplit(url.removeprefix("s3:"))
+        endpoint, path = parts.netloc, parts.path.removeprefix("/")
+    else:
+        endpoint, _, path = url.removeprefix("s3://" if url.startswith("s3://") else "s3:").partition("/")
+    bucket = path.split("/", 1)[0]
+    if not endpoint:
+        raise ValueError(f"the s3: URL names no endpoint; {S3_FORM}")
+    if not bucket:
+        raise ValueError(f"the s3: URL names no bucket after the endpoint; {S3_FORM}")
+    if not S3_BUCKET.fullmatch(bucket):
+        raise ValueError(f"{bucket!r} is not a valid S3 bucket name (3 to 63 letters, digits, dots and hyphens); "
+                         f"{S3_FORM}")
+
+
 class RepositoryConfig(Model):
     """One restic repository: a local path or any restic URL (sftp:, s3:, rest:, rclone:)."""
 
@@ -68,9 +96,11 @@ class RepositoryConfig(Model):
 
     @field_validator("url")
     @classmethod
-    def _local_url_absolute(cls, value: str) -> str:
+    def _url_shape(cls, value: str) -> str:
         if (path := local_path(value)) is not None:
             _absolute(str(path))
+        elif value.startswith("s3:"):
+            _check_s3_url(value)
         return value
 
     def is_remote(self) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SRC, database_config, mariadb_dump, private_file, run_cli, sql, write_config
+from tests.conftest import SRC, database_config, files_instances, mariadb_dump, private_file, run_cli, sql, write_config
 from tests.integration.test_core_roundtrip import fill_mariadb
 
 
@@ -142,6 +142,28 @@ def test_repository_that_disappears_is_reported_not_silently_recreated(files_ins
     assert "has disappeared: earlier runs used it" in one_line_error(result)
     again = run_cli("backup", config=files_instance)  # as the message says: a new, empty repository
     assert again.returncode == 0 and "is new: initialising it" in again.stderr
+
+
+def test_copy_repository_that_disappears_is_reported_not_silently_recreated(tmp_path: Path,
+                                                                           repo: dict[str, str]) -> None:
+    # An unmounted backup disk leaves its empty mount point: copying every point there fills the wrong disk.
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.txt").write_text("important\n")
+    mount = tmp_path / "usb"
+    config = write_config(tmp_path, repo, files_instances(files, (mount, repo["password_file"]), app=["main", "copy"]))
+    assert run_cli("backup", config=config).returncode == 0
+    for entry in mount.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    planned = run_cli("backup", "--dry-run", config=config)
+    assert planned.returncode == 1 and "problem: repository copy (" in planned.stdout, planned.stdout
+    assert "has disappeared: earlier runs used it" in planned.stdout
+    result = run_cli("backup", "--json", config=config)
+    assert result.returncode == 3, result.stderr
+    assert "copy to copy failed: repository copy" in json.loads(result.stdout)[0]["error"]
+    assert "has disappeared: earlier runs used it" in result.stderr and list(mount.iterdir()) == []
+    again = run_cli("backup", config=config)  # as the message says: a new repository, and every point copied
+    assert again.returncode == 0 and "is new: initialising it as a copy of main" in again.stderr, again.stderr
 
 
 def test_read_back_catches_a_part_missing_after_upload(files_instance: Path, repo: dict[str, str]) -> None:

@@ -15,7 +15,7 @@ from safehold.config import load
 from safehold.errors import SafeholdError
 from safehold.history import History
 from safehold.output import Silent
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_config
 from tests.integration.unattended import make_instance
 
 
@@ -122,3 +122,31 @@ def test_a_noted_point_with_keep_days_outlives_the_rules(tmp_path: Path, repo: d
     config.write_text(text)
     latest = backup_instance(load(config), "app", Silent())["run_id"]
     assert sorted(point_ids(config)) == [kept, latest]
+
+
+def test_a_repository_that_cannot_be_pruned_does_not_stop_retention_in_the_others(tmp_path: Path,
+                                                                                   repo: dict[str, str]) -> None:
+    # An unreachable copy (NAS down) must not leave the repositories after it growing: each is pruned,
+    # and the run ends partial naming the one that was not.
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.txt").write_text("one\n")
+    password = repo["password_file"]
+    repositories = "".join(f'[repositories.{name}]\nurl = "{tmp_path / name}"\npassword = "file:{password}"\n'
+                           for name in ("nas", "cloud"))
+    config = write_config(tmp_path, repo, repositories + f"""
+[instances.app]
+repositories = ["main", "nas", "cloud"]
+files = ["{files}"]
+retention = {{ last = 1, after_backup = false }}
+""")
+    for _ in range(2):
+        assert run_cli("backup", "app", config=config).returncode == 0
+    (tmp_path / "nas" / "config").rename(tmp_path / "nas-config")  # nas unreadable for now
+    result = run_cli("prune", "app", config=config)
+    assert result.returncode == 3, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "retention of app not applied in nas: repository nas" in errors[0], result.stderr
+    (tmp_path / "nas-config").rename(tmp_path / "nas" / "config")
+    listed = json.loads(run_cli("list", "app", "--json", config=config).stdout)
+    assert sorted(row["repository"] for row in listed) == ["cloud", "main", "nas", "nas"]

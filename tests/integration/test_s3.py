@@ -108,3 +108,42 @@ def test_host_only_repository_is_reported(tmp_path: Path, restic: str) -> None:
     listed = run_cli("list", "app", config=config)
     assert listed.returncode == 0 and "every repository (here) is on this host" in listed.stderr
     shutil.rmtree(tmp_path / "repo")
+
+
+def test_s3_dry_run_names_each_problem_and_creates_nothing(tmp_path: Path, moto: Moto, moto_keys: Moto) -> None:
+    import boto3
+
+    ready_folder = tmp_path / "ready"
+    ready_folder.mkdir()
+    config, _, _ = _setup(ready_folder, moto, moto.bucket("dry-run-bucket"))
+    assert run_cli("backup", "app", config=config).returncode == 0
+    s3 = boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1",
+                      aws_access_key_id=moto.access_key, aws_secret_access_key=moto.secret_key)
+
+    def stored() -> dict[str, str]:
+        return {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket="dry-run-bucket").get("Contents", [])}
+
+    before = stored()
+    ready = run_cli("backup", "app", "--dry-run", "--json", config=config)
+    assert ready.returncode == 0, ready.stderr
+    assert json.loads(ready.stdout)[0]["repositories"][0]["state"] == "ready"
+    assert stored() == before  # not even a lock object came and went
+
+    cases = {
+        "wrong access key": (moto_keys, {"access_key": "AKIAWRONGWRONGWRONG0"}, "S3 access key rejected"),
+        "wrong secret key": (moto_keys, {"secret_key": "wrong-secret-key-value-0123456789"}, "S3 secret key rejected"),
+        "missing bucket": (moto, {"bucket": "no-such-dry-bucket"}, "bucket does not exist"),
+    }
+    moto_keys.bucket("dry-run-bucket")
+    for label, (server, change, expected) in cases.items():
+        folder = tmp_path / label.replace(" ", "-")
+        folder.mkdir()
+        config, _, secrets = _setup(folder, server, str(change.pop("bucket", "dry-run-bucket")), **change)
+        result = run_cli("backup", "app", "--dry-run", config=config)
+        assert result.returncode == 1, result.stdout + result.stderr
+        problems = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("problem:")]
+        assert len(problems) == 1 and f"repository s3: {expected}" in problems[0], result.stdout
+        assert "Traceback" not in result.stderr
+        assert not any(s in result.stdout + result.stderr for s in secrets)
+    assert "no-such-dry-bucket" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    assert stored() == before

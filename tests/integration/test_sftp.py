@@ -196,3 +196,62 @@ def test_two_repositories_copy_killed_then_completed(tmp_path: Path, sshd: Sshd)
                        str(tmp_path / "from-offsite"), config=config)
     assert restored.returncode == 0, restored.stderr
     assert read_tree(tmp_path / "from-offsite" / str(app).lstrip("/")) == read_tree(app)
+
+
+def _tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under `root` with its size and mtime (nothing when it does not exist)."""
+    return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))} if root.exists() else {}
+
+
+def _dry_run_problem(config: Path, expected: str, secrets: list[str]) -> None:
+    """`backup --dry-run` names the repository's problem in one line and exits 1, with no secret shown."""
+    result = run_cli("backup", "app", "--dry-run", config=config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    problems = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("problem:")]
+    assert len(problems) == 1 and expected in problems[0], result.stdout
+    assert "Traceback" not in result.stderr
+    assert not any(secret in result.stdout + result.stderr for secret in secrets)
+
+
+def test_sftp_dry_run_opens_read_only_and_names_each_problem(tmp_path: Path, sshd: Sshd) -> None:
+    config, _, password = _setup(tmp_path, sshd, known_hosts=sshd.known_hosts_line())
+    area = sshd.folder / "srv" / tmp_path.name
+    secrets = [password.read_text()]
+    new = run_cli("backup", "app", "--dry-run", "--json", config=config)
+    assert new.returncode == 0, new.stderr
+    assert json.loads(new.stdout)[0]["repositories"][0]["state"] == "new"
+    assert not (area / "repo").exists()  # a dry run never initialises
+
+    assert run_cli("backup", "app", config=config).returncode == 0
+    stored = _tree_state(area / "repo")
+    ready = run_cli("backup", "app", "--dry-run", "--json", config=config)
+    assert ready.returncode == 0, ready.stderr
+    assert json.loads(ready.stdout)[0]["repositories"][0]["state"] == "ready"
+    assert _tree_state(area / "repo") == stored  # not even a lock file came and went
+
+    other_host = keygen(tmp_path / "other_host")
+    fake_host_line = f"[127.0.0.1]:{sshd.port} " + " ".join(Path(f"{other_host}.pub").read_text().split()[:2])
+    text = config.read_text()
+    config.write_text(text.replace(sshd.known_hosts_line(), fake_host_line))
+    _dry_run_problem(config, "repository offsite: SSH host key CHANGED", secrets)
+    config.write_text(text.replace(f":{sshd.port}/", f":{free_port()}/"))
+    _dry_run_problem(config, "repository offsite: connection refused", secrets)
+    assert _tree_state(area / "repo") == stored
+
+
+def test_trust_pins_the_key_again_when_the_url_names_the_host_differently(tmp_path: Path, sshd: Sshd) -> None:
+    # ssh looks the key up by the URL's host name: a key pinned for 127.0.0.1 does not let it in as
+    # localhost, so `trust` must not answer "already pinned" and leave the repository unusable.
+    config, _, _ = _setup(tmp_path, sshd)
+    assert run_cli("repo", "trust", "offsite", "--yes", config=config).returncode == 0
+    config.write_text(config.read_text().replace("root@127.0.0.1:", "root@localhost:"))
+    unpinned = run_cli("backup", "app", "--dry-run", config=config)
+    assert unpinned.returncode == 1 and "not pinned" in unpinned.stdout, unpinned.stdout
+    asked = run_cli("repo", "trust", "offsite", config=config, input="n\n")  # the new name is asked for again
+    assert asked.returncode == 1 and "not accepted" in asked.stderr, asked.stdout + asked.stderr
+    trusted = run_cli("repo", "trust", "offsite", "--yes", "--json", config=config)
+    assert trusted.returncode == 0 and json.loads(trusted.stdout)["changed"], trusted.stdout + trusted.stderr
+    assert f"[localhost]:{sshd.port} " in Path(json.loads(trusted.stdout)["known_hosts"]).read_text()
+    planned = run_cli("backup", "app", "--dry-run", config=config)
+    assert planned.returncode == 0, planned.stdout + planned.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tarfile
 import tomllib
 from pathlib import Path
@@ -34,6 +35,16 @@ def test_parse_sftp_forms() -> None:
         parse_sftp("sftp:nohostpath")
 
 
+@pytest.mark.parametrize("url", ["sftp:nas.example:/srv/safehold", "sftp://nas.example:2222//srv/safehold",
+                                 "sftp://@nas.example//srv/safehold"])
+def test_sftp_url_without_user_is_a_config_error(url: str) -> None:
+    # ssh runs without ~/.ssh/config: it would log in as whoever runs safehold (root at night, someone
+    # else restoring by hand), so the URL names the user.
+    with pytest.raises(ConfigError, match="names no user") as raised:
+        parse_sftp(url)
+    assert "sftp:USER@" in raised.value.hint
+
+
 def _config(tmp_path: Path, repo_extra: str) -> object:
     key = tmp_path / "id_ed25519"
     key.write_text("not really a key")
@@ -57,11 +68,30 @@ def test_sftp_command_is_strict_and_secret_free(tmp_path: Path) -> None:
     config = _config(tmp_path, 'known_hosts = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"')
     command = sftp_command(config, "off")  # type: ignore[arg-type]
     assert command is not None
-    for part in ("StrictHostKeyChecking=yes", "BatchMode=yes", "-p 2222", "-l backup", "-s sftp", "IdentitiesOnly=yes",
+    for part in ("StrictHostKeyChecking=yes", "UpdateHostKeys=no", "BatchMode=yes", "-p 2222", "-l backup", "-s sftp",
+                 "IdentitiesOnly=yes",
                  f"UserKnownHostsFile={tmp_path / 'state' / 'ssh' / 'off.known_hosts'}"):
         assert part in command
     known = tmp_path / "state" / "ssh" / "off.known_hosts"
     assert known.stat().st_mode & 0o777 == 0o600 and "ssh-ed25519" in known.read_text()
+
+
+def test_configured_known_hosts_is_written_only_when_it_changes(tmp_path: Path) -> None:
+    # Every restic call opens the repository: the pinned file stays as it is (same inode, never a moment
+    # without it) unless the config's lines or its 0600 mode differ.
+    line = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"
+    config = _config(tmp_path, f'known_hosts = "{line}"')
+    known = tmp_path / "state" / "ssh" / "off.known_hosts"
+    sftp_command(config, "off")  # type: ignore[arg-type]
+    first = known.stat()
+    sftp_command(config, "off")  # type: ignore[arg-type]
+    assert (known.stat().st_ino, known.stat().st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    known.chmod(0o644)
+    sftp_command(config, "off")  # type: ignore[arg-type]
+    assert known.stat().st_mode & 0o777 == 0o600 and known.read_text() == line + "\n"
+    other = line.replace("Example", "Rotated")
+    sftp_command(_config(tmp_path, f'known_hosts = "{other}"'), "off")  # type: ignore[arg-type]
+    assert known.read_text() == other + "\n" and known.stat().st_mode & 0o777 == 0o600
 
 
 def test_each_restic_call_gets_its_own_ssh_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -110,6 +140,11 @@ def test_unpinned_sftp_host_is_refused(tmp_path: Path) -> None:
      "not pinned"),
     ("subprocess ssh: backup@h: Permission denied (publickey).", "SSH login refused"),
     ("subprocess ssh: ssh: connect to host h port 22: Connection refused", "connection refused"),
+    # ssh's own words (from its -E log); restic only says the session ended.
+    ("ssh: connect to host h port 22: Connection timed out\nFatal: unable to open repository at sftp://b@h//r: "
+     "unable to start the sftp session, error: EOF", "connection timed out"),
+    ("Connection timed out during banner exchange\nFatal: unable to start the sftp session, error: EOF",
+     "connection timed out"),
     ("Fatal: create repository at sftp:x failed: permission denied", "permission denied"),
     ("Fatal: unable to open config file: Stat: The AWS Access Key Id you provided does not exist in our records.",
      "S3 access key rejected"),
@@ -181,3 +216,39 @@ def test_age_passphrase_stream_rejects_wrong_passphrase_and_damage() -> None:
     for damaged in (blob[:-100], blob[:-16 - CHUNK], blob[:200] + bytes([blob[200] ^ 1]) + blob[201:]):
         with pytest.raises(AgeError):
             Decryptor(io.BufferedReader(io.BytesIO(damaged)), Secret("pw")).read()
+
+
+def _s3_config(tmp_path: Path, url: str) -> object:
+    return parse(f"""
+[settings]
+state_dir = "{tmp_path / 'state'}"
+[repositories.s3]
+url = "{url}"
+password = "env:REPO_PASS"
+[instances.app]
+repositories = ["s3"]
+files = ["/srv/app"]
+""", tmp_path / "safehold.toml")
+
+
+@pytest.mark.parametrize("url", ["s3:https://s3.eu-central-1.amazonaws.com/company-backups/safehold",
+                                 "s3:http://127.0.0.1:9000/backups", "s3:s3.amazonaws.com/backups/a/b",
+                                 "s3://minio.lan/backups"])
+def test_s3_urls_restic_reads(tmp_path: Path, url: str) -> None:
+    _s3_config(tmp_path, url)
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("s3:", "names no endpoint"),
+    ("s3:https://s3.example.com", "names no bucket"),
+    ("s3:https://s3.example.com/", "names no bucket"),
+    ("s3:https:///backups", "names no endpoint"),
+    # The endpoint left out: restic would take the bucket for the host and "x" for the bucket.
+    ("s3:backups/x", "'x' is not a valid S3 bucket name"),
+    ("s3:https://s3.example.com/Backups_2024!", "'Backups_2024!' is not a valid S3 bucket name"),
+])
+def test_s3_url_without_endpoint_or_bucket_is_a_config_error(tmp_path: Path, url: str, says: str) -> None:
+    # restic only fails when it opens the repository, and its "Bucket name cannot be empty" reads like a
+    # repository not created yet (a dry run said "would be initialised").
+    with pytest.raises(ConfigError, match=f"repositories.s3.url: .*{re.escape(says)}"):
+        _s3_config(tmp_path, url)

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from safehold.actions.common import Point, lock_instance, open_repository, points, tag_value
 from safehold.config import Config, RetentionConfig
+from safehold.errors import PartialFailure, SafeholdError
 from safehold.output import Reporter
 from safehold.repository.manifest import now
 from safehold.repository.restic import Repository, snapshot_time
@@ -53,32 +54,53 @@ def prune_instance(config: Config, name: str, reporter: Reporter, dry_run: bool 
 
 
 def _prune(config: Config, name: str, reporter: Reporter, dry_run: bool) -> list[dict[str, object]]:
+    """Apply retention in each repository of instance `name`.
+
+    A repository that cannot be pruned (a copy's server down) does not stop the others: a bucket
+    after it would keep every point until it came back. The run then ends partial, naming it.
+    """
     instance = config.instance(name)
-    results = []
+    results: list[dict[str, object]] = []
+    failures: list[tuple[str, SafeholdError]] = []
     with lock_instance(config, name, "prune", reporter):
         for repo_name in instance.repositories:
-            repo = open_repository(config, repo_name)
-            complete = points(config, repo, name)
-            why = keep_reasons(complete, instance.retention, now())
-            kept = set(why)
-            drop_runs = {p.run_id for p in complete} - kept
-            complete_runs = {p.run_id for p in complete}
-            forget: list[str] = []
-            orphans: set[str] = set()
-            for snap in repo.snapshots([f"instance={name}"]):
-                run = tag_value(snap, "run")
-                if run in drop_runs:
-                    forget.append(snap["id"])
-                elif run not in complete_runs and run is not None and now() - snapshot_time(snap) > ORPHAN_AGE:
-                    forget.append(snap["id"])
-                    orphans.add(run)
-            results.append({"repository": repo_name, "keep": sorted(kept, reverse=True), "why": why,
-                            "remove": sorted(drop_runs, reverse=True), "incomplete_removed": sorted(orphans),
-                            "dry_run": dry_run})
-            if dry_run or not forget:
-                continue
-            remove_snapshots(repo, forget, f"{len(drop_runs)} point(s) of {name}", reporter)
+            try:
+                results.append(_prune_repository(config, name, repo_name, reporter, dry_run))
+            except SafeholdError as exc:
+                failures.append((repo_name, exc))
+    if failures and not results:
+        raise failures[0][1]
+    if failures:
+        done = ", ".join(str(row["repository"]) for row in results)
+        raise PartialFailure(f"retention of {name} not applied in " + "; ".join(
+            f"{repo_name}: {exc.message}" for repo_name, exc in failures) +
+            f" ({'looked at' if dry_run else 'applied'} in {done})", "the next prune applies it there")
     return results
+
+
+def _prune_repository(config: Config, name: str, repo_name: str, reporter: Reporter,
+                      dry_run: bool) -> dict[str, object]:
+    """Apply instance `name`'s retention in one repository; returns what it keeps and removes."""
+    instance = config.instance(name)
+    repo = open_repository(config, repo_name)
+    complete = points(config, repo, name)
+    why = keep_reasons(complete, instance.retention, now())
+    kept = set(why)
+    drop_runs = {p.run_id for p in complete} - kept
+    complete_runs = {p.run_id for p in complete}
+    forget: list[str] = []
+    orphans: set[str] = set()
+    for snap in repo.snapshots([f"instance={name}"]):
+        run = tag_value(snap, "run")
+        if run in drop_runs:
+            forget.append(snap["id"])
+        elif run not in complete_runs and run is not None and now() - snapshot_time(snap) > ORPHAN_AGE:
+            forget.append(snap["id"])
+            orphans.add(run)
+    if forget and not dry_run:
+        remove_snapshots(repo, forget, f"{len(drop_runs)} point(s) of {name}", reporter)
+    return {"repository": repo_name, "keep": sorted(kept, reverse=True), "why": why,
+            "remove": sorted(drop_runs, reverse=True), "incomplete_removed": sorted(orphans), "dry_run": dry_run}
 
 
 def remove_snapshots(repo: Repository, snapshot_ids: list[str], what: str, reporter: Reporter) -> None:

@@ -124,7 +124,8 @@ def explain(stderr: str, repo: str) -> RepositoryError:
         ("connection refused", f"repository {repo}: connection refused", "is the server up and the port right?"),
         ("no route to host", f"repository {repo}: host unreachable", "check the network and the host name"),
         ("could not resolve|no such host", f"repository {repo}: host name not found", "check the repository URL"),
-        ("timeout", f"repository {repo}: connection timed out", "check the network"),
+        # restic's Go errors say "timeout", ssh says "Connection timed out" (its log; restic then only says EOF).
+        ("timeout|timed out", f"repository {repo}: connection timed out", "check the network"),
         ("invalidaccesskeyid", f"repository {repo}: S3 access key rejected", "check the access key reference"),
         ("access key id you provided does not exist", f"repository {repo}: S3 access key rejected",
          "check AWS_ACCESS_KEY_ID of this repository"),
@@ -492,6 +493,10 @@ class Repository:
             self._refuse_occupied_folder()
             reporter.step(f"repository {self.name} ({mask_url(self.url)}) is new: initialising it")
             self.run("init")
+        self._remember()
+
+    def _remember(self) -> None:
+        """Record that runs use the repository at this URL: if it is gone later, that is reported."""
         if self.known_file is not None:
             self.known_file.parent.mkdir(parents=True, exist_ok=True)
             self.known_file.write_text(self._url_digest())
@@ -516,13 +521,19 @@ class Repository:
                 raise self._explain(exc.stderr, call) from None
 
     def ensure_copy_of(self, source: Repository, reporter: Reporter) -> None:
-        """Open this repository, initialising it with `source`'s chunker so copies deduplicate."""
-        if self.is_initialised():
+        """Open this repository, initialising it with `source`'s chunker so copies deduplicate.
+
+        A copy that earlier runs used is not created anew when it is gone, as in ensure(): an
+        unmounted backup disk leaves an empty mount point, and every point would be copied there.
+        """
+        if self._known():
             return
-        self._refuse_occupied_folder()
-        reporter.step(f"repository {self.name} ({mask_url(self.url)}) is new: initialising it as a copy of "
-                      f"{source.name}")
-        self._run_with(source, "init", "--copy-chunker-params")
+        if not self.is_initialised():
+            self._refuse_occupied_folder()
+            reporter.step(f"repository {self.name} ({mask_url(self.url)}) is new: initialising it as a copy of "
+                          f"{source.name}")
+            self._run_with(source, "init", "--copy-chunker-params")
+        self._remember()
 
     def copy_from(self, source: Repository, snapshot_ids: Sequence[str]) -> None:
         """Copy snapshots (and only the data they need) from `source`; restic skips ones already here."""

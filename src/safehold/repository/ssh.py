@@ -9,7 +9,9 @@ holds paths and the host name only, never a secret.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,7 +29,7 @@ class SftpTarget:
     """Where an sftp: repository lives."""
 
     host: str
-    user: str | None
+    user: str
     port: int
     path: str
 
@@ -43,18 +45,25 @@ def parse_sftp(url: str) -> SftpTarget | None:
         parts = urlsplit(url)
         if not parts.hostname:
             raise ConfigError(f"repository URL {url!r} has no host", "use sftp://user@host:port//path")
-        return SftpTarget(parts.hostname, parts.username, parts.port or 22, parts.path.removeprefix("/"))
-    if not url.startswith("sftp:"):
-        return None
-    rest = url[5:]
-    user, _, hostpath = rest.rpartition("@") if "@" in rest.split(":", 1)[0] else ("", "", rest)
-    if hostpath.startswith("["):
-        host, _, path = hostpath[1:].partition("]:")
+        host, user, port, path = parts.hostname, parts.username, parts.port or 22, parts.path.removeprefix("/")
+    elif url.startswith("sftp:"):
+        rest = url[5:]
+        user, _, hostpath = rest.rpartition("@") if "@" in rest.split(":", 1)[0] else ("", "", rest)
+        if hostpath.startswith("["):
+            host, _, path = hostpath[1:].partition("]:")
+        else:
+            host, _, path = hostpath.partition(":")
+        if not host or not path:
+            raise ConfigError(f"repository URL {url!r} is not sftp:user@host:/path", "fix the repository URL")
+        port = 22
     else:
-        host, _, path = hostpath.partition(":")
-    if not host or not path:
-        raise ConfigError(f"repository URL {url!r} is not sftp:user@host:/path", "fix the repository URL")
-    return SftpTarget(host, user or None, 22, path)
+        return None
+    # ssh runs with no ~/.ssh/config (see sftp_command): without a user in the URL it would log in as
+    # whoever runs safehold, root at night and someone else restoring by hand.
+    if not user:
+        raise ConfigError(f"repository URL {url!r} names no user",
+                          "write sftp:USER@host:/path or sftp://USER@host:port//path")
+    return SftpTarget(host, user, port, path)
 
 
 def known_hosts_file(config: Config, name: str) -> Path:
@@ -80,6 +89,21 @@ def _key_path(name: str, repo: RepositoryConfig) -> Path | None:
     return path
 
 
+def _pin_configured(path: Path, lines: str) -> None:
+    """Make `path` hold the config's known_hosts `lines` (mode 0600), writing only when it does not yet.
+
+    Every repository opening (each command, each copy) comes here: rewriting an unchanged file each
+    time would churn the state dir and fail where it is read-only to the user running safehold (a
+    `safehold list` from a monitoring account). The config is the pin: lines edited there replace
+    the file, which ssh then checks strictly, so a changed key is only ever taken from the config.
+    """
+    content = lines.strip() + "\n"
+    with contextlib.suppress(OSError):  # missing or unreadable: written below
+        if stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == content:
+            return
+    write_private(path, content)
+
+
 def sftp_command(config: Config, name: str) -> str | None:
     """The `sftp.command` for repository `name` (None when it is not sftp:); writes known_hosts."""
     repo = config.repositories[name]
@@ -88,21 +112,21 @@ def sftp_command(config: Config, name: str) -> str | None:
         return None
     known_hosts = known_hosts_file(config, name)
     if repo.known_hosts:
-        write_private(known_hosts, repo.known_hosts.strip() + "\n")
+        _pin_configured(known_hosts, repo.known_hosts)
     elif not known_hosts.is_file():
         raise ConfigError(f"the SSH host key of repository {name} ({target.known_hosts_name}) is not pinned yet",
                           f"run `safehold repo trust {name}` and compare the fingerprint, or set known_hosts")
+    # UpdateHostKeys=no: ssh never edits the pinned file itself (it would add keys the server offers),
+    # so only the config or `safehold repo trust` change what is trusted.
     argv = ["ssh", "-F", "none", "-p", str(target.port),
-            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}", "-o", "UpdateHostKeys=no",
             "-o", "GlobalKnownHostsFile=none", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
             "-o", f"ConnectTimeout={CONNECT_TIMEOUT_SECONDS}", "-o", "ServerAliveInterval=15",
             "-o", "ServerAliveCountMax=3", "-E", str(ssh_log_file(config, name))]
     key = _key_path(name, repo)
     if key is not None:
         argv += ["-i", str(key), "-o", "IdentitiesOnly=yes"]
-    if target.user:
-        argv += ["-l", target.user]
-    argv += [target.host, "-s", "sftp"]
+    argv += ["-l", target.user, target.host, "-s", "sftp"]
     return shlex.join(argv)
 
 
@@ -138,13 +162,14 @@ def fingerprints(lines: list[str]) -> list[str]:
     return result
 
 
-def _key_blobs(lines: list[str]) -> set[tuple[str, str]]:
-    blobs = set()
+def _pins(lines: list[str]) -> set[tuple[str, str, str]]:
+    """(host name, key type, key) for each name of each known_hosts line (`a,b ssh-ed25519 AAAA...`)."""
+    pins = set()
     for line in lines:
         fields = line.split()
         if len(fields) >= 3:
-            blobs.add((fields[1], fields[2]))
-    return blobs
+            pins.update((host, fields[1], fields[2]) for host in fields[0].split(","))
+    return pins
 
 
 def trust(config: Config, name: str, accept: bool, replace: bool, confirm: object = None) -> dict[str, object]:
@@ -168,10 +193,12 @@ def trust(config: Config, name: str, accept: bool, replace: bool, confirm: objec
     result: dict[str, object] = {"repository": name, "host": target.known_hosts_name, "fingerprints": prints,
                                  "known_hosts": str(path)}
     if path.is_file():
-        pinned = path.read_text().splitlines()
-        if _key_blobs(pinned) & _key_blobs(lines) == _key_blobs(lines):
+        # ssh finds a key by the URL's host name: keys pinned under another name (the URL changed from
+        # an address to a name) do not let it in, so they are neither "already pinned" nor a change.
+        pinned = _pins(path.read_text().splitlines())
+        if _pins(lines) <= pinned:
             return {**result, "pinned": True, "changed": False}
-        if not replace:
+        if any(host == target.known_hosts_name for host, _, _ in pinned) and not replace:
             raise RepositoryError(f"the SSH host key of {target.known_hosts_name} differs from the pinned one "
                                   f"(now {', '.join(prints)})",
                                   f"if the server was reinstalled, check the fingerprint with its admin, then run "
