@@ -286,3 +286,23 @@ def test_passphrase_export_is_standard_age(tmp_path: Path, new_db: Callable[[str
                        config=config)
     assert restored.returncode == 0, restored.stderr
     assert (target / str(app).lstrip("/") / "config.php").read_bytes() == (app / "config.php").read_bytes()
+
+
+def test_an_export_of_another_instance_is_refused_unless_forced(tmp_path: Path, new_db: Callable[[str], str]) -> None:
+    config, app, db = _instance(tmp_path, new_db, extra="""
+[instances.staging]
+repositories = ["local"]
+files = ["/nonexistent/staging"]
+databases = [{ engine = "mariadb", user = "root", names = ["t_offhost_staging"] }]
+""")
+    export = tmp_path / "point.tar.zst"
+    assert run_cli("export", "latest", str(export), "--instance", "app", config=config).returncode == 0
+    target = tmp_path / "restored"
+    args = ("restore", "staging", "--from-file", str(export), "--to-db", f"{db}_s", "--files-to", str(target))
+    for dry in ((), ("--dry-run",)):
+        refused = run_cli(*args, *dry, config=config)
+        _assert_nothing_written(refused, "was made of instance 'app', not 'staging'", target, f"{db}_s")
+        assert "add --force" in refused.stderr
+    forced = run_cli(*args, "--force", config=config)
+    assert forced.returncode == 0, forced.stderr
+    assert sql(f"SELECT COUNT(*) FROM `{db}_s`.tickets")[0][0] == 3

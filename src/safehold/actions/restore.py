@@ -212,6 +212,7 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
     """
     repo, point = source if source is not None else open_point(config, name, run, repository)
     instance, profile = _describe_live(config, name, repo, point, reporter, dry_run)
+    _refuse_other_instance(point, instance, force)
     plan = make_plan(config, instance, point, only or [], to_db or [], files_to, paths=paths)
     if plan.selection is not None:
         plan.selection.compare(repo, point, keep_items=dry_run)
@@ -360,6 +361,22 @@ def _in_place(plan: Plan) -> set[str]:
     """What goes back into the live instance: "db" (a database under its own name), "files" (to /)."""
     parts = {"db"} if any(s.target == s.entry.name for s in plan.databases) else set()
     return parts | ({"files"} if plan.includes and plan.files_target == Path("/") else set())
+
+
+def _refuse_other_instance(point: Point, instance: Instance, force: bool) -> None:
+    """Refuse a point made of another instance (an export file names its own): its databases and trees would
+    replace this one's. Another app's point is refused always, as its profile's restore steps do not fit;
+    the same app's (a production export into a staging instance) with --force."""
+    made_of = point.manifest
+    if made_of.app != instance.app:
+        raise RestoreRefused(f"point {made_of.run_id} is of {made_of.app} instance {made_of.instance!r}, and "
+                             f"{instance.name!r} is a {instance.app} instance",
+                             f"restore it into an instance with app = \"{made_of.app}\"; nothing was changed")
+    if made_of.instance != instance.name and not force:
+        raise RestoreRefused(f"point {made_of.run_id} was made of instance {made_of.instance!r}, not "
+                             f"{instance.name!r}: its databases and files would replace {instance.name!r}'s",
+                             f"name {made_of.instance!r} to restore it as it was, or add --force to restore it "
+                             f"into {instance.name!r} on purpose; nothing was changed")
 
 
 def _describe_live(config: Config, name: str, repo, point: Point, reporter: Reporter,  # noqa: ANN001
