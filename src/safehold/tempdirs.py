@@ -9,14 +9,18 @@ stopped by SIGTERM (or ending any other way Python sees) removes its own on the 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import errno
 import logging
 import os
 import shutil
 import signal
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+from safehold.errors import SafeholdError
 from safehold.runner import process_alive
 
 _made: set[Path] = set()  # folders private_dir made in this process
@@ -37,6 +41,19 @@ def private_dir(prefix: str, parent: str | Path | None = None) -> Path:
         if held is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
     return path
+
+
+@contextlib.contextmanager
+def room_in(folder: str | Path, what: str) -> Iterator[None]:
+    """Say which folder ran out of space while `what` was written there: a full temp folder is for the
+    admin to fix (free space, TMPDIR), not a damaged point or a database error ("[Errno 28]")."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise SafeholdError(f"no space left in {folder} for {what}",
+                            "free space there, or set TMPDIR to a folder on a disk with room") from None
 
 
 @atexit.register

@@ -449,3 +449,22 @@ def test_killed_run_leaves_last_point_and_next_run_works(tmp_path: Path, repo: d
             (db_user["db"] + "_r").encode(), db_user["db"].encode()) == before
     finally:
         sql(f"DROP DATABASE IF EXISTS `{db_user['db']}_r`")
+
+
+def test_a_full_temp_folder_is_named_on_backup_and_restore(tmp_path: Path, repo: dict[str, str], mount_point,
+                                                           new_db) -> None:
+    db = new_db("t_tmpfull")
+    sql(["CREATE TABLE scans (id INT PRIMARY KEY, note VARCHAR(20), body LONGBLOB)",
+         *[f"INSERT INTO scans VALUES ({i}, 'scan {i}', 0x{os.urandom(2 << 20).hex()})" for i in range(3)]], db)
+    path = database_config(tmp_path, repo, "app", "mariadb", "root", db)
+    new_db.created.append(f"{db}_r")
+    small = mount_point("small", "size=1m")
+    for command in (("backup", "app"), ("restore", "app", "latest", "--to-db", f"{db}_r")):
+        result = run_cli(*command, config=path, env={"TMPDIR": str(small)})
+        assert result.returncode == 1, result.stderr
+        assert f"no space left in {small}" in one_line_error(result)
+        assert "Errno" not in result.stderr
+        assert run_cli("backup", "app", config=path).returncode == 0  # with room: the point the restore reads
+    assert list(small.iterdir()) == []
+    restored = run_cli("restore", "app", "latest", "--to-db", f"{db}_r", "--force", config=path)
+    assert restored.returncode == 0, restored.stderr

@@ -22,7 +22,7 @@ from safehold.engines.mariadb import client
 from safehold.engines.mariadb.stream import decompress
 from safehold.engines.mariadb.tables import Table
 from safehold.models import Database
-from safehold.tempdirs import private_dir
+from safehold.tempdirs import private_dir, room_in
 
 LOAD_SESSION = ("SET SESSION foreign_key_checks=0, unique_checks=0, sql_mode='NO_AUTO_VALUE_ON_ZERO',"
                 " time_zone='+00:00', net_read_timeout=3600, net_write_timeout=3600")
@@ -155,7 +155,7 @@ class ChunkLoader:
         self._last = table
         path = os.path.join(self.spool, f"{self._files}.zst" if compressed else f"{self._files}.tsv")
         self._files += 1
-        with open(path, "wb") as handle:
+        with room_in(self.spool, "the chunks waiting to be loaded (up to 2 GiB)"), open(path, "wb") as handle:
             handle.write(frame)
         self.queues[lane].put((table, path, len(frame)))
 
@@ -191,7 +191,7 @@ class ChunkLoader:
                     with open(path, "rb") as handle:
                         data = decompress(handle.read())
                     self.crcs[table.index] = zlib.crc32(data, self.crcs[table.index])
-                    with open(scratch, "wb") as handle:
+                    with room_in(self.scratch, "the chunk being loaded"), open(scratch, "wb") as handle:
                         handle.write(data)
                     del data
                     self._load(connection, table, scratch)

@@ -69,6 +69,7 @@ from safehold.engines.mariadb.tables import Table, describe
 from safehold.errors import DatabaseError
 from safehold.models import Database, DatabaseReport, TableReport
 from safehold.output import Reporter
+from safehold.tempdirs import room_in
 
 SUFFIX = ".tar"
 COMPRESSED = True  # every row chunk is a zstd frame
@@ -204,7 +205,8 @@ def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: 
             member, frame = pending.popleft()
             data = frame.result()
             if member.endswith(WIDE_SUFFIX):
-                write_frame(held[0], data)
+                with room_in(tempfile.gettempdir(), "a split table's wide rows"):
+                    write_frame(held[0], data)
             else:
                 writer.add(member, data)
 

@@ -30,6 +30,8 @@ from typing import IO
 
 import zstandard
 
+from safehold.tempdirs import room_in
+
 CHUNK_MIN = 1 << 20  # about restic's own chunk size, so a changed row costs about what it would there
 CHUNK_MAX = 4 << 20
 CUT_MASK = 0xFF  # a row ends a chunk with probability 1/256 once CHUNK_MIN is reached
@@ -189,6 +191,7 @@ class Zipper:
     """
 
     def __init__(self, folder: str) -> None:
+        self.folder = folder
         self.spool = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by finish() or close()
         self.waiting: list[bytes] = []  # narrow lines read back, not yet paired
         self.reading = False
@@ -199,7 +202,8 @@ class Zipper:
         if not wide:
             if self.reading:
                 raise ValueError("narrow rows after wide rows")
-            write_frame(self.spool, frame)
+            with room_in(self.folder, "a split table's narrow rows"):
+                write_frame(self.spool, frame)
             return b""
         if not self.reading:
             self.spool.seek(0)
