@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from safehold.errors import SafeholdError
+from safehold.errors import SafeholdError, os_reason
 from safehold.output import Reporter
 from safehold.repository.restic import Repository
 from safehold.tempdirs import private_dir
@@ -284,6 +284,17 @@ def live_state(node: dict[str, Any]) -> str:
 
 def _is_folder(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink()
+
+
+def make_folder(path: Path, what: str, hint: str) -> None:
+    """Create folder `path` (and its parents) for `what`; a failure is one line that names the path on the
+    way that is a file, not a folder, where mkdir says only "File exists" or "Not a directory"."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (path, *path.parents) if os.path.lexists(p) and not p.is_dir()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker is not None else os_reason(exc)
+        raise SafeholdError(f"cannot create {what} {path}: {reason}", hint) from None
 
 
 def not_a_folder_on_the_way(root: str, path: str) -> Path | None:

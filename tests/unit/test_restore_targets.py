@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from safehold.actions.common import Point
 from safehold.actions.restore import make_plan, parse_to_db
 from safehold.engines.mariadb import client
-from safehold.errors import ConfigError, DatabaseError
+from safehold.errors import ConfigError, DatabaseError, SafeholdError
 from safehold.models import Connection, Database, Instance
 from safehold.repository.manifest import DatabaseEntry, Manifest
 
@@ -64,3 +65,19 @@ def test_a_server_that_would_refuse_the_load_is_found_by_the_plan(
     point = Point(_manifest(("itflow", "mariadb")), snapshot="s", repository="main")
     with pytest.raises(DatabaseError, match="LOCAL INFILE"):
         make_plan(None, instance, point, ["db"], [], None)  # type: ignore[arg-type]
+
+
+def test_a_file_in_the_way_of_a_restore_folder_is_named(tmp_path: Path) -> None:
+    from safehold.engines import sqlite
+    from safehold.files import make_folder
+
+    (tmp_path / "a.txt").write_text("a file\n")
+    for folder in (tmp_path / "a.txt", tmp_path / "a.txt" / "deeper"):
+        with pytest.raises(SafeholdError) as refused:
+            make_folder(folder, "the restore folder", "restore somewhere writable with --files-to")
+        assert refused.value.message == f"cannot create the restore folder {folder}: {tmp_path / 'a.txt'} is a " \
+                                        "file, not a folder"
+    with pytest.raises(SafeholdError, match="a.txt is a file, not a folder"):
+        sqlite.create(None, str(tmp_path / "a.txt" / "x.db"))  # type: ignore[arg-type]
+    make_folder(tmp_path / "new" / "deeper", "the restore folder", "")
+    assert (tmp_path / "new" / "deeper").is_dir()

@@ -23,8 +23,8 @@ from safehold.actions.tracked import tracked
 from safehold.apps.common import AppConfigMissing
 from safehold.config import Config
 from safehold.engines import engine_for
-from safehold.errors import ConfigError, RestoreRefused, SafeholdError, os_reason
-from safehold.files import own_folder_inside, real_path, restore_in_place, restore_paths_in_place
+from safehold.errors import ConfigError, RestoreRefused, SafeholdError
+from safehold.files import make_folder, own_folder_inside, real_path, restore_in_place, restore_paths_in_place
 from safehold.lock import instance_lock
 from safehold.models import Database, DatabaseReport, Instance, TableReport
 from safehold.output import Reporter
@@ -190,11 +190,7 @@ def compare(entry: DatabaseEntry, restored: dict[str, TableReport]) -> list[dict
 
 def prepare_files_target(target: Path) -> None:
     """Create the --files-to folder before anything is restored, so a bad target costs nothing."""
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SafeholdError(f"cannot create the restore folder {target}: {os_reason(exc)}",
-                            "restore somewhere writable with --files-to") from None
+    make_folder(target, "the restore folder", "restore somewhere writable with --files-to")
     if not os.access(target, os.W_OK | os.X_OK):
         raise SafeholdError(f"cannot write into the restore folder {target}",
                             "restore somewhere writable with --files-to")

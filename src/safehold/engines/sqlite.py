@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from safehold.errors import DatabaseError
+from safehold.files import make_folder
 from safehold.models import Database, DatabaseReport, TableReport
 from safehold.output import Reporter
 
@@ -94,7 +95,7 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
 def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter, method: str = METHOD) -> DatabaseReport:
     """Write the stored copy next to `into` and rename it into place (never a half-written file)."""
     target = Path(into)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    create(db, into)
     fd, temp = tempfile.mkstemp(prefix=".safehold-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -137,7 +138,8 @@ def is_empty(db: Database, name: str) -> bool:
 
 
 def create(db: Database, name: str) -> None:
-    Path(name).parent.mkdir(parents=True, exist_ok=True)
+    """The folder the database file `name` goes into."""
+    make_folder(Path(name).parent, "the folder of SQLite database", "give --to-db a path in a folder")
 
 
 def drop(db: Database, name: str) -> None:
