@@ -211,7 +211,7 @@ def _staged(repo: Repository, snapshot: str, path: Path, folder: Path, reporter:
     try:
         repo.restore(snapshot, staging, [str(path)], reporter)
         restored = staging / path.relative_to("/")
-        if not restored.exists() and not restored.is_symlink():
+        if not os.path.lexists(restored):
             raise SafeholdError(f"{path} is not in the point's files", "run `safehold verify` on this point")
         yield restored
     finally:
@@ -224,7 +224,7 @@ def restore_in_place(repo: Repository, snapshot: str, roots: list[str], reporter
     for root in map(Path, roots):
         root.parent.mkdir(parents=True, exist_ok=True)
         with _staged(repo, snapshot, root, root.parent, reporter) as restored:
-            if not (root.exists() or root.is_symlink()):
+            if not os.path.lexists(root):
                 os.rename(restored, root)
                 continue
             old = root.parent / f".{root.name}.safehold-old-{secrets.token_hex(3)}"

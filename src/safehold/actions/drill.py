@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import secrets
 import shutil
@@ -236,7 +237,7 @@ def _drill_database(repo: Repository, step: DatabaseStep, scratch: Scratch, outc
 
 
 def _tree_problems(tree: TreeEntry, restored: Path) -> list[str]:
-    if not (restored.exists() or restored.is_symlink()):
+    if not os.path.lexists(restored):
         return [f"{tree.kind} {tree.root} missing from the point"]
     problems = []
     count, size = tree_stats(restored)

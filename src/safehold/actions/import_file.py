@@ -158,7 +158,7 @@ def _unpack(stream: IO[bytes], staging: Path) -> None:
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
                 expected = {line[66:]: line[:64] for line in data.decode().splitlines() if len(line) > 66}
                 continue
-            again = target.exists() or target.is_symlink()
+            again = os.path.lexists(target)
             if again and not (member.isdir() and target.is_dir() and not target.is_symlink()):
                 raise _hostile(member.name, "appears twice")
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -229,7 +229,7 @@ class Staged:
         reporter.step(f"restoring files from the export into {target}")
         for include in includes:
             source = self.path(f"files/{include}")
-            if source.exists() or source.is_symlink():
+            if os.path.lexists(source):
                 _move_into(source, target / include.lstrip("/"))
 
 
