@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safehold.errors import ConfigError
+from safehold.repository.sftp_url import parse_sftp
 
 DEFAULT_PATHS = (Path("safehold.toml"), Path("/etc/safehold/safehold.toml"))
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -101,6 +102,11 @@ class RepositoryConfig(Model):
             _absolute(str(path))
         elif value.startswith("s3:"):
             _check_s3_url(value)
+        else:
+            try:
+                parse_sftp(value)
+            except ConfigError as exc:  # shown after the file and key, as the other URL errors
+                raise ValueError(f"{exc.message}; {exc.hint}") from None
         return value
 
     def is_remote(self) -> bool:

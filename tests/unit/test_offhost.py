@@ -18,7 +18,8 @@ from safehold.agestream import CHUNK, AgeError, Decryptor, Encryptor
 from safehold.config import parse
 from safehold.errors import ConfigError
 from safehold.repository.restic import explain, source_errors, unreadable_files
-from safehold.repository.ssh import parse_sftp, sftp_command
+from safehold.repository.sftp_url import parse_sftp
+from safehold.repository.ssh import sftp_command
 from safehold.secrets import Secret
 
 
@@ -218,7 +219,7 @@ def test_age_passphrase_stream_rejects_wrong_passphrase_and_damage() -> None:
             Decryptor(io.BufferedReader(io.BytesIO(damaged)), Secret("pw")).read()
 
 
-def _s3_config(tmp_path: Path, url: str) -> object:
+def _url_config(tmp_path: Path, url: str) -> object:
     return parse(f"""
 [settings]
 state_dir = "{tmp_path / 'state'}"
@@ -235,7 +236,7 @@ files = ["/srv/app"]
                                  "s3:http://127.0.0.1:9000/backups", "s3:s3.amazonaws.com/backups/a/b",
                                  "s3://minio.lan/backups"])
 def test_s3_urls_restic_reads(tmp_path: Path, url: str) -> None:
-    _s3_config(tmp_path, url)
+    _url_config(tmp_path, url)
 
 
 @pytest.mark.parametrize(("url", "says"), [
@@ -251,4 +252,16 @@ def test_s3_url_without_endpoint_or_bucket_is_a_config_error(tmp_path: Path, url
     # restic only fails when it opens the repository, and its "Bucket name cannot be empty" reads like a
     # repository not created yet (a dry run said "would be initialised").
     with pytest.raises(ConfigError, match=f"repositories.s3.url: .*{re.escape(says)}"):
-        _s3_config(tmp_path, url)
+        _url_config(tmp_path, url)
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("sftp:nas.example:/srv/safehold", "names no user"),
+    ("sftp://nas.example:2222//srv/safehold", "names no user"),
+    ("sftp:backup@nas.example", "is not sftp:user@host:/path"),
+    ("sftp://backup@:2222//srv", "has no host"),
+])
+def test_sftp_url_typo_is_a_config_error_at_load(tmp_path: Path, url: str, says: str) -> None:
+    # Caught when the file is read (safehold list, the web console), not first when a night run opens it.
+    with pytest.raises(ConfigError, match=f"safehold.toml: repositories.s3.url: repository URL .*{re.escape(says)}"):
+        _url_config(tmp_path, url)

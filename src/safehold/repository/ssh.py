@@ -12,58 +12,15 @@ from __future__ import annotations
 import contextlib
 import shlex
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from safehold import runner
 from safehold.config import Config, RepositoryConfig
 from safehold.errors import ConfigError, RepositoryError
+from safehold.repository.sftp_url import SftpTarget, parse_sftp
 from safehold.secrets import check_private_file, write_private
 
 CONNECT_TIMEOUT_SECONDS = 15
-
-
-@dataclass(frozen=True)
-class SftpTarget:
-    """Where an sftp: repository lives."""
-
-    host: str
-    user: str
-    port: int
-    path: str
-
-    @property
-    def known_hosts_name(self) -> str:
-        """How ssh names this host in known_hosts (`[host]:port` off port 22)."""
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
-
-
-def parse_sftp(url: str) -> SftpTarget | None:
-    """`sftp:user@host:/path` or `sftp://user@host:port//path`; None for other URLs."""
-    if url.startswith("sftp://"):
-        parts = urlsplit(url)
-        if not parts.hostname:
-            raise ConfigError(f"repository URL {url!r} has no host", "use sftp://user@host:port//path")
-        host, user, port, path = parts.hostname, parts.username, parts.port or 22, parts.path.removeprefix("/")
-    elif url.startswith("sftp:"):
-        rest = url[5:]
-        user, _, hostpath = rest.rpartition("@") if "@" in rest.split(":", 1)[0] else ("", "", rest)
-        if hostpath.startswith("["):
-            host, _, path = hostpath[1:].partition("]:")
-        else:
-            host, _, path = hostpath.partition(":")
-        if not host or not path:
-            raise ConfigError(f"repository URL {url!r} is not sftp:user@host:/path", "fix the repository URL")
-        port = 22
-    else:
-        return None
-    # ssh runs with no ~/.ssh/config (see sftp_command): without a user in the URL it would log in as
-    # whoever runs safehold, root at night and someone else restoring by hand.
-    if not user:
-        raise ConfigError(f"repository URL {url!r} names no user",
-                          "write sftp:USER@host:/path or sftp://USER@host:port//path")
-    return SftpTarget(host, user, port, path)
 
 
 def known_hosts_file(config: Config, name: str) -> Path:
