@@ -265,3 +265,14 @@ def test_sftp_url_typo_is_a_config_error_at_load(tmp_path: Path, url: str, says:
     # Caught when the file is read (safehold list, the web console), not first when a night run opens it.
     with pytest.raises(ConfigError, match=f"safehold.toml: repositories.s3.url: repository URL .*{re.escape(says)}"):
         _url_config(tmp_path, url)
+
+
+def test_sftp_url_errors_hide_a_password_and_show_the_user(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        _url_config(tmp_path, "sftp://backup:hunter2@//srv/safehold")
+    assert "hunter2" not in raised.value.line() and "sftp://backup:***@//srv/safehold" in raised.value.line()
+
+
+def test_restic_failure_line_hides_a_password_in_a_quoted_url() -> None:
+    error = explain("Fatal: create repository at rest:https://bob:hunter2@rest.example/r failed: teapot\n", "r")
+    assert "hunter2" not in error.message and "rest:https://bob:***@rest.example/r" in error.message

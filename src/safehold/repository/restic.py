@@ -163,7 +163,8 @@ def explain(stderr: str, repo: str) -> RepositoryError:
                 return RepositoryDamaged(message, hint, bool(re.search(f"{LOST_PACKS}|{CORRUPT_DATA}", text)))
             return (RepositoryMissing if pattern == NOT_A_REPOSITORY else RepositoryError)(message, hint)
     last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "no message")
-    return RepositoryError(f"repository {repo}: restic failed: {last[:300]}", "see the log above for details")
+    # restic may quote the repository URL, with a rest: server's password in it.
+    return RepositoryError(f"repository {repo}: restic failed: {mask_url(last)[:300]}", "see the log above for details")
 
 
 def snapshot_time(snapshot: dict[str, Any]) -> datetime:

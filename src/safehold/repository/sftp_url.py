@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from safehold.errors import ConfigError
+from safehold.secrets import mask_url
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class SftpTarget:
 
 def parse_sftp(url: str) -> SftpTarget | None:
     """`sftp:user@host:/path` or `sftp://user@host:port//path`; None for other URLs."""
-    shown = repr(url)
+    shown = repr(mask_url(url))
     if url.startswith("sftp://"):
         parts = urlsplit(url)
         if not parts.hostname:
