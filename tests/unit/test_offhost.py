@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
 import tarfile
 import tomllib
 from pathlib import Path
@@ -276,3 +277,24 @@ def test_sftp_url_errors_hide_a_password_and_show_the_user(tmp_path: Path) -> No
 def test_restic_failure_line_hides_a_password_in_a_quoted_url() -> None:
     error = explain("Fatal: create repository at rest:https://bob:hunter2@rest.example/r failed: teapot\n", "r")
     assert "hunter2" not in error.message and "rest:https://bob:***@rest.example/r" in error.message
+
+
+@pytest.mark.parametrize(("form", "passphrase", "encrypted"), [
+    (["-t", "ed25519"], "passphrase", True), (["-t", "ed25519"], "", False),
+    (["-t", "rsa", "-b", "2048", "-m", "PEM"], "passphrase", True),
+    (["-t", "rsa", "-b", "2048", "-m", "PEM"], "", False),
+    (["-t", "rsa", "-b", "2048", "-m", "PKCS8"], "passphrase", True),
+])
+def test_key_with_a_passphrase_is_refused_when_the_repository_opens(tmp_path: Path, monkeypatch, form: list[str],
+                                                                    passphrase: str, encrypted: bool) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", *form, "-N", passphrase, "-f", str(key)], check=True)
+    config = _config(tmp_path, 'known_hosts = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"')
+    config.repositories["off"].ssh_key = str(key)  # type: ignore[attr-defined]
+    if not encrypted:
+        assert sftp_command(config, "off") is not None  # type: ignore[arg-type]
+        return
+    with pytest.raises(ConfigError, match=f"ssh_key {key} has a passphrase") as raised:
+        sftp_command(config, "off")  # type: ignore[arg-type]
+    assert "ssh-agent" in raised.value.hint and "ssh-keygen -p" in raised.value.hint
