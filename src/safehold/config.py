@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safehold.errors import ConfigError
+from safehold.repository.sftp_url import parse_sftp
 
 DEFAULT_PATHS = (Path("safehold.toml"), Path("/etc/safehold/safehold.toml"))
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -56,6 +57,19 @@ S3_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{1,61}[A-Za-z0-9]")
 S3_FORM = "write s3:https://HOST/BUCKET or s3:https://HOST/BUCKET/PREFIX"
 
 
+def s3_location(url: str) -> tuple[str, str, str, str]:
+    """An s3: URL split as restic splits it: (scheme, endpoint, bucket, prefix); the scheme is https unless
+    the URL says http."""
+    if url.startswith("s3:http"):
+        parts = urlsplit(url.removeprefix("s3:"))
+        scheme, endpoint, path = parts.scheme, parts.netloc, parts.path.removeprefix("/")
+    else:
+        scheme = "https"
+        endpoint, _, path = url.removeprefix("s3://" if url.startswith("s3://") else "s3:").partition("/")
+    bucket, _, prefix = path.partition("/")
+    return scheme, endpoint, bucket, prefix.strip("/")
+
+
 def _check_s3_url(url: str) -> None:
     """Refuse an s3: URL without an endpoint or a valid bucket, split as restic splits it.
 
@@ -63,12 +77,7 @@ def _check_s3_url(url: str) -> None:
     the repository is opened, with "Bucket name cannot be empty" that reads like a repository not
     created yet, and `s3:backups/x` (the endpoint left out) makes `backups` the host.
     """
-    if url.startswith("s3:http"):
-        parts = urlsplit(url.removeprefix("s3:"))
-        endpoint, path = parts.netloc, parts.path.removeprefix("/")
-    else:
-        endpoint, _, path = url.removeprefix("s3://" if url.startswith("s3://") else "s3:").partition("/")
-    bucket = path.split("/", 1)[0]
+    _, endpoint, bucket, _ = s3_location(url)
     if not endpoint:
         raise ValueError(f"the s3: URL names no endpoint; {S3_FORM}")
     if not bucket:
@@ -101,6 +110,11 @@ class RepositoryConfig(Model):
             _absolute(str(path))
         elif value.startswith("s3:"):
             _check_s3_url(value)
+        else:
+            try:
+                parse_sftp(value)
+            except ConfigError as exc:  # shown after the file and key, as the other URL errors
+                raise ValueError(f"{exc.message}; {exc.hint}") from None
         return value
 
     def is_remote(self) -> bool:

@@ -37,10 +37,20 @@ def mask(text: str, values: Iterable[str]) -> str:
     return text
 
 
+def _hide_password(match: re.Match[str]) -> str:
+    user, colon, _ = match[1].partition(":")
+    return f"//{user}{':***' if colon else ''}@"
+
+
 def mask_url(url: str) -> str:
-    """A repository or notification URL without user:password (some URLs embed credentials)."""
-    # Up to the last @ of the authority, as Go's URL parser (restic) reads it: a password may hold an @.
-    return re.sub(r"(//)[^/?#\s]*@", r"\1***@", url)
+    """A URL as safehold shows it: the password of `user:password@` hidden, the user kept.
+
+    A user name is no secret (it is the SSH login a reader needs to check, `sftp:backup@nas:/srv`
+    names it in the clear anyway); a password in a URL (rest:, a notification URL) is.
+    """
+    # The user info runs to the authority's last @, as Go's URL parser (restic) reads it: a password may
+    # hold an @; the user name ends at the first colon.
+    return re.sub(r"//([^/?#\s]*)@", _hide_password, url)
 
 
 class Secret:

@@ -150,3 +150,36 @@ retention = {{ last = 1, after_backup = false }}
     (tmp_path / "nas-config").rename(tmp_path / "nas" / "config")
     listed = json.loads(run_cli("list", "app", "--json", config=config).stdout)
     assert sorted(row["repository"] for row in listed) == ["cloud", "main", "nas", "nas"]
+
+
+def test_prune_of_every_instance_goes_on_past_one_that_fails(tmp_path: Path, repo: dict[str, str]) -> None:
+    # A night `safehold prune` of all instances: the first one's NAS being down must not leave the
+    # others' repositories growing; the run ends partial (as `safehold backup` does) naming it.
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.txt").write_text("one\n")
+    config = write_config(tmp_path, repo, f"""
+[repositories.nas]
+url = "{tmp_path / 'nas'}"
+password = "file:{repo['password_file']}"
+[instances.first]
+repositories = ["nas"]
+files = ["{files}"]
+retention = {{ last = 1, after_backup = false }}
+[instances.app]
+repositories = ["main"]
+files = ["{files}"]
+retention = {{ last = 1, after_backup = false }}
+""")
+    for _ in range(2):
+        assert run_cli("backup", config=config).returncode == 0
+    (tmp_path / "nas" / "config").rename(tmp_path / "nas-config")  # first's repository unreadable for now
+    result = run_cli("prune", config=config)
+    assert result.returncode == 3, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: first: repository nas"), result.stderr
+    assert "app@main: keep 1, removed 1" in result.stdout, result.stdout
+    assert len(point_ids(config)) == 1
+    # Every instance failing is a failure, not a partial run.
+    (tmp_path / "repo" / "config").rename(tmp_path / "main-config")
+    assert run_cli("prune", config=config).returncode == 1

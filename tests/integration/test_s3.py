@@ -147,3 +147,33 @@ def test_s3_dry_run_names_each_problem_and_creates_nothing(tmp_path: Path, moto:
         assert not any(s in result.stdout + result.stderr for s in secrets)
     assert "no-such-dry-bucket" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
     assert stored() == before
+
+
+def test_s3_location_holding_other_objects_is_not_made_a_repository(tmp_path: Path, moto: Moto) -> None:
+    # The URL names the bucket while the repository lives at bucket/safehold: restic init would make a
+    # second, empty repository beside it (and the dry run called the location "new").
+    import boto3
+
+    config, _, secrets = _setup(tmp_path, moto, moto.bucket("occupied-bucket"))
+    assert run_cli("backup", "app", config=config).returncode == 0
+    s3 = boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1",
+                      aws_access_key_id=moto.access_key, aws_secret_access_key=moto.secret_key)
+    s3.put_object(Bucket="occupied-bucket", Key="other/notes.txt", Body=b"someone's notes")
+
+    def stored() -> list[str]:
+        return sorted(o["Key"] for o in s3.list_objects_v2(Bucket="occupied-bucket").get("Contents", []))
+
+    before = stored()
+    bucket_url = f"s3:{moto.endpoint}/occupied-bucket"
+    config.write_text(config.read_text().replace(f"{bucket_url}/safehold", bucket_url))
+    expected = f"is the repository at {bucket_url}/safehold?"
+    dry = run_cli("backup", "app", "--dry-run", config=config)
+    assert dry.returncode == 1, dry.stdout + dry.stderr
+    problems = [line.strip() for line in dry.stdout.splitlines() if line.strip().startswith("problem:")]
+    assert len(problems) == 1 and "occupied-bucket holds" in problems[0] and expected in problems[0], dry.stdout
+    _one_line_error(run_cli("backup", "app", config=config), expected, secrets)
+
+    config.write_text(config.read_text().replace(bucket_url, f"{bucket_url}/other"))
+    _one_line_error(run_cli("backup", "app", config=config),
+                    "occupied-bucket holds 1 object(s) under other/ (notes.txt) but no restic repository", secrets)
+    assert stored() == before  # nothing was created beside the foreign objects

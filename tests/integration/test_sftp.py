@@ -255,3 +255,38 @@ def test_trust_pins_the_key_again_when_the_url_names_the_host_differently(tmp_pa
     assert f"[localhost]:{sshd.port} " in Path(json.loads(trusted.stdout)["known_hosts"]).read_text()
     planned = run_cli("backup", "app", "--dry-run", config=config)
     assert planned.returncode == 0, planned.stdout + planned.stderr
+
+
+def test_key_with_a_passphrase_is_named_unless_an_agent_holds_it(tmp_path: Path, sshd: Sshd) -> None:
+    # ssh runs in batch mode: it skips a key it cannot decrypt, and the server's refusal read
+    # "SSH login refused — check the user and ssh_key", with no word of the passphrase.
+    key = tmp_path / "id_passphrase"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "pass", "-C", "with-passphrase", "-f", str(key)],
+                   check=True)
+    with (sshd.folder / "authorized_keys").open("a") as fh:
+        fh.write(Path(f"{key}.pub").read_text())
+    config, _, password = _setup(tmp_path, sshd, known_hosts=sshd.known_hosts_line(), ssh_key=str(key))
+    no_agent = {"SSH_AUTH_SOCK": ""}
+    expected = f"repositories.offsite.ssh_key {key} has a passphrase"
+    _one_line_error(run_cli("backup", "app", config=config, env=no_agent), expected, password)
+    dry = run_cli("backup", "app", "--dry-run", config=config, env=no_agent)
+    assert dry.returncode == 1 and f"problem: {expected}" in dry.stdout, dry.stdout + dry.stderr
+
+    # An ssh-agent holding the key (its socket in SSH_AUTH_SOCK) lets ssh use it unattended.
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        askpass = tmp_path / "askpass"
+        askpass.write_text("#!/bin/sh\necho pass\n")
+        askpass.chmod(0o700)
+        with_agent = {"SSH_AUTH_SOCK": str(socket_path)}
+        subprocess.run(["ssh-add", str(key)], check=True, capture_output=True, stdin=subprocess.DEVNULL,
+                       env={**os.environ, **with_agent, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"})
+        backed_up = run_cli("backup", "app", config=config, env=with_agent)
+        assert backed_up.returncode == 0, backed_up.stderr
+    finally:
+        agent.kill()
+        agent.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
 import tarfile
 import tomllib
 from pathlib import Path
@@ -18,7 +19,8 @@ from safehold.agestream import CHUNK, AgeError, Decryptor, Encryptor
 from safehold.config import parse
 from safehold.errors import ConfigError
 from safehold.repository.restic import explain, source_errors, unreadable_files
-from safehold.repository.ssh import parse_sftp, sftp_command
+from safehold.repository.sftp_url import parse_sftp
+from safehold.repository.ssh import sftp_command
 from safehold.secrets import Secret
 
 
@@ -218,7 +220,7 @@ def test_age_passphrase_stream_rejects_wrong_passphrase_and_damage() -> None:
             Decryptor(io.BufferedReader(io.BytesIO(damaged)), Secret("pw")).read()
 
 
-def _s3_config(tmp_path: Path, url: str) -> object:
+def _url_config(tmp_path: Path, url: str) -> object:
     return parse(f"""
 [settings]
 state_dir = "{tmp_path / 'state'}"
@@ -235,7 +237,7 @@ files = ["/srv/app"]
                                  "s3:http://127.0.0.1:9000/backups", "s3:s3.amazonaws.com/backups/a/b",
                                  "s3://minio.lan/backups"])
 def test_s3_urls_restic_reads(tmp_path: Path, url: str) -> None:
-    _s3_config(tmp_path, url)
+    _url_config(tmp_path, url)
 
 
 @pytest.mark.parametrize(("url", "says"), [
@@ -251,4 +253,48 @@ def test_s3_url_without_endpoint_or_bucket_is_a_config_error(tmp_path: Path, url
     # restic only fails when it opens the repository, and its "Bucket name cannot be empty" reads like a
     # repository not created yet (a dry run said "would be initialised").
     with pytest.raises(ConfigError, match=f"repositories.s3.url: .*{re.escape(says)}"):
-        _s3_config(tmp_path, url)
+        _url_config(tmp_path, url)
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("sftp:nas.example:/srv/safehold", "names no user"),
+    ("sftp://nas.example:2222//srv/safehold", "names no user"),
+    ("sftp:backup@nas.example", "is not sftp:user@host:/path"),
+    ("sftp://backup@:2222//srv", "has no host"),
+])
+def test_sftp_url_typo_is_a_config_error_at_load(tmp_path: Path, url: str, says: str) -> None:
+    # Caught when the file is read (safehold list, the web console), not first when a night run opens it.
+    with pytest.raises(ConfigError, match=f"safehold.toml: repositories.s3.url: repository URL .*{re.escape(says)}"):
+        _url_config(tmp_path, url)
+
+
+def test_sftp_url_errors_hide_a_password_and_show_the_user(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        _url_config(tmp_path, "sftp://backup:hunter2@//srv/safehold")
+    assert "hunter2" not in raised.value.line() and "sftp://backup:***@//srv/safehold" in raised.value.line()
+
+
+def test_restic_failure_line_hides_a_password_in_a_quoted_url() -> None:
+    error = explain("Fatal: create repository at rest:https://bob:hunter2@rest.example/r failed: teapot\n", "r")
+    assert "hunter2" not in error.message and "rest:https://bob:***@rest.example/r" in error.message
+
+
+@pytest.mark.parametrize(("form", "passphrase", "encrypted"), [
+    (["-t", "ed25519"], "passphrase", True), (["-t", "ed25519"], "", False),
+    (["-t", "rsa", "-b", "2048", "-m", "PEM"], "passphrase", True),
+    (["-t", "rsa", "-b", "2048", "-m", "PEM"], "", False),
+    (["-t", "rsa", "-b", "2048", "-m", "PKCS8"], "passphrase", True),
+])
+def test_key_with_a_passphrase_is_refused_when_the_repository_opens(tmp_path: Path, monkeypatch, form: list[str],
+                                                                    passphrase: str, encrypted: bool) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", *form, "-N", passphrase, "-f", str(key)], check=True)
+    config = _config(tmp_path, 'known_hosts = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"')
+    config.repositories["off"].ssh_key = str(key)  # type: ignore[attr-defined]
+    if not encrypted:
+        assert sftp_command(config, "off") is not None  # type: ignore[arg-type]
+        return
+    with pytest.raises(ConfigError, match=f"ssh_key {key} has a passphrase") as raised:
+        sftp_command(config, "off")  # type: ignore[arg-type]
+    assert "ssh-agent" in raised.value.hint and "ssh-keygen -p" in raised.value.hint

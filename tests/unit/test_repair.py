@@ -150,7 +150,7 @@ def test_command_line_names_where_secrets_are_never_their_values(tmp_path: Path,
                     "22 nas -s sftp' forget --prune f234d420")
     by_file = Repository("main", "rest:https://user:pw@host/repo", Secret("x" * 20, "file:/etc/safehold/repo.pass"))
     line = by_file.command_line("snapshots")
-    assert line == "RESTIC_REPOSITORY='rest:https://***@host/repo' RESTIC_PASSWORD_FILE=/etc/safehold/repo.pass " \
+    assert line == "RESTIC_REPOSITORY='rest:https://user:***@host/repo' RESTIC_PASSWORD_FILE=/etc/safehold/repo.pass " \
         "restic snapshots"
     # bash runs it as printed: restic (here a stand-in that prints its password file) gets the password.
     plain = Repository("main", "/srv/repo", Secret("s3cret-password-value", "env:REPO_PW")).command_line()

@@ -20,13 +20,17 @@ def test_mask_keeps_references_and_hides_values() -> None:
     shown = mask({"password": "file:/etc/pass", "token": "abc", "urls": ["ntfy://user:pw@host/topic"],
                   "url": "rest:https://u:p@host/repo", "known_hosts": "host ssh-ed25519 AAAA"})
     assert shown == {"password": "file:/etc/pass", "token": "(hidden)", "urls": ["ntfy://(hidden)"],
-                     "url": "rest:https://***@host/repo", "known_hosts": "host ssh-ed25519 AAAA"}
-    assert mask_url("sftp:backup@nas:/srv") == "sftp:backup@nas:/srv"  # no credentials in an ssh user name
+                     "url": "rest:https://u:***@host/repo", "known_hosts": "host ssh-ed25519 AAAA"}
+    # One rule for every form: a user name is shown (it is no secret), a password never.
+    assert mask_url("sftp:backup@nas:/srv") == "sftp:backup@nas:/srv"
+    assert mask_url("sftp://backup@nas:2222//srv") == "sftp://backup@nas:2222//srv"
+    assert mask_url("sftp://backup:pw@nas//srv") == "sftp://backup:***@nas//srv"
+    assert mask_url("rest:https://bob@rest.example.org/repo") == "rest:https://bob@rest.example.org/repo"
 
 
 def test_mask_hides_a_password_holding_an_at_sign_and_a_url_without_scheme() -> None:
     # restic (Go) takes the authority's last @ as the end of the password
-    assert mask_url("rest:https://bob:p@ss@rest.example.org/repo") == "rest:https://***@rest.example.org/repo"
+    assert mask_url("rest:https://bob:p@ss@rest.example.org/repo") == "rest:https://bob:***@rest.example.org/repo"
     assert mask_url("https://host/path?user=a@b") == "https://host/path?user=a@b"
     # a notification "URL" that is not one (a typo, a bare token) is hidden whole, not shown up to a colon
     assert mask({"urls": ["tgram//123456:bottoken/chat", "sometoken", "json://u:p@host"]}) == \

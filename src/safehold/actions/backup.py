@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from safehold import __version__
-from safehold.actions.common import describe, open_repository
+from safehold.actions.common import describe, each_instance, open_repository
 from safehold.actions.replicate import replicate
 from safehold.apps.quiesce import resume_leftovers
 from safehold.config import Config
@@ -303,19 +303,9 @@ def backup(config: Config, name: str | None, reporter: Reporter, note: str | Non
 
     `note` and `keep_days` go into every point made; a bad one fails the command before any backup.
     """
-    results: list[dict[str, object]] = []
     # Checked here too: inside the loop a bad note would be one failed instance among several.
     note = check_note(note)
     check_keep_days(keep_days)
-    selected = config.select(name)
-    for instance_name in selected:
-        try:
-            results.append({"result": "ok", **backup_instance(config, instance_name, reporter, note=note,
-                                                              keep_days=keep_days)})
-        except SafeholdError as exc:
-            # One instance's broken settings (a moved app root) must not leave the others unprotected.
-            if len(selected) == 1:
-                raise
-            results.append({"instance": instance_name, "result": "failed", "error": exc.line()})
-    return results
+    return each_instance(config, name, lambda instance_name: [
+        {"result": "ok", **backup_instance(config, instance_name, reporter, note=note, keep_days=keep_days)}])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -12,7 +12,7 @@ from typing import Any
 
 from safehold.apps import profile_for
 from safehold.config import Config, InstanceConfig
-from safehold.errors import ConfigError, NoPoints, RepositoryError, SafeholdError, UnknownPoint
+from safehold.errors import ConfigError, NoPoints, PartialFailure, RepositoryError, SafeholdError, UnknownPoint
 from safehold.lock import instance_lock
 from safehold.models import Instance
 from safehold.output import Reporter
@@ -190,6 +190,27 @@ def open_point(config: Config, name: str, run: str, repository: str | None = Non
     """The repository (`repository`, else the instance's first) and its point `run` of instance `name`."""
     repo = open_repository(config, repositories_of(config, name, repository)[0])
     return repo, find_point(config, repo, name, run)
+
+
+def each_instance(config: Config, name: str | None,
+                  action: Callable[[str], list[dict[str, object]]]) -> list[dict[str, object]]:
+    """The rows `action` returns for instance `name`, or for every instance when `name` is None.
+
+    With several, one instance's failure (a moved app root, its NAS down) must not leave the others
+    undone: it becomes a row {"instance", "result": "failed" or "partial", "error"} and the others run.
+    A single named instance's error is raised as it is.
+    """
+    selected = config.select(name)
+    rows: list[dict[str, object]] = []
+    for instance_name in selected:
+        try:
+            rows += action(instance_name)
+        except SafeholdError as exc:
+            if len(selected) == 1:
+                raise
+            rows.append({"instance": instance_name, "result": "partial" if isinstance(exc, PartialFailure) else
+                         "failed", "error": exc.line()})
+    return rows
 
 
 def dumps(result: object) -> str:

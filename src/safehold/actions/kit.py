@@ -20,7 +20,8 @@ from safehold.config import Config
 from safehold.errors import SafeholdError
 from safehold.output import Reporter
 from safehold.repository.manifest import now
-from safehold.repository.ssh import known_hosts_file, parse_sftp
+from safehold.repository.sftp_url import parse_sftp
+from safehold.repository.ssh import known_hosts_file
 from safehold.secrets import resolve
 
 PLACEHOLDER = "@KIT@"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from safehold.actions.common import Point, lock_instance, open_repository, points, tag_value
+from safehold.actions.common import Point, each_instance, lock_instance, open_repository, points, tag_value
 from safehold.config import Config, RetentionConfig
 from safehold.errors import PartialFailure, SafeholdError
 from safehold.output import Reporter
@@ -113,9 +113,7 @@ def remove_snapshots(repo: Repository, snapshot_ids: list[str], what: str, repor
 
 
 def prune(config: Config, name: str | None, reporter: Reporter, dry_run: bool = False) -> list[dict[str, object]]:
-    """Prune one instance or all."""
-    results: list[dict[str, object]] = []
-    for instance_name in config.select(name):
-        for row in prune_instance(config, instance_name, reporter, dry_run):
-            results.append({"instance": instance_name, **row})
-    return results
+    """Prune one instance or all; with all, one that fails does not stop the others (see each_instance)."""
+    return each_instance(config, name, lambda instance_name: [
+        {"instance": instance_name, "result": "ok", **row}
+        for row in prune_instance(config, instance_name, reporter, dry_run)])

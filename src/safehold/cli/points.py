@@ -96,20 +96,27 @@ def backup(instance: InstanceArg = None,
                 out.print(Text.assemble(("ok", "green"), f" {res['instance']}: point {res['run_id']} in "
                                         f"{res['repository']}, {res['bytes_added'] / 1e6:.2f} MB added, "
                                         f"{res['seconds']} s{marks}"), soft_wrap=True)
-            elif res["result"] == "partial":
-                err.print(Text.assemble(("partial:", "bold yellow"), f" {res['instance']}: {res['error']}"),
-                          soft_wrap=True)
             else:
-                err.print(Text.assemble(("error:", "bold red"), f" {res['instance']}: {res['error']}"), soft_wrap=True)
+                _print_failed(res)
 
-    def code(results: list[dict[str, Any]]) -> int:
-        failed = [r for r in results if r["result"] != "ok"]
-        partial = [r for r in results if r["result"] == "partial"]
-        if failed and len(failed) == len(results) and not partial:
-            return EXIT_FAILED
-        return EXIT_PARTIAL if failed else 0
+    run_action(json_out, lambda r: do_backup(load_config(config), instance, r, note, keep_days), render,
+               _instances_code)
 
-    run_action(json_out, lambda r: do_backup(load_config(config), instance, r, note, keep_days), render, code)
+
+def _print_failed(res: dict[str, Any]) -> None:
+    """The line of an instance that failed (or was done in part) among several (see each_instance)."""
+    label = ("partial:", "bold yellow") if res["result"] == "partial" else ("error:", "bold red")
+    err.print(Text.assemble(label, f" {res['instance']}: {res['error']}"), soft_wrap=True)
+
+
+def _instances_code(results: list[dict[str, Any]]) -> int:
+    """The exit code of a command run on several instances: failed when nothing was done, partial when
+    some instance failed or was done in part."""
+    failed = [r for r in results if r["result"] != "ok"]
+    partial = [r for r in results if r["result"] == "partial"]
+    if failed and len(failed) == len(results) and not partial:
+        return EXIT_FAILED
+    return EXIT_PARTIAL if failed else 0
 
 
 REPOSITORY_STATES = {"ready": "reachable and initialised", "new": "new: would be initialised on the first run",
@@ -199,6 +206,9 @@ def prune(instance: InstanceArg = None,
 
     def render(rows: list[dict[str, Any]]) -> None:
         for row in rows:
+            if row["result"] != "ok":
+                _print_failed(row)
+                continue
             verb = "would remove" if row["dry_run"] else "removed"
             out.print(f"{row['instance']}@{row['repository']}: keep {len(row['keep'])}, {verb} "
                       f"{len(row['remove'])}: {', '.join(row['remove']) or '-'}")
@@ -206,7 +216,7 @@ def prune(instance: InstanceArg = None,
                 for run in row["keep"]:
                     out.print(f"  keep {run} ({', '.join(row['why'][run])})")
 
-    run_action(json_out, lambda r: do_prune(load_config(config), instance, r, dry_run), render)
+    run_action(json_out, lambda r: do_prune(load_config(config), instance, r, dry_run), render, _instances_code)
 
 
 def _forget_line(row: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ from safehold import runner
 from safehold.config import local_path
 from safehold.errors import RepositoryError, SafeholdError
 from safehold.output import Reporter
+from safehold.repository import s3
 from safehold.secrets import Secret, mask_url, secret_files
 
 T = TypeVar("T")
@@ -163,7 +164,8 @@ def explain(stderr: str, repo: str) -> RepositoryError:
                 return RepositoryDamaged(message, hint, bool(re.search(f"{LOST_PACKS}|{CORRUPT_DATA}", text)))
             return (RepositoryMissing if pattern == NOT_A_REPOSITORY else RepositoryError)(message, hint)
     last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "no message")
-    return RepositoryError(f"repository {repo}: restic failed: {last[:300]}", "see the log above for details")
+    # restic may quote the repository URL, with a rest: server's password in it.
+    return RepositoryError(f"repository {repo}: restic failed: {mask_url(last)[:300]}", "see the log above for details")
 
 
 def snapshot_time(snapshot: dict[str, Any]) -> datetime:
@@ -463,15 +465,19 @@ class Repository:
             raise error
         if self._known():
             raise self._disappeared()
-        self._refuse_occupied_folder()
+        self._refuse_occupied_location()
         return False
 
-    def _refuse_occupied_folder(self) -> None:
-        """Refuse to create a repository in a folder on this host that holds other files.
+    def _refuse_occupied_location(self) -> None:
+        """Refuse to create a repository in a folder or S3 prefix that holds other files.
 
         restic would put its own files beside them (a typo in the URL pointing at /srv or at a
-        mounted share, or a repository whose config file was lost). A missing or empty folder is fine.
+        mounted share, a bucket whose repository lives under a prefix, or a repository whose config
+        file was lost). A missing or empty location is fine.
         """
+        if self.url.startswith("s3:"):
+            s3.refuse_occupied(self.name, self.url, self.env)
+            return
         path = local_path(self.url)
         try:
             found = sorted(e.name for e in path.iterdir() if e.name not in FRESH_FOLDER_ENTRIES) if path else []
@@ -490,7 +496,7 @@ class Repository:
         if self._known():
             return
         if not self.is_initialised():
-            self._refuse_occupied_folder()
+            self._refuse_occupied_location()
             reporter.step(f"repository {self.name} ({mask_url(self.url)}) is new: initialising it")
             self.run("init")
         self._remember()
@@ -529,7 +535,7 @@ class Repository:
         if self._known():
             return
         if not self.is_initialised():
-            self._refuse_occupied_folder()
+            self._refuse_occupied_location()
             reporter.step(f"repository {self.name} ({mask_url(self.url)}) is new: initialising it as a copy of "
                           f"{source.name}")
             self._run_with(source, "init", "--copy-chunker-params")

@@ -9,61 +9,21 @@ holds paths and the host name only, never a secret.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import os
+import re
 import shlex
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from safehold import runner
 from safehold.config import Config, RepositoryConfig
 from safehold.errors import ConfigError, RepositoryError
+from safehold.repository.sftp_url import SftpTarget, parse_sftp
 from safehold.secrets import check_private_file, write_private
 
 CONNECT_TIMEOUT_SECONDS = 15
-
-
-@dataclass(frozen=True)
-class SftpTarget:
-    """Where an sftp: repository lives."""
-
-    host: str
-    user: str
-    port: int
-    path: str
-
-    @property
-    def known_hosts_name(self) -> str:
-        """How ssh names this host in known_hosts (`[host]:port` off port 22)."""
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
-
-
-def parse_sftp(url: str) -> SftpTarget | None:
-    """`sftp:user@host:/path` or `sftp://user@host:port//path`; None for other URLs."""
-    if url.startswith("sftp://"):
-        parts = urlsplit(url)
-        if not parts.hostname:
-            raise ConfigError(f"repository URL {url!r} has no host", "use sftp://user@host:port//path")
-        host, user, port, path = parts.hostname, parts.username, parts.port or 22, parts.path.removeprefix("/")
-    elif url.startswith("sftp:"):
-        rest = url[5:]
-        user, _, hostpath = rest.rpartition("@") if "@" in rest.split(":", 1)[0] else ("", "", rest)
-        if hostpath.startswith("["):
-            host, _, path = hostpath[1:].partition("]:")
-        else:
-            host, _, path = hostpath.partition(":")
-        if not host or not path:
-            raise ConfigError(f"repository URL {url!r} is not sftp:user@host:/path", "fix the repository URL")
-        port = 22
-    else:
-        return None
-    # ssh runs with no ~/.ssh/config (see sftp_command): without a user in the URL it would log in as
-    # whoever runs safehold, root at night and someone else restoring by hand.
-    if not user:
-        raise ConfigError(f"repository URL {url!r} names no user",
-                          "write sftp:USER@host:/path or sftp://USER@host:port//path")
-    return SftpTarget(host, user, port, path)
 
 
 def known_hosts_file(config: Config, name: str) -> Path:
@@ -86,7 +46,79 @@ def _key_path(name: str, repo: RepositoryConfig) -> Path | None:
         raise ConfigError(f"repositories.{name}.ssh_key must be a key file", 'use ssh_key = "/path/to/key" (0600)')
     path = Path(repo.ssh_key.removeprefix("file:")).expanduser()
     check_private_file(path, f"repositories.{name}.ssh_key")
+    _refuse_passphrase(name, path)
     return path
+
+
+OPENSSH_KEY = re.compile(r"-----BEGIN OPENSSH PRIVATE KEY-----(.*?)-----END OPENSSH PRIVATE KEY-----", re.S)
+OPENSSH_MAGIC = b"openssh-key-v1\0"
+
+
+def _ssh_strings(blob: bytes, count: int, offset: int) -> tuple[list[bytes], int]:
+    """`count` length-prefixed strings of an SSH wire-format blob from `offset`, and the offset after them."""
+    found = []
+    for _ in range(count):
+        size = int.from_bytes(blob[offset:offset + 4], "big")
+        if offset + 4 + size > len(blob):
+            raise ValueError("truncated key")
+        found.append(blob[offset + 4:offset + 4 + size])
+        offset += 4 + size
+    return found, offset
+
+
+def encrypted_key(text: str) -> tuple[bool, bytes | None]:
+    """Whether a private key file's text is encrypted, and its public key blob when the file shows it.
+
+    An OpenSSH key names its cipher (`none` when it has no passphrase) and carries the public key
+    in the clear; a PEM key says ENCRYPTED in its header (PKCS#1) or its label (PKCS#8).
+    """
+    if match := OPENSSH_KEY.search(text):
+        try:
+            blob = base64.b64decode("".join(match[1].split()), validate=True)
+            if not blob.startswith(OPENSSH_MAGIC):
+                raise ValueError("not an openssh-key-v1 key")
+            (cipher, _kdf, _kdf_options), offset = _ssh_strings(blob, 3, len(OPENSSH_MAGIC))
+            (public,), _ = _ssh_strings(blob, 1, offset + 4)  # after the key count
+        except ValueError:
+            return False, None  # damaged: ssh says what is wrong with it
+        return cipher != b"none", public
+    return "ENCRYPTED" in text.split("\n\n", 1)[0], None
+
+
+def _public_file(path: Path) -> bytes | None:
+    """The public key blob of `path`.pub, where ssh looks for it beside a key whose own text hides it."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return base64.b64decode(path.with_name(path.name + ".pub").read_text().split()[1], validate=True)
+    return None
+
+
+def _agent_holds(public: bytes | None) -> bool:
+    """Whether the ssh-agent safehold runs with (SSH_AUTH_SOCK, passed on to ssh) holds this public key."""
+    if public is None or not os.environ.get("SSH_AUTH_SOCK"):
+        return False
+    try:
+        listed = runner.run(["ssh-add", "-L"], what="ssh-add").decode()
+    except runner.ProcessFailed:  # no agent at that socket, or one with no key
+        return False
+    return any(line.split()[1:2] == [base64.b64encode(public).decode()] for line in listed.splitlines())
+
+
+def _refuse_passphrase(name: str, path: Path) -> None:
+    """Refuse a key with a passphrase that no agent holds.
+
+    ssh runs in batch mode, so it cannot ask for the passphrase: it skips the key and the server's
+    refusal would read like a wrong user or key.
+    """
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return  # ssh reports an unreadable key file
+    encrypted, public = encrypted_key(text)
+    if encrypted and not _agent_holds(public or _public_file(path)):
+        raise ConfigError(f"repositories.{name}.ssh_key {path} has a passphrase, and safehold runs unattended: "
+                          "ssh cannot ask for it",
+                          f"use a key without one (`ssh-keygen -p -N '' -f {path}` removes it), or run safehold "
+                          "with an ssh-agent (SSH_AUTH_SOCK) that holds this key")
 
 
 def _pin_configured(path: Path, lines: str) -> None:
