@@ -224,7 +224,8 @@ class RetentionConfig(Model):
     yearly: int | None = Field(default=None, ge=0)
     safety_days: int = Field(default=14, ge=1, description="days a safety point taken before a restore is kept; "
                                                            "safety points never take a slot of the rules above")
-    after_backup: bool = Field(default=True, description="apply after each successful backup, never a failed one")
+    after_backup: bool = Field(default=True, description="apply after each backup that stored its point (also when "
+                                                         "a copy failed), never after a failed one")
 
     @model_validator(mode="after")
     def _keeps_something(self) -> RetentionConfig:

@@ -183,3 +183,30 @@ retention = {{ last = 1, after_backup = false }}
     # Every instance failing is a failure, not a partial run.
     (tmp_path / "repo" / "config").rename(tmp_path / "main-config")
     assert run_cli("prune", config=config).returncode == 1
+
+
+def test_a_partial_run_still_applies_retention_where_the_point_is(tmp_path: Path, repo: dict[str, str]) -> None:
+    # A NAS down for weeks must not fill the local disk: the run is partial (its copy missing), but the
+    # point is stored, so the repositories that hold it are pruned as after a complete run.
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.txt").write_text("one\n")
+    config = write_config(tmp_path, repo, f"""
+[repositories.nas]
+url = "{tmp_path / 'nas'}"
+password = "file:{repo['password_file']}"
+
+[instances.app]
+repositories = ["main", "nas"]
+files = ["{files}"]
+retention = {{ last = 1 }}
+""")
+    for _ in range(2):
+        assert run_cli("backup", "app", config=config).returncode == 0
+    (tmp_path / "nas" / "config").rename(tmp_path / "nas-config")  # nas unreadable for now
+    result = run_cli("backup", "app", config=config)
+    assert result.returncode == 3, result.stderr
+    assert "retention of app not applied in nas" in result.stderr
+    (tmp_path / "nas-config").rename(tmp_path / "nas" / "config")
+    listed = json.loads(run_cli("list", "app", "--json", config=config).stdout)
+    assert sorted(row["repository"] for row in listed) == ["main", "nas"]  # main: only the new point

@@ -30,7 +30,8 @@ repositories = ["main"]                # the first gets every run; others receiv
 # config_files = ["/etc/apache2", "/etc/php"]
 # exclude = ["*/cache/*"]
 retention = {{ last = 14 }}            # or {{ daily = 7, weekly = 4, monthly = 12, yearly = 2 }}
-#                                      # applied after each successful backup; after_backup = false: by hand
+#                                      # applied after each backup that stored its point, never a failed one
+#                                      # (after_backup = false: by hand with `safehold prune`)
 # schedule = {{ week_days = ["monday","tuesday","wednesday","thursday","friday"], time = "23:30", timezone = "UTC" }}
 #   or {{ cron = "30 23 * * 1-5", timezone = "Europe/Berlin", drill = "0 4 * * sun", max_age_hours = 26 }}
 #   enabled = false pauses it (`safehold check` then reports it, CRITICAL once no point is fresh)

@@ -5,7 +5,8 @@
         record.bytes_added = result["bytes_added"]
 
 On exit the run is stored (ok, or failed with the error's one line when the block raised), then:
-retention is applied after a *successful* backup only, notifications and incident tickets go out,
+retention is applied after a backup that stored its point (ok, or partial: a copy missing; never after
+a failed one), notifications and incident tickets go out,
 and the metrics textfile is rewritten. A hook that fails is reported as a warning: it never turns
 a good run into a failed one or hides the error of a failed one. A run refused because the instance
 was busy (lock.Locked) is not a run: it leaves no history and no notification; one stopped with
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from safehold.config import Config
+from safehold.errors import SafeholdError
 from safehold.history import History, Kind, Result, Run
 from safehold.lock import Locked
 from safehold.output import Reporter
@@ -71,7 +73,9 @@ def _after(config: Config, history: History, record: RunRecord, previous: Run | 
     from safehold import metrics, notify
 
     run = record.run
-    if run.kind == "backup" and run.result == "ok":
+    # A partial run stored its point; only a copy is missing. Retention still runs, so the repositories
+    # that hold it do not grow for as long as a copy's server is down (a failed run prunes nothing).
+    if run.kind == "backup" and run.result in ("ok", "partial"):
         _hook("retention", reporter, lambda: _apply_retention(config, history, run, record.listings, reporter))
     _hook("notification", reporter, lambda: notify.after_run(config, history, run, previous, reporter))
     if config.settings.metrics_textfile:
@@ -99,7 +103,12 @@ def _apply_retention(config: Config, history: History, run: Run, listings: dict[
     # leftovers of failed runs and repacks) runs only then, so a normal night costs one restic call.
     counts: dict[str, int] = {}
     for repo_name in instance.repositories:
-        complete = points(config, open_repository(config, repo_name), run.instance, listings.get(repo_name))
+        try:
+            complete = points(config, open_repository(config, repo_name), run.instance, listings.get(repo_name))
+        except SafeholdError:
+            if run.result != "partial":
+                raise
+            continue  # the copy this run could not reach: the prune below names it if others need one
         counts[repo_name] = len(complete)
         if len(keep_reasons(complete, instance.retention, now())) < len(complete):
             rows = prune_instance(config, run.instance, reporter)
