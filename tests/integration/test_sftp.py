@@ -290,3 +290,21 @@ def test_key_with_a_passphrase_is_named_unless_an_agent_holds_it(tmp_path: Path,
     finally:
         agent.kill()
         agent.wait()
+
+
+def test_a_remote_folder_holding_other_files_is_not_made_a_repository(tmp_path: Path, sshd: Sshd) -> None:
+    # A URL one level off (the share's root, where the repository lives under repo/) must not get a second
+    # repository beside the files: refused as for a local folder and an S3 prefix, in the dry run too.
+    config, _, password = _setup(tmp_path, sshd, known_hosts=sshd.known_hosts_line())
+    area = sshd.folder / "srv" / tmp_path.name
+    (area / "repo").mkdir()
+    (area / "repo" / "invoices.pdf").write_bytes(b"%PDF")
+    (area / "repo" / ".hidden").write_text("x")
+    planned = run_cli("backup", "app", "--dry-run", config=config)
+    assert planned.returncode == 1 and "is not a restic repository but is not empty either" in planned.stdout
+    result = run_cli("backup", "app", config=config)
+    _one_line_error(result, "(it holds .hidden, invoices.pdf), so no repository is created there", password)
+    assert sorted(p.name for p in (area / "repo").iterdir()) == [".hidden", "invoices.pdf"]
+    (area / "repo" / "invoices.pdf").unlink()
+    (area / "repo" / ".hidden").unlink()
+    assert run_cli("backup", "app", config=config).returncode == 0  # an empty folder is fine

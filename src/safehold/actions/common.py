@@ -18,7 +18,8 @@ from safehold.models import Instance
 from safehold.output import Reporter
 from safehold.repository.manifest import MANIFEST_PATH, Manifest, new_run_id
 from safehold.repository.restic import Repository
-from safehold.repository.ssh import restic_options, ssh_log_file
+from safehold.repository.sftp_url import parse_sftp
+from safehold.repository.ssh import remote_entries, restic_options, ssh_log_file
 from safehold.secrets import resolve, write_private
 
 
@@ -29,7 +30,8 @@ def open_repository(config: Config, name: str) -> Repository:
     env = {key: resolve(ref, f"repositories.{name}.env.{key}") for key, ref in repo.env.items()}
     return Repository(name=name, url=repo.url, password=password, env=env,
                       extra_args=restic_options(config, name) + repo.rate_limits(), ssh_log=ssh_log_file(config, name),
-                      known_file=config.state_dir / "repositories" / f"{name}.url")
+                      known_file=config.state_dir / "repositories" / f"{name}.url",
+                      remote_entries=(lambda: remote_entries(config, name)) if parse_sftp(repo.url) else None)
 
 
 @contextlib.contextmanager

@@ -350,6 +350,9 @@ class Repository:
     # While the repository holds points with lost data, file backups take no parent snapshot (restic
     # would fail on a parent's lost tree) and read every file: set from the damage record.
     read_all: bool = False
+    # For a repository on an SFTP server: what its folder there holds ([] when missing, None when it
+    # cannot be listed), so a repository is never created beside other files (see ssh.remote_entries).
+    remote_entries: Callable[[], list[str] | None] | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -479,13 +482,17 @@ class Repository:
             s3.refuse_occupied(self.name, self.url, self.env)
             return
         path = local_path(self.url)
-        try:
-            found = sorted(e.name for e in path.iterdir() if e.name not in FRESH_FOLDER_ENTRIES) if path else []
-        except OSError:
-            return  # missing (restic creates it) or not a folder / not readable (restic's init says why)
+        if self.remote_entries is not None:
+            entries, where = self.remote_entries() or [], mask_url(self.url)
+        else:
+            try:
+                entries, where = [e.name for e in path.iterdir()] if path else [], str(path)
+            except OSError:
+                return  # missing (restic creates it) or not a folder / not readable (restic's init says why)
+        found = sorted(set(entries) - FRESH_FOLDER_ENTRIES)
         if found:
             shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
-            raise RepositoryError(f"repository {self.name}: {path} is not a restic repository but is not empty either "
+            raise RepositoryError(f"repository {self.name}: {where} is not a restic repository but is not empty either "
                                   f"(it holds {shown}), so no repository is created there",
                                   "point the URL at a new or empty folder, or move those files away")
 

@@ -138,10 +138,37 @@ def _pin_configured(path: Path, lines: str) -> None:
 
 def sftp_command(config: Config, name: str) -> str | None:
     """The `sftp.command` for repository `name` (None when it is not sftp:); writes known_hosts."""
-    repo = config.repositories[name]
-    target = parse_sftp(repo.url)
+    target = parse_sftp(config.repositories[name].url)
     if target is None:
         return None
+    argv = ["ssh", *_options(config, name, target), "-p", str(target.port), "-E", str(ssh_log_file(config, name)),
+            "-l", target.user, target.host, "-s", "sftp"]
+    return shlex.join(argv)
+
+
+def remote_entries(config: Config, name: str) -> list[str] | None:
+    """What the folder of sftp: repository `name` holds on the server ([] when it does not exist yet), listed
+    by OpenSSH's sftp client with the options restic's ssh gets; None when it cannot be listed (a refused
+    login, a host key that changed: restic's own init then says why)."""
+    target = parse_sftp(config.repositories[name].url)
+    assert target is not None
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    # sftp's own flags differ from ssh's (-P is the port, -l a bandwidth limit): the user goes as an option.
+    argv = ["sftp", *_options(config, name, target), "-P", str(target.port), "-o", f"User={target.user}",
+            "-b", "-", host]
+    quoted = target.path.replace("\\", "\\\\").replace('"', '\\"')
+    try:
+        out = runner.run(argv, what="sftp", input=f'cd "{quoted}"\nls -1a\n'.encode())
+    except runner.ProcessFailed as exc:
+        return [] if "no such file" in exc.stderr.lower() else None
+    return [line for line in out.decode(errors="replace").splitlines()
+            if not line.startswith("sftp> ") and line not in (".", "..")]
+
+
+def _options(config: Config, name: str, target: SftpTarget) -> list[str]:
+    """The options ssh and sftp share for repository `name`: strict checking against the pinned host key,
+    batch mode, the configured identity; no user config. Writes known_hosts from the config's lines."""
+    repo = config.repositories[name]
     known_hosts = known_hosts_file(config, name)
     if repo.known_hosts:
         _pin_configured(known_hosts, repo.known_hosts)
@@ -150,16 +177,14 @@ def sftp_command(config: Config, name: str) -> str | None:
                           f"run `safehold repo trust {name}` and compare the fingerprint, or set known_hosts")
     # UpdateHostKeys=no: ssh never edits the pinned file itself (it would add keys the server offers),
     # so only the config or `safehold repo trust` change what is trusted.
-    argv = ["ssh", "-F", "none", "-p", str(target.port),
-            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}", "-o", "UpdateHostKeys=no",
-            "-o", "GlobalKnownHostsFile=none", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-            "-o", f"ConnectTimeout={CONNECT_TIMEOUT_SECONDS}", "-o", "ServerAliveInterval=15",
-            "-o", "ServerAliveCountMax=3", "-E", str(ssh_log_file(config, name))]
+    options = ["-F", "none", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+               "-o", "UpdateHostKeys=no", "-o", "GlobalKnownHostsFile=none", "-o", "BatchMode=yes",
+               "-o", "LogLevel=ERROR", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_SECONDS}",
+               "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
     key = _key_path(name, repo)
     if key is not None:
-        argv += ["-i", str(key), "-o", "IdentitiesOnly=yes"]
-    argv += ["-l", target.user, target.host, "-s", "sftp"]
-    return shlex.join(argv)
+        options += ["-i", str(key), "-o", "IdentitiesOnly=yes"]
+    return options
 
 
 def restic_options(config: Config, name: str) -> list[str]:
