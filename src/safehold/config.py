@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -326,6 +327,21 @@ class WebConfig(Model):
     tls_cert: str | None = None
     tls_key: str | None = None
     proxy_auth_header: str | None = None
+    # Without a trusted proxy, X-Forwarded-For/-Proto are ignored: any local process could otherwise
+    # pick its apparent address (past the per-address login limit, into the audit log) and scheme.
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="addresses or networks of reverse proxies whose X-Forwarded-* count")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        # Normalised, because uvicorn takes "10.0.0.1/8" (host bits set) for a name that never matches.
+        try:
+            return [str(ipaddress.ip_network(entry, strict=False) if "/" in entry else ipaddress.ip_address(entry))
+                    for entry in value]
+        except ValueError as exc:
+            raise ValueError(f"{exc.args[0]}: give IP addresses or networks, e.g. [\"127.0.0.1\", \"::1\", "
+                             f"\"10.0.0.0/24\"]") from None
 
 
 class Settings(Model):

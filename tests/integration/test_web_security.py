@@ -227,6 +227,43 @@ def test_session_cookie_flags(app) -> None:
     assert "HttpOnly" in header and "samesite=strict" in header.lower() and "Secure" in header
 
 
+def session_cookie_header(c: TestClient, user: tuple[str, str], headers: dict[str, str]) -> str:
+    """The Set-Cookie header of a good login sent with `headers`."""
+    token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+    response = c.post("/login", data={"csrf": token, "username": user[0], "password": user[1]}, headers=headers)
+    assert response.status_code == 303, response.text
+    return [v for k, v in response.headers.multi_items() if k == "set-cookie" and "safehold_session" in v][0]
+
+
+def guess_from(c: TestClient, addresses: list[str]) -> list[int]:
+    """One wrong password per address in X-Forwarded-For, each for another (unknown) account."""
+    token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+    return [c.post("/login", data={"csrf": token, "username": f"guess{i}", "password": "x" * 10},
+                   headers={"X-Forwarded-For": address}).status_code for i, address in enumerate(addresses)]
+
+
+def test_forwarded_headers_count_only_from_a_trusted_proxy(app, env: webenv.WebEnv) -> None:
+    # A local process (a PHP app on the same host) connects from 127.0.0.1 like a proxy would.
+    local = TestClient(app, follow_redirects=False, client=("127.0.0.1", 5000))
+    spoofed = [f"203.0.113.{i}" for i in range(6)]
+    assert guess_from(local, spoofed) == [401] * 5 + [429]
+    assert {row["address"] for row in app.state.console.store.audit_rows()} == {"127.0.0.1"}
+    https = {"X-Forwarded-Proto": "https"}
+    assert "Secure" not in session_cookie_header(client(app), OPERATOR, https)
+
+    config = config_module.load(env.config)
+    config.web.trusted_proxies = ["127.0.0.1", "::1"]
+    proxied_app = create_app(config, app.state.console.store)
+    proxy = TestClient(proxied_app, follow_redirects=False, client=("127.0.0.1", 5000))
+    assert guess_from(proxy, spoofed) == [401] * 6  # six clients behind the proxy, one guess each
+    assert {row["address"] for row in proxied_app.state.console.store.audit_rows()[:6]} == set(spoofed)
+    assert "Secure" in session_cookie_header(proxy, OPERATOR, https)
+    ipv6_proxy = TestClient(proxied_app, follow_redirects=False, client=("::1", 5000))
+    assert "Secure" in session_cookie_header(ipv6_proxy, OPERATOR, https)
+    # the proxy's own address list does not extend to other hosts
+    assert "Secure" not in session_cookie_header(client(proxied_app), OPERATOR, https)
+
+
 def test_secrets_never_in_any_page(app, env: webenv.WebEnv) -> None:
     operator = client(app)
     token = login(operator, OPERATOR)

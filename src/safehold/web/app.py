@@ -18,6 +18,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from safehold.actions.backup import backup_instance, check_note
 from safehold.actions.points import show_point
@@ -409,7 +410,11 @@ def create_app(config: Config, store: Store | None = None, jobs: JobRunner | Non
         Route("/instances/{name}/points/{run}/export", c.export, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=_headers)],
-                    exception_handlers={HTTPException: c.http_error})
+    middleware = [Middleware(BaseHTTPMiddleware, dispatch=_headers)]
+    if config.web.trusted_proxies:
+        # Here rather than in uvicorn (whose default trusts 127.0.0.1): only a configured proxy may set the
+        # client address and scheme that the rate limit, the audit log and the Secure cookie flag rely on.
+        middleware.insert(0, Middleware(ProxyHeadersMiddleware, trusted_hosts=config.web.trusted_proxies))
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: c.http_error})
     app.state.console = console
     return app

@@ -64,13 +64,14 @@ def serve(config: Config, listen: str | None = None, services: Sequence[Service]
     if bool(web.tls_cert) != bool(web.tls_key):
         raise ConfigError("web.tls_cert and web.tls_key go together", "set both, or neither (reverse proxy TLS)")
     check_listen(host, port)
+    # X-Forwarded-* are applied by the app itself, from web.trusted_proxies only (proxy_headers=False below).
     app = create_app(config, jobs=JobRunner(config.state_dir, pool=pool))
     console: Console = app.state.console
     for service in services:
         service.start()
     try:
         uvicorn.run(app, host=host, port=port, ssl_certfile=web.tls_cert, ssl_keyfile=web.tls_key,
-                    proxy_headers=True, forwarded_allow_ips="127.0.0.1", log_level="info", access_log=True)
+                    proxy_headers=False, log_level="info", access_log=True)
     finally:
         for service in reversed(services):
             service.stop()
