@@ -41,8 +41,9 @@ def app(env: webenv.WebEnv):
     return create_app(config, store)
 
 
-def client(app) -> TestClient:
-    return TestClient(app, follow_redirects=False, client=("10.0.0.1", 5000))
+def client(app, address: str = "10.0.0.1", scheme: str = "http") -> TestClient:
+    """A browser at `address`; the console allows only known names in Host (localhost here)."""
+    return TestClient(app, base_url=f"{scheme}://localhost", follow_redirects=False, client=(address, 5000))
 
 
 def login(c: TestClient, user: tuple[str, str]) -> str:
@@ -171,7 +172,7 @@ def test_wrong_passwords_are_rate_limited(app) -> None:
     assert blocked.status_code == 429 and "Retry-After" in blocked.headers
     assert "safehold_session" not in blocked.headers.get("set-cookie", "")
     # another address guessing the same account is blocked too
-    other = TestClient(app, follow_redirects=False, client=("10.0.0.2", 5000))
+    other = client(app, "10.0.0.2")
     token = re.search(r'name="csrf" value="([^"]+)"', other.get("/login").text)[1]
     assert other.post("/login", data={"csrf": token, "username": OPERATOR[0], "password": OPERATOR[1]}
                       ).status_code == 429
@@ -219,7 +220,7 @@ def test_session_cookie_flags(app) -> None:
     login(plain, OPERATOR)
     cookie = [h for h in plain.cookies.jar if h.name == "safehold_session"][0]
     assert cookie.has_nonstandard_attr("HttpOnly") and cookie.secure is False
-    tls = TestClient(app, base_url="https://testserver", follow_redirects=False)
+    tls = client(app, scheme="https")
     page = tls.get("/login")
     token = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
     response = tls.post("/login", data={"csrf": token, "username": OPERATOR[0], "password": OPERATOR[1]})
@@ -244,7 +245,7 @@ def guess_from(c: TestClient, addresses: list[str]) -> list[int]:
 
 def test_forwarded_headers_count_only_from_a_trusted_proxy(app, env: webenv.WebEnv) -> None:
     # A local process (a PHP app on the same host) connects from 127.0.0.1 like a proxy would.
-    local = TestClient(app, follow_redirects=False, client=("127.0.0.1", 5000))
+    local = client(app, "127.0.0.1")
     spoofed = [f"203.0.113.{i}" for i in range(6)]
     assert guess_from(local, spoofed) == [401] * 5 + [429]
     assert {row["address"] for row in app.state.console.store.audit_rows()} == {"127.0.0.1"}
@@ -254,14 +255,32 @@ def test_forwarded_headers_count_only_from_a_trusted_proxy(app, env: webenv.WebE
     config = config_module.load(env.config)
     config.web.trusted_proxies = ["127.0.0.1", "::1"]
     proxied_app = create_app(config, app.state.console.store)
-    proxy = TestClient(proxied_app, follow_redirects=False, client=("127.0.0.1", 5000))
+    proxy = client(proxied_app, "127.0.0.1")
     assert guess_from(proxy, spoofed) == [401] * 6  # six clients behind the proxy, one guess each
     assert {row["address"] for row in proxied_app.state.console.store.audit_rows()[:6]} == set(spoofed)
     assert "Secure" in session_cookie_header(proxy, OPERATOR, https)
-    ipv6_proxy = TestClient(proxied_app, follow_redirects=False, client=("::1", 5000))
+    ipv6_proxy = client(proxied_app, "::1")
     assert "Secure" in session_cookie_header(ipv6_proxy, OPERATOR, https)
     # the proxy's own address list does not extend to other hosts
     assert "Secure" not in session_cookie_header(client(proxied_app), OPERATOR, https)
+
+
+def test_only_known_host_names_are_answered(app, env: webenv.WebEnv) -> None:
+    # DNS rebinding: a page of evil.example re-resolves its name to 127.0.0.1; the browser still sends
+    # Host: evil.example, and must not get the login form or the metrics.
+    c = client(app)
+    for path in ("/login", "/metrics", "/"):
+        assert c.get(path, headers={"Host": "evil.example"}).status_code == 400, path
+        assert c.get(path, headers={"Host": "evil.example:8750"}).status_code == 400, path
+    for host in ("localhost:8750", "127.0.0.1:8750", "[::1]:8750", "LOCALHOST"):
+        assert c.get("/metrics", headers={"Host": host}).status_code == 200, host
+
+    config = config_module.load(env.config)
+    config.web.allowed_hosts = ["backup.example.org"]
+    named = client(create_app(config, app.state.console.store, listen="192.0.2.10:8750"))
+    for host in ("backup.example.org", "Backup.Example.org:443", "192.0.2.10:8750"):
+        assert named.get("/metrics", headers={"Host": host}).status_code == 200, host
+    assert named.get("/metrics", headers={"Host": "evil.example"}).status_code == 400
 
 
 def test_secrets_never_in_any_page(app, env: webenv.WebEnv) -> None:

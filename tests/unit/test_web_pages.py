@@ -30,7 +30,7 @@ def viewer(tmp_path: Path) -> tuple[TestClient, Path]:
     config = load(make_config(tmp_path, repo_url=str(tmp_path / "no-repository")))
     store = Store(config.state_dir)
     store.add_user("view", "viewer", "view-password-1")
-    client = TestClient(create_app(config, store), follow_redirects=False,
+    client = TestClient(create_app(config, store), base_url="http://localhost", follow_redirects=False,
                         cookies={SESSION_COOKIE: store.open_session("view")})
     return client, config.state_dir
 

@@ -6,13 +6,14 @@ import socket
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from safehold.config import ScheduleConfig
+from safehold.config import ScheduleConfig, WebConfig, parse_listen
 from safehold.errors import ConfigError, SafeholdError
 from safehold.secrets import mask_url
 from safehold.web.auth import RateLimiter
 from safehold.web.data import describe_schedule, mask, stale_after_hours
-from safehold.web.server import check_listen, parse_listen
+from safehold.web.server import check_listen
 from safehold.web.store import Store
 
 
@@ -49,6 +50,18 @@ def test_parse_listen() -> None:
     for bad in ("8750", "host:", ":80", "host:99999"):
         with pytest.raises(ConfigError):
             parse_listen(bad)
+
+
+def test_trusted_proxies_and_allowed_hosts_are_checked_and_normalised() -> None:
+    web = WebConfig(trusted_proxies=["127.0.0.1", "::1", "10.0.0.7/24"],
+                    allowed_hosts=["Backup.Example.org", "*.example.net", "::1", "[2001:db8::1]"])
+    assert web.trusted_proxies == ["127.0.0.1", "::1", "10.0.0.0/24"]  # uvicorn ignores "10.0.0.7/24"
+    assert web.allowed_hosts == ["backup.example.org", "*.example.net", "[::1]", "[2001:db8::1]"]
+    for bad in ({"trusted_proxies": ["*"]}, {"trusted_proxies": ["proxy.example.org"]},
+                {"allowed_hosts": ["https://backup.example.org"]}, {"allowed_hosts": ["backup.example.org:443"]},
+                {"allowed_hosts": ["*"]}):
+        with pytest.raises(ValidationError):
+            WebConfig(**bad)
 
 
 def test_rate_limiter_blocks_after_failures_and_clears_on_success() -> None:

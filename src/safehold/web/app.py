@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -24,7 +26,7 @@ from safehold.actions.backup import backup_instance, check_note
 from safehold.actions.points import show_point
 from safehold.actions.restore import PARTS, restore
 from safehold.actions.verify import verify
-from safehold.config import Config
+from safehold.config import Config, host_pattern, parse_listen
 from safehold.errors import SafeholdError
 from safehold.web import data as data_module
 from safehold.web.auth import (
@@ -41,6 +43,8 @@ from safehold.web.store import NAME_MAX, Session, Store
 HERE = Path(__file__).parent
 # Checked with fullmatch: `$` also matches before a final newline, which would let "latest\n" through.
 RUN = re.compile(r"latest|[0-9A-Za-z][0-9A-Za-z-]{3,63}")
+# Names a browser on this host may use for the console; others come from web.allowed_hosts.
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 SAFE_NEXT = re.compile(r"/[A-Za-z0-9/_.\-?=&%]*")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -383,8 +387,19 @@ async def _headers(request: Request, call_next: RequestResponseEndpoint) -> Resp
     return response
 
 
-def create_app(config: Config, store: Store | None = None, jobs: JobRunner | None = None) -> Starlette:
-    """The ASGI app; `app.state.console` gives the job runner to services such as the scheduler."""
+def allowed_hosts(config: Config, listen: str | None = None) -> list[str]:
+    """Host header values the console answers: loopback names, the listen address, web.allowed_hosts."""
+    hosts = [*LOCAL_HOSTS, *config.web.allowed_hosts]
+    host, _ = parse_listen(listen or config.web.listen)
+    with contextlib.suppress(ValueError):  # not a name a browser could send (then it is not needed)
+        hosts.append(host_pattern(host))
+    return hosts
+
+
+def create_app(config: Config, store: Store | None = None, jobs: JobRunner | None = None,
+               listen: str | None = None) -> Starlette:
+    """The ASGI app (`listen`: the address served, default web.listen); `app.state.console` gives the
+    job runner to services such as the scheduler."""
     console = Console(config, store, jobs)
     c = console
     routes = [
@@ -410,7 +425,11 @@ def create_app(config: Config, store: Store | None = None, jobs: JobRunner | Non
         Route("/instances/{name}/points/{run}/export", c.export, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    middleware = [Middleware(BaseHTTPMiddleware, dispatch=_headers)]
+    middleware = [
+        # Before any route: a DNS-rebinding page (its own name resolving to 127.0.0.1) must get nothing.
+        Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(config, listen), www_redirect=False),
+        Middleware(BaseHTTPMiddleware, dispatch=_headers),
+    ]
     if config.web.trusted_proxies:
         # Here rather than in uvicorn (whose default trusts 127.0.0.1): only a configured proxy may set the
         # client address and scheme that the rate limit, the audit log and the Secure cookie flag rely on.

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import uvicorn
 
-from safehold.config import Config
+from safehold.config import Config, parse_listen
 from safehold.errors import ConfigError, os_reason
 from safehold.web.app import Console, create_app
 from safehold.web.jobs import JobRunner
@@ -29,14 +29,6 @@ class Service(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """`HOST:PORT` (IPv6 as `[::1]:8750`) → host and port."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
-        raise ConfigError(f"--listen {listen!r} is not HOST:PORT", "e.g. --listen 127.0.0.1:8750")
-    return host.strip("[]"), int(port)
 
 
 def check_listen(host: str, port: int) -> None:
@@ -65,7 +57,7 @@ def serve(config: Config, listen: str | None = None, services: Sequence[Service]
         raise ConfigError("web.tls_cert and web.tls_key go together", "set both, or neither (reverse proxy TLS)")
     check_listen(host, port)
     # X-Forwarded-* are applied by the app itself, from web.trusted_proxies only (proxy_headers=False below).
-    app = create_app(config, jobs=JobRunner(config.state_dir, pool=pool))
+    app = create_app(config, jobs=JobRunner(config.state_dir, pool=pool), listen=listen)
     console: Console = app.state.console
     for service in services:
         service.start()
