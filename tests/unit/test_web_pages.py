@@ -21,17 +21,18 @@ from safehold.output import Silent
 from safehold.web.app import create_app
 from safehold.web.auth import SESSION_COOKIE
 from safehold.web.data import Data
+from safehold.web.jobs import Job
 from safehold.web.store import Store
 from tests.unit.test_check_history_metrics import dead_pid, leave_paused, load, make_config
 
 
-def viewer(tmp_path: Path) -> tuple[TestClient, Path]:
-    """A logged-in viewer (read-only role) of a console for instance `app`, and the state directory."""
+def logged_in(tmp_path: Path, role: str = "viewer") -> tuple[TestClient, Path]:
+    """A logged-in user (named as the role) of a console for instance `app`, and the state directory."""
     config = load(make_config(tmp_path, repo_url=str(tmp_path / "no-repository")))
     store = Store(config.state_dir)
-    store.add_user("view", "viewer", "view-password-1")
+    store.add_user(role, role, f"{role}-password-1")
     client = TestClient(create_app(config, store), base_url="http://localhost", follow_redirects=False,
-                        cookies={SESSION_COOKIE: store.open_session("view")})
+                        cookies={SESSION_COOKIE: store.open_session(role)})
     return client, config.state_dir
 
 
@@ -42,7 +43,7 @@ def dashboard_row(client: TestClient) -> str:
 
 
 def test_a_killed_drill_is_the_last_drill_and_failed(tmp_path: Path) -> None:
-    client, state = viewer(tmp_path)
+    client, state = logged_in(tmp_path)
     history = History(state)
     passed = history.record_start("app", "drill")
     when = str(datetime.now(UTC))  # how the drill stores its times (JSON)
@@ -69,7 +70,7 @@ def test_an_app_a_killed_run_left_paused_is_shown_and_not_resumed_by_a_page_view
     point = {"run_id": "20261203T070000Z-ab12", "started": datetime.now(UTC), "repository": "main", "bytes": 1,
              "seconds": 1.0, "databases": 0, "files": 1, "safety_point": False}
     monkeypatch.setattr(Data, "points", lambda self, name: [point])
-    client, state = viewer(tmp_path)
+    client, state = logged_in(tmp_path)
     assert "state-row-warn" in dashboard_row(client)
     flag = tmp_path / "itop" / "data" / ".readonly"
     flag.parent.mkdir(parents=True)
@@ -97,3 +98,19 @@ def test_an_app_a_killed_run_left_paused_is_shown_and_not_resumed_by_a_page_view
         assert "resumed once that run ends" in dashboard_row(client)
         marker.write_text(json.dumps({**json.loads(marker.read_text()), "pid": os.getpid()}))
         assert 'class="paused' not in dashboard_row(client)
+
+
+def test_only_operators_are_offered_the_download_of_an_export(tmp_path: Path) -> None:
+    viewer, state = logged_in(tmp_path)
+    operator, _ = logged_in(tmp_path, "operator")
+    job = Job("20260101T000000Z-abcd", "export", "app", "operator", state="ok", finished=1e9,
+              result={"run_id": "20251231T230000Z-0a1b", "file": "app-20251231T230000Z-0a1b-c0ffee.tar.zst"})
+    (state / "web" / "jobs" / f"{job.id}.json").write_text(json.dumps(job.to_dict()))
+    (state / "web" / "exports").mkdir()
+    (state / "web" / "exports" / job.result["file"]).write_bytes(b"export")
+    link = f'href="/jobs/{job.id}/download"'
+    assert link in operator.get(f"/jobs/{job.id}").text
+    assert operator.get(f"/jobs/{job.id}/download").content == b"export"
+    page = viewer.get(f"/jobs/{job.id}")
+    assert page.status_code == 200 and link not in page.text and job.result["file"] in page.text
+    assert viewer.get(f"/jobs/{job.id}/download").status_code == 403
