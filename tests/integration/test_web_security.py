@@ -283,6 +283,22 @@ def test_only_known_host_names_are_answered(app, env: webenv.WebEnv) -> None:
     assert named.get("/metrics", headers={"Host": "evil.example"}).status_code == 400
 
 
+def test_an_export_of_latest_is_named_by_its_point(app, env: webenv.WebEnv) -> None:
+    operator = client(app)
+    token = login(operator, OPERATOR)
+    started = operator.post("/instances/alpha/points/latest/export", data={"csrf": token})
+    assert started.status_code == 303, started.text
+    assert wait_job(operator, started.headers["location"])["state"] == "ok"
+    job = app.state.console.jobs.get(started.headers["location"].rsplit("/", 1)[1])
+    run_id = job.result["run_id"]
+    assert job.result["file"].startswith(f"alpha-{run_id}-") and "latest" not in job.result["file"]
+    assert [p.name for p in (env.state_dir / "web" / "exports").iterdir()] == [job.result["file"]]
+    page = operator.get(started.headers["location"]).text
+    assert "deleted 24 h after it was made" in page
+    download = operator.get(started.headers["location"] + "/download")
+    assert download.status_code == 200 and job.result["file"] in download.headers["content-disposition"]
+
+
 def test_secrets_never_in_any_page(app, env: webenv.WebEnv) -> None:
     operator = client(app)
     token = login(operator, OPERATOR)

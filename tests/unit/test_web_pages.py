@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from safehold.web.app import create_app
 from safehold.web.auth import SESSION_COOKIE
 from safehold.web.data import Data
 from safehold.web.jobs import Job
+from safehold.web.server import ExportSweeper
 from safehold.web.store import Store
 from tests.unit.test_check_history_metrics import dead_pid, leave_paused, load, make_config
 
@@ -114,3 +116,28 @@ def test_only_operators_are_offered_the_download_of_an_export(tmp_path: Path) ->
     page = viewer.get(f"/jobs/{job.id}")
     assert page.status_code == 200 and link not in page.text and job.result["file"] in page.text
     assert viewer.get(f"/jobs/{job.id}/download").status_code == 403
+
+
+def test_exports_older_than_a_day_are_deleted_when_a_job_starts_and_by_the_sweeper(tmp_path: Path) -> None:
+    operator, state = logged_in(tmp_path, "operator")
+    exports = state / "web" / "exports"
+    exports.mkdir()
+    day_old = time.time() - 24 * 3600 - 60
+    old, partial, fresh = (exports / name for name in ("app-20250101T000000Z-0a1b-c0ffee.tar.zst",
+                                                       ".app-latest-beef00.tar.zst.partial",
+                                                       "app-20250102T000000Z-0a1b-c0ffee.tar.zst"))
+    for path in (old, partial, fresh):
+        path.write_bytes(b"rows of the application's database")
+    for path in (old, partial):
+        os.utime(path, (day_old, day_old))
+    token = re.search(r'name="csrf" value="([^"]+)"', operator.get("/instances/app").text)[1]
+    started = operator.post("/instances/app/verify", data={"csrf": token})
+    assert started.status_code == 303, started.text
+    assert sorted(exports.iterdir()) == [fresh]
+
+    # `safehold serve` also sweeps while no job starts
+    os.utime(fresh, (day_old, day_old))
+    sweeper = ExportSweeper(operator.app.state.console, every=60)
+    sweeper.start()
+    sweeper.stop()
+    assert list(exports.iterdir()) == []

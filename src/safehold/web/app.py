@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ from safehold.web.auth import login_token as new_login_token
 from safehold.web.jobs import Busy, Job, JobRunner
 from safehold.web.store import NAME_MAX, Session, Store
 
+LOG = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 # Checked with fullmatch: `$` also matches before a final newline, which would let "latest\n" through.
 RUN = re.compile(r"latest|[0-9A-Za-z][0-9A-Za-z-]{3,63}")
@@ -127,9 +129,15 @@ class Console:
             raise HTTPException(400, "not a run id")
         return value
 
+    def prune_exports(self) -> None:
+        """Delete old exports (on every new job, and from `safehold serve`'s sweeper when none starts)."""
+        for file in data_module.prune_exports(self.exports):
+            LOG.info("deleted export %s: older than %s h", file, data_module.EXPORT_KEEP_HOURS)
+
     def start(self, request: Request, session: Session, kind: str, name: str, action: Any,
               params: dict[str, Any] | None = None) -> Response:
         """Queue a job and go to its live page; a busy instance gets a clear 409 page."""
+        self.prune_exports()
         address = request.client.host if request.client else None
         try:
             job = self.jobs.submit(kind, name, session.user, action, params)
@@ -226,7 +234,7 @@ class Console:
         job = self.jobs.get(request.path_params["job"])
         if job is None:
             raise HTTPException(404, "no such run")
-        return self.render(request, "job.html", session, job=job)
+        return self.render(request, "job.html", session, job=job, keep_hours=data_module.EXPORT_KEEP_HOURS)
 
     def job_status(self, request: Request) -> Response:
         """JSON for the live tail: new log lines since `since`, progress, state."""
@@ -294,7 +302,8 @@ class Console:
             raise HTTPException(404, "no finished export with this id")
         path = (self.exports / str(job.result.get("file", ""))).resolve()
         if not path.is_relative_to(self.exports.resolve()) or not path.is_file():
-            raise HTTPException(404, "the export file is gone")
+            raise HTTPException(404, f"the export file is gone: exports are deleted after "
+                                     f"{data_module.EXPORT_KEEP_HOURS} h; export the point again")
         return FileResponse(path, filename=path.name)
 
     # -- restore -------------------------------------------------------------------------------

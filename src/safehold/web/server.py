@@ -11,6 +11,7 @@ pool as scheduled runs; both take the same instance locks, so they never overlap
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import Protocol
@@ -29,6 +30,29 @@ class Service(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+class ExportSweeper:
+    """Deletes old console exports every `every` seconds, so they go even when no new job starts."""
+
+    def __init__(self, console: Console, every: float = 600.0) -> None:
+        self.console = console
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="safehold-export-sweeper", daemon=True)
+
+    def _loop(self) -> None:
+        while True:
+            self.console.prune_exports()
+            if self._stop.wait(self.every):
+                return
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def check_listen(host: str, port: int) -> None:
@@ -59,6 +83,7 @@ def serve(config: Config, listen: str | None = None, services: Sequence[Service]
     # X-Forwarded-* are applied by the app itself, from web.trusted_proxies only (proxy_headers=False below).
     app = create_app(config, jobs=JobRunner(config.state_dir, pool=pool), listen=listen)
     console: Console = app.state.console
+    services = [*services, ExportSweeper(console)]
     for service in services:
         service.start()
     try:
