@@ -11,6 +11,7 @@ import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from starlette.testclient import TestClient
@@ -141,3 +142,33 @@ def test_exports_older_than_a_day_are_deleted_when_a_job_starts_and_by_the_sweep
     sweeper.start()
     sweeper.stop()
     assert list(exports.iterdir()) == []
+
+
+def test_login_keeps_the_page_asked_for_with_its_query_through_a_failed_attempt(tmp_path: Path) -> None:
+    logged_in(tmp_path, "operator")  # the account
+    _, state = logged_in(tmp_path)
+    anonymous = TestClient(create_app(load(tmp_path / "safehold.toml"), Store(state)), base_url="http://localhost",
+                           follow_redirects=False)
+    wanted = "/instances/app/restore/plan?run=latest&parts=db&to_db=a%2C+b"
+    sent = anonymous.get(wanted)
+    assert sent.status_code == 303 and sent.headers["location"] == "/login?next=" + quote(wanted, safe="")
+    page = anonymous.get(sent.headers["location"]).text
+    next_field = re.search(r'name="next" value="([^"]+)"', page)[1].replace("&amp;", "&")
+    assert next_field == wanted
+    token = re.search(r'name="csrf" value="([^"]+)"', page)[1]
+    failed = anonymous.post("/login", data={"csrf": token, "username": "operator", "password": "wrong-password",
+                                            "next": wanted})
+    assert failed.status_code == 401
+    assert re.search(r'name="next" value="([^"]+)"', failed.text)[1].replace("&amp;", "&") == wanted
+    good = anonymous.post("/login", data={"csrf": token, "username": "operator", "password": "operator-password-1",
+                                          "next": wanted})
+    assert good.status_code == 303 and good.headers["location"] == wanted
+
+    # only paths of this site, on the form and after a failure as after a good login
+    for elsewhere in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)"):
+        page = anonymous.get("/login", params={"next": elsewhere}).text
+        assert 'name="next" value="/"' in page, elsewhere
+        token = re.search(r'name="csrf" value="([^"]+)"', page)[1]
+        failed = anonymous.post("/login", data={"csrf": token, "username": "operator", "password": "wrong-pw",
+                                                "next": elsewhere})
+        assert 'name="next" value="/"' in failed.text, elsewhere

@@ -47,7 +47,8 @@ HERE = Path(__file__).parent
 RUN = re.compile(r"latest|[0-9A-Za-z][0-9A-Za-z-]{3,63}")
 # Names a browser on this host may use for the console; others come from web.allowed_hosts.
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
-SAFE_NEXT = re.compile(r"/[A-Za-z0-9/_.\-?=&%]*")
+# Where a login may lead: a path of this site with its query (`+` is a space in form-encoded queries).
+SAFE_NEXT = re.compile(r"/[A-Za-z0-9/_.\-?=&%+]*")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
@@ -56,6 +57,12 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+def safe_next(target: object) -> str:
+    """`target` when it is a path of this site, else `/`: `//host` and `https://host` lead elsewhere."""
+    text = str(target or "/")
+    return text if SAFE_NEXT.fullmatch(text) and not text.startswith("//") else "/"
 
 
 def _age(when: datetime | float | None) -> str:
@@ -152,7 +159,7 @@ class Console:
     async def login_page(self, request: Request) -> Response:
         """The login form with its double-submit CSRF token."""
         token = new_login_token(request)
-        response = self.render(request, "login.html", None, next=request.query_params.get("next", "/"),
+        response = self.render(request, "login.html", None, next=safe_next(request.query_params.get("next")),
                                login_csrf=token)
         set_login_cookie(response, request, token)
         return response
@@ -167,23 +174,23 @@ class Console:
         # matches none) before it becomes a rate-limit key and an audit row, or every anonymous attempt,
         # refused ones included, could write a megabyte into the audit log.
         user, password = str(form.get("username", ""))[: NAME_MAX + 1], str(form.get("password", ""))
+        target = safe_next(form.get("next"))  # kept through a failed attempt
         address = request.client.host if request.client else "?"
         keys = (f"user:{user}", f"addr:{address}")
         wait = self.auth.limiter.attempt(*keys)
         if wait:
             self.store.audit(user, address, "login", "", "refused: rate limited")
-            response = self.render(request, "login.html", None, 429, login_csrf=cookie, next="/",
+            response = self.render(request, "login.html", None, 429, login_csrf=cookie, next=target,
                                    error=f"too many failed logins: try again in {wait / 60:.0f} min")
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response
         if not await run_in_threadpool(self.store.check_password, user, password):
             self.store.audit(user, address, "login", "", "failed")
-            return self.render(request, "login.html", None, 401, login_csrf=cookie, next="/",
+            return self.render(request, "login.html", None, 401, login_csrf=cookie, next=target,
                                error="wrong user name or password")
         self.auth.limiter.succeeded(*keys)
         self.store.audit(user, address, "login", "", "ok")
-        target = str(form.get("next", "/"))
-        response = RedirectResponse(target if SAFE_NEXT.fullmatch(target) and not target.startswith("//") else "/", 303)
+        response = RedirectResponse(target, 303)
         set_session_cookie(response, request, self.store.open_session(user))
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
         return response
@@ -375,7 +382,8 @@ class Console:
         """Pages send anonymous visitors to the login form; everything else gets an error page."""
         assert isinstance(exc, HTTPException)
         if exc.status_code == 401 and request.method == "GET":
-            return RedirectResponse(f"/login?next={quote(request.url.path)}", 303)
+            wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(wanted, safe='')}", 303)
         try:
             session = self.auth.session(request)
         except HTTPException:  # an unknown proxy user: show the error without a session
