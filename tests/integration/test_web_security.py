@@ -41,8 +41,9 @@ def app(env: webenv.WebEnv):
     return create_app(config, store)
 
 
-def client(app) -> TestClient:
-    return TestClient(app, follow_redirects=False, client=("10.0.0.1", 5000))
+def client(app, address: str = "10.0.0.1", scheme: str = "http") -> TestClient:
+    """A browser at `address`; the console allows only known names in Host (localhost here)."""
+    return TestClient(app, base_url=f"{scheme}://localhost", follow_redirects=False, client=(address, 5000))
 
 
 def login(c: TestClient, user: tuple[str, str]) -> str:
@@ -171,7 +172,7 @@ def test_wrong_passwords_are_rate_limited(app) -> None:
     assert blocked.status_code == 429 and "Retry-After" in blocked.headers
     assert "safehold_session" not in blocked.headers.get("set-cookie", "")
     # another address guessing the same account is blocked too
-    other = TestClient(app, follow_redirects=False, client=("10.0.0.2", 5000))
+    other = client(app, "10.0.0.2")
     token = re.search(r'name="csrf" value="([^"]+)"', other.get("/login").text)[1]
     assert other.post("/login", data={"csrf": token, "username": OPERATOR[0], "password": OPERATOR[1]}
                       ).status_code == 429
@@ -219,12 +220,83 @@ def test_session_cookie_flags(app) -> None:
     login(plain, OPERATOR)
     cookie = [h for h in plain.cookies.jar if h.name == "safehold_session"][0]
     assert cookie.has_nonstandard_attr("HttpOnly") and cookie.secure is False
-    tls = TestClient(app, base_url="https://testserver", follow_redirects=False)
+    tls = client(app, scheme="https")
     page = tls.get("/login")
     token = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
     response = tls.post("/login", data={"csrf": token, "username": OPERATOR[0], "password": OPERATOR[1]})
     header = [v for k, v in response.headers.multi_items() if k == "set-cookie" and "safehold_session" in v][0]
     assert "HttpOnly" in header and "samesite=strict" in header.lower() and "Secure" in header
+
+
+def session_cookie_header(c: TestClient, user: tuple[str, str], headers: dict[str, str]) -> str:
+    """The Set-Cookie header of a good login sent with `headers`."""
+    token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+    response = c.post("/login", data={"csrf": token, "username": user[0], "password": user[1]}, headers=headers)
+    assert response.status_code == 303, response.text
+    return [v for k, v in response.headers.multi_items() if k == "set-cookie" and "safehold_session" in v][0]
+
+
+def guess_from(c: TestClient, addresses: list[str]) -> list[int]:
+    """One wrong password per address in X-Forwarded-For, each for another (unknown) account."""
+    token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)[1]
+    return [c.post("/login", data={"csrf": token, "username": f"guess{i}", "password": "x" * 10},
+                   headers={"X-Forwarded-For": address}).status_code for i, address in enumerate(addresses)]
+
+
+def test_forwarded_headers_count_only_from_a_trusted_proxy(app, env: webenv.WebEnv) -> None:
+    # A local process (a PHP app on the same host) connects from 127.0.0.1 like a proxy would.
+    local = client(app, "127.0.0.1")
+    spoofed = [f"203.0.113.{i}" for i in range(6)]
+    assert guess_from(local, spoofed) == [401] * 5 + [429]
+    assert {row["address"] for row in app.state.console.store.audit_rows()} == {"127.0.0.1"}
+    https = {"X-Forwarded-Proto": "https"}
+    assert "Secure" not in session_cookie_header(client(app), OPERATOR, https)
+
+    config = config_module.load(env.config)
+    config.web.trusted_proxies = ["127.0.0.1", "::1"]
+    proxied_app = create_app(config, app.state.console.store)
+    proxy = client(proxied_app, "127.0.0.1")
+    assert guess_from(proxy, spoofed) == [401] * 6  # six clients behind the proxy, one guess each
+    assert {row["address"] for row in proxied_app.state.console.store.audit_rows()[:6]} == set(spoofed)
+    assert "Secure" in session_cookie_header(proxy, OPERATOR, https)
+    ipv6_proxy = client(proxied_app, "::1")
+    assert "Secure" in session_cookie_header(ipv6_proxy, OPERATOR, https)
+    # the proxy's own address list does not extend to other hosts
+    assert "Secure" not in session_cookie_header(client(proxied_app), OPERATOR, https)
+
+
+def test_only_known_host_names_are_answered(app, env: webenv.WebEnv) -> None:
+    # DNS rebinding: a page of evil.example re-resolves its name to 127.0.0.1; the browser still sends
+    # Host: evil.example, and must not get the login form or the metrics.
+    c = client(app)
+    for path in ("/login", "/metrics", "/"):
+        assert c.get(path, headers={"Host": "evil.example"}).status_code == 400, path
+        assert c.get(path, headers={"Host": "evil.example:8750"}).status_code == 400, path
+    for host in ("localhost:8750", "127.0.0.1:8750", "[::1]:8750", "LOCALHOST"):
+        assert c.get("/metrics", headers={"Host": host}).status_code == 200, host
+
+    config = config_module.load(env.config)
+    config.web.allowed_hosts = ["backup.example.org"]
+    named = client(create_app(config, app.state.console.store, listen="192.0.2.10:8750"))
+    for host in ("backup.example.org", "Backup.Example.org:443", "192.0.2.10:8750"):
+        assert named.get("/metrics", headers={"Host": host}).status_code == 200, host
+    assert named.get("/metrics", headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_an_export_of_latest_is_named_by_its_point(app, env: webenv.WebEnv) -> None:
+    operator = client(app)
+    token = login(operator, OPERATOR)
+    started = operator.post("/instances/alpha/points/latest/export", data={"csrf": token})
+    assert started.status_code == 303, started.text
+    assert wait_job(operator, started.headers["location"])["state"] == "ok"
+    job = app.state.console.jobs.get(started.headers["location"].rsplit("/", 1)[1])
+    run_id = job.result["run_id"]
+    assert job.result["file"].startswith(f"alpha-{run_id}-") and "latest" not in job.result["file"]
+    assert [p.name for p in (env.state_dir / "web" / "exports").iterdir()] == [job.result["file"]]
+    page = operator.get(started.headers["location"]).text
+    assert "deleted 24 h after it was made" in page
+    download = operator.get(started.headers["location"] + "/download")
+    assert download.status_code == 200 and job.result["file"] in download.headers["content-disposition"]
 
 
 def test_secrets_never_in_any_page(app, env: webenv.WebEnv) -> None:

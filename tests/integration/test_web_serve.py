@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -39,6 +41,27 @@ files = ["{files}"]
 {web}
 ''')
     return config
+
+
+@contextlib.contextmanager
+def serving(config: Path, env: dict[str, str], url: str) -> Iterator[httpx.Client]:
+    """`safehold serve` running on `config`, and a client of it once it answers."""
+    proc = subprocess.Popen([sys.executable, "-m", "safehold", "serve", "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=url, verify=False) as client:
+            deadline = time.monotonic() + 90  # the whole suite on two cores: starting can take a while
+            while True:
+                try:
+                    client.get("/login")
+                    break
+                except httpx.TransportError:
+                    assert proc.poll() is None and time.monotonic() < deadline
+                    time.sleep(0.2)
+            yield client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
 
 
 def test_user_add_prompts_and_refuses_bad_input(tmp_path: Path, repo) -> None:
@@ -89,25 +112,33 @@ def test_serve_with_tls_sets_secure_cookies(tmp_path: Path, repo) -> None:
                    env=env).returncode == 0
     bad = run_cli("serve", "--listen", "nowhere", config=config)
     assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "safehold", "serve", "--config", str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=False) as client:
-            deadline = time.monotonic() + 90  # the whole suite on two cores: starting can take a while
-            while True:
-                try:
-                    page = client.get("/login")
-                    break
-                except httpx.TransportError:
-                    assert proc.poll() is None and time.monotonic() < deadline
-                    time.sleep(0.2)
-            assert page.status_code == 200
-            token = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
-            response = client.post("/login", data={"csrf": token, "username": "alice", "password": "tls-password-1"})
-            cookie = [v for k, v in response.headers.multi_items() if k == "set-cookie" and "safehold_session" in v]
-            assert response.status_code == 303 and "Secure" in cookie[0] and "HttpOnly" in cookie[0]
-            assert "SameSite=strict" in cookie[0] or "samesite=strict" in cookie[0].lower()
-            assert "site" in client.get("/").text
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    with serving(config, env, f"https://127.0.0.1:{port}") as client:
+        page = client.get("/login")
+        assert page.status_code == 200
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
+        response = client.post("/login", data={"csrf": token, "username": "alice", "password": "tls-password-1"})
+        cookie = [v for k, v in response.headers.multi_items() if k == "set-cookie" and "safehold_session" in v]
+        assert response.status_code == 303 and "Secure" in cookie[0] and "HttpOnly" in cookie[0]
+        assert "SameSite=strict" in cookie[0] or "samesite=strict" in cookie[0].lower()
+        assert "site" in client.get("/").text
+
+
+def test_serve_ignores_forwarded_headers_unless_a_proxy_is_trusted(tmp_path: Path, repo) -> None:
+    # Any local process reaches the console from 127.0.0.1, as a proxy on this host would.
+    port = free_port()
+    config = write_config(tmp_path, repo, f'[web]\nlisten = "127.0.0.1:{port}"\n')
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PW": "a-long-password"}
+    assert run_cli("user", "add", "alice", "--role", "viewer", "--password-ref", "env:PW", config=config,
+                   env=env).returncode == 0
+    with serving(config, env, f"http://127.0.0.1:{port}") as client:
+        token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)[1]
+        response = client.post("/login", data={"csrf": token, "username": "alice", "password": "a-long-password"},
+                               headers={"X-Forwarded-Proto": "https"})
+        cookie = [v for k, v in response.headers.multi_items() if k == "set-cookie" and "safehold_session" in v]
+        assert response.status_code == 303 and "Secure" not in cookie[0]
+        token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)[1]
+        codes = [client.post("/login", data={"csrf": token, "username": f"guess{i}", "password": "x" * 10},
+                             headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code for i in range(6)]
+        assert codes == [401] * 5 + [429]
+    logins = [row for row in Store(tmp_path / "state").audit_rows() if row["action"] == "login"]
+    assert len(logins) == 7 and {row["address"] for row in logins} == {"127.0.0.1"}

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from starlette.testclient import TestClient
@@ -21,17 +23,19 @@ from safehold.output import Silent
 from safehold.web.app import create_app
 from safehold.web.auth import SESSION_COOKIE
 from safehold.web.data import Data
+from safehold.web.jobs import Job
+from safehold.web.server import ExportSweeper
 from safehold.web.store import Store
 from tests.unit.test_check_history_metrics import dead_pid, leave_paused, load, make_config
 
 
-def viewer(tmp_path: Path) -> tuple[TestClient, Path]:
-    """A logged-in viewer (read-only role) of a console for instance `app`, and the state directory."""
+def logged_in(tmp_path: Path, role: str = "viewer") -> tuple[TestClient, Path]:
+    """A logged-in user (named as the role) of a console for instance `app`, and the state directory."""
     config = load(make_config(tmp_path, repo_url=str(tmp_path / "no-repository")))
     store = Store(config.state_dir)
-    store.add_user("view", "viewer", "view-password-1")
-    client = TestClient(create_app(config, store), follow_redirects=False,
-                        cookies={SESSION_COOKIE: store.open_session("view")})
+    store.add_user(role, role, f"{role}-password-1")
+    client = TestClient(create_app(config, store), base_url="http://localhost", follow_redirects=False,
+                        cookies={SESSION_COOKIE: store.open_session(role)})
     return client, config.state_dir
 
 
@@ -42,7 +46,7 @@ def dashboard_row(client: TestClient) -> str:
 
 
 def test_a_killed_drill_is_the_last_drill_and_failed(tmp_path: Path) -> None:
-    client, state = viewer(tmp_path)
+    client, state = logged_in(tmp_path)
     history = History(state)
     passed = history.record_start("app", "drill")
     when = str(datetime.now(UTC))  # how the drill stores its times (JSON)
@@ -69,7 +73,7 @@ def test_an_app_a_killed_run_left_paused_is_shown_and_not_resumed_by_a_page_view
     point = {"run_id": "20261203T070000Z-ab12", "started": datetime.now(UTC), "repository": "main", "bytes": 1,
              "seconds": 1.0, "databases": 0, "files": 1, "safety_point": False}
     monkeypatch.setattr(Data, "points", lambda self, name: [point])
-    client, state = viewer(tmp_path)
+    client, state = logged_in(tmp_path)
     assert "state-row-warn" in dashboard_row(client)
     flag = tmp_path / "itop" / "data" / ".readonly"
     flag.parent.mkdir(parents=True)
@@ -97,3 +101,74 @@ def test_an_app_a_killed_run_left_paused_is_shown_and_not_resumed_by_a_page_view
         assert "resumed once that run ends" in dashboard_row(client)
         marker.write_text(json.dumps({**json.loads(marker.read_text()), "pid": os.getpid()}))
         assert 'class="paused' not in dashboard_row(client)
+
+
+def test_only_operators_are_offered_the_download_of_an_export(tmp_path: Path) -> None:
+    viewer, state = logged_in(tmp_path)
+    operator, _ = logged_in(tmp_path, "operator")
+    job = Job("20260101T000000Z-abcd", "export", "app", "operator", state="ok", finished=1e9,
+              result={"run_id": "20251231T230000Z-0a1b", "file": "app-20251231T230000Z-0a1b-c0ffee.tar.zst"})
+    (state / "web" / "jobs" / f"{job.id}.json").write_text(json.dumps(job.to_dict()))
+    (state / "web" / "exports").mkdir()
+    (state / "web" / "exports" / job.result["file"]).write_bytes(b"export")
+    link = f'href="/jobs/{job.id}/download"'
+    assert link in operator.get(f"/jobs/{job.id}").text
+    assert operator.get(f"/jobs/{job.id}/download").content == b"export"
+    page = viewer.get(f"/jobs/{job.id}")
+    assert page.status_code == 200 and link not in page.text and job.result["file"] in page.text
+    assert viewer.get(f"/jobs/{job.id}/download").status_code == 403
+
+
+def test_exports_older_than_a_day_are_deleted_when_a_job_starts_and_by_the_sweeper(tmp_path: Path) -> None:
+    operator, state = logged_in(tmp_path, "operator")
+    exports = state / "web" / "exports"
+    exports.mkdir()
+    day_old = time.time() - 24 * 3600 - 60
+    old, partial, fresh = (exports / name for name in ("app-20250101T000000Z-0a1b-c0ffee.tar.zst",
+                                                       ".app-latest-beef00.tar.zst.partial",
+                                                       "app-20250102T000000Z-0a1b-c0ffee.tar.zst"))
+    for path in (old, partial, fresh):
+        path.write_bytes(b"rows of the application's database")
+    for path in (old, partial):
+        os.utime(path, (day_old, day_old))
+    token = re.search(r'name="csrf" value="([^"]+)"', operator.get("/instances/app").text)[1]
+    started = operator.post("/instances/app/verify", data={"csrf": token})
+    assert started.status_code == 303, started.text
+    assert sorted(exports.iterdir()) == [fresh]
+
+    # `safehold serve` also sweeps while no job starts
+    os.utime(fresh, (day_old, day_old))
+    sweeper = ExportSweeper(operator.app.state.console, every=60)
+    sweeper.start()
+    sweeper.stop()
+    assert list(exports.iterdir()) == []
+
+
+def test_login_keeps_the_page_asked_for_with_its_query_through_a_failed_attempt(tmp_path: Path) -> None:
+    logged_in(tmp_path, "operator")  # the account
+    _, state = logged_in(tmp_path)
+    anonymous = TestClient(create_app(load(tmp_path / "safehold.toml"), Store(state)), base_url="http://localhost",
+                           follow_redirects=False)
+    wanted = "/instances/app/restore/plan?run=latest&parts=db&to_db=a%2C+b"
+    sent = anonymous.get(wanted)
+    assert sent.status_code == 303 and sent.headers["location"] == "/login?next=" + quote(wanted, safe="")
+    page = anonymous.get(sent.headers["location"]).text
+    next_field = re.search(r'name="next" value="([^"]+)"', page)[1].replace("&amp;", "&")
+    assert next_field == wanted
+    token = re.search(r'name="csrf" value="([^"]+)"', page)[1]
+    failed = anonymous.post("/login", data={"csrf": token, "username": "operator", "password": "wrong-password",
+                                            "next": wanted})
+    assert failed.status_code == 401
+    assert re.search(r'name="next" value="([^"]+)"', failed.text)[1].replace("&amp;", "&") == wanted
+    good = anonymous.post("/login", data={"csrf": token, "username": "operator", "password": "operator-password-1",
+                                          "next": wanted})
+    assert good.status_code == 303 and good.headers["location"] == wanted
+
+    # only paths of this site, on the form and after a failure as after a good login
+    for elsewhere in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)"):
+        page = anonymous.get("/login", params={"next": elsewhere}).text
+        assert 'name="next" value="/"' in page, elsewhere
+        token = re.search(r'name="csrf" value="([^"]+)"', page)[1]
+        failed = anonymous.post("/login", data={"csrf": token, "username": "operator", "password": "wrong-pw",
+                                                "next": elsewhere})
+        assert 'name="next" value="/"' in failed.text, elsewhere

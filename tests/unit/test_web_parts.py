@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from safehold.config import ScheduleConfig
+from safehold.config import ScheduleConfig, WebConfig, parse_listen
 from safehold.errors import ConfigError, SafeholdError
 from safehold.secrets import mask_url
 from safehold.web.auth import RateLimiter
 from safehold.web.data import describe_schedule, mask, stale_after_hours
-from safehold.web.server import check_listen, parse_listen
+from safehold.web.jobs import Job, JobRunner
+from safehold.web.server import check_listen
 from safehold.web.store import Store
 
 
@@ -53,6 +56,18 @@ def test_parse_listen() -> None:
     for bad in ("8750", "host:", ":80", "host:99999"):
         with pytest.raises(ConfigError):
             parse_listen(bad)
+
+
+def test_trusted_proxies_and_allowed_hosts_are_checked_and_normalised() -> None:
+    web = WebConfig(trusted_proxies=["127.0.0.1", "::1", "10.0.0.7/24"],
+                    allowed_hosts=["Backup.Example.org", "*.example.net", "::1", "[2001:db8::1]"])
+    assert web.trusted_proxies == ["127.0.0.1", "::1", "10.0.0.0/24"]  # uvicorn ignores "10.0.0.7/24"
+    assert web.allowed_hosts == ["backup.example.org", "*.example.net", "[::1]", "[2001:db8::1]"]
+    for bad in ({"trusted_proxies": ["*"]}, {"trusted_proxies": ["proxy.example.org"]},
+                {"allowed_hosts": ["https://backup.example.org"]}, {"allowed_hosts": ["backup.example.org:443"]},
+                {"allowed_hosts": ["*"]}):
+        with pytest.raises(ValidationError):
+            WebConfig(**bad)
 
 
 def test_rate_limiter_blocks_after_failures_and_clears_on_success() -> None:
@@ -117,3 +132,17 @@ def test_a_user_name_that_cannot_be_typed_or_listed_is_refused(tmp_path: Path) -
         store.add_user("a" * 101, "viewer", "long-enough-password")
     store.add_user("a.smith@example.org", "viewer", "long-enough-password")
     assert store.users() == [{"name": "a.smith@example.org", "role": "viewer"}]
+
+
+def test_history_of_a_quiet_instance_is_not_crowded_out_by_busy_ones(tmp_path: Path) -> None:
+    runner = JobRunner(tmp_path)
+    for i in range(45):  # three old runs of `quiet`, then 42 newer ones of `busy`
+        job = Job(f"20260101T0000{i:02d}Z-abcd", "backup", "quiet" if i < 3 else "busy", "ops", created=1e9 + i,
+                  state="ok")
+        (runner.folder / f"{job.id}.json").write_text(json.dumps(job.to_dict()))
+    for _ in range(2):  # the second time from what the first one remembered
+        assert [j.id[:15] for j in runner.history("quiet", limit=15)] == \
+            ["20260101T000002", "20260101T000001", "20260101T000000"]
+        assert [j.instance for j in runner.history("busy", limit=15)] == ["busy"] * 15
+        assert runner.history(limit=5)[0].id.startswith("20260101T000044")
+    runner.shutdown()

@@ -51,6 +51,11 @@ retention = {{ last = 14 }}            # or {{ daily = 7, weekly = 4, monthly = 
 # url = "https://itflow.example/"
 # api_key = "file:/etc/safehold/itflow.key"
 # client_id = 1
+
+# [web]                                # `safehold serve`: the admin console (see docs/web.md)
+# listen = "127.0.0.1:8750"
+# trusted_proxies = ["127.0.0.1", "::1"]   # only behind a reverse proxy: whose X-Forwarded-For/-Proto count
+# allowed_hosts = ["backup.example.org"]   # names in the URL besides localhost and the listen address
 '''
 
 GENERIC_DB = '''

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,17 +15,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from safehold.actions.backup import backup_instance, check_note
 from safehold.actions.points import show_point
 from safehold.actions.restore import PARTS, restore
 from safehold.actions.verify import verify
-from safehold.config import Config
+from safehold.config import Config, host_pattern, parse_listen
 from safehold.errors import SafeholdError
 from safehold.web import data as data_module
 from safehold.web.auth import (
@@ -37,10 +41,14 @@ from safehold.web.auth import login_token as new_login_token
 from safehold.web.jobs import Busy, Job, JobRunner
 from safehold.web.store import NAME_MAX, Session, Store
 
+LOG = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 # Checked with fullmatch: `$` also matches before a final newline, which would let "latest\n" through.
 RUN = re.compile(r"latest|[0-9A-Za-z][0-9A-Za-z-]{3,63}")
-SAFE_NEXT = re.compile(r"/[A-Za-z0-9/_.\-?=&%]*")
+# Names a browser on this host may use for the console; others come from web.allowed_hosts.
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+# Where a login may lead: a path of this site with its query (`+` is a space in form-encoded queries).
+SAFE_NEXT = re.compile(r"/[A-Za-z0-9/_.\-?=&%+]*")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
@@ -49,6 +57,12 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+def safe_next(target: object) -> str:
+    """`target` when it is a path of this site, else `/`: `//host` and `https://host` lead elsewhere."""
+    text = str(target or "/")
+    return text if SAFE_NEXT.fullmatch(text) and not text.startswith("//") else "/"
 
 
 def _age(when: datetime | float | None) -> str:
@@ -122,9 +136,15 @@ class Console:
             raise HTTPException(400, "not a run id")
         return value
 
+    def prune_exports(self) -> None:
+        """Delete old exports (on every new job, and from `safehold serve`'s sweeper when none starts)."""
+        for file in data_module.prune_exports(self.exports):
+            LOG.info("deleted export %s: older than %s h", file, data_module.EXPORT_KEEP_HOURS)
+
     def start(self, request: Request, session: Session, kind: str, name: str, action: Any,
               params: dict[str, Any] | None = None) -> Response:
         """Queue a job and go to its live page; a busy instance gets a clear 409 page."""
+        self.prune_exports()
         address = request.client.host if request.client else None
         try:
             job = self.jobs.submit(kind, name, session.user, action, params)
@@ -139,7 +159,7 @@ class Console:
     async def login_page(self, request: Request) -> Response:
         """The login form with its double-submit CSRF token."""
         token = new_login_token(request)
-        response = self.render(request, "login.html", None, next=request.query_params.get("next", "/"),
+        response = self.render(request, "login.html", None, next=safe_next(request.query_params.get("next")),
                                login_csrf=token)
         set_login_cookie(response, request, token)
         return response
@@ -154,23 +174,23 @@ class Console:
         # matches none) before it becomes a rate-limit key and an audit row, or every anonymous attempt,
         # refused ones included, could write a megabyte into the audit log.
         user, password = str(form.get("username", ""))[: NAME_MAX + 1], str(form.get("password", ""))
+        target = safe_next(form.get("next"))  # kept through a failed attempt
         address = request.client.host if request.client else "?"
         keys = (f"user:{user}", f"addr:{address}")
         wait = self.auth.limiter.attempt(*keys)
         if wait:
             self.store.audit(user, address, "login", "", "refused: rate limited")
-            response = self.render(request, "login.html", None, 429, login_csrf=cookie, next="/",
+            response = self.render(request, "login.html", None, 429, login_csrf=cookie, next=target,
                                    error=f"too many failed logins: try again in {wait / 60:.0f} min")
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response
         if not await run_in_threadpool(self.store.check_password, user, password):
             self.store.audit(user, address, "login", "", "failed")
-            return self.render(request, "login.html", None, 401, login_csrf=cookie, next="/",
+            return self.render(request, "login.html", None, 401, login_csrf=cookie, next=target,
                                error="wrong user name or password")
         self.auth.limiter.succeeded(*keys)
         self.store.audit(user, address, "login", "", "ok")
-        target = str(form.get("next", "/"))
-        response = RedirectResponse(target if SAFE_NEXT.fullmatch(target) and not target.startswith("//") else "/", 303)
+        response = RedirectResponse(target, 303)
         set_session_cookie(response, request, self.store.open_session(user))
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
         return response
@@ -221,7 +241,7 @@ class Console:
         job = self.jobs.get(request.path_params["job"])
         if job is None:
             raise HTTPException(404, "no such run")
-        return self.render(request, "job.html", session, job=job)
+        return self.render(request, "job.html", session, job=job, keep_hours=data_module.EXPORT_KEEP_HOURS)
 
     def job_status(self, request: Request) -> Response:
         """JSON for the live tail: new log lines since `since`, progress, state."""
@@ -289,7 +309,8 @@ class Console:
             raise HTTPException(404, "no finished export with this id")
         path = (self.exports / str(job.result.get("file", ""))).resolve()
         if not path.is_relative_to(self.exports.resolve()) or not path.is_file():
-            raise HTTPException(404, "the export file is gone")
+            raise HTTPException(404, f"the export file is gone: exports are deleted after "
+                                     f"{data_module.EXPORT_KEEP_HOURS} h; export the point again")
         return FileResponse(path, filename=path.name)
 
     # -- restore -------------------------------------------------------------------------------
@@ -361,7 +382,8 @@ class Console:
         """Pages send anonymous visitors to the login form; everything else gets an error page."""
         assert isinstance(exc, HTTPException)
         if exc.status_code == 401 and request.method == "GET":
-            return RedirectResponse(f"/login?next={quote(request.url.path)}", 303)
+            wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(wanted, safe='')}", 303)
         try:
             session = self.auth.session(request)
         except HTTPException:  # an unknown proxy user: show the error without a session
@@ -382,8 +404,19 @@ async def _headers(request: Request, call_next: RequestResponseEndpoint) -> Resp
     return response
 
 
-def create_app(config: Config, store: Store | None = None, jobs: JobRunner | None = None) -> Starlette:
-    """The ASGI app; `app.state.console` gives the job runner to services such as the scheduler."""
+def allowed_hosts(config: Config, listen: str | None = None) -> list[str]:
+    """Host header values the console answers: loopback names, the listen address, web.allowed_hosts."""
+    hosts = [*LOCAL_HOSTS, *config.web.allowed_hosts]
+    host, _ = parse_listen(listen or config.web.listen)
+    with contextlib.suppress(ValueError):  # not a name a browser could send (then it is not needed)
+        hosts.append(host_pattern(host))
+    return hosts
+
+
+def create_app(config: Config, store: Store | None = None, jobs: JobRunner | None = None,
+               listen: str | None = None) -> Starlette:
+    """The ASGI app (`listen`: the address served, default web.listen); `app.state.console` gives the
+    job runner to services such as the scheduler."""
     console = Console(config, store, jobs)
     c = console
     routes = [
@@ -409,7 +442,15 @@ def create_app(config: Config, store: Store | None = None, jobs: JobRunner | Non
         Route("/instances/{name}/points/{run}/export", c.export, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=_headers)],
-                    exception_handlers={HTTPException: c.http_error})
+    middleware = [
+        # Before any route: a DNS-rebinding page (its own name resolving to 127.0.0.1) must get nothing.
+        Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(config, listen), www_redirect=False),
+        Middleware(BaseHTTPMiddleware, dispatch=_headers),
+    ]
+    if config.web.trusted_proxies:
+        # Here rather than in uvicorn (whose default trusts 127.0.0.1): only a configured proxy may set the
+        # client address and scheme that the rate limit, the audit log and the Secure cookie flag rely on.
+        middleware.insert(0, Middleware(ProxyHeadersMiddleware, trusted_hosts=config.web.trusted_proxies))
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: c.http_error})
     app.state.console = console
     return app

@@ -7,6 +7,7 @@ shown; every call into one of them is in this module, so the pages never import 
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import threading
@@ -27,7 +28,9 @@ from safehold.schedule import backup_schedule, drill_schedule
 from safehold.secrets import mask_url
 from safehold.web.jobs import Job, JobRunner
 
+LOG = logging.getLogger(__name__)
 POINTS_TTL = 30.0
+EXPORT_KEEP_HOURS = 24  # how long a console export waits to be downloaded
 OFF_HOST = ("sftp:", "s3:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:")
 SECRET_KEYS = re.compile(r"pass|secret|token|key|identity", re.IGNORECASE)
 REF = re.compile(r"^(env:|file:)")
@@ -275,10 +278,37 @@ def export_action(config: Config, name: str, run: str, folder: Path) -> Any:
     The file is age-encrypted (and then carries the escrowed keys) when [export] recipients are set.
     """
     suffix = ".tar.zst.age" if config.export.recipients else ".tar.zst"
-    path = folder / f"{name}-{run}-{secrets.token_hex(3)}{suffix}"
+    token = secrets.token_hex(3)
+    path = folder / f"{name}-{run}-{token}{suffix}"
 
     def run_export(reporter: Reporter) -> dict[str, Any]:
         result = export.export(config, run, path, reporter, instance=name)
-        return {**(result if isinstance(result, dict) else {}), "file": path.name}
+        final = path.with_name(f"{name}-{result['run_id']}-{token}{suffix}")
+        if final != path:  # `latest`: the file is named by the point it holds, as every other export
+            path.rename(final)
+            reporter.step(f"named {final.name} after the point it holds")
+        return {**result, "file": final.name}
 
     return run_export
+
+
+def prune_exports(folder: Path, keep_hours: float = EXPORT_KEEP_HOURS) -> list[str]:
+    """Delete the exports (and leftovers of killed ones) made more than `keep_hours` ago; returns their names.
+
+    The console writes them only to be downloaded: kept, they would pile up as copies of the data outside
+    the repositories, unencrypted when [export] has no recipients.
+    """
+    if not folder.is_dir():
+        return []
+    cutoff = time.time() - keep_hours * 3600
+    removed = []
+    for path in folder.iterdir():  # the `.NAME.partial` of a killed export too
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path.name)
+        except FileNotFoundError:  # another sweep got there first
+            continue
+        except OSError as exc:  # the next sweep tries again; starting a job must not fail over it
+            LOG.warning("cannot delete old export %s: %s", path, exc)
+    return removed

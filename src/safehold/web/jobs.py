@@ -84,6 +84,7 @@ class JobRunner:
         self._own_pool = pool is None
         self._pool = pool or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="safehold-job")
         self._jobs: dict[str, Job] = {}
+        self._instances: dict[str, str] = {}  # saved job id -> its instance, so history() reads each file once
         self._lock = threading.Lock()
         self.on_finish: list[Callable[[Job], None]] = []
 
@@ -150,15 +151,29 @@ class JobRunner:
             return None
 
     def history(self, instance: str | None = None, limit: int = HISTORY_LIMIT) -> list[Job]:
-        """Jobs newest first: running ones from memory, finished ones from disk."""
+        """Jobs newest first (of one instance when given): those of this process from memory, others from disk.
+
+        Saved jobs are read newest first until `limit` of them match, however many of other instances
+        come in between; the instance of every file read is remembered, so they are not read again.
+        """
+        def matches(job: Job) -> bool:
+            return instance is None or job.instance == instance
+
         with self._lock:
-            live = {j.id: j for j in self._jobs.values()}
-        saved = sorted(self.folder.glob("*.json"), reverse=True)[: limit * 2]
-        for path in saved:
-            if path.stem not in live and (job := self._load(path)) is not None:
-                live[job.id] = job
-        jobs = sorted(live.values(), key=lambda j: j.created, reverse=True)
-        return [j for j in jobs if instance is None or j.instance == instance][:limit]
+            jobs = {j.id: j for j in self._jobs.values() if matches(j)}
+            known = {j.id for j in self._jobs.values()}
+        found = 0
+        for path in sorted(self.folder.glob("*.json"), reverse=True):
+            if found >= limit:
+                break
+            if path.stem in known or (instance and self._instances.get(path.stem, instance) != instance):
+                continue
+            if (job := self._load(path)) is not None:
+                self._instances[job.id] = job.instance  # a finished job's file never changes
+                if matches(job):
+                    jobs[job.id] = job
+                    found += 1
+        return sorted(jobs.values(), key=lambda j: j.created, reverse=True)[:limit]
 
     def shutdown(self) -> None:
         """Stop taking jobs; running ones finish (a shared pool is its owner's to stop)."""

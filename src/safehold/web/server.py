@@ -11,13 +11,14 @@ pool as scheduled runs; both take the same instance locks, so they never overlap
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import Protocol
 
 import uvicorn
 
-from safehold.config import Config
+from safehold.config import Config, parse_listen
 from safehold.errors import ConfigError, os_reason
 from safehold.web.app import Console, create_app
 from safehold.web.jobs import JobRunner
@@ -31,12 +32,27 @@ class Service(Protocol):
     def stop(self) -> None: ...
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """`HOST:PORT` (IPv6 as `[::1]:8750`) → host and port."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
-        raise ConfigError(f"--listen {listen!r} is not HOST:PORT", "e.g. --listen 127.0.0.1:8750")
-    return host.strip("[]"), int(port)
+class ExportSweeper:
+    """Deletes old console exports every `every` seconds, so they go even when no new job starts."""
+
+    def __init__(self, console: Console, every: float = 600.0) -> None:
+        self.console = console
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="safehold-export-sweeper", daemon=True)
+
+    def _loop(self) -> None:
+        while True:
+            self.console.prune_exports()
+            if self._stop.wait(self.every):
+                return
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def check_listen(host: str, port: int) -> None:
@@ -64,13 +80,15 @@ def serve(config: Config, listen: str | None = None, services: Sequence[Service]
     if bool(web.tls_cert) != bool(web.tls_key):
         raise ConfigError("web.tls_cert and web.tls_key go together", "set both, or neither (reverse proxy TLS)")
     check_listen(host, port)
-    app = create_app(config, jobs=JobRunner(config.state_dir, pool=pool))
+    # X-Forwarded-* are applied by the app itself, from web.trusted_proxies only (proxy_headers=False below).
+    app = create_app(config, jobs=JobRunner(config.state_dir, pool=pool), listen=listen)
     console: Console = app.state.console
+    services = [*services, ExportSweeper(console)]
     for service in services:
         service.start()
     try:
         uvicorn.run(app, host=host, port=port, ssl_certfile=web.tls_cert, ssl_keyfile=web.tls_key,
-                    proxy_headers=True, forwarded_allow_ips="127.0.0.1", log_level="info", access_log=True)
+                    proxy_headers=False, log_level="info", access_log=True)
     finally:
         for service in reversed(services):
             service.stop()
