@@ -303,7 +303,10 @@ def test_a_long_query_does_not_freeze_the_application_behind_the_global_lock(new
     before = mariadb_dump(name)
     long_query = threading.Thread(target=sql, args=("UPDATE t SET v = CONCAT('a', SLEEP(8)) WHERE id = 1", name))
     long_query.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 5  # until the write runs (its connection may be slow to come on a busy machine)
+    while not sql("SELECT 1 FROM information_schema.PROCESSLIST WHERE STATE = 'User sleep' AND INFO LIKE 'UPDATE t%'"):
+        assert time.monotonic() < deadline, "the long write did not start"
+        time.sleep(0.02)
     started = time.monotonic()
     try:
         data, report = dump_bytes(database(name))
