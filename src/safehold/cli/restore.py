@@ -83,7 +83,8 @@ def restore(
     files_to: Annotated[Path | None, typer.Option(help="restore files under this folder instead of in place")] = None,
     only: Annotated[list[str] | None, typer.Option(help="db, files or config (repeatable)")] = None,
     dry_run: Annotated[bool, typer.Option(help="print the plan, change nothing")] = False,
-    force: Annotated[bool, typer.Option(help="overwrite non-empty databases (after a safety point)")] = False,
+    force: Annotated[bool, typer.Option(help="overwrite non-empty databases and, with --path, files that differ "
+                                              "from the point (after a safety point)")] = False,
     repository: Annotated[str | None, typer.Option(help="repository to restore from")] = None,
     from_file: Annotated[Path | None, typer.Option("--from-file", help="restore from a `safehold export` file")] = None,
     path: Annotated[list[str] | None, typer.Option("--path", help="only this file or folder, by its path on the "
