@@ -43,6 +43,10 @@ class UnknownPoint(SafeholdError):
     exit_code = EXIT_USAGE
 
 
+class AmbiguousPoint(UnknownPoint):
+    """A run id prefix the user gave matches several points."""
+
+
 class RepositoryError(SafeholdError):
     """The restic repository is unreachable, locked, corrupt or the password is wrong."""
 

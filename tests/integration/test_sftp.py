@@ -250,6 +250,7 @@ def test_trust_pins_the_key_again_when_the_url_names_the_host_differently(tmp_pa
     assert unpinned.returncode == 1 and "not pinned" in unpinned.stdout, unpinned.stdout
     asked = run_cli("repo", "trust", "offsite", config=config, input="n\n")  # the new name is asked for again
     assert asked.returncode == 1 and "not accepted" in asked.stderr, asked.stdout + asked.stderr
+    assert "SHA256:" in asked.stderr, asked.stderr  # without a terminal the line shows what to compare
     trusted = run_cli("repo", "trust", "offsite", "--yes", "--json", config=config)
     assert trusted.returncode == 0 and json.loads(trusted.stdout)["changed"], trusted.stdout + trusted.stderr
     assert f"[localhost]:{sshd.port} " in Path(json.loads(trusted.stdout)["known_hosts"]).read_text()

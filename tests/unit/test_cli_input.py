@@ -123,7 +123,7 @@ def test_export_refuses_a_name_that_is_not_tar_zst(tmp_path: Path) -> None:
 def test_usage_mistakes_are_one_line_not_a_box(tmp_path: Path) -> None:
     config = files_config(tmp_path)
     for argv, said in ((["backup", "app", "--bogus"], "No such option: --bogus"),
-                       (["restore"], "Missing argument"),
+                       (["forget"], "Missing argument"),
                        (["nosuchcommand"], "No such command 'nosuchcommand'")):
         result = run_cli(*argv, config=config)
         assert result.returncode == 2, result.stderr
@@ -166,6 +166,12 @@ def test_restore_without_instance_takes_the_only_one(tmp_path: Path) -> None:
     two = files_config(tmp_path / "two", FILES_ONLY + FILES_ONLY.replace("[instances.app]", "[instances.crm]"))
     ambiguous = run_cli("restore", "latest", "--dry-run", config=two)
     assert ambiguous.returncode == 2 and "no instance 'latest'" in one_line_error(ambiguous)
+    # No argument at all, as the help says the instance may be left out: the only one, else name it.
+    bare = run_cli("restore", "--dry-run", config=config)
+    assert "repository main does not exist" in one_line_error(bare), bare.stderr
+    unnamed = run_cli("restore", "--dry-run", config=two)
+    assert unnamed.returncode == 2 and "configures 2 instances" in one_line_error(unnamed)
+    assert "app, crm" in one_line_error(unnamed)
 
 
 def test_an_option_without_its_value_names_the_commands_help(tmp_path: Path) -> None:

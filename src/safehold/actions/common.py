@@ -12,7 +12,15 @@ from typing import Any
 
 from safehold.apps import profile_for
 from safehold.config import Config, InstanceConfig
-from safehold.errors import ConfigError, NoPoints, PartialFailure, RepositoryError, SafeholdError, UnknownPoint
+from safehold.errors import (
+    AmbiguousPoint,
+    ConfigError,
+    NoPoints,
+    PartialFailure,
+    RepositoryError,
+    SafeholdError,
+    UnknownPoint,
+)
 from safehold.lock import instance_lock
 from safehold.models import Instance
 from safehold.output import Reporter
@@ -156,7 +164,9 @@ def find_point(config: Config, repo: Repository, instance: str, run: str) -> Poi
     if not matches:
         raise UnknownPoint(f"no point {run!r} of {instance} in repository {repo.name}",
                            f"see `safehold list {instance}`")
-    raise UnknownPoint(f"{run!r} matches {len(matches)} points", "give more characters of the run id")
+    raise AmbiguousPoint(f"{run!r} matches {len(matches)} points of {instance} in repository {repo.name} "
+                         f"({', '.join(p.run_id for p in matches[:5])}{', ...' if len(matches) > 5 else ''})",
+                         "give more characters of the run id")
 
 
 def search_point(config: Config, run: str, instance: str | None = None) -> tuple[Repository, Point]:
@@ -166,16 +176,19 @@ def search_point(config: Config, run: str, instance: str | None = None) -> tuple
     is found nowhere, that repository's error is the answer (a wrong password is not "no such point").
     """
     unreadable: SafeholdError | None = None
+    ambiguous: AmbiguousPoint | None = None
     for name, instance_config in config.select(instance).items():
         for repo_name in instance_config.repositories:
             repo = open_repository(config, repo_name)
             try:
                 return repo, find_point(config, repo, name, run)
+            except AmbiguousPoint as exc:  # a prefix of several run ids is no "no such point"
+                ambiguous = ambiguous or exc
             except (UnknownPoint, NoPoints):
                 continue
             except SafeholdError as exc:
                 unreadable = unreadable or exc
-    raise unreadable or UnknownPoint(f"no point {run!r} found", "see `safehold list` for run ids")
+    raise ambiguous or unreadable or UnknownPoint(f"no point {run!r} found", "see `safehold list` for run ids")
 
 
 def repositories_of(config: Config, name: str, repository: str | None = None) -> list[str]:

@@ -1,7 +1,7 @@
 """`safehold drill`: prove that a recovery point restores, and measure how long that takes.
 
 A drill restores a point into scratch space — databases on the same server named
-`safehold_drill_<instance>_<run>_<random>`, SQLite files and file trees in a temporary folder of
+`safehold_drill_<instance>_<hash>_<run time>_<random>`, SQLite files and file trees in a temporary folder of
 the same name — and compares what came back with what the point's manifest says: per-table rows
 and checksums, schema object counts, file counts, bytes and a sample of file hashes, escrowed keys
 and the application's own checks. Every difference is one named problem. Scratch space is always

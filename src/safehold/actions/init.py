@@ -60,7 +60,7 @@ retention = {{ last = 14 }}            # or {{ daily = 7, weekly = 4, monthly = 
 
 GENERIC_DB = '''
 # [[instances.{name}.databases]]
-# engine = "mariadb"                   # mariadb | sqlite
+# engine = "mariadb"                   # mariadb | postgres | sqlite (sqlite: path = "/srv/app/app.db")
 # host = "127.0.0.1"
 # port = 3306
 # user = "backup"

@@ -76,13 +76,15 @@ def ls_cmd(
 
 @app.command()
 def restore(
-    instance: Annotated[str, typer.Argument(help="instance name (may be left out when only one is configured)")],
+    instance: Annotated[str | None, typer.Argument(help="instance name (may be left out when only one is "
+                                                        "configured)")] = None,
     run: Annotated[str, typer.Argument(help="run id or latest (not with --from-file)")] = "latest",
     to_db: Annotated[list[str] | None, typer.Option("--to-db", help="NAME, or OLD=NEW per database")] = None,
     files_to: Annotated[Path | None, typer.Option(help="restore files under this folder instead of in place")] = None,
     only: Annotated[list[str] | None, typer.Option(help="db, files or config (repeatable)")] = None,
     dry_run: Annotated[bool, typer.Option(help="print the plan, change nothing")] = False,
-    force: Annotated[bool, typer.Option(help="overwrite non-empty databases (after a safety point)")] = False,
+    force: Annotated[bool, typer.Option(help="overwrite non-empty databases and, with --path, files that differ "
+                                              "from the point (after a safety point)")] = False,
     repository: Annotated[str | None, typer.Option(help="repository to restore from")] = None,
     from_file: Annotated[Path | None, typer.Option("--from-file", help="restore from a `safehold export` file")] = None,
     path: Annotated[list[str] | None, typer.Option("--path", help="only this file or folder, by its path on the "
@@ -140,8 +142,14 @@ def restore(
     run_action(json_out, action, render, lambda res: 0 if res.get("ok", True) else EXIT_FAILED)
 
 
-def _instance_and_run(cfg: config_module.Config, instance: str, run: str) -> tuple[str, str]:
-    """`restore [INSTANCE] RUN`: with one instance configured, a lone argument that names none is the run."""
+def _instance_and_run(cfg: config_module.Config, instance: str | None, run: str) -> tuple[str, str]:
+    """`restore [INSTANCE] [RUN]`: with one instance configured, a lone argument that names none is the run."""
+    if instance is None:
+        if len(cfg.instances) != 1:
+            known = ", ".join(sorted(cfg.instances)) or "none"
+            raise ConfigError(f"{cfg.source} configures {len(cfg.instances)} instances: name the one to restore",
+                              f"safehold restore INSTANCE [RUN] (instances: {known})")
+        return next(iter(cfg.instances)), run
     if instance not in cfg.instances and run == "latest" and len(cfg.instances) == 1:
         return next(iter(cfg.instances)), instance
     return instance, run

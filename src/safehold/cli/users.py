@@ -22,7 +22,7 @@ app.add_typer(user_app, name="user")
 @user_app.command("add")
 def user_add(
     name: Annotated[str, typer.Argument(help="user name")],
-    role: Annotated[str, typer.Option(help="viewer (read-only) or operator (backup, restore, verify, drill)")],
+    role: Annotated[str, typer.Option(help="viewer (read-only) or operator (backup, restore, verify, drill, export)")],
     password_ref: Annotated[str | None, typer.Option(help="env:NAME or file:PATH holding the password "
                                                           "(default: ask)")] = None,
     replace: Annotated[bool, typer.Option(help="reset the password and role of an existing user")] = False,

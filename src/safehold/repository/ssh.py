@@ -261,7 +261,8 @@ def trust(config: Config, name: str, accept: bool, replace: bool, confirm: objec
                                   f"if the server was reinstalled, check the fingerprint with its admin, then run "
                                   f"`safehold repo trust {name} --replace`")
     if not accept and not (callable(confirm) and confirm(target.known_hosts_name, prints)):
-        raise RepositoryError(f"host key of {target.known_hosts_name} not accepted",
+        # Without a terminal nothing was shown yet: the line itself carries what to compare.
+        raise RepositoryError(f"host key of {target.known_hosts_name} ({', '.join(prints)}) not accepted",
                               "compare the fingerprint with the server's, then rerun with --yes")
     write_private(path, "\n".join(lines) + "\n")
     return {**result, "pinned": True, "changed": True}

@@ -1,8 +1,7 @@
-"""What the pages show, gathered from the safehold features that are installed.
+"""What the pages show, gathered from the rest of safehold.
 
-Some features live in modules that a build may not have (run history, schedules, drills, exports,
-copies to several repositories). Each is looked up with importlib and, when absent, simply not
-shown; every call into one of them is in this module, so the pages never import them directly.
+Run history, schedules, drills, exports and copies to several repositories are called from this
+module only, so the pages and routes never import them directly.
 """
 
 from __future__ import annotations

@@ -1,0 +1,46 @@
+"""A run id prefix that matches several points says so, wherever the point is searched for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from safehold.actions import common
+from safehold.config import parse
+from safehold.errors import AmbiguousPoint, UnknownPoint
+
+CONFIG = """
+[repositories.main]
+url = "/srv/repo"
+password = "env:REPO_PASS"
+[instances.app]
+repositories = ["main"]
+files = ["/srv/app"]
+"""
+RUNS = ["20261125T233012Z-aaaa", "20261125T233545Z-bbbb", "20261124T233001Z-cccc"]
+
+
+@pytest.fixture
+def config(monkeypatch: pytest.MonkeyPatch) -> object:
+    monkeypatch.setattr(common, "open_repository", lambda config, name: SimpleNamespace(name=name))
+    found = [common.Point(SimpleNamespace(run_id=run, safety_point=False), f"snap{i}", "main")  # type: ignore[arg-type]
+             for i, run in enumerate(RUNS)]
+    monkeypatch.setattr(common, "points", lambda config, repo, instance: found)
+    return parse(CONFIG, Path("safehold.toml"))
+
+
+def test_ambiguous_prefix_names_the_matches(config: object) -> None:
+    with pytest.raises(AmbiguousPoint) as info:
+        common.search_point(config, "20261125T233")  # type: ignore[arg-type]
+    assert info.value.exit_code == 2
+    assert "matches 2 points" in info.value.message and RUNS[0] in info.value.message
+    assert "more characters" in info.value.hint
+
+
+def test_unique_prefix_and_unknown_run(config: object) -> None:
+    assert common.search_point(config, "20261124")[1].run_id == RUNS[2]  # type: ignore[arg-type]
+    with pytest.raises(UnknownPoint, match="no point '2027' found") as info:
+        common.search_point(config, "2027")  # type: ignore[arg-type]
+    assert not isinstance(info.value, AmbiguousPoint)
