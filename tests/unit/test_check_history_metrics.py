@@ -127,6 +127,22 @@ def test_last_run_failure_stale_point_drill_and_local_only_repository(tmp_path: 
     assert rules(later)["freshness"] == "WARNING"
 
 
+def test_check_line_stays_one_line_with_multi_line_and_huge_errors(tmp_path: Path) -> None:
+    # A quiesce command's stderr (two lines of systemctl) ends up in the run's error; Nagios takes only the
+    # first line of the output as the status, so the rest of the findings would be cut off.
+    config = load(make_config(tmp_path, 'schedule = { cron = "0 * * * *" }'))
+    history = History(config.state_dir)
+    add_backups(history, [MB])
+    add_backups(history, [0], result="failed",
+                error="quiesce command failed: Job for apache2.service failed.\nSee systemctl status apache2.service.")
+    run = history.record_start("app", "drill")
+    history.record_end(run, "failed", error="x" * 100_000)
+    result = check(config, "app")
+    assert "\n" not in result["line"] and len(result["line"]) < 2000
+    assert "failed. See systemctl status apache2.service." in result["line"]
+    assert "app drill: last drill" in result["line"]
+
+
 def add_point_at(history: History, started: datetime, minutes: int = 10) -> None:
     """A successful backup that started at `started` (the fake clock's past) and took `minutes`."""
     run = history.record_start("app", "backup")

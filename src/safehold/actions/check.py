@@ -37,6 +37,10 @@ SHRINK_CRIT = 0.1      # newest point under a tenth of the median
 GROWTH_WARN = 3.0      # newest point over three times the median
 RECENT_POINTS = 10
 
+# A run's error is quoted at most this long: the status line must fit a monitoring system's output
+# limit (Nagios keeps 4-8 KiB) and still name every other finding; `safehold history` has it in full.
+QUOTE_LIMIT = 300
+
 # restic renews the lock of a running command every 5 minutes and calls one older than 30 stale.
 STALE_LOCK = timedelta(minutes=30)
 
@@ -49,6 +53,11 @@ class Finding:
     status: int
     message: str
 
+    def __post_init__(self) -> None:
+        # Messages quote stderr of children (a quiesce command, a database tool), which may hold line
+        # breaks; a monitoring system reads only the first line as the status and would lose the rest.
+        self.message = " ".join(self.message.split())
+
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {"rule": self.rule, "status": NAMES[self.status], "message": self.message}
@@ -59,6 +68,13 @@ def _age(delta: timedelta) -> str:
     if hours < 2:
         return f"{delta.total_seconds() / 60:.0f} min"
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
+
+
+def _quote(error: str | None) -> str:
+    """A run's recorded error for the status line: shortened (`safehold history` shows it whole)."""
+    if not error:
+        return "no reason recorded"
+    return error if len(error) <= QUOTE_LIMIT else f"{error[:QUOTE_LIMIT]}…"
 
 
 def check_instance(config: Config, history: History, name: str, now: datetime) -> list[Finding]:
@@ -98,7 +114,7 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
     if last is not None and last.result != "ok":
         status = WARNING if last.result == "partial" else CRITICAL
         findings.append(Finding("last-run", status, f"last run {last.started:%Y-%m-%d %H:%M} UTC {last.result}: "
-                                                    f"{last.error or 'no reason recorded'}"))
+                                                    f"{_quote(last.error)}"))
     if last is not None and last.details.get("notify_problems"):
         # Recorded by the run (this check reads no secrets): a failure would not reach these notify URLs.
         findings.append(Finding("notify", WARNING, "notifications of the last run: "
@@ -179,7 +195,7 @@ def _drill(history: History, name: str, interval_hours: int, now: datetime) -> F
     if drill is None:
         return Finding("drill", OK, "no restore drill recorded yet")
     if drill.result != "ok":
-        return Finding("drill", CRITICAL, f"last drill {drill.started:%Y-%m-%d} failed: {drill.error or '?'}")
+        return Finding("drill", CRITICAL, f"last drill {drill.started:%Y-%m-%d} failed: {_quote(drill.error)}")
     age = now - drill.started
     if age > timedelta(hours=interval_hours) + GRACE:
         return Finding("drill", WARNING, f"last drill passed but is {_age(age)} old (every {interval_hours} h)")
