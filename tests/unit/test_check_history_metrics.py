@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -278,6 +279,26 @@ def test_check_cli_exit_codes_one_line_and_json(tmp_path: Path) -> None:
     assert proc.returncode == 2 and data["status"] == "CRITICAL" and data["instances"][0]["instance"] == "app"
     proc = run_cli("check", config=tmp_path / "missing.toml")
     assert proc.returncode == 3 and proc.stdout.startswith("SAFEHOLD UNKNOWN")
+
+
+def test_check_answers_unknown_in_one_line_when_reading_the_state_fails(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # An error nobody foresaw (here SQLite's "disk I/O error" while reading the history) must not end as a
+    # traceback with exit 1, which a monitoring system takes for WARNING: it is UNKNOWN.
+    from typer.testing import CliRunner
+
+    from safehold.cli import app
+
+    def broken(*_: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(History, "last_success", broken)
+    path = make_config(tmp_path)
+    proc = CliRunner().invoke(app, ["check", "--config", str(path)])
+    assert proc.exit_code == 3, proc.output
+    assert proc.output == "SAFEHOLD UNKNOWN - internal error (OperationalError: disk I/O error)\n"
+    data = json.loads(CliRunner().invoke(app, ["check", "--json", "--config", str(path)]).output)
+    assert data["code"] == 3 and data["status"] == "UNKNOWN"
 
 
 def test_metrics_parse_and_textfile_is_replaced_atomically(tmp_path: Path) -> None:

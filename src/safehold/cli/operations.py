@@ -134,8 +134,11 @@ def check(instance: InstanceArg = None, config: ConfigOpt = None, json_out: Json
 
     try:
         result = do_check(load_config(config), instance)
-    except SafeholdError as exc:
-        result = {"status": "UNKNOWN", "code": UNKNOWN, "line": f"SAFEHOLD UNKNOWN - {exc.line()}", "instances": []}
+    except Exception as exc:  # noqa: BLE001 - a monitoring plugin answers UNKNOWN, never a traceback
+        # Any other exit code is a verdict (a crash's 1 reads as WARNING); the reason stays one line.
+        reason = exc.line() if isinstance(exc, SafeholdError) else f"internal error ({type(exc).__name__}: {exc})"
+        result = {"status": "UNKNOWN", "code": UNKNOWN, "line": f"SAFEHOLD UNKNOWN - {' '.join(reason.split())}",
+                  "instances": []}
     print(dumps(result) if json_out else result["line"])
     raise typer.Exit(result["code"])
 
