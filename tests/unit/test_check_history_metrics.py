@@ -367,3 +367,23 @@ def test_damaged_history_is_moved_aside_and_runs_go_on(tmp_path: Path, caplog: p
     kept = list(tmp_path.glob("history.sqlite.damaged-*"))
     assert len(kept) == 1 and kept[0].read_bytes().startswith(b"not sqlite")
     assert "was damaged" in caplog.text and "recovery points are not affected" in caplog.text
+
+
+def test_history_damaged_past_its_header_is_moved_aside_too(tmp_path: Path) -> None:
+    # The header is intact, so opening works and SQLite only says "malformed" when a query reaches the
+    # broken pages: every backup (which reads the history first) used to crash from then on.
+    history = History(tmp_path)
+    with history._connect() as db:
+        db.executemany("INSERT INTO runs (instance, kind, started, finished, result, details, host, pid) "
+                       "VALUES ('app', 'backup', ?, ?, 'ok', ?, 'h', 1)", [(i, i, "x" * 500) for i in range(500)])
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    path = tmp_path / "history.sqlite"
+    page = 4096
+    with path.open("r+b") as handle:
+        handle.seek(page)
+        handle.write(b"\xff" * (path.stat().st_size - page))
+    history = History(tmp_path)
+    run = history.record_start("app", "backup")
+    history.record_end(run, "ok")
+    assert [r.result for r in history.runs("app")] == ["ok"]
+    assert len(list(tmp_path.glob("history.sqlite.damaged-*"))) == 1
