@@ -387,3 +387,18 @@ def test_history_damaged_past_its_header_is_moved_aside_too(tmp_path: Path) -> N
     history.record_end(run, "ok")
     assert [r.result for r in history.runs("app")] == ["ok"]
     assert len(list(tmp_path.glob("history.sqlite.damaged-*"))) == 1
+
+
+def test_schedule_install_leaves_out_a_schedule_that_names_no_day(tmp_path: Path) -> None:
+    # `safehold serve` never runs it and check says "schedule names no day"; the timer used to say
+    # "OnCalendar= *-*-* 02:00:00" (every day) and the cron line lost its weekday field.
+    path = make_config(tmp_path, 'schedule = { week_days = [], time = "02:00", drill = "0 4 * * sun" }')
+    proc = run_cli("schedule", "install", "--dir", str(tmp_path / "units"), "--json", config=path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["written"] == ["safehold-drill-app.service", "safehold-drill-app.timer"]
+    assert result["skipped_no_day"] == ["app"]
+    proc = run_cli("schedule", "install", "--format", "cron", "--dir", str(tmp_path / "cron"), config=path)
+    assert proc.returncode == 0 and "names no day, not installed: app" in proc.stdout
+    jobs = [line for line in (tmp_path / "cron" / "safehold").read_text().splitlines() if " root " in line]
+    assert len(jobs) == 1 and jobs[0].startswith("0 4 * * sun root ") and " drill app " in jobs[0]

@@ -83,19 +83,24 @@ def _jobs(config: Config) -> list[tuple[str, str, ScheduleConfig, str | None]]:
     for name, instance in config.instances.items():
         for kind, schedule in (("backup", backup_schedule(instance.schedule)),
                                ("drill", drill_schedule(instance.schedule))):
-            if schedule is not None and schedule.enabled:
+            # A schedule that names no day never runs under `safehold serve`; as a unit it would have
+            # an empty weekday (systemd: every day; cron: a line whose user lands in the weekday field).
+            if schedule is not None and schedule.enabled and schedule.names_a_day:
                 jobs.append((name, kind, schedule.config, schedule.cron))
     return jobs
 
 
 def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> dict[str, object]:
-    """Write units (systemd) or one cron file (cron) into `folder`; disabled schedules are skipped."""
+    """Write units (systemd) or one cron file (cron) into `folder`; disabled schedules, and backup schedules
+    that name no day, are skipped."""
     if fmt not in ("systemd", "cron"):
         raise ConfigError(f"unknown format {fmt!r}", "use --format systemd or --format cron")
     config_file = str(Path(config.source).resolve()) if config.source else "/etc/safehold/safehold.toml"
     folder.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     skipped = [name for name, inst in config.instances.items() if inst.schedule and not inst.schedule.enabled]
+    no_day = [name for name, inst in config.instances.items()
+              if inst.schedule and inst.schedule.enabled and not backup_schedule(inst.schedule).names_a_day]
     jobs = _jobs(config)
     if fmt == "systemd":
         for name, kind, schedule, cron in jobs:
@@ -123,4 +128,5 @@ def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> 
         (folder / "safehold").write_text("\n".join(lines) + "\n")
         written.append("safehold")
         hint = "copy it to /etc/cron.d/safehold (mode 0644)"
-    return {"folder": str(folder), "format": fmt, "written": written, "skipped_disabled": skipped, "next": hint}
+    return {"folder": str(folder), "format": fmt, "written": written, "skipped_disabled": skipped,
+            "skipped_no_day": no_day, "next": hint}

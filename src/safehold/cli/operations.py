@@ -203,6 +203,9 @@ def schedule_install(
         out.print(f"wrote {', '.join(res['written']) or 'nothing'} in {res['folder']}")
         if res["skipped_disabled"]:
             out.print(Text.assemble(("disabled, not installed:", "yellow"), f" {', '.join(res['skipped_disabled'])}"))
+        if res["skipped_no_day"]:
+            out.print(Text.assemble(("backup schedule names no day, not installed:", "yellow"),
+                                    f" {', '.join(res['skipped_no_day'])}"))
         out.print(f"next: {res['next']}")
 
     run_action(json_out, lambda r: install(load_config(config), folder, fmt, user), render)
