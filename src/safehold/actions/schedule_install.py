@@ -18,6 +18,9 @@ from safehold.errors import ConfigError
 from safehold.schedule import backup_schedule, drill_schedule
 
 DAY_NAMES = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+# cron's month names; systemd calendar specs only take numbers there.
+MONTHS = {name: index for index, name in enumerate(
+    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], start=1)}
 
 
 def _command() -> list[str]:
@@ -28,9 +31,9 @@ def _command() -> list[str]:
 def _field(value: str, start: int, what: str, day: bool = False) -> str:
     """One cron field in systemd calendar syntax."""
     def one(item: str) -> str:
-        if not day:
-            return item
-        return DAY_NAMES[int(item)] if item.isdigit() else item[:3].capitalize()
+        if day:
+            return DAY_NAMES[int(item)] if item.isdigit() else item[:3].capitalize()
+        return str(MONTHS.get(item.lower(), item))
 
     parts = []
     for item in value.split(","):
@@ -51,20 +54,28 @@ def _field(value: str, start: int, what: str, day: bool = False) -> str:
     return ",".join(parts)
 
 
-def on_calendar(schedule: ScheduleConfig, cron: str | None) -> str:
-    """The OnCalendar= value of a schedule (week_days+time or a cron expression) with its time zone."""
+def on_calendar(schedule: ScheduleConfig, cron: str | None) -> list[str]:
+    """The OnCalendar= values of a schedule (week_days+time or a cron expression) with its time zone.
+
+    A timer elapses at the union of its OnCalendar= lines; one value is enough except for a cron
+    expression that restricts both the day of the month and the weekday, which cron (and croniter, so
+    `serve` and `check`) run on either day, and a single calendar spec would need both.
+    """
     if cron is None:
         days = ",".join(d[:3].capitalize() for d in schedule.week_days)
         clock = schedule.time if schedule.time.count(":") == 2 else f"{schedule.time}:00"
-        return f"{days} *-*-* {clock} {schedule.timezone}"
+        return [f"{days} *-*-* {clock} {schedule.timezone}"]
     fields = cron.split()
     if len(fields) not in (5, 6):
         raise ConfigError(f"cron {cron!r} needs 5 or 6 fields for a systemd timer", "use --format cron")
     minute, hour, dom, month, dow = fields[:5]
     second = _field(fields[5], 0, "second") if len(fields) == 6 else "00"
-    days = "" if dow == "*" else _field(dow, 0, "weekday", day=True) + " "
-    date = f"*-{_field(month, 1, 'month')}-{_field(dom, 1, 'day')}"
-    return f"{days}{date} {_field(hour, 0, 'hour')}:{_field(minute, 0, 'minute')}:{second} {schedule.timezone}"
+    clock = f"{_field(hour, 0, 'hour')}:{_field(minute, 0, 'minute')}:{second} {schedule.timezone}"
+    months = _field(month, 1, "month")
+    weekdays = "" if dow == "*" else _field(dow, 0, "weekday", day=True) + " "
+    if dom != "*" and dow != "*":
+        return [f"{weekdays}*-{months}-* {clock}", f"*-{months}-{_field(dom, 1, 'day')} {clock}"]
+    return [f"{weekdays}*-{months}-{_field(dom, 1, 'day')} {clock}"]
 
 
 def cron_line(schedule: ScheduleConfig, cron: str | None) -> str:
@@ -113,7 +124,8 @@ def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> 
                 "IOSchedulingPriority=7\n")
             (folder / f"{unit}.timer").write_text(
                 f"[Unit]\nDescription=safehold {kind} of {name} ({schedule.timezone})\n\n[Timer]\n"
-                f"OnCalendar={on_calendar(schedule, cron)}\nPersistent=true\nUnit={unit}.service\n\n"
+                + "".join(f"OnCalendar={value}\n" for value in on_calendar(schedule, cron))
+                + f"Persistent=true\nUnit={unit}.service\n\n"
                 "[Install]\nWantedBy=timers.target\n")
             written += [f"{unit}.service", f"{unit}.timer"]
         hint = f"copy them to /etc/systemd/system, then: systemctl daemon-reload && systemctl enable --now " \
