@@ -131,6 +131,16 @@ def test_day_of_month_and_weekday_both_given_run_on_either_as_in_cron() -> None:
     assert on_calendar(config, "0 3 1 */3 sun,wed") == ["Sun,Wed *-1/3-* 3:0:00 UTC", "*-1/3-1 3:0:00 UTC"]
 
 
+@pytest.mark.parametrize("cron", ["0 2 L * *", "0 2 ? * *", "0 2 * * mon#1", "0 2 1W * *"])
+def test_cron_extensions_neither_systemd_nor_cron_know_are_refused(cron: str) -> None:
+    # croniter accepts them, but systemd ignores a timer it cannot parse and cron a line: the job would
+    # silently never run.
+    with pytest.raises(ConfigError, match="croniter extension"):
+        on_calendar(ScheduleConfig(), cron)
+    with pytest.raises(ConfigError, match="croniter extension"):
+        cron_line(ScheduleConfig(), cron)
+
+
 def test_cron_line() -> None:
     assert cron_line(ScheduleConfig(week_days=["monday", "friday"], time="23:05"), None) == "5 23 * * mon,fri"
     assert cron_line(ScheduleConfig(), "0 2 * * *") == "0 2 * * *"

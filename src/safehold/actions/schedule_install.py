@@ -8,12 +8,13 @@ it, so the file says so).
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import sys
 from pathlib import Path
 
-from safehold.config import Config, ScheduleConfig
+from safehold.config import WEEK_DAYS, Config, ScheduleConfig
 from safehold.errors import ConfigError
 from safehold.schedule import backup_schedule, drill_schedule
 
@@ -26,6 +27,21 @@ MONTHS = {name: index for index, name in enumerate(
 def _command() -> list[str]:
     found = shutil.which("safehold")
     return [found] if found else [sys.executable, "-m", "safehold"]
+
+
+def _fields(cron: str) -> list[str]:
+    """The fields of a cron expression, refusing croniter's extensions (L, W, #, ?): the config accepts
+    them, since croniter runs them under `serve`, but systemd ignores a timer and cron a line it cannot
+    parse, so the job would silently never run."""
+    fields = cron.split()
+    names = {3: set(MONTHS), 4: {day[:3] for day in WEEK_DAYS}}  # month and weekday fields
+    for index, value in enumerate(fields):
+        words = re.findall(r"[A-Za-z]+", value)
+        if re.search(r"[^0-9A-Za-z*,/-]", value) or any(w.lower() not in names.get(index, set()) for w in words):
+            raise ConfigError(f"cron {cron!r}: {value!r} is a croniter extension neither systemd nor cron knows",
+                              "write the schedule with numbers, names, ranges, lists and steps, or run it "
+                              "with `safehold serve`")
+    return fields
 
 
 def _field(value: str, start: int, what: str, day: bool = False) -> str:
@@ -65,7 +81,7 @@ def on_calendar(schedule: ScheduleConfig, cron: str | None) -> list[str]:
         days = ",".join(d[:3].capitalize() for d in schedule.week_days)
         clock = schedule.time if schedule.time.count(":") == 2 else f"{schedule.time}:00"
         return [f"{days} *-*-* {clock} {schedule.timezone}"]
-    fields = cron.split()
+    fields = _fields(cron)
     if len(fields) not in (5, 6):
         raise ConfigError(f"cron {cron!r} needs 5 or 6 fields for a systemd timer", "use --format cron")
     minute, hour, dom, month, dow = fields[:5]
@@ -81,7 +97,7 @@ def on_calendar(schedule: ScheduleConfig, cron: str | None) -> list[str]:
 def cron_line(schedule: ScheduleConfig, cron: str | None) -> str:
     """The five time fields of a cron entry."""
     if cron is not None:
-        if len(cron.split()) != 5:
+        if len(_fields(cron)) != 5:
             raise ConfigError(f"cron {cron!r} has a seconds field cron cannot run", "use --format systemd")
         return cron
     hour, minute = schedule.time.split(":")[:2]
