@@ -18,6 +18,9 @@ from safehold.config import WEEK_DAYS, Config, ScheduleConfig
 from safehold.errors import ConfigError
 from safehold.schedule import backup_schedule, drill_schedule
 
+# systemd's default PATH for services. cron's own is /usr/bin:/bin, so a job would miss tools a timer
+# finds (restic installed in /usr/local/bin because the distribution's is old).
+SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DAY_NAMES = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 # cron's month names; systemd calendar specs only take numbers there.
 MONTHS = {name: index for index, name in enumerate(
@@ -149,7 +152,7 @@ def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> 
     else:
         lines = ["# safehold schedules (written by `safehold schedule install`).",
                  "# CRON_TZ is honoured by cronie; Debian's cron runs in the system time zone instead.",
-                 "SHELL=/bin/sh", ""]
+                 "SHELL=/bin/sh", f"PATH={SERVICE_PATH}", ""]
         for name, kind, schedule, cron in jobs:
             argv = shlex.join([*_command(), kind, name, "--config", config_file])
             lines += [f"CRON_TZ={schedule.timezone}", f"{cron_line(schedule, cron)} {user or 'root'} {argv}"]
