@@ -405,3 +405,27 @@ def test_schedule_install_leaves_out_a_schedule_that_names_no_day(tmp_path: Path
     assert proc.returncode == 0 and "names no day, not installed: app" in proc.stdout
     jobs = [line for line in (tmp_path / "cron" / "safehold").read_text().splitlines() if " root " in line]
     assert len(jobs) == 1 and jobs[0].startswith("0 4 * * sun root ") and " drill app " in jobs[0]
+
+
+def test_schedule_install_names_the_environment_variables_a_timer_would_lack(tmp_path: Path) -> None:
+    # A unit or cron job starts with an empty environment: a run there fails on "env:" references that work
+    # in the shell the admin tested in. Said at install time, not by the first failed night.
+    path = write_config(tmp_path, {"url": "/srv/repo", "password_file": str(tmp_path / "unused.pass")}, f"""
+[instances.app]
+repositories = ["main"]
+files = ["{tmp_path}"]
+schedule = {{ time = "02:00" }}
+
+[[instances.app.databases]]
+engine = "mariadb"
+password = "env:APP_DB_PASS"
+names = ["app"]
+
+[notify]
+urls = ["env:NTFY_URL", "json://localhost/"]
+""")
+    proc = run_cli("schedule", "install", "--dir", str(tmp_path / "units"), "--json", config=path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["environment"] == ["APP_DB_PASS", "NTFY_URL"]
+    proc = run_cli("schedule", "install", "--format", "cron", "--dir", str(tmp_path / "cron"), config=path)
+    assert "reads APP_DB_PASS, NTFY_URL from the environment" in proc.stdout

@@ -108,6 +108,19 @@ def cron_line(schedule: ScheduleConfig, cron: str | None) -> str:
     return f"{int(minute)} {int(hour)} * * {days}"
 
 
+ENV_REFERENCE = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _environment(value: object) -> set[str]:
+    """The variables named by `env:` references anywhere in a dumped config section."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return set().union(*(_environment(item) for item in value))
+    found = ENV_REFERENCE.match(value) if isinstance(value, str) else None
+    return {found.group(1)} if found else set()
+
+
 def _jobs(config: Config) -> list[tuple[str, str, ScheduleConfig, str | None]]:
     jobs = []
     for name, instance in config.instances.items():
@@ -159,5 +172,9 @@ def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> 
         (folder / "safehold").write_text("\n".join(lines) + "\n")
         written.append("safehold")
         hint = "copy it to /etc/cron.d/safehold (mode 0644)"
+    # A unit or cron job starts with a bare environment; what a run reads (repositories, databases,
+    # notifications) must come from an Environment= drop-in, the cron file, or a file: reference.
+    needed = _environment(config.model_dump(include={"repositories", "instances", "notify"}))
     return {"folder": str(folder), "format": fmt, "written": written, "skipped_disabled": skipped,
+            "environment": sorted(needed),
             "skipped_no_day": no_day, "next": hint}

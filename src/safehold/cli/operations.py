@@ -206,6 +206,10 @@ def schedule_install(
         if res["skipped_no_day"]:
             out.print(Text.assemble(("backup schedule names no day, not installed:", "yellow"),
                                     f" {', '.join(res['skipped_no_day'])}"))
+        if res["environment"]:
+            out.print(Text.assemble(("the config reads", "yellow"), f" {', '.join(res['environment'])} from the "
+                                    "environment, which a timer or cron job does not have: set them in a drop-in "
+                                    "(Environment=) or the cron file, or use file: references"))
         out.print(f"next: {res['next']}")
 
     run_action(json_out, lambda r: install(load_config(config), folder, fmt, user), render)
