@@ -211,6 +211,41 @@ def test_a_missed_weekly_run_is_named_in_the_line(tmp_path: Path) -> None:
     assert "freshness: last good point is 13.7 d old (none since the run due 2026-12-03 07:00 UTC)" in result["line"]
 
 
+def add_drill_at(history: History, started: datetime) -> None:
+    run = history.record_start("app", "drill")
+    history.record_end(run, "ok")
+    with history._connect() as db:
+        db.execute("UPDATE runs SET started=?, finished=? WHERE id=?",
+                   (started.timestamp(), (started + timedelta(minutes=5)).timestamp(), run))
+
+
+@pytest.mark.parametrize(("drill", "now", "status", "words"), [
+    # A monthly drill is not late three weeks into the month (the default interval is 8 days)...
+    ('"0 4 1 * *"', datetime(2026, 12, 20, 12, tzinfo=UTC), "OK", "last drill passed"),
+    # ...but is once the next month's drill was due and did not run.
+    ('"0 4 1 * *"', datetime(2027, 1, 1, 6, 1, tzinfo=UTC), "WARNING", "none since the drill due 2027-01-01 04:00"),
+    # A weekly drill that missed its Sunday is named as such.
+    ('"0 4 * * sun"', datetime(2026, 12, 13, 6, 1, tzinfo=UTC), "WARNING", "none since the drill due 2026-12-13"),
+])
+def test_a_drill_schedule_says_how_old_the_last_drill_may_be(tmp_path: Path, drill: str, now: datetime, status: str,
+                                                            words: str) -> None:
+    config = load(make_config(tmp_path, f'schedule = {{ cron = "0 2 * * *", drill = {drill} }}'))
+    history = History(config.state_dir)
+    add_point_at(history, now - timedelta(hours=3))
+    add_drill_at(history, datetime(2026, 12, 6, 4, tzinfo=UTC) if "sun" in drill else datetime(2026, 12, 1, 4,
+                                                                                                   tzinfo=UTC))
+    found = next(f for f in check(config, "app", now=now)["instances"][0]["findings"] if f["rule"] == "drill")
+    assert found["status"] == status and words in found["message"], found
+
+
+def test_drill_interval_hours_set_in_the_config_wins_over_the_drill_schedule(tmp_path: Path) -> None:
+    config = load(make_config(tmp_path, 'drill_interval_hours = 24\nschedule = { drill = "0 4 1 * *" }'))
+    add_drill_at(History(config.state_dir), datetime(2026, 12, 1, 4, tzinfo=UTC))
+    found = next(f for f in check(config, "app", now=datetime(2026, 12, 3, tzinfo=UTC))["instances"][0]["findings"]
+                 if f["rule"] == "drill")
+    assert found["status"] == "WARNING" and "(every 24 h)" in found["message"]
+
+
 def leave_paused(state: Path, pid: int, steps: list[dict]) -> Path:
     """A resume marker as a backup killed while the app was paused leaves it."""
     marker = marker_path(state, "app")

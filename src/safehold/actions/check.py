@@ -18,14 +18,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from safehold.apps.quiesce import look_at_marker, marker_path, resume_marker
-from safehold.config import Config
+from safehold.config import Config, InstanceConfig
 from safehold.history import History
 from safehold.lock import is_locked
 from safehold.output import Silent
 from safehold.repository import damage
 from safehold.repository.restic import REPAIR
 from safehold.runner import process_alive
-from safehold.schedule import DEFAULT_GAP, GRACE, backup_schedule
+from safehold.schedule import DEFAULT_GAP, EARLY, GRACE, backup_schedule, drill_schedule
 from safehold.scheduler import RESUME_SECONDS
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -124,7 +124,7 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
         findings.append(Finding("running", OK, "a run is in progress"))
 
     findings.extend(_size(history, name))
-    findings.append(_drill(history, name, instance.drill_interval_hours, now))
+    findings.append(_drill(history, name, instance, now))
     findings.append(_offhost(config, instance.repositories))
     findings.extend(_stale_locks(config, instance.repositories, now))
     findings.extend(_damage(config, name, instance.repositories))
@@ -190,15 +190,24 @@ def _size(history: History, name: str) -> list[Finding]:
     return [Finding("size", OK, detail)]
 
 
-def _drill(history: History, name: str, interval_hours: int, now: datetime) -> Finding:
+def _drill(history: History, name: str, instance: InstanceConfig, now: datetime) -> Finding:
     drill = history.last_drill(name)
     if drill is None:
         return Finding("drill", OK, "no restore drill recorded yet")
     if drill.result != "ok":
         return Finding("drill", CRITICAL, f"last drill {drill.started:%Y-%m-%d} failed: {_quote(drill.error)}")
     age = now - drill.started
-    if age > timedelta(hours=interval_hours) + GRACE:
-        return Finding("drill", WARNING, f"last drill passed but is {_age(age)} old (every {interval_hours} h)")
+    schedule = drill_schedule(instance.schedule)
+    if schedule is not None and schedule.enabled and "drill_interval_hours" not in instance.model_fields_set:
+        # The drill schedule says when a drill was due, as the backup schedule does for points: a monthly
+        # drill is not late after the default 8 days, and a missed weekly one shows 2 h after its due time.
+        due = schedule.due_by(now)
+        if due is not None and drill.started < due - EARLY:
+            return Finding("drill", WARNING, f"last drill passed but is {_age(age)} old (none since the drill due "
+                                             f"{due:%Y-%m-%d %H:%M %Z})")
+    elif age > timedelta(hours=instance.drill_interval_hours) + GRACE:
+        return Finding("drill", WARNING, f"last drill passed but is {_age(age)} old "
+                                         f"(every {instance.drill_interval_hours} h)")
     return Finding("drill", OK, f"last drill passed {_age(age)} ago")
 
 
