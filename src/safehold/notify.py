@@ -214,8 +214,12 @@ def _close_in_systems(config: Config, closed: list[tuple[str, str]], body: str, 
     return done
 
 
-def _tickets(config: Config, history: History, run: Run, title: str, body: str, reporter: Reporter) -> dict[str, str]:
+def _tickets(config: Config, history: History, run: Run, title: str, body: str,
+             reporter: Reporter) -> tuple[dict[str, str], list[str]]:
+    """Open a ticket in each configured system without one for this outage; returns the tickets opened
+    and a line for each system that could not open one (kept for `safehold check`, like a URL that refused)."""
     opened: dict[str, str] = {}
+    problems: list[str] = []
     systems = {"itop": (config.notify.itop, open_itop_ticket), "itflow": (config.notify.itflow, open_itflow_ticket)}
     for system, (settings, opener) in systems.items():
         if settings is None:
@@ -229,11 +233,12 @@ def _tickets(config: Config, history: History, run: Run, title: str, body: str, 
             ticket = opener(settings, title, body)  # type: ignore[operator]
         except SafeholdError as exc:
             reporter.warn(f"could not open the {system} ticket: {exc.line()}")
+            problems.append(f"notify.{system}: could not open the ticket: {exc.line()}")
             continue
         history.add_ticket(run.instance, key, ticket, run.id)
         reporter.step(f"opened {system} ticket {ticket}")
         opened[system] = ticket
-    return opened
+    return opened, problems
 
 
 def event_of(run: Run, previous: Run | None) -> str:
@@ -267,12 +272,14 @@ def after_run(config: Config, history: History, run: Run, previous: Run | None, 
         done["tickets_updated"] = _close_in_systems(config, closed, body, reporter)
     if not wanted:
         return done
+    ticket_problems: list[str] = []
     if event == "failure" and run.kind in TICKET_KINDS:
-        done["tickets_opened"] = _tickets(config, history, run, title, body, reporter)
+        done["tickets_opened"], ticket_problems = _tickets(config, history, run, title, body, reporter)
     problems = send(config, title, body, event)
     done["sent"] = not problems
     for problem in problems:
         reporter.warn(f"the {event} notification for {run.instance} did not reach {problem}")
+    problems += ticket_problems
     if problems:
         done["not_sent"] = problems
         history.add_details(run.id, {"notify_problems": problems})

@@ -36,6 +36,11 @@ class Schedule:
         parts = [int(p) for p in self.config.time.split(":")]
         return time(*parts)
 
+    @property
+    def names_a_day(self) -> bool:
+        """False for a week_days schedule with no day in it: it is never due (a cron expression always is)."""
+        return bool(self.cron or self.config.week_days)
+
     def describe(self) -> str:
         """One human line, e.g. `monday,friday at 23:30 Europe/Berlin` or `cron 0 2 * * * UTC`."""
         when = f"cron {self.cron}" if self.cron else f"{','.join(self.config.week_days) or 'no day'} at " \

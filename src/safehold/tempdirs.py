@@ -17,7 +17,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from safehold.errors import SafeholdError
@@ -54,6 +54,26 @@ def room_in(folder: str | Path, what: str) -> Iterator[None]:
             raise
         raise SafeholdError(f"no space left in {folder} for {what}",
                             "free space there, or set TMPDIR to a folder on a disk with room") from None
+
+
+def remove_tree(path: Path) -> bool:
+    """Remove a folder and everything in it, also read-only folders inside it; True when it is gone.
+
+    restic restores a point's folder modes, and a user other than root cannot delete from a 0555
+    folder (a vendor or config tree): such a folder of the tree is made the owner's (0700) and the
+    deletion retried. Nothing outside `path` is changed, and symlinks are never followed.
+    """
+    def unlock(function: Callable[..., object], failed: str, _: object) -> None:
+        with contextlib.suppress(OSError):
+            if function in (os.unlink, os.rmdir) and Path(failed) != path:  # its folder is read-only
+                os.chmod(os.path.dirname(failed), 0o700)
+                function(failed)
+            elif os.path.isdir(failed) and not os.path.islink(failed):  # a folder that cannot be listed
+                os.chmod(failed, 0o700)
+                shutil.rmtree(failed, onerror=unlock)
+
+    shutil.rmtree(path, onerror=unlock)
+    return not os.path.lexists(path)
 
 
 @atexit.register

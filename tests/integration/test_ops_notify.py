@@ -229,6 +229,12 @@ org_id = 1
     history = History(load(config).state_dir)
     assert history.last_run("app").result == "failed"
     assert history.open_ticket("app", "itop:backup") is None  # retried on the next failure
+    # Nobody was told (no notify.urls): `safehold check` says so, as for a URL that refused.
+    assert history.last_run("app").details["notify_problems"] == [
+        "notify.itop: could not open the ticket: iTop ticket: cannot reach "
+        f"{load(config).notify.itop.url}webservices/rest.php (ConnectionError) — check the URL and the network"]
+    checked = run_cli("check", "app", config=config)
+    assert "app notify: notifications of the last run: notify.itop: could not open the ticket" in checked.stdout
 
 
 def test_one_bad_url_reference_silences_no_other(tmp_path: Path, repo: dict[str, str], services,  # noqa: ANN001

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -127,6 +128,22 @@ def test_last_run_failure_stale_point_drill_and_local_only_repository(tmp_path: 
     assert rules(later)["freshness"] == "WARNING"
 
 
+def test_check_line_stays_one_line_with_multi_line_and_huge_errors(tmp_path: Path) -> None:
+    # A quiesce command's stderr (two lines of systemctl) ends up in the run's error; Nagios takes only the
+    # first line of the output as the status, so the rest of the findings would be cut off.
+    config = load(make_config(tmp_path, 'schedule = { cron = "0 * * * *" }'))
+    history = History(config.state_dir)
+    add_backups(history, [MB])
+    add_backups(history, [0], result="failed",
+                error="quiesce command failed: Job for apache2.service failed.\nSee systemctl status apache2.service.")
+    run = history.record_start("app", "drill")
+    history.record_end(run, "failed", error="x" * 100_000)
+    result = check(config, "app")
+    assert "\n" not in result["line"] and len(result["line"]) < 2000
+    assert "failed. See systemctl status apache2.service." in result["line"]
+    assert "app drill: last drill" in result["line"]
+
+
 def add_point_at(history: History, started: datetime, minutes: int = 10) -> None:
     """A successful backup that started at `started` (the fake clock's past) and took `minutes`."""
     run = history.record_start("app", "backup")
@@ -192,6 +209,41 @@ def test_a_missed_weekly_run_is_named_in_the_line(tmp_path: Path) -> None:
     result = check(config, "app", now=datetime(2026, 12, 9, 23, tzinfo=UTC))
     assert result["code"] >= 1
     assert "freshness: last good point is 13.7 d old (none since the run due 2026-12-03 07:00 UTC)" in result["line"]
+
+
+def add_drill_at(history: History, started: datetime) -> None:
+    run = history.record_start("app", "drill")
+    history.record_end(run, "ok")
+    with history._connect() as db:
+        db.execute("UPDATE runs SET started=?, finished=? WHERE id=?",
+                   (started.timestamp(), (started + timedelta(minutes=5)).timestamp(), run))
+
+
+@pytest.mark.parametrize(("drill", "now", "status", "words"), [
+    # A monthly drill is not late three weeks into the month (the default interval is 8 days)...
+    ('"0 4 1 * *"', datetime(2026, 12, 20, 12, tzinfo=UTC), "OK", "last drill passed"),
+    # ...but is once the next month's drill was due and did not run.
+    ('"0 4 1 * *"', datetime(2027, 1, 1, 6, 1, tzinfo=UTC), "WARNING", "none since the drill due 2027-01-01 04:00"),
+    # A weekly drill that missed its Sunday is named as such.
+    ('"0 4 * * sun"', datetime(2026, 12, 13, 6, 1, tzinfo=UTC), "WARNING", "none since the drill due 2026-12-13"),
+])
+def test_a_drill_schedule_says_how_old_the_last_drill_may_be(tmp_path: Path, drill: str, now: datetime, status: str,
+                                                            words: str) -> None:
+    config = load(make_config(tmp_path, f'schedule = {{ cron = "0 2 * * *", drill = {drill} }}'))
+    history = History(config.state_dir)
+    add_point_at(history, now - timedelta(hours=3))
+    add_drill_at(history, datetime(2026, 12, 6, 4, tzinfo=UTC) if "sun" in drill else datetime(2026, 12, 1, 4,
+                                                                                                   tzinfo=UTC))
+    found = next(f for f in check(config, "app", now=now)["instances"][0]["findings"] if f["rule"] == "drill")
+    assert found["status"] == status and words in found["message"], found
+
+
+def test_drill_interval_hours_set_in_the_config_wins_over_the_drill_schedule(tmp_path: Path) -> None:
+    config = load(make_config(tmp_path, 'drill_interval_hours = 24\nschedule = { drill = "0 4 1 * *" }'))
+    add_drill_at(History(config.state_dir), datetime(2026, 12, 1, 4, tzinfo=UTC))
+    found = next(f for f in check(config, "app", now=datetime(2026, 12, 3, tzinfo=UTC))["instances"][0]["findings"]
+                 if f["rule"] == "drill")
+    assert found["status"] == "WARNING" and "(every 24 h)" in found["message"]
 
 
 def leave_paused(state: Path, pid: int, steps: list[dict]) -> Path:
@@ -264,6 +316,26 @@ def test_check_cli_exit_codes_one_line_and_json(tmp_path: Path) -> None:
     assert proc.returncode == 3 and proc.stdout.startswith("SAFEHOLD UNKNOWN")
 
 
+def test_check_answers_unknown_in_one_line_when_reading_the_state_fails(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # An error nobody foresaw (here SQLite's "disk I/O error" while reading the history) must not end as a
+    # traceback with exit 1, which a monitoring system takes for WARNING: it is UNKNOWN.
+    from typer.testing import CliRunner
+
+    from safehold.cli import app
+
+    def broken(*_: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(History, "last_success", broken)
+    path = make_config(tmp_path)
+    proc = CliRunner().invoke(app, ["check", "--config", str(path)])
+    assert proc.exit_code == 3, proc.output
+    assert proc.output == "SAFEHOLD UNKNOWN - internal error (OperationalError: disk I/O error)\n"
+    data = json.loads(CliRunner().invoke(app, ["check", "--json", "--config", str(path)]).output)
+    assert data["code"] == 3 and data["status"] == "UNKNOWN"
+
+
 def test_metrics_parse_and_textfile_is_replaced_atomically(tmp_path: Path) -> None:
     config = load(make_config(tmp_path, 'schedule = { time = "02:00" }'))
     history = History(config.state_dir)
@@ -316,6 +388,9 @@ def test_schedule_install_writes_systemd_units_and_cron_file(tmp_path: Path) -> 
     proc = run_cli("schedule", "install", "--format", "cron", "--dir", str(tmp_path / "cron"), config=path)
     cron = (tmp_path / "cron" / "safehold").read_text()
     assert proc.returncode == 0 and "CRON_TZ=Europe/Paris" in cron and "15 1 * * mon root " in cron
+    # cron's own PATH is /usr/bin:/bin: a restic installed in /usr/local/bin (newer than the distribution's)
+    # would not be found, while the systemd timer (whose PATH has it) works.
+    assert "\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n" in cron
     disabled = make_config(tmp_path, 'schedule = { enabled = false }')
     proc = run_cli("schedule", "install", "--dir", str(tmp_path / "none"), "--json", config=disabled)
     assert json.loads(proc.stdout)["skipped_disabled"] == ["app"]
@@ -330,3 +405,62 @@ def test_damaged_history_is_moved_aside_and_runs_go_on(tmp_path: Path, caplog: p
     kept = list(tmp_path.glob("history.sqlite.damaged-*"))
     assert len(kept) == 1 and kept[0].read_bytes().startswith(b"not sqlite")
     assert "was damaged" in caplog.text and "recovery points are not affected" in caplog.text
+
+
+def test_history_damaged_past_its_header_is_moved_aside_too(tmp_path: Path) -> None:
+    # The header is intact, so opening works and SQLite only says "malformed" when a query reaches the
+    # broken pages: every backup (which reads the history first) used to crash from then on.
+    history = History(tmp_path)
+    with history._connect() as db:
+        db.executemany("INSERT INTO runs (instance, kind, started, finished, result, details, host, pid) "
+                       "VALUES ('app', 'backup', ?, ?, 'ok', ?, 'h', 1)", [(i, i, "x" * 500) for i in range(500)])
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    path = tmp_path / "history.sqlite"
+    page = 4096
+    with path.open("r+b") as handle:
+        handle.seek(page)
+        handle.write(b"\xff" * (path.stat().st_size - page))
+    history = History(tmp_path)
+    run = history.record_start("app", "backup")
+    history.record_end(run, "ok")
+    assert [r.result for r in history.runs("app")] == ["ok"]
+    assert len(list(tmp_path.glob("history.sqlite.damaged-*"))) == 1
+
+
+def test_schedule_install_leaves_out_a_schedule_that_names_no_day(tmp_path: Path) -> None:
+    # `safehold serve` never runs it and check says "schedule names no day"; the timer used to say
+    # "OnCalendar= *-*-* 02:00:00" (every day) and the cron line lost its weekday field.
+    path = make_config(tmp_path, 'schedule = { week_days = [], time = "02:00", drill = "0 4 * * sun" }')
+    proc = run_cli("schedule", "install", "--dir", str(tmp_path / "units"), "--json", config=path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["written"] == ["safehold-drill-app.service", "safehold-drill-app.timer"]
+    assert result["skipped_no_day"] == ["app"]
+    proc = run_cli("schedule", "install", "--format", "cron", "--dir", str(tmp_path / "cron"), config=path)
+    assert proc.returncode == 0 and "names no day, not installed: app" in proc.stdout
+    jobs = [line for line in (tmp_path / "cron" / "safehold").read_text().splitlines() if " root " in line]
+    assert len(jobs) == 1 and jobs[0].startswith("0 4 * * sun root ") and " drill app " in jobs[0]
+
+
+def test_schedule_install_names_the_environment_variables_a_timer_would_lack(tmp_path: Path) -> None:
+    # A unit or cron job starts with an empty environment: a run there fails on "env:" references that work
+    # in the shell the admin tested in. Said at install time, not by the first failed night.
+    path = write_config(tmp_path, {"url": "/srv/repo", "password_file": str(tmp_path / "unused.pass")}, f"""
+[instances.app]
+repositories = ["main"]
+files = ["{tmp_path}"]
+schedule = {{ time = "02:00" }}
+
+[[instances.app.databases]]
+engine = "mariadb"
+password = "env:APP_DB_PASS"
+names = ["app"]
+
+[notify]
+urls = ["env:NTFY_URL", "json://localhost/"]
+""")
+    proc = run_cli("schedule", "install", "--dir", str(tmp_path / "units"), "--json", config=path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["environment"] == ["APP_DB_PASS", "NTFY_URL"]
+    proc = run_cli("schedule", "install", "--format", "cron", "--dir", str(tmp_path / "cron"), config=path)
+    assert "reads APP_DB_PASS, NTFY_URL from the environment" in proc.stdout

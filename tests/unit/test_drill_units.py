@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
-from safehold.actions.drill import is_scratch, scratch_stem
+import pytest
+
+from safehold.actions.drill import Scratch, is_scratch, scratch_stem
 from safehold.actions.report import age
 from safehold.actions.restore import table_problem
 from safehold.files import follow_links, restic_time_ns, sample_hashes, stored_trees, tree_stats
 from safehold.models import TableReport
+from safehold.output import Silent
 from safehold.repository.manifest import TableEntry, new_run_id
+from tests.conftest import SRC
 
 
 def test_scratch_names_fit_mariadb_and_are_recognised_only_for_their_instance() -> None:
@@ -108,3 +116,30 @@ def test_restic_times_and_followed_links() -> None:
 def test_age_reads_naturally() -> None:
     assert (age(None), age(59), age(1800), age(7200)) == ("-", "1 min", "30 min", "2.0 h")
 
+
+
+def test_scratch_folder_holding_a_read_only_folder_is_removed() -> None:
+    # restic restores folder modes: a 0555 folder of the point (a vendor or config tree) kept a drill run by
+    # a user other than root from removing its scratch folder, so every drill failed and left it behind.
+    folder = Path(tempfile.mkdtemp(prefix="safehold-test-"))
+    (folder / "files" / "ro" / "unlisted").mkdir(parents=True)
+    (folder / "files" / "ro" / "f").write_text("x")
+    (folder / "files" / "ro" / "unlisted").chmod(0)
+    (folder / "files" / "ro").chmod(0o555)
+    try:
+        if os.geteuid() != 0:
+            assert Scratch("app", "s", folder).remove(Silent()) == []
+        else:  # root may delete anything: remove it as nobody, as a backup user would (stdlib-only module)
+            python = Path("/usr/bin/python3")
+            if not python.exists():
+                pytest.skip("needs /usr/bin/python3 to run as nobody")
+            for path in [folder, *folder.rglob("*")]:
+                os.chown(path, 65534, 65534)
+            code = "import sys; from pathlib import Path; from safehold.tempdirs import remove_tree; " \
+                   "print(remove_tree(Path(sys.argv[1])))"
+            proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(python), "-c",
+                                   code, str(folder)], capture_output=True, text=True, env={"PYTHONPATH": str(SRC)})
+            assert proc.stdout == "True\n", proc.stderr
+        assert not folder.exists()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -113,15 +113,32 @@ def test_bad_schedules_are_config_errors(tmp_path, toml: str, message: str) -> N
      "Mon,Fri *-*-* 23:30:00 Europe/Berlin"),
     (ScheduleConfig(timezone="UTC"), "15 2 * * *", "*-*-* 2:15:00 UTC"),
     (ScheduleConfig(timezone="UTC"), "*/15 8-18 * * 1-5", "Mon..Fri *-*-* 8..18:0/15:00 UTC"),
-    (ScheduleConfig(timezone="UTC"), "0 3 1 */3 sun,wed", "Sun,Wed *-1/3-1 3:0:00 UTC"),
     (ScheduleConfig(timezone="UTC"), "* * * * * */2", "*-*-* *:*:0/2 UTC"),
+    (ScheduleConfig(timezone="UTC"), "0 2 * jan,jul-sep *", "*-1,7..9-* 2:0:00 UTC"),
 ])
 def test_systemd_on_calendar(config: ScheduleConfig, cron: str | None, expected: str) -> None:
-    value = on_calendar(config, cron)
-    assert value == expected
+    assert on_calendar(config, cron) == [expected]
     if shutil.which("systemd-analyze"):
         # systemd itself must accept what we write.
-        subprocess.run(["systemd-analyze", "calendar", value], check=True, capture_output=True)
+        subprocess.run(["systemd-analyze", "calendar", expected], check=True, capture_output=True)
+
+
+def test_day_of_month_and_weekday_both_given_run_on_either_as_in_cron() -> None:
+    # cron (and croniter, which serve and check use) run "0 3 1 */3 sun,wed" on the 1st of the month and on
+    # every Sunday and Wednesday of those months; one OnCalendar would need both. A timer takes the union
+    # of its OnCalendar lines.
+    config = ScheduleConfig(timezone="UTC")
+    assert on_calendar(config, "0 3 1 */3 sun,wed") == ["Sun,Wed *-1/3-* 3:0:00 UTC", "*-1/3-1 3:0:00 UTC"]
+
+
+@pytest.mark.parametrize("cron", ["0 2 L * *", "0 2 ? * *", "0 2 * * mon#1", "0 2 1W * *"])
+def test_cron_extensions_neither_systemd_nor_cron_know_are_refused(cron: str) -> None:
+    # croniter accepts them, but systemd ignores a timer it cannot parse and cron a line: the job would
+    # silently never run.
+    with pytest.raises(ConfigError, match="croniter extension"):
+        on_calendar(ScheduleConfig(), cron)
+    with pytest.raises(ConfigError, match="croniter extension"):
+        cron_line(ScheduleConfig(), cron)
 
 
 def test_cron_line() -> None:

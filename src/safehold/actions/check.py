@@ -18,14 +18,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from safehold.apps.quiesce import look_at_marker, marker_path, resume_marker
-from safehold.config import Config
+from safehold.config import Config, InstanceConfig
 from safehold.history import History
 from safehold.lock import is_locked
 from safehold.output import Silent
 from safehold.repository import damage
 from safehold.repository.restic import REPAIR
 from safehold.runner import process_alive
-from safehold.schedule import DEFAULT_GAP, GRACE, backup_schedule
+from safehold.schedule import DEFAULT_GAP, EARLY, GRACE, backup_schedule, drill_schedule
 from safehold.scheduler import RESUME_SECONDS
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -36,6 +36,10 @@ SHRINK_WARN = 0.5      # newest point under half the median
 SHRINK_CRIT = 0.1      # newest point under a tenth of the median
 GROWTH_WARN = 3.0      # newest point over three times the median
 RECENT_POINTS = 10
+
+# A run's error is quoted at most this long: the status line must fit a monitoring system's output
+# limit (Nagios keeps 4-8 KiB) and still name every other finding; `safehold history` has it in full.
+QUOTE_LIMIT = 300
 
 # restic renews the lock of a running command every 5 minutes and calls one older than 30 stale.
 STALE_LOCK = timedelta(minutes=30)
@@ -49,6 +53,11 @@ class Finding:
     status: int
     message: str
 
+    def __post_init__(self) -> None:
+        # Messages quote stderr of children (a quiesce command, a database tool), which may hold line
+        # breaks; a monitoring system reads only the first line as the status and would lose the rest.
+        self.message = " ".join(self.message.split())
+
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {"rule": self.rule, "status": NAMES[self.status], "message": self.message}
@@ -59,6 +68,13 @@ def _age(delta: timedelta) -> str:
     if hours < 2:
         return f"{delta.total_seconds() / 60:.0f} min"
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
+
+
+def _quote(error: str | None) -> str:
+    """A run's recorded error for the status line: shortened (`safehold history` shows it whole)."""
+    if not error:
+        return "no reason recorded"
+    return error if len(error) <= QUOTE_LIMIT else f"{error[:QUOTE_LIMIT]}…"
 
 
 def check_instance(config: Config, history: History, name: str, now: datetime) -> list[Finding]:
@@ -98,7 +114,7 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
     if last is not None and last.result != "ok":
         status = WARNING if last.result == "partial" else CRITICAL
         findings.append(Finding("last-run", status, f"last run {last.started:%Y-%m-%d %H:%M} UTC {last.result}: "
-                                                    f"{last.error or 'no reason recorded'}"))
+                                                    f"{_quote(last.error)}"))
     if last is not None and last.details.get("notify_problems"):
         # Recorded by the run (this check reads no secrets): a failure would not reach these notify URLs.
         findings.append(Finding("notify", WARNING, "notifications of the last run: "
@@ -108,7 +124,7 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
         findings.append(Finding("running", OK, "a run is in progress"))
 
     findings.extend(_size(history, name))
-    findings.append(_drill(history, name, instance.drill_interval_hours, now))
+    findings.append(_drill(history, name, instance, now))
     findings.append(_offhost(config, instance.repositories))
     findings.extend(_stale_locks(config, instance.repositories, now))
     findings.extend(_damage(config, name, instance.repositories))
@@ -174,15 +190,24 @@ def _size(history: History, name: str) -> list[Finding]:
     return [Finding("size", OK, detail)]
 
 
-def _drill(history: History, name: str, interval_hours: int, now: datetime) -> Finding:
+def _drill(history: History, name: str, instance: InstanceConfig, now: datetime) -> Finding:
     drill = history.last_drill(name)
     if drill is None:
         return Finding("drill", OK, "no restore drill recorded yet")
     if drill.result != "ok":
-        return Finding("drill", CRITICAL, f"last drill {drill.started:%Y-%m-%d} failed: {drill.error or '?'}")
+        return Finding("drill", CRITICAL, f"last drill {drill.started:%Y-%m-%d} failed: {_quote(drill.error)}")
     age = now - drill.started
-    if age > timedelta(hours=interval_hours) + GRACE:
-        return Finding("drill", WARNING, f"last drill passed but is {_age(age)} old (every {interval_hours} h)")
+    schedule = drill_schedule(instance.schedule)
+    if schedule is not None and schedule.enabled and "drill_interval_hours" not in instance.model_fields_set:
+        # The drill schedule says when a drill was due, as the backup schedule does for points: a monthly
+        # drill is not late after the default 8 days, and a missed weekly one shows 2 h after its due time.
+        due = schedule.due_by(now)
+        if due is not None and drill.started < due - EARLY:
+            return Finding("drill", WARNING, f"last drill passed but is {_age(age)} old (none since the drill due "
+                                             f"{due:%Y-%m-%d %H:%M %Z})")
+    elif age > timedelta(hours=instance.drill_interval_hours) + GRACE:
+        return Finding("drill", WARNING, f"last drill passed but is {_age(age)} old "
+                                         f"(every {instance.drill_interval_hours} h)")
     return Finding("drill", OK, f"last drill passed {_age(age)} ago")
 
 

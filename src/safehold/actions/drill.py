@@ -22,7 +22,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import tempfile
 import threading
@@ -45,6 +44,7 @@ from safehold.output import Reporter
 from safehold.repository.manifest import KEYS_PATH, DatabaseEntry, TreeEntry, now
 from safehold.repository.restic import Repository
 from safehold.secrets import Secret, resolve
+from safehold.tempdirs import remove_tree
 
 PREFIX = "safehold_drill_"
 COPY_BUFFER = 1 << 20
@@ -85,7 +85,7 @@ def clean_leftovers(instance: Instance, server: Connection | None, reporter: Rep
     removed: list[str] = []
     for folder in _scratch_root().glob(f"{PREFIX}{_instance_tag(instance.name)}_*"):
         if is_scratch(instance.name, folder.name) and folder.is_dir() and not folder.is_symlink():
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_tree(folder)
             removed.append(str(folder))
     seen: set[object] = set()
     servers = [Database(server, "")] if server is not None else []
@@ -152,8 +152,7 @@ class Scratch:
                 engine.drop(database, name)
             except SafeholdError as exc:
                 problems.append(f"scratch database {name} could not be dropped: {exc.message}")
-        shutil.rmtree(self.folder, ignore_errors=True)
-        if self.folder.exists():
+        if not remove_tree(self.folder):
             problems.append(f"scratch folder {self.folder} could not be removed")
         for problem in problems:
             reporter.warn(problem)

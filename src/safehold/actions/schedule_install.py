@@ -8,16 +8,23 @@ it, so the file says so).
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import sys
 from pathlib import Path
 
-from safehold.config import Config, ScheduleConfig
+from safehold.config import WEEK_DAYS, Config, ScheduleConfig
 from safehold.errors import ConfigError
 from safehold.schedule import backup_schedule, drill_schedule
 
+# systemd's default PATH for services. cron's own is /usr/bin:/bin, so a job would miss tools a timer
+# finds (restic installed in /usr/local/bin because the distribution's is old).
+SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DAY_NAMES = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+# cron's month names; systemd calendar specs only take numbers there.
+MONTHS = {name: index for index, name in enumerate(
+    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], start=1)}
 
 
 def _command() -> list[str]:
@@ -25,12 +32,27 @@ def _command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "safehold"]
 
 
+def _fields(cron: str) -> list[str]:
+    """The fields of a cron expression, refusing croniter's extensions (L, W, #, ?): the config accepts
+    them, since croniter runs them under `serve`, but systemd ignores a timer and cron a line it cannot
+    parse, so the job would silently never run."""
+    fields = cron.split()
+    names = {3: set(MONTHS), 4: {day[:3] for day in WEEK_DAYS}}  # month and weekday fields
+    for index, value in enumerate(fields):
+        words = re.findall(r"[A-Za-z]+", value)
+        if re.search(r"[^0-9A-Za-z*,/-]", value) or any(w.lower() not in names.get(index, set()) for w in words):
+            raise ConfigError(f"cron {cron!r}: {value!r} is a croniter extension neither systemd nor cron knows",
+                              "write the schedule with numbers, names, ranges, lists and steps, or run it "
+                              "with `safehold serve`")
+    return fields
+
+
 def _field(value: str, start: int, what: str, day: bool = False) -> str:
     """One cron field in systemd calendar syntax."""
     def one(item: str) -> str:
-        if not day:
-            return item
-        return DAY_NAMES[int(item)] if item.isdigit() else item[:3].capitalize()
+        if day:
+            return DAY_NAMES[int(item)] if item.isdigit() else item[:3].capitalize()
+        return str(MONTHS.get(item.lower(), item))
 
     parts = []
     for item in value.split(","):
@@ -51,26 +73,34 @@ def _field(value: str, start: int, what: str, day: bool = False) -> str:
     return ",".join(parts)
 
 
-def on_calendar(schedule: ScheduleConfig, cron: str | None) -> str:
-    """The OnCalendar= value of a schedule (week_days+time or a cron expression) with its time zone."""
+def on_calendar(schedule: ScheduleConfig, cron: str | None) -> list[str]:
+    """The OnCalendar= values of a schedule (week_days+time or a cron expression) with its time zone.
+
+    A timer elapses at the union of its OnCalendar= lines; one value is enough except for a cron
+    expression that restricts both the day of the month and the weekday, which cron (and croniter, so
+    `serve` and `check`) run on either day, and a single calendar spec would need both.
+    """
     if cron is None:
         days = ",".join(d[:3].capitalize() for d in schedule.week_days)
         clock = schedule.time if schedule.time.count(":") == 2 else f"{schedule.time}:00"
-        return f"{days} *-*-* {clock} {schedule.timezone}"
-    fields = cron.split()
+        return [f"{days} *-*-* {clock} {schedule.timezone}"]
+    fields = _fields(cron)
     if len(fields) not in (5, 6):
         raise ConfigError(f"cron {cron!r} needs 5 or 6 fields for a systemd timer", "use --format cron")
     minute, hour, dom, month, dow = fields[:5]
     second = _field(fields[5], 0, "second") if len(fields) == 6 else "00"
-    days = "" if dow == "*" else _field(dow, 0, "weekday", day=True) + " "
-    date = f"*-{_field(month, 1, 'month')}-{_field(dom, 1, 'day')}"
-    return f"{days}{date} {_field(hour, 0, 'hour')}:{_field(minute, 0, 'minute')}:{second} {schedule.timezone}"
+    clock = f"{_field(hour, 0, 'hour')}:{_field(minute, 0, 'minute')}:{second} {schedule.timezone}"
+    months = _field(month, 1, "month")
+    weekdays = "" if dow == "*" else _field(dow, 0, "weekday", day=True) + " "
+    if dom != "*" and dow != "*":
+        return [f"{weekdays}*-{months}-* {clock}", f"*-{months}-{_field(dom, 1, 'day')} {clock}"]
+    return [f"{weekdays}*-{months}-{_field(dom, 1, 'day')} {clock}"]
 
 
 def cron_line(schedule: ScheduleConfig, cron: str | None) -> str:
     """The five time fields of a cron entry."""
     if cron is not None:
-        if len(cron.split()) != 5:
+        if len(_fields(cron)) != 5:
             raise ConfigError(f"cron {cron!r} has a seconds field cron cannot run", "use --format systemd")
         return cron
     hour, minute = schedule.time.split(":")[:2]
@@ -78,24 +108,42 @@ def cron_line(schedule: ScheduleConfig, cron: str | None) -> str:
     return f"{int(minute)} {int(hour)} * * {days}"
 
 
+ENV_REFERENCE = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _environment(value: object) -> set[str]:
+    """The variables named by `env:` references anywhere in a dumped config section."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return set().union(*(_environment(item) for item in value))
+    found = ENV_REFERENCE.match(value) if isinstance(value, str) else None
+    return {found.group(1)} if found else set()
+
+
 def _jobs(config: Config) -> list[tuple[str, str, ScheduleConfig, str | None]]:
     jobs = []
     for name, instance in config.instances.items():
         for kind, schedule in (("backup", backup_schedule(instance.schedule)),
                                ("drill", drill_schedule(instance.schedule))):
-            if schedule is not None and schedule.enabled:
+            # A schedule that names no day never runs under `safehold serve`; as a unit it would have
+            # an empty weekday (systemd: every day; cron: a line whose user lands in the weekday field).
+            if schedule is not None and schedule.enabled and schedule.names_a_day:
                 jobs.append((name, kind, schedule.config, schedule.cron))
     return jobs
 
 
 def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> dict[str, object]:
-    """Write units (systemd) or one cron file (cron) into `folder`; disabled schedules are skipped."""
+    """Write units (systemd) or one cron file (cron) into `folder`; disabled schedules, and backup schedules
+    that name no day, are skipped."""
     if fmt not in ("systemd", "cron"):
         raise ConfigError(f"unknown format {fmt!r}", "use --format systemd or --format cron")
     config_file = str(Path(config.source).resolve()) if config.source else "/etc/safehold/safehold.toml"
     folder.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     skipped = [name for name, inst in config.instances.items() if inst.schedule and not inst.schedule.enabled]
+    no_day = [name for name, inst in config.instances.items()
+              if inst.schedule and inst.schedule.enabled and not backup_schedule(inst.schedule).names_a_day]
     jobs = _jobs(config)
     if fmt == "systemd":
         for name, kind, schedule, cron in jobs:
@@ -108,7 +156,8 @@ def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> 
                 "IOSchedulingPriority=7\n")
             (folder / f"{unit}.timer").write_text(
                 f"[Unit]\nDescription=safehold {kind} of {name} ({schedule.timezone})\n\n[Timer]\n"
-                f"OnCalendar={on_calendar(schedule, cron)}\nPersistent=true\nUnit={unit}.service\n\n"
+                + "".join(f"OnCalendar={value}\n" for value in on_calendar(schedule, cron))
+                + f"Persistent=true\nUnit={unit}.service\n\n"
                 "[Install]\nWantedBy=timers.target\n")
             written += [f"{unit}.service", f"{unit}.timer"]
         hint = f"copy them to /etc/systemd/system, then: systemctl daemon-reload && systemctl enable --now " \
@@ -116,11 +165,16 @@ def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> 
     else:
         lines = ["# safehold schedules (written by `safehold schedule install`).",
                  "# CRON_TZ is honoured by cronie; Debian's cron runs in the system time zone instead.",
-                 "SHELL=/bin/sh", ""]
+                 "SHELL=/bin/sh", f"PATH={SERVICE_PATH}", ""]
         for name, kind, schedule, cron in jobs:
             argv = shlex.join([*_command(), kind, name, "--config", config_file])
             lines += [f"CRON_TZ={schedule.timezone}", f"{cron_line(schedule, cron)} {user or 'root'} {argv}"]
         (folder / "safehold").write_text("\n".join(lines) + "\n")
         written.append("safehold")
         hint = "copy it to /etc/cron.d/safehold (mode 0644)"
-    return {"folder": str(folder), "format": fmt, "written": written, "skipped_disabled": skipped, "next": hint}
+    # A unit or cron job starts with a bare environment; what a run reads (repositories, databases,
+    # notifications) must come from an Environment= drop-in, the cron file, or a file: reference.
+    needed = _environment(config.model_dump(include={"repositories", "instances", "notify"}))
+    return {"folder": str(folder), "format": fmt, "written": written, "skipped_disabled": skipped,
+            "environment": sorted(needed),
+            "skipped_no_day": no_day, "next": hint}

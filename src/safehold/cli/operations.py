@@ -134,8 +134,11 @@ def check(instance: InstanceArg = None, config: ConfigOpt = None, json_out: Json
 
     try:
         result = do_check(load_config(config), instance)
-    except SafeholdError as exc:
-        result = {"status": "UNKNOWN", "code": UNKNOWN, "line": f"SAFEHOLD UNKNOWN - {exc.line()}", "instances": []}
+    except Exception as exc:  # noqa: BLE001 - a monitoring plugin answers UNKNOWN, never a traceback
+        # Any other exit code is a verdict (a crash's 1 reads as WARNING); the reason stays one line.
+        reason = exc.line() if isinstance(exc, SafeholdError) else f"internal error ({type(exc).__name__}: {exc})"
+        result = {"status": "UNKNOWN", "code": UNKNOWN, "line": f"SAFEHOLD UNKNOWN - {' '.join(reason.split())}",
+                  "instances": []}
     print(dumps(result) if json_out else result["line"])
     raise typer.Exit(result["code"])
 
@@ -200,6 +203,13 @@ def schedule_install(
         out.print(f"wrote {', '.join(res['written']) or 'nothing'} in {res['folder']}")
         if res["skipped_disabled"]:
             out.print(Text.assemble(("disabled, not installed:", "yellow"), f" {', '.join(res['skipped_disabled'])}"))
+        if res["skipped_no_day"]:
+            out.print(Text.assemble(("backup schedule names no day, not installed:", "yellow"),
+                                    f" {', '.join(res['skipped_no_day'])}"))
+        if res["environment"]:
+            out.print(Text.assemble(("the config reads", "yellow"), f" {', '.join(res['environment'])} from the "
+                                    "environment, which a timer or cron job does not have: set them in a drop-in "
+                                    "(Environment=) or the cron file, or use file: references"))
         out.print(f"next: {res['next']}")
 
     run_action(json_out, lambda r: install(load_config(config), folder, fmt, user), render)
