@@ -81,11 +81,16 @@ def test_a_restore_that_fails_before_changing_anything_says_so(tmp_path: Path, r
     assert run_cli("backup", "app", config=config).returncode == 0
     upload = tmp_path / "app" / "files" / "upload.txt"
     # The database goes first, into a folder that cannot be made (a file is in the way): nothing is written.
-    restore = run_cli("restore", "app", "latest", "--to-db", str(upload / "copy.db"), config=config)
+    restore = run_cli("restore", "app", "latest", "--to-db", str(upload / "copy.db"), "--only", "db", "--only", "files",
+                      config=config)
     assert restore.returncode == 1
     assert "part-way" not in restore.stderr and "may be incomplete" not in restore.stderr, restore.stderr
     assert "the restore stopped before it changed anything" in restore.stderr
     assert upload.read_text() == "attachment\n"
+    # Without --only, a database copy beside files going back in place is asked about first.
+    mixed = run_cli("restore", "app", "latest", "--to-db", str(tmp_path / "copy.db"), config=config)
+    assert mixed.returncode == 2 and "would still go back in place over the live ones" in mixed.stderr, mixed.stderr
+    assert not (tmp_path / "copy.db").exists()
 
 
 def test_one_broken_instance_does_not_leave_the_others_unprotected(tmp_path: Path, repo: dict[str, str]) -> None:

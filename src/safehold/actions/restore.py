@@ -151,6 +151,13 @@ def make_plan(config: Config, instance: Instance, point: Point, only: list[str],
         plan.includes = plan.selection.paths
     else:
         plan.includes = [t.root for t in manifest.trees if t.kind in kinds]
+        if to_db and not only and files_to is None and plan.includes:
+            # `--to-db NAME` reads as "a copy to look at": the trees going back over the live ones with it is
+            # seldom meant, so the parts are chosen out loud.
+            raise ConfigError("--to-db puts the databases under other names, but the point's file trees and config "
+                              "files would still go back in place over the live ones",
+                              "add --only db for the databases alone, --files-to DIR to put the files elsewhere "
+                              "too, or --only db --only files --only config to restore them in place as well")
     return plan
 
 
