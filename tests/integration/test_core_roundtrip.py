@@ -248,7 +248,12 @@ def test_dry_run_changes_nothing(instance: dict[str, object]) -> None:
     before = mariadb_dump(db)
     plan = run_cli("restore", "app", "latest", "--dry-run", "--json", config=config)
     assert plan.returncode == 0, plan.stderr
-    assert json.loads(plan.stdout)["plan"]["databases"][0]["target_has_data"] is True
+    described = json.loads(plan.stdout)["plan"]
+    assert described["databases"][0]["target_has_data"] is True
+    assert described["replaces"] == described["paths"] and described["paths"]  # the live trees are there
+    shown = run_cli("restore", "app", "latest", "--dry-run", config=config)
+    assert shown.stdout.count("(replaces the live one)") == len(described["paths"]), shown.stdout
+    assert "(has data)" in shown.stdout
     assert mariadb_dump(db) == before
 
 

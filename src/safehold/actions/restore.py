@@ -51,6 +51,12 @@ class Plan:
     files_target: Path = Path("/")
     selection: Selection | None = None  # restore --path: single files and folders
 
+    def replaced_trees(self) -> list[str]:
+        """The whole trees going back in place over ones the host holds (--path items say it on their own)."""
+        if self.files_target != Path("/") or self.selection is not None:
+            return []
+        return [path for path in self.includes if os.path.lexists(path)]
+
     def describe(self) -> dict[str, object]:
         return {
             "instance": self.point.manifest.instance,
@@ -61,6 +67,7 @@ class Plan:
                           for s in self.databases],
             "paths": self.includes,
             "files_into": str(self.files_target),
+            "replaces": self.replaced_trees(),
             **({"selection": self.selection.describe()} if self.selection else {}),
         }
 
@@ -318,7 +325,7 @@ def _overwrites_files(plan: Plan) -> bool:
         return False
     if plan.selection is not None:
         return bool(plan.selection.conflicts)
-    return any(Path(p).exists() for p in plan.includes)
+    return bool(plan.replaced_trees())
 
 
 def _restore_files(repo, point: Point, plan: Plan,  # noqa: ANN001 - Repository or an unpacked export

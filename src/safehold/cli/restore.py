@@ -103,7 +103,8 @@ def restore(
             note = [" ", ("(has data)", "yellow")] if db["target_has_data"] else []
             out.print(Text.assemble(f"  database {db['from']} → {db['into']} ({db['tables']} tables)", *note))
         for included in plan["paths"]:
-            out.print(f"  files {shown(included)} → {shown(plan['files_into'])}", soft_wrap=True)
+            note = [" ", ("(replaces the live one)", "yellow")] if included in plan["replaces"] else []
+            out.print(Text.assemble(f"  files {shown(included)} → {shown(plan['files_into'])}", *note), soft_wrap=True)
         if res["dry_run"]:
             _print_selection(plan.get("selection"))
             out.print("dry run: nothing was changed")
