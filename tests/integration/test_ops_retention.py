@@ -124,21 +124,26 @@ def test_a_noted_point_with_keep_days_outlives_the_rules(tmp_path: Path, repo: d
     assert sorted(point_ids(config)) == [kept, latest]
 
 
-def test_a_repository_that_cannot_be_pruned_does_not_stop_retention_in_the_others(tmp_path: Path,
-                                                                                   repo: dict[str, str]) -> None:
-    # An unreachable copy (NAS down) must not leave the repositories after it growing: each is pruned,
-    # and the run ends partial naming the one that was not.
+def _with_copies(tmp_path: Path, repo: dict[str, str], copies: tuple[str, ...], instances: str) -> Path:
+    """A config with local repositories `copies` beside `main` and `instances` (TOML; {files} is a small tree)."""
     files = tmp_path / "files"
     files.mkdir()
     (files / "a.txt").write_text("one\n")
     password = repo["password_file"]
     repositories = "".join(f'[repositories.{name}]\nurl = "{tmp_path / name}"\npassword = "file:{password}"\n'
-                           for name in ("nas", "cloud"))
-    config = write_config(tmp_path, repo, repositories + f"""
+                           for name in copies)
+    return write_config(tmp_path, repo, repositories + instances.replace("{files}", str(files)))
+
+
+def test_a_repository_that_cannot_be_pruned_does_not_stop_retention_in_the_others(tmp_path: Path,
+                                                                                   repo: dict[str, str]) -> None:
+    # An unreachable copy (NAS down) must not leave the repositories after it growing: each is pruned,
+    # and the run ends partial naming the one that was not.
+    config = _with_copies(tmp_path, repo, ("nas", "cloud"), """
 [instances.app]
 repositories = ["main", "nas", "cloud"]
 files = ["{files}"]
-retention = {{ last = 1, after_backup = false }}
+retention = { last = 1, after_backup = false }
 """)
     for _ in range(2):
         assert run_cli("backup", "app", config=config).returncode == 0
@@ -155,21 +160,15 @@ retention = {{ last = 1, after_backup = false }}
 def test_prune_of_every_instance_goes_on_past_one_that_fails(tmp_path: Path, repo: dict[str, str]) -> None:
     # A night `safehold prune` of all instances: the first one's NAS being down must not leave the
     # others' repositories growing; the run ends partial (as `safehold backup` does) naming it.
-    files = tmp_path / "files"
-    files.mkdir()
-    (files / "a.txt").write_text("one\n")
-    config = write_config(tmp_path, repo, f"""
-[repositories.nas]
-url = "{tmp_path / 'nas'}"
-password = "file:{repo['password_file']}"
+    config = _with_copies(tmp_path, repo, ("nas",), """
 [instances.first]
 repositories = ["nas"]
 files = ["{files}"]
-retention = {{ last = 1, after_backup = false }}
+retention = { last = 1, after_backup = false }
 [instances.app]
 repositories = ["main"]
 files = ["{files}"]
-retention = {{ last = 1, after_backup = false }}
+retention = { last = 1, after_backup = false }
 """)
     for _ in range(2):
         assert run_cli("backup", config=config).returncode == 0
@@ -188,18 +187,11 @@ retention = {{ last = 1, after_backup = false }}
 def test_a_partial_run_still_applies_retention_where_the_point_is(tmp_path: Path, repo: dict[str, str]) -> None:
     # A NAS down for weeks must not fill the local disk: the run is partial (its copy missing), but the
     # point is stored, so the repositories that hold it are pruned as after a complete run.
-    files = tmp_path / "files"
-    files.mkdir()
-    (files / "a.txt").write_text("one\n")
-    config = write_config(tmp_path, repo, f"""
-[repositories.nas]
-url = "{tmp_path / 'nas'}"
-password = "file:{repo['password_file']}"
-
+    config = _with_copies(tmp_path, repo, ("nas",), """
 [instances.app]
 repositories = ["main", "nas"]
 files = ["{files}"]
-retention = {{ last = 1 }}
+retention = { last = 1 }
 """)
     for _ in range(2):
         assert run_cli("backup", "app", config=config).returncode == 0
