@@ -246,6 +246,44 @@ def test_drill_interval_hours_set_in_the_config_wins_over_the_drill_schedule(tmp
     assert found["status"] == "WARNING" and "(every 24 h)" in found["message"]
 
 
+@pytest.mark.parametrize(("settings", "drilled", "now", "late"), [
+    # A monthly drill schedule: three weeks after the drill is fine (the dashboard used to say "older than
+    # 192 h", the default drill_interval_hours)...
+    ('schedule = { drill = "0 4 1 * *" }', datetime(2026, 12, 1, 4, tzinfo=UTC), datetime(2026, 12, 20, tzinfo=UTC),
+     None),
+    # ...and late once the next one was due (and its grace passed) without running.
+    ('schedule = { drill = "0 4 1 * *" }', datetime(2026, 12, 1, 4, tzinfo=UTC),
+     datetime(2027, 1, 1, 6, 1, tzinfo=UTC), "none since the drill due 2027-01-01 04:00"),
+    # drill_interval_hours set in the config wins over the drill schedule.
+    ('drill_interval_hours = 24\nschedule = { drill = "0 4 1 * *" }', datetime(2026, 12, 1, 4, tzinfo=UTC),
+     datetime(2026, 12, 3, tzinfo=UTC), "(every 24 h)"),
+    ('drill_interval_hours = 24', datetime(2026, 12, 1, 4, tzinfo=UTC), datetime(2026, 12, 2, 5, tzinfo=UTC), None),
+])
+def test_the_dashboard_judges_the_last_drill_as_check_does(tmp_path: Path, settings: str, drilled: datetime,
+                                                          now: datetime, late: str | None) -> None:
+    from safehold.web.data import Data, InstanceView, Outcome
+    from safehold.web.jobs import JobRunner
+
+    config = load(make_config(tmp_path, settings))
+    add_drill_at(History(config.state_dir), drilled)
+    found = next(f for f in check(config, "app", now=now)["instances"][0]["findings"] if f["rule"] == "drill")
+    view = InstanceView(name="app", app="files", repositories=[], schedule=None, schedule_disabled=False,
+                        points=[{"started": now, "safety_point": False}],
+                        last_drill=Outcome(kind="drill", ok=True, when=drilled))
+    jobs = JobRunner(config.state_dir)
+    try:
+        Data(config, jobs)._judge(view, config.instance("app"), now)
+    finally:
+        jobs.shutdown()
+    drill_reasons = [reason for reason in view.reasons if "drill" in reason]
+    if late is None:
+        assert found["status"] == "OK" and drill_reasons == [], (found, view.reasons)
+    else:
+        # The same verdict in the same words.
+        assert found["status"] == "WARNING" and late in found["message"], found
+        assert drill_reasons == [found["message"]]
+
+
 def leave_paused(state: Path, pid: int, steps: list[dict]) -> Path:
     """A resume marker as a backup killed while the app was paused leaves it."""
     marker = marker_path(state, "app")

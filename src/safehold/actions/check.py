@@ -196,19 +196,28 @@ def _drill(history: History, name: str, instance: InstanceConfig, now: datetime)
         return Finding("drill", OK, "no restore drill recorded yet")
     if drill.result != "ok":
         return Finding("drill", CRITICAL, f"last drill {drill.started:%Y-%m-%d} failed: {_quote(drill.error)}")
-    age = now - drill.started
+    late = drill_overdue(instance, drill.started, now)
+    if late is not None:
+        return Finding("drill", WARNING, late)
+    return Finding("drill", OK, f"last drill passed {_age(now - drill.started)} ago")
+
+
+def drill_overdue(instance: InstanceConfig, started: datetime, now: datetime) -> str | None:
+    """Why a passed drill started at `started` is too old at `now` (None: it is recent enough).
+
+    The one rule `check` and the web dashboard share, so the two never disagree about a drill.
+    """
+    age = now - started
     schedule = drill_schedule(instance.schedule)
     if schedule is not None and schedule.enabled and "drill_interval_hours" not in instance.model_fields_set:
         # The drill schedule says when a drill was due, as the backup schedule does for points: a monthly
         # drill is not late after the default 8 days, and a missed weekly one shows 2 h after its due time.
         due = schedule.due_by(now)
-        if due is not None and drill.started < due - EARLY:
-            return Finding("drill", WARNING, f"last drill passed but is {_age(age)} old (none since the drill due "
-                                             f"{due:%Y-%m-%d %H:%M %Z})")
+        if due is not None and started < due - EARLY:
+            return f"last drill passed but is {_age(age)} old (none since the drill due {due:%Y-%m-%d %H:%M %Z})"
     elif age > timedelta(hours=instance.drill_interval_hours) + GRACE:
-        return Finding("drill", WARNING, f"last drill passed but is {_age(age)} old "
-                                         f"(every {instance.drill_interval_hours} h)")
-    return Finding("drill", OK, f"last drill passed {_age(age)} ago")
+        return f"last drill passed but is {_age(age)} old (every {instance.drill_interval_hours} h)"
+    return None
 
 
 def _offhost(config: Config, names: list[str]) -> Finding:
