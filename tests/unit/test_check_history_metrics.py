@@ -6,6 +6,8 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -352,6 +354,38 @@ def test_check_cli_exit_codes_one_line_and_json(tmp_path: Path) -> None:
     assert proc.returncode == 2 and data["status"] == "CRITICAL" and data["instances"][0]["instance"] == "app"
     proc = run_cli("check", config=tmp_path / "missing.toml")
     assert proc.returncode == 3 and proc.stdout.startswith("SAFEHOLD UNKNOWN")
+
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA locking_mode=EXCLUSIVE")
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_locked_history_is_unknown_within_seconds_and_a_backup_still_waits(tmp_path: Path) -> None:
+    path = make_config(tmp_path)
+    history = History(load(path).state_dir)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(history.path), "12"], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        started = time.monotonic()
+        proc = run_cli("check", config=path, timeout=60)
+        # Well within a monitoring agent's 10 s (it waited SQLite's 30 s busy timeout, then blamed state_dir).
+        assert time.monotonic() - started < 10
+        assert proc.returncode == 3 and proc.stdout.count("\n") == 1, proc.stdout + proc.stderr
+        assert f"UNKNOWN - the run history {history.path} is locked by another process (" in proc.stdout
+        assert "try again" in proc.stdout and "writable" not in proc.stdout
+        # A run waits on (30 s): its record goes in once the holder lets go.
+        run = history.record_start("app", "backup")
+        assert holder.poll() is not None and history.get(run).result == "running"
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_check_answers_unknown_in_one_line_when_reading_the_state_fails(tmp_path: Path,

@@ -19,7 +19,7 @@ from typing import Any
 
 from safehold.apps.quiesce import look_at_marker, marker_path, resume_marker
 from safehold.config import Config, InstanceConfig
-from safehold.history import History
+from safehold.history import READ_TIMEOUT, History
 from safehold.lock import is_locked
 from safehold.output import Silent
 from safehold.repository import damage
@@ -274,7 +274,7 @@ def _damage(config: Config, instance: str, names: list[str]) -> list[Finding]:
 def check(config: Config, name: str | None, now: datetime | None = None) -> dict[str, Any]:
     """Findings for one or all instances, the overall status and the one-line summary."""
     now = now or datetime.now(UTC)
-    history = History(config.state_dir)
+    history = History(config.state_dir, busy_timeout=READ_TIMEOUT)
     instances = []
     for instance_name in config.select(name):
         findings = check_instance(config, history, instance_name, now)
