@@ -514,6 +514,43 @@ def test_schedule_install_leaves_out_a_schedule_that_names_no_day(tmp_path: Path
     assert len(jobs) == 1 and jobs[0].startswith("0 4 * * sun root ") and " drill app " in jobs[0]
 
 
+def test_schedule_install_removes_the_units_of_schedules_no_longer_wanted(tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    path = write_config(tmp_path, {"url": "/srv/repo", "password_file": str(tmp_path / "unused.pass")}, f"""
+[instances.app]
+repositories = ["main"]
+files = ["{tmp_path}"]
+schedule = {{ time = "02:00", drill = "0 4 * * sun" }}
+[instances.old]
+repositories = ["main"]
+files = ["{tmp_path}"]
+schedule = {{ time = "03:00" }}
+""")
+    assert run_cli("schedule", "install", "--dir", str(units), config=path).returncode == 0
+    # Not install's: a unit of the admin's that only looks like one, and another service.
+    (units / "safehold-backup-extra.service").write_text("[Unit]\nDescription=my own backup job\n")
+    (units / "other.timer").write_text("[Unit]\nDescription=safehold backup of old\n")
+    # The drill is dropped, `old` is removed from the config.
+    path.write_text(path.read_text().replace(', drill = "0 4 * * sun"', "").split("[instances.old]")[0])
+    proc = run_cli("schedule", "install", "--dir", str(units), "--json", config=path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    gone = ["safehold-backup-old.service", "safehold-backup-old.timer", "safehold-drill-app.service",
+            "safehold-drill-app.timer"]
+    assert result["removed"] == gone
+    assert sorted(p.name for p in units.iterdir()) == ["other.timer", "safehold-backup-app.service",
+                                                       "safehold-backup-app.timer", "safehold-backup-extra.service"]
+    assert "systemctl disable --now safehold-backup-old.timer safehold-drill-app.timer && systemctl " \
+           "daemon-reload" in result["next"]
+    # A disabled schedule: its units go too, and the line says so.
+    path.write_text(path.read_text().replace('schedule = { time = "02:00" }', "schedule = { enabled = false }"))
+    proc = run_cli("schedule", "install", "--dir", str(units), config=path)
+    assert proc.returncode == 0, proc.stderr
+    assert "removed, no longer scheduled: safehold-backup-app.service, safehold-backup-app.timer" in \
+        " ".join(proc.stdout.split())
+    assert sorted(p.name for p in units.iterdir()) == ["other.timer", "safehold-backup-extra.service"]
+
+
 def test_schedule_install_names_the_environment_variables_a_timer_would_lack(tmp_path: Path) -> None:
     # A unit or cron job starts with an empty environment: a run there fails on "env:" references that work
     # in the shell the admin tested in. Said at install time, not by the first failed night.
