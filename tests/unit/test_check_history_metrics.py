@@ -286,6 +286,30 @@ def test_the_dashboard_judges_the_last_drill_as_check_does(tmp_path: Path, setti
         assert drill_reasons == [found["message"]]
 
 
+URL_UNSET = "notify.urls.0: environment variable HOOK_URL is not set"
+TICKET = "notify.itop: could not open the ticket: iTop ticket: cannot reach https://itop.example/"
+
+
+@pytest.mark.parametrize(("backup", "drill", "message"), [
+    ([], [TICKET], f"notifications of the last drill: {TICKET}"),
+    ([URL_UNSET], [], f"notifications of the last run: {URL_UNSET}"),
+    # Both runs recorded the URL that does not resolve: named once; the drill's own ticket problem too.
+    ([URL_UNSET], [URL_UNSET, TICKET], f"notifications of the last run: {URL_UNSET}; "
+                                       f"notifications of the last drill: {TICKET}"),
+    ([], [], None),
+])
+def test_notify_problems_of_the_last_backup_and_the_last_drill(tmp_path: Path, backup: list[str], drill: list[str],
+                                                                message: str | None) -> None:
+    config = load(make_config(tmp_path))
+    history = History(config.state_dir)
+    for kind, problems in (("backup", backup), ("drill", drill)):
+        run = history.record_start("app", kind)  # type: ignore[arg-type]
+        history.record_end(run, "failed" if kind == "drill" else "ok", bytes_total=MB,
+                           details={"notify_problems": problems} if problems else None)
+    found = [f for f in check(config, "app")["instances"][0]["findings"] if f["rule"] == "notify"]
+    assert found == ([{"rule": "notify", "status": "WARNING", "message": message}] if message else [])
+
+
 def leave_paused(state: Path, pid: int, steps: list[dict]) -> Path:
     """A resume marker as a backup killed while the app was paused leaves it."""
     marker = marker_path(state, "app")

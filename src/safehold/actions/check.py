@@ -19,7 +19,7 @@ from typing import Any
 
 from safehold.apps.quiesce import look_at_marker, marker_path, resume_marker
 from safehold.config import Config, InstanceConfig
-from safehold.history import READ_TIMEOUT, History
+from safehold.history import READ_TIMEOUT, History, Run
 from safehold.lock import is_locked
 from safehold.output import Silent
 from safehold.repository import damage
@@ -115,10 +115,7 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
         status = WARNING if last.result == "partial" else CRITICAL
         findings.append(Finding("last-run", status, f"last run {last.started:%Y-%m-%d %H:%M} UTC {last.result}: "
                                                     f"{_quote(last.error)}"))
-    if last is not None and last.details.get("notify_problems"):
-        # Recorded by the run (this check reads no secrets): a failure would not reach these notify URLs.
-        findings.append(Finding("notify", WARNING, "notifications of the last run: "
-                                + "; ".join(last.details["notify_problems"])))
+    findings.extend(_notify(last, history.last_drill(name)))
     findings.extend(paused_findings(config, name))
     if is_locked(config.state_dir, name):
         findings.append(Finding("running", OK, "a run is in progress"))
@@ -129,6 +126,22 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
     findings.extend(_stale_locks(config, instance.repositories, now))
     findings.extend(_damage(config, name, instance.repositories))
     return findings
+
+
+def _notify(backup: Run | None, drill: Run | None) -> list[Finding]:
+    """Notification problems the last backup and the last drill recorded (this check reads no secrets).
+
+    Each kind's own: a failed drill is announced (and its ticket opened) as a failed backup is, so a
+    notification that could not go out there is as much a problem as one of a backup.
+    """
+    parts, named = [], set()
+    for what, run in (("run", backup), ("drill", drill)):
+        recorded = run.details.get("notify_problems", []) if run is not None else []
+        problems = [problem for problem in recorded if problem not in named]
+        named.update(problems)  # an unresolvable URL both recorded is named once
+        if problems:
+            parts.append(f"notifications of the last {what}: " + "; ".join(problems))
+    return [Finding("notify", WARNING, "; ".join(parts))] if parts else []
 
 
 def paused_findings(config: Config, name: str, resume: bool = True) -> list[Finding]:
