@@ -108,6 +108,12 @@ def _row(row: sqlite3.Row) -> Run:
                details=json.loads(row["details"] or "{}"))
 
 
+# How long a busy history file is waited for. Runs wait long: their record must not be lost to a
+# moment of contention. `safehold check` reads with READ_TIMEOUT: a monitoring agent gives up on a plugin
+# after about 10 s (Nagios, check_nrpe) and should get UNKNOWN with the reason before that.
+WRITE_TIMEOUT = 30.0
+READ_TIMEOUT = 3.0
+
 DAMAGED = re.compile(r"file is not a database|malformed", re.I)  # SQLite's words for a damaged file
 
 
@@ -123,8 +129,10 @@ def _disk_full(folder: Path) -> bool:
 class History:
     """The run history of one state directory."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, busy_timeout: float = WRITE_TIMEOUT) -> None:
+        """`busy_timeout`: how long to wait for another process's lock on the file before giving up."""
         self.path = Path(state_dir) / "history.sqlite"
+        self.busy_timeout = busy_timeout
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             try:
@@ -158,13 +166,21 @@ class History:
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         fresh = not self.path.exists()
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
             if fresh:
                 self.path.chmod(0o600)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             yield db
+        except sqlite3.OperationalError as exc:
+            # SQLite's words once busy_timeout ran out; said as such, not as a state_dir that is not writable.
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise SafeholdError(f"the run history {self.path} is locked by another process ({exc} after "
+                                f"{self.busy_timeout:g} s); try again",
+                                "safehold's own runs hold it only for a moment per write; `fuser -v "
+                                f"{self.path}` shows which processes have it open") from None
         finally:
             db.close()
 

@@ -6,12 +6,12 @@ share it and tests can ask about any moment.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from safehold.config import WEEK_DAYS, ScheduleConfig
+from safehold.config import ScheduleConfig
 
 # Without a schedule, `check` expects a point at least daily.
 DEFAULT_GAP = timedelta(hours=24)
@@ -47,33 +47,44 @@ class Schedule:
             f"{self.config.time}"
         return f"{when} {self.config.timezone}" + ("" if self.enabled else " (disabled)")
 
-    def _day_time(self, day: date) -> datetime | None:
-        if WEEK_DAYS[day.weekday()] not in self.config.week_days:
-            return None
-        return datetime.combine(day, self.at, tzinfo=self.zone)
+    @property
+    def expression(self) -> str:
+        """The schedule as a cron expression; a week_days schedule becomes `M H * * mon,fri` (`S` last when
+        its time has seconds), so both kinds get croniter's, and the DST rules below, alike."""
+        if self.cron:
+            return self.cron
+        hour, minute, *second = (int(part) for part in self.config.time.split(":"))
+        days = ",".join(day[:3] for day in self.config.week_days)
+        return " ".join(str(field) for field in (minute, hour, "*", "*", days, *second))
+
+    def _repeated(self, due: datetime) -> bool:
+        """Whether `due` is the second occurrence of a wall-clock time the autumn DST change repeats."""
+        return due.fold == 1 and due.replace(fold=0).utcoffset() != due.utcoffset()
+
+    def _runs(self, start: datetime, *, forward: bool) -> datetime:
+        """The due time nearest `start` in one direction, by the wall clock of the schedule's zone.
+
+        DST, as systemd's timers (which `schedule install` writes) and Debian's cron have it for a
+        fixed time: a wall-clock time the autumn change repeats is due once, at its first occurrence
+        (croniter yields both, so a nightly 02:30 Berlin job ran twice). A time the spring change skips
+        (02:30 on the night clocks jump 02:00 -> 03:00) is due once, at the first moment after the
+        gap (03:00), as Debian's cron runs such jobs right after the jump; croniter already does that.
+        systemd 252's timers skip that night instead (systemd-analyze calendar), so a timer-run
+        backup is missing that day, while `serve` runs it late rather than not at all.
+        """
+        runs = croniter(self.expression, start.astimezone(self.zone))
+        while True:
+            due = runs.get_next(datetime) if forward else runs.get_prev(datetime)
+            if not self._repeated(due):
+                return due
 
     def next_run(self, after: datetime) -> datetime | None:
         """The first due time strictly after `after` (aware), ignoring `enabled`; None if never."""
-        if self.cron:
-            return croniter(self.cron, after.astimezone(self.zone)).get_next(datetime)
-        local = after.astimezone(self.zone).date()
-        for offset in range(0, 9):
-            due = self._day_time(local + timedelta(days=offset))
-            if due is not None and due > after:
-                return due
-        return None
+        return self._runs(after, forward=True) if self.names_a_day else None
 
     def prev_run(self, before: datetime) -> datetime | None:
         """The last due time at or before `before`; None if never."""
-        if self.cron:
-            it = croniter(self.cron, (before + timedelta(seconds=1)).astimezone(self.zone))
-            return it.get_prev(datetime)
-        local = before.astimezone(self.zone).date()
-        for offset in range(0, 9):
-            due = self._day_time(local - timedelta(days=offset))
-            if due is not None and due <= before:
-                return due
-        return None
+        return self._runs(before + timedelta(seconds=1), forward=False) if self.names_a_day else None
 
     def due_by(self, now: datetime) -> datetime | None:
         """The latest due time whose grace period has passed at `now`: its point must exist by now.

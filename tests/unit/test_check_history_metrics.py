@@ -6,6 +6,8 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -246,6 +248,68 @@ def test_drill_interval_hours_set_in_the_config_wins_over_the_drill_schedule(tmp
     assert found["status"] == "WARNING" and "(every 24 h)" in found["message"]
 
 
+@pytest.mark.parametrize(("settings", "drilled", "now", "late"), [
+    # A monthly drill schedule: three weeks after the drill is fine (the dashboard used to say "older than
+    # 192 h", the default drill_interval_hours)...
+    ('schedule = { drill = "0 4 1 * *" }', datetime(2026, 12, 1, 4, tzinfo=UTC), datetime(2026, 12, 20, tzinfo=UTC),
+     None),
+    # ...and late once the next one was due (and its grace passed) without running.
+    ('schedule = { drill = "0 4 1 * *" }', datetime(2026, 12, 1, 4, tzinfo=UTC),
+     datetime(2027, 1, 1, 6, 1, tzinfo=UTC), "none since the drill due 2027-01-01 04:00"),
+    # drill_interval_hours set in the config wins over the drill schedule.
+    ('drill_interval_hours = 24\nschedule = { drill = "0 4 1 * *" }', datetime(2026, 12, 1, 4, tzinfo=UTC),
+     datetime(2026, 12, 3, tzinfo=UTC), "(every 24 h)"),
+    ('drill_interval_hours = 24', datetime(2026, 12, 1, 4, tzinfo=UTC), datetime(2026, 12, 2, 5, tzinfo=UTC), None),
+])
+def test_the_dashboard_judges_the_last_drill_as_check_does(tmp_path: Path, settings: str, drilled: datetime,
+                                                          now: datetime, late: str | None) -> None:
+    from safehold.web.data import Data, InstanceView, Outcome
+    from safehold.web.jobs import JobRunner
+
+    config = load(make_config(tmp_path, settings))
+    add_drill_at(History(config.state_dir), drilled)
+    found = next(f for f in check(config, "app", now=now)["instances"][0]["findings"] if f["rule"] == "drill")
+    view = InstanceView(name="app", app="files", repositories=[], schedule=None, schedule_disabled=False,
+                        points=[{"started": now, "safety_point": False}],
+                        last_drill=Outcome(kind="drill", ok=True, when=drilled))
+    jobs = JobRunner(config.state_dir)
+    try:
+        Data(config, jobs)._judge(view, config.instance("app"), now)
+    finally:
+        jobs.shutdown()
+    drill_reasons = [reason for reason in view.reasons if "drill" in reason]
+    if late is None:
+        assert found["status"] == "OK" and drill_reasons == [], (found, view.reasons)
+    else:
+        # The same verdict in the same words.
+        assert found["status"] == "WARNING" and late in found["message"], found
+        assert drill_reasons == [found["message"]]
+
+
+URL_UNSET = "notify.urls.0: environment variable HOOK_URL is not set"
+TICKET = "notify.itop: could not open the ticket: iTop ticket: cannot reach https://itop.example/"
+
+
+@pytest.mark.parametrize(("backup", "drill", "message"), [
+    ([], [TICKET], f"notifications of the last drill: {TICKET}"),
+    ([URL_UNSET], [], f"notifications of the last run: {URL_UNSET}"),
+    # Both runs recorded the URL that does not resolve: named once; the drill's own ticket problem too.
+    ([URL_UNSET], [URL_UNSET, TICKET], f"notifications of the last run: {URL_UNSET}; "
+                                       f"notifications of the last drill: {TICKET}"),
+    ([], [], None),
+])
+def test_notify_problems_of_the_last_backup_and_the_last_drill(tmp_path: Path, backup: list[str], drill: list[str],
+                                                                message: str | None) -> None:
+    config = load(make_config(tmp_path))
+    history = History(config.state_dir)
+    for kind, problems in (("backup", backup), ("drill", drill)):
+        run = history.record_start("app", kind)  # type: ignore[arg-type]
+        history.record_end(run, "failed" if kind == "drill" else "ok", bytes_total=MB,
+                           details={"notify_problems": problems} if problems else None)
+    found = [f for f in check(config, "app")["instances"][0]["findings"] if f["rule"] == "notify"]
+    assert found == ([{"rule": "notify", "status": "WARNING", "message": message}] if message else [])
+
+
 def leave_paused(state: Path, pid: int, steps: list[dict]) -> Path:
     """A resume marker as a backup killed while the app was paused leaves it."""
     marker = marker_path(state, "app")
@@ -314,6 +378,38 @@ def test_check_cli_exit_codes_one_line_and_json(tmp_path: Path) -> None:
     assert proc.returncode == 2 and data["status"] == "CRITICAL" and data["instances"][0]["instance"] == "app"
     proc = run_cli("check", config=tmp_path / "missing.toml")
     assert proc.returncode == 3 and proc.stdout.startswith("SAFEHOLD UNKNOWN")
+
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA locking_mode=EXCLUSIVE")
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_locked_history_is_unknown_within_seconds_and_a_backup_still_waits(tmp_path: Path) -> None:
+    path = make_config(tmp_path)
+    history = History(load(path).state_dir)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(history.path), "12"], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        started = time.monotonic()
+        proc = run_cli("check", config=path, timeout=60)
+        # Well within a monitoring agent's 10 s (it waited SQLite's 30 s busy timeout, then blamed state_dir).
+        assert time.monotonic() - started < 10
+        assert proc.returncode == 3 and proc.stdout.count("\n") == 1, proc.stdout + proc.stderr
+        assert f"UNKNOWN - the run history {history.path} is locked by another process (" in proc.stdout
+        assert "try again" in proc.stdout and "writable" not in proc.stdout
+        # A run waits on (30 s): its record goes in once the holder lets go.
+        run = history.record_start("app", "backup")
+        assert holder.poll() is not None and history.get(run).result == "running"
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_check_answers_unknown_in_one_line_when_reading_the_state_fails(tmp_path: Path,
@@ -440,6 +536,43 @@ def test_schedule_install_leaves_out_a_schedule_that_names_no_day(tmp_path: Path
     assert proc.returncode == 0 and "names no day, not installed: app" in proc.stdout
     jobs = [line for line in (tmp_path / "cron" / "safehold").read_text().splitlines() if " root " in line]
     assert len(jobs) == 1 and jobs[0].startswith("0 4 * * sun root ") and " drill app " in jobs[0]
+
+
+def test_schedule_install_removes_the_units_of_schedules_no_longer_wanted(tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    path = write_config(tmp_path, {"url": "/srv/repo", "password_file": str(tmp_path / "unused.pass")}, f"""
+[instances.app]
+repositories = ["main"]
+files = ["{tmp_path}"]
+schedule = {{ time = "02:00", drill = "0 4 * * sun" }}
+[instances.old]
+repositories = ["main"]
+files = ["{tmp_path}"]
+schedule = {{ time = "03:00" }}
+""")
+    assert run_cli("schedule", "install", "--dir", str(units), config=path).returncode == 0
+    # Not install's: a unit of the admin's that only looks like one, and another service.
+    (units / "safehold-backup-extra.service").write_text("[Unit]\nDescription=my own backup job\n")
+    (units / "other.timer").write_text("[Unit]\nDescription=safehold backup of old\n")
+    # The drill is dropped, `old` is removed from the config.
+    path.write_text(path.read_text().replace(', drill = "0 4 * * sun"', "").split("[instances.old]")[0])
+    proc = run_cli("schedule", "install", "--dir", str(units), "--json", config=path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    gone = ["safehold-backup-old.service", "safehold-backup-old.timer", "safehold-drill-app.service",
+            "safehold-drill-app.timer"]
+    assert result["removed"] == gone
+    assert sorted(p.name for p in units.iterdir()) == ["other.timer", "safehold-backup-app.service",
+                                                       "safehold-backup-app.timer", "safehold-backup-extra.service"]
+    assert "systemctl disable --now safehold-backup-old.timer safehold-drill-app.timer && systemctl " \
+           "daemon-reload" in result["next"]
+    # A disabled schedule: its units go too, and the line says so.
+    path.write_text(path.read_text().replace('schedule = { time = "02:00" }', "schedule = { enabled = false }"))
+    proc = run_cli("schedule", "install", "--dir", str(units), config=path)
+    assert proc.returncode == 0, proc.stderr
+    assert "removed, no longer scheduled: safehold-backup-app.service, safehold-backup-app.timer" in \
+        " ".join(proc.stdout.split())
+    assert sorted(p.name for p in units.iterdir()) == ["other.timer", "safehold-backup-extra.service"]
 
 
 def test_schedule_install_names_the_environment_variables_a_timer_would_lack(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,7 +13,10 @@ import pytest
 from safehold.actions.schedule_install import cron_line, on_calendar
 from safehold.config import ScheduleConfig, parse
 from safehold.errors import ConfigError
+from safehold.output import Silent
 from safehold.schedule import DEFAULT_GAP, EARLY, GRACE, Schedule
+from safehold.scheduler import Scheduler
+from tests.conftest import write_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -28,15 +32,54 @@ def test_week_days_and_time_in_a_time_zone() -> None:
     assert schedule.prev_run(due) == due
 
 
-def test_dst_change_keeps_wall_clock_time() -> None:
-    schedule = Schedule(ScheduleConfig(week_days=["sunday", "monday"], time="02:30", timezone="Europe/Berlin"))
-    # 2026-03-29 02:30 does not exist in Berlin (clocks jump 02:00 -> 03:00): it runs at 03:30 CEST.
-    before = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
-    first = schedule.next_run(before)
-    assert first is not None and first.astimezone(UTC) == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
-    second = schedule.next_run(first)
-    assert second == datetime(2026, 3, 30, 2, 30, tzinfo=BERLIN)
-    assert second.utcoffset() == timedelta(hours=2)
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+# The evening before each change (ticks run for 9 hours from there unless a case says otherwise).
+SPRING, AUTUMN = _utc("2026-03-28T20:00"), _utc("2026-10-24T20:00")
+
+
+@pytest.mark.parametrize(("schedule", "start", "hours", "runs"), [
+    # Autumn: 02:00-03:00 Berlin comes twice (CEST, then CET); each wall-clock time runs once, the first time.
+    ('{ cron = "30 2 * * *", timezone = "Europe/Berlin" }', AUTUMN, 9, ["2026-10-25T00:30"]),
+    ('{ week_days = ["sunday"], time = "02:30", timezone = "Europe/Berlin" }', AUTUMN, 9, ["2026-10-25T00:30"]),
+    # An hourly job skips the repeated hour, as a systemd timer does (02:00 CET = 01:00 UTC).
+    ('{ cron = "0 * * * *", timezone = "Europe/Berlin" }', _utc("2026-10-24T23:30"), 3,
+     ["2026-10-25T00:00", "2026-10-25T02:00"]),
+    # Spring: 02:00-03:00 does not exist; a time in it runs once, when the clock jumps to 03:00.
+    ('{ cron = "30 2 * * *", timezone = "Europe/Berlin" }', SPRING, 9, ["2026-03-29T01:00"]),
+    ('{ week_days = ["sunday"], time = "02:30", timezone = "Europe/Berlin" }', SPRING, 9, ["2026-03-29T01:00"]),
+    ('{ week_days = ["sunday"], time = "03:30", timezone = "Europe/Berlin" }', SPRING, 9, ["2026-03-29T01:30"]),
+    # The next day keeps its wall-clock time (an hour earlier in UTC than before the change).
+    ('{ week_days = ["sunday", "monday"], time = "02:30", timezone = "Europe/Berlin" }', SPRING, 30,
+     ["2026-03-29T01:00", "2026-03-30T00:30"]),
+])
+def test_serve_runs_each_wall_clock_time_once_across_dst(tmp_path: Path, schedule: str, start: datetime,
+                                                        hours: int, runs: list[str]) -> None:
+    config = write_config(tmp_path, {"url": "/x", "password_file": "/x"},
+                          f'[instances.app]\nrepositories = ["main"]\nfiles = ["/etc/hostname"]\n'
+                          f"schedule = {schedule}\n")
+    clock = Clock(start)
+    scheduler = Scheduler(config, Silent(), clock=clock, workers=1, jobs={"backup": lambda *_: None})
+    try:
+        # serve ticks every second; every 5 minutes hits each due time here and keeps the test quick.
+        while clock.now <= start + timedelta(hours=hours):
+            scheduler.tick()
+            clock.now += timedelta(minutes=5)
+    finally:
+        scheduler.stop()
+    assert [due.astimezone(UTC) for _, _, due in scheduler.started] == [_utc(run) for run in runs]
 
 
 def test_cron_with_time_zone_and_seconds() -> None:
@@ -76,6 +119,9 @@ THURSDAYS = ScheduleConfig(cron="0 7 * * thu")
      datetime(2026, 11, 28, 0, 30, tzinfo=UTC), datetime(2026, 11, 27, 23, 30, tzinfo=BERLIN)),
     (ScheduleConfig(cron="0 2 * * *", timezone="America/New_York"), datetime(2026, 12, 2, 9, 0, tzinfo=UTC),
      datetime(2026, 12, 2, 7, 0, tzinfo=UTC)),
+    # The autumn night's 02:30 Berlin ran at its first occurrence (00:30 UTC) only; check expects that point.
+    (ScheduleConfig(cron="30 2 * * *", timezone="Europe/Berlin"), datetime(2026, 10, 25, 4, tzinfo=UTC),
+     datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),
     # Disabled: the due times are still the schedule's (check reports the disabled schedule itself).
     (ScheduleConfig(cron="0 2 * * *", enabled=False), datetime(2026, 12, 2, 14, tzinfo=UTC),
      datetime(2026, 12, 2, 2, tzinfo=UTC)),
@@ -84,7 +130,10 @@ THURSDAYS = ScheduleConfig(cron="0 7 * * thu")
 def test_due_by_is_the_latest_due_time_past_its_grace(config: ScheduleConfig, now: datetime,
                                                        due: datetime | None) -> None:
     schedule = Schedule(config)
-    assert schedule.due_by(now) == due
+    found = schedule.due_by(now)
+    # In UTC: a time of the hour autumn repeats equals no time of another zone, and compares to one of its
+    # own zone without its fold (PEP 495).
+    assert (found and found.astimezone(UTC)) == (due and due.astimezone(UTC))
     if due is None:
         assert schedule.max_age(now) == DEFAULT_GAP + GRACE
     else:

@@ -19,7 +19,7 @@ from typing import Any
 
 from safehold.apps.quiesce import look_at_marker, marker_path, resume_marker
 from safehold.config import Config, InstanceConfig
-from safehold.history import History
+from safehold.history import READ_TIMEOUT, History, Run
 from safehold.lock import is_locked
 from safehold.output import Silent
 from safehold.repository import damage
@@ -115,10 +115,7 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
         status = WARNING if last.result == "partial" else CRITICAL
         findings.append(Finding("last-run", status, f"last run {last.started:%Y-%m-%d %H:%M} UTC {last.result}: "
                                                     f"{_quote(last.error)}"))
-    if last is not None and last.details.get("notify_problems"):
-        # Recorded by the run (this check reads no secrets): a failure would not reach these notify URLs.
-        findings.append(Finding("notify", WARNING, "notifications of the last run: "
-                                + "; ".join(last.details["notify_problems"])))
+    findings.extend(_notify(last, history.last_drill(name)))
     findings.extend(paused_findings(config, name))
     if is_locked(config.state_dir, name):
         findings.append(Finding("running", OK, "a run is in progress"))
@@ -129,6 +126,22 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
     findings.extend(_stale_locks(config, instance.repositories, now))
     findings.extend(_damage(config, name, instance.repositories))
     return findings
+
+
+def _notify(backup: Run | None, drill: Run | None) -> list[Finding]:
+    """Notification problems the last backup and the last drill recorded (this check reads no secrets).
+
+    Each kind's own: a failed drill is announced (and its ticket opened) as a failed backup is, so a
+    notification that could not go out there is as much a problem as one of a backup.
+    """
+    parts, named = [], set()
+    for what, run in (("run", backup), ("drill", drill)):
+        recorded = run.details.get("notify_problems", []) if run is not None else []
+        problems = [problem for problem in recorded if problem not in named]
+        named.update(problems)  # an unresolvable URL both recorded is named once
+        if problems:
+            parts.append(f"notifications of the last {what}: " + "; ".join(problems))
+    return [Finding("notify", WARNING, "; ".join(parts))] if parts else []
 
 
 def paused_findings(config: Config, name: str, resume: bool = True) -> list[Finding]:
@@ -196,19 +209,28 @@ def _drill(history: History, name: str, instance: InstanceConfig, now: datetime)
         return Finding("drill", OK, "no restore drill recorded yet")
     if drill.result != "ok":
         return Finding("drill", CRITICAL, f"last drill {drill.started:%Y-%m-%d} failed: {_quote(drill.error)}")
-    age = now - drill.started
+    late = drill_overdue(instance, drill.started, now)
+    if late is not None:
+        return Finding("drill", WARNING, late)
+    return Finding("drill", OK, f"last drill passed {_age(now - drill.started)} ago")
+
+
+def drill_overdue(instance: InstanceConfig, started: datetime, now: datetime) -> str | None:
+    """Why a passed drill started at `started` is too old at `now` (None: it is recent enough).
+
+    The one rule `check` and the web dashboard share, so the two never disagree about a drill.
+    """
+    age = now - started
     schedule = drill_schedule(instance.schedule)
     if schedule is not None and schedule.enabled and "drill_interval_hours" not in instance.model_fields_set:
         # The drill schedule says when a drill was due, as the backup schedule does for points: a monthly
         # drill is not late after the default 8 days, and a missed weekly one shows 2 h after its due time.
         due = schedule.due_by(now)
-        if due is not None and drill.started < due - EARLY:
-            return Finding("drill", WARNING, f"last drill passed but is {_age(age)} old (none since the drill due "
-                                             f"{due:%Y-%m-%d %H:%M %Z})")
+        if due is not None and started < due - EARLY:
+            return f"last drill passed but is {_age(age)} old (none since the drill due {due:%Y-%m-%d %H:%M %Z})"
     elif age > timedelta(hours=instance.drill_interval_hours) + GRACE:
-        return Finding("drill", WARNING, f"last drill passed but is {_age(age)} old "
-                                         f"(every {instance.drill_interval_hours} h)")
-    return Finding("drill", OK, f"last drill passed {_age(age)} ago")
+        return f"last drill passed but is {_age(age)} old (every {instance.drill_interval_hours} h)"
+    return None
 
 
 def _offhost(config: Config, names: list[str]) -> Finding:
@@ -265,7 +287,7 @@ def _damage(config: Config, instance: str, names: list[str]) -> list[Finding]:
 def check(config: Config, name: str | None, now: datetime | None = None) -> dict[str, Any]:
     """Findings for one or all instances, the overall status and the one-line summary."""
     now = now or datetime.now(UTC)
-    history = History(config.state_dir)
+    history = History(config.state_dir, busy_timeout=READ_TIMEOUT)
     instances = []
     for instance_name in config.select(name):
         findings = check_instance(config, history, instance_name, now)

@@ -121,11 +121,39 @@ def _environment(value: object) -> set[str]:
     return {found.group(1)} if found else set()
 
 
+KINDS = ("backup", "drill")
+# The names of the units install writes (safehold-KIND-INSTANCE.service/.timer).
+UNIT_NAME = re.compile(rf"^safehold-({'|'.join(KINDS)})-(.+)\.(service|timer)$")
+
+
+def _description(kind: str, name: str) -> str:
+    """The start of the Description= of both units of a job; also how an earlier install's units are known."""
+    return f"Description=safehold {kind} of {name}"
+
+
+def _stale_units(folder: Path, wanted: list[str]) -> list[Path]:
+    """Units an earlier install wrote into `folder` that no enabled schedule wants any more (a schedule
+    disabled, an instance or its drill removed). Only files with the name and the Description= install
+    gives its units, so a unit of the admin's own is never taken."""
+    stale = []
+    for path in sorted(folder.iterdir()):
+        found = UNIT_NAME.match(path.name)
+        if found is None or path.name in wanted or not path.is_file() or path.is_symlink():
+            continue
+        try:
+            ours = f"\n{_description(found.group(1), found.group(2))}" in path.read_text()
+        except (OSError, UnicodeDecodeError):
+            ours = False
+        if ours:
+            stale.append(path)
+    return stale
+
+
 def _jobs(config: Config) -> list[tuple[str, str, ScheduleConfig, str | None]]:
     jobs = []
     for name, instance in config.instances.items():
-        for kind, schedule in (("backup", backup_schedule(instance.schedule)),
-                               ("drill", drill_schedule(instance.schedule))):
+        for kind, schedule in zip(KINDS, (backup_schedule(instance.schedule), drill_schedule(instance.schedule)),
+                                  strict=True):
             # A schedule that names no day never runs under `safehold serve`; as a unit it would have
             # an empty weekday (systemd: every day; cron: a line whose user lands in the weekday field).
             if schedule is not None and schedule.enabled and schedule.names_a_day:
@@ -135,12 +163,14 @@ def _jobs(config: Config) -> list[tuple[str, str, ScheduleConfig, str | None]]:
 
 def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> dict[str, object]:
     """Write units (systemd) or one cron file (cron) into `folder`; disabled schedules, and backup schedules
-    that name no day, are skipped."""
+    that name no day, are skipped, and units an earlier install wrote there for them are removed (the cron
+    file is rewritten whole)."""
     if fmt not in ("systemd", "cron"):
         raise ConfigError(f"unknown format {fmt!r}", "use --format systemd or --format cron")
     config_file = str(Path(config.source).resolve()) if config.source else "/etc/safehold/safehold.toml"
     folder.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
+    removed: list[str] = []
     skipped = [name for name, inst in config.instances.items() if inst.schedule and not inst.schedule.enabled]
     no_day = [name for name, inst in config.instances.items()
               if inst.schedule and inst.schedule.enabled and not backup_schedule(inst.schedule).names_a_day]
@@ -150,18 +180,29 @@ def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> 
             argv = shlex.join([*_command(), kind, name, "--config", config_file])
             unit = f"safehold-{kind}-{name}"
             (folder / f"{unit}.service").write_text(
-                f"[Unit]\nDescription=safehold {kind} of {name}\nWants=network-online.target\n"
+                f"[Unit]\n{_description(kind, name)}\nWants=network-online.target\n"
                 f"After=network-online.target\n\n[Service]\nType=oneshot\nExecStart={argv}\n"
                 + (f"User={user}\n" if user else "") + "Nice=10\nIOSchedulingClass=best-effort\n"
                 "IOSchedulingPriority=7\n")
             (folder / f"{unit}.timer").write_text(
-                f"[Unit]\nDescription=safehold {kind} of {name} ({schedule.timezone})\n\n[Timer]\n"
+                f"[Unit]\n{_description(kind, name)} ({schedule.timezone})\n\n[Timer]\n"
                 + "".join(f"OnCalendar={value}\n" for value in on_calendar(schedule, cron))
                 + f"Persistent=true\nUnit={unit}.service\n\n"
                 "[Install]\nWantedBy=timers.target\n")
             written += [f"{unit}.service", f"{unit}.timer"]
-        hint = f"copy them to /etc/systemd/system, then: systemctl daemon-reload && systemctl enable --now " \
-               f"{' '.join(f'safehold-{k}-{n}.timer' for n, k, _, _ in jobs)}"
+        steps = [f"copy them to /etc/systemd/system, then: systemctl daemon-reload && systemctl enable --now "
+                 f"{' '.join(f'safehold-{k}-{n}.timer' for n, k, _, _ in jobs)}"] if jobs else []
+        # Left in place, the units of a schedule since disabled (or of a removed instance or drill) would be
+        # copied and enabled again with the others. An enabled timer also goes on running after its file is
+        # gone, until it is stopped; `systemctl disable` still removes its timers.target.wants link then.
+        for path in _stale_units(folder, written):
+            path.unlink()
+            removed.append(path.name)
+        if removed:
+            timers = " ".join(name for name in removed if name.endswith(".timer"))
+            steps.append(f"stop the removed ones (and delete any copies of them, e.g. in /etc/systemd/system): "
+                         f"systemctl disable --now {timers} && systemctl daemon-reload")
+        hint = "; ".join(steps) or "nothing to install"
     else:
         lines = ["# safehold schedules (written by `safehold schedule install`).",
                  "# CRON_TZ is honoured by cronie; Debian's cron runs in the system time zone instead.",
@@ -175,6 +216,7 @@ def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> 
     # A unit or cron job starts with a bare environment; what a run reads (repositories, databases,
     # notifications) must come from an Environment= drop-in, the cron file, or a file: reference.
     needed = _environment(config.model_dump(include={"repositories", "instances", "notify"}))
-    return {"folder": str(folder), "format": fmt, "written": written, "skipped_disabled": skipped,
+    return {"folder": str(folder), "format": fmt, "written": written, "removed": removed,
+            "skipped_disabled": skipped,
             "environment": sorted(needed),
             "skipped_no_day": no_day, "next": hint}

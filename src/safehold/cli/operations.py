@@ -201,6 +201,8 @@ def schedule_install(
 
     def render(res: dict[str, Any]) -> None:
         out.print(f"wrote {', '.join(res['written']) or 'nothing'} in {res['folder']}")
+        if res["removed"]:
+            out.print(Text.assemble(("removed, no longer scheduled:", "yellow"), f" {', '.join(res['removed'])}"))
         if res["skipped_disabled"]:
             out.print(Text.assemble(("disabled, not installed:", "yellow"), f" {', '.join(res['skipped_disabled'])}"))
         if res["skipped_no_day"]:

@@ -12,12 +12,12 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from safehold.actions import drill, export, replicate
-from safehold.actions.check import paused_findings
+from safehold.actions.check import drill_overdue, paused_findings
 from safehold.actions.points import list_points
 from safehold.config import WEEK_DAYS, Config, InstanceConfig, ScheduleConfig
 from safehold.errors import SafeholdError
@@ -223,10 +223,10 @@ class Data:
             view.next_backup = backup_schedule(cfg.schedule).next_run(now)
             drills = drill_schedule(cfg.schedule)
             view.next_drill = drills.next_run(now) if drills else None
-        self._judge(view, cfg)
+        self._judge(view, cfg, datetime.now(UTC))
         return view
 
-    def _judge(self, view: InstanceView, cfg: InstanceConfig) -> None:
+    def _judge(self, view: InstanceView, cfg: InstanceConfig, now: datetime) -> None:
         bad, warn = [], []
         if view.error:
             bad.append(view.error)
@@ -253,8 +253,10 @@ class Data:
         if view.points:
             if view.last_drill is None:
                 warn.append("never drilled: nobody has proven these points restore")
-            elif datetime.now(UTC) - view.last_drill.when > timedelta(hours=cfg.drill_interval_hours):
-                warn.append(f"last drill is older than {cfg.drill_interval_hours} h")
+            # `safehold check`'s rule (the drill schedule, or drill_interval_hours when set); a failed drill
+            # is a reason of its own above.
+            elif view.last_drill.ok and (late := drill_overdue(cfg, view.last_drill.when, now)):
+                warn.append(late)
         view.reasons = bad + warn
         # A paused application has a line of its own (red or amber), so it is not repeated among the reasons.
         bad_pause = any(f["status"] == "CRITICAL" for f in view.paused)
