@@ -174,6 +174,25 @@ def test_restore_without_instance_takes_the_only_one(tmp_path: Path) -> None:
     assert "app, crm" in one_line_error(unnamed)
 
 
+def test_latest_without_an_instance_is_refused_when_several_are_configured(tmp_path: Path) -> None:
+    # `latest` is one point per instance: without --instance it was the first configured instance's,
+    # so `export latest` could hand over another application's data than the admin meant.
+    two = files_config(tmp_path, FILES_ONLY + FILES_ONLY.replace("[instances.app]", "[instances.crm]"))
+    target = tmp_path / "out.tar.zst"
+    option, drill = "add --instance NAME", "safehold drill INSTANCE --run RUN"
+    for args, hint in ((["show", "latest"], option), (["export", "latest", str(target)], option),
+                       (["verify", "latest"], option), (["drill", "--run", "latest"], drill)):
+        result = run_cli(*args, config=two)
+        line = one_line_error(result)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "(app, crm)" in line and hint in line, (args, line)
+    assert not target.exists()
+    # With an instance named, or only one configured, the search goes on (to the missing repository here).
+    one = files_config(tmp_path / "one")
+    for args, config in ((["show", "latest", "--instance", "crm"], two), (["show", "latest"], one)):
+        assert "repository main does not exist" in one_line_error(run_cli(*args, config=config))
+
+
 def test_an_option_without_its_value_names_the_commands_help(tmp_path: Path) -> None:
     result = run_cli("backup", "app", "--keep-days", env={"SAFEHOLD_CONFIG": str(files_config(tmp_path))})
     assert result.returncode == 2
