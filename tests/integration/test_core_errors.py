@@ -166,6 +166,26 @@ def test_copy_repository_that_disappears_is_reported_not_silently_recreated(tmp_
     assert again.returncode == 0 and "is new: initialising it as a copy of main" in again.stderr, again.stderr
 
 
+def test_latest_of_one_of_several_instances(tmp_path: Path, repo: dict[str, str]) -> None:
+    # `latest` names one point per instance: with several it needs --instance, a run id needs none.
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.txt").write_text("important\n")
+    config = write_config(tmp_path, repo, files_instances(files, app=["main"], crm=["main"]))
+    for instance in ("app", "app", "crm"):
+        assert run_cli("backup", instance, config=config).returncode == 0
+    runs = {(r["instance"], r["run_id"]) for r in json.loads(run_cli("list", "--json", config=config).stdout)}
+    newest_app = max(run for instance, run in runs if instance == "app")
+    refused = run_cli("show", "latest", config=config)
+    assert refused.returncode == 2 and "(app, crm)" in one_line_error(refused)
+    shown = json.loads(run_cli("show", "latest", "--instance", "app", "--json", config=config).stdout)
+    assert shown["run_id"] == newest_app
+    assert json.loads(run_cli("show", newest_app, "--json", config=config).stdout)["instance"] == "app"
+    checked = json.loads(run_cli("verify", "latest", "--instance", "app", "--json", config=config).stdout)
+    assert checked["points_checked"] == {"app@main": 1} and checked["ok"]
+    assert run_cli("verify", "latest", config=config).returncode == 2
+
+
 def test_read_back_catches_a_part_missing_after_upload(files_instance: Path, repo: dict[str, str]) -> None:
     from safehold import config as config_module
     from safehold.actions.backup import backup_instance

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from safehold import __version__
 from tests.conftest import SRC, run_cli, sql
 from tests.integration.offhost_servers import make_tree, password_file, read_tree, start_sshd, write_config
 
@@ -87,3 +88,26 @@ def test_kit_alone_restores_the_instance(tmp_path: Path, new_db: Callable[[str],
     assert json.loads(escrowed.read_text()) == {"itflow_master_key": "k3y-escrowed-value"}
     assert escrowed.stat().st_mode & 0o777 == 0o600
     assert sql("SELECT id, name FROM clients ORDER BY id", db) == [(1, "ACME"), (2, "Globex")]
+
+    # The kit installs safehold from the wheel kept with it (safehold is not installed by name from PyPI)
+    # and names the Debian packages, the database's client included.
+    install = "\n".join(html.unescape(s) for s in re.findall(r"<pre class='install'>(.*?)</pre>", page, re.S))
+    assert "pip install safehold" not in install
+    assert "apt-get install -y restic openssh-client tar zstd mariadb-client" in install
+    assert f"/opt/safehold/bin/pip install /PATH/TO/safehold-{__version__}-py3-none-any.whl" in install
+    assert "python3 -m pip wheel --no-deps" in page
+
+    # Without safehold: the steps that only write files, then the kit's lines for the repository, open
+    # the SFTP repository with plain restic (with the kit's SSH key and pinned host key).
+    manual = [html.unescape(s) for s in re.findall(r"<pre class='manual'>(.*?)</pre>", page, re.S)]
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    by_hand = [*(step for step in steps if not step.startswith("safehold ")), manual[0],
+               "restic snapshots --tag instance=app",
+               "restic dump --tag instance=app,part=manifest latest /safehold/manifest.json > manifest.json"]
+    env.update(HOME=str(bare), PATH=env["PATH"].removeprefix(f"{bin_dir}:"))
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(by_hand)],
+                          cwd=bare, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    manifest = json.loads((bare / "safehold-recovery" / "manifest.json").read_text())
+    assert manifest["instance"] == "app" and manifest["databases"][0]["name"] == db

@@ -68,10 +68,30 @@ def test_key_escrow_refuses_an_app_without_escrow_before_asking_a_password(tmp_p
     result = run_cli("key", "escrow", "app", config=files_config(tmp_path), input="secret\n")
     assert result.returncode == 2
     assert "password" not in result.stdout.lower()
-    assert "instance app is generic: only ITFlow has a master key to escrow" in one_line_error(result)
+    assert "instance app is generic: a generic instance has no application keys" in one_line_error(result)
+    idoit = files_config(tmp_path / "idoit", '[instances.cmdb]\napp = "idoit"\nroot = "{files}"\n'
+                                             'repositories = ["main"]')
+    result = run_cli("key", "escrow", "cmdb", config=idoit, input="secret\n")
+    line = one_line_error(result)
+    assert result.returncode == 2 and "password" not in result.stdout.lower()
+    assert "instance cmdb is idoit: only ITFlow has a master key to escrow" in line
+    assert "i-doit's $g_crypto_hash is saved from its config file with every point" in line
+    assert "`safehold key verify cmdb latest`" in line
     unknown = run_cli("key", "escrow", "nosuch", config=files_config(tmp_path), input="secret\n")
     assert unknown.returncode == 2 and "password" not in unknown.stdout.lower()
     assert "no instance 'nosuch'" in one_line_error(unknown)
+
+
+def test_key_verify_refuses_an_app_without_keys(tmp_path: Path) -> None:
+    # A generic instance has no application keys: its points hold none, and `key escrow`, which the
+    # old "holds no keys" line advised, refuses such an instance. Refused like escrow, before the repository.
+    config = files_config(tmp_path)
+    for args in (["app"], ["app", "latest"]):
+        result = run_cli("key", "verify", *args, config=config)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        line = one_line_error(result)
+        assert "instance app is generic: a generic instance has no application keys to escrow or verify" in line
+        assert "key escrow" not in line and "keys ok" not in result.stdout
 
 
 def test_a_prompt_left_unanswered_is_one_line_not_an_internal_error(tmp_path: Path) -> None:
@@ -172,6 +192,25 @@ def test_restore_without_instance_takes_the_only_one(tmp_path: Path) -> None:
     unnamed = run_cli("restore", "--dry-run", config=two)
     assert unnamed.returncode == 2 and "configures 2 instances" in one_line_error(unnamed)
     assert "app, crm" in one_line_error(unnamed)
+
+
+def test_latest_without_an_instance_is_refused_when_several_are_configured(tmp_path: Path) -> None:
+    # `latest` is one point per instance: without --instance it was the first configured instance's,
+    # so `export latest` could hand over another application's data than the admin meant.
+    two = files_config(tmp_path, FILES_ONLY + FILES_ONLY.replace("[instances.app]", "[instances.crm]"))
+    target = tmp_path / "out.tar.zst"
+    option, drill = "add --instance NAME", "safehold drill INSTANCE --run RUN"
+    for args, hint in ((["show", "latest"], option), (["export", "latest", str(target)], option),
+                       (["verify", "latest"], option), (["drill", "--run", "latest"], drill)):
+        result = run_cli(*args, config=two)
+        line = one_line_error(result)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "(app, crm)" in line and hint in line, (args, line)
+    assert not target.exists()
+    # With an instance named, or only one configured, the search goes on (to the missing repository here).
+    one = files_config(tmp_path / "one")
+    for args, config in ((["show", "latest", "--instance", "crm"], two), (["show", "latest"], one)):
+        assert "repository main does not exist" in one_line_error(run_cli(*args, config=config))
 
 
 def test_an_option_without_its_value_names_the_commands_help(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import os
 import re
@@ -14,7 +15,7 @@ import pytest
 
 from safehold.actions.common import open_repository
 from safehold.actions.import_file import Damaged, _check_member
-from safehold.actions.kit import toml_value
+from safehold.actions.kit import WHEEL, render, toml_value
 from safehold.agestream import CHUNK, AgeError, Decryptor, Encryptor
 from safehold.config import parse
 from safehold.errors import ConfigError
@@ -220,7 +221,8 @@ def test_age_passphrase_stream_rejects_wrong_passphrase_and_damage() -> None:
             Decryptor(io.BufferedReader(io.BytesIO(damaged)), Secret("pw")).read()
 
 
-def _url_config(tmp_path: Path, url: str) -> object:
+def _url_config(tmp_path: Path, url: str, extra: str = "") -> object:
+    """A config whose repository `s3` is at `url`, with instance `app` (`extra` appended)."""
     return parse(f"""
 [settings]
 state_dir = "{tmp_path / 'state'}"
@@ -230,7 +232,7 @@ password = "env:REPO_PASS"
 [instances.app]
 repositories = ["s3"]
 files = ["/srv/app"]
-""", tmp_path / "safehold.toml")
+{extra}""", tmp_path / "safehold.toml")
 
 
 @pytest.mark.parametrize("url", ["s3:https://s3.eu-central-1.amazonaws.com/company-backups/safehold",
@@ -298,3 +300,19 @@ def test_key_with_a_passphrase_is_refused_when_the_repository_opens(tmp_path: Pa
     with pytest.raises(ConfigError, match=f"ssh_key {key} has a passphrase") as raised:
         sftp_command(config, "off")  # type: ignore[arg-type]
     assert "ssh-agent" in raised.value.hint and "ssh-keygen -p" in raised.value.hint
+
+
+def test_kit_installs_what_the_recovery_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # safehold comes from its source tree: the kit names the wheel to keep with it instead of a
+    # `pip install safehold` by name, the Debian packages of the configured engines, and restic alone.
+    monkeypatch.setenv("REPO_PASS", "pw")
+    postgres = '[[instances.app.databases]]\nengine = "postgres"\nnames = ["app"]'
+    page = render(_url_config(tmp_path, "/srv/repo", postgres))  # type: ignore[arg-type]
+    install = "\n".join(re.findall(r"<pre class='install'>(.*?)</pre>", page, re.S))
+    assert "pip install safehold" not in page and WHEEL == "safehold-0.1.0-py3-none-any.whl"
+    assert "apt-get install -y restic openssh-client tar zstd postgresql-client" in install
+    assert "mariadb-client" not in install.splitlines()[0]
+    assert f"python3 -m venv /opt/safehold\n/opt/safehold/bin/pip install /PATH/TO/{WHEEL}" in install
+    manual = [html.unescape(m) for m in re.findall(r"<pre class='manual'>(.*?)</pre>", page, re.S)]
+    assert manual[0] == 'export RESTIC_REPOSITORY=/srv/repo RESTIC_PASSWORD_FILE="$KIT/repo-s3.pass"'
+    assert "restic snapshots --tag instance=app" in manual[1] and "docs/export.md" in page

@@ -9,7 +9,7 @@ import pytest
 
 from safehold.actions import common
 from safehold.config import parse
-from safehold.errors import AmbiguousPoint, UnknownPoint
+from safehold.errors import AmbiguousPoint, ConfigError, UnknownPoint
 
 CONFIG = """
 [repositories.main]
@@ -44,3 +44,19 @@ def test_unique_prefix_and_unknown_run(config: object) -> None:
     with pytest.raises(UnknownPoint, match="no point '2027' found") as info:
         common.search_point(config, "2027")  # type: ignore[arg-type]
     assert not isinstance(info.value, AmbiguousPoint)
+
+
+def test_latest_needs_the_instance_when_several_are_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(common, "open_repository", lambda config, name: SimpleNamespace(name=name))
+    runs = {"app": RUNS[:2], "crm": ["20261126T010000Z-dddd"]}
+    monkeypatch.setattr(common, "points", lambda config, repo, instance: [
+        common.Point(SimpleNamespace(run_id=run, safety_point=False), run, "main")  # type: ignore[arg-type]
+        for run in runs[instance]])
+    config = parse(CONFIG + '[instances.crm]\nrepositories = ["main"]\nfiles = ["/srv/crm"]\n', Path("safehold.toml"))
+    with pytest.raises(ConfigError) as info:
+        common.search_point(config, "latest")
+    assert info.value.exit_code == 2 and "(app, crm)" in info.value.line() and "--instance" in info.value.line()
+    assert common.search_point(config, "latest", "crm")[1].run_id == runs["crm"][0]
+    # A run id, whole or a unique prefix, names one point whichever instance holds it.
+    assert common.search_point(config, "20261126")[1].run_id == runs["crm"][0]
+    assert common.search_point(config, RUNS[1])[1].run_id == RUNS[1]

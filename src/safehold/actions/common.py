@@ -169,15 +169,31 @@ def find_point(config: Config, repo: Repository, instance: str, run: str) -> Poi
                          "give more characters of the run id")
 
 
+def select_for_run(config: Config, run: str | None, instance: str | None) -> dict[str, InstanceConfig]:
+    """The instances in which to look for point `run`: `instance`, or all of them.
+
+    A run id (or a prefix of one) names one point wherever it is; `latest` names one per instance,
+    so without an instance it would quietly be the first configured one's, and an export or a
+    manifest of another application's data is handed over as the one asked for. With several
+    instances it is refused instead.
+    """
+    selected = config.select(instance)
+    if run == "latest" and instance is None and len(selected) > 1:
+        raise ConfigError(f"`latest` names one point per instance and {len(selected)} are configured "
+                          f"({', '.join(selected)})", "add --instance NAME, or give a run id")
+    return selected
+
+
 def search_point(config: Config, run: str, instance: str | None = None) -> tuple[Repository, Point]:
-    """A point by run id (or `latest`) in every repository of the instance(s); the first found wins.
+    """A point by run id (or `latest`, see select_for_run) in every repository of the instance(s);
+    the first found wins.
 
     A repository that cannot be read is passed over while the others are searched; when the point
     is found nowhere, that repository's error is the answer (a wrong password is not "no such point").
     """
     unreadable: SafeholdError | None = None
     ambiguous: AmbiguousPoint | None = None
-    for name, instance_config in config.select(instance).items():
+    for name, instance_config in select_for_run(config, run, instance).items():
         for repo_name in instance_config.repositories:
             repo = open_repository(config, repo_name)
             try:

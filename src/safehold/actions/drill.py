@@ -411,7 +411,8 @@ def drill(config: Config, name: str | None, reporter: Reporter, run: str | None 
     """Drill one instance or all of them; every result is recorded in the run history."""
     selected = config.select(name)
     if run is not None and len(selected) > 1:
-        raise ConfigError("--run needs an INSTANCE when several are configured", "name the instance")
+        raise ConfigError(f"--run needs an INSTANCE when several are configured ({', '.join(selected)})",
+                          "safehold drill INSTANCE --run RUN")
     return [drill_instance(config, instance_name, reporter, run) for instance_name in selected]
 
 

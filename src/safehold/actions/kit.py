@@ -1,8 +1,9 @@
 """`safehold key kit`: a printable page with everything needed to recover on a bare machine.
 
 The page holds the repository locations and passwords (and their access credentials), the
-escrowed application keys, and the restore steps as shell commands that rebuild a minimal
-safehold.toml from nothing. It is written once (never overwritten, so an old printed copy and
+escrowed application keys, how to install what a recovery needs, and the restore steps as shell
+commands that rebuild a minimal safehold.toml from nothing, plus the same recovery with restic
+and the database clients alone. It is written once (never overwritten, so an old printed copy and
 the file cannot silently differ) with mode 0600, and says on top that it is a secret.
 """
 
@@ -12,10 +13,12 @@ import contextlib
 import html
 import json
 import os
+import shlex
 import socket
 from pathlib import Path
 from typing import Any
 
+from safehold import __version__
 from safehold.config import Config
 from safehold.errors import SafeholdError
 from safehold.output import Reporter
@@ -25,6 +28,12 @@ from safehold.repository.ssh import known_hosts_file
 from safehold.secrets import resolve
 
 PLACEHOLDER = "@KIT@"
+# safehold is installed from its source tree (README, scripts/setup.sh), not by name from a package
+# index: the kit names the wheel the admin keeps with it, so the person recovering can install it.
+WHEEL = f"safehold-{__version__}-py3-none-any.whl"
+# The Debian packages of each engine's client tools, which a restore by hand calls (and safehold's
+# restore for the mariadb-dump method and PostgreSQL).
+ENGINE_PACKAGES = {"mariadb": ["mariadb-client"], "postgres": ["postgresql-client"], "sqlite": []}
 STYLE = """body{font-family:sans-serif;max-width:60em;margin:2em auto}pre{background:#f4f4f4;padding:.6em;
 white-space:pre-wrap;word-break:break-all;border:1px solid #ccc}.secret{border:3px solid #b00;padding:1em;
 color:#b00;font-weight:bold}td,th{border:1px solid #999;padding:.3em;vertical-align:top}table{border-collapse:collapse}
@@ -66,17 +75,41 @@ def _repository_steps(config: Config, name: str) -> tuple[list[str], list[str], 
     if env:
         toml.append(f"env = {toml_value(env)}")
     if parse_sftp(repo.url) is not None:
-        pinned = repo.known_hosts or (known_hosts_file(config, name).read_text()
-                                      if known_hosts_file(config, name).is_file() else "")
+        pinned = _pinned(config, name)
         if pinned:
-            toml.append(f"known_hosts = {toml_value(pinned.strip())}")
-            rows.append(("SSH host key (known_hosts)", pinned.strip()))
+            toml.append(f"known_hosts = {toml_value(pinned)}")
+            rows.append(("SSH host key (known_hosts)", pinned))
         if repo.ssh_key:
             key_text = Path(repo.ssh_key.removeprefix("file:")).expanduser().read_text()
             steps.append(_heredoc(f"repo-{name}.sshkey", key_text))
             rows.append(("SSH private key", key_text))
             toml.append(f"ssh_key = {toml_value(f'{PLACEHOLDER}/repo-{name}.sshkey')}")
     return steps, toml, rows
+
+
+def _pinned(config: Config, name: str) -> str:
+    """The SSH host key lines pinned for repository `name` (config or `safehold repo trust`), or ""."""
+    path = known_hosts_file(config, name)
+    return (config.repositories[name].known_hosts or (path.read_text() if path.is_file() else "")).strip()
+
+
+def _restic_by_hand(config: Config, name: str) -> str:
+    """Shell lines that let plain restic open repository `name` with the files the kit's steps write."""
+    repo = config.repositories[name]
+    env = [f"RESTIC_REPOSITORY={shlex.quote(repo.url)}", f'RESTIC_PASSWORD_FILE="$KIT/repo-{name}.pass"',
+           *(f'{key}="$(cat "$KIT/repo-{name}.{key}")"' for key in repo.env)]
+    lines = [f"export {' '.join(env)}"]
+    if (target := parse_sftp(repo.url)) is not None:
+        # The ssh that restic starts gets the kit's key and pinned host key on its command line, as
+        # safehold's own does: a ~/.ssh of the reader's would need ssh's idea of home, not $HOME.
+        ssh = ["ssh", "-i", f"$KIT/repo-{name}.sshkey", "-o", "IdentitiesOnly=yes"] if repo.ssh_key else ["ssh"]
+        if pinned := _pinned(config, name):
+            lines.append(_heredoc(f"repo-{name}.known_hosts", pinned))
+            ssh += ["-o", f"UserKnownHostsFile=$KIT/repo-{name}.known_hosts", "-o", "StrictHostKeyChecking=yes"]
+        ssh += ["-p", str(target.port), *(["-l", target.user] if target.user else []), target.host, "-s", "sftp"]
+        command = " ".join(ssh)
+        lines.append(f'restic() {{ command restic -o sftp.command="{command}" "$@"; }}')
+    return "\n".join(lines)
 
 
 def _instance_toml(config: Config, name: str) -> tuple[list[str], list[str], list[tuple[str, str]]]:
@@ -132,6 +165,54 @@ def _table(rows: list[tuple[str, str]]) -> str:
     return f"<table>{body}</table>"
 
 
+def _install(config: Config, instances: list[str]) -> list[str]:
+    """The install section: the Debian packages a recovery needs (with safehold or by hand), then
+    safehold itself from the wheel kept with the kit."""
+    engines = sorted({db.engine for name in instances for db in config.instances[name].databases})
+    packages = ["restic", "openssh-client", "tar", "zstd", *(p for e in engines for p in ENGINE_PACKAGES[e])]
+    safehold = ("apt-get install -y python3-venv python3-dev build-essential pkg-config libmariadb-dev\n"
+                "python3 -m venv /opt/safehold\n"
+                f"/opt/safehold/bin/pip install /PATH/TO/{WHEEL}    # or: /PATH/TO/safehold-source-tree\n"
+                "ln -s /opt/safehold/bin/safehold /usr/local/bin/safehold")
+    return [
+        "<h2>3. Install the tools on the new machine</h2>",
+        "<p>Debian 12, as root. These packages are all a recovery by hand (section 5) needs:</p>",
+        f"<pre class='install'>apt-get update && apt-get install -y {' '.join(packages)}</pre>",
+        "<p>safehold is installed from its own files, not by name from PyPI: from the wheel kept with this page, "
+        f"<code>{WHEEL}</code>, or from a copy of its source tree. pip fetches safehold's dependencies from PyPI "
+        "and compiles one of them (mysqlclient), hence the compiler and headers:</p>",
+        f"<pre class='install'>{html.escape(safehold)}</pre>",
+    ]
+
+
+def _by_hand(config: Config, repo_names: list[str], instances: list[str]) -> list[str]:
+    """The by-hand section: the same recovery with restic and the database clients, no safehold
+    (the steps of docs/export.md "Restoring by hand", on a point in the repository)."""
+    first = instances[0] if instances else "NAME"
+    commands = "\n".join(f"{command:<42}# {why}" for command, why in (
+        (f"restic snapshots --tag instance={first}", "every part of every point: tags run=RUN, part=..."),
+        ("restic dump ID /safehold/manifest.json", "ID: the run's part=manifest snapshot; what the point holds"),
+        ("restic restore ID --target /", "the run's part=files snapshot: files and config files"),
+        ("restic dump ID /safehold/db/FILE > FILE", "a part=db:... snapshot: the dump the manifest names")))
+    return [
+        "<h2>5. Or by hand, without safehold</h2>",
+        "<p>Run the commands of section 4 that write files (all but the <code>safehold</code> lines): they need no "
+        "safehold. Then open one repository with plain restic:</p>",
+        *[f"<h3>{html.escape(name)}</h3><pre class='manual'>{html.escape(_restic_by_hand(config, name))}</pre>"
+          for name in repo_names],
+        f"<p>and take the newest point apart (instance {html.escape(first)} here; the others alike):</p>",
+        f"<pre class='manual'>{html.escape(commands)}</pre>",
+        "<p>Load each dump with its database's tools: a MariaDB dump ending in <code>.tar</code> (safehold's "
+        "default format) with the script inside it, <code>tar -xOf FILE restore.sh &gt; restore.sh; bash restore.sh "
+        "FILE DATABASE</code> (mariadb client options after it, e.g. <code>--defaults-extra-file=FILE -h "
+        "HOST</code>; it creates the database and checks every table's row count); a <code>.sql</code> dump with "
+        "<code>mariadb DATABASE &lt; FILE</code> into a new empty database; a PostgreSQL dump with <code>pg_restore "
+        "-d DATABASE FILE</code>; an SQLite dump is the database file itself. Compare the row counts with the "
+        "manifest, put back the application keys of section 2 if its restored config does not hold them, and "
+        "check the application. safehold's docs/export.md (\"Restoring by hand\") explains each step.</p>",
+    ]
+
+
 def render(config: Config) -> str:
     """The kit page (HTML)."""
     instances = sorted(config.instances)
@@ -166,6 +247,10 @@ def render(config: Config) -> str:
         "and delete this file. Anyone holding it can read all backed-up data.</p>",
         f"<h1>safehold recovery kit</h1><p>Host {html.escape(socket.gethostname())}, written "
         f"{now().strftime('%Y-%m-%d %H:%M UTC')}, instances: {html.escape(', '.join(instances))}.</p>",
+        # The new machine has no safehold, and the recovery steps need one (section 3).
+        f"<p>Keep with the paper a copy of safehold to install on a new machine: the wheel <code>{WHEEL}</code> "
+        "(it holds no secret), made from safehold's source tree with <code>python3 -m pip wheel --no-deps -w DIR "
+        "SOURCE_TREE</code>. Without it, section 5 recovers with restic and the database clients alone.</p>",
         "<h2>1. Repositories (where the recovery points are) and their passwords</h2>", *sections,
         "<h2>2. Escrowed application keys</h2>",
         _table(escrow) if escrow else "<p>No application keys were escrowed on this host (none needed).</p>",
@@ -175,22 +260,17 @@ def render(config: Config) -> str:
                   "<p>The steps below write them next to the config; change them there if the new database "
                   "server uses other accounts.</p>", _table(db_rows)]
     parts += [
-        "<h2>3. Restore on a new machine</h2>",
-        "<p>Install the tools (Debian 12): </p><pre class='install'>apt-get install restic mariadb-client "
-        "openssh-client python3-pip\npip install safehold</pre>",
-        "<p>Then run these commands in a shell, in order, in an empty working folder. They write the repository "
+        *_install(config, instances),
+        "<h2>4. Restore with safehold</h2>",
+        "<p>Run these commands in a shell, in order, in an empty working folder. They write the repository "
         "secrets (mode 0600) and a minimal safehold.toml; no other file is needed.</p>",
         *[f"<pre class='step'>{html.escape(step)}</pre>" for step in setup],
         "<p>Create the databases' server (empty) and the application's folders' parents, then restore the newest "
         "point (a run id from <code>safehold list</code> restores an older one):</p>",
         *[f"<pre class='step'>{html.escape(step)}</pre>" for step in restore],
         "<p>Last, restore the application's escrowed keys listed above if its profile does not do it, and check "
-        "the application. By hand, without safehold: <code>restic -r URL snapshots --tag safehold</code> lists "
-        "the parts of every point (tags <code>run=</code>, <code>part=</code>); <code>restic -r URL restore ID "
-        "--target /</code> restores a files part and <code>restic -r URL dump ID /safehold/db/FILE</code> prints "
-        "a database dump; a MariaDB dump ending in <code>.tar</code> loads with the script inside it: "
-        "<code>tar -xOf FILE restore.sh &gt; restore.sh; bash restore.sh FILE DATABASE</code> (mariadb client "
-        "options after it, e.g. <code>--defaults-extra-file=FILE -h HOST</code>).</p>",
+        "the application.</p>",
+        *_by_hand(config, repo_names, instances),
         "</body></html>",
     ]
     return "\n".join(parts)

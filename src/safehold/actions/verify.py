@@ -9,7 +9,15 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from safehold.actions.common import Point, open_repository, points, repository_locks, tag_value
+from safehold.actions.common import (
+    Point,
+    latest,
+    open_repository,
+    points,
+    repository_locks,
+    select_for_run,
+    tag_value,
+)
 from safehold.config import Config
 from safehold.errors import ConfigError, SafeholdError, UnknownPoint
 from safehold.output import Reporter
@@ -49,11 +57,12 @@ def verify_point(repo: Repository, point: Point, snapshot_ids: set[str]) -> list
 
 def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
            name: str | None = None) -> dict[str, object]:
-    """restic check (optionally reading all data), then every (or one) point's parts."""
+    """restic check (optionally reading all data), then the parts of every point, of the points whose
+    run id starts with `run`, or of the newest in each repository (`latest`)."""
     results: dict[str, object] = {}
     problems: list[str] = []
     seen: set[str] = set()
-    for instance_name, instance in config.select(name).items():
+    for instance_name, instance in select_for_run(config, run, name).items():
         for repo_name in instance.repositories:
             repo = open_repository(config, repo_name)
             if repo_name not in seen:
@@ -68,8 +77,11 @@ def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
                     problems.append(found.line() if named else f"repository {repo_name}: {found.line()}")
                     continue
             snapshot_ids = {s["id"] for s in repo.snapshots([f"instance={instance_name}"])}
-            selected = [p for p in points(config, repo, instance_name)
-                        if run is None or p.run_id.startswith(run)]
+            available = points(config, repo, instance_name)
+            if run == "latest":  # as show, export and restore take it, per repository (a copy may lag behind)
+                selected = [latest(available)] if available else []
+            else:
+                selected = [p for p in available if run is None or p.run_id.startswith(run)]
             for point in selected:
                 reporter.step(f"checking point {point.run_id} of {instance_name} in {repo_name}")
                 problems += verify_point(repo, point, snapshot_ids)

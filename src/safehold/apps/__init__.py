@@ -15,6 +15,10 @@
 - `quiesce_plan(instance, config, state_dir) -> list[str]`: what `quiesce` would do, one line per
   step, found without doing it (`backup --dry-run`).
 - `keys(instance, state_dir) -> dict[str, Secret]`: escrowed secrets to store inside the point.
+- `APP_KEYS: str`: what those keys are, for messages ("iTop's encryption_key"); empty when the
+  application has none (generic), so `safehold key escrow|verify` refuse it rather than advise steps
+  that cannot work. Only a profile with `escrow(instance, state_dir, password, user, reporter)` has a
+  key that must be escrowed by hand (ITFlow); the others' come from their config files.
 - `check_restore(instance, manifest, in_place, reporter) -> list[str]`: reasons to refuse putting
   the parts `in_place` ⊆ {"db" (databases under their live names), "files" (file and config trees
   to /)} of a point back into the live instance (e.g. other app/schema version); `--force`

@@ -13,6 +13,8 @@ from safehold.output import Reporter
 from safehold.repository.manifest import Manifest
 from safehold.secrets import Secret
 
+APP_KEYS = ""  # an app's own key files are declared in files/config_files like everything else
+
 
 def detect(root: Path) -> bool:
     """Any folder can be a generic instance."""

@@ -48,6 +48,7 @@ VERSION_FILE = "src/version.inc.php"
 SYSTEM_CONFIG = ("/etc/apache2", "/etc/httpd", "/etc/php", "/etc/mysql", "/etc/my.cnf", "/etc/my.cnf.d")
 UPLOAD_SETTINGS = ("system.dir.file-upload", "system.dir.image-upload")
 KEY = "idoit_crypto_hash"
+APP_KEYS = "i-doit's $g_crypto_hash"
 TENANTS = ("SELECT isys_mandator__id, isys_mandator__title, isys_mandator__db_host, isys_mandator__db_port,"
            " isys_mandator__db_name, isys_mandator__db_user, isys_mandator__db_pass, isys_mandator__active"
            " FROM isys_mandator ORDER BY isys_mandator__id")

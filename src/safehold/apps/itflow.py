@@ -53,6 +53,7 @@ CRON_WAIT_SECONDS = 120
 VERSION_FILE = "includes/app_version.php"
 MASTER_KEY = "itflow_master_key"
 BACKUP_KEY = "itflow_config_backup_key"
+APP_KEYS = "ITFlow's credential-vault master key and config.php's backup key"
 # Scratch space, the built-in backup archives and a regenerable cache; the guard files stay
 # (restic's `!` patterns re-include them).
 SKIP = ("uploads/tmp/*", "uploads/backups/*", "plugins/htmlpurifier/**/DefinitionCache/Serializer/*",

@@ -54,6 +54,7 @@ OPTIONAL_TREES = (f"data/{ENV}.delta.xml", f"data/{ENV}-modules", "extensions", 
 PHP_EXTENSION = {"Sodium": "sodium", "OpenSSL": "openssl", "OpenSSLMcryptCompatibility": "openssl",
                  "Mcrypt": "mcrypt"}
 KEY = "itop_encryption_key"
+APP_KEYS = "iTop's encryption_key"
 CRON_WAIT_SECONDS = 120
 
 

@@ -170,8 +170,8 @@ def _print_selection(selection: dict[str, Any] | None) -> None:
 
 @app.command()
 def verify(
-    run: Annotated[str | None, typer.Argument(help="run id (default: every point); with --repair the instance "
-                                                   "(default: all)")] = None,
+    run: Annotated[str | None, typer.Argument(help="run id or prefix, or latest (default: every point); with "
+                                                   "--repair the instance (default: all)")] = None,
     all_points: Annotated[bool, typer.Option("--all", help="check every point (the default)")] = False,
     read_data: Annotated[bool, typer.Option(help="read and check every stored byte")] = False,
     instance: Annotated[str | None, typer.Option(help="only this instance")] = None,
