@@ -10,15 +10,8 @@ import pytest
 from safehold.actions import common
 from safehold.config import parse
 from safehold.errors import AmbiguousPoint, ConfigError, UnknownPoint
+from tests.unit.test_config import BASE as CONFIG
 
-CONFIG = """
-[repositories.main]
-url = "/srv/repo"
-password = "env:REPO_PASS"
-[instances.app]
-repositories = ["main"]
-files = ["/srv/app"]
-"""
 RUNS = ["20261125T233012Z-aaaa", "20261125T233545Z-bbbb", "20261124T233001Z-cccc"]
 
 
