@@ -597,3 +597,51 @@ urls = ["env:NTFY_URL", "json://localhost/"]
     assert json.loads(proc.stdout)["environment"] == ["APP_DB_PASS", "NTFY_URL"]
     proc = run_cli("schedule", "install", "--format", "cron", "--dir", str(tmp_path / "cron"), config=path)
     assert "reads APP_DB_PASS, NTFY_URL from the environment" in proc.stdout
+
+
+def test_a_running_backup_started_for_the_due_run_keeps_the_point_fresh(tmp_path: Path) -> None:
+    config = load(make_config(tmp_path, f"schedule = {DAILY}"))
+    history = History(config.state_dir)
+    add_point_at(history, datetime(2026, 12, 1, 2, tzinfo=UTC))
+    run = history.record_start("app", "backup")  # this process: alive, so the run is in progress
+    with history._connect() as db:
+        db.execute("UPDATE runs SET started=? WHERE id=?", (datetime(2026, 12, 2, 2, tzinfo=UTC).timestamp(), run))
+    freshness = {f["rule"]: f for f in check(config, "app", now=datetime(2026, 12, 2, 5, tzinfo=UTC))
+                 ["instances"][0]["findings"]}["freshness"]
+    assert freshness["status"] == "OK" and "a backup is running since 2026-12-02 02:00 UTC (3.0 h)" in \
+        freshness["message"]
+    # Still going when the next run is due and its grace has passed: the point is stale after all.
+    result = check(config, "app", now=datetime(2026, 12, 3, 4, 1, tzinfo=UTC))
+    assert rules(result)["freshness"] == "WARNING" and "none since the run due 2026-12-03 02:00" in result["line"]
+
+
+def test_check_as_another_user_without_history_says_so_instead_of_critical(tmp_path: Path) -> None:
+    # A monitoring agent's user (here nobody) with the config root's backups use: no state_dir set.
+    path = tmp_path / "safehold.toml"
+    path.write_text('[repositories.main]\nurl = "sftp:backup@nas.example:/srv/safehold"\n'
+                    'password = "file:/etc/safehold/repo.pass"\n[instances.app]\nrepositories = ["main"]\n'
+                    f'files = ["{tmp_path}"]\n')
+    own = tmp_path / "nobody-state"
+    own.mkdir(mode=0o777)
+    own.chmod(0o777)
+    config = load(path)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        message = "no error"
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.environ["XDG_STATE_HOME"] = str(own)
+            check(config, None)
+        except Exception as exc:  # noqa: BLE001
+            message = f"{type(exc).__name__}: {exc.line() if hasattr(exc, 'line') else exc}"
+        os.write(writer, message.encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    message = os.read(reader, 4096).decode()
+    assert message.startswith(f"ConfigError: no run history in {own / 'safehold'}: user nobody has run no backup"), \
+        message
+    assert "run check as the user that runs the backups" in message
+    assert not (own / "safehold").exists()  # check created no state of its own

@@ -12,6 +12,8 @@ alive, since that only undoes safehold's own recorded steps (see apps.quiesce).
 
 from __future__ import annotations
 
+import os
+import pwd
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +21,7 @@ from typing import Any
 
 from safehold.apps.quiesce import look_at_marker, marker_path, resume_marker
 from safehold.config import Config, InstanceConfig
+from safehold.errors import ConfigError
 from safehold.history import READ_TIMEOUT, History, Run
 from safehold.lock import is_locked
 from safehold.output import Silent
@@ -88,7 +91,14 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
     # A point is as old as its start (the data it holds); the schedule says how old it may be now.
     fresh = good is not None and good.finished is not None and now - good.started <= max_age
 
-    if good is None or good.finished is None:
+    # A backup still going that started in time for the latest due run is that run's point, late only
+    # if it outlasts the next due time (then it no longer qualifies and the stale point is reported).
+    going = [run for run in history.running(name) if run.kind == "backup" and now - run.started <= max_age]
+    if going and not fresh:
+        started = min(run.started for run in going)
+        findings.append(Finding("freshness", OK, f"a backup is running since {started:%Y-%m-%d %H:%M} UTC "
+                                                 f"({_age(now - started)})"))
+    elif good is None or good.finished is None:
         findings.append(Finding("freshness", CRITICAL, "no successful backup recorded"))
     elif not fresh:
         age = now - good.started
@@ -284,9 +294,23 @@ def _damage(config: Config, instance: str, names: list[str]) -> list[Finding]:
     return findings
 
 
+def _refuse_a_history_of_another_user(config: Config) -> None:
+    """A monitoring agent runs as its own user (nagios), whose default state folder is not root's: it
+    would find no history and call every instance CRITICAL for a reason that is not true."""
+    # os.path.exists, not Path.exists: a folder this user may not enter is "no history" too.
+    if config.settings.state_dir or os.geteuid() == 0 or os.path.exists(config.state_dir / "history.sqlite"):
+        return
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    raise ConfigError(f"no run history in {config.state_dir}: user {user} has run no backup "
+                      "(runs as root keep theirs in /var/lib/safehold)",
+                      "run check as the user that runs the backups (from a monitoring agent: a sudo rule "
+                      "for `safehold check`)")
+
+
 def check(config: Config, name: str | None, now: datetime | None = None) -> dict[str, Any]:
     """Findings for one or all instances, the overall status and the one-line summary."""
     now = now or datetime.now(UTC)
+    _refuse_a_history_of_another_user(config)
     history = History(config.state_dir, busy_timeout=READ_TIMEOUT)
     instances = []
     for instance_name in config.select(name):
