@@ -645,3 +645,26 @@ def test_check_as_another_user_without_history_says_so_instead_of_critical(tmp_p
         message
     assert "run check as the user that runs the backups" in message
     assert not (own / "safehold").exists()  # check created no state of its own
+
+
+def test_schedule_install_names_the_other_formats_jobs_left_installed(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from safehold.actions import schedule_install
+
+    systemd, cron_d = tmp_path / "etc-systemd", tmp_path / "cron.d"
+    monkeypatch.setattr(schedule_install, "SYSTEMD_DIR", systemd)
+    monkeypatch.setattr(schedule_install, "CRON_FILE", cron_d / "safehold")
+    config = load(make_config(tmp_path, 'schedule = { cron = "0 2 * * *" }'))
+    (systemd).mkdir()
+    (systemd / "safehold-backup-mine.timer").write_text("[Unit]\nDescription=my own timer\n")  # not ours: left out
+    first = schedule_install.install(config, systemd, "systemd")
+    assert first["installed_elsewhere"] == [] and "twice" not in first["next"]
+    # Switching to cron while the timers stay enabled would start every backup twice.
+    moved = schedule_install.install(config, cron_d, "cron")
+    assert moved["installed_elsewhere"] == [str(systemd / "safehold-backup-app.timer")]
+    assert "systemctl disable --now safehold-backup-app.timer" in moved["next"] and "twice" in moved["next"]
+    # And back: the cron file is named.
+    back = schedule_install.install(config, tmp_path / "units", "systemd")
+    assert back["installed_elsewhere"] == [str(cron_d / "safehold")] and str(cron_d / "safehold") in back["next"]
+    (cron_d / "safehold").write_text("# the admin's own jobs\n")
+    assert schedule_install.install(config, tmp_path / "units", "systemd")["installed_elsewhere"] == []

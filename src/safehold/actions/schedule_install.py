@@ -123,6 +123,11 @@ def _environment(value: object) -> set[str]:
 
 KINDS = ("backup", "drill")
 # The names of the units install writes (safehold-KIND-INSTANCE.service/.timer).
+# Where the other format's jobs live once installed, to warn about both running (module-level so a
+# test can point them at a folder of its own).
+SYSTEMD_DIR = Path("/etc/systemd/system")
+CRON_FILE = Path("/etc/cron.d/safehold")
+CRON_HEADER = "# safehold schedules (written by `safehold schedule install`)."
 UNIT_NAME = re.compile(rf"^safehold-({'|'.join(KINDS)})-(.+)\.(service|timer)$")
 
 
@@ -147,6 +152,27 @@ def _stale_units(folder: Path, wanted: list[str]) -> list[Path]:
         if ours:
             stale.append(path)
     return stale
+
+
+def _ours(path: Path, marker: str) -> bool:
+    try:
+        return marker in path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def installed_elsewhere(fmt: str, folder: Path) -> list[str]:
+    """Jobs of the other format an earlier install put in place (systemd timers in SYSTEMD_DIR when
+    installing cron, CRON_FILE when installing systemd): left enabled, every run would start twice."""
+    if fmt == "cron":
+        if not SYSTEMD_DIR.is_dir() or SYSTEMD_DIR.resolve() == folder.resolve():
+            return []
+        return [str(path) for path in sorted(SYSTEMD_DIR.glob("safehold-*.timer"))
+                if (found := UNIT_NAME.match(path.name)) is not None
+                and _ours(path, f"\n{_description(found.group(1), found.group(2))}")]
+    if CRON_FILE.parent.resolve() != folder.resolve() and _ours(CRON_FILE, CRON_HEADER):
+        return [str(CRON_FILE)]
+    return []
 
 
 def _jobs(config: Config) -> list[tuple[str, str, ScheduleConfig, str | None]]:
@@ -198,13 +224,15 @@ def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> 
         for path in _stale_units(folder, written):
             path.unlink()
             removed.append(path.name)
+        if elsewhere := installed_elsewhere(fmt, folder):
+            steps.append(f"remove the cron file an earlier install left ({elsewhere[0]}), or every run starts twice")
         if removed:
             timers = " ".join(name for name in removed if name.endswith(".timer"))
             steps.append(f"stop the removed ones (and delete any copies of them, e.g. in /etc/systemd/system): "
                          f"systemctl disable --now {timers} && systemctl daemon-reload")
         hint = "; ".join(steps) or "nothing to install"
     else:
-        lines = ["# safehold schedules (written by `safehold schedule install`).",
+        lines = [CRON_HEADER,
                  "# CRON_TZ is honoured by cronie; Debian's cron runs in the system time zone instead.",
                  "SHELL=/bin/sh", f"PATH={SERVICE_PATH}", ""]
         for name, kind, schedule, cron in jobs:
@@ -212,11 +240,15 @@ def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> 
             lines += [f"CRON_TZ={schedule.timezone}", f"{cron_line(schedule, cron)} {user or 'root'} {argv}"]
         (folder / "safehold").write_text("\n".join(lines) + "\n")
         written.append("safehold")
-        hint = "copy it to /etc/cron.d/safehold (mode 0644)"
+        hint = f"copy it to {CRON_FILE} (mode 0644)"
+        if elsewhere := installed_elsewhere(fmt, folder):
+            hint += (f"; disable the systemd timers an earlier install left, or every run starts twice: "
+                     f"systemctl disable --now {' '.join(Path(p).name for p in elsewhere)}")
     # A unit or cron job starts with a bare environment; what a run reads (repositories, databases,
     # notifications) must come from an Environment= drop-in, the cron file, or a file: reference.
     needed = _environment(config.model_dump(include={"repositories", "instances", "notify"}))
     return {"folder": str(folder), "format": fmt, "written": written, "removed": removed,
+            "installed_elsewhere": elsewhere,
             "skipped_disabled": skipped,
             "environment": sorted(needed),
             "skipped_no_day": no_day, "next": hint}
