@@ -310,6 +310,27 @@ def test_notify_problems_of_the_last_backup_and_the_last_drill(tmp_path: Path, b
     assert found == ([{"rule": "notify", "status": "WARNING", "message": message}] if message else [])
 
 
+def test_notify_problems_of_a_prune_or_restore_count_until_the_next_backup(tmp_path: Path) -> None:
+    config = load(make_config(tmp_path))
+    history = History(config.state_dir)
+
+    def add(kind: str, problems: list[str]) -> None:
+        run = history.record_start("app", kind)  # type: ignore[arg-type]
+        history.record_end(run, "failed" if kind != "backup" else "ok", bytes_total=MB,
+                           details={"notify_problems": problems} if problems else None)
+
+    def notify() -> list[str]:
+        return [f["message"] for f in check(config, "app")["instances"][0]["findings"] if f["rule"] == "notify"]
+
+    add("restore", [TICKET])  # before any backup
+    add("backup", [])
+    assert notify() == []
+    add("prune", [URL_UNSET])
+    assert notify() == [f"notifications of the last prune: {URL_UNSET}"]
+    add("backup", [])
+    assert notify() == []
+
+
 def leave_paused(state: Path, pid: int, steps: list[dict]) -> Path:
     """A resume marker as a backup killed while the app was paused leaves it."""
     marker = marker_path(state, "app")

@@ -125,7 +125,12 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
         status = WARNING if last.result == "partial" else CRITICAL
         findings.append(Finding("last-run", status, f"last run {last.started:%Y-%m-%d %H:%M} UTC {last.result}: "
                                                     f"{_quote(last.error)}"))
-    findings.extend(_notify(last, history.last_drill(name)))
+    # A prune's or restore's failure is announced too; what could not go out then counts until the next
+    # backup, which checks the notification references again.
+    others = [run for kind in ("prune", "restore") if (run := history.last_run(name, kind)) is not None
+              and (last is None or run.started > last.started)]
+    findings.extend(_notify([("run", last), ("drill", history.last_drill(name)),
+                             *((run.kind, run) for run in others)]))
     findings.extend(paused_findings(config, name))
     if is_locked(config.state_dir, name):
         findings.append(Finding("running", OK, "a run is in progress"))
@@ -138,14 +143,14 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
     return findings
 
 
-def _notify(backup: Run | None, drill: Run | None) -> list[Finding]:
-    """Notification problems the last backup and the last drill recorded (this check reads no secrets).
+def _notify(runs: list[tuple[str, Run | None]]) -> list[Finding]:
+    """Notification problems the runs recorded, by what they were (this check reads no secrets).
 
     Each kind's own: a failed drill is announced (and its ticket opened) as a failed backup is, so a
     notification that could not go out there is as much a problem as one of a backup.
     """
     parts, named = [], set()
-    for what, run in (("run", backup), ("drill", drill)):
+    for what, run in runs:
         recorded = run.details.get("notify_problems", []) if run is not None else []
         problems = [problem for problem in recorded if problem not in named]
         named.update(problems)  # an unresolvable URL both recorded is named once
