@@ -182,6 +182,10 @@ class ScheduleConfig(Model):
     cron: str | None = None
     timezone: str = "UTC"
     drill: str | None = Field(default=None, description="cron expression for scheduled drills")
+    verify: str | None = Field(default=None, description="cron expression for scheduled repository checks")
+    verify_read_data: str = Field(
+        default="5%", description="what a scheduled verify reads of the stored data: none, all, a share of the "
+                                  "pack files chosen at random each time (5%) or an amount (2G)")
     max_age_hours: float | None = Field(
         default=None, gt=0, description="check: a point older than this is stale (default: 2 h after a due "
                                          "time, the point of that run must exist)")
@@ -204,7 +208,15 @@ class ScheduleConfig(Model):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)") from None
         return value
 
-    @field_validator("cron", "drill")
+    @field_validator("verify_read_data")
+    @classmethod
+    def _read_data(cls, value: str) -> str:
+        share = re.fullmatch(r"(\d+(\.\d+)?)%", value)
+        if not (re.fullmatch(r"none|all|[1-9]\d*[kKmMgGtT]", value) or share and 0 < float(share[1]) <= 100):
+            raise ValueError(f"{value!r}: use none, all, a share such as 5% or an amount such as 2G")
+        return value
+
+    @field_validator("cron", "drill", "verify")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         from croniter import croniter
@@ -397,6 +409,9 @@ class Settings(Model):
 
     state_dir: str | None = None
     lock_wait_seconds: int = Field(default=0, ge=0, description="0: a second run exits; >0: waits this long")
+    repository_wait_seconds: int = Field(
+        default=4 * 3600, ge=0, description="how long a restic command waits while another safehold run on this "
+                                            "host prunes or checks the repository it needs (or the reverse)")
     metrics_textfile: str | None = None
 
     _absolute_paths = field_validator("state_dir", "metrics_textfile")(_absolute)

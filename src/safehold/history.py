@@ -33,7 +33,7 @@ from typing import Any, Literal
 from safehold.errors import SafeholdError
 from safehold.runner import process_alive
 
-Kind = Literal["backup", "drill", "prune", "restore"]
+Kind = Literal["backup", "drill", "prune", "restore", "verify"]
 Result = Literal["ok", "failed", "partial", "running"]
 
 SCHEMA = """

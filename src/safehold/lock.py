@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,3 +79,72 @@ def is_locked(state_dir: Path, instance: str) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+# Paths of the repository locks the current thread holds: a restic command started while the same
+# thread streams from another one (a dump being read) must not wait for itself.
+_held = threading.local()
+
+
+class RepositoryBusy(SafeholdError):
+    """Another safehold run on this host kept the repository longer than the wait allows."""
+
+
+@contextlib.contextmanager
+def repository_lock(path: Path, exclusive: bool, what: str, wait_seconds: float) -> Iterator[None]:
+    """Take turns with the other safehold processes and threads of this host on one repository.
+
+    restic fails a command at once when another holds the repository's exclusive lock (check, prune,
+    forget) or when it needs that lock while others run: two instances sharing a repository, one
+    pruning while the other backs up, made one of them fail. Here the exclusive commands hold this
+    flock exclusively and all others shared, so each waits its turn (up to `wait_seconds`, saying
+    for whom). Another host's restic is still met by restic's own lock.
+    """
+    held: set[Path] = _held.__dict__.setdefault("paths", set())
+    if path in held:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait_seconds
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _repository_holder(path)
+                if time.monotonic() >= deadline:
+                    waited = f"{wait_seconds / 60:.0f} min" if wait_seconds >= 60 else f"{wait_seconds:g} s"
+                    raise RepositoryBusy(f"repository {path.stem} is still busy with {holder} after waiting "
+                                         f"{waited}", "run again when it is done, or raise "
+                                         "settings.repository_wait_seconds") from None
+                if not announced:
+                    logging.getLogger("safehold").warning("repository %s is busy with %s: restic %s waits for it",
+                                                          path.stem, holder, what)
+                    announced = True
+                time.sleep(POLL_SECONDS)
+        if exclusive:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "what": what, "since": time.time()}).encode(), 0)
+        held.add(path)
+        try:
+            yield
+        finally:
+            held.discard(path)
+            if exclusive:
+                os.ftruncate(fd, 0)  # a waiting run must not name this holder once it is gone
+    finally:
+        os.close(fd)
+
+
+def _repository_holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "backups or restores running now"
+    since = time.strftime("%H:%M", time.localtime(info.get("since", 0)))
+    return f"restic {info.get('what', '?')} (pid {info.get('pid', '?')}, since {since})"

@@ -134,3 +134,19 @@ def drill_schedule(config: ScheduleConfig | None) -> Schedule | None:
     if config is None or not config.drill:
         return None
     return Schedule(config, cron=config.drill)
+
+
+def verify_schedule(config: ScheduleConfig | None) -> Schedule | None:
+    """The repository-check schedule of an instance (a cron expression in schedule.verify), if any."""
+    if config is None or not config.verify:
+        return None
+    return Schedule(config, cron=config.verify)
+
+
+KINDS = ("backup", "drill", "verify")
+
+
+def job_schedules(config: ScheduleConfig | None) -> list[tuple[str, Schedule]]:
+    """(kind, schedule) of every job an instance's schedule section asks for, enabled or not."""
+    found = zip(KINDS, (backup_schedule(config), drill_schedule(config), verify_schedule(config)), strict=True)
+    return [(kind, schedule) for kind, schedule in found if schedule is not None]

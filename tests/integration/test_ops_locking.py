@@ -81,3 +81,58 @@ def test_after_sigkill_the_next_backup_proceeds(tmp_path: Path, repo: dict[str, 
     runs = History(state).runs("app", "backup")
     assert [r.result for r in runs] == ["ok", "failed"]
     assert "interrupted" in runs[1].error
+
+
+HOLD_REPOSITORY = """
+import sys, time
+from pathlib import Path
+from safehold.lock import repository_lock
+with repository_lock(Path(sys.argv[1]), True, "prune", 0):
+    print("held", flush=True)
+    while not Path(sys.argv[2]).exists():
+        time.sleep(0.05)
+"""
+
+
+def hold_repository(lock_file: Path, release: Path) -> subprocess.Popen[str]:
+    """Another safehold run pruning the repository (holding its flock exclusively) until `release` exists."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_REPOSITORY, str(lock_file), str(release)],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_backup_waits_while_another_run_prunes_the_repository(tmp_path: Path, repo: dict[str, str]) -> None:
+    # restic fails a backup at once while another process holds its exclusive lock (prune, forget, check),
+    # as happens when two instances share a repository and one prunes after its backup.
+    config = make_instance(tmp_path, repo)
+    state = load(config).state_dir
+    release = tmp_path / "release"
+    holder = hold_repository(state / "repositories" / "main.lock", release)
+    backup = spawn_backup(config)
+    time.sleep(3)
+    assert backup.poll() is None  # waiting, not failed
+    release.touch()
+    out, err = backup.communicate(timeout=120)
+    holder.wait(timeout=10)
+    assert backup.returncode == 0, err
+    assert f"repository main is busy with restic prune (pid {holder.pid}" in err and "waits for it" in err
+
+
+def test_a_backup_that_waited_too_long_fails_clearly_and_keeps_the_last_point(tmp_path: Path,
+                                                                              repo: dict[str, str]) -> None:
+    config = make_instance(tmp_path, repo, settings="repository_wait_seconds = 1")
+    assert run_cli("backup", "app", config=config).returncode == 0
+    release = tmp_path / "release"
+    holder = hold_repository(load(config).state_dir / "repositories" / "main.lock", release)
+    try:
+        proc = run_cli("backup", "app", config=config)
+    finally:
+        release.touch()
+        holder.wait(timeout=10)
+    assert proc.returncode == 1
+    assert f"repository main is still busy with restic prune (pid {holder.pid}" in proc.stderr
+    assert "after waiting 1 s" in proc.stderr and "repository_wait_seconds" in proc.stderr
+    listed = run_cli("list", "--json", config=config)
+    assert listed.returncode == 0 and listed.stdout.count('"run_id"') >= 1
+    assert [r.result for r in History(load(config).state_dir).runs("app", "backup")] == ["failed", "ok"]

@@ -39,6 +39,8 @@ def open_repository(config: Config, name: str) -> Repository:
     return Repository(name=name, url=repo.url, password=password, env=env,
                       extra_args=restic_options(config, name) + repo.rate_limits(), ssh_log=ssh_log_file(config, name),
                       known_file=config.state_dir / "repositories" / f"{name}.url",
+                      lock_file=config.state_dir / "repositories" / f"{name}.lock",
+                      lock_wait=config.settings.repository_wait_seconds,
                       remote_entries=(lambda: remote_entries(config, name)) if parse_sftp(repo.url) else None)
 
 

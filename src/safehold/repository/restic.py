@@ -28,6 +28,7 @@ from typing import IO, Any, TypeVar
 from safehold import runner
 from safehold.config import local_path
 from safehold.errors import RepositoryError, SafeholdError
+from safehold.lock import repository_lock
 from safehold.output import Reporter
 from safehold.repository import s3
 from safehold.secrets import Secret, mask_url, secret_files
@@ -282,6 +283,8 @@ def unreadable_files(label: str, errors: list[SourceError]) -> SafeholdError:
 # restic commands that only read. On a read-only disk (a write-protected copy, a backup disk mounted
 # read-only for a recovery) they run with --no-lock: restic cannot write its lock files there, and
 # nothing else could be writing either.
+# Commands restic runs under its exclusive repository lock (all others take the non-exclusive one).
+EXCLUSIVE_COMMANDS = frozenset({"check", "prune", "forget", "rebuild-index", "repair", "migrate"})
 READING_COMMANDS = frozenset({"snapshots", "ls", "dump", "restore", "cat", "check", "stats", "find", "diff"})
 
 
@@ -353,6 +356,9 @@ class Repository:
     # For a repository on an SFTP server: what its folder there holds ([] when missing, None when it
     # cannot be listed), so a repository is never created beside other files (see ssh.remote_entries).
     remote_entries: Callable[[], list[str] | None] | None = None
+    # The flock that makes safehold's restic commands on this host take turns (lock.repository_lock).
+    lock_file: Path | None = None
+    lock_wait: float = 4 * 3600
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -393,12 +399,22 @@ class Repository:
             return False
 
     @contextlib.contextmanager
-    def _call(self) -> Iterator[_Call]:
-        """Environment and options of one restic process.
+    def _call(self, *args: str) -> Iterator[_Call]:
+        """Environment and options of one restic process running `args` (its command first).
 
         Calls run side by side (the read-back lists snapshots while it reads the manifest), so
-        each gets its own ssh error log, named after `ssh_log`, removed when the call ends.
+        each gets its own ssh error log, named after `ssh_log`, removed when the call ends. While the
+        call runs it holds the repository's flock on this host (see lock.repository_lock): exclusively
+        for the commands restic runs under its exclusive lock, shared for the others.
         """
+        with contextlib.ExitStack() as stack:
+            if self.lock_file is not None and args and "--no-lock" not in args:
+                stack.enter_context(repository_lock(self.lock_file, args[0] in EXCLUSIVE_COMMANDS, args[0],
+                                                    self.lock_wait))
+            yield stack.enter_context(self._process())
+
+    @contextlib.contextmanager
+    def _process(self) -> Iterator[_Call]:
         log = None
         if self.ssh_log is not None:
             self.ssh_log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -423,7 +439,7 @@ class Repository:
 
         `local_error` may claim a failure that is not the repository's (a full restore target).
         """
-        with self._call() as call:
+        with self._call(*args) as call:
             try:
                 return runner.run(call.argv(*args), what=f"restic {args[0]}", env=call.env, input=input,
                                   secrets=self.secrets)
@@ -456,7 +472,7 @@ class Repository:
         """
         if self.read_only:
             raise read_only_error(self.name)
-        with self._call() as call:
+        with self._call("cat", "config", "--no-lock") as call:
             try:
                 runner.run(call.argv("cat", "config", "--no-lock"), what="restic cat", env=call.env,
                            secrets=self.secrets)
@@ -517,7 +533,8 @@ class Repository:
     def _run_with(self, source: Repository, *args: str) -> bytes:
         """Run restic on this repository with `source` as --from-repo, both given by environment."""
         secrets = [*self.secrets, *source.secrets]
-        with self._call() as call, source._call() as from_call:
+        # The source is only read (restic takes its non-exclusive lock there), the target written.
+        with self._call(*args) as call, source._call("snapshots") as from_call:
             env = {**call.env, **{key: value.reveal() for key, value in source.env.items()},
                    "RESTIC_FROM_REPOSITORY": source.url, "RESTIC_FROM_PASSWORD_FILE": from_call.env[
                        "RESTIC_PASSWORD_FILE"]}
@@ -602,7 +619,7 @@ class Repository:
         args = ["backup", "--stdin", "--stdin-filename", filename, "--json", *(["--compression", "off"] * compressed),
                 "--host", socket.gethostname(), *self._tag_args(tags)]
         lines: list[dict[str, Any]] = []
-        with self._call() as call:
+        with self._call(*args) as call:
             child = runner.start(call.argv(*args), what="restic backup", env=call.env, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, secrets=self.secrets)
             reader = self._read_json_lines(child.stdout, lines, None)
@@ -636,7 +653,7 @@ class Repository:
         def status(item: dict[str, Any]) -> None:
             reporter.advance(label, int(item.get("bytes_done", 0)), int(item.get("total_bytes", 0)) or None)
 
-        with self._call() as call:
+        with self._call(*args) as call:
             child = runner.start(call.argv(*args), what="restic backup", env=call.env, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, secrets=self.secrets)
             reader = self._read_json_lines(child.stdout, lines, status)
@@ -676,7 +693,7 @@ class Repository:
         A failed read raises after the consumer is done.
         """
         args = ["dump", *(["--archive", "tar"] if archive else []), snapshot_id, path]
-        with self._call() as call:
+        with self._call(*args) as call:
             child = runner.start(call.argv(*args), what="restic dump", env=call.env,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, secrets=self.secrets)
             try:
@@ -701,7 +718,7 @@ class Repository:
         path and its direct content; restic then reads only the folders on the way there.
         """
         args = ["ls", "--json", *(["--recursive"] if recursive and paths else []), snapshot_id, *paths]
-        with self._call() as call:
+        with self._call(*args) as call:
             child = runner.start(call.argv(*args), what="restic ls", env=call.env,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, secrets=self.secrets)
             try:
@@ -776,7 +793,7 @@ class Repository:
 
     def add_key(self, password: Secret) -> None:
         """Add a key for `password`, handed to restic as a memfd like the current one (never argv)."""
-        with self._call() as call, secret_files(new_password=password) as files:
+        with self._call("key", "add") as call, secret_files(new_password=password) as files:
             try:
                 runner.run(call.argv("key", "add", "--new-password-file", str(files["new_password"])),
                            what="restic key add", env=call.env, secrets=[*self.secrets, password])
@@ -787,10 +804,11 @@ class Repository:
         """Remove one key (restic refuses to remove the one this password opens)."""
         self.run("key", "remove", key_id)
 
-    def check(self, read_data: bool = False) -> str:
-        """restic's own integrity check; returns its output."""
+    def check(self, read_data: bool = False, subset: str | None = None) -> str:
+        """restic's own integrity check, reading all stored data or a `subset` of it (restic's
+        --read-data-subset: "5%", "2G", "1/7"); returns its output."""
         self.unlock_stale()
-        args = ["check", *(["--read-data"] if read_data else [])]
+        args = ["check", *(["--read-data"] if read_data else [f"--read-data-subset={subset}"] if subset else [])]
         return self.run(*args).decode(errors="replace")
 
     def raw_size(self) -> int:

@@ -29,6 +29,7 @@ from safehold.web.jobs import Job, JobRunner
 
 LOG = logging.getLogger(__name__)
 POINTS_TTL = 30.0
+PAGE_WAIT_SECONDS = 5
 EXPORT_KEEP_HOURS = 24  # how long a console export waits to be downloaded
 OFF_HOST = ("sftp:", "s3:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:")
 SECRET_KEYS = re.compile(r"pass|secret|token|key|identity", re.IGNORECASE)
@@ -155,6 +156,10 @@ class Data:
 
     def __init__(self, config: Config, jobs: JobRunner) -> None:
         self.config = config
+        # A page waits a few seconds, not the hours a run may, for a repository another run prunes or
+        # checks: it then shows that instead of the points.
+        self._browsing = config.model_copy(update={"settings": config.settings.model_copy(
+            update={"repository_wait_seconds": min(PAGE_WAIT_SECONDS, config.settings.repository_wait_seconds)})})
         self.jobs = jobs
         self._cache: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
@@ -179,7 +184,7 @@ class Data:
 
     def points(self, name: str) -> list[dict[str, Any]]:
         """Recovery points of an instance in all its repositories, newest first."""
-        return self._cached(name, lambda: sorted(list_points(self.config, name), key=lambda r: r["started"],
+        return self._cached(name, lambda: sorted(list_points(self._browsing, name), key=lambda r: r["started"],
                                                  reverse=True))
 
     def history_runs(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -193,7 +198,7 @@ class Data:
 
     def _copies(self, name: str) -> dict[str, dict[str, Any]]:
         try:
-            rows = self._cached(f"{name} copies", lambda: replicate.copy_status(self.config, name))
+            rows = self._cached(f"{name} copies", lambda: replicate.copy_status(self._browsing, name))
             return {row["repository"]: row for row in rows}
         except SafeholdError as exc:
             return {"": {"missing": [], "error": exc.line()}}
