@@ -83,7 +83,7 @@ class Run:
 
     def reason(self) -> str | None:
         """Why the run failed, in one line: a drill's first problems (its error names only one), else its error."""
-        if self.kind == "drill" and self.details.get("problems"):
+        if self.kind in ("drill", "verify") and self.details.get("problems"):
             return "; ".join(str(p) for p in self.details["problems"][:3])
         return self.error
 

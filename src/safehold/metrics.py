@@ -59,7 +59,7 @@ class _HistoryCollector:
                 g["bytes_total"].add_metric([name, repo], good.bytes_total or 0)
                 for points_repo, count in (good.details.get("points") or {}).items():
                     g["points"].add_metric([name, points_repo], count)
-            for kind in ("backup", "drill", "prune"):
+            for kind in ("backup", "drill", "prune", "verify"):
                 last = history.last_run(name, kind)
                 if last is None:
                     continue

@@ -45,6 +45,12 @@ def _age(when: datetime) -> str:
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
 
 
+def _by_hand(run: Run) -> str:
+    """The command that repeats a run ("verify app" would name a point, not the instance)."""
+    return f"safehold verify --instance {run.instance}" if run.kind == "verify" else \
+        f"safehold {run.kind} {run.instance}"
+
+
 def compose(history: History, run: Run, event: str) -> tuple[str, str]:
     """Title and body for an event (failure, recovery, success) of a run."""
     host = socket.gethostname()
@@ -56,7 +62,7 @@ def compose(history: History, run: Run, event: str) -> tuple[str, str]:
             f"there is no good {run.kind} of {run.instance} yet"
         lines = [f"The {what} on {host} failed at {run.started:%Y-%m-%d %H:%M} UTC.",
                  f"Reason: {run.error or 'unknown'}", last,
-                 f"Next step: fix the reason above, then run `safehold {run.kind} {run.instance}` by hand; "
+                 f"Next step: fix the reason above, then run `{_by_hand(run)}` by hand; "
                  f"`safehold history {run.instance}` and `safehold check {run.instance}` show the state."]
     else:
         verb = "works again" if event == "recovery" else "succeeded"

@@ -1,4 +1,4 @@
-"""`safehold serve`'s scheduler: runs due backups (and drills) in a worker pool.
+"""`safehold serve`'s scheduler: runs due backups (and drills, and repository checks) in a worker pool.
 
 Each tick re-reads the config file, so a changed or disabled schedule applies to the very next due
 time (iTop applies a change only after one more run in the old schedule). A job is due when one of
@@ -27,7 +27,7 @@ from safehold import config as config_module
 from safehold.config import Config
 from safehold.errors import SafeholdError
 from safehold.output import Reporter
-from safehold.schedule import Schedule, backup_schedule, drill_schedule
+from safehold.schedule import Schedule, job_schedules
 
 Job = Callable[[Config, str, Reporter], object]
 RESUME_SECONDS = 300.0
@@ -45,7 +45,13 @@ def _drill(config: Config, name: str, reporter: Reporter) -> object:
     return drill_instance(config, name, reporter)
 
 
-JOBS: dict[str, Job] = {"backup": _backup, "drill": _drill}
+def _verify(config: Config, name: str, reporter: Reporter) -> object:
+    from safehold.actions.verify import verify_instance
+
+    return verify_instance(config, name, reporter)
+
+
+JOBS: dict[str, Job] = {"backup": _backup, "drill": _drill, "verify": _verify}
 
 
 def now_utc() -> datetime:
@@ -87,9 +93,8 @@ class Scheduler:
         """(instance, kind, schedule) for every enabled schedule in the config."""
         found = []
         for name, instance in config.instances.items():
-            for kind, schedule in (("backup", backup_schedule(instance.schedule)),
-                                   ("drill", drill_schedule(instance.schedule))):
-                if schedule is not None and schedule.enabled and kind in self.jobs:
+            for kind, schedule in job_schedules(instance.schedule):
+                if schedule.enabled and kind in self.jobs:
                     found.append((name, kind, schedule))
         return found
 

@@ -689,3 +689,49 @@ def test_schedule_install_names_the_other_formats_jobs_left_installed(tmp_path: 
     assert back["installed_elsewhere"] == [str(cron_d / "safehold")] and str(cron_d / "safehold") in back["next"]
     (cron_d / "safehold").write_text("# the admin's own jobs\n")
     assert schedule_install.install(config, tmp_path / "units", "systemd")["installed_elsewhere"] == []
+
+
+def add_verify_at(history: History, started: datetime, result: str = "ok", error: str | None = None) -> None:
+    run = history.record_start("app", "verify")
+    history.record_end(run, result, error=error)  # type: ignore[arg-type]
+    with history._connect() as db:
+        db.execute("UPDATE runs SET started=?, finished=? WHERE id=?",
+                   (started.timestamp(), (started + timedelta(minutes=5)).timestamp(), run))
+
+
+WEEKLY_VERIFY = 'schedule = { cron = "0 2 * * *", verify = "0 5 * * sun" }'
+
+
+@pytest.mark.parametrize(("schedule", "verified", "result", "status", "words"), [
+    (WEEKLY_VERIFY, None, "ok", "OK", "no scheduled verify recorded yet"),
+    (WEEKLY_VERIFY, datetime(2026, 11, 29, 5, tzinfo=UTC), "ok", "OK", "last verify passed"),
+    # The Sunday 12-06 verify missed: 2 h after its due time it is late.
+    (WEEKLY_VERIFY, datetime(2026, 11, 29, 5, tzinfo=UTC), "ok", "WARNING", "none since the verify due 2026-12-06"),
+    (WEEKLY_VERIFY, datetime(2026, 12, 6, 5, tzinfo=UTC), "failed", "CRITICAL", "found: repository main is damaged"),
+    # No verify schedule and no verify run: no finding at all.
+    ('schedule = { cron = "0 2 * * *" }', None, "ok", None, None),
+])
+def test_the_last_scheduled_verify_is_checked(tmp_path: Path, schedule: str, verified: datetime | None, result: str,
+                                              status: str | None, words: str | None) -> None:
+    config = load(make_config(tmp_path, schedule))
+    history = History(config.state_dir)
+    if verified is not None:
+        add_verify_at(history, verified, result, "repository main is damaged: stored data does not match its checksum"
+                      if result == "failed" else None)
+    now = datetime(2026, 12, 6, 7, 1, tzinfo=UTC) if status == "WARNING" else datetime(2026, 12, 6, 6, tzinfo=UTC)
+    found = [f for f in check(config, "app", now=now)["instances"][0]["findings"] if f["rule"] == "verify"]
+    if status is None:
+        assert found == []
+    else:
+        assert found[0]["status"] == status and words in found[0]["message"], found
+
+
+def test_schedule_install_writes_the_verify_job(tmp_path: Path) -> None:
+    path = make_config(tmp_path, 'schedule = { cron = "0 2 * * *", verify = "0 5 * * sun" }')
+    proc = run_cli("schedule", "install", "--dir", str(tmp_path / "units"), config=path)
+    assert proc.returncode == 0, proc.stderr
+    service = (tmp_path / "units" / "safehold-verify-app.service").read_text()
+    assert "verify --instance app --scheduled --config" in service
+    assert "OnCalendar=Sun *-*-* 5:0:00 UTC" in (tmp_path / "units" / "safehold-verify-app.timer").read_text()
+    proc = run_cli("schedule", "install", "--format", "cron", "--dir", str(tmp_path / "cron"), config=path)
+    assert proc.returncode == 0 and "0 5 * * sun root " in (tmp_path / "cron" / "safehold").read_text()

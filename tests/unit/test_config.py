@@ -53,6 +53,12 @@ def test_valid_config_parses() -> None:
         (('url = "/srv/repo"', 'url = "/srv/repo"\nlimit_upload = 0'), "repositories.main.limit_upload"),
         (('url = "/srv/repo"', 'url = "/srv/repo"\nlimit_upload = true'), "repositories.main.limit_upload"),
         (('url = "/srv/repo"', 'url = "/srv/repo"\nlimit_download = "1M"'), "repositories.main.limit_download"),
+        (('files = ["/srv/app"]', 'files = ["/a"]\nschedule = { verify = "every sunday" }'),
+         "instances.app.schedule.verify: 'every sunday' is not a cron expression"),
+        (('files = ["/srv/app"]', 'files = ["/a"]\nschedule = { verify = "0 5 * * 0", verify_read_data = "0%" }'),
+         "instances.app.schedule.verify_read_data: '0%': use none, all, a share such as 5% or an amount such as 2G"),
+        (('files = ["/srv/app"]', 'files = ["/a"]\nschedule = { verify_read_data = "150%" }'),
+         "instances.app.schedule.verify_read_data: '150%'"),
     ],
 )
 def test_errors_name_the_key(change: tuple[str, str], expected: str) -> None:

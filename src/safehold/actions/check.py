@@ -28,7 +28,7 @@ from safehold.output import Silent
 from safehold.repository import damage
 from safehold.repository.restic import REPAIR
 from safehold.runner import process_alive
-from safehold.schedule import DEFAULT_GAP, EARLY, GRACE, backup_schedule, drill_schedule
+from safehold.schedule import DEFAULT_GAP, EARLY, GRACE, backup_schedule, drill_schedule, verify_schedule
 from safehold.scheduler import RESUME_SECONDS
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -130,13 +130,14 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
     others = [run for kind in ("prune", "restore") if (run := history.last_run(name, kind)) is not None
               and (last is None or run.started > last.started)]
     findings.extend(_notify([("run", last), ("drill", history.last_drill(name)),
-                             *((run.kind, run) for run in others)]))
+                             ("verify", history.last_run(name, "verify")), *((run.kind, run) for run in others)]))
     findings.extend(paused_findings(config, name))
     if is_locked(config.state_dir, name):
         findings.append(Finding("running", OK, "a run is in progress"))
 
     findings.extend(_size(history, name))
     findings.append(_drill(history, name, instance, now))
+    findings.extend(_verify(history, name, instance, now))
     findings.append(_offhost(config, instance.repositories))
     findings.extend(_stale_locks(config, instance.repositories, now))
     findings.extend(_damage(config, name, instance.repositories))
@@ -228,6 +229,22 @@ def _drill(history: History, name: str, instance: InstanceConfig, now: datetime)
     if late is not None:
         return Finding("drill", WARNING, late)
     return Finding("drill", OK, f"last drill passed {_age(now - drill.started)} ago")
+
+
+def _verify(history: History, name: str, instance: InstanceConfig, now: datetime) -> list[Finding]:
+    """The last scheduled verify (`verify --scheduled`): failed, or missing since its schedule's due time."""
+    run = history.last_run(name, "verify")
+    schedule = verify_schedule(instance.schedule)
+    scheduled = schedule is not None and schedule.enabled
+    if run is None:
+        return [Finding("verify", OK, "no scheduled verify recorded yet")] if scheduled else []
+    if run.result != "ok":
+        return [Finding("verify", CRITICAL, f"last verify {run.started:%Y-%m-%d} found: {_quote(run.error)}")]
+    due = schedule.due_by(now) if scheduled and schedule is not None else None
+    if due is not None and run.started < due - EARLY:
+        return [Finding("verify", WARNING, f"last verify passed but is {_age(now - run.started)} old (none since "
+                                           f"the verify due {due:%Y-%m-%d %H:%M %Z})")]
+    return [Finding("verify", OK, f"last verify passed {_age(now - run.started)} ago")]
 
 
 def drill_overdue(instance: InstanceConfig, started: datetime, now: datetime) -> str | None:

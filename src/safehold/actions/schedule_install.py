@@ -16,7 +16,7 @@ from pathlib import Path
 
 from safehold.config import WEEK_DAYS, Config, ScheduleConfig
 from safehold.errors import ConfigError
-from safehold.schedule import backup_schedule, drill_schedule
+from safehold.schedule import KINDS, backup_schedule, job_schedules
 
 # systemd's default PATH for services. cron's own is /usr/bin:/bin, so a job would miss tools a timer
 # finds (restic installed in /usr/local/bin because the distribution's is old).
@@ -121,7 +121,6 @@ def _environment(value: object) -> set[str]:
     return {found.group(1)} if found else set()
 
 
-KINDS = ("backup", "drill")
 # The names of the units install writes (safehold-KIND-INSTANCE.service/.timer).
 # Where the other format's jobs live once installed, to warn about both running (module-level so a
 # test can point them at a folder of its own).
@@ -178,13 +177,18 @@ def installed_elsewhere(fmt: str, folder: Path) -> list[str]:
 def _jobs(config: Config) -> list[tuple[str, str, ScheduleConfig, str | None]]:
     jobs = []
     for name, instance in config.instances.items():
-        for kind, schedule in zip(KINDS, (backup_schedule(instance.schedule), drill_schedule(instance.schedule)),
-                                  strict=True):
+        for kind, schedule in job_schedules(instance.schedule):
             # A schedule that names no day never runs under `safehold serve`; as a unit it would have
             # an empty weekday (systemd: every day; cron: a line whose user lands in the weekday field).
-            if schedule is not None and schedule.enabled and schedule.names_a_day:
+            if schedule.enabled and schedule.names_a_day:
                 jobs.append((name, kind, schedule.config, schedule.cron))
     return jobs
+
+
+def _argv(kind: str, name: str, config_file: str) -> str:
+    """The command a unit or cron line runs: what a person would type for that job."""
+    job = ["verify", "--instance", name, "--scheduled"] if kind == "verify" else [kind, name]
+    return shlex.join([*_command(), *job, "--config", config_file])
 
 
 def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> dict[str, object]:
@@ -203,7 +207,7 @@ def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> 
     jobs = _jobs(config)
     if fmt == "systemd":
         for name, kind, schedule, cron in jobs:
-            argv = shlex.join([*_command(), kind, name, "--config", config_file])
+            argv = _argv(kind, name, config_file)
             unit = f"safehold-{kind}-{name}"
             (folder / f"{unit}.service").write_text(
                 f"[Unit]\n{_description(kind, name)}\nWants=network-online.target\n"
@@ -236,7 +240,7 @@ def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> 
                  "# CRON_TZ is honoured by cronie; Debian's cron runs in the system time zone instead.",
                  "SHELL=/bin/sh", f"PATH={SERVICE_PATH}", ""]
         for name, kind, schedule, cron in jobs:
-            argv = shlex.join([*_command(), kind, name, "--config", config_file])
+            argv = _argv(kind, name, config_file)
             lines += [f"CRON_TZ={schedule.timezone}", f"{cron_line(schedule, cron)} {user or 'root'} {argv}"]
         (folder / "safehold").write_text("\n".join(lines) + "\n")
         written.append("safehold")

@@ -56,9 +56,9 @@ def verify_point(repo: Repository, point: Point, snapshot_ids: set[str]) -> list
 
 
 def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
-           name: str | None = None) -> dict[str, object]:
-    """restic check (optionally reading all data), then the parts of every point, of the points whose
-    run id starts with `run`, or of the newest in each repository (`latest`)."""
+           name: str | None = None, subset: str | None = None) -> dict[str, object]:
+    """restic check (reading all data, a `subset` of it, or none), then the parts of every point, of the
+    points whose run id starts with `run`, or of the newest in each repository (`latest`)."""
     results: dict[str, object] = {}
     problems: list[str] = []
     seen: set[str] = set()
@@ -68,7 +68,7 @@ def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
             if repo_name not in seen:
                 seen.add(repo_name)
                 try:
-                    found: SafeholdError | None = _check(config, repo, read_data, reporter)
+                    found: SafeholdError | None = _check(config, repo, read_data, reporter, subset)
                 except SafeholdError as exc:  # not damage: unreachable, wrong password...
                     found = exc
                 if found is not None:
@@ -89,6 +89,26 @@ def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
     if run is not None and not any(results.values()):
         raise UnknownPoint(f"no point {run!r} found", "see `safehold list`")
     return {"points_checked": results, "problems": problems, "ok": not problems}
+
+
+def verify_instance(config: Config, name: str, reporter: Reporter) -> dict[str, object]:
+    """The scheduled verify of one instance: its repositories checked, reading what
+    schedule.verify_read_data says of the stored data (a random share each time, so over many runs
+    all of it), and every point's parts listed. Recorded in the run history like a drill, so
+    `check`, metrics and notifications see a repository that went bad between backups."""
+    from safehold.actions.tracked import tracked
+
+    schedule = config.instance(name).schedule
+    setting = schedule.verify_read_data if schedule is not None else "none"
+    subset = None if setting in ("all", "none") else setting
+    with tracked(config, name, "verify", reporter, {"read_data": setting}) as record:
+        result = verify(config, None, setting == "all", reporter, name=name, subset=subset)
+        problems = list(result["problems"])  # type: ignore[call-overload]
+        record.result = "ok" if result["ok"] else "failed"
+        record.error = problems[0] if problems else None
+        record.details = {"read_data": setting, "points_checked": result["points_checked"],
+                          "problems": problems[:20]}
+    return result
 
 
 def runs_of(snapshots: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
@@ -176,14 +196,20 @@ def removal_commands(config: Config, repo: Repository, lost: dict[tuple[str, str
     return lines
 
 
-def _check(config: Config, repo: Repository, read_data: bool, reporter: Reporter) -> RepositoryDamaged | None:
+def _check(config: Config, repo: Repository, read_data: bool, reporter: Reporter,
+           subset: str | None = None) -> RepositoryDamaged | None:
     """restic check; returns the damage it found (None: sound) and keeps the repository's damage
-    record, which backups and `safehold check` go by, up to date. Other failures raise."""
-    reporter.step(f"checking repository {repo.name}{' (reading all data)' if read_data else ''}")
+    record, which backups and `safehold check` go by, up to date. Other failures raise.
+
+    Damage found reading a `subset` of the data is recorded as found by reading data (only a verify
+    that reads all of it clears it); a subset that reads clean clears only damage found without reading.
+    """
+    reading = " (reading all data)" if read_data else f" (reading {subset} of the data)" if subset else ""
+    reporter.step(f"checking repository {repo.name}{reading}")
     try:
-        repo.check(read_data)
+        repo.check(read_data, subset)
     except RepositoryDamaged as exc:
-        damage.record(config.state_dir, repo.name, exc, read_data)
+        damage.record(config.state_dir, repo.name, exc, read_data or subset is not None)
         return exc
     damage.passed(config.state_dir, repo.name, read_data)
     return None

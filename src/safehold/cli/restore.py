@@ -177,12 +177,16 @@ def verify(
     instance: Annotated[str | None, typer.Option(help="only this instance")] = None,
     repair: Annotated[bool, typer.Option(help="rebuild the index of a damaged repository and name the points "
                                               "that lost data")] = False,
+    scheduled: Annotated[bool, typer.Option(help="as schedule.verify runs it (needs --instance): read "
+                                                 "schedule.verify_read_data of the data, record the run in the "
+                                                 "history, notify on problems")] = False,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check repository integrity and that every point holds all its parts."""
     from safehold.actions.verify import repair as do_repair
     from safehold.actions.verify import verify as do_verify
+    from safehold.actions.verify import verify_instance
 
     def render(res: dict[str, Any]) -> None:
         for where, count in res["points_checked"].items():
@@ -211,7 +215,15 @@ def verify(
                   Text("repair done: damage remains (see above)", "red"))
 
     chosen = None if all_points else run
-    if repair:
+    if scheduled:
+        def as_scheduled(reporter: Reporter) -> dict[str, object]:
+            if instance is None or run is not None or repair or read_data:
+                raise ConfigError("--scheduled verifies one instance as its schedule does", "give --instance NAME "
+                                  "alone (schedule.verify_read_data says how much of the data it reads)")
+            return verify_instance(load_config(config), instance, reporter)
+
+        run_action(json_out, as_scheduled, render, lambda res: 0 if res["ok"] else EXIT_FAILED)
+    elif repair:
         run_action(json_out, lambda r: do_repair(load_config(config), instance, chosen, read_data, r),
                    render_repair, lambda res: 0 if res["ok"] else EXIT_FAILED)
     else:

@@ -1,0 +1,83 @@
+"""Scheduled verify (`schedule.verify`, `verify --scheduled`): a real restic repository checked reading
+a share of its data, recorded in the history, seen by check and metrics, run by the scheduler."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from safehold import metrics
+from safehold.config import load
+from safehold.history import History
+from safehold.output import Silent
+from safehold.scheduler import Scheduler
+from tests.conftest import run_cli
+from tests.integration.test_ops_scheduler import Clock, set_schedule, wait_idle
+from tests.integration.unattended import make_instance
+
+
+def flip_a_byte_in_the_biggest_pack(repo: dict[str, str]) -> None:
+    """Bit rot in stored data: only a check that reads the data sees it."""
+    pack = max((p for p in (Path(repo["url"]) / "data").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pack.chmod(0o600)
+    pack.write_bytes(bytes(data))
+
+
+def test_scheduled_verify_reads_the_configured_share_records_and_is_checked(tmp_path: Path,
+                                                                            repo: dict[str, str]) -> None:
+    config = make_instance(tmp_path, repo, rows=3000)
+    set_schedule(config, '{ cron = "0 2 * * *", verify = "0 5 * * sun", verify_read_data = "none" }')
+    assert run_cli("backup", "app", config=config).returncode == 0
+    state = load(config).state_dir
+    history = History(state)
+
+    ok = run_cli("verify", "--instance", "app", "--scheduled", config=config)
+    assert ok.returncode == 0 and "verify ok" in ok.stdout, ok.stdout + ok.stderr
+    [run] = history.runs("app", "verify")
+    assert run.result == "ok" and run.details["read_data"] == "none"
+
+    flip_a_byte_in_the_biggest_pack(repo)
+    # Reading none of the data, the structure check cannot see rot inside a pack.
+    assert run_cli("verify", "--instance", "app", "--scheduled", config=config).returncode == 0
+
+    set_schedule(config, '{ cron = "0 2 * * *", verify = "0 5 * * sun", verify_read_data = "100%" }')
+    found = run_cli("verify", "--instance", "app", "--scheduled", config=config)
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert "(reading 100% of the data)" in found.stderr
+    assert "repository main is damaged: stored data does not match its checksum" in found.stdout
+    latest = history.runs("app", "verify")[0]
+    assert latest.result == "failed" and "does not match its checksum" in (latest.error or "")
+
+    checked = run_cli("check", "app", config=config)
+    assert checked.returncode == 2
+    assert "verify: last verify" in checked.stdout and "does not match its checksum" in checked.stdout
+    assert "repository-damage: repository main is damaged" in checked.stdout
+    text = metrics.render(load(config))
+    assert 'safehold_last_run_success{instance="app",kind="verify"} 0.0' in text
+
+
+def test_verify_scheduled_needs_one_instance(tmp_path: Path, repo: dict[str, str]) -> None:
+    config = make_instance(tmp_path, repo)
+    for args in (["--scheduled"], ["--scheduled", "--instance", "app", "--read-data"], ["latest", "--scheduled"]):
+        proc = run_cli("verify", *args, config=config)
+        assert proc.returncode == 2 and "--scheduled verifies one instance as its schedule does" in proc.stderr, args
+        assert proc.stderr.count("\n") == 1
+
+
+def test_the_scheduler_runs_verify_at_its_time(tmp_path: Path, repo: dict[str, str]) -> None:
+    config = make_instance(tmp_path, repo)
+    set_schedule(config, '{ cron = "0 2 * * *", verify = "30 4 * * *", verify_read_data = "5%" }')
+    assert run_cli("backup", "app", config=config).returncode == 0
+    clock = Clock(datetime(2026, 1, 10, 4, 29, 59, tzinfo=UTC))
+    scheduler = Scheduler(config, Silent(), clock=clock, workers=1)
+    try:
+        assert scheduler.tick() == []
+        clock.now += timedelta(seconds=1)
+        assert scheduler.tick() == [("app", "verify")]
+        wait_idle(scheduler)
+    finally:
+        scheduler.pool.shutdown(wait=True)
+    [run] = History(load(config).state_dir).runs("app", "verify")
+    assert run.result == "ok" and run.details["read_data"] == "5%"
