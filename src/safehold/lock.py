@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from safehold.errors import SafeholdError
@@ -35,6 +35,24 @@ def _holder(path: Path) -> str:
     return f"run {info.get('run', '?')} (pid {info.get('pid', '?')}, {info.get('what', 'backup')})"
 
 
+def _flock(fd: int, mode: int, wait_seconds: float, busy: Callable[[], SafeholdError],
+           announce: Callable[[], None]) -> None:
+    """Take flock `mode` on `fd`, polling up to `wait_seconds` (announcing the wait once), else raise busy()."""
+    deadline = time.monotonic() + wait_seconds
+    announced = False
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise busy() from None
+            if not announced:
+                announce()
+                announced = True
+            time.sleep(POLL_SECONDS)
+
+
 @contextlib.contextmanager
 def instance_lock(state_dir: Path, instance: str, run_id: str, what: str, reporter: Reporter,
                   wait_seconds: float = 0) -> Iterator[None]:
@@ -44,20 +62,12 @@ def instance_lock(state_dir: Path, instance: str, run_id: str, what: str, report
     path = folder / f"{instance}.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + wait_seconds
-        announced = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise Locked(f"instance {instance} is busy: {_holder(path)} is running",
-                                 "wait for it to finish, or set settings.lock_wait_seconds to queue") from None
-                if not announced:
-                    reporter.step(f"waiting for {_holder(path)} on instance {instance}")
-                    announced = True
-                time.sleep(POLL_SECONDS)
+        def busy() -> Locked:
+            return Locked(f"instance {instance} is busy: {_holder(path)} is running",
+                          "wait for it to finish, or set settings.lock_wait_seconds to queue")
+
+        _flock(fd, fcntl.LOCK_EX, wait_seconds, busy,
+               lambda: reporter.step(f"waiting for {_holder(path)} on instance {instance}"))
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "run": run_id, "what": what,
                                   "since": time.time()}).encode(), 0)
@@ -107,24 +117,15 @@ def repository_lock(path: Path, exclusive: bool, what: str, wait_seconds: float)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + wait_seconds
-        announced = False
-        while True:
-            try:
-                fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = _repository_holder(path)
-                if time.monotonic() >= deadline:
-                    waited = f"{wait_seconds / 60:.0f} min" if wait_seconds >= 60 else f"{wait_seconds:g} s"
-                    raise RepositoryBusy(f"repository {path.stem} is still busy with {holder} after waiting "
-                                         f"{waited}", "run again when it is done, or raise "
-                                         "settings.repository_wait_seconds") from None
-                if not announced:
-                    logging.getLogger("safehold").warning("repository %s is busy with %s: restic %s waits for it",
-                                                          path.stem, holder, what)
-                    announced = True
-                time.sleep(POLL_SECONDS)
+        def busy() -> RepositoryBusy:
+            waited = f"{wait_seconds / 60:.0f} min" if wait_seconds >= 60 else f"{wait_seconds:g} s"
+            return RepositoryBusy(f"repository {path.stem} is still busy with {_repository_holder(path)} after "
+                                  f"waiting {waited}", "run again when it is done, or raise "
+                                  "settings.repository_wait_seconds")
+
+        _flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, wait_seconds, busy,
+               lambda: logging.getLogger("safehold").warning("repository %s is busy with %s: restic %s waits for it",
+                                                             path.stem, _repository_holder(path), what))
         if exclusive:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps({"pid": os.getpid(), "what": what, "since": time.time()}).encode(), 0)
