@@ -114,8 +114,14 @@ def repository_lock(path: Path, exclusive: bool, what: str, wait_seconds: float)
     if path in held:
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        # A user who may not write the state folder (reading another's config) goes without the turn
+        # taking, as before it existed; restic's own lock still guards the repository.
+        yield
+        return
     try:
         def busy() -> RepositoryBusy:
             waited = f"{wait_seconds / 60:.0f} min" if wait_seconds >= 60 else f"{wait_seconds:g} s"

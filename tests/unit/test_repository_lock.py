@@ -68,3 +68,10 @@ def test_the_same_thread_does_not_wait_for_itself(tmp_path: Path) -> None:
     path = tmp_path / "main.lock"
     with repository_lock(path, False, "dump", 0), repository_lock(path, True, "forget", 0):
         pass
+
+
+def test_a_state_folder_this_user_cannot_write_only_skips_the_turn_taking(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the state folder should be\n")
+    with repository_lock(blocked / "repositories" / "main.lock", True, "check", 0):
+        pass

@@ -8,9 +8,10 @@ they are removed, and `check` says so until a verify passes.
 
 Why a small file per repository and not the run history: the history records runs of an instance
 (backup, drill, prune, restore, and the scheduled verify of one instance), while damage belongs to a
-repository that several instances may share, and a verify by hand is no recorded run. Backup, copy and check need one fact per repository, so verify
-keeps it in STATE_DIR/repositories/NAME.damage beside the NAME.url marker, where check reads it
-without opening the repository.
+repository that several instances may share, and a verify by hand is no recorded run. Backup,
+copy and check need one fact per repository, so verify keeps it in
+STATE_DIR/repositories/NAME.damage beside the NAME.url marker, where check reads it without
+opening the repository.
 """
 
 from __future__ import annotations
