@@ -707,7 +707,7 @@ WEEKLY_VERIFY = 'schedule = { cron = "0 2 * * *", verify = "0 5 * * sun" }'
     (WEEKLY_VERIFY, datetime(2026, 11, 29, 5, tzinfo=UTC), "ok", "OK", "last verify passed"),
     # The Sunday 12-06 verify missed: 2 h after its due time it is late.
     (WEEKLY_VERIFY, datetime(2026, 11, 29, 5, tzinfo=UTC), "ok", "WARNING", "none since the verify due 2026-12-06"),
-    (WEEKLY_VERIFY, datetime(2026, 12, 6, 5, tzinfo=UTC), "failed", "CRITICAL", "found: repository main is damaged"),
+    (WEEKLY_VERIFY, datetime(2026, 12, 6, 5, tzinfo=UTC), "failed", "CRITICAL", "failed: repository main is damaged"),
     # No verify schedule and no verify run: no finding at all.
     ('schedule = { cron = "0 2 * * *" }', None, "ok", None, None),
 ])

@@ -239,7 +239,7 @@ def _verify(history: History, name: str, instance: InstanceConfig, now: datetime
     if run is None:
         return [Finding("verify", OK, "no scheduled verify recorded yet")] if scheduled else []
     if run.result != "ok":
-        return [Finding("verify", CRITICAL, f"last verify {run.started:%Y-%m-%d} found: {_quote(run.error)}")]
+        return [Finding("verify", CRITICAL, f"last verify {run.started:%Y-%m-%d} failed: {_quote(run.error)}")]
     due = schedule.due_by(now) if scheduled and schedule is not None else None
     if due is not None and run.started < due - EARLY:
         return [Finding("verify", WARNING, f"last verify passed but is {_age(now - run.started)} old (none since "
