@@ -199,6 +199,8 @@ def main() -> None:
     parser.add_argument("--database", default="t_mariadb_bench", help="name of the generated database")
     parser.add_argument("--runs", type=int, default=2, help="attempts per measurement; the fastest counts")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--chunker-from", type=Path, help="restic repository (password: bench-password) whose chunker "
+                                                         "parameters every repository of the run copies")
     args = parser.parse_args()
     work, db = args.work, args.database
     shutil.rmtree(work, ignore_errors=True)
@@ -227,8 +229,17 @@ names = ["{db}"]\n""")
     safehold = f"PYTHONPATH={SRC} {sys.executable} -m safehold"
     restic_env = {"RESTIC_PASSWORD_FILE": str(password), "RESTIC_REPOSITORY": str(work / "dumprepo")}
     dump_cmd, host = " ".join(DUMP), " ".join(HOST)
-    init_repo = f"rm -rf {work}/repo {work}/state && restic init -q -r {work}/repo"
-    init_dumprepo = f"rm -rf {work}/dumprepo && restic init -q"
+    # restic picks a random chunker polynomial for each new repository; --chunker-from makes every repository
+    # of the run (and of other runs given the same template) cut its chunks the same way.
+    same_chunks = ""
+    if args.chunker_from:
+        os.environ["RESTIC_FROM_PASSWORD_FILE"] = str(password)
+        if not args.chunker_from.exists():
+            subprocess.run(["restic", "init", "-q", "-r", str(args.chunker_from), "--password-file", str(password)],
+                           check=True)
+        same_chunks = f" --copy-chunker-params --from-repo {args.chunker_from}"
+    init_repo = f"rm -rf {work}/repo {work}/state && restic init -q -r {work}/repo{same_chunks}"
+    init_dumprepo = f"rm -rf {work}/dumprepo && restic init -q{same_chunks}"
     runs = args.runs
     backups = best_of(runs, [
         ("safehold backup (parallel, into restic)", f"{safehold} backup itflow --config {config}", init_repo,
