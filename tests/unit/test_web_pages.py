@@ -172,3 +172,21 @@ def test_login_keeps_the_page_asked_for_with_its_query_through_a_failed_attempt(
         failed = anonymous.post("/login", data={"csrf": token, "username": "operator", "password": "wrong-pw",
                                                 "next": elsewhere})
         assert 'name="next" value="/"' in failed.text, elsewhere
+
+
+def test_a_failed_scheduled_verify_is_red_and_the_next_one_is_shown(tmp_path: Path) -> None:
+    config = load(make_config(tmp_path, 'schedule = { cron = "0 2 * * *", verify = "0 5 * * sun" }',
+                              repo_url=str(tmp_path / "no-repository")))
+    store = Store(config.state_dir)
+    store.add_user("viewer", "viewer", "viewer-password-1")
+    client = TestClient(create_app(config, store), base_url="http://localhost", follow_redirects=False,
+                        cookies={SESSION_COOKIE: store.open_session("viewer")})
+    assert "next verify" in dashboard_row(client)
+    history = History(config.state_dir)
+    run = history.record_start("app", "verify")
+    history.record_end(run, "failed", error="repository main is damaged: stored data does not match its checksum",
+                       details={"problems": ["repository main is damaged: stored data does not match its checksum"]})
+    row = dashboard_row(client)
+    assert "state-row-bad" in row
+    assert "last scheduled verify failed: repository main is damaged: stored data does not match" in row
+    assert 'last verify <span class="bad">FAILED</span>' in client.get("/instances/app").text

@@ -23,7 +23,7 @@ from safehold.config import WEEK_DAYS, Config, InstanceConfig, ScheduleConfig
 from safehold.errors import SafeholdError
 from safehold.history import History, Run
 from safehold.output import Reporter
-from safehold.schedule import backup_schedule, drill_schedule
+from safehold.schedule import backup_schedule, drill_schedule, verify_schedule
 from safehold.secrets import mask_url
 from safehold.web.jobs import Job, JobRunner
 
@@ -128,10 +128,12 @@ class InstanceView:
     schedule_disabled: bool
     next_backup: datetime | None = None
     next_drill: datetime | None = None
+    next_verify: datetime | None = None
     points: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     last_backup: Outcome | None = None
     last_drill: Outcome | None = None
+    last_verify: Outcome | None = None  # the scheduled verify's (the console's Verify is not recorded)
     running: bool = False
     state: str = "ok"  # ok | warn | bad | running
     reasons: list[str] = field(default_factory=list)
@@ -220,14 +222,16 @@ class Data:
         console = self.jobs.history(name, limit=50)
         view.last_backup = self._last(name, "backup", console)
         view.last_drill = self._last(name, "drill", console)
+        view.last_verify = _from_run(History(self.config.state_dir).last_run(name, "verify"))
         # Only looked at: a page view must not start services (`safehold serve` resumes every few minutes).
         view.paused = [f.as_dict() for f in paused_findings(self.config, name, resume=False)]
         view.running = self.jobs.busy(name)
         if cfg.schedule is not None and cfg.schedule.enabled:
             now = datetime.now(UTC)
             view.next_backup = backup_schedule(cfg.schedule).next_run(now)
-            drills = drill_schedule(cfg.schedule)
+            drills, verifies = drill_schedule(cfg.schedule), verify_schedule(cfg.schedule)
             view.next_drill = drills.next_run(now) if drills else None
+            view.next_verify = verifies.next_run(now) if verifies else None
         self._judge(view, cfg, datetime.now(UTC))
         return view
 
@@ -241,6 +245,8 @@ class Data:
             bad.append(f"last backup failed: {view.last_backup.error}")
         if view.last_drill and not view.last_drill.ok:
             bad.append(f"last drill failed: {view.last_drill.error}")
+        if view.last_verify and not view.last_verify.ok:
+            bad.append(f"last scheduled verify failed: {view.last_verify.error}")
         age = view.last_age_hours
         if age is None and not view.error:
             bad.append("no recovery point yet")
