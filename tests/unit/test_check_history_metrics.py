@@ -726,6 +726,18 @@ def test_the_last_scheduled_verify_is_checked(tmp_path: Path, schedule: str, ver
         assert found[0]["status"] == status and words in found[0]["message"], found
 
 
+def test_a_verify_still_running_for_its_due_time_is_not_late(tmp_path: Path) -> None:
+    config = load(make_config(tmp_path, WEEKLY_VERIFY))
+    history = History(config.state_dir)
+    add_verify_at(history, datetime(2026, 11, 29, 5, tzinfo=UTC))
+    running = history.record_start("app", "verify")  # this process: alive
+    with history._connect() as db:
+        db.execute("UPDATE runs SET started=? WHERE id=?", (datetime(2026, 12, 6, 5, tzinfo=UTC).timestamp(), running))
+    found = [f for f in check(config, "app", now=datetime(2026, 12, 6, 7, 1, tzinfo=UTC))["instances"][0]["findings"]
+             if f["rule"] == "verify"]
+    assert found[0]["status"] == "OK", found
+
+
 def test_schedule_install_writes_the_verify_job(tmp_path: Path) -> None:
     path = make_config(tmp_path, 'schedule = { cron = "0 2 * * *", verify = "0 5 * * sun" }')
     proc = run_cli("schedule", "install", "--dir", str(tmp_path / "units"), config=path)
