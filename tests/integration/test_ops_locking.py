@@ -136,3 +136,31 @@ def test_a_backup_that_waited_too_long_fails_clearly_and_keeps_the_last_point(tm
     listed = run_cli("list", "--json", config=config)
     assert listed.returncode == 0 and listed.stdout.count('"run_id"') >= 1
     assert [r.result for r in History(load(config).state_dir).runs("app", "backup")] == ["failed", "ok"]
+
+
+def test_instances_sharing_a_repository_back_up_prune_and_verify_at_once(tmp_path: Path,
+                                                                          repo: dict[str, str]) -> None:
+    # The common night: every instance scheduled at the same time, all in one repository, retention pruning
+    # after each backup, a verify now and then. restic's exclusive lock (prune, check) failed whichever
+    # run met it; now they take turns.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "blob.bin").write_bytes(os.urandom(8 << 20))
+    config = make_instance(tmp_path, repo, top=f"""
+[instances.other]
+repositories = ["main"]
+files = ["{other}"]
+retention = {{ last = 1 }}
+""")
+    assert run_cli("backup", "other", config=config).returncode == 0
+    for round_ in range(3):
+        (other / f"new-{round_}.bin").write_bytes(os.urandom(2 << 20))  # something for each prune to free
+        commands = [["backup", "other"], ["backup", "app"], ["verify", "--read-data"]]
+        procs = [subprocess.Popen([sys.executable, "-m", "safehold", *args, "--config", str(config)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(SRC)}) for args in commands]
+        outputs = [p.communicate(timeout=300) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], (round_, outputs)
+    runs = History(load(config).state_dir).runs(kind="backup")
+    assert [r.result for r in runs] == ["ok"] * 7
+    assert [r.result for r in History(load(config).state_dir).runs("other", "prune")] == ["ok"] * 3
