@@ -35,6 +35,8 @@ retention = {{ last = 14 }}            # or {{ daily = 7, weekly = 4, monthly = 
 # schedule = {{ week_days = ["monday","tuesday","wednesday","thursday","friday"], time = "23:30", timezone = "UTC" }}
 #   or {{ cron = "30 23 * * 1-5", timezone = "Europe/Berlin", drill = "0 4 * * sun", max_age_hours = 26 }}
 #   enabled = false pauses it (`safehold check` then reports it, CRITICAL once no point is fresh)
+#   verify = "0 5 * * sun" checks the repositories weekly, reading verify_read_data of the stored data
+#   ("5%" by default, a random share each time; "all", "none" or an amount such as "2G")
 # quiesce = {{ stop = [["systemctl","stop","apache2"]], start = [["systemctl","start","apache2"]] }}
 # drill_server = {{ host = "127.0.0.1", user = "safehold_drill", password = "env:DRILL_DB_PASSWORD" }}
 #                                      # where `safehold drill` may create scratch databases (default: the app's server)
