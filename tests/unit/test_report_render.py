@@ -41,6 +41,21 @@ def test_failed_drill_without_restore_shows_no_rto() -> None:
     assert "no point &#39;x&#39; of app" in page  # escaped, never raw HTML
 
 
+def test_the_last_repository_check_is_shown_with_how_much_it_read(tmp_path: Path) -> None:
+    from safehold.actions.report import _last_verify
+    from tests.unit.test_check_history_metrics import load, make_config
+
+    config = load(make_config(tmp_path))
+    assert _last_verify(config, "app") is None and "Last repository check" not in _page({})
+    history = History(config.state_dir)
+    run = history.record_start("app", "verify", {"read_data": "5%"})
+    problem = "repository main is damaged: stored data does not match <its> checksum"
+    history.record_end(run, "failed", error=problem, details={"read_data": "5%", "problems": [problem]})
+    page = _page({"last_verify": _last_verify(config, "app")})
+    assert '<td data-field="verify-read">5%</td>' in page
+    assert "FAILED</span>: repository main is damaged: stored data does not match &lt;its&gt; checksum" in page
+
+
 def _run(history: History, kind: str, result: str, error: str | None, details: dict | None = None,
          started: datetime | None = None, seconds: float = 60) -> int:
     run = history.record_start("app", kind, details)  # type: ignore[arg-type]

@@ -147,6 +147,7 @@ def instance_report(config: Config, name: str, since: datetime) -> dict[str, Any
         "name": name, "app": instance.app, "repositories": repositories,
         "last_backup": point_row(last) if last else None,
         "last_drill": _last_drill(config, name),
+        "last_verify": _last_verify(config, name),
         "failures": failures,
         "history": history,
         "charts": {"duration": _chart(plain, "seconds", 1), "size": _chart(plain, "bytes", 1e6)},
@@ -161,6 +162,15 @@ def _last_drill(config: Config, name: str) -> dict[str, Any] | None:
     if run.details.get("instance"):
         return run.details
     return {"started": run.started, "run_id": None, "ok": False, "problems": [run.reason() or "no result recorded"]}
+
+
+def _last_verify(config: Config, name: str) -> dict[str, Any] | None:
+    """The newest scheduled verify (repository check): when, how much data it read, and what it found."""
+    run = History(config.state_dir).last_run(name, "verify")
+    if run is None:
+        return None
+    return {"started": run.started, "ok": run.result == "ok", "read_data": run.details.get("read_data", "?"),
+            "problems": run.details.get("problems") or ([run.error] if run.error else [])}
 
 
 def build(config: Config, name: str | None, days: int = 30) -> dict[str, Any]:
