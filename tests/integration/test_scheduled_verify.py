@@ -81,3 +81,23 @@ def test_the_scheduler_runs_verify_at_its_time(tmp_path: Path, repo: dict[str, s
         scheduler.pool.shutdown(wait=True)
     [run] = History(load(config).state_dir).runs("app", "verify")
     assert run.result == "ok" and run.details["read_data"] == "5%"
+
+
+def test_a_timer_without_home_still_gives_restic_a_cache(tmp_path: Path, repo: dict[str, str]) -> None:
+    # A systemd service without User= has no $HOME: restic then warns and reads every index and tree
+    # from the storage on each run. safehold hands it a cache in the state folder instead.
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import SRC
+
+    config = make_instance(tmp_path, repo)
+    bare = {"PATH": os.environ["PATH"], "PYTHONPATH": str(SRC), "LANG": "C.UTF-8",
+            "TESTS_REAL_RESTIC": os.environ["TESTS_REAL_RESTIC"]}
+    proc = subprocess.run([sys.executable, "-m", "safehold", "backup", "app", "--config", str(config)],
+                          capture_output=True, text=True, env=bare, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "unable to open cache" not in proc.stderr
+    cache = load(config).state_dir / "restic-cache"
+    assert any(cache.rglob("*")), "restic wrote no cache"

@@ -41,6 +41,7 @@ def open_repository(config: Config, name: str) -> Repository:
                       known_file=config.state_dir / "repositories" / f"{name}.url",
                       lock_file=config.state_dir / "repositories" / f"{name}.lock",
                       lock_wait=config.settings.repository_wait_seconds,
+                      cache_dir=config.state_dir / "restic-cache",
                       remote_entries=(lambda: remote_entries(config, name)) if parse_sftp(repo.url) else None)
 
 

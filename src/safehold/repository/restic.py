@@ -359,6 +359,9 @@ class Repository:
     # The flock that makes safehold's restic commands on this host take turns (lock.repository_lock).
     lock_file: Path | None = None
     lock_wait: float = 4 * 3600
+    # restic's cache when the environment names none: a systemd service (no User=) has no $HOME, and
+    # restic then runs without a cache, reading every index and tree from the storage on each run.
+    cache_dir: Path | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -424,6 +427,9 @@ class Repository:
         try:
             with secret_files(password=self.password) as files:
                 env = {"RESTIC_REPOSITORY": self.url, "RESTIC_PASSWORD_FILE": str(files["password"])}
+                if self.cache_dir is not None and not any(
+                        os.environ.get(name) for name in ("RESTIC_CACHE_DIR", "XDG_CACHE_HOME", "HOME")):
+                    env["RESTIC_CACHE_DIR"] = str(self.cache_dir)
                 env.update({key: value.reveal() for key, value in self.env.items()})
                 # The ssh command names the log by its path (see ssh.sftp_command); point it at this call's.
                 options = [arg.replace(str(self.ssh_log), str(log)) for arg in self.extra_args] if log else \
