@@ -241,7 +241,10 @@ def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> 
                  "SHELL=/bin/sh", f"PATH={SERVICE_PATH}", ""]
         for name, kind, schedule, cron in jobs:
             argv = _argv(kind, name, config_file)
-            lines += [f"CRON_TZ={schedule.timezone}", f"{cron_line(schedule, cron)} {user or 'root'} {argv}"]
+            # The priorities the systemd units get (Nice=10, best-effort I/O at 7): the application keeps
+            # answering while its backup reads the disk.
+            lines += [f"CRON_TZ={schedule.timezone}",
+                      f"{cron_line(schedule, cron)} {user or 'root'} nice -n 10 ionice -c 2 -n 7 {argv}"]
         (folder / "safehold").write_text("\n".join(lines) + "\n")
         written.append("safehold")
         hint = f"copy it to {CRON_FILE} (mode 0644)"
