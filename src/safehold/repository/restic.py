@@ -280,11 +280,11 @@ def unreadable_files(label: str, errors: list[SourceError]) -> SafeholdError:
                          "`exclude`; the last complete point is unchanged")
 
 
+# Commands restic runs under its exclusive repository lock (all others take the non-exclusive one).
+EXCLUSIVE_COMMANDS = frozenset({"check", "prune", "forget", "rebuild-index", "repair", "migrate"})
 # restic commands that only read. On a read-only disk (a write-protected copy, a backup disk mounted
 # read-only for a recovery) they run with --no-lock: restic cannot write its lock files there, and
 # nothing else could be writing either.
-# Commands restic runs under its exclusive repository lock (all others take the non-exclusive one).
-EXCLUSIVE_COMMANDS = frozenset({"check", "prune", "forget", "rebuild-index", "repair", "migrate"})
 READING_COMMANDS = frozenset({"snapshots", "ls", "dump", "restore", "cat", "check", "stats", "find", "diff"})
 
 
