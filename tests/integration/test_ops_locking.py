@@ -9,10 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from safehold.config import load
 from safehold.history import History
 from safehold.lock import is_locked
-from tests.conftest import SRC, run_cli
+from tests.conftest import SRC, files_instances, run_cli, write_config
 from tests.integration.unattended import make_instance
 
 
@@ -164,3 +166,32 @@ retention = {{ last = 1 }}
     runs = History(load(config).state_dir).runs(kind="backup")
     assert [r.result for r in runs] == ["ok"] * 7
     assert [r.result for r in History(load(config).state_dir).runs("other", "prune")] == ["ok"] * 3
+
+
+def test_a_command_tries_again_while_another_hosts_restic_holds_the_lock(
+        tmp_path: Path, repo: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Another host's run is not in this host's flock: its restic lock is met as such, and a command that
+    # wrote nothing yet (listing the points here) tries again instead of failing the run.
+    from safehold.actions.common import open_repository
+    from safehold.repository import restic
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "big.bin").write_bytes(os.urandom(400 << 20))
+    config = write_config(tmp_path, repo, files_instances(data, app=["main"]))
+    assert run_cli("backup", config=config).returncode == 0
+    monkeypatch.setattr(restic, "LOCK_RETRY_SECONDS", 1)
+    # restic itself, outside safehold: its exclusive lock, as a check from another host would hold it.
+    other = subprocess.Popen(["restic", "-r", repo["url"], "--password-file", repo["password_file"], "check",
+                              "--read-data"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    locks = Path(repo["url"]) / "locks"
+    deadline = time.monotonic() + 30
+    while not any(locks.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        snapshots = open_repository(load(config), "main").snapshots()
+    finally:
+        other.wait(timeout=120)
+    assert snapshots and other.returncode == 0
+    assert "repository main is locked by another run: restic snapshots tries again in 1 s" in caplog.text

@@ -504,7 +504,8 @@ def test_schedule_install_writes_systemd_units_and_cron_file(tmp_path: Path) -> 
     assert "OnCalendar=Sun *-*-* 4:0:00 Europe/Paris" in (tmp_path / "units" / "safehold-drill-app.timer").read_text()
     proc = run_cli("schedule", "install", "--format", "cron", "--dir", str(tmp_path / "cron"), config=path)
     cron = (tmp_path / "cron" / "safehold").read_text()
-    assert proc.returncode == 0 and "CRON_TZ=Europe/Paris" in cron and "15 1 * * mon root nice -n 10 ionice -c 2 -n 7 " in cron
+    assert proc.returncode == 0 and "CRON_TZ=Europe/Paris" in cron
+    assert "15 1 * * mon root nice -n 10 ionice -c 2 -n 7 " in cron
     # cron's own PATH is /usr/bin:/bin: a restic installed in /usr/local/bin (newer than the distribution's)
     # would not be found, while the systemd timer (whose PATH has it) works.
     assert "\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n" in cron

@@ -12,6 +12,7 @@ import errno
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,6 +60,13 @@ def restic_version() -> tuple[int, int, int]:
 
 class RepositoryMissing(RepositoryError):
     """No repository at the URL (restic finds no config file there): a new one may be created."""
+
+
+class RepositoryLocked(RepositoryError):
+    """restic found another process's lock in the way (another host's run: this host's take turns)."""
+
+
+LOCKED = "repository is already locked"
 
 
 class RepositoryDamaged(RepositoryError):
@@ -149,7 +158,7 @@ def explain(stderr: str, repo: str) -> RepositoryError:
          f"then run `{REPAIR} --read-data`"),
         ("repository contains errors", f"repository {repo} is damaged: restic check found errors",
          damaged_hint),
-        ("repository is already locked", f"repository {repo} is locked by another run",
+        (LOCKED, f"repository {repo} is locked by another run",
          "wait for it, or run `safehold verify` to clear stale locks"),
         # Not "already locked": restic could not write its lock file, for a reason the lines above did not name.
         ("unable to create lock", f"repository {repo}: restic cannot write its lock file",
@@ -163,7 +172,9 @@ def explain(stderr: str, repo: str) -> RepositoryError:
         if re.search(pattern, text):
             if pattern in DAMAGED:
                 return RepositoryDamaged(message, hint, bool(re.search(f"{LOST_PACKS}|{CORRUPT_DATA}", text)))
-            return (RepositoryMissing if pattern == NOT_A_REPOSITORY else RepositoryError)(message, hint)
+            kind = RepositoryMissing if pattern == NOT_A_REPOSITORY else \
+                RepositoryLocked if pattern == LOCKED else RepositoryError
+            return kind(message, hint)
     last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "no message")
     # restic may quote the repository URL, with a rest: server's password in it.
     return RepositoryError(f"repository {repo}: restic failed: {mask_url(last)[:300]}", "see the log above for details")
@@ -280,6 +291,7 @@ def unreadable_files(label: str, errors: list[SourceError]) -> SafeholdError:
                          "`exclude`; the last complete point is unchanged")
 
 
+LOCK_RETRY_SECONDS = 20  # between tries of a command another host's restic lock is in the way of
 # Commands restic runs under its exclusive repository lock (all others take the non-exclusive one).
 EXCLUSIVE_COMMANDS = frozenset({"check", "prune", "forget", "rebuild-index", "repair", "migrate"})
 # restic commands that only read. On a read-only disk (a write-protected copy, a backup disk mounted
@@ -445,12 +457,21 @@ class Repository:
 
         `local_error` may claim a failure that is not the repository's (a full restore target).
         """
-        with self._call(*args) as call:
-            try:
-                return runner.run(call.argv(*args), what=f"restic {args[0]}", env=call.env, input=input,
-                                  secrets=self.secrets)
-            except runner.ProcessFailed as exc:
-                raise (local_error and local_error(exc.stderr)) or self._explain(exc.stderr, call) from None
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            with self._call(*args) as call:
+                try:
+                    return runner.run(call.argv(*args), what=f"restic {args[0]}", env=call.env, input=input,
+                                      secrets=self.secrets)
+                except runner.ProcessFailed as exc:
+                    error = (local_error and local_error(exc.stderr)) or self._explain(exc.stderr, call)
+            # A run on another host holds restic's lock (restic 0.14 has no --retry-lock): a command that
+            # wrote nothing yet is tried again until it is free, as this host's runs wait for each other.
+            if not isinstance(error, RepositoryLocked) or time.monotonic() + LOCK_RETRY_SECONDS > deadline:
+                raise error
+            logging.getLogger("safehold").warning("%s: restic %s tries again in %d s", error.message, args[0],
+                                                  LOCK_RETRY_SECONDS)
+            time.sleep(LOCK_RETRY_SECONDS)
 
     def run_json(self, *args: str) -> Any:
         """Run a restic command with --json and parse its output."""
