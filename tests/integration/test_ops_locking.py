@@ -194,4 +194,4 @@ def test_a_command_tries_again_while_another_hosts_restic_holds_the_lock(
     finally:
         other.wait(timeout=120)
     assert snapshots and other.returncode == 0
-    assert "repository main is locked by another run: restic snapshots tries again in 1 s" in caplog.text
+    assert "repository main is locked by another run: restic snapshots tries again every 1 s" in caplog.text

@@ -457,7 +457,7 @@ class Repository:
 
         `local_error` may claim a failure that is not the repository's (a full restore target).
         """
-        deadline = time.monotonic() + self.lock_wait
+        deadline, announced = time.monotonic() + self.lock_wait, False
         while True:
             with self._call(*args) as call:
                 try:
@@ -469,8 +469,10 @@ class Repository:
             # wrote nothing yet is tried again until it is free, as this host's runs wait for each other.
             if not isinstance(error, RepositoryLocked) or time.monotonic() + LOCK_RETRY_SECONDS > deadline:
                 raise error
-            logging.getLogger("safehold").warning("%s: restic %s tries again in %d s", error.message, args[0],
-                                                  LOCK_RETRY_SECONDS)
+            if not announced:
+                logging.getLogger("safehold").warning("%s: restic %s tries again every %d s", error.message,
+                                                      args[0], LOCK_RETRY_SECONDS)
+                announced = True
             time.sleep(LOCK_RETRY_SECONDS)
 
     def run_json(self, *args: str) -> Any:
