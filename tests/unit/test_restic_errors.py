@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from safehold.errors import RepositoryError
-from safehold.repository.restic import Repository, RepositoryDamaged, RepositoryMissing, explain
+from safehold.repository.restic import Repository, RepositoryDamaged, RepositoryLocked, RepositoryMissing, explain
 from safehold.runner import ProcessFailed, run
 from safehold.secrets import Secret
 
@@ -74,11 +74,11 @@ def test_read_only_repository_is_not_a_lock_held_by_another_run() -> None:
 @pytest.mark.parametrize(("stderr", "expected", "kind"), [
     ("unable to create lock in backend: repository is already locked by PID 9257 on vm by root (UID 0, GID 0)\n"
      "lock was created at 2026-11-26 07:23:38 (3.041062176s ago)\nstorage ID 88aad243\n"
-     "the `unlock` command can be used to remove stale locks", "is locked by another run", RepositoryError),
+     "the `unlock` command can be used to remove stale locks", "is locked by another run", RepositoryLocked),
     # restic without its cache (a read-only home under a hardened service) says so, then fails for its own reason.
     ("unable to open cache: mkdir /root/.cache/restic: read-only file system\nunable to create lock in backend: "
      "repository is already locked by PID 9257 on vm by root (UID 0, GID 0)", "is locked by another run",
-     RepositoryError),
+     RepositoryLocked),
     ("unable to open cache: mkdir /nonexistent: permission denied\nFatal: wrong password or no key found",
      "wrong password", RepositoryError),
     ("unable to open cache: mkdir /root/.cache/restic: permission denied\nFatal: repository contains errors",
