@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -168,12 +171,25 @@ retention = {{ last = 1 }}
     assert [r.result for r in History(load(config).state_dir).runs("other", "prune")] == ["ok"] * 3
 
 
-def test_a_command_tries_again_while_another_hosts_restic_holds_the_lock(
-        tmp_path: Path, repo: dict[str, str], monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
-    # Another host's run is not in this host's flock: its restic lock is met as such, and a command that
-    # wrote nothing yet (listing the points here) tries again instead of failing the run.
-    from safehold.actions.common import open_repository
+@contextlib.contextmanager
+def locked_by_another_host(repo: dict[str, str]) -> Iterator[None]:
+    """restic itself, outside safehold, holding its exclusive lock as a check from another host would."""
+    other = subprocess.Popen(["restic", "-r", repo["url"], "--password-file", repo["password_file"], "check",
+                              "--read-data"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    locks = Path(repo["url"]) / "locks"
+    deadline = time.monotonic() + 30
+    while not any(locks.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        other.wait(timeout=120)
+    assert other.returncode == 0
+
+
+@pytest.fixture
+def busy_repository(tmp_path: Path, repo: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config whose repository holds enough data (400 MB) that another host's check takes seconds."""
     from safehold.repository import restic
 
     data = tmp_path / "data"
@@ -182,16 +198,47 @@ def test_a_command_tries_again_while_another_hosts_restic_holds_the_lock(
     config = write_config(tmp_path, repo, files_instances(data, app=["main"]))
     assert run_cli("backup", config=config).returncode == 0
     monkeypatch.setattr(restic, "LOCK_RETRY_SECONDS", 1)
-    # restic itself, outside safehold: its exclusive lock, as a check from another host would hold it.
-    other = subprocess.Popen(["restic", "-r", repo["url"], "--password-file", repo["password_file"], "check",
-                              "--read-data"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    locks = Path(repo["url"]) / "locks"
-    deadline = time.monotonic() + 30
-    while not any(locks.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        snapshots = open_repository(load(config), "main").snapshots()
-    finally:
-        other.wait(timeout=120)
-    assert snapshots and other.returncode == 0
+    return config
+
+
+def test_a_command_tries_again_while_another_hosts_restic_holds_the_lock(
+        busy_repository: Path, repo: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    # Another host's run is not in this host's flock: its restic lock is met as such, and a command that
+    # wrote nothing yet (listing the points here) tries again instead of failing the run.
+    from safehold.actions.common import open_repository
+
+    with locked_by_another_host(repo):
+        snapshots = open_repository(load(busy_repository), "main").snapshots()
+    assert snapshots
     assert "repository main is locked by another run: restic snapshots tries again every 1 s" in caplog.text
+
+
+def test_a_backup_starts_its_stream_again_while_another_hosts_restic_holds_the_lock(
+        busy_repository: Path, repo: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The dump is already running when restic meets the lock: the producer starts over, and the point
+    # holds one whole copy of its stream, not the pieces of the failed tries.
+    from safehold.actions.common import open_repository
+    from safehold.output import Reporter
+
+    repository = open_repository(load(busy_repository), "main")
+    payload = os.urandom(8 << 20)
+    calls = []
+
+    def produce(out) -> int:  # type: ignore[no-untyped-def]
+        calls.append(1)
+        for offset in range(0, len(payload), 1 << 16):
+            out.write(payload[offset:offset + (1 << 16)])
+        return len(calls)
+
+    reporter = Reporter(stream=io.StringIO())
+    with locked_by_another_host(repo):
+        summary, tries = repository.backup_stream("/db/stream.bin", ["instance=app"], produce, reporter, "stream")
+    assert tries == len(calls) >= 2
+    assert repository.cat_file(summary.snapshot_id, "/db/stream.bin") == payload
+    assert "restic backup tries again every 1 s" in caplog.text
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.txt").write_text("a")
+    with locked_by_another_host(repo):
+        summary = repository.backup_paths([tree], ["instance=app"], [], reporter, "tree")
+    assert summary.files_new == 1

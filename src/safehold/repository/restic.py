@@ -457,22 +457,34 @@ class Repository:
 
         `local_error` may claim a failure that is not the repository's (a full restore target).
         """
-        deadline, announced = time.monotonic() + self.lock_wait, False
-        while True:
+        def attempt() -> bytes:
             with self._call(*args) as call:
                 try:
                     return runner.run(call.argv(*args), what=f"restic {args[0]}", env=call.env, input=input,
                                       secrets=self.secrets)
                 except runner.ProcessFailed as exc:
-                    error = (local_error and local_error(exc.stderr)) or self._explain(exc.stderr, call)
-            # A run on another host holds restic's lock (restic 0.14 has no --retry-lock): a command that
-            # wrote nothing yet is tried again until it is free, as this host's runs wait for each other.
-            if not isinstance(error, RepositoryLocked) or time.monotonic() + LOCK_RETRY_SECONDS > deadline:
-                raise error
-            if not announced:
-                logging.getLogger("safehold").warning("%s: restic %s tries again every %d s", error.message,
-                                                      args[0], LOCK_RETRY_SECONDS)
-                announced = True
+                    raise (local_error and local_error(exc.stderr)) or self._explain(exc.stderr, call) from None
+
+        return self._while_locked_elsewhere(args[0], attempt)
+
+    def _while_locked_elsewhere(self, command: str, attempt: Callable[[], T]) -> T:
+        """Run `attempt`, again every LOCK_RETRY_SECONDS while a run on another host holds restic's lock.
+
+        restic 0.14 has no --retry-lock; this host's runs wait for each other on a flock, but another
+        host's are met as restic's "already locked". restic fails so before it writes anything, so a
+        command is simply tried again (up to lock_wait), as this host's runs wait for each other.
+        """
+        deadline, announced = time.monotonic() + self.lock_wait, False
+        while True:
+            try:
+                return attempt()
+            except RepositoryLocked as error:
+                if time.monotonic() + LOCK_RETRY_SECONDS > deadline:
+                    raise
+                if not announced:
+                    logging.getLogger("safehold").warning("%s: restic %s tries again every %d s", error.message,
+                                                          command, LOCK_RETRY_SECONDS)
+                    announced = True
             time.sleep(LOCK_RETRY_SECONDS)
 
     def run_json(self, *args: str) -> Any:
@@ -642,11 +654,16 @@ class Repository:
         """Store what `producer` writes as one file in a new snapshot (`compressed`: it is already).
 
         If the producer fails, restic is killed before it sees end-of-input, so no snapshot holding
-        a truncated stream is ever created.
+        a truncated stream is ever created. The producer must be able to start over: it is called
+        again when another host's restic lock stopped restic before it read anything.
         """
         # restic ignores the option for format-1 repositories, which never compress.
         args = ["backup", "--stdin", "--stdin-filename", filename, "--json", *(["--compression", "off"] * compressed),
                 "--host", socket.gethostname(), *self._tag_args(tags)]
+        return self._while_locked_elsewhere("backup", lambda: self._backup_stream_once(args, producer, reporter, label))
+
+    def _backup_stream_once(self, args: list[str], producer: Callable[[IO[bytes]], T], reporter: Reporter,
+                            label: str) -> tuple[Summary, T]:
         lines: list[dict[str, Any]] = []
         with self._call(*args) as call:
             child = runner.start(call.argv(*args), what="restic backup", env=call.env, stdin=subprocess.PIPE,
@@ -677,6 +694,9 @@ class Repository:
         for pattern in excludes:
             args += ["--exclude", pattern]
         args += ["--", *[str(p) for p in paths]]
+        return self._while_locked_elsewhere("backup", lambda: self._backup_paths_once(args, reporter, label))
+
+    def _backup_paths_once(self, args: list[str], reporter: Reporter, label: str) -> Summary:
         lines: list[dict[str, Any]] = []
 
         def status(item: dict[str, Any]) -> None:
