@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from safehold import config as config_module
 from safehold.actions.backup import backup_instance
+from safehold.history import History
 from safehold.lock import instance_lock
 from safehold.output import Silent
 from safehold.web.app import create_app
@@ -303,7 +304,10 @@ def test_secrets_never_in_any_page(app, env: webenv.WebEnv) -> None:
     operator = client(app)
     token = login(operator, OPERATOR)
     started = operator.post("/instances/beta/verify", data={"csrf": token})
-    wait_job(operator, started.headers["location"])
+    assert wait_job(operator, started.headers["location"])["state"] == "ok"
+    # The console's Verify is recorded as the scheduled one is: `check` and the pages see it.
+    assert History(env.state_dir).last_run("beta", "verify").result == "ok"
+    assert re.search(r"last verify <span class=\"good\">passed</span>", operator.get("/instances/beta").text)
     seen: set[str] = set()
     queue = ["/", "/instances/alpha/restore/plan?run=latest&parts=db&parts=files&to_db=t_web_never_made"]
     pages = 0

@@ -188,5 +188,5 @@ def test_a_failed_scheduled_verify_is_red_and_the_next_one_is_shown(tmp_path: Pa
                        details={"problems": ["repository main is damaged: stored data does not match its checksum"]})
     row = dashboard_row(client)
     assert "state-row-bad" in row
-    assert "last scheduled verify failed: repository main is damaged: stored data does not match" in row
+    assert "last verify failed: repository main is damaged: stored data does not match" in row
     assert 'last verify <span class="bad">FAILED</span>' in client.get("/instances/app").text

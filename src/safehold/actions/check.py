@@ -232,7 +232,8 @@ def _drill(history: History, name: str, instance: InstanceConfig, now: datetime)
 
 
 def _verify(history: History, name: str, instance: InstanceConfig, now: datetime) -> list[Finding]:
-    """The last scheduled verify (`verify --scheduled`): failed, or missing since its schedule's due time."""
+    """The last recorded verify (`verify --scheduled`, the console's Verify): failed, or missing since its
+    schedule's due time."""
     run = history.last_run(name, "verify")
     schedule = verify_schedule(instance.schedule)
     scheduled = schedule is not None and schedule.enabled

@@ -92,7 +92,7 @@ def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
 
 
 def verify_instance(config: Config, name: str, reporter: Reporter) -> dict[str, object]:
-    """The scheduled verify of one instance: its repositories checked, reading what
+    """The scheduled verify of one instance (and the console's Verify): its repositories checked, reading what
     schedule.verify_read_data says of the stored data (a random share each time, so over many runs
     all of it), and every point's parts listed. Recorded in the run history like a drill, so
     `check`, metrics and notifications see a repository that went bad between backups."""

@@ -133,7 +133,7 @@ class InstanceView:
     error: str | None = None
     last_backup: Outcome | None = None
     last_drill: Outcome | None = None
-    last_verify: Outcome | None = None  # the scheduled verify's (the console's Verify is not recorded)
+    last_verify: Outcome | None = None  # the scheduled verify's or the console's Verify
     running: bool = False
     state: str = "ok"  # ok | warn | bad | running
     reasons: list[str] = field(default_factory=list)
@@ -246,7 +246,7 @@ class Data:
         if view.last_drill and not view.last_drill.ok:
             bad.append(f"last drill failed: {view.last_drill.error}")
         if view.last_verify and not view.last_verify.ok:
-            bad.append(f"last scheduled verify failed: {view.last_verify.error}")
+            bad.append(f"last verify failed: {view.last_verify.error}")
         age = view.last_age_hours
         if age is None and not view.error:
             bad.append("no recovery point yet")
