@@ -17,7 +17,9 @@ import pytest
 from safehold.config import load
 from safehold.history import History
 from safehold.lock import is_locked
-from tests.conftest import SRC, files_instances, run_cli, write_config
+from safehold.output import Silent
+from tests.conftest import SRC, files_instances, run_cli, sql, write_config
+from tests.integration import sakila_like
 from tests.integration.unattended import make_instance
 
 
@@ -214,27 +216,31 @@ def test_a_command_tries_again_while_another_hosts_restic_holds_the_lock(
 
 
 def test_a_backup_starts_its_stream_again_while_another_hosts_restic_holds_the_lock(
-        busy_repository: Path, repo: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # The dump is already running when restic meets the lock: the producer starts over, and the point
-    # holds one whole copy of its stream, not the pieces of the failed tries.
+        busy_repository: Path, repo: dict[str, str], tmp_path: Path, new_db, caplog: pytest.LogCaptureFixture) -> None:  # noqa: ANN001
+    # The dump is already running when restic meets the lock: the producer (the parallel MariaDB
+    # dump) starts over, and the point holds one whole dump, not the pieces of the failed tries.
     from safehold.actions.common import open_repository
+    from safehold.engines.mariadb import parallel
+    from safehold.models import Connection, Database
     from safehold.output import Reporter
 
+    name = new_db("t_lockretry")
+    sql(sakila_like.statements(), name)
+    db = Database(Connection("mariadb", user="root"), name, workers=2)
     repository = open_repository(load(busy_repository), "main")
-    payload = os.urandom(8 << 20)
     calls = []
 
-    def produce(out) -> int:  # type: ignore[no-untyped-def]
+    def produce(out) -> object:  # type: ignore[no-untyped-def]
         calls.append(1)
-        for offset in range(0, len(payload), 1 << 16):
-            out.write(payload[offset:offset + (1 << 16)])
-        return len(calls)
+        return parallel.dump(db, out, Silent())
 
     reporter = Reporter(stream=io.StringIO())
     with locked_by_another_host(repo):
-        summary, tries = repository.backup_stream("/db/stream.bin", ["instance=app"], produce, reporter, "stream")
-    assert tries == len(calls) >= 2
-    assert repository.cat_file(summary.snapshot_id, "/db/stream.bin") == payload
+        summary, report = repository.backup_stream("/db/app.tar", ["instance=app"], produce, reporter, "db", True)
+    assert len(calls) >= 2 and report.tables["rental"].rows == sql("SELECT COUNT(*) FROM rental", name)[0][0] > 0
+    fresh = io.BytesIO()
+    parallel.dump(db, fresh, Silent())  # the dump is deterministic: a whole one equals what was stored
+    assert repository.cat_file(summary.snapshot_id, "/db/app.tar") == fresh.getvalue()
     assert "restic backup tries again every 1 s" in caplog.text
     tree = tmp_path / "tree"
     tree.mkdir()
