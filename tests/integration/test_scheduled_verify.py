@@ -3,6 +3,7 @@ a share of its data, recorded in the history, seen by check and metrics, run by 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -49,6 +50,8 @@ def test_scheduled_verify_reads_the_configured_share_records_and_is_checked(tmp_
     assert "repository main is damaged: stored data does not match its checksum" in found.stdout
     latest = history.runs("app", "verify")[0]
     assert latest.result == "failed" and "does not match its checksum" in (latest.error or "")
+    listed = json.loads(run_cli("history", "app", "--kind", "verify", "--json", config=config).stdout)
+    assert [r["result"] for r in listed] == ["failed", "ok", "ok"]
 
     checked = run_cli("check", "app", config=config)
     assert checked.returncode == 2

@@ -95,6 +95,7 @@ class RunKind(enum.StrEnum):
     drill = "drill"
     prune = "prune"
     restore = "restore"
+    verify = "verify"
 
 
 @app.command()
@@ -102,7 +103,7 @@ def history(instance: Annotated[str | None, typer.Argument(help="instance name (
             kind: Annotated[RunKind | None, typer.Option(help="only runs of this kind")] = None,
             limit: Annotated[int, typer.Option(help="how many runs", min=1)] = 30,
             config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
-    """Past runs (backups, drills, prunes, restores) with their result, size and error, newest first."""
+    """Past runs (backups, drills, verifies, prunes, restores) with their result, size and error, newest first."""
     from safehold.history import History
 
     def action(_: Reporter) -> list[dict[str, Any]]:
