@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.text import Text
@@ -27,6 +27,7 @@ from safehold.cli.common import (
     run_action,
 )
 from safehold.errors import EXIT_FAILED, EXIT_PARTIAL, SafeholdError
+from safehold.history import Kind
 from safehold.output import Reporter
 
 
@@ -88,14 +89,8 @@ def _mb(value: int | None) -> str | None:
     return None if value is None else f"{value / 1e6:.2f}"
 
 
-class RunKind(enum.StrEnum):
-    """What the run history records (a typo in --kind is a usage error, not an empty history)."""
-
-    backup = "backup"
-    drill = "drill"
-    prune = "prune"
-    restore = "restore"
-    verify = "verify"
+# What the run history records (a typo in --kind is a usage error, not an empty history).
+RunKind = enum.StrEnum("RunKind", {kind: kind for kind in get_args(Kind)})
 
 
 @app.command()
