@@ -472,7 +472,7 @@ class Repository:
 
         restic 0.14 has no --retry-lock; this host's runs wait for each other on a flock, but another
         host's are met as restic's "already locked". restic fails so before it writes anything, so a
-        command is simply tried again (up to lock_wait), as this host's runs wait for each other.
+        command is simply tried again, up to lock_wait (as long as this host's runs wait for each other).
         """
         deadline, announced = time.monotonic() + self.lock_wait, False
         while True:
