@@ -104,3 +104,49 @@ def test_a_timer_without_home_still_gives_restic_a_cache(tmp_path: Path, repo: d
     assert "unable to open cache" not in proc.stderr
     cache = load(config).state_dir / "restic-cache"
     assert any(cache.rglob("*")), "restic wrote no cache"
+
+
+def test_instances_sharing_a_repository_check_it_once_a_round(tmp_path: Path, repo: dict[str, str]) -> None:
+    # An MSP's instances share one repository and one verify schedule: one restic check a round, not one
+    # per instance; a verify reading more, the console's Verify and a verify after damage check for themselves.
+    import os
+    import subprocess
+    import sys
+
+    from safehold.actions.verify import verify_instance
+    from tests.conftest import SRC
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.txt").write_text("a")
+    daily = '{{ cron = "0 2 * * *", verify = "0 5 * * *", verify_read_data = "{}" }}'
+    section = f'[instances.other]\napp = "generic"\nrepositories = ["main"]\nfiles = ["{other}"]\nschedule = '
+    config = make_instance(tmp_path, repo, instance=f"schedule = {daily.format('5%')}",
+                           top=section + daily.format("5%"))
+    assert run_cli("backup", config=config).returncode == 0
+    procs = [subprocess.Popen([sys.executable, "-m", "safehold", "verify", "--instance", name, "--scheduled",
+                               "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(SRC)}) for name in ("app", "other")]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    took = [name for name, (out, _) in zip(("app", "other"), outputs, strict=True) if "not checked again" in out]
+    assert len(took) == 1, outputs
+    checker = "other" if took == ["app"] else "app"
+    history = History(load(config).state_dir)
+    shared = history.runs(took[0], "verify")[0].details["shared_checks"]
+    assert shared["main"].startswith(f"repository main was found sound by the verify of {checker} at ")
+    assert shared["main"].endswith("(reading 5% of the data)")
+    assert history.runs(checker, "verify")[0].details["shared_checks"] == {}
+
+    assert verify_instance(load(config), took[0], Silent(), scheduled=False)["shared_checks"] == {}
+    # A verify that reads more than the shared check did checks for itself (and is then shared the other way).
+    config.write_text(config.read_text().replace(section + daily.format("5%"), section + daily.format("all")))
+    assert "not checked again" not in run_cli("verify", "--instance", "other", "--scheduled", config=config).stdout
+    taken = run_cli("verify", "--instance", "app", "--scheduled", config=config)
+    assert "found sound by the verify of other" in taken.stdout and "(reading all of the data)" in taken.stdout
+
+    flip_a_byte_in_the_biggest_pack(repo)
+    assert run_cli("verify", "--instance", "other", "--scheduled", config=config).returncode == 1
+    # Damage is never shared as soundness: the next verify of the round checks for itself.
+    after = run_cli("verify", "--instance", "app", "--scheduled", config=config)
+    assert "not checked again" not in after.stdout, after.stdout

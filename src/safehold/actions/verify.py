@@ -7,6 +7,7 @@ the points that lost data; it removes none of them, since a damaged point may st
 from __future__ import annotations
 
 import shlex
+from datetime import UTC, datetime
 from typing import Any
 
 from safehold.actions.common import (
@@ -21,8 +22,9 @@ from safehold.actions.common import (
 from safehold.config import Config
 from safehold.errors import ConfigError, SafeholdError, UnknownPoint
 from safehold.output import Reporter
-from safehold.repository import damage
+from safehold.repository import checks, damage
 from safehold.repository.restic import Repository, RepositoryDamaged
+from safehold.schedule import EARLY, verify_schedule
 
 
 def _present(snapshot: str | None, snapshot_ids: set[str]) -> bool:
@@ -55,12 +57,17 @@ def verify_point(repo: Repository, point: Point, snapshot_ids: set[str]) -> list
     return problems
 
 
-def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
-           name: str | None = None, subset: str | None = None) -> dict[str, object]:
+def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter, name: str | None = None,
+           subset: str | None = None, share_since: datetime | None = None) -> dict[str, object]:
     """restic check (reading all data, a `subset` of it, or none), then the parts of every point, of the
-    points whose run id starts with `run`, or of the newest in each repository (`latest`)."""
+    points whose run id starts with `run`, or of the newest in each repository (`latest`).
+
+    With `share_since` (a scheduled verify's round), a repository another instance's scheduled verify
+    found sound since then, reading at least as much, is not checked again (see repository.checks).
+    """
     results: dict[str, object] = {}
     problems: list[str] = []
+    shared: dict[str, str] = {}
     seen: set[str] = set()
     for instance_name, instance in select_for_run(config, run, name).items():
         for repo_name in instance.repositories:
@@ -68,7 +75,8 @@ def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
             if repo_name not in seen:
                 seen.add(repo_name)
                 try:
-                    found: SafeholdError | None = _check(config, repo, read_data, reporter, subset)
+                    found: SafeholdError | None = _check_in_round(config, repo, instance_name, read_data, reporter,
+                                                                  subset, share_since, shared)
                 except SafeholdError as exc:  # not damage: unreachable, wrong password...
                     found = exc
                 if found is not None:
@@ -88,26 +96,53 @@ def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
             results[f"{instance_name}@{repo_name}"] = len(selected)
     if run is not None and not any(results.values()):
         raise UnknownPoint(f"no point {run!r} found", "see `safehold list`")
-    return {"points_checked": results, "problems": problems, "ok": not problems}
+    return {"points_checked": results, "problems": problems, "shared_checks": shared, "ok": not problems}
 
 
-def verify_instance(config: Config, name: str, reporter: Reporter) -> dict[str, object]:
-    """The scheduled verify of one instance (and the console's Verify): its repositories checked, reading what
-    schedule.verify_read_data says of the stored data (a random share each time, so over many runs
-    all of it), and every point's parts listed. Recorded in the run history like a drill, so
-    `check`, metrics and notifications see a repository that went bad between backups."""
+def _check_in_round(config: Config, repo: Repository, instance: str, read_data: bool, reporter: Reporter,
+                    subset: str | None, since: datetime | None, shared: dict[str, str]) -> RepositoryDamaged | None:
+    """_check, or (with `since`) the passed check of another instance's scheduled verify of this round,
+    noted in `shared`. Decided and noted while holding the repository's turn, so instances that
+    waited for each other's check see it."""
+    if since is None:
+        return _check(config, repo, read_data, reporter, subset)
+    setting = "all" if read_data else subset or "none"
+    with repo.turn("check", exclusive=True):
+        taken = checks.shared_by(config.state_dir, repo.name, instance, since, setting)
+        if taken is not None:
+            shared[repo.name] = (f"repository {repo.name} was found sound by the verify of {taken.instance} at "
+                                 f"{taken.started[:16].replace('T', ' ')} UTC (reading {taken.read_data} of the data)")
+            reporter.step(f"{shared[repo.name]}: not checked again")
+            return None
+        started = datetime.now(UTC)
+        found = _check(config, repo, read_data, reporter, subset)
+        if found is None:
+            checks.note_passed(config.state_dir, repo.name, instance, started, setting)
+        return found
+
+
+def verify_instance(config: Config, name: str, reporter: Reporter, scheduled: bool = True) -> dict[str, object]:
+    """The scheduled verify of one instance (and, not `scheduled`, the console's Verify): its
+    repositories checked, reading what schedule.verify_read_data says of the stored data (a random
+    share each time, so over many runs all of it), and every point's parts listed. Recorded in the
+    run history like a drill, so `check`, metrics and notifications see a repository that went bad
+    between backups. A scheduled one takes a check another instance's scheduled verify made of a
+    shared repository in the same round (since this one's due time) instead of repeating it."""
     from safehold.actions.tracked import tracked
 
     schedule = config.instance(name).schedule
     setting = schedule.verify_read_data if schedule is not None else "none"
     subset = None if setting in ("all", "none") else setting
+    rounds = verify_schedule(schedule) if scheduled else None
+    due = rounds.prev_run(datetime.now(UTC)) if rounds is not None and rounds.enabled else None
     with tracked(config, name, "verify", reporter, {"read_data": setting}) as record:
-        result = verify(config, None, setting == "all", reporter, name=name, subset=subset)
+        result = verify(config, None, setting == "all", reporter, name=name, subset=subset,
+                        share_since=due - EARLY if due is not None else None)
         problems = list(result["problems"])  # type: ignore[call-overload]
         record.result = "ok" if result["ok"] else "failed"
         record.error = problems[0] if problems else None
         record.details = {"read_data": setting, "points_checked": result["points_checked"],
-                          "problems": problems[:20]}
+                          "shared_checks": result["shared_checks"], "problems": problems[:20]}
     return result
 
 
@@ -210,6 +245,7 @@ def _check(config: Config, repo: Repository, read_data: bool, reporter: Reporter
         repo.check(read_data, subset)
     except RepositoryDamaged as exc:
         damage.record(config.state_dir, repo.name, exc, read_data or subset is not None)
+        checks.forget(config.state_dir, repo.name)
         return exc
     damage.passed(config.state_dir, repo.name, read_data)
     return None

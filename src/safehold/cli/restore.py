@@ -189,6 +189,8 @@ def verify(
     from safehold.actions.verify import verify_instance
 
     def render(res: dict[str, Any]) -> None:
+        for line in res["shared_checks"].values():
+            out.print(f"{line}: not checked again", soft_wrap=True)
         for where, count in res["points_checked"].items():
             out.print(f"{where}: {count} point(s) checked")
         for problem in res["problems"]:

@@ -423,10 +423,15 @@ class Repository:
         for the commands restic runs under its exclusive lock, shared for the others.
         """
         with contextlib.ExitStack() as stack:
-            if self.lock_file is not None and args and "--no-lock" not in args:
-                stack.enter_context(repository_lock(self.lock_file, args[0] in EXCLUSIVE_COMMANDS, args[0],
-                                                    self.lock_wait))
+            if args and "--no-lock" not in args:
+                stack.enter_context(self.turn(args[0], args[0] in EXCLUSIVE_COMMANDS))
             yield stack.enter_context(self._process())
+
+    def turn(self, what: str, exclusive: bool) -> contextlib.AbstractContextManager[None]:
+        """This host's turn on the repository (see lock.repository_lock), for work around several calls."""
+        if self.lock_file is None:
+            return contextlib.nullcontext()
+        return repository_lock(self.lock_file, exclusive, what, self.lock_wait)
 
     @contextlib.contextmanager
     def _process(self) -> Iterator[_Call]:

@@ -285,7 +285,8 @@ class Console:
         the same share of the data read, and the result recorded for `check`, metrics and the pages."""
         session, _ = await self.auth.require_post(request, "operator")
         name = self.instance_name(request)
-        return self.start(request, session, "verify", name, lambda r: verify_instance(self.config, name, r))
+        return self.start(request, session, "verify", name,
+                          lambda r: verify_instance(self.config, name, r, scheduled=False))
 
     async def drill(self, request: Request) -> Response:
         """Drill now (operator)."""
