@@ -111,7 +111,7 @@ def _check_in_round(config: Config, repo: Repository, instance: str, read_data: 
         taken = checks.shared_by(config.state_dir, repo.name, instance, since, setting)
         if taken is not None:
             shared[repo.name] = (f"repository {repo.name} was found sound by the verify of {taken.instance} at "
-                                 f"{taken.started[:16].replace('T', ' ')} UTC (reading {taken.read_data} of the data)")
+                                 f"{taken.since} (reading {taken.read_data} of the data)")
             reporter.step(f"{shared[repo.name]}: not checked again")
             return None
         started = datetime.now(UTC)

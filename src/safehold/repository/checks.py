@@ -11,13 +11,11 @@ only a passed check is written, so a verify after a failed one checks for itself
 
 from __future__ import annotations
 
-import contextlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from safehold.secrets import write_private
+from safehold.repository import records
 
 
 @dataclass
@@ -28,31 +26,32 @@ class Passed:
     started: str  # ISO time in UTC
     read_data: str  # schedule.verify_read_data of that verify: none, all, a percentage or a size
 
+    @property
+    def since(self) -> str:
+        """When it started, for a message."""
+        return records.minutes(self.started)
+
     def covers(self, read_data: str) -> bool:
         """Whether this check read at least what a verify set to `read_data` would."""
         return read_data == "none" or self.read_data in ("all", read_data)
 
 
-def _path(state_dir: Path, repository: str) -> Path:
-    return state_dir / "repositories" / f"{repository}.checked"
+KIND = "checked"
 
 
 def last_passed(state_dir: Path, repository: str) -> Passed | None:
     """The last passed scheduled check of the repository (an unreadable record counts as none)."""
-    with contextlib.suppress(OSError, ValueError, TypeError):
-        return Passed(**json.loads(_path(state_dir, repository).read_text()))
-    return None
+    return records.load(state_dir, repository, KIND, Passed)
 
 
 def note_passed(state_dir: Path, repository: str, instance: str, started: datetime, read_data: str) -> None:
     """Keep that `instance`'s scheduled verify, started at `started`, found the repository sound."""
-    record = Passed(instance, started.isoformat(timespec="seconds"), read_data)
-    write_private(_path(state_dir, repository), json.dumps(asdict(record)))
+    records.save(state_dir, repository, KIND, Passed(instance, started.isoformat(timespec="seconds"), read_data))
 
 
 def forget(state_dir: Path, repository: str) -> None:
     """A check found damage: no later verify may take the earlier sound check for its own."""
-    _path(state_dir, repository).unlink(missing_ok=True)
+    records.drop(state_dir, repository, KIND)
 
 
 def shared_by(state_dir: Path, repository: str, instance: str, since: datetime, read_data: str) -> Passed | None:

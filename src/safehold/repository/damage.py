@@ -16,15 +16,13 @@ opening the repository.
 
 from __future__ import annotations
 
-import contextlib
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from safehold.errors import RepositoryError
+from safehold.repository import records
 from safehold.repository.restic import REPAIR, RepositoryDamaged
-from safehold.secrets import write_private
 
 
 @dataclass
@@ -43,18 +41,15 @@ class Damage:
     @property
     def since(self) -> str:
         """When it was found, for a message."""
-        return f"{self.found[:16].replace('T', ' ')} UTC"
+        return records.minutes(self.found)
 
 
-def _path(state_dir: Path, repository: str) -> Path:
-    return state_dir / "repositories" / f"{repository}.damage"
+KIND = "damage"
 
 
 def recorded(state_dir: Path, repository: str) -> Damage | None:
     """The damage a verify recorded for the repository, if any (an unreadable record counts as none)."""
-    with contextlib.suppress(OSError, ValueError, TypeError):
-        return Damage(**json.loads(_path(state_dir, repository).read_text()))
-    return None
+    return records.load(state_dir, repository, KIND, Damage)
 
 
 def record(state_dir: Path, repository: str, error: RepositoryDamaged, read_data: bool,
@@ -70,7 +65,7 @@ def record(state_dir: Path, repository: str, error: RepositoryDamaged, read_data
     damage = Damage(error.message, datetime.now(UTC).isoformat(timespec="seconds"), error.unsafe,
                     read_data or (old is not None and old.read_data and not repaired),
                     points if points is not None else old.points if old is not None else [])
-    write_private(_path(state_dir, repository), json.dumps(asdict(damage)))
+    records.save(state_dir, repository, KIND, damage)
     return damage
 
 
@@ -79,7 +74,7 @@ def passed(state_dir: Path, repository: str, read_data: bool) -> None:
     data and this check did not read it."""
     old = recorded(state_dir, repository)
     if old is not None and (read_data or not old.read_data):
-        _path(state_dir, repository).unlink(missing_ok=True)
+        records.drop(state_dir, repository, KIND)
 
 
 def refuse_unsafe(state_dir: Path, repository: str) -> Damage | None:
