@@ -38,3 +38,9 @@ def test_an_unreadable_record_counts_as_none(tmp_path: Path) -> None:
     (tmp_path / "repositories").mkdir()
     (tmp_path / "repositories" / "main.checked").write_text("{not json")
     assert checks.last_passed(tmp_path, "main") is None
+
+
+def test_a_note_that_cannot_be_written_leaves_the_others_checking(tmp_path: Path) -> None:
+    (tmp_path / "repositories").write_text("a file where the folder should be")
+    checks.note_passed(tmp_path, "main", "a", ROUND, "5%")  # no error: the verify itself passed
+    assert checks.shared_by(tmp_path, "main", "b", ROUND, "5%") is None

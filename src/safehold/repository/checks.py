@@ -11,6 +11,7 @@ only a passed check is written, so a verify after a failed one checks for itself
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -45,8 +46,12 @@ def last_passed(state_dir: Path, repository: str) -> Passed | None:
 
 
 def note_passed(state_dir: Path, repository: str, instance: str, started: datetime, read_data: str) -> None:
-    """Keep that `instance`'s scheduled verify, started at `started`, found the repository sound."""
-    records.save(state_dir, repository, KIND, Passed(instance, started.isoformat(timespec="seconds"), read_data))
+    """Keep that `instance`'s scheduled verify, started at `started`, found the repository sound.
+
+    Best effort: without the note the other instances check for themselves, as before it existed.
+    """
+    with contextlib.suppress(OSError):
+        records.save(state_dir, repository, KIND, Passed(instance, started.isoformat(timespec="seconds"), read_data))
 
 
 def forget(state_dir: Path, repository: str) -> None:
