@@ -137,6 +137,9 @@ def test_instances_sharing_a_repository_check_it_once_a_round(tmp_path: Path, re
     assert shared["main"].startswith(f"repository main was found sound by the verify of {checker} at ")
     assert shared["main"].endswith("(reading 5% of the data)")
     assert history.runs(checker, "verify")[0].details["shared_checks"] == {}
+    page = tmp_path / "report.html"
+    assert run_cli("report", took[0], "--html", str(page), config=config).returncode == 0
+    assert f"found sound by the verify of {checker} at " in page.read_text()
 
     assert verify_instance(load(config), took[0], Silent(), scheduled=False)["shared_checks"] == {}
     # A verify that reads more than the shared check did checks for itself (and is then shared the other way).

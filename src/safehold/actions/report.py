@@ -165,12 +165,14 @@ def _last_drill(config: Config, name: str) -> dict[str, Any] | None:
 
 
 def _last_verify(config: Config, name: str) -> dict[str, Any] | None:
-    """The newest scheduled verify (repository check): when, how much data it read, and what it found."""
+    """The newest recorded verify (repository check): when, how much data it read, what it found, and the
+    repositories whose check it took from another instance's verify of the same round."""
     run = History(config.state_dir).last_run(name, "verify")
     if run is None:
         return None
     return {"started": run.started, "ok": run.result == "ok", "read_data": run.details.get("read_data", "?"),
-            "problems": run.details.get("problems") or ([run.error] if run.error else [])}
+            "problems": run.details.get("problems") or ([run.error] if run.error else []),
+            "shared": sorted((run.details.get("shared_checks") or {}).values())}
 
 
 def build(config: Config, name: str | None, days: int = 30) -> dict[str, Any]:
