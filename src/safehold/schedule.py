@@ -6,7 +6,7 @@ share it and tests can ask about any moment.
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -85,6 +85,30 @@ class Schedule:
     def prev_run(self, before: datetime) -> datetime | None:
         """The last due time at or before `before`; None if never."""
         return self._runs(before + timedelta(seconds=1), forward=False) if self.names_a_day else None
+
+    def skipped_by_dst(self, start: datetime, days: int = 366) -> list[datetime]:
+        """Due times (naive, by the zone's wall clock) in the `days` after `start` that do not exist there,
+        because the spring DST change jumps over them (02:30 on the night Berlin goes 02:00 -> 03:00),
+        on a day with no other due time: systemd's timers skip such a run (see _runs), so that day has
+        none, and the unit writer warns. A job that also runs later that day loses nothing that matters.
+        """
+        if not self.names_a_day:
+            return []
+        step, found = timedelta(minutes=15), []  # every zone changes its offset on a quarter hour
+        instant = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        before = instant.astimezone(self.zone).utcoffset()
+        for _ in range(days * 96):
+            instant += step
+            after = instant.astimezone(self.zone).utcoffset()
+            if before is not None and after is not None and after > before:
+                # Wall-clock times from the change by the old offset up to it by the new one never occur.
+                gap_start, gap_end = (instant + before).replace(tzinfo=None), (instant + after).replace(tzinfo=None)
+                due = croniter(self.expression, gap_start - timedelta(seconds=1)).get_next(datetime)
+                later = croniter(self.expression, gap_end - timedelta(seconds=1)).get_next(datetime)
+                if due < gap_end and later.date() != due.date():
+                    found.append(due)
+            before = after
+        return found
 
     def due_by(self, now: datetime) -> datetime | None:
         """The latest due time whose grace period has passed at `now`: its point must exist by now.

@@ -195,3 +195,30 @@ def test_cron_line() -> None:
     assert cron_line(ScheduleConfig(), "0 2 * * *") == "0 2 * * *"
     with pytest.raises(ConfigError):
         cron_line(ScheduleConfig(), "* * * * * */2")
+
+
+def test_a_timer_time_the_spring_change_jumps_over_is_found_and_warned_about(tmp_path: Path) -> None:
+    from safehold.actions.schedule_install import install
+    from safehold.config import load
+
+    start = _utc("2026-11-27T00:00")
+    sunday = Schedule(ScheduleConfig(week_days=["sunday"], time="02:30", timezone="Europe/Berlin"))
+    assert sunday.skipped_by_dst(start) == [datetime(2027, 3, 28, 2, 30)]
+    assert Schedule(ScheduleConfig(cron="30 2 * * *", timezone="America/New_York")).skipped_by_dst(start) == [
+        datetime(2027, 3, 14, 2, 30)]
+    for fine in (ScheduleConfig(week_days=["sunday"], time="03:30", timezone="Europe/Berlin"),
+                 ScheduleConfig(cron="30 2 * * *", timezone="UTC"),
+                 ScheduleConfig(cron="*/20 * * * *", timezone="Europe/Berlin")):  # runs again later that day
+        assert Schedule(fine).skipped_by_dst(start) == [], fine
+    if shutil.which("systemd-analyze"):
+        # systemd itself: the Sunday the clocks jump has no run.
+        shown = subprocess.run(["systemd-analyze", "calendar", "--iterations=2", "--base-time=2027-03-20 00:00 UTC",
+                                "Sun *-*-* 02:30:00 Europe/Berlin"], check=True, capture_output=True, text=True).stdout
+        assert "2027-03-21" in shown and "2027-04-04" in shown and "2027-03-28" not in shown
+    config = load(write_config(tmp_path, {"url": "/x", "password_file": "/x"},
+                               '[instances.app]\nrepositories = ["main"]\nfiles = ["/etc/hostname"]\n'
+                               'schedule = { week_days = ["sunday"], time = "02:30", timezone = "Europe/Berlin" }\n'))
+    [warning] = install(config, tmp_path / "units", "systemd")["dst_skipped"]
+    assert warning.startswith("backup of app: 02:30 Europe/Berlin does not exist on ") and "-03-" in warning
+    assert "systemd timer skips that day's run" in warning
+    assert install(config, tmp_path / "cron", "cron")["dst_skipped"] == []

@@ -12,11 +12,12 @@ import re
 import shlex
 import shutil
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from safehold.config import WEEK_DAYS, Config, ScheduleConfig
 from safehold.errors import ConfigError
-from safehold.schedule import KINDS, backup_schedule, job_schedules
+from safehold.schedule import KINDS, Schedule, backup_schedule, job_schedules
 
 # systemd's default PATH for services. cron's own is /usr/bin:/bin, so a job would miss tools a timer
 # finds (restic installed in /usr/local/bin because the distribution's is old).
@@ -185,6 +186,19 @@ def _jobs(config: Config) -> list[tuple[str, str, ScheduleConfig, str | None]]:
     return jobs
 
 
+def _dst_skipped(jobs: list[tuple[str, str, ScheduleConfig, str | None]], now: datetime) -> list[str]:
+    """One warning per timer whose time does not exist on some day of the coming year (the spring DST
+    change jumps over it): systemd skips that day's run, where `serve` and cron run it after the jump."""
+    warnings = []
+    for name, kind, schedule, cron in jobs:
+        if skipped := Schedule(schedule, cron).skipped_by_dst(now):
+            warnings.append(f"{kind} of {name}: {skipped[0]:%H:%M} {schedule.timezone} does not exist on "
+                            f"{skipped[0]:%Y-%m-%d} (the clocks jump forward), so the systemd timer skips that "
+                            "day's run; pick a time outside the jump, or use --format cron or `safehold serve`, "
+                            "which run it right after")
+    return warnings
+
+
 def _argv(kind: str, name: str, config_file: str) -> str:
     """The command a unit or cron line runs: what a person would type for that job."""
     job = ["verify", "--instance", name, "--scheduled"] if kind == "verify" else [kind, name]
@@ -205,7 +219,9 @@ def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> 
     no_day = [name for name, inst in config.instances.items()
               if inst.schedule and inst.schedule.enabled and not backup_schedule(inst.schedule).names_a_day]
     jobs = _jobs(config)
+    dst_skipped: list[str] = []
     if fmt == "systemd":
+        dst_skipped = _dst_skipped(jobs, datetime.now(UTC))
         for name, kind, schedule, cron in jobs:
             argv = _argv(kind, name, config_file)
             unit = f"safehold-{kind}-{name}"
@@ -255,7 +271,7 @@ def install(config: Config, folder: Path, fmt: str, user: str | None = None) -> 
     # notifications) must come from an Environment= drop-in, the cron file, or a file: reference.
     needed = _environment(config.model_dump(include={"repositories", "instances", "notify"}))
     return {"folder": str(folder), "format": fmt, "written": written, "removed": removed,
-            "installed_elsewhere": elsewhere,
+            "installed_elsewhere": elsewhere, "dst_skipped": dst_skipped,
             "skipped_disabled": skipped,
             "environment": sorted(needed),
             "skipped_no_day": no_day, "next": hint}

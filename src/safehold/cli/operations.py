@@ -204,6 +204,8 @@ def schedule_install(
         if res["skipped_no_day"]:
             out.print(Text.assemble(("backup schedule names no day, not installed:", "yellow"),
                                     f" {', '.join(res['skipped_no_day'])}"))
+        for warning in res["dst_skipped"]:
+            out.print(Text.assemble(("daylight saving:", "yellow"), f" {warning}"), soft_wrap=True)
         if res["environment"]:
             out.print(Text.assemble(("the config reads", "yellow"), f" {', '.join(res['environment'])} from the "
                                     "environment, which a timer or cron job does not have: set them in a drop-in "
