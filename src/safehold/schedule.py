@@ -90,7 +90,8 @@ class Schedule:
         """Due times (naive, by the zone's wall clock) in the `days` after `start` that do not exist there,
         because the spring DST change jumps over them (02:30 on the night Berlin goes 02:00 -> 03:00),
         on a day with no other due time: systemd's timers skip such a run (see _runs), so that day has
-        none, and the unit writer warns. A job that also runs later that day loses nothing that matters.
+        none, and the unit writer warns. A job that also runs earlier or later that day loses nothing that
+        matters.
         """
         if not self.names_a_day:
             return []
@@ -104,8 +105,9 @@ class Schedule:
                 # Wall-clock times from the change by the old offset up to it by the new one never occur.
                 gap_start, gap_end = (instant + before).replace(tzinfo=None), (instant + after).replace(tzinfo=None)
                 due = croniter(self.expression, gap_start - timedelta(seconds=1)).get_next(datetime)
+                earlier = croniter(self.expression, gap_start).get_prev(datetime)
                 later = croniter(self.expression, gap_end - timedelta(seconds=1)).get_next(datetime)
-                if due < gap_end and later.date() != due.date():
+                if due < gap_end and due.date() not in (earlier.date(), later.date()):
                     found.append(due)
             before = after
         return found

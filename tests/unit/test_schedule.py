@@ -208,7 +208,8 @@ def test_a_timer_time_the_spring_change_jumps_over_is_found_and_warned_about(tmp
         datetime(2027, 3, 14, 2, 30)]
     for fine in (ScheduleConfig(week_days=["sunday"], time="03:30", timezone="Europe/Berlin"),
                  ScheduleConfig(cron="30 2 * * *", timezone="UTC"),
-                 ScheduleConfig(cron="*/20 * * * *", timezone="Europe/Berlin")):  # runs again later that day
+                 ScheduleConfig(cron="*/20 * * * *", timezone="Europe/Berlin"),  # runs again later that day
+                 ScheduleConfig(cron="30 0,2 * * *", timezone="Europe/Berlin")):  # ran earlier that day
         assert Schedule(fine).skipped_by_dst(start) == [], fine
     if shutil.which("systemd-analyze"):
         # systemd itself: the Sunday the clocks jump has no run.
