@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safehold.errors import ConfigError
+from safehold.mounts import on_network_filesystem
 from safehold.repository.sftp_url import parse_sftp
 
 DEFAULT_PATHS = (Path("safehold.toml"), Path("/etc/safehold/safehold.toml"))
@@ -119,8 +120,10 @@ class RepositoryConfig(Model):
         return value
 
     def is_remote(self) -> bool:
-        """True when the repository lies off this host."""
-        return self.local_path() is None
+        """True when the repository lies off this host: a remote URL, or a path on a network file system
+        (NFS, CIFS…), whose data survives this host's disks."""
+        folder = self.local_path()
+        return folder is None or on_network_filesystem(folder) is not None
 
     def local_path(self) -> Path | None:
         """The folder of a repository on this host; None for a remote one."""

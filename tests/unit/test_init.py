@@ -50,3 +50,22 @@ def test_paths_are_written_as_valid_toml_strings(tmp_path: Path, name: str) -> N
     config = config_module.load(out)
     assert config.instance("itflow").root == str(root)
     assert config.repositories["main"].url == repo
+
+
+def test_password_file_is_made_beside_the_config_and_then_kept(tmp_path: Path) -> None:
+    from safehold.secrets import resolve
+
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    root = itflow_root(tmp_path / "itflow")
+    made = write_example(folder / "safehold.toml", "itflow", root, str(tmp_path / "repo"), False)
+    password = folder / "repo.pass"
+    assert made["password_file"] == str(password) and made["password_file_created"] is True
+    assert password.stat().st_mode & 0o777 == 0o600 and len(password.read_text().strip()) >= 40
+    config = config_module.load(folder / "safehold.toml")
+    assert config.repositories["main"].password == f"file:{password}"
+    first = resolve(config.repositories["main"].password, "repositories.main.password").reveal()
+    # Writing the config again (--force) never replaces a password: it may already guard a repository.
+    again = write_example(folder / "safehold.toml", "itflow", root, str(tmp_path / "repo"), True)
+    assert again["password_file_created"] is False
+    assert resolve(f"file:{password}", "x").reveal() == first

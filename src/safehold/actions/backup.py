@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from safehold import __version__
 from safehold.actions.common import describe, each_instance, open_repository
-from safehold.actions.replicate import replicate
+from safehold.actions.replicate import host_only_warning, replicate
 from safehold.apps.quiesce import resume_leftovers
 from safehold.config import Config
 from safehold.engines import engine_for
@@ -306,6 +306,12 @@ def backup(config: Config, name: str | None, reporter: Reporter, note: str | Non
     # Checked here too: inside the loop a bad note would be one failed instance among several.
     note = check_note(note)
     check_keep_days(keep_days)
-    return each_instance(config, name, lambda instance_name: [
-        {"result": "ok", **backup_instance(config, instance_name, reporter, note=note, keep_days=keep_days)}])
+
+    def one(instance_name: str) -> list[dict[str, object]]:
+        # Said once per backup run (not by `list`, which is read far more often than it needs telling).
+        if warning := host_only_warning(config, instance_name):
+            reporter.warn(warning)
+        return [{"result": "ok", **backup_instance(config, instance_name, reporter, note=note, keep_days=keep_days)}]
+
+    return each_instance(config, name, one)
 

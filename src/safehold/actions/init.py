@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 
 from safehold.config import REMOTE_SCHEMES
 from safehold.errors import ConfigError
+from safehold.secrets import write_private
+
+PASSWORD_FILE = "repo.pass"  # beside the config: /etc/safehold/repo.pass for /etc/safehold/safehold.toml
 
 TEMPLATE = '''# safehold configuration. Secrets are never written here: use "env:NAME" or "file:/path" (mode 0600).
 
@@ -18,7 +22,7 @@ TEMPLATE = '''# safehold configuration. Secrets are never written here: use "env
 
 [repositories.main]
 url = {repo}                         # local path, sftp:user@host:/path, s3:https://host/bucket/path
-password = "file:/etc/safehold/repo.pass"   # create with: umask 077; openssl rand -base64 32 > /etc/safehold/repo.pass
+password = {password}   # made by `safehold init` (0600, random); keep a copy off this host (`safehold kit`)
 # limit_upload = 2048                  # KiB/s, so the nightly upload leaves room on the uplink (limit_download too)
 # env = {{ AWS_ACCESS_KEY_ID = "env:AWS_ACCESS_KEY_ID", AWS_SECRET_ACCESS_KEY = "file:/etc/safehold/s3.secret" }}
 
@@ -111,8 +115,10 @@ def write_example(path: Path, app: str, root: Path | None, repo: str | None, for
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists", "use --force to overwrite it, or --output another file")
     name = app if app != "generic" else "myapp"
+    password_file = Path(_absolute(str(path))).parent / PASSWORD_FILE
     text = TEMPLATE.format(
         repo=toml_string(repo or "/var/backups/safehold", "--repo"),
+        password=toml_string(f"file:{password_file}", "the config's folder"),
         name=name,
         app=app,
         root_line=f"root = {toml_string(str(root), '--root')}" if root else '# root = "/srv/app"',
@@ -120,4 +126,7 @@ def write_example(path: Path, app: str, root: Path | None, repo: str | None, for
         "# database credentials are read from the application's own config file\n",
     )
     path.write_text(text, encoding="utf-8")
-    return {"path": str(path), "app": app}
+    made = not password_file.exists()
+    if made:  # a config naming a password file that is not there fails its first run; an existing one is kept
+        write_private(password_file, secrets.token_urlsafe(32) + "\n")
+    return {"path": str(path), "app": app, "password_file": str(password_file), "password_file_created": made}

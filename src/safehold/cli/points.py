@@ -39,8 +39,13 @@ def init(
     """Write a commented safehold.toml to start from."""
     from safehold.actions.init import write_example
 
-    run_action(json_out, lambda r: write_example(output, app_name, root, repo, force),
-               lambda res: out.print(f"wrote {res['path']} — edit it, then run `safehold backup`"))
+    def render(res: dict[str, Any]) -> None:
+        out.print(f"wrote {res['path']} — edit it, then run `safehold backup`")
+        state = "created (0600, random)" if res["password_file_created"] else "already there: kept as it is"
+        out.print(f"repository password file {res['password_file']}: {state} — without it no point can be read; "
+                  "keep a copy off this host (`safehold kit`)")
+
+    run_action(json_out, lambda r: write_example(output, app_name, root, repo, force), render)
 
 
 @app.command()
@@ -171,12 +176,7 @@ def list_cmd(instance: InstanceArg = None, config: ConfigOpt = None, json_out: J
             out.print(f"{run_id}: {'; '.join(m for m in (row['note'], _kept_until(row)) if m)}", soft_wrap=True)
 
     def action(r: Reporter) -> list[dict[str, Any]]:
-        from safehold.actions.replicate import host_only_warning
-
         cfg = load_config(config)
-        for name in cfg.select(instance):
-            if warning := host_only_warning(cfg, name):
-                r.warn(warning)
         unreachable: list[str] = []
         rows = list_points(cfg, instance, unreachable)
         for problem in unreachable:

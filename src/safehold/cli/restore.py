@@ -74,6 +74,22 @@ def ls_cmd(
     run_action(json_out, action, lambda count: None, streamed=True)
 
 
+def _print_comparison(comparison: list[dict[str, Any]], verbose: bool) -> None:
+    """One summary line per database, then the tables that differ (every table with --verbose; --json has all)."""
+    shown_rows = comparison if verbose else [c for c in comparison if not c["ok"]]
+    for database in dict.fromkeys(c["database"] for c in comparison):
+        tables = [c for c in comparison if c["database"] == database]
+        differ = sum(not c["ok"] for c in tables)
+        rows = sum(int(c["restored"] or 0) for c in tables)
+        verdict = (("all match the point's manifest", "green") if not differ else
+                   (f"{differ} differ from the point's manifest", "red"))
+        out.print(Text.assemble(f"database {database}: {len(tables)} tables, {rows} rows restored; ", verdict))
+    if shown_rows:
+        print_table("row counts: manifest vs restored", ["database", "table", "expected", "restored", ""],
+                    [[c["database"], c["table"], c["expected"], c["restored"], "ok" if c["ok"] else "DIFFERS"]
+                     for c in shown_rows])
+
+
 @app.command()
 def restore(
     instance: Annotated[str | None, typer.Argument(help="instance name (may be left out when only one is "
@@ -89,6 +105,8 @@ def restore(
     from_file: Annotated[Path | None, typer.Option("--from-file", help="restore from a `safehold export` file")] = None,
     path: Annotated[list[str] | None, typer.Option("--path", help="only this file or folder, by its path on the "
                                                                   "host (repeatable; no database)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="list every restored table's row count, "
+                                                                  "not only those that differ")] = False,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -110,9 +128,7 @@ def restore(
             out.print("dry run: nothing was changed")
             return
         if res.get("comparison"):
-            print_table("row counts: manifest vs restored", ["database", "table", "expected", "restored", ""],
-                        [[c["database"], c["table"], c["expected"], c["restored"], "ok" if c["ok"] else "DIFFERS"]
-                         for c in res["comparison"]])
+            _print_comparison(res["comparison"], verbose)
         if restored := res.get("restored"):
             same = f"; {restored['unchanged']} already as in the point" if restored.get("unchanged") else ""
             out.print(f"{restored['files']} file(s), {restored['bytes']} bytes came back{same}", soft_wrap=True)
