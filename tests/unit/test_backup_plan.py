@@ -14,7 +14,7 @@ from safehold.apps import idoit, itop
 from safehold.apps.common import command_plan
 from safehold.cli.points import _render_plan
 from safehold.config import InstanceConfig
-from safehold.errors import RepositoryError
+from safehold.errors import RepositoryError, SafeholdError
 from safehold.models import Instance
 from safehold.output import Silent
 from safehold.repository import restic
@@ -42,6 +42,11 @@ def test_the_commands_listed_are_those_a_backup_would_run() -> None:
 
 def test_app_profiles_name_their_pause_without_making_it(tmp_path: Path) -> None:
     itop_instance = Instance(name="itop", app="itop", root=tmp_path)
+    with pytest.raises(SafeholdError, match="no approot.inc.php"):  # a root without iTop's code: said, not planned
+        itop.quiesce_plan(itop_instance, instance_config(), tmp_path)
+    (tmp_path / "approot.inc.php").touch()
+    (tmp_path / itop.CONFIG).parent.mkdir(parents=True)
+    (tmp_path / itop.CONFIG).touch()
     flag = tmp_path / "data" / ".readonly"
     assert itop.quiesce_plan(itop_instance, instance_config(), tmp_path)[0].startswith(
         f"switch iTop to read-only mode (create {flag})")

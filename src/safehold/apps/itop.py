@@ -1,6 +1,7 @@
 """iTop profile: the iTop tables of one MariaDB database (only those starting with `db_subname`
-when the database is shared), the config file, the designer delta, hub modules, extensions and
-the compiled `env-production` build.
+when the database is shared) and the whole install root (code, `lib/`, datamodels, extensions,
+config, designer delta, hub modules, the compiled `env-production` build, data) minus only what
+iTop regenerates.
 
 Facts (Combodo/iTop 3.x): `conf/production/config-itop.php` defines `$MySettings` with `db_host`
 (`host`, `host:port`, `p:host`), `db_user`, `db_pwd`, `db_name`, `db_subname` (table prefix),
@@ -35,7 +36,7 @@ from safehold.apps.common import (
     versions,
 )
 from safehold.apps.phpconfig import find_define, parse_file
-from safehold.apps.quiesce import paused
+from safehold.apps.quiesce import folder_times_kept, paused
 from safehold.config import InstanceConfig
 from safehold.errors import SafeholdError
 from safehold.models import Database, Instance
@@ -50,7 +51,29 @@ READONLY_FLAG = "data/.readonly"
 CACHE = f"data/cache-{ENV}"
 # The files iTop's restore leaves with the wrong owner (iTop 3.0 "Data backup" page).
 OWNED_BY_WEB_USER = (CONFIG, f"data/{ENV}.delta.xml", CACHE, f"data/{ENV}-modules")
-OPTIONAL_TREES = (f"data/{ENV}.delta.xml", f"data/{ENV}-modules", "extensions", f"env-{ENV}")
+# What iTop regenerates or never needs back, inside the install root (Combodo/iTop 3.2 sources).
+# Sessions and temp files live outside the root: PHP's session.save_path (setup/setuputils.class.inc.php
+# only checks that it is writable) and sys_get_temp_dir() (SetupUtils::GetTmpDir).
+DISPOSABLE_FOLDERS = (
+    # utils::GetCachePath (application/utils.inc.php): "created or cleaned upon code compilation";
+    # RunTimeEnvironment (setup/runtimeenv.class.inc.php) empties it with tidydir on every setup.
+    CACHE,
+    # utils::GetLogPath (application/utils.inc.php): log files; CoreUpdater::ZipFolder
+    # (datamodels/2.x/itop-core-update/src/Service/CoreUpdater.php) leaves `log` out of its own archive.
+    "log",
+    # iTop's own backup archives (BackupExec in datamodels/2.x/itop-backup/main.itop-backup.php writes
+    # data/backups/auto/, ajax.backup.php data/backups/manual/); CoreUpdater::ZipFolder skips them too.
+    "data/backups",
+)
+DISPOSABLE_FILES = (
+    # DBRestoreTool (datamodels/2.x/itop-backup/dbrestore.class.inc.php) unpacks archives there and removes them.
+    "data/tmp-backup-*",
+)
+# The read-only flag quiesce sets is in the point on purpose: a restore swaps the whole root in, and the
+# flag it carries keeps iTop read-only until the restore's own pause removes it (a copy restored
+# elsewhere with --files-to starts read-only: delete data/.readonly there to write to it).
+# Files that protect a folder from the web: kept even inside a disposable folder (iTop ships them in log/).
+GUARDS = (".htaccess", "web.config", "index.php", "index.html")
 PHP_EXTENSION = {"Sodium": "sodium", "OpenSSL": "openssl", "OpenSSLMcryptCompatibility": "openssl",
                  "Mcrypt": "mcrypt"}
 KEY = "itop_encryption_key"
@@ -72,12 +95,13 @@ def _settings(config_path: Path) -> dict[str, str]:
     return settings
 
 
-def _extra_files(config_path: Path) -> list[Path]:
-    """The itop-backup module's `extra_files` (paths inside APPROOT its own backup adds)."""
-    root = config_path.parents[2]
-    extra = parse_file(config_path).get("MyModuleSettings", "itop-backup", "extra_files", default={})
-    paths = [root / rel for rel in (extra.values() if isinstance(extra, dict) else []) if isinstance(rel, str)]
-    return [p for p in paths if p.resolve().is_relative_to(root.resolve()) and p.exists()]
+def excludes(root: Path) -> list[str]:
+    """restic exclude patterns for what iTop regenerates; `!` patterns keep each disposable folder's guards."""
+    patterns = [str(root / rel) for rel in DISPOSABLE_FILES]
+    for folder in DISPOSABLE_FOLDERS:
+        patterns.append(str(root / folder / "*"))
+        patterns += [f"!{root / folder / guard}" for guard in GUARDS]
+    return patterns
 
 
 def _installed_version(db: Database) -> tuple[str | None, str | None]:
@@ -109,16 +133,16 @@ def read_schema_version(instance: Instance, database_name: str) -> str | None:
 def describe(name: str, config: InstanceConfig) -> Instance:
     """Database (prefix-aware) from config-itop.php, the files iTop's own backup keeps, versions."""
     root, config_path = app_config_file(config, "iTop", CONFIG)
-    if not detect(root):
-        raise SafeholdError(f"{root} does not look like an iTop install (no approot.inc.php)",
-                            "set root to iTop's folder (the one holding approot.inc.php and conf/)")
     settings = _settings(config_path)
     db = _database(config_path)
     prefix = db.table_prefix
     instance = base_instance(name, config, "itop")
     instance.databases.insert(0, db)
     instance.config_files.insert(0, config_path)
-    instance.files[:0] = [root / rel for rel in OPTIONAL_TREES if (root / rel).exists()] + _extra_files(config_path)
+    # The whole root: its code is what ran against this database (the itop-backup module's extra_files
+    # are paths inside it too); a restore from nothing brings the config first, the code with the rest.
+    instance.files.insert(0, root)
+    instance.exclude += excludes(root)
     instance.app_version = find_define(root / VERSION_FILE, "ITOP_VERSION")
     instance.schema_version, datamodel = _installed_version(db)
     instance.details = {
@@ -150,10 +174,18 @@ def _wait_for_cron(db: Database, lock: str, reporter: Reporter) -> None:
         time.sleep(1)
 
 
+def _require_code(root: Path) -> None:
+    """A backup of a root without iTop's code would hold no iTop (a restore brings the code back itself)."""
+    if not detect(root):
+        raise SafeholdError(f"{root} does not look like an iTop install (no approot.inc.php)",
+                            "set root to iTop's folder (the one holding approot.inc.php and conf/)")
+
+
 @contextlib.contextmanager
-def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
-            state_dir: Path) -> Iterator[dict[str, object]]:
-    """iTop read-only mode (data/.readonly, removed afterwards only if safehold created it)."""
+def restore_quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
+                    state_dir: Path) -> Iterator[dict[str, object]]:
+    """iTop read-only mode (data/.readonly, removed afterwards only if safehold created it); iTop 3.0
+    switches to read-only for its own restores as well. The flag leaves data/'s timestamps as they were."""
     assert instance.root is not None
     flag = instance.root / READONLY_FLAG
     with paused(state_dir, instance.name, instance.app, reporter) as pause:
@@ -162,7 +194,8 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
         else:
             pause.record("remove_file", path=str(flag), what=f"iTop read-only mode ({flag})")
             flag.parent.mkdir(parents=True, exist_ok=True)
-            flag.touch()
+            with folder_times_kept(flag):
+                flag.touch()
             pause.methods("itop-readonly")
             reporter.step(f"iTop switched to read-only mode ({flag})")
         _wait_for_cron(_database(instance.root / CONFIG), str(instance.details["cron_lock"]), reporter)
@@ -170,12 +203,20 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
         yield pause.window
 
 
-restore_quiesce = quiesce  # iTop 3.0 switches to read-only for its own restores as well
+@contextlib.contextmanager
+def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
+            state_dir: Path) -> Iterator[dict[str, object]]:
+    """Refuse a root without iTop's code, then the read-only mode of restore_quiesce."""
+    assert instance.root is not None
+    _require_code(instance.root)
+    with restore_quiesce(instance, config, reporter, state_dir) as window:
+        yield window
 
 
 def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) -> list[str]:
     """The read-only switch quiesce would make (the flag is looked at, not created) and the configured commands."""
     assert instance.root is not None
+    _require_code(instance.root)
     flag = instance.root / READONLY_FLAG
     mode = (f"iTop is read-only already ({flag} exists): it stays that way" if flag.exists() else
             f"switch iTop to read-only mode (create {flag}), afterwards remove it; wait for cron.php's current task")
@@ -238,11 +279,16 @@ def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, res
         return
     data = instance.root / "data"
     cache = instance.root / CACHE
-    if cache.is_dir():
-        shutil.rmtree(cache)
-    if data.is_dir():
-        cache.mkdir(mode=data.stat().st_mode & 0o7777)
+    # Emptied, not removed: the folder (its mode, owner, and data/'s times) comes back from the point.
+    for entry in cache.iterdir() if cache.is_dir() else ():
+        if entry.name in GUARDS:
+            continue
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    if data.is_dir() and not cache.is_dir():
+        with folder_times_kept(cache):
+            cache.mkdir(mode=data.stat().st_mode & 0o7777)
         chown_tree(cache, f"{data.stat().st_uid}:{data.stat().st_gid}")
+    if cache.is_dir():
         reporter.step(f"cleared {cache}")
     if instance.owner and "files" in restored:
         for relative in OWNED_BY_WEB_USER:

@@ -268,8 +268,20 @@ def resume_leftovers(state_dir: Path, reporter: Reporter) -> list[str]:
             if found.state == "resumed"]
 
 
+@contextlib.contextmanager
+def folder_times_kept(path: Path) -> Iterator[None]:
+    """Keep the access and modification times of `path`'s folder across adding or removing `path`:
+    a pause flag leaves no trace in the tree a point saves and a restore compares."""
+    folder = path.parent
+    before = folder.stat() if folder.is_dir() else None
+    yield
+    if before is not None and folder.is_dir():
+        os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
 @resumer("remove_file", describe=lambda step: f"{step['path']} in place (removed on resume)")
 def _remove_file(step: dict[str, Any], reporter: Reporter) -> None:
     path = Path(step["path"])
-    path.unlink(missing_ok=True)
+    with folder_times_kept(path):
+        path.unlink(missing_ok=True)
     reporter.step(f"removed {path}")
