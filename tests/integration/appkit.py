@@ -63,6 +63,15 @@ def tree_state(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[object
     return state
 
 
+def safehold_on_path(folder: Path) -> Path:
+    """A `safehold` command running this tree's code (the recovery kit tells the reader to run `safehold`)."""
+    folder.mkdir(parents=True)
+    script = folder / "safehold"
+    script.write_text(f"#!/bin/sh\nPYTHONPATH={SRC} exec {sys.executable} -m safehold \"$@\"\n")
+    script.chmod(0o755)
+    return folder
+
+
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
     """Assert a CLI run succeeded, showing its output when not."""
     assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"

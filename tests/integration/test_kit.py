@@ -9,24 +9,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from safehold import __version__
-from tests.conftest import SRC, run_cli, sql
+from tests.conftest import run_cli, sql
+from tests.integration.appkit import safehold_on_path
 from tests.integration.offhost_servers import make_tree, password_file, read_tree, start_sshd, write_config
-
-
-def _safehold_on_path(folder: Path) -> Path:
-    """A `safehold` command running this tree's code (the kit tells the reader to run `safehold`)."""
-    folder.mkdir(parents=True)
-    script = folder / "safehold"
-    script.write_text(f"#!/bin/sh\nPYTHONPATH={SRC} exec {sys.executable} -m safehold \"$@\"\n")
-    script.chmod(0o755)
-    return folder
 
 
 def test_kit_alone_restores_the_instance(tmp_path: Path, new_db: Callable[[str], str],
@@ -76,7 +67,7 @@ def test_kit_alone_restores_the_instance(tmp_path: Path, new_db: Callable[[str],
     assert steps
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    bin_dir = _safehold_on_path(tmp_path / "bin")
+    bin_dir = safehold_on_path(tmp_path / "bin")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEHOLD_")}
     env.update(HOME=str(fresh), PATH=f"{bin_dir}:{env['PATH']}")
     env.pop("PYTHONPATH", None)

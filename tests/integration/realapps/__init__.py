@@ -1,0 +1,1 @@
+"""Real applications, installed from ../shared/apps by their own installers, as test beds."""
