@@ -78,6 +78,8 @@ def build_itflow(root: Path, database: str, *, app_version: str = "26.08.2") -> 
         (root / "uploads" / sub).mkdir(parents=True, exist_ok=True)
         put(root / "uploads" / sub / "index.php", "", 0o640, WEB)
     put(root / "uploads" / ".htaccess", "php_flag engine off\n", 0o644, WEB)
+    for guarded in ("tmp", "backups"):  # as ITFlow ships them: deny all, PHP off
+        put(root / "uploads" / guarded / ".htaccess", itflow_profile.DENY_ALL, 0o644, WEB)
     put(root / "uploads" / "index.php", "", 0o640, WEB)
     put(root / "uploads" / "clients" / "1" / "contract.pdf", b"%PDF-1.4 " + bytes(range(256)) * 64, 0o640, WEB)
     put(root / "uploads" / "tmp" / "scratch.bin", b"x" * 1000, 0o600, WEB)
@@ -151,6 +153,21 @@ def test_backup_destroy_restore_is_exact(itflow: dict[str, object]) -> None:
     assert mariadb_dump(database) == dump_before
     assert tree_state(root, SKIP) == files_before
     assert not (root / "uploads" / "tmp" / "scratch.bin").exists()  # scratch space is not kept
+    assert (root / "uploads" / "tmp" / ".htaccess").read_text() == itflow_profile.DENY_ALL  # its guard is
+
+
+def test_guards_a_point_lacks_are_written_back(itflow: dict[str, object]) -> None:
+    """A point taken without uploads/ guards (before they were kept): restore writes ITFlow's own."""
+    root, config = Path(str(itflow["root"])), Path(str(itflow["config"]))
+    for guard in ("tmp/.htaccess", "backups/.htaccess", "backups/index.php", ".htaccess"):
+        (root / "uploads" / guard).unlink()
+    ok(run_cli("backup", "itflow", config=config))
+    shutil.rmtree(root)
+    result = ok(run_cli("restore", "itflow", "latest", "--only", "files", config=config))
+    for relative, content in itflow_profile.GUARDS.items():
+        assert (root / relative).read_text() == content, relative
+        assert (root / relative).stat().st_uid == WEB_UID
+    assert f"{root / 'uploads' / 'tmp' / '.htaccess'} was missing" in result.stderr
 
 
 def test_cron_paused_during_snapshot_and_restored_even_on_failure(itflow: dict[str, object], tmp_path: Path,

@@ -23,7 +23,6 @@ from tests.integration.realapps.common import drop_db_account, php_server
 from tests.integration.realapps.itflow import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
-    REGENERABLE,
     Install,
     check_through_the_app,
     dump,
@@ -189,10 +188,3 @@ def test_recovery_kit_alone_brings_itflow_back(itflow: Install, tmp_path: Path, 
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     _assert_restored(itflow, dump_before, tree_before, guards_before)
-
-
-def test_regenerable_folders_are_named_by_the_profile() -> None:
-    """The harness compares trees without exactly the folders the profile leaves out."""
-    from safehold.apps.itflow import SKIP
-
-    assert {pattern.split("/*")[0] for pattern in SKIP if not pattern.startswith("!")} == set(REGENERABLE)

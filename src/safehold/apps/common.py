@@ -122,6 +122,18 @@ def contents_pattern(folder: str) -> str:
     return str(Path(os.path.normpath(folder)) / "*")
 
 
+# Files that keep a web server from listing, serving or running a folder's contents. They stay in
+# every point even when the folder's contents are left out as regenerable.
+GUARD_FILES = (".htaccess", "index.php", "index.html", "web.config")
+
+
+def guarded_contents(folder: str | Path) -> list[str]:
+    """Exclude patterns for everything inside a folder the app regenerates except its guard files
+    (restic re-includes them with `!` patterns, evaluated in order)."""
+    pattern = contents_pattern(str(folder))
+    return [pattern, *(f"!{Path(pattern).parent / name}" for name in GUARD_FILES)]
+
+
 def split_host(value: str, port: int | None = None) -> tuple[str, int | None]:
     """`host`, `host:port`, `p:host[:port]` (persistent, mysqli) and `[v6]:port` → host, port."""
     host = value.strip().removeprefix("p:")

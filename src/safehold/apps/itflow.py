@@ -1,11 +1,16 @@
 """ITFlow profile: one MariaDB database, the whole app folder (code, config.php, uploads/) and the
 credential-vault master key.
 
-Facts (itflow-org/itflow): `config.php` holds `$dbhost $dbusername $dbpassword $database` written
-with var_export (appended lines may repeat a variable: the last one wins); no port variable.
-Versions: `includes/app_version.php` APP_VERSION and `settings.config_current_database_version`
-(company_id = 1). There is no maintenance mode; the cron dispatcher stops when
-`settings.config_enable_cron` = 0, which is how this profile pauses the app.
+Facts (itflow-org/itflow 26.08, checked on the release): `config.php` holds `$dbhost $dbusername
+$dbpassword $database` written with var_export by setup/index.php (setup appends
+`$config_enable_setup = 0` last, functions/backup.php may append `$config_backup_key`; a variable
+may repeat: the last one wins); no port variable. Versions: `includes/app_version.php` APP_VERSION
+and `settings.config_current_database_version` (company_id = 1). There is no maintenance mode:
+every cron job (cron/*.php) stops itself while `settings.config_enable_cron` = 0
+(includes/cron_jobs.php), which is how this profile pauses the app; the dispatcher cron/cron.php
+still stamps `config_cron_last_dispatch_at`. Each job holds a flock on
+`sys_get_temp_dir()/itflow_cron_<md5 of the script path>.lock` (cron/includes/cron_lock.php).
+Uploads go to `uploads/` under the app folder (clients/<id>/, tickets/, users/<id>/, settings/, …).
 The master key never exists in clear on the server: it is wrapped per user in
 `users.user_specific_encryption_ciphertext`; `safehold key escrow` unwraps it once with an
 admin's password (see `itflow_crypto`).
@@ -28,8 +33,8 @@ from safehold.apps.common import (
     app_config_file,
     base_instance,
     command_plan,
-    contents_pattern,
     database_named,
+    guarded_contents,
     mariadb_connection,
     query_or_none,
     split_host,
@@ -54,13 +59,34 @@ VERSION_FILE = "includes/app_version.php"
 MASTER_KEY = "itflow_master_key"
 BACKUP_KEY = "itflow_config_backup_key"
 APP_KEYS = "ITFlow's credential-vault master key and config.php's backup key"
-# Scratch space, the built-in backup archives and a regenerable cache; the guard files stay
-# (restic's `!` patterns re-include them).
-SKIP = ("uploads/tmp/*", "uploads/backups/*", "plugins/htmlpurifier/**/DefinitionCache/Serializer/*",
-        "!uploads/tmp/index.php", "!uploads/backups/index.php", "!uploads/backups/.htaccess")
-UPLOADS_HTACCESS = ("Options -ExecCGI -Indexes\nphp_flag engine off\nRemoveHandler .php .phtml .phar .phps\n"
-                    "RemoveType .php .phtml .phar .phps\n<FilesMatch \"\\.(php|phtml|phar|phps|cgi|pl|sh)$\">\n"
-                    "  Require all denied\n</FilesMatch>\n")
+# Folders whose contents ITFlow regenerates, each with the source that proves it; their guard files
+# (.htaccess, index.php, …) are kept all the same (common.guarded_contents).
+REGENERABLE = (
+    # The email parser's scratch space: cron/ticket_email_parser.php writes each raw message here and,
+    # in the same run, moves it into the ticket's folder or deletes it (a snapshot waits for the
+    # running job's flock).
+    "uploads/tmp",
+    # ITFlow's built-in backup archives: functions/backup.php (backupStorageDir) writes encrypted
+    # copies of this database and uploads/ here, which the point holds anyway; its
+    # backupRunRetention() drops the `backups` rows whose archive is gone.
+    "uploads/backups",
+)
+# Not left out: HTMLPurifier's definition cache (libs/htmlpurifier/standalone/HTMLPurifier/
+# DefinitionCache/Serializer) ships with the release and is kept with the rest of the code.
+# The guards ITFlow writes: uploads/ (functions/backup.php backupAssertUploadsGuards), its archive
+# folder (backupHardenStorageDir) and, as shipped, uploads/tmp/. Written on restore when missing
+# (a point taken before this profile kept them lacks those of uploads/tmp and uploads/backups).
+DENY_ALL = "Require all denied\nOptions -ExecCGI -Indexes\nphp_flag engine off\n"
+GUARDS = {
+    "uploads/.htaccess": ("Options -ExecCGI -Indexes\nphp_flag engine off\nRemoveHandler .php .phtml .phar .phps\n"
+                          "RemoveType .php .phtml .phar .phps\n<FilesMatch \"\\.(php|phtml|phar|phps|cgi|pl|sh)$\">\n"
+                          "  Require all denied\n</FilesMatch>\n"),
+    "uploads/index.php": "",
+    "uploads/tmp/.htaccess": DENY_ALL,
+    "uploads/tmp/index.php": "",
+    "uploads/backups/.htaccess": DENY_ALL,
+    "uploads/backups/index.php": "<?php // Silence is golden\n",
+}
 
 
 def detect(root: Path) -> bool:
@@ -100,10 +126,11 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     instance.databases.insert(0, db)
     instance.files.insert(0, root)
     instance.config_files.insert(0, config_path)
-    instance.exclude += [f"!{root / p[1:]}" if p.startswith("!") else str(root / p) for p in SKIP]
+    for folder in REGENERABLE:
+        instance.exclude += guarded_contents(root / folder)
     archives = parse_file(config_path).text("config_backup_path", default="")
     if archives:  # built-in backup archives moved elsewhere: encrypted copies of what safehold takes anyway
-        instance.exclude.append(contents_pattern(archives))
+        instance.exclude += guarded_contents(archives)
     instance.app_version = find_define(root / VERSION_FILE, "APP_VERSION")
     instance.schema_version = _schema_version(db)
     return instance
@@ -254,7 +281,7 @@ def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], re
 
 
 def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
-    """Cron switch as it was before the snapshot paused it; uploads/ guards if the point lacked them.
+    """Cron switch as it was before the snapshot paused it; uploads/ guards where the point lacked them.
 
     The dump is taken with cron paused, so a restored database has `config_enable_cron = 0`:
     an in-place restore switches it back; a copy under another name keeps cron off, so a clone
@@ -265,21 +292,24 @@ def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, res
         _set_cron(app_database(instance), int(cron_before))
         reporter.step(f"ITFlow cron switched back on as before the backup (config_enable_cron = {cron_before})")
     if "files" in restored and instance.root is not None:
-        _uploads_guards(instance.root / "uploads", reporter)
+        _uploads_guards(instance.root, reporter)
 
 
-def _uploads_guards(uploads: Path, reporter: Reporter) -> None:
+def _uploads_guards(root: Path, reporter: Reporter) -> None:
+    """Every guard ITFlow keeps in uploads/, written with ITFlow's content where it is missing."""
+    uploads = root / "uploads"
     uploads.mkdir(mode=0o750, exist_ok=True)
-    htaccess, index = uploads / ".htaccess", uploads / "index.php"
-    if not htaccess.exists():
-        htaccess.write_text(UPLOADS_HTACCESS)
-        reporter.warn(f"{htaccess} was missing; wrote ITFlow's guard that disables PHP in uploads/")
-    if not index.exists():
-        index.write_text("")
-    owner = uploads.stat()
-    for guard in (htaccess, index):
+    for relative, content in GUARDS.items():
+        guard = root / relative
+        if guard.exists() or not guard.parent.is_dir():
+            continue
+        guard.write_text(content)
+        owner = guard.parent.stat()
         if guard.stat().st_uid != owner.st_uid:
             os.lchown(guard, owner.st_uid, owner.st_gid)
+        if guard.name == ".htaccess":
+            reporter.warn(f"{guard} was missing; wrote ITFlow's guard that keeps the web server from running "
+                          "or serving what lands there")
 
 
 def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str | None = None) -> list[str]:

@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from safehold.apps import itflow as itflow_profile
+from safehold.apps.common import GUARD_FILES
 from tests.conftest import mariadb_dump, sql
 from tests.integration.realapps.common import (
     SOCKET,
@@ -37,10 +39,8 @@ VERSION = "26.08.2"
 WEB_UID = WEB_GID = 33  # www-data: ITFlow's install guide chowns the app folder to the web server's user
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "Correct-Horse-9-Battery"
-# Folders the profile leaves out because ITFlow regenerates them (see safehold.apps.itflow.SKIP);
-# their guard files are kept and compared.
-REGENERABLE = ("uploads/tmp", "uploads/backups", "libs/htmlpurifier/standalone/HTMLPurifier/DefinitionCache/Serializer")
-GUARDS = (".htaccess", "index.php", "index.html", "web.config")
+# The folders whose contents the profile leaves out (ITFlow regenerates them); their guards are compared.
+REGENERABLE = itflow_profile.REGENERABLE
 FILE_BYTES = b"%PDF-1.4\n" + random.Random(20).randbytes(48 * 1024) + b"\n%%EOF\n"  # the uploaded file
 
 
@@ -278,7 +278,7 @@ def tree_state(root: Path, skip: tuple[str, ...] = REGENERABLE) -> dict[str, tup
             path = Path(folder) / name
             rel = str(path.relative_to(root))
             inside = next((s for s in skip if rel.startswith(s + "/")), None)
-            if inside and not (name in GUARDS and str(path.parent.relative_to(root)) == inside):
+            if inside and not (name in GUARD_FILES and str(path.parent.relative_to(root)) == inside):
                 continue
             info = path.lstat()
             target = os.readlink(path) if path.is_symlink() else None
@@ -289,7 +289,7 @@ def tree_state(root: Path, skip: tuple[str, ...] = REGENERABLE) -> dict[str, tup
 
 def protective_files(root: Path) -> set[str]:
     """Every guard file in the tree (what keeps a web server from listing, serving or running a folder)."""
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.name in GUARDS}
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.name in GUARD_FILES}
 
 
 def dump(database: str) -> bytes:
