@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -297,16 +298,17 @@ def test_password_bytes_are_those_php_sends(itflow: dict[str, object], new_db: C
     from tests.integration.appkit import drop_users
 
     root, config, database = Path(str(itflow["root"])), Path(str(itflow["config"])), str(itflow["db"])
-    users = ["t_apps_bytes"]
-    sql("CREATE USER 't_apps_bytes'@'%' IDENTIFIED BY 'caf\u00e9 \"q\" \\\\ new\nline'")
+    user = f"t_apps_bytes_{secrets.token_hex(3)}"  # tests of other checkouts may run at the same time
+    users = [user]
+    sql(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'caf\u00e9 \"q\" \\\\ new\nline'")
     try:
-        sql(f"GRANT ALL ON `{database}`.* TO 't_apps_bytes'@'%'")
-        put(root / "config.php", "<?php\n$dbhost = '127.0.0.1';\n$dbusername = 't_apps_bytes';\n"
+        sql(f"GRANT ALL ON `{database}`.* TO '{user}'@'%'")
+        put(root / "config.php", "<?php\n$dbhost = '127.0.0.1';\n$dbusername = '" + user + "';\n"
             '$dbpassword = "caf\\xc3\\xa9 \\"q\\" \\\\ new\\nline";\n'
             f"$database = '{database}';\n", 0o640, WEB)
         ok(run_cli("backup", "itflow", config=config))  # describe (client library) and mariadb-dump (option file)
 
-        put(root / "config.php", b"<?php\n$dbhost = '127.0.0.1';\n$dbusername = 't_apps_bytes';\n"
+        put(root / "config.php", b"<?php\n$dbhost = '127.0.0.1';\n$dbusername = '" + user.encode() + b"';\n"
             b"$dbpassword = 'caf\xe9';\n$database = '" + database.encode() + b"';\n", 0o640, WEB)
         result = run_cli("backup", "itflow", config=config)
         assert result.returncode == 2, result.stderr
