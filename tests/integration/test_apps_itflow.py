@@ -251,9 +251,18 @@ def test_version_guard(itflow: dict[str, object], new_db: Callable[[str], str]) 
     assert refused.returncode == 1
     assert "schema version 2.6.8 here but 2.6.7 in the point" in refused.stderr
     assert "app version 26.09.1 here but 26.08.2 in the point" in refused.stderr
-    assert "--force" in refused.stderr
-    ok(run_cli("restore", "itflow", "latest", "--only", "db", "--force", config=config))
+    assert "--allow-version-change" in refused.stderr
+    # --force overwrites a database that holds data; it does not also override the version guard.
+    forced = run_cli("restore", "itflow", "latest", "--only", "db", "--force", config=config)
+    assert forced.returncode == 1 and "--allow-version-change restores it anyway" in forced.stderr
+    assert sql("SELECT config_current_database_version FROM settings", database)[0][0] == "2.6.8"
+    done = ok(run_cli("restore", "itflow", "latest", "--only", "db", "--force", "--allow-version-change",
+                      "--json", config=config))
+    assert "restoring across a version change" in done.stderr
+    assert "app version 26.09.1 here" in json.loads(done.stdout)["version_change"][0]
     assert sql("SELECT config_current_database_version FROM settings", database)[0][0] == "2.6.7"
+    last = json.loads(ok(run_cli("history", "itflow", "--json", config=config)).stdout)[0]
+    assert last["kind"] == "restore" and last["result"] == "ok" and last["details"]["version_change"]
 
 
 def test_config_errors(itflow: dict[str, object], tmp_path: Path, repo: dict[str, str]) -> None:

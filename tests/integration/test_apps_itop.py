@@ -289,7 +289,8 @@ def test_version_guard_and_config_errors(itop: dict[str, object], tmp_path: Path
     assert refused.returncode == 1
     assert "schema version 3.2.1-1 here but 3.2.0-1 in the point" in refused.stderr
     assert "app version 3.2.1 here but 3.2.0 in the point" in refused.stderr and "setup" in refused.stderr
-    ok(run_cli("restore", "itop", "latest", "--only", "db", "--force", config=config))
+    assert "--allow-version-change" in refused.stderr
+    ok(run_cli("restore", "itop", "latest", "--only", "db", "--force", "--allow-version-change", config=config))
     assert sql("SELECT COUNT(*) FROM wiki_page", database) == [(1,)]
     instance = itop_profile.describe("itop", config_module.load(config).instance("itop"))
     assert itop_profile.read_schema_version(instance, database) == "3.2.0-1"

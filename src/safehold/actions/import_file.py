@@ -262,7 +262,7 @@ def _staging_parent(config: Config, files_to: Path | None) -> Path:
 
 def restore_from_file(config: Config, name: str, path: Path, reporter: Reporter, *, only: list[str] | None = None,
                       to_db: list[str] | None = None, files_to: Path | None = None, dry_run: bool = False,
-                      force: bool = False) -> dict[str, object]:
+                      force: bool = False, allow_version_change: bool = False) -> dict[str, object]:
     """Verify and unpack an export, then restore its point into instance `name`."""
     if path.is_dir():
         raise ConfigError(f"{path} is a folder, not an export file",
@@ -289,7 +289,8 @@ def restore_from_file(config: Config, name: str, path: Path, reporter: Reporter,
         reporter.step(f"{path}: point {manifest.run_id} of {manifest.instance}, every checksum matches")
         point = Point(manifest, snapshot="", repository=f"file {path.name}")
         result = restore(config, name, manifest.run_id, reporter, only=only, to_db=to_db, files_to=files_to,
-                         dry_run=dry_run, force=force, source=(staged, point))
+                         dry_run=dry_run, force=force, allow_version_change=allow_version_change,
+                         source=(staged, point))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result

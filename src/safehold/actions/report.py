@@ -4,7 +4,7 @@ It shows what is kept where (points per repository), the last backup, the last d
 measured recovery time (RTO) and point age (RPO), every failure in the period, and a chart of
 backup duration and size over time. Points and sizes come from the repositories (manifests), the
 drill from the drill log; failures from the run history (every kind: backup, drill, restore,
-prune, killed runs too), from repositories that cannot be read, and from backup parts stored
+verify, prune, killed runs too; a restore refused before it changed anything too), from repositories that cannot be read, and from backup parts stored
 without a manifest (merged into the failed run they belong to when the history has it). The chart
 is inline SVG, so the page needs no JavaScript and prints as it looks.
 """
@@ -85,8 +85,9 @@ def history_failures(history: History, name: str, since: datetime) -> list[Failu
     failures = []
     for run in history.failures(name, since):
         message = run.reason() or "no reason recorded"
-        point = run.details.get("run_id")
-        if run.kind in ("drill", "restore") and point:
+        # A verify names the run it was asked for (none: every point); drills and restores the point itself.
+        point = run.details.get("run" if run.kind == "verify" else "run_id")
+        if run.kind in ("drill", "restore", "verify") and point:
             message = f"{run.kind} of point {point}: {message}"
         failures.append(Failure(run.started, run.kind if run.result == "failed" else f"{run.kind} ({run.result})",
                                 message, until=run.finished or now()))

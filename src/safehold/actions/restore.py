@@ -8,6 +8,7 @@ the manifest and the comparison is part of the result.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -19,7 +20,8 @@ from typing import IO, Any
 from safehold.actions.backup import backup_instance
 from safehold.actions.browse import Selection, locate_all
 from safehold.actions.common import Point, describe, open_point
-from safehold.actions.tracked import tracked
+from safehold.actions.tracked import RunRecord, tracked
+from safehold.apps import profile_for
 from safehold.apps.common import AppConfigMissing
 from safehold.config import Config
 from safehold.engines import engine_for
@@ -29,6 +31,7 @@ from safehold.lock import instance_lock
 from safehold.models import Database, DatabaseReport, Instance, TableReport
 from safehold.output import Reporter
 from safehold.repository.manifest import DatabaseEntry, Manifest, TableEntry
+from safehold.tempdirs import private_dir
 
 PARTS = ("db", "files", "config")
 
@@ -50,12 +53,22 @@ class Plan:
     includes: list[str] = field(default_factory=list)
     files_target: Path = Path("/")
     selection: Selection | None = None  # restore --path: single files and folders
+    # The trees that held something when the restore began (None: look now); a config file the
+    # restore itself brought back first (a restore from nothing) replaces nothing.
+    held_before: set[str] | None = None
+    config_from_point: str | None = None  # the app's config file, missing, comes back from the point first
 
     def replaced_trees(self) -> list[str]:
         """The whole trees going back in place over ones the host holds (--path items say it on their own)."""
         if self.files_target != Path("/") or self.selection is not None:
             return []
+        if self.held_before is not None:
+            return [path for path in self.includes if path in self.held_before]
         return [path for path in self.includes if os.path.lexists(path)]
+
+    def saves_first(self) -> bool:
+        """True when a safety point is taken first: a database holds data or files would be replaced."""
+        return any(s.non_empty for s in self.databases) or _overwrites_files(self)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -68,6 +81,8 @@ class Plan:
             "paths": self.includes,
             "files_into": str(self.files_target),
             "replaces": self.replaced_trees(),
+            "config_from_point": self.config_from_point,
+            "safety_point": self.saves_first(),
             **({"selection": self.selection.describe()} if self.selection else {}),
         }
 
@@ -212,31 +227,64 @@ def prepare_files_target(target: Path) -> None:
 
 def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: list[str] | None = None,
             to_db: list[str] | None = None, files_to: Path | None = None, dry_run: bool = False,
-            force: bool = False, repository: str | None = None,
+            force: bool = False, allow_version_change: bool = False, repository: str | None = None,
             source: tuple[Any, Point] | None = None, paths: Sequence[str] = ()) -> dict[str, object]:
     """Restore a point of instance `name`; returns the plan and, unless dry-run, the comparison.
 
     `source` replaces the repository lookup with another holder of the point's parts (an unpacked
     export file) that offers the same `open_file`/`restore` calls. `paths` restores only those
     files and folders (and no database); the result then says how many files and bytes came back.
+    `force` overwrites what holds data (after a safety point); `allow_version_change` alone lets a
+    point of another app or schema version go back under the live code (warned and recorded).
+
+    Every restore that is not a dry run is a run in the history, one refused or failing before it
+    changed anything too (an unknown instance is a usage error, not a run).
     """
-    repo, point = source if source is not None else open_point(config, name, run, repository)
-    instance, profile = _describe_live(config, name, repo, point, reporter, dry_run)
+    options = _Options(only or [], to_db or [], files_to, force, allow_version_change, repository, paths)
+    if dry_run:
+        return _restore(config, name, run, reporter, options, source, None)
+    config.instance(name)
+    with tracked(config, name, "restore", reporter, {"run_id": run}) as record:
+        return _restore(config, name, run, reporter, options, source, record)
+
+
+@dataclass
+class _Options:
+    only: list[str]
+    to_db: list[str]
+    files_to: Path | None
+    force: bool
+    allow_version_change: bool
+    repository: str | None
+    paths: Sequence[str]
+
+
+def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _Options,
+             source: tuple[Any, Point] | None, record: RunRecord | None) -> dict[str, object]:
+    """restore() once it is known whether the run is recorded (`record`) or a dry run (None)."""
+    dry_run = record is None
+    force = options.force
+    repo, point = source if source is not None else open_point(config, name, run, options.repository)
+    if record is not None:
+        record.details["run_id"] = point.run_id
+    held_before = {t.root for t in point.manifest.trees if _holds_something(t.root)}
+    instance, profile, from_point = _describe_live(config, name, repo, point, reporter, dry_run)
     _refuse_other_instance(point, instance, force)
-    plan = make_plan(config, instance, point, only or [], to_db or [], files_to, paths=paths)
+    plan = make_plan(config, instance, point, options.only, options.to_db, options.files_to, paths=options.paths)
+    plan.held_before = held_before
+    plan.config_from_point = str(from_point) if from_point else None
     if plan.selection is not None:
         plan.selection.compare(repo, point, keep_items=dry_run)
     result: dict[str, object] = {"plan": plan.describe(), "dry_run": dry_run}
     in_place = _in_place(plan)
-    refusals = profile.check_restore(instance, point.manifest, in_place, reporter)
-    if refusals and not force:
-        raise RestoreRefused("; ".join(refusals), "--force restores anyway")
+    if refusals := profile.check_restore(instance, point.manifest, in_place, reporter):
+        _version_change(refusals, options.allow_version_change, reporter, result, record)
     if plan.includes and plan.files_target == Path("/") and (problem := own_folder_inside(plan.includes,
                                                                                          config.own_folders())):
         raise RestoreRefused(f"{problem}: restoring that tree in place would replace it",
                              "restore the files with --files-to DIR and copy back what you need, "
                              "then move the repository out of the tree")
-    if dry_run:
+    if record is None:
         return result
     busy = [s.target for s in plan.databases if s.non_empty]
     if busy and not force:
@@ -253,9 +301,9 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
         prepare_files_target(plan.files_target)
     lock = instance_lock(config.state_dir, name, point.run_id, "restore", reporter,
                          config.settings.lock_wait_seconds)
-    # Recorded in the run history (and notified on failure) like backups and drills.
-    details = {"run_id": point.run_id, **({"paths": list(plan.includes)} if plan.selection else {})}
-    with lock, tracked(config, name, "restore", reporter, details) as record:
+    if plan.selection:
+        record.details["paths"] = list(plan.includes)
+    with lock:
         started = time.monotonic()
         phases: dict[str, float] = {}
         overwrites_files = _overwrites_files(plan)
@@ -269,6 +317,9 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
                                          with_files=overwrites_files,
                                          trees=plan.selection.on_host() if plan.selection else None, paused=window)
                 result["safety_point"] = safety["run_id"]
+                record.details["safety_point"] = safety["run_id"]
+            elif in_place:
+                reporter.step(NOTHING_TO_SAVE)
             try:
                 for step in plan.databases:
                     comparison += _restore_database(repo, step, reporter, phases,
@@ -297,6 +348,35 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
             reporter.step("restore complete" + ("; every table's row count matches the manifest" if comparison
                                                 else ""))
     return result
+
+
+NOTHING_TO_SAVE = "nothing to save: no safety point (no database holds data and no file would be replaced)"
+VERSION_FLAG = "--allow-version-change"
+
+
+def _version_change(refusals: list[str], allowed: bool, reporter: Reporter, result: dict[str, object],
+                    record: RunRecord | None) -> None:
+    """Refuse a point of another app or schema version, unless allowed: then warn and record it (result,
+    history), so a later look at the run shows that the code and the data did not match."""
+    line = "; ".join(refusals)
+    if not allowed:
+        raise RestoreRefused(line, f"{VERSION_FLAG} restores it anyway (--force does not); nothing was changed")
+    reporter.warn(f"restoring across a version change ({VERSION_FLAG}): {line}")
+    result["version_change"] = refusals
+    if record is not None:
+        record.details["version_change"] = refusals
+
+
+def _holds_something(path: str) -> bool:
+    """True when `path` exists on the host with something a restore in place would replace (a file, a
+    link, or a folder with anything in it); an empty folder loses nothing."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            with os.scandir(path) as entries:
+                return next(entries, None) is not None
+        return os.path.lexists(path)
+    except OSError:
+        return True  # unreadable: assume it holds something, so a safety point is attempted
 
 
 def _app_paused(config: Config, name: str, profile: ModuleType, instance: Instance, in_place: set[str],
@@ -390,21 +470,54 @@ def _refuse_other_instance(point: Point, instance: Instance, force: bool) -> Non
 
 
 def _describe_live(config: Config, name: str, repo, point: Point, reporter: Reporter,  # noqa: ANN001
-                   dry_run: bool) -> tuple[Instance, ModuleType]:
-    """The live instance; when the app's own config file is gone, it is first restored from the point."""
+                   dry_run: bool) -> tuple[Instance, ModuleType, Path | None]:
+    """The live instance; when the app's own config file is gone (a restore from nothing), it is first
+    restored from the point, and its path is returned third (None when it was there). A dry run reads
+    the point's copy in a private folder instead and changes nothing."""
     try:
         instance, profile, _ = describe(config, name)
-        return instance, profile
+        return instance, profile, None
     except AppConfigMissing as missing:
-        if dry_run or not point.manifest.files_snapshot:
+        if not point.manifest.files_snapshot:
             raise
+        if dry_run:
+            return (*_described_from_point(config, name, repo, point, missing.path), missing.path)
         reporter.step(f"{missing.path} is missing: restoring it from point {point.run_id} first")
         repo.restore(point.manifest.files_snapshot, Path("/"), [point.manifest.stored_path(str(missing.path))],
                      reporter)
         if not missing.path.is_file():
             raise
+        brought_back = missing.path
     instance, profile, _ = describe(config, name)
-    return instance, profile
+    return instance, profile, brought_back
+
+
+def _described_from_point(config: Config, name: str, repo, point: Point,  # noqa: ANN001
+                          path: Path) -> tuple[Instance, ModuleType]:
+    """The instance as its profile describes it from the point's copy of its config file `path` (under
+    the configured root), read into a private folder that stands in for the root; paths said in
+    the result are the real ones."""
+    instance_config = config.instance(name)
+    root = Path(instance_config.root or "/")
+    parent = config.state_dir / "staging"
+    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stand_in = private_dir(".safehold-plan-", parent)
+    try:
+        copy = stand_in / path.relative_to(root)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        with repo.open_file(point.manifest.files_snapshot, point.manifest.stored_path(str(path))) as stream, \
+                copy.open("wb") as out:
+            shutil.copyfileobj(stream, out)
+        profile = profile_for(instance_config.app)
+        instance = profile.describe(name, instance_config.model_copy(update={"root": str(stand_in)}))
+    finally:
+        shutil.rmtree(stand_in, ignore_errors=True)
+
+    def real(item: Path) -> Path:
+        return root / item.relative_to(stand_in) if item.is_relative_to(stand_in) else item
+
+    return replace(instance, root=root, files=[real(f) for f in instance.files],
+                   config_files=[real(f) for f in instance.config_files]), profile
 
 
 def self_reference(entry: DatabaseEntry, open_dump: Callable[[], AbstractContextManager[IO[bytes]]]) -> str:

@@ -9,7 +9,8 @@ retention is applied after a backup that stored its point (ok, or partial: a cop
 a failed one), notifications and incident tickets go out,
 and the metrics textfile is rewritten. A hook that fails is reported as a warning: it never turns
 a good run into a failed one or hides the error of a failed one. A run refused because the instance
-was busy (lock.Locked) is not a run: it leaves no history and no notification; one stopped with
+was busy (lock.Locked) is not a run: it leaves no history and no notification, and neither does one
+whose block set `record.discard` (it turned out to concern another instance); one stopped with
 Ctrl-C is recorded as failed without notifications.
 """
 
@@ -38,6 +39,7 @@ class RunRecord:
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     run: Run | None = None
+    discard: bool = False  # set by the block: no run of this instance after all (no row, no hooks)
     # Snapshot listings the run already made (repository name -> the instance's snapshots), so
     # retention does not list again; never stored.
     listings: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -64,6 +66,9 @@ def tracked(config: Config, instance: str, kind: Kind, reporter: Reporter,
         record.run = history.record_end(record.id, "failed", error=line, details=record.details)
         _after(config, history, record, previous, reporter)
         raise
+    if record.discard:
+        history.discard(record.id)
+        return
     record.run = history.record_end(record.id, record.result, record.bytes_added, record.bytes_total,
                                     record.error, record.details)
     _after(config, history, record, previous, reporter)

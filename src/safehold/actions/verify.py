@@ -6,6 +6,7 @@ the points that lost data; it removes none of them, since a damaged point may st
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 from datetime import UTC, datetime
 from typing import Any
@@ -69,7 +70,10 @@ def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
     problems: list[str] = []
     shared: dict[str, str] = {}
     seen: set[str] = set()
+    broken: dict[str, str] = {}  # repository -> its problem, which each instance using it has too
+    per_instance: dict[str, dict[str, Any]] = {}
     for instance_name, instance in select_for_run(config, run, name).items():
+        mine = per_instance.setdefault(instance_name, {"points_checked": 0, "problems": []})
         for repo_name in instance.repositories:
             repo = open_repository(config, repo_name)
             if repo_name not in seen:
@@ -82,8 +86,11 @@ def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
                 if found is not None:
                     # With its hint: a damaged repository needs the repair steps, not only the diagnosis.
                     named = f"repository {repo_name}" in found.message
-                    problems.append(found.line() if named else f"repository {repo_name}: {found.line()}")
-                    continue
+                    broken[repo_name] = found.line() if named else f"repository {repo_name}: {found.line()}"
+                    problems.append(broken[repo_name])
+            if repo_name in broken:
+                mine["problems"].append(broken[repo_name])
+                continue
             snapshot_ids = {s["id"] for s in repo.snapshots([f"instance={instance_name}"])}
             available = points(config, repo, instance_name)
             if run == "latest":  # as show, export and restore take it, per repository (a copy may lag behind)
@@ -92,11 +99,40 @@ def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
                 selected = [p for p in available if run is None or p.run_id.startswith(run)]
             for point in selected:
                 reporter.step(f"checking point {point.run_id} of {instance_name} in {repo_name}")
-                problems += verify_point(repo, point, snapshot_ids)
+                found_here = verify_point(repo, point, snapshot_ids)
+                problems += found_here
+                mine["problems"] += found_here
             results[f"{instance_name}@{repo_name}"] = len(selected)
+            mine["points_checked"] += len(selected)
     if run is not None and not any(results.values()):
         raise UnknownPoint(f"no point {run!r} found", "see `safehold list`")
-    return {"points_checked": results, "problems": problems, "shared_checks": shared, "ok": not problems}
+    return {"points_checked": results, "problems": problems, "shared_checks": shared, "ok": not problems,
+            "instances": per_instance}
+
+
+def verify_recorded(config: Config, run: str | None, read_data: bool, reporter: Reporter,
+                    name: str | None = None) -> dict[str, object]:
+    """`safehold verify` as the run history keeps it: verify(), recorded as one verify run of each instance
+    it looked at, failed with the problems of that instance's repositories and points. A run id
+    without --instance is looked for in every instance: those that do not hold it record no run."""
+    from safehold.actions.tracked import tracked
+
+    setting = "all" if read_data else "none"
+    with contextlib.ExitStack() as stack:
+        records = {instance: stack.enter_context(tracked(config, instance, "verify", reporter,
+                                                         {"read_data": setting, "run": run}))
+                   for instance in select_for_run(config, run, name)}
+        result = verify(config, run, read_data, reporter, name)
+        for instance, record in records.items():
+            mine = result["instances"].get(instance, {"points_checked": 0, "problems": []})  # type: ignore[attr-defined]
+            if run not in (None, "latest") and not mine["points_checked"] and not mine["problems"]:
+                record.discard = True  # the run id is another instance's point
+                continue
+            record.result = "failed" if mine["problems"] else "ok"
+            record.error = mine["problems"][0] if mine["problems"] else None
+            record.details = {"read_data": setting, "run": run, "points_checked": mine["points_checked"],
+                              "problems": mine["problems"][:20]}
+    return result
 
 
 def _check_in_round(config: Config, repo: Repository, instance: str, read_data: bool, reporter: Reporter,

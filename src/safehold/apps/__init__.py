@@ -21,7 +21,7 @@
   key that must be escrowed by hand (ITFlow); the others' come from their config files.
 - `check_restore(instance, manifest, in_place, reporter) -> list[str]`: reasons to refuse putting
   the parts `in_place` ⊆ {"db" (databases under their live names), "files" (file and config trees
-  to /)} of a point back into the live instance (e.g. other app/schema version); `--force`
+  to /)} of a point back into the live instance (e.g. other app/schema version); `--allow-version-change`
   overrides them. Copies elsewhere (`--to-db`, `--files-to`) are never refused. Warnings go to
   the reporter.
 - `post_restore(instance, reporter, manifest, restored)`: owners, modes, caches, app switches after a

@@ -235,7 +235,8 @@ def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], re
              **_tenant_versions(manifest.details.get("tenants"))}
     return version_mismatch("i-doit", live, point,
                             f"restore the files too (the point holds its i-doit folder), or install i-doit "
-                            f"{manifest.app_version} first; after a forced restore run i-doit's updater")
+                            f"{manifest.app_version} first; after a restore with --allow-version-change run "
+                            "i-doit's updater")
 
 
 def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:

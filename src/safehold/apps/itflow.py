@@ -277,7 +277,7 @@ def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], re
     return version_mismatch(
         "ITFlow", versions(instance), versions(manifest),
         f"restore the files too (the point holds its ITFlow code), or install ITFlow {manifest.app_version} first; "
-        "after a forced restore run `php scripts/update_cli.php --update_db`")
+        "after a restore with --allow-version-change run `php scripts/update_cli.php --update_db`")
 
 
 def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:

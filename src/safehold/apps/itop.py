@@ -269,8 +269,8 @@ def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], re
         return []
     return version_mismatch(
         "iTop", versions(instance), versions(manifest),
-        f"install iTop {manifest.app_version} code first, or restore with --force and then run iTop's setup "
-        "to align the database with this code")
+        f"install iTop {manifest.app_version} code first, or restore with --allow-version-change and then run "
+        "iTop's setup to align the database with this code")
 
 
 def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:

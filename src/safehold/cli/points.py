@@ -23,7 +23,8 @@ from safehold.cli.common import (
     problem_line,
     run_action,
 )
-from safehold.errors import EXIT_FAILED, EXIT_PARTIAL
+from safehold.config import Config
+from safehold.errors import EXIT_FAILED, EXIT_PARTIAL, ConfigError
 from safehold.output import Reporter
 
 
@@ -187,14 +188,36 @@ def list_cmd(instance: InstanceArg = None, config: ConfigOpt = None, json_out: J
 
 
 @app.command()
-def show(run: Annotated[str, typer.Argument(help="run id (a unique prefix is enough) or latest")],
-         instance: Annotated[str | None, typer.Option(help="instance (default: search all)")] = None,
+def show(first: Annotated[str, typer.Argument(metavar="NAME", help="instance name (a run id alone, the older "
+                                                                "form, searches every instance)")],
+         run: Annotated[str | None, typer.Argument(metavar="RUN", show_default=False,
+                                                   help="run id (a unique prefix is enough) or latest (the "
+                                                        "default)")] = None,
+         instance: Annotated[str | None, typer.Option(help="instance, for the older form `show RUN --instance "
+                                                          "NAME`")] = None,
          config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
-    """The manifest of one recovery point."""
+    """The manifest of one recovery point: `safehold show NAME RUN`, like restore and ls."""
     from safehold.actions.points import show_point
 
-    run_action(json_out, lambda r: show_point(load_config(config), run, instance),
-               lambda res: out.print_json(dumps(res)))
+    def action(r: Reporter) -> dict[str, object]:
+        cfg = load_config(config)
+        name, point = _show_arguments(cfg, first, run, instance)
+        return show_point(cfg, point, name)
+
+    run_action(json_out, action, lambda res: out.print_json(dumps(res)))
+
+
+def _show_arguments(cfg: Config, first: str, run: str | None, instance: str | None) -> tuple[str | None, str]:
+    """(instance or None, run) of `show NAME [RUN]`, or of the older `show RUN [--instance NAME]`."""
+    if run is not None:
+        if instance is not None and instance != first:
+            raise ConfigError(f"`show {first} {run}` names instance {first!r}, --instance names {instance!r}",
+                              f"give one: safehold show {first} {run}")
+        cfg.instance(first)  # an unknown name is said as such, not as "no point"
+        return first, run
+    if instance is None and first in cfg.instances:
+        return first, "latest"
+    return instance, first
 
 
 @app.command()

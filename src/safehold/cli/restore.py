@@ -101,6 +101,9 @@ def restore(
     dry_run: Annotated[bool, typer.Option(help="print the plan, change nothing")] = False,
     force: Annotated[bool, typer.Option(help="overwrite non-empty databases and, with --path, files that differ "
                                               "from the point (after a safety point)")] = False,
+    allow_version_change: Annotated[bool, typer.Option(
+        "--allow-version-change", help="restore a point of another app or schema version than the live code "
+                                       "(warned and recorded; --force does not allow it)")] = False,
     repository: Annotated[str | None, typer.Option(help="repository to restore from")] = None,
     from_file: Annotated[Path | None, typer.Option("--from-file", help="restore from a `safehold export` file")] = None,
     path: Annotated[list[str] | None, typer.Option("--path", help="only this file or folder, by its path on the "
@@ -117,6 +120,10 @@ def restore(
     def render(res: dict[str, Any]) -> None:
         plan = res["plan"]
         out.print(f"point {plan['run_id']} of {plan['instance']} from {plan['repository']}")
+        if plan.get("config_from_point"):
+            verb = "comes" if res["dry_run"] else "came"
+            out.print(f"  config file {shown(plan['config_from_point'])} {verb} back from the point first (it is "
+                      "missing here)", soft_wrap=True)
         for db in plan["databases"]:
             note = [" ", ("(has data)", "yellow")] if db["target_has_data"] else []
             out.print(Text.assemble(f"  database {db['from']} → {db['into']} ({db['tables']} tables)", *note))
@@ -125,6 +132,11 @@ def restore(
             out.print(Text.assemble(f"  files {shown(included)} → {shown(plan['files_into'])}", *note), soft_wrap=True)
         if res["dry_run"]:
             _print_selection(plan.get("selection"))
+            if res.get("version_change"):
+                out.print(Text.assemble(("version change allowed: ", "yellow"), "; ".join(res["version_change"])),
+                          soft_wrap=True)
+            out.print("a safety point of what would be replaced is taken first" if plan["safety_point"]
+                      else "nothing to save: no safety point")
             out.print("dry run: nothing was changed")
             return
         if res.get("comparison"):
@@ -132,9 +144,12 @@ def restore(
         if restored := res.get("restored"):
             same = f"; {restored['unchanged']} already as in the point" if restored.get("unchanged") else ""
             out.print(f"{restored['files']} file(s), {restored['bytes']} bytes came back{same}", soft_wrap=True)
+        if res.get("version_change"):
+            out.print(Text.assemble(("restored across a version change (--allow-version-change): ", "yellow"),
+                                    "; ".join(res["version_change"])), soft_wrap=True)
         verdict = ("restore complete", "green") if res["ok"] else ("restore finished with differences", "red")
-        out.print(Text.assemble(verdict, f" in {res['seconds']} s" + (f"; safety point {res['safety_point']}"
-                                                                      if res.get("safety_point") else "")))
+        saved = f"; safety point {res['safety_point']}" if res.get("safety_point") else ""
+        out.print(Text.assemble(verdict, f" in {res['seconds']} s{saved}"))
 
     def action(r: Reporter) -> dict[str, Any]:
         cfg = load_config(config)
@@ -151,10 +166,11 @@ def restore(
             if path:
                 raise ConfigError("--path restores from a repository, not from an export file",
                                   "restore the file's point with --files-to DIR and copy what you need from there")
-            return restore_from_file(cfg, name, from_file, r, only=only, to_db=to_db,
-                                     files_to=files_to, dry_run=dry_run, force=force)
-        return do_restore(cfg, name, point, r, only=only, to_db=to_db, files_to=files_to,
-                          dry_run=dry_run, force=force, repository=repository, paths=path or [])
+            return restore_from_file(cfg, name, from_file, r, only=only, to_db=to_db, files_to=files_to,
+                                     dry_run=dry_run, force=force, allow_version_change=allow_version_change)
+        return do_restore(cfg, name, point, r, only=only, to_db=to_db, files_to=files_to, dry_run=dry_run,
+                          force=force, allow_version_change=allow_version_change, repository=repository,
+                          paths=path or [])
 
     run_action(json_out, action, render, lambda res: 0 if res.get("ok", True) else EXIT_FAILED)
 
@@ -201,8 +217,7 @@ def verify(
 ) -> None:
     """Check repository integrity and that every point holds all its parts."""
     from safehold.actions.verify import repair as do_repair
-    from safehold.actions.verify import verify as do_verify
-    from safehold.actions.verify import verify_instance
+    from safehold.actions.verify import verify_instance, verify_recorded
 
     def render(res: dict[str, Any]) -> None:
         for line in res["shared_checks"].values():
@@ -245,5 +260,5 @@ def verify(
         run_action(json_out, lambda r: do_repair(load_config(config), instance, chosen, read_data, r),
                    render_repair, lambda res: 0 if res["ok"] else EXIT_FAILED)
     else:
-        run_action(json_out, lambda r: do_verify(load_config(config), chosen, read_data, r, instance),
+        run_action(json_out, lambda r: verify_recorded(load_config(config), chosen, read_data, r, instance),
                    render, lambda res: 0 if res["ok"] else EXIT_FAILED)
