@@ -79,7 +79,7 @@ def test_restore_from_nothing_is_planned_by_dry_run_and_saves_nothing_first(site
 
 
 def test_failed_restores_and_verifies_are_in_the_history_and_the_report(site: dict[str, object]) -> None:
-    root, database, config = Path(str(site["root"])), str(site["db"]), Path(str(site["config"]))
+    root, config = Path(str(site["root"])), Path(str(site["config"]))
     ok(run_cli("backup", "itflow", config=config))
     run_id = json.loads(ok(run_cli("show", "itflow", "latest", "--json", config=config)).stdout)["run_id"]
 
@@ -97,7 +97,7 @@ def test_failed_restores_and_verifies_are_in_the_history_and_the_report(site: di
     assert _history(config, "restore")[0]["error"] == denied.stderr.strip().splitlines()[-1].removeprefix("error: ")
     (root / "config.php").write_text(text)
 
-    # The config file gone and a point without it: the run fails before it loads anything, and is recorded.
+    # No such point: the run fails before it reads anything, and is recorded.
     unknown = run_cli("restore", "itflow", "19990101", config=config)
     assert unknown.returncode == 2 and "no point" in _history(config, "restore")[0]["error"]  # type: ignore[operator]
 

@@ -4,9 +4,10 @@ It shows what is kept where (points per repository), the last backup, the last d
 measured recovery time (RTO) and point age (RPO), every failure in the period, and a chart of
 backup duration and size over time. Points and sizes come from the repositories (manifests), the
 drill from the drill log; failures from the run history (every kind: backup, drill, restore,
-verify, prune, killed runs too; a restore refused before it changed anything too), from repositories that cannot be read, and from backup parts stored
-without a manifest (merged into the failed run they belong to when the history has it). The chart
-is inline SVG, so the page needs no JavaScript and prints as it looks.
+verify, prune, killed runs too; a restore refused before it changed anything too), from
+repositories that cannot be read, and from backup parts stored without a manifest (merged into
+the failed run they belong to when the history has it). The chart is inline SVG, so the page
+needs no JavaScript and prints as it looks.
 """
 
 from __future__ import annotations
