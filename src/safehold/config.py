@@ -289,7 +289,8 @@ class InstanceConfig(Model):
     owner: str | None = Field(default=None, description="user:group the app's files belong to")
     drill_interval_hours: int = Field(default=8 * 24, ge=1)
     drill_server: ScratchServerConfig | None = Field(
-        default=None, description="server for drill scratch databases (default: the instance's own server)")
+        default=None, description="server for drill scratch databases (default: a private throwaway server "
+                                  "started from this host's MariaDB binaries, else the instance's own server)")
 
     _absolute_paths = field_validator("root", "files", "config_files")(_absolute)
 
@@ -416,6 +417,11 @@ class Settings(Model):
         default=4 * 3600, ge=0, description="how long a restic command waits while another safehold run on this "
                                             "host prunes or checks the repository it needs (or the reverse)")
     metrics_textfile: str | None = None
+    drill_prefix: str = Field(
+        default="safehold_drill_", pattern=r"^[a-z][a-z0-9_]{0,14}_$",
+        description="how the names of a drill's scratch databases and folders begin; a drill removes only names "
+                    "of exactly its shape (lowercase letters, digits and _, ending in _, at most 16 characters, "
+                    "so the names fit MariaDB's 64)")
 
     _absolute_paths = field_validator("state_dir", "metrics_textfile")(_absolute)
 

@@ -119,8 +119,12 @@ def start(
     secrets: Sequence[Secret] = (),
     cwd: str | None = None,
     on_stderr_line: object = None,
+    account: tuple[int, int] | None = None,
 ) -> Child:
-    """Start a child; `env` is added to a copy of os.environ. Secrets must never be in argv."""
+    """Start a child; `env` is added to a copy of os.environ. Secrets must never be in argv.
+
+    `account` (uid, gid; root only) runs the child as that user, without root's other groups.
+    """
     for secret in secrets:
         if any(appears_in(secret.reveal(), arg) for arg in argv):
             # Only a very short or common secret (a password "backup") can meet this: argv never gets one.
@@ -141,6 +145,7 @@ def start(
             env=full_env,
             cwd=cwd,
             pass_fds=pass_fds,
+            **({"user": account[0], "group": account[1], "extra_groups": []} if account else {}),
         )
     except FileNotFoundError:
         raise ProcessFailed(what or argv[0], 127, f"{argv[0]}: command not found") from None
@@ -158,8 +163,9 @@ def run(
     secrets: Sequence[Secret] = (),
     cwd: str | None = None,
     check: bool = True,
+    account: tuple[int, int] | None = None,
 ) -> bytes:
-    """Run a child to completion and return its stdout."""
+    """Run a child to completion and return its stdout (`account` as in `start`)."""
     child = start(
         argv,
         what=what,
@@ -168,6 +174,7 @@ def run(
         stdout=subprocess.PIPE,
         secrets=secrets,
         cwd=cwd,
+        account=account,
     )
     if input is not None:
 

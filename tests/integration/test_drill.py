@@ -8,6 +8,7 @@ present them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,7 +32,9 @@ from safehold.actions import drill as drill_action
 from safehold.actions.backup import backup_instance
 from safehold.actions.common import find_point, open_repository
 from safehold.apps import generic
+from safehold.engines.mariadb import client
 from safehold.history import History
+from safehold.models import Instance
 from safehold.output import Silent
 from safehold.repository.manifest import MANIFEST_PATH, Manifest, new_run_id, now
 from safehold.secrets import Secret
@@ -135,10 +138,39 @@ def env(tmp_path_factory: pytest.TempPathFactory, mariadb: dict[str, object], re
             sql(f"DROP DATABASE IF EXISTS `{name}`")
 
 
+def server_folders(instance: str) -> list[Path]:
+    """Private server folders of drills of `instance` (in $TMPDIR, or /tmp when the server's account
+    cannot enter the test's private temp folder)."""
+    roots = {Path(tempfile.gettempdir()), Path("/tmp")}
+    return [path for root in roots for path in root.glob(f"safehold_drill_{instance}_*")]
+
+
+def server_processes(folders: list[Path]) -> list[int]:
+    """Processes whose command line names one of `folders` (a private server still running)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            line = (entry / "cmdline").read_bytes().decode(errors="replace") if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if any(str(folder) in line for folder in folders):
+            found.append(int(entry.name))
+    return found
+
+
 def scratch_left(env: Env) -> list[str]:
-    """Scratch databases and folders of this instance that still exist."""
+    """Scratch databases, folders and private servers of this instance that still exist."""
     dbs = [row[0] for row in sql(f"SHOW DATABASES LIKE 'safehold\\_drill\\_{env.instance}\\_%'")]
-    return dbs + [str(p) for p in env.scratch_tmp.iterdir()]
+    folders = sorted({*env.scratch_tmp.iterdir(), *server_folders(env.instance)})
+    return dbs + [str(p) for p in folders] + [f"process {pid}" for pid in server_processes(folders)]
+
+
+@pytest.fixture
+def no_private_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host without MariaDB server binaries: the drill falls back to the live server."""
+    from safehold.engines import mariadb
+
+    monkeypatch.setattr(mariadb, "private_server", lambda *args, **kwargs: None)
 
 
 @pytest.fixture
@@ -275,12 +307,57 @@ def test_file_missing_from_point_is_named(env: Env, drill: Callable[..., dict[st
                                   f"file {uploads}/a/b.txt missing"]
 
 
-def test_scratch_database_without_privilege_is_named(env: Env, drill: Callable[..., dict[str, object]],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def _own_database_user(env: Env) -> tuple[str, str]:
+    """A database user with every right on the instance's own database and none elsewhere."""
     user, password = f"t_drill_{secrets.token_hex(3)}", secrets.token_urlsafe(12)
     hosts = ("localhost", "127.0.0.1")
     sql([f"CREATE USER '{user}'@'{h}' IDENTIFIED BY '{password}'" for h in hosts]
-        + [f"GRANT SELECT, SHOW VIEW, TRIGGER ON `{env.db}`.* TO '{user}'@'{h}'" for h in hosts])
+        + [f"GRANT ALL PRIVILEGES ON `{env.db}`.* TO '{user}'@'{h}'" for h in hosts])
+    return user, password
+
+
+def _drop_user(user: str) -> None:
+    sql([f"DROP USER IF EXISTS '{user}'@'{h}'" for h in ("localhost", "127.0.0.1")])
+
+
+def test_drill_with_rights_on_its_own_database_only_uses_a_private_server(
+        env: Env, drill: Callable[..., dict[str, object]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No rights needed on the live server, and no database appears there while the drill runs."""
+    user, password = _own_database_user(env)
+    monkeypatch.setenv("T_DRILL_PW", password)
+    before = {row[0] for row in sql("SHOW DATABASES")}
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.update(row[0] for row in sql("SHOW DATABASES"))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = drill(env.run_id, write_config(env.root, env.instance, env.repo_info, env.db, env.lite, user,
+                                                "env:T_DRILL_PW"))
+    finally:
+        stop.set()
+        watcher.join()
+        _drop_user(user)
+    assert result["ok"], result["problems"]
+    assert not [name for name in seen - before if name.startswith(f"safehold_drill_{env.instance}")]
+    (server,) = result["scratch"]["servers"]
+    assert server["kind"] == "private" and server["engine"] == "mariadb" and server["version"]
+    assert Path(server["folder"]).name.startswith(f"safehold_drill_{env.instance}_")
+    assert not os.path.exists(server["folder"]) and server["pid"] not in server_processes([Path(server["folder"])])
+    assert result["rto_seconds"] == pytest.approx(sum(result["phases"].values()), abs=0.01)
+    assert result["rto_missing"] is None
+    # The drill fixture checks that no scratch database, folder or server process is left.
+
+
+def test_without_local_server_binaries_the_live_server_needs_create_rights(
+        env: Env, drill: Callable[..., dict[str, object]], monkeypatch: pytest.MonkeyPatch,
+        no_private_server: None) -> None:
+    user, password = _own_database_user(env)
     monkeypatch.setenv("T_DRILL_PW", password)
     try:
         limited = write_config(env.root, env.instance, env.repo_info, env.db, env.lite, user, "env:T_DRILL_PW")
@@ -290,15 +367,35 @@ def test_scratch_database_without_privilege_is_named(env: Env, drill: Callable[.
                                  'drill_server = { host = "127.0.0.1", port = 3306, user = "root" }')
         passed = drill(env.run_id, elsewhere)
     finally:
-        sql([f"DROP USER IF EXISTS '{user}'@'{h}'" for h in hosts])
+        _drop_user(user)
     assert len(result["problems"]) == 1
     assert result["problems"][0].startswith(f"cannot create scratch database safehold_drill_{env.instance}_")
     assert result["problems"][0].endswith(": access denied — grant CREATE, DROP ON `safehold\\_drill\\_%`.* to "
                                           "the instance's database user")
+    assert result["scratch"]["servers"] == [{"engine": "mariadb", "kind": "live",
+                                             "where": f"mariadb {user}@127.0.0.1:3306"}]
+    # No database came back, so no recovery time was measured: the result says so instead of a number.
+    assert result["rto_seconds"] is None
+    assert result["rto_missing"] == f"no RTO: database {env.db} not restored"
     assert passed["ok"], passed["problems"]
+    assert passed["scratch"]["servers"][0]["kind"] == "drill_server" and passed["rto_seconds"] is not None
     # The other parts were still drilled.
     assert {c["check"] for c in result["checks"] if c["ok"]} >= {f"database {env.lite} tables",
                                                                 f"files {env.root / 'app' / 'uploads'}"}
+
+
+def test_scratch_prefix_is_configurable(env: Env, drill: Callable[..., dict[str, object]], tmp_path: Path) -> None:
+    text = env.config_path.read_text().replace("[settings]\n", '[settings]\ndrill_prefix = "t_drl_"\n')
+    config = tmp_path / "prefixed.toml"
+    config.write_text(text)
+    result = drill(env.run_id, config)
+    assert result["ok"], result["problems"]
+    assert result["scratch"]["databases"][0].startswith(f"t_drl_{env.instance}_")
+    assert Path(result["scratch"]["folder"]).name.startswith(f"t_drl_{env.instance}_")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('"t_drl_"', '"Robert\'); DROP"'))
+    res = run_cli("drill", env.instance, config=bad)
+    assert res.returncode == 2 and "drill_prefix" in res.stderr, res.stderr
 
 
 def test_escrowed_key_checks(env: Env, drill: Callable[..., dict[str, object]], tmp_path: Path,
@@ -310,9 +407,11 @@ def test_escrowed_key_checks(env: Env, drill: Callable[..., dict[str, object]], 
     escrowed = {"key": "wrong-key"}
     seen: list[str | None] = []
 
-    def verify_keys(instance: object, keys: dict[str, Secret], database_name: str | None = None) -> list[str]:
+    def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str | None = None) -> list[str]:
         seen.append(database_name)
-        (mac,) = sql("SELECT mac FROM probe", database_name)[0]
+        with client.cursor(instance.databases[0].connection, database_name) as cur:  # the scratch server's
+            cur.execute("SELECT mac FROM probe")
+            (mac,) = cur.fetchone()
         digest = hashlib.sha256((keys["app_key"].reveal() + "probe").encode()).hexdigest()
         return [] if digest == mac else ["escrowed key app_key does not decrypt the stored credential"]
 
@@ -371,7 +470,8 @@ def test_drill_never_touches_live_data_even_under_writes(env: Env, drill: Callab
     sql(f"DELETE FROM `{env.db}`.log")
 
 
-def test_leftovers_of_a_killed_drill_are_removed(env: Env, drill: Callable[..., dict[str, object]]) -> None:
+def test_leftovers_of_a_killed_drill_on_the_live_server_are_removed(
+        env: Env, drill: Callable[..., dict[str, object]], no_private_server: None) -> None:
     stale = drill_action.scratch_stem(env.instance, "20260101T000000Z-abcd")
     other = drill_action.scratch_stem(f"{env.instance}_x", "20260101T000000Z-abcd")  # another instance's scratch space
     sql([f"CREATE DATABASE `{stale}`", f"CREATE DATABASE `{other}`"])
@@ -408,11 +508,28 @@ def _start_drill(env: Env) -> subprocess.Popen[bytes]:
                             env={**os.environ, "PYTHONPATH": str(SRC), "TMPDIR": str(env.scratch_tmp)})
 
 
+def _private_scratch_databases(env: Env) -> list[str]:
+    """Scratch databases on the private server of a running drill of the instance."""
+    import MySQLdb
+
+    for folder in server_folders(env.instance):
+        with contextlib.suppress(MySQLdb.Error):
+            conn = MySQLdb.connect(unix_socket=str(folder / "mysqld.sock"), user="root")
+            try:
+                cur = conn.cursor()
+                cur.execute(f"SHOW DATABASES LIKE 'safehold\\_drill\\_{env.instance}\\_%'")
+                return [row[0] for row in cur.fetchall()]
+            finally:
+                conn.close()
+    return []
+
+
 def _wait_for_scratch_database(env: Env, child: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while not sql(f"SHOW DATABASES LIKE 'safehold\\_drill\\_{env.instance}\\_%'"):
+    deadline = time.monotonic() + 60
+    while not _private_scratch_databases(env):
         assert child.poll() is None and time.monotonic() < deadline, "drill ended before its scratch DB was seen"
         time.sleep(0.02)
+    assert not sql(f"SHOW DATABASES LIKE 'safehold\\_drill\\_{env.instance}\\_%'")  # none on the live server
 
 
 def test_sigterm_cleans_up_and_sigkill_leftovers_go_next_time(env: Env,
@@ -434,7 +551,8 @@ def test_sigterm_cleans_up_and_sigkill_leftovers_go_next_time(env: Env,
     for folder in env.scratch_tmp.glob("safehold-secret-*"):
         shutil.rmtree(folder)
     left = scratch_left(env)
-    assert len(left) == 2  # a SIGKILLed drill cannot clean up its database and folder ...
+    # A SIGKILLed drill cannot clean up its folder, nor stop its private server and remove its datadir ...
+    assert len(left) == 3 and sum(item.startswith("process ") for item in left) == 1, left
     result = drill(env.run_id)  # ... so the next one does
     assert result["ok"] and sorted(result["leftovers_removed"]) == sorted(left)
 
@@ -463,8 +581,14 @@ names = ["{name}"]
         assert run_cli("backup", instance, config=config).returncode == 0
         res = run_cli("drill", instance, "--json", config=config, env={"TMPDIR": str(tmp_path)})
         assert res.returncode == 0, res.stdout + res.stderr
-        checks = {c["check"]: c["detail"] for c in json.loads(res.stdout)[0]["checks"]}
+        result = json.loads(res.stdout)[0]
+        checks = {c["check"]: c["detail"] for c in result["checks"]}
         assert checks[f"database {name} tables"].startswith("1 tables, 42 rows match")
+        # Loaded into a private PostgreSQL server (socket only), never into the live one, and all of it removed.
+        (server,) = result["scratch"]["servers"]
+        assert server["kind"] == "private" and server["engine"] == "postgres", server
+        assert not os.path.exists(server["folder"]) and not server_processes([Path(server["folder"])])
+        assert not server_folders(instance)
         assert psql("postgres", f"SELECT datname FROM pg_database WHERE datname LIKE 'safehold_drill_{instance}%'")\
             == ""
     finally:

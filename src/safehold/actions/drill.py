@@ -1,16 +1,21 @@
 """`safehold drill`: prove that a recovery point restores, and measure how long that takes.
 
-A drill restores a point into scratch space — databases on the same server named
-`safehold_drill_<instance>_<hash>_<run time>_<random>`, SQLite files and file trees in a temporary folder of
-the same name — and compares what came back with what the point's manifest says: per-table rows
-and checksums, schema object counts, file counts, bytes and a sample of file hashes, escrowed keys
-and the application's own checks. Every difference is one named problem. Scratch space is always
-removed, and leftovers of a killed drill (recognised by the name) are removed at the next start.
-The live databases and files are never written: every target name is checked against the scratch
-pattern before anything is created or dropped.
+A drill restores a point into scratch space — databases named
+`safehold_drill_<instance>_<hash>_<run time>_<random>` (the prefix is `settings.drill_prefix`) on a
+private throwaway server started from this host's binaries (engines/scratch.py), else on the
+configured `drill_server`, else on the live server; SQLite files and file trees in a temporary
+folder of the same name — and compares what came back with what the point's manifest says:
+per-table rows and checksums, schema object counts, file counts, bytes and a sample of file hashes,
+escrowed keys and the application's own checks. Every difference is one named problem. Scratch
+space (and the private server) is always removed, and leftovers of a killed drill (recognised by
+the name, a server by its folder on its command line) are removed at the next start. The live
+databases and files are never written: every target name is checked against the scratch pattern
+before anything is created or dropped.
 
 Restore time is measured per phase (fetch from the repository, database load, indexes, files):
-the phases run one after the other, so their sum is the recovery time objective as measured.
+the phases run one after the other, so their sum is the recovery time objective as measured. A
+drill that did not restore every part (databases, files, keys) measured no recovery and reports no
+RTO, saying which part is missing.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from safehold.actions.common import Point, describe, find_point, open_repository
 from safehold.actions.restore import DatabaseStep, Plan, compare, load_database, make_plan, self_reference
 from safehold.actions.tracked import tracked
 from safehold.config import Config, InstanceConfig
-from safehold.engines import engine_for
+from safehold.engines import engine_for, scratch
 from safehold.errors import ConfigError, SafeholdError
 from safehold.files import file_sha256, tree_stats
 from safehold.history import History
@@ -46,7 +51,7 @@ from safehold.repository.restic import Repository
 from safehold.secrets import Secret, resolve
 from safehold.tempdirs import remove_tree
 
-PREFIX = "safehold_drill_"
+PREFIX = "safehold_drill_"  # the default of settings.drill_prefix
 COPY_BUFFER = 1 << 20
 
 
@@ -60,51 +65,56 @@ def _instance_tag(instance: str) -> str:
     return f"{readable}_{hashlib.sha256(instance.encode()).hexdigest()[:6]}"
 
 
-def scratch_stem(instance: str, run_id: str) -> str:
+def scratch_stem(instance: str, run_id: str, prefix: str = PREFIX) -> str:
     """A fresh scratch name: prefix, instance, the point's run time and a random part."""
     run_short = re.sub(r"[^0-9T]", "", run_id.split("-")[0])[:15]
-    return f"{PREFIX}{_instance_tag(instance)}_{run_short}_{secrets.token_hex(3)}"
+    return f"{prefix}{_instance_tag(instance)}_{run_short}_{secrets.token_hex(3)}"
 
 
-def _scratch_pattern(instance: str) -> re.Pattern[str]:
-    # Exact shape, so instance "a" never matches the scratch space of instance "a_b".
-    return re.compile(rf"^{re.escape(PREFIX + _instance_tag(instance))}_[0-9T]{{1,15}}_[0-9a-f]{{6}}(_\d+)?$")
+def _scratch_pattern(instance: str, prefix: str) -> re.Pattern[str]:
+    # Exact shape, so instance "a" never matches the scratch space of instance "a_b". The suffix is a
+    # second database's number or a private server's folder (`_mariadb`, `_postgres`).
+    return re.compile(rf"^{re.escape(prefix + _instance_tag(instance))}_[0-9T]{{1,15}}_[0-9a-f]{{6}}(_\d+|_[a-z]+)?$")
 
 
-def is_scratch(instance: str, name: str) -> bool:
+def is_scratch(instance: str, name: str, prefix: str = PREFIX) -> bool:
     """True when `name` (database name or folder name) is scratch space of a drill of `instance`."""
-    return bool(_scratch_pattern(instance).match(name))
+    return bool(_scratch_pattern(instance, prefix).match(name))
 
 
 def _scratch_root() -> Path:
     return Path(tempfile.gettempdir())
 
 
-def clean_leftovers(instance: Instance, server: Connection | None, reporter: Reporter) -> list[str]:
-    """Remove scratch databases and folders an earlier (killed) drill of this instance left behind."""
+def clean_leftover_folders(instance: str, prefix: str, reporter: Reporter) -> list[str]:
+    """Remove the scratch folders (and private servers still running in them) of a killed drill of `instance`."""
     removed: list[str] = []
-    for folder in _scratch_root().glob(f"{PREFIX}{_instance_tag(instance.name)}_*"):
-        if is_scratch(instance.name, folder.name) and folder.is_dir() and not folder.is_symlink():
-            remove_tree(folder)
-            removed.append(str(folder))
-    seen: set[object] = set()
-    servers = [Database(server, "")] if server is not None else []
-    for db in [*instance.databases, *servers]:
-        if db.connection in seen:
-            continue
-        seen.add(db.connection)
-        engine = engine_for(db.connection.engine)
+    for root in scratch.roots():
+        for folder in root.glob(f"{prefix}{_instance_tag(instance)}_*"):
+            if is_scratch(instance, folder.name, prefix) and folder.is_dir() and not folder.is_symlink():
+                for pid in scratch.kill_servers_in(folder):
+                    removed.append(f"process {pid}")
+                remove_tree(folder)
+                removed.append(str(folder))
+    for item in removed:
+        reporter.step(f"removed leftover {item} of an earlier drill")
+    return removed
+
+
+def clean_leftover_databases(instance: str, prefix: str, servers: list[Connection], reporter: Reporter) -> list[str]:
+    """Drop the scratch databases a killed drill of `instance` left on shared servers (live or drill_server)."""
+    removed: list[str] = []
+    for server in dict.fromkeys(servers):
+        engine = engine_for(server.engine)
         try:
-            names = engine.names(db, f"{PREFIX}{_instance_tag(instance.name)}_")
-            for name in names:
-                if is_scratch(instance.name, name):
-                    engine.drop(Database(db.connection, name), name)
+            for name in engine.names(Database(server, ""), f"{prefix}{_instance_tag(instance)}_"):
+                if is_scratch(instance, name, prefix):
+                    engine.drop(Database(server, name), name)
                     removed.append(name)
         except SafeholdError as exc:
-            reporter.warn(f"could not look for leftover scratch databases on {db.connection.describe()}: "
-                          f"{exc.message}")
+            reporter.warn(f"could not look for leftover scratch databases on {server.describe()}: {exc.message}")
     for item in removed:
-        reporter.step(f"removed leftover scratch space {item} of an earlier drill")
+        reporter.step(f"removed leftover scratch database {item} of an earlier drill")
     return removed
 
 
@@ -115,7 +125,9 @@ class Scratch:
     instance: str
     stem: str
     folder: Path
+    prefix: str = PREFIX
     databases: list[tuple[ModuleType, Database, str]] = dataclasses.field(default_factory=list)
+    private: set[Connection] = dataclasses.field(default_factory=set)  # servers that go away with the drill
 
     def target(self, entry: DatabaseEntry, index: int) -> str:
         """Where a database of the point is restored: a scratch database name or a scratch file."""
@@ -127,7 +139,7 @@ class Scratch:
         """Create one scratch database, refusing any name that is not scratch space."""
         engine = engine_for(step.entry.engine)
         inside = self.folder in Path(step.target).parents if step.entry.engine == "sqlite" else is_scratch(
-            self.instance, step.target)
+            self.instance, step.target, self.prefix)
         if not inside:
             raise SafeholdError(f"refusing to use {step.target} as a scratch database", "this is a bug: report it")
         if step.non_empty:
@@ -141,13 +153,15 @@ class Scratch:
             reason = "access denied" if "denied" in exc.message.lower() else exc.message
             raise SafeholdError(
                 f"cannot create scratch database {step.target} on {step.database.connection.describe()}: {reason}",
-                f"grant CREATE, DROP ON `{PREFIX.replace('_', chr(92) + '_')}%`.* to the instance's database user",
+                f"grant CREATE, DROP ON `{self.prefix.replace('_', chr(92) + '_')}%`.* to the instance's database user",
             ) from None
 
     def remove(self, reporter: Reporter) -> list[str]:
         """Drop every scratch database and the folder; returns problems (never raises)."""
         problems: list[str] = []
         for engine, database, name in self.databases:
+            if database.connection in self.private:  # stopped and deleted whole, right after
+                continue
             try:
                 engine.drop(database, name)
             except SafeholdError as exc:
@@ -170,6 +184,8 @@ class Outcome:
     tables: list[dict[str, object]] = dataclasses.field(default_factory=list)
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
     detail: dict[str, float] = dataclasses.field(default_factory=dict)
+    unrestored: list[str] = dataclasses.field(default_factory=list)  # parts that never came back
+    finished: bool = False  # every step ran (a drill stopped half-way measured no recovery)
 
     def check(self, name: str, problems: list[str], detail: str) -> None:
         """Record one check; its problems join the drill's list."""
@@ -178,6 +194,14 @@ class Outcome:
 
     def add_phase(self, phase: str, seconds: float) -> None:
         self.phases[phase] = round(self.phases.get(phase, 0.0) + seconds, 3)
+
+    def rto(self) -> tuple[float | None, str | None]:
+        """The measured recovery time, or None and why: only a drill that restored every part measured one."""
+        if self.unrestored:
+            return None, f"no RTO: {', '.join(self.unrestored)} not restored"
+        if not self.finished:
+            return None, "no RTO: the drill stopped before every part was restored"
+        return round(sum(self.phases.values()), 3), None
 
 
 def _objects_problems(entry: DatabaseEntry, report: DatabaseReport) -> list[str]:
@@ -218,6 +242,7 @@ def _drill_database(repo: Repository, step: DatabaseStep, scratch: Scratch, outc
         dump.unlink()
     except SafeholdError as exc:  # with its hint: what to grant, what to change
         outcome.check(name, [exc.line()], "")
+        outcome.unrestored.append(name)
         return
     indexes = sum(v for k, v in report.phases.items() if "index" in k)
     outcome.add_phase("database load", phases[f"database {step.target}"] - indexes)
@@ -264,6 +289,7 @@ def _drill_files(repo: Repository, point: Point, plan: Plan, outcome: Outcome, r
         repo.restore(point.manifest.files_snapshot or "", plan.files_target, plan.includes, reporter)
     except SafeholdError as exc:
         outcome.check("files", [f"file restore failed: {exc.message}"], "")
+        outcome.unrestored.append("files")
         return
     outcome.add_phase("files", time.monotonic() - t0)
     for tree in trees:
@@ -298,6 +324,7 @@ def _drill_app(repo: Repository, point: Point, instance: Instance, profile: Modu
         stored = json.loads(repo.cat_file(manifest.keys_snapshot or "", KEYS_PATH)) if manifest.keys_snapshot else {}
     except (SafeholdError, ValueError) as exc:
         outcome.check("escrowed keys", [f"escrowed keys not readable from the point: {exc}"], "")
+        outcome.unrestored.append("escrowed keys")
         return
     problems = [f"escrowed key {k} missing from the point" for k in manifest.keys if k not in stored]
     keys = {k: Secret(str(v), f"escrowed key {k}") for k, v in stored.items()}
@@ -317,37 +344,84 @@ def scratch_server(name: str, instance_config: InstanceConfig) -> Connection | N
                       user=server.user, password=password)
 
 
-def _on_server(step: DatabaseStep, server: Connection) -> DatabaseStep:
-    """A plan step moved to the scratch server (SQLite files stay in the scratch folder)."""
-    if step.entry.engine != server.engine:
-        return step
-    database = dataclasses.replace(step.database, connection=server)
-    return dataclasses.replace(step, database=database,
-                               non_empty=not engine_for(server.engine).is_empty(database, step.target))
+def _choose_servers(instance: Instance, entries: list[DatabaseEntry], configured: Connection | None,
+                    stem: str, cache: Path, stack: contextlib.ExitStack, reporter: Reporter,
+                    prefix: str) -> tuple[dict[str, Connection], list[dict[str, object]]]:
+    """Where each engine's scratch databases go: the configured drill_server, else a private server
+    started from this host's binaries (stopped and removed when `stack` closes), else the live
+    server, which then needs CREATE rights (said as a warning). Returns the servers by engine (the
+    live one is left out: the plan reaches it as it is) and what each one is, for the result."""
+    chosen: dict[str, Connection] = {}
+    described: list[dict[str, object]] = []
+    for entry in entries:
+        if entry.engine == "sqlite" or entry.engine in {d["engine"] for d in described}:
+            continue
+        if configured is not None and configured.engine == entry.engine:
+            chosen[entry.engine] = configured
+            described.append({"engine": entry.engine, "kind": "drill_server", "where": configured.describe()})
+            continue
+        private = engine_for(entry.engine).private_server(f"{stem}_{entry.engine}", entry.server_version, cache)
+        if private is not None:
+            server = stack.enter_context(private)
+            chosen[entry.engine] = server.connection
+            described.append(server.describe())
+            reporter.step(f"private {entry.engine} server {server.version} started in {server.folder}")
+            continue
+        live = [db.connection.describe() for db in instance.databases if db.connection.engine == entry.engine]
+        reporter.warn(f"no local {entry.engine} server binaries and no drill_server: the scratch databases go on the "
+                      f"live server{' ' + live[0] if live else ''}, where the database user needs CREATE and DROP "
+                      f"on {prefix}% (install the server package on this host to drill without those rights)")
+        described.append({"engine": entry.engine, "kind": "live", "where": live[0] if live else None})
+    return chosen, described
+
+
+def _on_servers(instance: Instance, entries: list[DatabaseEntry], servers: dict[str, Connection]) -> Instance:
+    """The instance with its databases moved to the scratch servers (also those the point holds and the
+    config no longer names: a private server needs nothing from the config)."""
+    databases = [dataclasses.replace(db, connection=servers.get(db.connection.engine, db.connection))
+                 for db in instance.databases]
+    for entry in entries:
+        if entry.engine in servers and not any(db.key == entry.key or db.name == entry.name for db in databases):
+            databases.append(Database(servers[entry.engine], entry.name, table_prefix=entry.table_prefix))
+    return dataclasses.replace(instance, databases=databases)
 
 
 def _run_drill(config: Config, repo: Repository, instance: Instance, profile: ModuleType, run: str,
-               server: Connection | None, result: dict[str, object], outcome: Outcome, reporter: Reporter) -> None:
+               configured: Connection | None, result: dict[str, object], outcome: Outcome,
+               reporter: Reporter) -> None:
+    prefix = config.settings.drill_prefix
     point = find_point(config, repo, instance.name, run)
     manifest = point.manifest
     result.update(run_id=point.run_id, point_started=manifest.started,
                   rpo_seconds=round((now() - manifest.started).total_seconds(), 1))
-    stem = scratch_stem(instance.name, point.run_id)
-    scratch = Scratch(instance.name, stem, _scratch_root() / stem)
-    scratch.folder.mkdir(mode=0o700)
-    try:
-        targets = {entry.name: scratch.target(entry, i) for i, entry in enumerate(manifest.databases)}
-        plan = make_plan(config, instance, point, [], [], scratch.folder / "files", targets=targets)
-        if server is not None:
-            plan.databases = [_on_server(step, server) for step in plan.databases]
-        result["scratch"] = {"databases": [s.target for s in plan.databases], "folder": str(scratch.folder)}
-        reporter.step(f"drill of point {point.run_id} of {instance.name} into scratch space {scratch.stem}")
+    stem = scratch_stem(instance.name, point.run_id, prefix)
+    space = Scratch(instance.name, stem, _scratch_root() / stem, prefix)
+    space.folder.mkdir(mode=0o700)
+    with contextlib.ExitStack() as stack:
+        # Registered first, so it runs last: after the private servers are stopped and removed.
+        stack.callback(lambda: outcome.problems.extend(space.remove(reporter)))
+        servers, described = _choose_servers(instance, manifest.databases, configured, stem,
+                                             config.state_dir / "drill-cache", stack, reporter, prefix)
+        space.private = {servers[d["engine"]] for d in described if d["kind"] == "private"}
+        where: dict[str, object] = {"folder": str(space.folder), "servers": described}
+        result["scratch"] = where
+        shared = [*(c for c in servers.values() if c not in space.private),
+                  *(db.connection for db in instance.databases if db.connection.engine not in servers
+                    and db.connection.engine in {d["engine"] for d in described})]
+        removed = clean_leftover_databases(instance.name, prefix, shared, reporter)
+        leftovers = result.setdefault("leftovers_removed", [])
+        assert isinstance(leftovers, list)
+        leftovers += removed
+        drilled = _on_servers(instance, manifest.databases, servers)
+        targets = {entry.name: space.target(entry, i) for i, entry in enumerate(manifest.databases)}
+        plan = make_plan(config, drilled, point, [], [], space.folder / "files", targets=targets)
+        where["databases"] = [s.target for s in plan.databases]
+        reporter.step(f"drill of point {point.run_id} of {instance.name} into scratch space {space.stem}")
         for step in plan.databases:
-            _drill_database(repo, step, scratch, outcome, reporter)
+            _drill_database(repo, step, space, outcome, reporter)
         _drill_files(repo, point, plan, outcome, reporter)
-        _drill_app(repo, point, instance, profile, plan, outcome)
-    finally:
-        outcome.problems += scratch.remove(reporter)
+        _drill_app(repo, point, drilled, profile, plan, outcome)
+        outcome.finished = True
 
 
 class DrillStopped(BaseException):
@@ -378,7 +452,8 @@ def drill_instance(config: Config, name: str, reporter: Reporter, run: str | Non
     """Drill one instance (newest point, or `run`); the result is recorded and returned, pass or fail."""
     instance, profile, instance_config = describe(config, name)
     repo = open_repository(config, instance_config.repositories[0])
-    server = scratch_server(name, instance_config)
+    configured = scratch_server(name, instance_config)
+    prefix = config.settings.drill_prefix
     started = now()
     result: dict[str, object] = {"instance": name, "repository": repo.name, "run_id": None, "point_started": None,
                                  "rpo_seconds": None, "started": started, "leftovers_removed": []}
@@ -391,13 +466,14 @@ def drill_instance(config: Config, name: str, reporter: Reporter, run: str | Non
         with instance_lock(config.state_dir, f"{name}@drill", started.isoformat(), "drill", reporter,
                            config.settings.lock_wait_seconds), _stop_on_sigterm():
             try:
-                result["leftovers_removed"] = clean_leftovers(instance, server, reporter)
-                _run_drill(config, repo, instance, profile, run or "latest", server, result, outcome, reporter)
+                result["leftovers_removed"] = clean_leftover_folders(name, prefix, reporter)
+                _run_drill(config, repo, instance, profile, run or "latest", configured, result, outcome, reporter)
             except (SafeholdError, DrillStopped) as exc:  # with the hint: "grant CREATE on safehold_drill_%"
                 outcome.problems.append(exc.line() if isinstance(exc, SafeholdError) else exc.message)
+        rto, no_rto = outcome.rto()
         result.update(finished=now(), ok=not outcome.problems, problems=outcome.problems, checks=outcome.checks,
-                      phases=outcome.phases, phases_detail=outcome.detail,
-                      rto_seconds=round(sum(outcome.phases.values()), 3), tables=outcome.tables)
+                      phases=outcome.phases, phases_detail=outcome.detail, rto_seconds=rto, rto_missing=no_rto,
+                      tables=outcome.tables)
         for problem in outcome.problems:
             reporter.warn(f"drill {name}: {problem}")
         reporter.step(f"drill of {name} {'passed' if result['ok'] else 'FAILED'}")

@@ -19,6 +19,7 @@ TEMPLATE = '''# safehold configuration. Secrets are never written here: use "env
 # state_dir = "/var/lib/safehold"      # run history, locks, escrowed keys (default shown for root)
 # lock_wait_seconds = 0                # 0: a second run of the same instance exits; N: waits N seconds
 # metrics_textfile = "/var/lib/prometheus/node-exporter/safehold.prom"   # rewritten after every run
+# drill_prefix = "safehold_drill_"     # how drill scratch databases and folders are named
 
 [repositories.main]
 url = {repo}                         # local path, sftp:user@host:/path, s3:https://host/bucket/path
@@ -43,7 +44,8 @@ retention = {{ last = 14 }}            # or {{ daily = 7, weekly = 4, monthly = 
 #   ("5%" by default, a random share each time; "all", "none" or an amount such as "2G")
 # quiesce = {{ stop = [["systemctl","stop","apache2"]], start = [["systemctl","start","apache2"]] }}
 # drill_server = {{ host = "127.0.0.1", user = "safehold_drill", password = "env:DRILL_DB_PASSWORD" }}
-#                                      # where `safehold drill` may create scratch databases (default: the app's server)
+#                                      # where `safehold drill` may create scratch databases (default: a private
+#                                      # server from this host's mariadbd/initdb, else the app's own server)
 {databases}
 # [notify]                             # failure, recovery (and with on_success = true every run)
 # urls = ["mailtos://user:pass@mail.example?to=ops@example.com", "env:SAFEHOLD_SLACK_URL"]   # apprise URLs

@@ -17,6 +17,9 @@
 - `foreign_reference(method, stream, name) -> str | None`: a statement in a dump of database `name`
   that names `name` itself, so loading it under another name would write into `name` (None if none).
 - `server_version(db) -> str`.
+- `private_server(name, point_version, cache) -> context manager of scratch.Server | None`: a
+  throwaway server started from this host's binaries for a drill (socket only, removed on exit),
+  None when the binaries are missing (or the engine needs no server).
 """
 
 from __future__ import annotations

@@ -11,9 +11,13 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import IO
 
 from safehold import runner
+from safehold.engines import postgres_scratch
+from safehold.engines.scratch import Server
 from safehold.errors import DatabaseError
 from safehold.models import Database, DatabaseReport, TableReport, default_port
 from safehold.output import Reporter
@@ -177,3 +181,11 @@ def foreign_reference(method: str, stream: IO[bytes], name: str) -> str | None:
 
 def server_version(db: Database) -> str:
     return _psql(db, "postgres", "SHOW server_version")[0]
+
+
+def private_server(name: str, point_version: str | None = None,
+                   cache: Path | None = None) -> AbstractContextManager[Server] | None:
+    """A throwaway PostgreSQL server for a drill (see postgres_scratch.py), or None without local binaries."""
+    if not postgres_scratch.available(point_version):
+        return None
+    return postgres_scratch.private_server(name, point_version, cache)

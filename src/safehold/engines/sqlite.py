@@ -164,3 +164,8 @@ def names(db: Database, prefix: str) -> list[str]:
 
 def server_version(db: Database) -> str:
     return sqlite3.sqlite_version
+
+
+def private_server(name: str, point_version: str | None = None, cache: Path | None = None) -> None:
+    """A file needs no server: a drill restores SQLite databases into its scratch folder."""
+    return None

@@ -6,9 +6,12 @@ parallel.py) and `mariadb-dump` (single consistent SQL stream from the reference
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import IO
 
-from safehold.engines.mariadb import client, dumptool, parallel
+from safehold.engines.mariadb import client, dumptool, parallel, scratch_server
+from safehold.engines.scratch import Server
 from safehold.models import Database, DatabaseReport
 from safehold.output import Reporter
 
@@ -49,6 +52,12 @@ def check_load(db: Database, method: str) -> None:
 def foreign_reference(method: str, stream: IO[bytes], name: str) -> str | None:
     """A statement in a dump of `name` that would write into `name` even when loaded under another name."""
     return METHODS[method].foreign_reference(stream, name)
+
+
+def private_server(name: str, point_version: str | None = None,
+                   cache: Path | None = None) -> AbstractContextManager[Server] | None:
+    """A throwaway MariaDB server for a drill (see scratch_server.py), or None without local binaries."""
+    return scratch_server.private_server(name, point_version, cache) if scratch_server.available() else None
 
 
 inspect = client.inspect
