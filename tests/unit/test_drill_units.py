@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from safehold.actions.drill import Scratch, is_scratch, scratch_stem
+from safehold.actions.drill import Outcome, Scratch, is_scratch, scratch_stem
 from safehold.actions.report import age
 from safehold.actions.restore import table_problem
 from safehold.files import follow_links, restic_time_ns, sample_hashes, stored_trees, tree_stats
@@ -35,6 +35,64 @@ def test_scratch_names_fit_mariadb_and_are_recognised_only_for_their_instance() 
     # Names that read alike once sanitised or cut short still get scratch spaces of their own.
     for one, other in (("shop-db", "shop_db"), ("itflow_customer_alpha", "itflow_customer_alpha2")):
         assert not is_scratch(one, scratch_stem(other, run)) and not is_scratch(other, scratch_stem(one, run))
+    # A private server's folder is the stem and the engine; another prefix is another drill's space.
+    assert is_scratch("shop", f"{stem}_mariadb") and is_scratch("shop", f"{stem}_postgres")
+    assert not is_scratch("shop", f"{stem}_mariadb/x") and not is_scratch("shop", f"{stem}_MariaDB")
+    mine = scratch_stem("shop", run, "qa_drill_")
+    assert mine.startswith("qa_drill_shop_") and is_scratch("shop", mine, "qa_drill_")
+    assert not is_scratch("shop", mine) and not is_scratch("shop", stem, "qa_drill_")
+
+
+def test_longest_configurable_prefix_still_fits_mariadb_names() -> None:
+    from safehold.config import Settings
+
+    longest = "a" * 15 + "_"
+    stem = scratch_stem("x" * 63, new_run_id(), Settings(drill_prefix=longest).drill_prefix)
+    assert len(stem) + len("_99") <= 64
+    for bad in ("safehold_drill", "Drill_", "a" * 16 + "_", "x`; DROP_", "_"):
+        with pytest.raises(ValueError, match="drill_prefix"):
+            Settings(drill_prefix=bad)
+
+
+def test_rto_only_when_every_part_was_restored() -> None:
+    outcome = Outcome()
+    outcome.add_phase("fetch", 1.25)
+    outcome.add_phase("files", 2.0)
+    assert outcome.rto() == (None, "no RTO: the drill stopped before every part was restored")
+    outcome.finished = True
+    assert outcome.rto() == (3.25, None)
+    outcome.unrestored += ["database shop", "escrowed keys"]
+    assert outcome.rto() == (None, "no RTO: database shop, escrowed keys not restored")
+
+
+def test_private_server_folder_is_one_its_account_can_enter_with_room_for_the_socket(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safehold.engines import scratch
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    nobody = scratch.Account("nobody", 65534, 65534)
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    assert scratch.roots()[0] == private
+    # As root the server runs as its own account, which cannot enter a 0700 folder of root's: /tmp instead.
+    owner = nobody if os.geteuid() == 0 else None
+    name = f"safehold_drill_unit_{os.getpid()}_mariadb"
+    folder = scratch.make_folder(name, owner, "mysqld.sock")
+    try:
+        assert folder.parent == (Path("/tmp") if owner else private) and folder.stat().st_mode & 0o777 == 0o700
+    finally:
+        folder.rmdir()
+    assert scratch._reachable(private, None) and not scratch._reachable(private, nobody)
+    # A socket address holds 107 bytes: a deep $TMPDIR sends the server to a short root.
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    deep.chmod(0o755)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    folder = scratch.make_folder(name, None, "mysqld.sock")
+    try:
+        assert folder.parent == Path("/tmp") and len(str(folder / "mysqld.sock")) < scratch.SOCKET_ROOM
+    finally:
+        folder.rmdir()
 
 
 def test_table_problems_are_named() -> None:

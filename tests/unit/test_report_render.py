@@ -34,11 +34,23 @@ def test_the_last_backups_note_is_shown_escaped() -> None:
 
 def test_failed_drill_without_restore_shows_no_rto() -> None:
     failed = {"run_id": None, "started": now(), "ok": False, "problems": ["no point 'x' of app in repository main"],
-              "phases": {}, "rto_seconds": 0.0, "rpo_seconds": None, "checks": []}
+              "phases": {}, "rto_seconds": None, "rpo_seconds": None, "checks": [],
+              "rto_missing": "no RTO: the drill stopped before every part was restored"}
     page = _page({"last_drill": failed, "repositories": [{"name": "main", "points": None, "newest": None,
                                                           "oldest": None, "error": "repository main: unreachable"}]})
     assert "not measured" in page and "FAILED" in page and "unreachable" in page
     assert "no point &#39;x&#39; of app" in page  # escaped, never raw HTML
+    assert "no RTO: the drill stopped before every part was restored" in page
+
+
+def test_a_drill_that_restored_no_database_shows_no_rto_and_why() -> None:
+    """Files came back (a phase was timed) but the database did not: that is no recovery time."""
+    drill = {"run_id": "20261125T233000Z-ab12", "started": now(), "ok": False, "rpo_seconds": 60.0, "checks": [],
+             "problems": ["cannot create scratch database …: access denied"], "phases": {"files": 1.5},
+             "rto_seconds": None, "rto_missing": "no RTO: database shop not restored"}
+    page = _page({"last_drill": drill})
+    assert '<div class="big bad" data-field="rto">not measured</div>' in page
+    assert '<div data-field="rto-missing">no RTO: database shop not restored</div>' in page
 
 
 def test_the_last_repository_check_is_shown_with_how_much_it_read(tmp_path: Path) -> None:

@@ -47,14 +47,21 @@ def drill(instance: InstanceArg = None,
             phases = ", ".join(f"{k} {v:.2f} s" for k, v in res["phases"].items()) or "-"
             rpo = f"{res['rpo_seconds'] / 3600:.1f} h" if res.get("rpo_seconds") is not None else "-"
             verdict = ("drill passed", "green") if res["ok"] else ("drill FAILED", "red")
-            out.print(Text.assemble(verdict, f" {res['instance']}: RTO {res['rto_seconds']:.2f} s ({phases}); "
-                                             f"point age (RPO) {rpo}"))
+            rto = f"{_rto(res, 2)} ({phases})" if res.get("rto_seconds") is not None else _rto(res, 2)
+            out.print(Text.assemble(verdict, f" {res['instance']}: {rto}; point age (RPO) {rpo}"))
 
     def code(results: list[dict[str, Any]]) -> int:
         failed = [r for r in results if not r["ok"]]
         return 0 if not failed else EXIT_FAILED if len(failed) == len(results) else EXIT_PARTIAL
 
     run_action(json_out, lambda r: do_drill(load_config(config), instance, r, run), render, code)
+
+
+def _rto(result: dict[str, Any], digits: int) -> str:
+    """A drill's measured RTO, or why it measured none (it did not restore every part)."""
+    if result.get("rto_seconds") is None:
+        return str(result.get("rto_missing") or "no RTO measured")
+    return f"RTO {result['rto_seconds']:.{digits}f} s"
 
 
 @app.command()
@@ -75,7 +82,7 @@ def report(instance: InstanceArg = None,
             out.print(f"  last backup: {last['run_id'] + ' ' + str(last['started'])[:16] if last else 'none'}"
                       + (f" ({last['note']})" if last and last["note"] else ""), soft_wrap=True)
             out.print("  last drill: " + ("none" if not drill_res else
-                      f"{'passed' if drill_res['ok'] else 'FAILED'}, RTO {drill_res['rto_seconds']:.1f} s"))
+                      f"{'passed' if drill_res['ok'] else 'FAILED'}, {_rto(drill_res, 1)}"))
             for failure in inst["failures"]:
                 out.print(Text.assemble("  ", (failure["what"], "red"),
                                         f" {str(failure['when'])[:16]}: {failure['message']}"))
