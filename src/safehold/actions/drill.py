@@ -366,6 +366,8 @@ def _choose_servers(instance: Instance, entries: list[DatabaseEntry], configured
             chosen[entry.engine] = server.connection
             described.append(server.describe())
             reporter.step(f"private {entry.engine} server {server.version} started in {server.folder}")
+            for note in server.notes:
+                reporter.step(f"private {entry.engine} server: {note}")
             continue
         live = [db.connection.describe() for db in instance.databases if db.connection.engine == entry.engine]
         reporter.warn(f"no local {entry.engine} server binaries and no drill_server: the scratch databases go on the "
