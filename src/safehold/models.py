@@ -21,11 +21,13 @@ class Connection:
     path: Path | None = None
 
     def describe(self) -> str:
-        """Where the server is, without credentials (safe for logs and errors)."""
+        """Where the server is and how it is reached (socket path or host:port), without credentials."""
         if self.path is not None:
             return str(self.path)
-        where = self.socket or f"{self.host}:{self.port or default_port(self.engine)}"
-        return f"{self.engine} {self.user + '@' if self.user else ''}{where}"
+        user = f"{self.user}@" if self.user else ""
+        if self.socket:
+            return f"{self.engine} {user}localhost via socket {self.socket}"
+        return f"{self.engine} {user}{self.host}:{self.port or default_port(self.engine)}"
 
 
 def default_port(engine: str) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from safehold.apps import itflow_crypto
-from safehold.apps.common import contents_pattern, split_host, version_mismatch
+from safehold.apps.common import contents_pattern, version_mismatch
 from safehold.apps.quiesce import Terminated, describe_step, marker_path, paused, resume_leftovers, resume_marker
 from safehold.lock import instance_lock
 from safehold.output import Silent
@@ -135,14 +135,6 @@ def test_check_can_say_what_each_step_holds_paused() -> None:
     assert describe_step({"kind": "commands", "start": [["systemctl", "start", "apache2"]]}) == \
         "stopped by the quiesce commands (start: systemctl start apache2)"
     assert describe_step({"kind": "itflow_cron"}) == "itflow_cron"  # a damaged step still names its kind
-
-
-@pytest.mark.parametrize("value, expected", [
-    ("localhost", ("localhost", None)), ("db:3307", ("db", 3307)), ("p:db.example:3308", ("db.example", 3308)),
-    ("[::1]:3309", ("::1", 3309)), ("::1", ("::1", None)),
-])
-def test_split_host(value: str, expected: tuple[str, int | None]) -> None:
-    assert split_host(value) == expected
 
 
 def test_version_mismatch_ignores_unknown_sides() -> None:

@@ -112,6 +112,7 @@ def _database(db: Database, reporter: Reporter, problems: list[str]) -> dict[str
             raise DatabaseError(f"database {db.name!r} does not exist on {db.connection.describe()}",
                                 "check the database name")
         report = engine.inspect(db, db.name)
+        engine.check_dump(db)
     except SafeholdError as exc:
         entry["problem"] = f"database {db.name}: {exc.line()}"
         problems.append(entry["problem"])

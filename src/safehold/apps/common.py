@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from safehold import runner
+from safehold.apps.dbhost import mariadb_endpoint, postgres_endpoint
 from safehold.apps.quiesce import Pause, paused, resumer
 from safehold.config import DatabaseConfig, InstanceConfig
 from safehold.errors import ConfigError, SafeholdError
@@ -17,14 +18,19 @@ from safehold.output import Reporter
 from safehold.repository.manifest import Manifest
 from safehold.secrets import Secret, resolve
 
+# How each server engine reads a configured host (a socket when the app's client would use one).
+ENDPOINTS = {"mariadb": mariadb_endpoint, "postgres": postgres_endpoint}
+
 
 def databases_from_config(name: str, items: list[DatabaseConfig]) -> list[Database]:
     """Typed databases from [[instances.NAME.databases]] entries, secrets resolved."""
     result: list[Database] = []
     for index, item in enumerate(items):
         password = resolve(item.password, f"instances.{name}.databases.{index}.password") if item.password else None
-        conn = Connection(engine=item.engine, host=item.host, port=item.port, socket=item.socket,
-                          user=item.user, password=password, path=Path(item.path) if item.path else None)
+        where = ENDPOINTS[item.engine](item.host, item.port, item.socket) if item.engine in ENDPOINTS else None
+        conn = Connection(engine=item.engine, host=where.host if where else item.host, port=item.port,
+                          socket=where.socket if where else None, user=item.user, password=password,
+                          path=Path(item.path) if item.path else None)
         if item.engine == "sqlite":
             result.append(Database(conn, str(item.path), method=item.method))
             continue
@@ -134,22 +140,12 @@ def guarded_contents(folder: str | Path) -> list[str]:
     return [pattern, *(f"!{Path(pattern).parent / name}" for name in GUARD_FILES)]
 
 
-def split_host(value: str, port: int | None = None) -> tuple[str, int | None]:
-    """`host`, `host:port`, `p:host[:port]` (persistent, mysqli) and `[v6]:port` → host, port."""
-    host = value.strip().removeprefix("p:")
-    if host.startswith("[") and "]" in host:
-        inside, _, rest = host[1:].partition("]")
-        return inside, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else port
-    if host.count(":") == 1:
-        name, _, number = host.partition(":")
-        if number.isdigit():
-            return name, int(number)
-    return host, port
-
-
-def mariadb_connection(host: str, port: int | None, user: str, password: str) -> Connection:
-    """A TCP connection as the app itself makes it (`localhost` means the local server)."""
-    return Connection(engine="mariadb", host=host or "127.0.0.1", port=port or 3306, user=user,
+def mariadb_connection(host: str, port: int | None, user: str, password: str,
+                       socket: str | None = None) -> Connection:
+    """The connection the app itself makes from its host string (PHP's rules: `localhost` is the Unix
+    socket; see dbhost), port and socket setting."""
+    where = mariadb_endpoint(host, port, socket)
+    return Connection(engine="mariadb", host=where.host, port=where.port, socket=where.socket, user=user,
                       password=Secret(password, "app config") if password else None)
 
 

@@ -31,7 +31,6 @@ from safehold.apps.common import (
     database_named,
     mariadb_connection,
     query_or_none,
-    split_host,
     version_mismatch,
 )
 from safehold.apps.phpconfig import PhpFile, parse_file
@@ -73,11 +72,9 @@ def _config(path: Path) -> PhpFile:
 
 
 def _system_database(php: PhpFile) -> Database:
-    host, port = split_host(php.text("g_db_system", "host"))
     port_text = php.text("g_db_system", "port", default="")
-    if port_text:
-        port = int(port_text) if port_text.isdigit() else port
-    conn = mariadb_connection(host, port, php.text("g_db_system", "user"), php.text("g_db_system", "pass"))
+    conn = mariadb_connection(php.text("g_db_system", "host"), int(port_text) if port_text.isdigit() else None,
+                              php.text("g_db_system", "user"), php.text("g_db_system", "pass"))
     return Database(conn, php.text("g_db_system", "name"))
 
 

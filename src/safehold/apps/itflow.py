@@ -37,7 +37,6 @@ from safehold.apps.common import (
     guarded_contents,
     mariadb_connection,
     query_or_none,
-    split_host,
     stop_commands,
     version_mismatch,
     versions,
@@ -104,8 +103,7 @@ def _mentions(path: Path, *words: str) -> bool:
 
 def _database(config_path: Path) -> Database:
     php = parse_file(config_path, "ITFlow config file")
-    host, port = split_host(php.text("dbhost"))
-    conn = mariadb_connection(host, port, php.text("dbusername"), php.text("dbpassword"))
+    conn = mariadb_connection(php.text("dbhost"), None, php.text("dbusername"), php.text("dbpassword"))
     return Database(conn, php.text("database"))
 
 

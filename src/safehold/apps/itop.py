@@ -30,7 +30,6 @@ from safehold.apps.common import (
     database_named,
     mariadb_connection,
     query_or_none,
-    split_host,
     stop_commands,
     version_mismatch,
     versions,
@@ -120,8 +119,7 @@ def _installed_version(db: Database) -> tuple[str | None, str | None]:
 
 def _database(config_path: Path) -> Database:
     settings = _settings(config_path)
-    host, port = split_host(settings["db_host"])
-    conn = mariadb_connection(host, port, settings["db_user"], settings["db_pwd"])
+    conn = mariadb_connection(settings["db_host"], None, settings["db_user"], settings["db_pwd"])
     return Database(conn, settings["db_name"], table_prefix=settings["db_subname"] or None)
 
 

@@ -12,6 +12,8 @@
 - `is_empty(db, name) -> bool`, `exists(db, name) -> bool`, `create(db, name)`, `drop(db, name)`.
 - `names(db, prefix) -> list[str]`: databases on db's server whose name starts with `prefix`
   (the drill finds its leftover scratch databases this way; [] for file-based engines).
+- `check_dump(db)`: raise when the dump tool would not get in the way `inspect` did (same transport,
+  user and database); `backup --dry-run` calls it.
 - `check_load(db, method)`: raise when db's server would refuse to load a dump written by `method` (a
   restore asks before it changes anything).
 - `foreign_reference(method, stream, name) -> str | None`: a statement in a dump of database `name`

@@ -170,6 +170,10 @@ def names(db: Database, prefix: str) -> list[str]:
     return sorted(_psql(db, "postgres", f"SELECT datname FROM pg_database WHERE datname LIKE '{pattern}%'"))
 
 
+def check_dump(db: Database) -> None:
+    """Nothing more to prove: `inspect` ran psql with the environment pg_dump gets (same libpq, host, user)."""
+
+
 def check_load(db: Database, method: str) -> None:
     """pg_restore needs no server setting a restore could lack: nothing to check before a load."""
 

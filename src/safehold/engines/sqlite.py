@@ -148,6 +148,10 @@ def drop(db: Database, name: str) -> None:
             os.unlink(name + extra)
 
 
+def check_dump(db: Database) -> None:
+    """A file is read in-process, as `inspect` read it: nothing more to prove."""
+
+
 def check_load(db: Database, method: str) -> None:
     """A file needs no server setting: nothing to check before a load."""
 

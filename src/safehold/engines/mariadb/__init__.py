@@ -60,6 +60,7 @@ def private_server(name: str, point_version: str | None = None,
     return scratch_server.private_server(name, point_version, cache) if scratch_server.available() else None
 
 
+check_dump = dumptool.check_dump
 inspect = client.inspect
 is_empty = client.is_empty
 exists = client.exists

@@ -47,7 +47,8 @@ def _explained(exc: Exception, code: int, conn: Connection, database: str | None
     if code in (1045, 1698):
         return DatabaseError(f"cannot log in to {where}: access denied", "check the database user and password")
     if code in (2002, 2003, 2005, 2006, 2013):
-        return DatabaseError(f"database server {where} is unreachable", "is MariaDB running and the host/port right?")
+        return DatabaseError(f"database server {where} is unreachable",
+                             f"is MariaDB running and the {'socket' if conn.socket else 'host/port'} right?")
     if code == 1049:
         return DatabaseError(f"database {database!r} does not exist on {where}", "check the database name")
     if code in LOCAL_INFILE_REFUSED:
@@ -113,8 +114,8 @@ def option_file(conn: Connection) -> Iterator[Path]:
     lines = ["[client]", f"user={conn.user or 'root'}"]
     if conn.password is not None:
         lines.append(f'password="{_option_value(conn.password.reveal())}"')
-    if conn.socket:
-        lines.append(f"socket={conn.socket}")
+    if conn.socket:  # the app's own transport; a [client] host or protocol in my.cnf must not move it to TCP
+        lines += [f"socket={conn.socket}", "protocol=socket"]
     else:
         lines += [f"host={conn.host}", f"port={conn.port or default_port('mariadb')}", "protocol=tcp"]
     with secret_text_file("client.cnf", "\n".join(lines)) as path:

@@ -34,7 +34,8 @@ def tool_error(exc: runner.ProcessFailed, db: Database) -> DatabaseError:
     if "access denied for user" in text and "using password" in text:
         return DatabaseError(f"cannot log in to {where}: access denied", "check the database user and password")
     if "can't connect" in text or "unknown server host" in text:
-        return DatabaseError(f"database server {where} is unreachable", "is MariaDB running and the host/port right?")
+        return DatabaseError(f"database server {where} is unreachable",
+                             f"is MariaDB running and the {'socket' if db.connection.socket else 'host/port'} right?")
     if "set user" in text or "super" in text:
         return DatabaseError(f"{where}: the dump holds views/routines/triggers with another DEFINER",
                              "restore with a user that has the SET USER (or SUPER) privilege")
@@ -69,6 +70,18 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
     before.bytes = size
     before.notes.append("row counts taken just before the dump; concurrent writes can make them differ")
     return before
+
+
+def check_dump(db: Database) -> None:
+    """Log in with mariadb-dump exactly as a backup will (same option file, so the same transport and
+    user) and open the database, dumping nothing: `backup --dry-run` proves the tools' connection too."""
+    with client.option_file(db.connection) as options:
+        argv = ["mariadb-dump", f"--defaults-extra-file={options}", "--no-data", "--no-create-info",
+                "--skip-triggers", "--no-create-db", "--skip-comments", "--", db.name]
+        try:
+            runner.run(argv, what="mariadb-dump", secrets=_secrets(db))
+        except runner.ProcessFailed as exc:
+            raise tool_error(exc, db) from None
 
 
 def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> DatabaseReport:
