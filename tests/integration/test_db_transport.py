@@ -36,9 +36,18 @@ def local_account(mariadb: dict[str, object], new_db: Callable[[str], str]) -> I
 
 def test_the_user_cannot_use_tcp(local_account: dict[str, str]) -> None:
     """What makes the other tests worth having: over TCP this user is refused."""
-    with pytest.raises(MySQLdb.OperationalError) as refused:
-        MySQLdb.connect(host="127.0.0.1", port=3306, user=local_account["user"], password=local_account["password"])
-    assert refused.value.args[0] in (1045, 1130)
+    try:
+        conn = MySQLdb.connect(host="127.0.0.1", port=3306, user=local_account["user"],
+                               password=local_account["password"])
+    except MySQLdb.OperationalError as refused:
+        assert refused.args[0] in (1045, 1130), refused.args
+        return
+    try:  # only an anonymous account another test made lets it in, and then not as this user
+        cur = conn.cursor()
+        cur.execute("SELECT CURRENT_USER()")
+        assert not cur.fetchone()[0].startswith(f"{local_account['user']}@")
+    finally:
+        conn.close()
 
 
 def test_generic_localhost_backs_up_and_restores_over_the_socket(local_account: dict[str, str], tmp_path: Path,
