@@ -49,9 +49,12 @@ OWN_SCHEMA = [
        `credential_name` varchar(200) NOT NULL, `credential_username` varchar(500) DEFAULT NULL,
        `credential_password` varchar(500) DEFAULT NULL, `credential_client_id` int(11) NOT NULL DEFAULT 0,
        PRIMARY KEY (`credential_id`)) ENGINE=InnoDB""",
-    """CREATE TABLE `client_files` (`file_id` int(11) NOT NULL AUTO_INCREMENT, `client_id` int(11) NOT NULL,
-       `file_reference_name` varchar(200) NOT NULL, PRIMARY KEY (`file_id`),
-       CONSTRAINT `client_files_ibfk_1` FOREIGN KEY (`client_id`) REFERENCES `clients` (`client_id`)
+    """CREATE TABLE `files` (`file_id` int(11) NOT NULL AUTO_INCREMENT, `file_reference_name` varchar(200)
+       DEFAULT NULL, `file_name` varchar(200) NOT NULL, `file_client_id` int(11) NOT NULL DEFAULT 0,
+       PRIMARY KEY (`file_id`)) ENGINE=InnoDB""",
+    """CREATE TABLE `client_notes` (`client_note_id` int(11) NOT NULL AUTO_INCREMENT,
+       `client_note_client_id` int(11) NOT NULL, PRIMARY KEY (`client_note_id`),
+       CONSTRAINT `client_notes_ibfk_1` FOREIGN KEY (`client_note_client_id`) REFERENCES `clients` (`client_id`)
        ON DELETE CASCADE) ENGINE=InnoDB""",
 ]
 
@@ -109,7 +112,8 @@ def fill_database(database: str, *, schema_version: str = "2.6.7") -> None:
          f" VALUES ('router', '{itflow_encrypt('admin', MASTER)}', '{itflow_encrypt('s3cret!', MASTER)}', 1)"],
         database)
     if not SHARED_SCHEMA.is_file():
-        sql("INSERT INTO client_files (client_id, file_reference_name) VALUES (1, 'contract.pdf')", database)
+        sql(["INSERT INTO files (file_reference_name, file_name, file_client_id) VALUES ('x1.pdf', 'contract.pdf', 1)",
+             "INSERT INTO client_notes (client_note_client_id) VALUES (1)"], database)
 
 
 def _load_file(database: str) -> None:
