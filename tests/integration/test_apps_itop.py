@@ -15,6 +15,7 @@ import MySQLdb
 import pytest
 
 from safehold import config as config_module
+from safehold import hostinfo
 from safehold.actions.backup import backup_instance
 from safehold.actions.restore import restore
 from safehold.apps import itop as itop_profile
@@ -172,7 +173,7 @@ DISPOSABLE = ("data/cache-production", "data/backups")
 
 def sodium_warning() -> str | None:
     """What check_restore must say about the point's Sodium library on this host's PHP."""
-    modules = itop_profile._php_modules()
+    modules = hostinfo.php_modules()
     if modules is None:
         return "could not run `php -m` to check that the PHP extension sodium is installed here"
     return None if "sodium" in modules else "PHP here lacks the sodium extension"
@@ -356,12 +357,12 @@ def test_mcrypt_must_be_present_on_both_systems_or_neither(itop: dict[str, objec
     from safehold.repository.manifest import Manifest
 
     config = config_module.load(Path(str(itop["config"]))).instance("itop")
-    monkeypatch.setattr(itop_profile, "_php_modules", lambda: before)
+    monkeypatch.setattr(hostinfo, "php_modules", lambda: before)
     instance = itop_profile.describe("itop", config)
     assert instance.details["php_mcrypt"] == (None if before is None else "mcrypt" in before)
     manifest = Manifest(run_id="r", instance="itop", app="itop", host="h", safehold_version="0",
                         started=datetime.now(UTC), details=instance.details)
-    monkeypatch.setattr(itop_profile, "_php_modules", lambda: now)
+    monkeypatch.setattr(hostinfo, "php_modules", lambda: now)
     messages: list[str] = []
     reporter = Silent()
     reporter.listeners.append(lambda e: messages.append(str(e.get("message"))))

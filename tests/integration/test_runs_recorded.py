@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from safehold import hostinfo
 from tests.conftest import mariadb_dump, run_cli, sql
 from tests.integration.appkit import ok, put, tree_state, write_config
 
@@ -54,7 +55,12 @@ def test_restore_from_nothing_is_planned_by_dry_run_and_saves_nothing_first(site
     sql(f"DROP DATABASE `{database}`")
     shutil.rmtree(root)
 
-    planned = ok(run_cli("restore", "itflow", "latest", "--dry-run", config=config))
+    # This host's PHP without its extension .ini files stands for a new host lacking the packages.
+    bare_php = {"PHP_INI_SCAN_DIR": str(root.parent / "no-php-ini")}
+    planned = ok(run_cli("restore", "itflow", "latest", "--dry-run", config=config, env=bare_php))
+    if shutil.which("php"):
+        assert "PHP here lacks the extension(s) the point's itflow had loaded: " in planned.stderr, planned.stderr
+        assert "mysqli" in planned.stderr and "php8.2-mysql" in planned.stderr
     assert f"config file {root / 'config.php'} comes back from the point first" in planned.stdout, planned.stdout
     assert f"database {database} → {database}" in planned.stdout and f"files {root} → /" in planned.stdout
     assert "(replaces the live one)" not in planned.stdout and "(has data)" not in planned.stdout
@@ -64,7 +70,8 @@ def test_restore_from_nothing_is_planned_by_dry_run_and_saves_nothing_first(site
     assert not root.exists() and not sql(f"SHOW DATABASES LIKE '{database}'")
     assert not _history(config, "restore")  # a dry run is not a run
 
-    done = ok(run_cli("restore", "itflow", "latest", "--json", config=config))
+    done = ok(run_cli("restore", "itflow", "latest", "--json", config=config, env=bare_php))
+    assert ("host_lacks" in json.loads(done.stdout)) == bool(shutil.which("php"))
     assert "nothing to save: no safety point" in done.stderr and "safety point of the current state" not in done.stderr
     assert "safety_point" not in json.loads(done.stdout)
     points = json.loads(ok(run_cli("list", "itflow", "--json", config=config)).stdout)
@@ -156,3 +163,20 @@ def test_version_guard_has_its_own_flag(site: dict[str, object]) -> None:
     assert sql("SELECT config_current_database_version FROM settings", database) == [("2.6.7",)]
     last = _history(config, "restore")[0]
     assert last["result"] == "ok" and "26.09.1" in last["details"]["version_change"][0]  # type: ignore[index]
+
+
+def test_point_and_kit_name_what_the_host_provides(site: dict[str, object], tmp_path: Path) -> None:
+    config = Path(str(site["config"]))
+    ok(run_cli("backup", "itflow", config=config))
+    recorded = json.loads(ok(run_cli("show", "itflow", "--json", config=config)).stdout)["requirements"]
+    assert recorded["web_servers"] == hostinfo.web_servers()
+    kit = tmp_path / "kit.html"
+    ok(run_cli("key", "kit", "--output", str(kit), config=config))
+    page = kit.read_text()
+    if shutil.which("php") is None:
+        assert recorded["php_version"] is None
+        return
+    assert recorded["php_version"] == hostinfo.php_version() and "mysqli" in recorded["php_extensions"]
+    series = hostinfo.HostRequirements(**recorded).php_series()
+    assert f"<pre class='install' data-instance='itflow'>apt-get install -y php{series}-cli" in page
+    assert f"php{series}-mysql" in page and "Install these packages before restoring it" in page

@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from safehold import __version__
+from safehold import __version__, hostinfo
 from safehold.actions.common import describe, each_instance, open_repository
 from safehold.actions.replicate import host_only_warning, replicate
 from safehold.apps.quiesce import resume_leftovers
@@ -285,7 +285,8 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
     manifest = Manifest(run_id=run_id, instance=instance.name, app=instance.app, app_version=instance.app_version,
                         schema_version=instance.schema_version, host=socket.gethostname(),
                         safehold_version=__version__, started=now(), safety_point=safety_point,
-                        details=instance.details, note=note)
+                        details=instance.details, note=note,
+                        requirements=hostinfo.requirements(php=profile.RUNS_ON_PHP))
     if keep_days:
         manifest.keep_until = manifest.started + timedelta(days=keep_days)
     for warning in instance.warnings:  # what the profile left out or doubts (e.g. a dropped inactive tenant)

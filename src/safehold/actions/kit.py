@@ -18,7 +18,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from safehold import __version__
+from safehold import __version__, hostinfo
 from safehold.config import Config
 from safehold.errors import SafeholdError
 from safehold.output import Reporter
@@ -178,11 +178,38 @@ def _install(config: Config, instances: list[str]) -> list[str]:
         "<h2>3. Install the tools on the new machine</h2>",
         "<p>Debian 12, as root. These packages are all a recovery by hand (section 5) needs:</p>",
         f"<pre class='install'>apt-get update && apt-get install -y {' '.join(packages)}</pre>",
+        *_host_needs(config, instances),
         "<p>safehold is installed from its own files, not by name from PyPI: from the wheel kept with this page, "
         f"<code>{WHEEL}</code>, or from a copy of its source tree. pip fetches safehold's dependencies from PyPI "
         "and compiles one of them (mysqlclient), hence the compiler and headers:</p>",
         f"<pre class='install'>{html.escape(safehold)}</pre>",
     ]
+
+
+def _host_needs(config: Config, instances: list[str]) -> list[str]:
+    """Per instance, what this host gives it (PHP version and extensions for a PHP app, the web server) as
+    the Debian packages to install before restoring it; nothing for an instance that needs none."""
+    from safehold.apps import profile_for
+
+    found = hostinfo.requirements(php=any(profile_for(config.instances[n].app).RUNS_ON_PHP for n in instances))
+    lines: list[str] = []
+    for name in instances:
+        app = config.instances[name].app
+        needs = found if profile_for(app).RUNS_ON_PHP else found.model_copy(update={"php_version": None,
+                                                                                    "php_extensions": []})
+        if not needs.packages():
+            continue
+        ran = f"PHP {needs.php_version} with {len(needs.php_extensions)} extensions" if needs.php_version else ""
+        web = f"web server: {', '.join(needs.web_servers)}" if needs.web_servers else "no web server found"
+        pecl = (f" Not packaged by Debian (PECL): {', '.join(needs.without_package())}."
+                if needs.without_package() else "")
+        lines += [f"<p>Instance <b>{html.escape(name)}</b> ({html.escape(app)}) runs here on "
+                  f"{html.escape(', '.join(filter(None, (ran, web))))}. Install these packages before restoring it "
+                  f"(a restore warns about a PHP extension the point had and the new host lacks):{html.escape(pecl)}"
+                  "</p>",
+                  f"<pre class='install' data-instance='{html.escape(name)}'>apt-get install -y "
+                  f"{html.escape(' '.join(needs.packages()))}</pre>"]
+    return lines
 
 
 def _by_hand(config: Config, repo_names: list[str], instances: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
 
+from safehold import hostinfo
 from safehold.actions.backup import backup_instance
 from safehold.actions.browse import Selection, locate_all
 from safehold.actions.common import Point, describe, open_point
@@ -277,6 +278,9 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
         plan.selection.compare(repo, point, keep_items=dry_run)
     result: dict[str, object] = {"plan": plan.describe(), "dry_run": dry_run}
     in_place = _in_place(plan)
+    if "files" in in_place and (lacking := hostinfo.lacking_here(point.manifest.requirements, point.manifest.app)):
+        reporter.warn(lacking)
+        result["host_lacks"] = lacking
     if refusals := profile.check_restore(instance, point.manifest, in_place, reporter):
         _version_change(refusals, options.allow_version_change, reporter, result, record)
     if plan.includes and plan.files_target == Path("/") and (problem := own_folder_inside(plan.includes,

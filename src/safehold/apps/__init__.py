@@ -19,6 +19,8 @@
   application has none (generic), so `safehold key escrow|verify` refuse it rather than advise steps
   that cannot work. Only a profile with `escrow(instance, state_dir, password, user, reporter)` has a
   key that must be escrowed by hand (ITFlow); the others' come from their config files.
+- `RUNS_ON_PHP: bool`: the app runs on PHP, so a point records PHP's version and loaded extensions
+  as the host's requirements (see `safehold.hostinfo`).
 - `check_restore(instance, manifest, in_place, reporter) -> list[str]`: reasons to refuse putting
   the parts `in_place` ⊆ {"db" (databases under their live names), "files" (file and config trees
   to /)} of a point back into the live instance (e.g. other app/schema version); `--allow-version-change`

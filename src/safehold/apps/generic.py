@@ -14,6 +14,7 @@ from safehold.repository.manifest import Manifest
 from safehold.secrets import Secret
 
 APP_KEYS = ""  # an app's own key files are declared in files/config_files like everything else
+RUNS_ON_PHP = False  # a generic instance declares what it needs itself
 
 
 def detect(root: Path) -> bool:

@@ -48,6 +48,7 @@ SYSTEM_CONFIG = ("/etc/apache2", "/etc/httpd", "/etc/php", "/etc/mysql", "/etc/m
 UPLOAD_SETTINGS = ("system.dir.file-upload", "system.dir.image-upload")
 KEY = "idoit_crypto_hash"
 APP_KEYS = "i-doit's $g_crypto_hash"
+RUNS_ON_PHP = True  # its points record PHP's version and extensions
 TENANTS = ("SELECT isys_mandator__id, isys_mandator__title, isys_mandator__db_host, isys_mandator__db_port,"
            " isys_mandator__db_name, isys_mandator__db_user, isys_mandator__db_pass, isys_mandator__active"
            " FROM isys_mandator ORDER BY isys_mandator__id")

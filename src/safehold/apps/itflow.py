@@ -58,6 +58,7 @@ VERSION_FILE = "includes/app_version.php"
 MASTER_KEY = "itflow_master_key"
 BACKUP_KEY = "itflow_config_backup_key"
 APP_KEYS = "ITFlow's credential-vault master key and config.php's backup key"
+RUNS_ON_PHP = True  # its points record PHP's version and extensions
 # Folders whose contents ITFlow regenerates, each with the source that proves it; their guard files
 # (.htaccess, index.php, …) are kept all the same (common.guarded_contents).
 REGENERABLE = (

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from safehold import runner
+from safehold import hostinfo
 from safehold.apps.common import (
     app_config_file,
     base_instance,
@@ -77,6 +77,7 @@ PHP_EXTENSION = {"Sodium": "sodium", "OpenSSL": "openssl", "OpenSSLMcryptCompati
                  "Mcrypt": "mcrypt"}
 KEY = "itop_encryption_key"
 APP_KEYS = "iTop's encryption_key"
+RUNS_ON_PHP = True  # its points record PHP's version and extensions
 CRON_WAIT_SECONDS = 120
 
 
@@ -148,7 +149,7 @@ def describe(name: str, config: InstanceConfig) -> Instance:
         "datamodel_version": datamodel,
         "encryption_library": settings.get("encryption_library") or None,
         "encryption_key_set": bool(settings.get("encryption_key")),
-        "php_mcrypt": _has_mcrypt(_php_modules()),
+        "php_mcrypt": _has_mcrypt(hostinfo.php_modules()),
         "cron_lock": "itop." + hashlib.md5(f"cron{db.name}{prefix or ''}".encode()).hexdigest(),  # noqa: S324
     }
     return instance
@@ -229,16 +230,6 @@ def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
     return {KEY: Secret(str(key), KEY)} if key else {}
 
 
-def _php_modules() -> set[str] | None:
-    if shutil.which("php") is None:
-        return None
-    try:
-        out = runner.run(["php", "-m"], what="php")
-    except runner.ProcessFailed:
-        return None
-    return {line.strip().lower() for line in out.decode(errors="replace").splitlines()}
-
-
 def _has_mcrypt(modules: set[str] | None) -> bool | None:
     """Whether PHP loads mcrypt (None: PHP could not be asked)."""
     return None if modules is None else "mcrypt" in modules
@@ -249,7 +240,7 @@ def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], re
     or mcrypt is loaded on one side only (iTop 3.0 "Data backup": it must be present on both systems
     or on neither, or reversibly encrypted fields do not decrypt)."""
     library = manifest.details.get("encryption_library")
-    modules = _php_modules()
+    modules = hostinfo.php_modules()
     had_mcrypt, has_mcrypt = manifest.details.get("php_mcrypt"), _has_mcrypt(modules)
     if had_mcrypt is not None and has_mcrypt is not None and had_mcrypt != has_mcrypt:
         reporter.warn(f"the point's iTop ran {'with' if had_mcrypt else 'without'} the mcrypt PHP extension but PHP "

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from safehold.errors import RepositoryError
+from safehold.hostinfo import HostRequirements
 
 FORMAT = 1
 MANIFEST_PATH = "/safehold/manifest.json"
@@ -79,6 +80,8 @@ class Manifest(BaseModel):
     note: str | None = Field(default=None, description="why the point was made (`backup --note`), one line")
     keep_until: datetime | None = Field(default=None, description="prune keeps the point until then "
                                         "(`backup --keep-days`), whatever the retention rules say")
+    requirements: HostRequirements | None = Field(default=None, description="what the host provided the app: "
+                                                  "PHP version and extensions, web server (none recorded: None)")
 
     def stored_path(self, path: str) -> str:
         """Where a configured path is in the point: under the real folder of a tree whose symlink was followed."""
