@@ -542,6 +542,16 @@ def test_sigterm_cleans_up_and_sigkill_leftovers_go_next_time(env: Env,
     stopped = History(env.root / "state").runs(None, "drill")[0]
     assert stopped.result == "failed" and "drill stopped by SIGTERM" in stopped.details["problems"]
 
+    # Stopped while its private server is still being set up (datadir, start): nothing is left either.
+    child = _start_drill(env)
+    deadline = time.monotonic() + 60
+    while not any(f.name.endswith("_mariadb") for f in server_folders(env.instance)):
+        assert child.poll() is None and time.monotonic() < deadline, "drill ended before its server was seen"
+        time.sleep(0.005)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=60) == 1
+    assert scratch_left(env) == []
+
     child = _start_drill(env)
     _wait_for_scratch_database(env, child)
     child.kill()

@@ -93,7 +93,7 @@ def private_server(name: str, point_version: str | None = None, cache: Path | No
         options = [f"--{k.replace('_', '-')}={v}" for k, v in {**SETTINGS, "unix_socket_directories": folder}.items()]
         child = scratch.start([str(postgres), "-D", str(data), *options], owner, "private postgres")
     except BaseException:
-        scratch.remove_tree(folder)
+        scratch.discard(folder)
         raise
     connection = Connection(engine="postgres", socket=str(folder), user=SUPERUSER)
     said = runner.run([str(postgres), "--version"], what="postgres").decode()

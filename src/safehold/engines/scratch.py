@@ -20,6 +20,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -212,15 +213,37 @@ def stop(child: runner.Child, signum: int) -> None:
 
 
 @contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGTERM/SIGINT while a server is stopped and removed: the drill's handler raises, and a
+    second signal half-way through would leave the server running on a deleted datadir."""
+    main = threading.current_thread() is threading.main_thread()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT}) if main else None
+    try:
+        yield
+    finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+@contextlib.contextmanager
 def running(server: Server) -> Iterator[Server]:
     """Yield the started server; stop it and remove its folder afterwards, whatever happened."""
     try:
         yield server
     finally:
-        try:
-            stop(server.child, server.stop_signal)
-        finally:
-            remove_tree(server.folder)
+        with _signals_held():
+            try:
+                stop(server.child, server.stop_signal)
+            finally:
+                remove_tree(server.folder)
+
+
+def discard(folder: Path) -> None:
+    """Remove a server folder whose server never came up, with any process still working in it
+    (an installer a signal interrupted)."""
+    with _signals_held():
+        kill_servers_in(folder)
+        remove_tree(folder)
 
 
 def _command_line(pid: int) -> list[str]:

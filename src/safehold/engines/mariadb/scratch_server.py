@@ -135,7 +135,7 @@ def private_server(name: str, point_version: str | None = None, cache: Path | No
         copied = scratch.seed(folder / "data", cache, key, lambda: _install(installer, settings), owner)
         child = scratch.start([str(server_bin), f"--defaults-file={settings}"], owner, "private mariadbd")
     except BaseException:
-        scratch.remove_tree(folder)
+        scratch.discard(folder)
         raise
     connection = Connection(engine="mariadb", socket=str(folder / SOCKET), user="root")
     server = scratch.Server("mariadb", folder, connection, "", child, signal.SIGTERM)
