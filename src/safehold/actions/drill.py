@@ -365,7 +365,8 @@ def _choose_servers(instance: Instance, entries: list[DatabaseEntry], configured
             server = stack.enter_context(private)
             chosen[entry.engine] = server.connection
             described.append(server.describe())
-            reporter.step(f"private {entry.engine} server {server.version} started in {server.folder}")
+            reporter.step(f"private {entry.engine} server {server.version} started in {server.folder} "
+                          f"({server.start_seconds} s)")
             for note in server.notes:
                 reporter.step(f"private {entry.engine} server: {note}")
             continue

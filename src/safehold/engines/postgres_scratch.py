@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,6 +85,9 @@ def private_server(name: str, point_version: str | None = None, cache: Path | No
     if binaries is None:
         raise SafeholdError("no local initdb and postgres", "install postgresql, or drill on the live server")
     initdb, postgres = binaries
+    said = runner.run([str(postgres), "--version"], what="postgres").decode()
+    version = match.group(1) if (match := re.search(r"\(PostgreSQL\) (\S+)", said)) else said.strip()
+    begun = time.monotonic()
     owner = scratch.account(ACCOUNTS)
     folder = scratch.make_folder(name, owner, SOCKET)
     data = folder / "data"
@@ -96,13 +100,11 @@ def private_server(name: str, point_version: str | None = None, cache: Path | No
         scratch.discard(folder)
         raise
     connection = Connection(engine="postgres", socket=str(folder), user=SUPERUSER)
-    said = runner.run([str(postgres), "--version"], what="postgres").decode()
-    version = match.group(1) if (match := re.search(r"\(PostgreSQL\) (\S+)", said)) else said.strip()
-    server = scratch.Server("postgres", folder, connection, version, child, signal.SIGINT)
+    server = scratch.Server("postgres", folder, connection, version, child, signal.SIGINT, begun=begun)
     server.notes.append("cluster copied from the cached pristine one" if copied else "cluster initialised")
     if (major := _major(point_version)) and major != _major(version):
         server.notes.append(f"the point was taken on server {point_version}; the private server is {version}")
     with scratch.running(server):
-        scratch.wait_ready(child, lambda: _ready(data), "private postgres")
+        scratch.wait_ready(server, lambda: _ready(data), "private postgres")
         yield server
 

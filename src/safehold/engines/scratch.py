@@ -64,11 +64,14 @@ class Server:
     child: runner.Child
     stop_signal: int = signal.SIGTERM
     notes: list[str] = field(default_factory=list)
+    begun: float = field(default_factory=time.monotonic)
+    start_seconds: float | None = None  # from the folder's creation until it answered
 
     def describe(self) -> dict[str, object]:
         """What the drill records about the server (no secrets: it has none)."""
         return {"engine": self.engine, "kind": "private", "version": self.version, "folder": str(self.folder),
-                "socket": self.connection.socket, "pid": self.child.popen.pid, "notes": self.notes}
+                "socket": self.connection.socket, "pid": self.child.popen.pid, "notes": self.notes,
+                "start_seconds": self.start_seconds}
 
 
 def account(names: Sequence[str]) -> Account | None:
@@ -185,8 +188,10 @@ def start(argv: Sequence[str], owner: Account | None, what: str, env: dict[str, 
         raise SafeholdError(f"cannot start {what}: {exc.stderr.strip()[-300:]}", "see the log") from None
 
 
-def wait_ready(child: runner.Child, ready: Callable[[], bool], what: str, timeout: float = START_SECONDS) -> None:
-    """Wait until `ready()` is true; a server that exits or stays silent is one clear error."""
+def wait_ready(server: Server, ready: Callable[[], bool], what: str, timeout: float = START_SECONDS) -> None:
+    """Wait until `ready()` is true (then note how long the start took); a server that exits or stays
+    silent is one clear error."""
+    child = server.child
     deadline = time.monotonic() + timeout
     delay = 0.02
     while not ready():
@@ -199,6 +204,7 @@ def wait_ready(child: runner.Child, ready: Callable[[], bool], what: str, timeou
             raise SafeholdError(f"{what} did not answer within {timeout:.0f} s", "is the host very busy?")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.25)
+    server.start_seconds = round(time.monotonic() - server.begun, 3)
 
 
 def stop(child: runner.Child, signum: int) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +121,7 @@ def private_server(name: str, point_version: str | None = None, cache: Path | No
     if binaries is None:
         raise SafeholdError("no local mariadbd and mariadb-install-db", "install mariadb-server, or set drill_server")
     server_bin, installer = binaries
+    begun = time.monotonic()
     owner = scratch.account(ACCOUNTS)
     folder = scratch.make_folder(name, owner, SOCKET)
     try:
@@ -138,10 +140,10 @@ def private_server(name: str, point_version: str | None = None, cache: Path | No
         scratch.discard(folder)
         raise
     connection = Connection(engine="mariadb", socket=str(folder / SOCKET), user="root")
-    server = scratch.Server("mariadb", folder, connection, "", child, signal.SIGTERM)
+    server = scratch.Server("mariadb", folder, connection, "", child, signal.SIGTERM, begun=begun)
     server.notes.append("datadir copied from the cached pristine one" if copied else "datadir initialised")
     with scratch.running(server):
-        scratch.wait_ready(child, lambda: _ready(connection), "private mariadbd")
+        scratch.wait_ready(server, lambda: _ready(connection), "private mariadbd")
         server.version = client.server_version(Database(connection, ""))
         if note := _same_release(server.version, point_version):
             server.notes.append(note)
