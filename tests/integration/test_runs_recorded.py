@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from safehold import hostinfo
-from tests.conftest import mariadb_dump, run_cli, sql
+from tests.conftest import files_instances, mariadb_dump, run_cli, sql
+from tests.conftest import write_config as write_config_text
 from tests.integration.appkit import ok, put, tree_state, write_config
 
 
@@ -180,3 +181,20 @@ def test_point_and_kit_name_what_the_host_provides(site: dict[str, object], tmp_
     series = hostinfo.HostRequirements(**recorded).php_series()
     assert f"<pre class='install' data-instance='itflow'>apt-get install -y php{series}-cli" in page
     assert f"php{series}-mysql" in page and "Install these packages before restoring it" in page
+
+
+def test_a_verify_is_recorded_for_the_instances_it_looked_at(tmp_path: Path, repo: dict[str, str]) -> None:
+    files = tmp_path / "files"
+    put(files / "a.txt", "important\n")
+    config = write_config_text(tmp_path, repo, files_instances(files, app=["main"], crm=["main"]))
+    ok(run_cli("backup", "app", config=config))
+    run_id = json.loads(ok(run_cli("show", "app", "--json", config=config)).stdout)["run_id"]
+
+    def verifies(instance: str) -> list[dict[str, object]]:
+        return json.loads(ok(run_cli("history", instance, "--kind", "verify", "--json", config=config)).stdout)
+
+    ok(run_cli("verify", run_id, config=config))  # a run id names one instance's point: only that one has a run
+    assert [(r["result"], r["details"]["points_checked"]) for r in verifies("app")] == [("ok", 1)]  # type: ignore[index]
+    assert verifies("crm") == []
+    ok(run_cli("verify", config=config))  # every point of every instance: a run each
+    assert len(verifies("app")) == 2 and [r["result"] for r in verifies("crm")] == ["ok"]
