@@ -576,10 +576,12 @@ def test_postgres_point_drills_and_leaves_nothing(tmp_path: Path, repo: dict[str
                                "-d", database, "-c", query], check=True, capture_output=True, text=True).stdout
 
     name, instance = f"t_drill_pg_{secrets.token_hex(3)}", f"pg{secrets.token_hex(3)}"
+    reader = f"t_drill_reader_{secrets.token_hex(3)}"  # a role of the live cluster, not in the database's dump
     psql("postgres", f"CREATE DATABASE {name}")
+    psql("postgres", f'CREATE ROLE "{reader}"')
     try:
         psql(name, "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT 'x' FROM"
-                   " generate_series(1, 42); CREATE VIEW v AS SELECT * FROM t")
+                   f' generate_series(1, 42); CREATE VIEW v AS SELECT * FROM t; GRANT SELECT ON t TO "{reader}"')
         config = write_repository_config(tmp_path, repo, f'''[instances.{instance}]
 repositories = ["main"]
 [[instances.{instance}.databases]]
@@ -603,6 +605,7 @@ names = ["{name}"]
             == ""
     finally:
         psql("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        psql("postgres", f'DROP ROLE IF EXISTS "{reader}"')
 
 
 def test_exclude_without_slash_matches_at_any_depth(tmp_path: Path, repo: dict[str, str]) -> None:

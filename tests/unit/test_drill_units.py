@@ -201,3 +201,18 @@ def test_scratch_folder_holding_a_read_only_folder_is_removed() -> None:
         assert not folder.exists()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_roles_a_postgres_dump_grants_to_are_found() -> None:
+    """A private PostgreSQL server gets them before the dump loads (they live in the cluster, not the dump)."""
+    from safehold.engines.postgres_scratch import granted_roles
+
+    sql = """GRANT SELECT ON TABLE public.t TO "Report Reader" WITH GRANT OPTION;
+REVOKE ALL ON TABLE public.t FROM PUBLIC;
+GRANT ALL ON SCHEMA public TO pg_database_owner;
+GRANT ALL ON TABLE public.t TO postgres;
+ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA public GRANT SELECT ON TABLES  TO app_ro;
+GRANT USAGE ON SEQUENCE public.t_id_seq TO "we""ird";
+REVOKE SELECT ON TABLE public.t FROM app_ro;
+"""
+    assert granted_roles(sql) == ["Report Reader", "app_ro", 'we"ird', "app_owner"]

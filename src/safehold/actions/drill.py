@@ -53,6 +53,7 @@ from safehold.tempdirs import remove_tree
 
 PREFIX = "safehold_drill_"  # the default of settings.drill_prefix
 COPY_BUFFER = 1 << 20
+Privates = dict[Connection, scratch.Server]  # the private servers of one drill, by how they are reached
 
 
 # -- scratch names ------------------------------------------------------------------------------
@@ -127,7 +128,7 @@ class Scratch:
     folder: Path
     prefix: str = PREFIX
     databases: list[tuple[ModuleType, Database, str]] = dataclasses.field(default_factory=list)
-    private: set[Connection] = dataclasses.field(default_factory=set)  # servers that go away with the drill
+    private: Privates = dataclasses.field(default_factory=dict)  # servers that go away with the drill
 
     def target(self, entry: DatabaseEntry, index: int) -> str:
         """Where a database of the point is restored: a scratch database name or a scratch file."""
@@ -223,14 +224,16 @@ def _fetch(repo: Repository, entry: DatabaseEntry, folder: Path) -> Path:
     return path
 
 
-def _drill_database(repo: Repository, step: DatabaseStep, scratch: Scratch, outcome: Outcome,
+def _drill_database(repo: Repository, step: DatabaseStep, space: Scratch, outcome: Outcome,
                     reporter: Reporter) -> None:
     name = f"database {step.entry.name}"
     try:
-        scratch.create(step)
+        space.create(step)
         t0 = time.monotonic()
-        dump = _fetch(repo, step.entry, scratch.folder)
+        dump = _fetch(repo, step.entry, space.folder)
         outcome.add_phase("fetch", time.monotonic() - t0)
+        if (server := space.private.get(step.database.connection)) is not None and server.prepare is not None:
+            server.prepare(dump)  # what the live server has beside the dump (PostgreSQL: the roles it grants to)
         statement = self_reference(step.entry, lambda: dump.open("rb"))
         if statement:
             raise SafeholdError(f"database {step.entry.name}: not loaded into scratch space because the dump names "
@@ -346,12 +349,13 @@ def scratch_server(name: str, instance_config: InstanceConfig) -> Connection | N
 
 def _choose_servers(instance: Instance, entries: list[DatabaseEntry], configured: Connection | None,
                     stem: str, cache: Path, stack: contextlib.ExitStack, reporter: Reporter,
-                    prefix: str) -> tuple[dict[str, Connection], list[dict[str, object]]]:
+                    prefix: str) -> tuple[dict[str, Connection], Privates, list[dict[str, object]]]:
     """Where each engine's scratch databases go: the configured drill_server, else a private server
     started from this host's binaries (stopped and removed when `stack` closes), else the live
     server, which then needs CREATE rights (said as a warning). Returns the servers by engine (the
-    live one is left out: the plan reaches it as it is) and what each one is, for the result."""
+    live one is left out: the plan reaches it as it is), the private ones, and what each one is, for the result."""
     chosen: dict[str, Connection] = {}
+    private_servers: Privates = {}
     described: list[dict[str, object]] = []
     for entry in entries:
         if entry.engine == "sqlite" or entry.engine in {d["engine"] for d in described}:
@@ -364,6 +368,7 @@ def _choose_servers(instance: Instance, entries: list[DatabaseEntry], configured
         if private is not None:
             server = stack.enter_context(private)
             chosen[entry.engine] = server.connection
+            private_servers[server.connection] = server
             described.append(server.describe())
             reporter.step(f"private {entry.engine} server {server.version} started in {server.folder} "
                           f"({server.start_seconds} s)")
@@ -375,7 +380,7 @@ def _choose_servers(instance: Instance, entries: list[DatabaseEntry], configured
                       f"live server{' ' + live[0] if live else ''}, where the database user needs CREATE and DROP "
                       f"on {prefix}% (install the server package on this host to drill without those rights)")
         described.append({"engine": entry.engine, "kind": "live", "where": live[0] if live else None})
-    return chosen, described
+    return chosen, private_servers, described
 
 
 def _on_servers(instance: Instance, entries: list[DatabaseEntry], servers: dict[str, Connection]) -> Instance:
@@ -403,9 +408,8 @@ def _run_drill(config: Config, repo: Repository, instance: Instance, profile: Mo
     with contextlib.ExitStack() as stack:
         # Registered first, so it runs last: after the private servers are stopped and removed.
         stack.callback(lambda: outcome.problems.extend(space.remove(reporter)))
-        servers, described = _choose_servers(instance, manifest.databases, configured, stem,
-                                             config.state_dir / "drill-cache", stack, reporter, prefix)
-        space.private = {servers[d["engine"]] for d in described if d["kind"] == "private"}
+        servers, space.private, described = _choose_servers(instance, manifest.databases, configured, stem,
+                                                            config.state_dir / "drill-cache", stack, reporter, prefix)
         where: dict[str, object] = {"folder": str(space.folder), "servers": described}
         result["scratch"] = where
         shared = [*(c for c in servers.values() if c not in space.private),

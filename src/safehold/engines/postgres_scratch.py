@@ -4,6 +4,10 @@ The cluster is made by initdb (trust, UTF-8; the only way in is the socket in it
 runs with no TCP listener (`listen_addresses=''`), small shared buffers and no fsync: it lives for
 one drill. Of several installed major versions, the one the point was taken on is used when
 present, else the newest. PostgreSQL refuses to run as root: as root it runs as `postgres`.
+
+Roles belong to the cluster, not to a database's dump: before a dump loads, the roles its GRANTs
+and default privileges name are created (without login), so `pg_restore --exit-on-error` does not
+stop at the first GRANT to an application role the live cluster has.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import contextlib
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from safehold import runner
@@ -55,6 +59,46 @@ def _binaries(point_version: str | None) -> tuple[Path, Path] | None:
 def available(point_version: str | None = None) -> bool:
     """True when this host has the binaries to start a private PostgreSQL server."""
     return _binaries(point_version) is not None
+
+
+# Roles named in pg_restore's SQL: GRANT … TO x / REVOKE … FROM x, also inside ALTER DEFAULT
+# PRIVILEGES, whose FOR ROLE x names one more.
+ROLE = r'("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+GRANTEE = re.compile(rf"^(?:ALTER DEFAULT PRIVILEGES\s.*?)?(?:GRANT|REVOKE)\s.*?\s(?:TO|FROM)\s+{ROLE}", re.M)
+FOR_ROLE = re.compile(rf"^ALTER DEFAULT PRIVILEGES FOR ROLE\s+{ROLE}", re.M)
+KNOWN_ROLES = {"public", "current_user", "session_user", "current_role", SUPERUSER}
+
+
+def granted_roles(sql: str) -> list[str]:
+    """The roles the dump's SQL grants to (or takes from), other than PUBLIC, the superuser and pg_* roles."""
+    found: dict[str, None] = {}
+    for word in [*GRANTEE.findall(sql), *FOR_ROLE.findall(sql)]:
+        name = word[1:-1].replace('""', '"') if word.startswith('"') else word.lower()
+        if name.lower() not in KNOWN_ROLES and not name.startswith("pg_"):
+            found[name] = None
+    return list(found)
+
+
+def _role_maker(bin_folder: Path, connection: Connection) -> Callable[[Path], None]:
+    """The server's `prepare`: create the roles a dump grants to that this cluster does not have yet."""
+    made: set[str] = set()
+    env = {"PGHOST": str(connection.socket), "PGUSER": SUPERUSER, "PGDATABASE": "postgres"}
+
+    def prepare(dump: Path) -> None:
+        restore = scratch.binary(("pg_restore",), [bin_folder]) or Path("pg_restore")
+        psql = scratch.binary(("psql",), [bin_folder]) or Path("psql")
+        try:
+            sql = runner.run([str(restore), "--schema-only", "-f", "-", str(dump)], what="pg_restore")
+            wanted = [name for name in granted_roles(sql.decode(errors="replace")) if name not in made]
+            creates = [a for name in wanted for a in ("-c", 'CREATE ROLE "' + name.replace('"', '""') + '"')]
+            if creates:
+                runner.run([str(psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", *creates], what="psql", env=env)
+        except runner.ProcessFailed as exc:
+            raise SafeholdError(f"cannot create the roles the dump grants to on the private server: "
+                                f"{exc.stderr.strip()[-300:]}", "see the log") from None
+        made.update(wanted)
+
+    return prepare
 
 
 def _ready(data: Path) -> bool:
@@ -101,6 +145,7 @@ def private_server(name: str, point_version: str | None = None, cache: Path | No
         raise
     connection = Connection(engine="postgres", socket=str(folder), user=SUPERUSER)
     server = scratch.Server("postgres", folder, connection, version, child, signal.SIGINT, begun=begun)
+    server.prepare = _role_maker(postgres.parent, connection)
     server.notes.append("cluster copied from the cached pristine one" if copied else "cluster initialised")
     if (major := _major(point_version)) and major != _major(version):
         server.notes.append(f"the point was taken on server {point_version}; the private server is {version}")

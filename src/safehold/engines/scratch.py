@@ -64,6 +64,7 @@ class Server:
     child: runner.Child
     stop_signal: int = signal.SIGTERM
     notes: list[str] = field(default_factory=list)
+    prepare: Callable[[Path], None] | None = None  # readies the server for one fetched dump before it loads
     begun: float = field(default_factory=time.monotonic)
     start_seconds: float | None = None  # from the folder's creation until it answered
 
