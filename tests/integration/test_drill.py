@@ -416,7 +416,7 @@ def test_escrowed_key_checks(env: Env, drill: Callable[..., dict[str, object]], 
         return [] if digest == mac else ["escrowed key app_key does not decrypt the stored credential"]
 
     profile = types.ModuleType("keyed")
-    profile.__dict__.update({k: getattr(generic, k) for k in ("describe", "quiesce", "post_restore")})
+    profile.__dict__.update({k: v for k, v in vars(generic).items() if not k.startswith("__")})  # the generic one
     profile.keys = lambda instance, state_dir: {"app_key": Secret(escrowed["key"])}
     profile.verify_keys = verify_keys
     monkeypatch.setitem(__import__("safehold.apps", fromlist=["APPS"]).APPS, "generic", profile)
