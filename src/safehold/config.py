@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from safehold.errors import ConfigError
 from safehold.mounts import on_network_filesystem
-from safehold.repository.sftp_url import parse_sftp
+from safehold.sftp_url import parse_sftp
 
 DEFAULT_PATHS = (Path("safehold.toml"), Path("/etc/safehold/safehold.toml"))
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"

@@ -7,7 +7,7 @@ cron-started backup next to `safehold serve`) can record at the same time; SQLit
 A run that was killed never records its end. Its row keeps finished NULL and the PID of the process
 that started it; the next read notices the PID is gone and marks it failed ("interrupted").
 
-Writers: an action wraps its work in `safehold.actions.tracked.tracked(config, instance, kind,
+Writers: an action wraps its work in `safehold.lifecycle.tracked(config, instance, kind,
 reporter)`, which records here and then runs retention, notifications and metrics; plain
 `record_start`/`record_end` record without those hooks. Readers (check, metrics, web UI):
 `runs`, `last_run`, `last_success`, `last_drill`, `failures`, `running`, `recent_sizes`, `median_size`.

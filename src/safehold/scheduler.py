@@ -24,13 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from safehold import config as config_module
+from safehold.apps.quiesce import RESUME_SECONDS
 from safehold.config import Config
 from safehold.errors import SafeholdError
 from safehold.output import Reporter
 from safehold.schedule import Schedule, job_schedules
 
 Job = Callable[[Config, str, Reporter], object]
-RESUME_SECONDS = 300.0
 
 
 def _backup(config: Config, name: str, reporter: Reporter) -> object:

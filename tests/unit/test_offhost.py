@@ -20,9 +20,9 @@ from safehold.agestream import CHUNK, AgeError, Decryptor, Encryptor
 from safehold.config import parse
 from safehold.errors import ConfigError
 from safehold.repository.restic import explain, source_errors, unreadable_files
-from safehold.repository.sftp_url import parse_sftp
 from safehold.repository.ssh import sftp_command
 from safehold.secrets import Secret
+from safehold.sftp_url import parse_sftp
 
 
 def test_parse_sftp_forms() -> None:

@@ -21,12 +21,14 @@ from typing import IO, Any
 
 from safehold import __version__, hostinfo
 from safehold.actions.common import describe, each_instance, open_repository
+from safehold.actions.prune import retention_after_backup
 from safehold.actions.replicate import host_only_warning, replicate
 from safehold.apps.quiesce import resume_leftovers
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, SafeholdError
 from safehold.files import follow_links, own_folder_inside, real_path, sample_hashes, stored_trees
+from safehold.lifecycle import tracked
 from safehold.lock import instance_lock
 from safehold.models import Database, DatabaseReport, Instance
 from safehold.output import Reporter
@@ -232,11 +234,9 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
     """
     if safety_point:
         return _backup(config, name, reporter, safety_point, databases, with_files, trees=trees, paused=paused)
-    from safehold.actions.tracked import tracked
-
     note = check_note(note)
     check_keep_days(keep_days)
-    with tracked(config, name, "backup", reporter) as record:
+    with tracked(config, name, "backup", reporter, after_stored=retention_after_backup) as record:
         result = _backup(config, name, reporter, safety_point, databases, with_files, record.listings,
                          note, keep_days)
         record.bytes_added, record.bytes_total = int(result["bytes_added"]), int(result["bytes_total"])

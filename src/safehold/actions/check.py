@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from safehold.apps.quiesce import look_at_marker, marker_path, resume_marker
+from safehold.apps.quiesce import RESUME_SECONDS, look_at_marker, marker_path, resume_marker
 from safehold.config import Config, InstanceConfig
 from safehold.errors import ConfigError
 from safehold.history import READ_TIMEOUT, History, Run
@@ -29,7 +29,6 @@ from safehold.repository import damage
 from safehold.repository.restic import REPAIR
 from safehold.runner import process_alive
 from safehold.schedule import DEFAULT_GAP, EARLY, GRACE, backup_schedule, drill_schedule, verify_schedule
-from safehold.scheduler import RESUME_SECONDS
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}

@@ -26,9 +26,9 @@ from safehold.models import Instance
 from safehold.output import Reporter
 from safehold.repository.manifest import MANIFEST_PATH, Manifest, new_run_id
 from safehold.repository.restic import Repository
-from safehold.repository.sftp_url import parse_sftp
 from safehold.repository.ssh import remote_entries, restic_options, ssh_log_file
 from safehold.secrets import resolve, write_private
+from safehold.sftp_url import parse_sftp
 
 
 def open_repository(config: Config, name: str) -> Repository:

@@ -37,12 +37,12 @@ from types import ModuleType
 
 from safehold.actions.common import Point, describe, find_point, open_repository
 from safehold.actions.restore import DatabaseStep, Plan, compare, load_database, make_plan, self_reference
-from safehold.actions.tracked import tracked
 from safehold.config import Config, InstanceConfig
 from safehold.engines import engine_for, scratch
 from safehold.errors import ConfigError, SafeholdError
 from safehold.files import file_sha256, tree_stats
 from safehold.history import History
+from safehold.lifecycle import tracked
 from safehold.lock import instance_lock
 from safehold.models import Connection, Database, DatabaseReport, Instance
 from safehold.output import Reporter

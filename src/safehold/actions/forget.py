@@ -17,6 +17,7 @@ from safehold.actions.common import Point, latest, lock_instance, open_repositor
 from safehold.actions.prune import remove_snapshots
 from safehold.config import Config
 from safehold.errors import EXIT_USAGE, SafeholdError
+from safehold.lifecycle import tracked
 from safehold.output import Reporter
 from safehold.repository.restic import Repository, snapshot_time
 
@@ -165,8 +166,6 @@ def forget(config: Config, instance: str, runs: Sequence[str], reporter: Reporte
                           "removed", "check the runs with --dry-run, then add --yes")
         if not confirm(result["removed"]):
             raise Refused("not confirmed; nothing was removed")
-    from safehold.actions.tracked import tracked
-
     with lock_instance(config, instance, "forget", reporter):
         # Listed again under the lock: what goes is what the repositories hold now (a prune that ran while
         # the person read the prompt may have removed some of it, or the points newer than a chosen one).

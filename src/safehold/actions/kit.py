@@ -23,9 +23,9 @@ from safehold.config import Config
 from safehold.errors import SafeholdError
 from safehold.output import Reporter
 from safehold.repository.manifest import now
-from safehold.repository.sftp_url import parse_sftp
 from safehold.repository.ssh import known_hosts_file
 from safehold.secrets import resolve
+from safehold.sftp_url import parse_sftp
 
 PLACEHOLDER = "@KIT@"
 # safehold is installed from its source tree (README, scripts/setup.sh), not by name from a package

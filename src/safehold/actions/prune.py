@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from safehold.actions.common import Point, each_instance, lock_instance, open_repository, points, tag_value
 from safehold.config import Config, RetentionConfig
 from safehold.errors import PartialFailure, SafeholdError
+from safehold.history import History, Run
+from safehold.lifecycle import RunRecord, tracked
 from safehold.output import Reporter
 from safehold.repository.manifest import now
 from safehold.repository.restic import Repository, snapshot_time
@@ -44,8 +46,6 @@ def prune_instance(config: Config, name: str, reporter: Reporter, dry_run: bool 
     """
     if dry_run:
         return _prune(config, name, reporter, dry_run)
-    from safehold.actions.tracked import tracked
-
     with tracked(config, name, "prune", reporter) as record:
         results = _prune(config, name, reporter, dry_run)
         record.details = {"removed": sorted({run for row in results for run in row["remove"]}),
@@ -117,3 +117,30 @@ def prune(config: Config, name: str | None, reporter: Reporter, dry_run: bool = 
     return each_instance(config, name, lambda instance_name: [
         {"instance": instance_name, "result": "ok", **row}
         for row in prune_instance(config, instance_name, reporter, dry_run)])
+
+
+def retention_after_backup(config: Config, history: History, run: Run, record: RunRecord,
+                           reporter: Reporter) -> None:
+    """Retention after a backup that stored its point (the lifecycle's `after_stored` step of a backup).
+
+    One listing per repository decides whether anything must go; a full prune (which also lists
+    leftovers of failed runs and repacks) runs only then, so a normal night costs one restic call.
+    """
+    instance = config.instance(run.instance)
+    if not instance.retention.after_backup:
+        return
+    counts: dict[str, int] = {}
+    for repo_name in instance.repositories:
+        try:
+            complete = points(config, open_repository(config, repo_name), run.instance,
+                              record.listings.get(repo_name))
+        except SafeholdError:
+            if run.result != "partial":
+                raise
+            continue  # the copy this run could not reach: the prune below names it if others need one
+        counts[repo_name] = len(complete)
+        if len(keep_reasons(complete, instance.retention, now())) < len(complete):
+            rows = prune_instance(config, run.instance, reporter)
+            counts = {row["repository"]: len(row["keep"]) for row in rows}
+            break
+    history.add_details(run.id, {"points": counts})

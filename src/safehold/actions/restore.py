@@ -21,13 +21,13 @@ from safehold import hostinfo
 from safehold.actions.backup import backup_instance
 from safehold.actions.browse import Selection, locate_all
 from safehold.actions.common import Point, describe, open_point
-from safehold.actions.tracked import RunRecord, tracked
 from safehold.apps import profile_for
 from safehold.apps.common import AppConfigMissing
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, RestoreRefused, SafeholdError
 from safehold.files import make_folder, own_folder_inside, real_path, restore_in_place, restore_paths_in_place
+from safehold.lifecycle import RunRecord, tracked
 from safehold.lock import instance_lock
 from safehold.models import Database, DatabaseReport, Instance, TableReport
 from safehold.output import Reporter

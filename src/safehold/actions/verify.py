@@ -22,6 +22,7 @@ from safehold.actions.common import (
 )
 from safehold.config import Config
 from safehold.errors import ConfigError, SafeholdError, UnknownPoint
+from safehold.lifecycle import tracked
 from safehold.output import Reporter
 from safehold.repository import checks, damage
 from safehold.repository.restic import Repository, RepositoryDamaged
@@ -115,8 +116,6 @@ def verify_recorded(config: Config, run: str | None, read_data: bool, reporter: 
     """`safehold verify` as the run history keeps it: verify(), recorded as one verify run of each instance
     it looked at, failed with the problems of that instance's repositories and points. A run id
     without --instance is looked for in every instance: those that do not hold it record no run."""
-    from safehold.actions.tracked import tracked
-
     setting = "all" if read_data else "none"
     with contextlib.ExitStack() as stack:
         records = {instance: stack.enter_context(tracked(config, instance, "verify", reporter,
@@ -164,8 +163,6 @@ def verify_instance(config: Config, name: str, reporter: Reporter, scheduled: bo
     run history like a drill, so `check`, metrics and notifications see a repository that went bad
     between backups. A scheduled one takes a check another instance's scheduled verify made of a
     shared repository in the same round (since this one's due time) instead of repeating it."""
-    from safehold.actions.tracked import tracked
-
     schedule = config.instance(name).schedule
     setting = schedule.verify_read_data if schedule is not None else "none"
     subset = None if setting in ("all", "none") else setting

@@ -36,6 +36,9 @@ from safehold.lock import Locked, instance_lock, is_locked
 from safehold.output import Reporter
 from safehold.secrets import write_private
 
+# How often `safehold serve` resumes what a killed run left paused (`check` tells how soon that is).
+RESUME_SECONDS = 300.0
+
 Resumer = Callable[[dict[str, Any], Reporter], None]
 Describer = Callable[[dict[str, Any]], str]
 RESUMERS: dict[str, Resumer] = {}

@@ -20,8 +20,8 @@ from pathlib import Path
 from safehold import runner
 from safehold.config import Config, RepositoryConfig
 from safehold.errors import ConfigError, RepositoryError
-from safehold.repository.sftp_url import SftpTarget, parse_sftp
 from safehold.secrets import check_private_file, write_private
+from safehold.sftp_url import SftpTarget, parse_sftp
 
 CONNECT_TIMEOUT_SECONDS = 15
 
