@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import mariadb_dump as dump
 from tests.conftest import run_cli, sql
 from tests.integration.appkit import ok, safehold_on_path, write_config
 from tests.integration.realapps.common import drop_db_account, php_server
@@ -25,7 +27,6 @@ from tests.integration.realapps.itflow import (
     ADMIN_PASSWORD,
     Install,
     check_through_the_app,
-    dump,
     itflow_install,
     protective_files,
     tree_state,
@@ -39,10 +40,10 @@ def itflow(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, mariadb: di
     yield from itflow_install(tmp_path_factory, tmp_path)
 
 
-def _configured(install: Install, tmp_path: Path, repo: dict[str, str]) -> Path:
-    """safehold.toml for the install, the master key escrowed with the admin's password, one backup."""
-    config = write_config(tmp_path, repo, "itflow", "itflow", install.root)
-    escrowed = ok(run_cli("key", "escrow", "itflow", "--password-ref", "env:ITFLOW_ADMIN_PW", "--user", ADMIN_EMAIL,
+def _configured(install: Install, tmp_path: Path, repo: dict[str, str], name: str = "itflow") -> Path:
+    """safehold.toml with the install as instance `name`, its master key escrowed with the admin's password."""
+    config = write_config(tmp_path, repo, name, "itflow", install.root)
+    escrowed = ok(run_cli("key", "escrow", name, "--password-ref", "env:ITFLOW_ADMIN_PW", "--user", ADMIN_EMAIL,
                           config=config, env=ESCROW_ENV))
     assert "decrypts credential" in escrowed.stdout
     return config
@@ -120,8 +121,9 @@ def _printed_sql(text: str) -> list[str]:
 def test_drill_needs_no_rights_on_the_live_server(itflow: Install, tmp_path: Path, repo: dict[str, str]) -> None:
     """The app's user may use its own database only; the drill creates no database on the live server and
     leaves nothing behind."""
-    config = _configured(itflow, tmp_path, repo)
-    ok(run_cli("backup", "itflow", config=config))
+    name = f"itflow{secrets.token_hex(3)}"  # what a drill names its scratch space after
+    config = _configured(itflow, tmp_path, repo, name)
+    ok(run_cli("backup", name, config=config))
     grants = " ".join(str(r[0]) for r in sql(f"SHOW GRANTS FOR '{itflow.user}'@'localhost'"))
     assert "ON *.*" not in grants.replace("GRANT USAGE ON *.*", "")
     before = {r[0] for r in sql("SHOW DATABASES")}
@@ -138,12 +140,14 @@ def test_drill_needs_no_rights_on_the_live_server(itflow: Install, tmp_path: Pat
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        drill = run_cli("drill", "itflow", config=config, env={"TMPDIR": str(scratch)})
+        drill = run_cli("drill", name, config=config, env={"TMPDIR": str(scratch)})
     finally:
         stop.set()
         watcher.join()
     assert drill.returncode == 0, drill.stdout + drill.stderr
-    ours = [name for name in seen - before if "itflow" in name.lower() or itflow.database in name]
+    # Other tests create databases on this server meanwhile; the drill's would carry the instance's name or the
+    # app database's.
+    ours = [db for db in seen - before if name in db.lower() or itflow.database in db]
     assert ours == [], f"the drill created databases on the live server: {ours}"
     assert list(scratch.iterdir()) == [], "the drill left files behind"
     assert not _processes_under(scratch), "the drill left a process running"

@@ -22,7 +22,7 @@ import pytest
 
 from safehold.apps import itflow as itflow_profile
 from safehold.apps.common import GUARD_FILES
-from tests.conftest import mariadb_dump, sql
+from tests.conftest import sql
 from tests.integration.realapps.common import (
     SOCKET,
     app_source,
@@ -35,7 +35,6 @@ from tests.integration.realapps.common import (
 )
 
 TARBALL = "itflow-26.08.2.tar.gz"
-VERSION = "26.08.2"
 WEB_UID = WEB_GID = 33  # www-data: ITFlow's install guide chowns the app folder to the web server's user
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "Correct-Horse-9-Battery"
@@ -272,7 +271,8 @@ def itflow_install(factory: pytest.TempPathFactory, tmp_path: Path) -> Iterator[
 def tree_state(root: Path, skip: tuple[str, ...] = REGENERABLE) -> dict[str, tuple[object, ...]]:
     """Paths, types, modes, owners, sizes and mtimes under root (contents of `skip` folders left out,
     their guard files kept)."""
-    state: dict[str, tuple[object, ...]] = {}
+    info = root.lstat()
+    state: dict[str, tuple[object, ...]] = {".": (oct(info.st_mode), info.st_uid, info.st_gid, info.st_mtime_ns)}
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:
             path = Path(folder) / name
@@ -290,11 +290,6 @@ def tree_state(root: Path, skip: tuple[str, ...] = REGENERABLE) -> dict[str, tup
 def protective_files(root: Path) -> set[str]:
     """Every guard file in the tree (what keeps a web server from listing, serving or running a folder)."""
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.name in GUARD_FILES}
-
-
-def dump(database: str) -> bytes:
-    """The comparison dump the acceptance names."""
-    return mariadb_dump(database)
 
 
 def check_through_the_app(install: Install, url: str) -> None:
