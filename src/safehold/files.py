@@ -221,22 +221,33 @@ def _staged(repo: Repository, snapshot: str, path: Path, folder: Path, reporter:
 
 def restore_in_place(repo: Repository, snapshot: str, roots: list[str], reporter: Reporter) -> None:
     """Put each tree of a snapshot back at its original path, replacing what is there."""
+    done: list[Path] = []
     for root in map(Path, roots):
         root.parent.mkdir(parents=True, exist_ok=True)
-        with _staged(repo, snapshot, root, root.parent, reporter) as restored:
-            if not os.path.lexists(root):
-                os.rename(restored, root)
-                continue
-            old = root.parent / f".{root.name}.safehold-old-{secrets.token_hex(3)}"
-            try:
-                os.rename(root, old)
-            except OSError:
-                # A mount point or busy path cannot be swapped: overwrite its content instead.
-                reporter.warn(f"{root} cannot be replaced as a whole; restoring over it (stale files stay)")
-                repo.restore(snapshot, Path("/"), [str(root)], reporter)
-                continue
+        # A tree inside one just restored (config.php in the app folder): staging it there and swapping
+        # it in would change the times the point gave that folder.
+        times = root.parent.stat() if any(root.parent == d or d in root.parent.parents for d in done) else None
+        _swap_in(repo, snapshot, root, reporter)
+        if times is not None:
+            os.utime(root.parent, ns=(times.st_atime_ns, times.st_mtime_ns), follow_symlinks=False)
+        done.append(root)
+
+
+def _swap_in(repo: Repository, snapshot: str, root: Path, reporter: Reporter) -> None:
+    with _staged(repo, snapshot, root, root.parent, reporter) as restored:
+        if not os.path.lexists(root):
             os.rename(restored, root)
-            _remove(old)
+            return
+        old = root.parent / f".{root.name}.safehold-old-{secrets.token_hex(3)}"
+        try:
+            os.rename(root, old)
+        except OSError:
+            # A mount point or busy path cannot be swapped: overwrite its content instead.
+            reporter.warn(f"{root} cannot be replaced as a whole; restoring over it (stale files stay)")
+            repo.restore(snapshot, Path("/"), [str(root)], reporter)
+            return
+        os.rename(restored, root)
+        _remove(old)
 
 
 # restic's node types as file types of os.lstat, and where Go's FileMode (restic's `mode`) keeps the bits
