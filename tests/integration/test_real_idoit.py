@@ -1,0 +1,153 @@
+"""The real i-doit OPEN 1.12.4 (two tenants, installed by its own web installer, data made through its
+web UI) restored from nothing: every database dropped, the app's DB account dropped, the install
+folder deleted; one `safehold restore NAME latest` brings it back, proven through i-doit itself."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli, sql
+from tests.integration import real_idoit
+from tests.integration.appkit import ok, write_config
+from tests.integration.real_idoit import Install, Web
+
+# Regenerable: `index.php` offers ?IDOIT_DELETE_TEMP, which deletes all of $g_dirs['temp'] (temp/:
+# smarty's compiled templates and each tenant's cache_* folder, rebuilt on the next request).
+EXCLUDED = ("temp",)
+PROTECTIVE = (".htaccess", "vendor/tecnickcom/tcpdf/tools/.htaccess")
+
+
+@pytest.fixture(scope="session")
+def idoit_shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The folder every xdist worker of this run shares (the install lives there, built once)."""
+    real_idoit.tarball()
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with real_idoit.lease(shared):
+        yield shared
+
+
+@pytest.fixture
+def idoit(idoit_shared: Path, tmp_path: Path, repo: dict[str, str]) -> Iterator[dict[str, object]]:
+    """The run's i-doit for this test alone, and a safehold config for it (its own repository)."""
+    with real_idoit.exclusive(idoit_shared) as install:
+        root = Path(install.root)
+        config = write_config(tmp_path, repo, "idoit", "idoit", root)
+        web = Web(root)
+        try:
+            yield {"install": install, "root": root, "config": config, "web": web}
+        finally:
+            web.stop()
+
+
+def destroy(install: Install) -> None:
+    """The server is gone: every database of the app, its DB account and the install folder."""
+    for name in install.databases:
+        sql(f"DROP DATABASE `{name}`")
+    sql(f"DROP USER '{install.user}'@'localhost'")
+    shutil.rmtree(install.root)
+
+
+def state(install: Install) -> tuple[dict[str, bytes], dict[str, tuple[object, ...]]]:
+    return ({db: real_idoit.dump(db) for db in install.databases},
+            real_idoit.tree(Path(install.root), EXCLUDED))
+
+
+def works(web: Web, install: Install) -> None:
+    """Through i-doit: admin logs in to each tenant, the objects are there, the file downloads
+    byte-identical, and a write (a new object) succeeds."""
+    web.start()
+    titles = list(install.objects)
+    with real_idoit.login(web, 1) as client:
+        for title in titles[:2]:
+            assert title in real_idoit.object_page(client, install.objects[title])
+        assert real_idoit.download_file(client, install.objects[titles[1]]) == install.upload.read_bytes()
+        real_idoit.create_object(client, real_idoit.SERVER_TYPE, f"after-restore-{time.time_ns()}")
+    with real_idoit.login(web, 2) as client:
+        assert titles[2] in real_idoit.object_page(client, install.objects[titles[2]])
+        real_idoit.create_object(client, real_idoit.SERVER_TYPE, f"after-restore-{time.time_ns()}")
+    web.stop()
+
+
+def test_restore_from_nothing(idoit: dict[str, object]) -> None:
+    install, config, web = idoit["install"], Path(str(idoit["config"])), idoit["web"]
+    assert isinstance(install, Install) and isinstance(web, Web)
+    ok(run_cli("backup", "idoit", config=config))
+    before = state(install)
+
+    destroy(install)
+    started = time.monotonic()
+    restored = ok(run_cli("restore", "idoit", "latest", config=config))
+    seconds = time.monotonic() - started
+    assert "safety point" not in restored.stdout + restored.stderr  # nothing existed to save
+
+    dumps, files = state(install)
+    assert dumps == before[0]
+    assert files == before[1]
+    for protective in PROTECTIVE:
+        assert (Path(install.root) / protective).is_file()
+    works(web, install)
+    print(f"i-doit install {install.install_seconds}s, data {install.data_seconds}s, restore {seconds:.1f}s")
+
+
+def test_restore_without_admin_access_prints_the_sql(idoit: dict[str, object]) -> None:
+    """No administrative DB access: restore stops before changing anything and prints the SQL that,
+    once run by the admin, lets the same command finish."""
+    install, config, web = idoit["install"], Path(str(idoit["config"])), idoit["web"]
+    assert isinstance(install, Install) and isinstance(web, Web)
+    ok(run_cli("backup", "idoit", config=config))
+    before = state(install)
+    destroy(install)
+    no_admin = config.read_text().replace("[settings]", '[settings]\ndb_admin = "none"')
+    config.write_text(no_admin)
+
+    stopped = run_cli("restore", "idoit", "latest", config=config)
+    assert stopped.returncode != 0
+    assert not Path(install.root).exists()  # nothing changed
+    assert not {name for (name,) in sql("SHOW DATABASES")} & set(install.databases)
+    statements = [line for line in stopped.stdout.splitlines() + stopped.stderr.splitlines()
+                  if line.lstrip().upper().startswith(("CREATE ", "GRANT "))]
+    assert statements, stopped.stderr
+    assert install.password not in stopped.stdout + stopped.stderr
+    sql([line.strip().replace("<PASSWORD>", install.password) for line in statements])
+
+    ok(run_cli("restore", "idoit", "latest", config=config))
+    assert state(install) == before
+    works(web, install)
+
+
+def test_drill_touches_no_live_database(idoit: dict[str, object]) -> None:
+    """The app's user has rights on its own databases only (as i-doit's installer grants them); the
+    drill restores the point elsewhere: the live server shows no new database, nothing is left."""
+    install, config = idoit["install"], Path(str(idoit["config"]))
+    assert isinstance(install, Install)
+    grants = sql(f"SHOW GRANTS FOR '{install.user}'@'localhost'")
+    assert all(" ON *.* " not in grant or "USAGE" in grant for (grant,) in grants)
+    ok(run_cli("backup", "idoit", config=config))
+    live = {name for (name,) in sql("SHOW DATABASES")}
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.update(name for (name,) in sql("SHOW DATABASES"))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        drilled = run_cli("drill", "idoit", config=config)
+    finally:
+        done.set()
+        watcher.join()
+    ok(drilled)
+    ours = [name for name in seen - live if "drill" in name or any(db in name for db in install.databases)]
+    assert not ours, f"the drill created databases on the live server: {ours}"
+    assert {name for (name,) in sql("SHOW DATABASES")} & set(install.databases) == set(install.databases)
