@@ -127,6 +127,7 @@ $g_disable_addon_upload = '0';
     put(root / "upload" / "files" / "manual.pdf", b"%PDF" + bytes(range(256)) * 32, 0o664, WEB)
     put(root / "upload" / "images" / "rack.png", b"\x89PNG" + bytes(200), 0o664, WEB)
     put(root / "temp" / "cache_x" / "smarty.php", "cache", 0o664, WEB)
+    put(root / "temp" / ".htaccess", "Require all denied\n", 0o644, WEB)  # a guard an admin added: kept
     put(root / "src" / "classes" / "modules" / "api" / "init.php", "<?php // add-on\n", 0o644, WEB)
     for folder in (root, root / "upload", root / "upload" / "files", root / "upload" / "images", root / "temp"):
         folder.chmod(0o775)
@@ -201,7 +202,7 @@ def test_three_tenants_backup_destroy_restore(idoit_site: dict[str, object]) -> 
     shutil.rmtree(etc)
     ok(run_cli("restore", "idoit", "latest", config=config))
     assert {db: mariadb_dump(db) for db in databases} == dumps
-    assert tree_state(root) == files  # temp/ is back, empty (caches are rebuilt)
+    assert tree_state(root) == files  # temp/ is back, empty but for its guard (caches are rebuilt)
     assert tree_state(etc) == system_files
 
 

@@ -69,3 +69,44 @@ def test_password_file_is_made_beside_the_config_and_then_kept(tmp_path: Path) -
     again = write_example(folder / "safehold.toml", "itflow", root, str(tmp_path / "repo"), True)
     assert again["password_file_created"] is False
     assert resolve(f"file:{password}", "x").reveal() == first
+
+
+def idoit_root(folder: Path) -> Path:
+    (folder / "src").mkdir(parents=True)
+    (folder / "src" / "config.inc.php").write_text("<?php\n$g_db_system = ['host' => 'localhost'];\n")
+    return folder
+
+
+def test_idoit_gets_the_quiesce_steps_its_guide_asks_for_as_found_on_the_host(tmp_path: Path) -> None:
+    root, host = idoit_root(tmp_path / "var" / "www" / "i-doit"), tmp_path / "host"
+    for unit in ("apache2", "php8.2-fpm", "cron", "mariadb"):
+        (host / "lib" / "systemd" / "system").mkdir(parents=True, exist_ok=True)
+        (host / "lib" / "systemd" / "system" / f"{unit}.service").write_text("[Service]\n")
+    (host / "etc" / "cron.d").mkdir(parents=True)
+    (host / "etc" / "cron.d" / "i-doit").write_text(
+        "# i-doit jobs\nMAILTO=root\n"
+        f"*/30 * * * * www-data /usr/bin/php {root}/console.php search-index --user admin --password admin\n")
+    (host / "etc" / "cron.d" / "e2scrub_all").write_text("30 3 * * 0 root test -e /run/systemd/system\n")
+    out = tmp_path / "s.toml"
+    write_example(out, "idoit", root, None, False, host=host)
+    quiesce = config_module.load(out).instance("idoit").quiesce
+    assert quiesce.stop == [["systemctl", "stop", "apache2"], ["systemctl", "stop", "php8.2-fpm"],
+                            ["systemctl", "stop", "cron"]]
+    assert quiesce.start == list(reversed([["systemctl", "start", "apache2"], ["systemctl", "start", "php8.2-fpm"],
+                                           ["systemctl", "start", "cron"]]))
+    text = out.read_text()
+    assert f"web server: {host}/lib/systemd/system/apache2.service" in text
+    assert f"i-doit's cron jobs ({host}/etc/cron.d/i-doit:3)" in text
+
+    # A host with a web server binary but no systemd, and no i-doit cron job: the SysV service; nothing for cron.
+    bare = tmp_path / "bare"
+    (bare / "usr" / "sbin").mkdir(parents=True)
+    (bare / "usr" / "sbin" / "nginx").write_text("")
+    write_example(out, "idoit", root, None, True, host=bare)
+    quiesce = config_module.load(out).instance("idoit").quiesce
+    assert quiesce.stop == [["service", "nginx", "stop"]] and quiesce.start == [["service", "nginx", "start"]]
+
+    # Nothing found: the proposal stays a comment (and every backup warns that nothing was paused).
+    write_example(out, "idoit", root, None, True, host=tmp_path / "empty")
+    assert config_module.load(out).instance("idoit").quiesce.stop == []
+    assert "# Nothing was found on this host" in out.read_text()

@@ -92,8 +92,30 @@ def _absolute(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-def write_example(path: Path, app: str, root: Path | None, repo: str | None, force: bool) -> dict[str, object]:
-    """Write the template for `app`; refuse to overwrite without `force`."""
+def _idoit_quiesce(name: str, root: Path, host: Path) -> str:
+    """The stop/start steps i-doit's backup guide asks for, as found on this host, each commented."""
+    from safehold.apps.idoit import quiesce_proposal
+
+    steps = quiesce_proposal(root, host)
+    intro = ("\n# i-doit's backup guide: do not use i-doit during a backup or recovery; stop the web server and\n"
+             "# i-doit's cron jobs. safehold runs `stop` before the snapshot (and a restore) and `start` after.\n")
+    if not steps:
+        return (intro + f"# Nothing was found on this host (no apache2/httpd/nginx/php-fpm unit or binary, no cron job "
+                        f"running {root}); add yours:\n# [instances.{name}.quiesce]\n"
+                        '# stop = [["systemctl", "stop", "apache2"]]\n# start = [["systemctl", "start", "apache2"]]\n')
+
+    def argv(words: list[str]) -> str:
+        return "[" + ", ".join(toml_string(w, "a quiesce command") for w in words) + "]"
+
+    stop = "".join(f"  {argv(s.stop)},   # {s.why}\n" for s in steps)
+    start = "".join(f"  {argv(s.start)},\n" for s in reversed(steps))
+    return f"{intro}[instances.{name}.quiesce]\nstop = [\n{stop}]\nstart = [   # in reverse order\n{start}]\n"
+
+
+def write_example(path: Path, app: str, root: Path | None, repo: str | None, force: bool,
+                  host: Path = Path("/")) -> dict[str, object]:
+    """Write the template for `app`; refuse to overwrite without `force`. `host` is where the i-doit
+    profile looks for the web server and cron jobs to propose as quiesce steps."""
     if app not in ("itflow", "idoit", "itop", "generic"):
         raise ConfigError(f"--app {app!r} is not known", "use itflow, idoit, itop or generic")
     if app != "generic" and root is None:
@@ -125,7 +147,8 @@ def write_example(path: Path, app: str, root: Path | None, repo: str | None, for
         app=app,
         root_line=f"root = {toml_string(str(root), '--root')}" if root else '# root = "/srv/app"',
         databases=GENERIC_DB.format(name=name) if app == "generic" else
-        "# database credentials are read from the application's own config file\n",
+        "# database credentials are read from the application's own config file\n"
+        + (_idoit_quiesce(name, root, host) if app == "idoit" and root is not None else ""),
     )
     path.write_text(text, encoding="utf-8")
     made = not password_file.exists()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from safehold.apps.common import (
@@ -54,10 +55,90 @@ TENANTS = ("SELECT isys_mandator__id, isys_mandator__title, isys_mandator__db_ho
            " FROM isys_mandator ORDER BY isys_mandator__id")
 DB_VERSION = "SELECT isys_db_init__value FROM isys_db_init WHERE isys_db_init__key = 'version'"
 NO_SUCH_DATABASE = 1049
+# The one regenerable folder: isys_application.class.php defaults $g_dirs['temp'] to ROOT/temp/ (smarty's
+# compiled templates, each tenant's cache_* folder of constants, settings and rights), and index.php's
+# ?IDOIT_DELETE_TEMP (the admin's "clear cache") deletes all of it with isys_glob_delete_recursive; the
+# next request rebuilds it. Everything else is kept: code, vendor/, upload/, imports/, log/ (history).
+TEMP = "temp"
+# Files that guard a folder stay even inside an excluded one (none ships in temp/, an admin may add one).
+GUARDS = (".htaccess", "index.html", "index.php", "web.config")
+# What i-doit's backup guide pauses ("The Webserver can be deactivated for the time of the backup/recovery
+# ... you should also deactivate Cronjobs, which are set up in i-doit"), looked for on the host by `init`.
+WEB_SERVERS = ("apache2", "httpd", "nginx", "lighttpd")
+PHP_FPM = ("php*-fpm", "php-fpm")
+CRON_SERVICES = ("cron", "crond")
+UNIT_DIRS = ("etc/systemd/system", "lib/systemd/system", "usr/lib/systemd/system")
+BINARY_DIRS = ("usr/sbin", "usr/bin", "sbin")
+CRON_TABLES = ("etc/crontab", "etc/cron.d/*", "var/spool/cron/crontabs/*", "var/spool/cron/*")
+# i-doit 1.12's CLI entry points (console.php, and the older `controller` wrapper) run its cron jobs.
+CRON_ENTRY_POINTS = ("console.php", "controller")
 NO_COMMANDS = ("no quiesce commands configured, so i-doit and its cron jobs keep writing during the snapshot "
                "(and the restore); "
                'set quiesce = { stop = [["systemctl", "stop", "apache2"]], '
                'start = [["systemctl", "start", "apache2"]] }')
+
+
+@dataclass
+class Step:
+    """A quiesce step `init` proposes: the stop and start commands and where on the host it was found."""
+
+    stop: list[str]
+    start: list[str]
+    why: str
+
+
+def _unit(host: Path, pattern: str) -> Path | None:
+    """The systemd unit file of a service, where any of the standard unit folders holds one."""
+    for folder in UNIT_DIRS:
+        found = sorted((host / folder).glob(f"{pattern}.service"))
+        if found:
+            return found[0]
+    return None
+
+
+def _service_step(host: Path, pattern: str, what: str) -> Step | None:
+    unit = _unit(host, pattern)
+    if unit is not None:
+        name = unit.name.removesuffix(".service")
+        return Step(["systemctl", "stop", name], ["systemctl", "start", name], f"{what}: {unit}")
+    binary = next((host / d / pattern for d in BINARY_DIRS if "*" not in pattern and (host / d / pattern).is_file()),
+                  None)
+    if binary is not None:  # installed without a systemd unit: the SysV script's name is the binary's
+        return Step(["service", pattern, "stop"], ["service", pattern, "start"], f"{what}: {binary}, no systemd unit")
+    return None
+
+
+def cron_jobs(root: Path, host: Path = Path("/")) -> list[str]:
+    """`file:line` of every cron line that runs i-doit: it names the install folder, or i-doit's CLI."""
+    found: list[str] = []
+    for pattern in CRON_TABLES:
+        for table in sorted(host.glob(pattern)):
+            try:
+                lines = table.read_text(errors="replace").splitlines()
+            except (OSError, IsADirectoryError):
+                continue
+            for number, line in enumerate(lines, start=1):
+                job = line.strip()
+                if not job or job.startswith("#"):
+                    continue
+                if str(root) in job or ("idoit" in job.replace("-", "").lower()
+                                        and any(entry in job for entry in CRON_ENTRY_POINTS)):
+                    found.append(f"{table}:{number}")
+    return found
+
+
+def quiesce_proposal(root: Path, host: Path = Path("/")) -> list[Step]:
+    """The stop/start steps i-doit's backup guide asks for, as found on this host: the web server and
+    PHP-FPM units (or binaries), and cron while a cron table runs i-doit. Stopped in this order,
+    started in reverse."""
+    steps = [step for name in WEB_SERVERS if (step := _service_step(host, name, "web server"))]
+    steps += [step for name in PHP_FPM if (step := _service_step(host, name, "PHP-FPM"))][:1]
+    if jobs := cron_jobs(root, host):
+        cron = next((s for n in CRON_SERVICES if (s := _service_step(host, n, "cron"))), None)
+        stop, start = (cron.stop, cron.start) if cron else (["systemctl", "stop", "cron"], ["systemctl", "start", "cron"])
+        steps.append(Step(stop, start, f"i-doit's cron jobs ({', '.join(jobs)}); pauses every cron job on this "
+                                       "host, one already running finishes"))
+    return steps
 
 
 def detect(root: Path) -> bool:
@@ -158,7 +239,8 @@ def _upload_dirs(system: Database, root: Path) -> list[Path]:
 
 
 def describe(name: str, config: InstanceConfig) -> Instance:
-    """System DB + every tenant DB, the i-doit folder minus temp/, system config, versions."""
+    """System DB + every tenant DB, the i-doit folder minus temp/'s contents (its guards kept),
+    upload folders the system settings moved out of it, system config, versions."""
     root, config_path = app_config_file(config, "i-doit", CONFIG)
     if not detect(root):
         raise SafeholdError(f"{root} does not look like an i-doit install ({CONFIG} defines no $g_db_system)",
@@ -173,9 +255,9 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     if not config.config_files:  # the guide's Apache/PHP/MariaDB config, where this host has it
         instance.config_files += [Path(p) for p in SYSTEM_CONFIG if Path(p).exists()]
     temp = php.get("g_dirs", "temp", default=None) if isinstance(php.get("g_dirs", default=None), dict) else None
-    instance.exclude.append(str(root / "temp" / "*"))
-    if temp:
-        instance.exclude.append(contents_pattern(str(temp)))
+    for folder in [root / TEMP, *([Path(str(temp))] if temp else [])]:
+        pattern = contents_pattern(str(folder))
+        instance.exclude += [pattern, *(f"!{Path(pattern).parent / guard}" for guard in GUARDS)]
     versions = root / VERSION_FILE
     instance.app_version = parse_file(versions).text("g_product_info", "version") if versions.is_file() else None
     instance.schema_version = _version(system)
@@ -244,9 +326,11 @@ def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, res
         _check_tenant_accounts(instance.databases[0], reporter)
     if instance.root is None:
         return
-    temp = instance.root / "temp"
+    temp = instance.root / TEMP
     if temp.is_dir():
         for child in temp.iterdir():
+            if child.name in GUARDS:
+                continue
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
             else:
