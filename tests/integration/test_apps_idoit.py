@@ -306,3 +306,35 @@ def test_restore_runs_with_the_web_server_stopped(idoit_site: dict[str, object])
     restore(config_module.load(config), "idoit", "latest", reporter, force=True)
     assert len(seen) == 1 + 4 + 1 and set(seen) == {"stopped\n"}, seen
     assert log.read_text() == "stopped\nstarted\n"
+
+
+def test_one_tenant_restored_alone_under_another_name(idoit_site: dict[str, object], new_db) -> None:
+    """`--to-db` names one tenant: only that copy is made, the system database and the other tenants are
+    left alone (said in the output). With a copy of the system database too, the copy's isys_mandator
+    points at the tenant copies, and a tenant not copied is named as still pointing at the live one."""
+    config, system = Path(str(idoit_site["config"])), str(idoit_site["system"])
+    tenants = list(idoit_site["tenants"])  # type: ignore[call-overload]
+    ok(run_cli("backup", "idoit", config=config))
+    before = {db: mariadb_dump(db) for db in [system, *tenants]}
+    copy = f"{tenants[1]}_copy"
+    new_db.created += [copy, f"{system}_copy", f"{tenants[0]}_copy"]
+    # The tenant's own account loads its copy: the admin grants it the new name first (as for any new database).
+    sql(f"GRANT ALL ON `{copy}`.* TO '{idoit_site['tenant_user']}'@'%'")
+    alone = ok(run_cli("restore", "idoit", "latest", "--only", "db", "--to-db", f"{tenants[1]}={copy}",
+                       config=config))
+    assert mariadb_dump(copy).replace(copy.encode(), tenants[1].encode()) == before[tenants[1]]
+    assert {db: mariadb_dump(db) for db in [system, *tenants]} == before  # nothing live was touched
+    assert not sql(f"SHOW DATABASES LIKE '{system}_copy'")
+    assert f"left alone: {system}, {tenants[0]}, {tenants[2]}" in alone.stderr
+    assert f"i-doit tenant 'Tenant 2' copied to {copy}; system database {system} left alone" in alone.stderr
+
+    both = ok(run_cli("restore", "idoit", "latest", "--only", "db", "--to-db", f"{system}={system}_copy",
+                      "--to-db", f"{tenants[0]}={tenants[0]}_copy", config=config))
+    rows = sql("SELECT isys_mandator__id, isys_mandator__db_name FROM isys_mandator ORDER BY 1", f"{system}_copy")
+    assert rows == [(1, f"{tenants[0]}_copy"), (2, tenants[1]), (3, tenants[2])]
+    live = sql("SELECT isys_mandator__db_name FROM isys_mandator ORDER BY isys_mandator__id", system)
+    assert live == [(t,) for t in tenants]
+    assert (f"in the copy {system}_copy, isys_mandator points tenant 'Tenant 1' (isys_mandator__id 1) at its copy "
+            f"{tenants[0]}_copy") in both.stderr
+    assert (f"in the copy {system}_copy, tenant 'Tenant 2' (isys_mandator__id 2) still points at the live "
+            f"database {tenants[1]}") in both.stderr

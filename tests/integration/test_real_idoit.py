@@ -39,25 +39,35 @@ def idoit(idoit_shared: Path, tmp_path: Path, repo: dict[str, str]) -> Iterator[
     """The run's i-doit for this test alone, and a safehold config for it (its own repository)."""
     with real_idoit.exclusive(idoit_shared) as install:
         root = Path(install.root)
-        config = write_config(tmp_path, repo, "idoit", "idoit", root)
+        # The host's own /etc/php and /etc/mysql (the profile's default config_files) belong to the shared
+        # test servers: this "web server config" stands in for them, and goes with the server.
+        vhost = tmp_path / "etc" / "apache2" / "sites-available" / "i-doit.conf"
+        vhost.parent.mkdir(parents=True)
+        vhost.write_text(f"<VirtualHost *:80>\n  DocumentRoot {root}\n</VirtualHost>\n")
+        config = write_config(tmp_path, repo, "idoit", "idoit", root, f'config_files = ["{tmp_path / "etc"}"]')
         web = Web(root)
         try:
-            yield {"install": install, "root": root, "config": config, "web": web}
+            yield {"install": install, "root": root, "config": config, "web": web, "etc": tmp_path / "etc"}
         finally:
             web.stop()
 
 
-def destroy(install: Install) -> None:
-    """The server is gone: every database of the app, its DB account and the install folder."""
+def destroy(idoit: dict[str, object]) -> None:
+    """The server is gone: every database of the app, its DB account, the install folder, the web config."""
+    install = idoit["install"]
+    assert isinstance(install, Install)
     for name in install.databases:
         sql(f"DROP DATABASE `{name}`")
     sql(f"DROP USER '{install.user}'@'localhost'")
     shutil.rmtree(install.root)
+    shutil.rmtree(str(idoit["etc"]))
 
 
-def state(install: Install) -> tuple[dict[str, bytes], dict[str, tuple[object, ...]]]:
+def state(idoit: dict[str, object]) -> tuple[dict[str, bytes], dict[str, tuple[object, ...]], object]:
+    install = idoit["install"]
+    assert isinstance(install, Install)
     return ({db: real_idoit.dump(db) for db in install.databases},
-            real_idoit.tree(Path(install.root), EXCLUDED))
+            real_idoit.tree(Path(install.root), EXCLUDED), real_idoit.tree(Path(str(idoit["etc"]))))
 
 
 def works(web: Web, install: Install) -> None:
@@ -76,35 +86,45 @@ def works(web: Web, install: Install) -> None:
     web.stop()
 
 
+# Until the socket transport and DB account re-creation (helper `transport`) and drills on a private
+# scratch server (helper `drill`) are in main, these fail where the issue says (finding 1: i-doit's
+# 'user'@'localhost' is reached only over the socket, safehold forces TCP).
+NEEDS_TRANSPORT = pytest.mark.xfail(reason="issue 20 finding 1/3: needs the socket transport and DB account "
+                                           "re-creation", strict=False)
+
+
+@NEEDS_TRANSPORT
 def test_restore_from_nothing(idoit: dict[str, object]) -> None:
     install, config, web = idoit["install"], Path(str(idoit["config"])), idoit["web"]
     assert isinstance(install, Install) and isinstance(web, Web)
     ok(run_cli("backup", "idoit", config=config))
-    before = state(install)
+    before = state(idoit)
 
-    destroy(install)
+    destroy(idoit)
     started = time.monotonic()
     restored = ok(run_cli("restore", "idoit", "latest", config=config))
     seconds = time.monotonic() - started
     assert "safety point" not in restored.stdout + restored.stderr  # nothing existed to save
 
-    dumps, files = state(install)
+    dumps, files, etc = state(idoit)
     assert dumps == before[0]
     assert files == before[1]
+    assert etc == before[2]
     for protective in PROTECTIVE:
         assert (Path(install.root) / protective).is_file()
     works(web, install)
     print(f"i-doit install {install.install_seconds}s, data {install.data_seconds}s, restore {seconds:.1f}s")
 
 
+@NEEDS_TRANSPORT
 def test_restore_without_admin_access_prints_the_sql(idoit: dict[str, object]) -> None:
     """No administrative DB access: restore stops before changing anything and prints the SQL that,
     once run by the admin, lets the same command finish."""
     install, config, web = idoit["install"], Path(str(idoit["config"])), idoit["web"]
     assert isinstance(install, Install) and isinstance(web, Web)
     ok(run_cli("backup", "idoit", config=config))
-    before = state(install)
-    destroy(install)
+    before = state(idoit)
+    destroy(idoit)
     no_admin = config.read_text().replace("[settings]", '[settings]\ndb_admin = "none"')
     config.write_text(no_admin)
 
@@ -119,10 +139,11 @@ def test_restore_without_admin_access_prints_the_sql(idoit: dict[str, object]) -
     sql([line.strip().replace("<PASSWORD>", install.password) for line in statements])
 
     ok(run_cli("restore", "idoit", "latest", config=config))
-    assert state(install) == before
+    assert state(idoit) == before
     works(web, install)
 
 
+@NEEDS_TRANSPORT
 def test_drill_touches_no_live_database(idoit: dict[str, object]) -> None:
     """The app's user has rights on its own databases only (as i-doit's installer grants them); the
     drill restores the point elsewhere: the live server shows no new database, nothing is left."""

@@ -58,6 +58,7 @@ class Plan:
     # restore itself brought back first (a restore from nothing) replaces nothing.
     held_before: set[str] | None = None
     config_from_point: str | None = None  # the app's config file, missing, comes back from the point first
+    left_alone: list[str] = field(default_factory=list)  # point databases --to-db did not name
 
     def replaced_trees(self) -> list[str]:
         """The whole trees going back in place over ones the host holds (--path items say it on their own)."""
@@ -84,6 +85,7 @@ class Plan:
             "replaces": self.replaced_trees(),
             "config_from_point": self.config_from_point,
             "safety_point": self.saves_first(),
+            **({"databases_left_alone": self.left_alone} if self.left_alone else {}),
             **({"selection": self.selection.describe()} if self.selection else {}),
         }
 
@@ -161,6 +163,9 @@ def make_plan(config: Config, instance: Instance, point: Point, only: list[str],
     if "db" in parts:
         mapping = parse_to_db(to_db, manifest) if targets is None else targets
         for entry in manifest.databases:
+            if mapping and entry.name not in mapping:  # --to-db copies only the databases it names
+                plan.left_alone.append(entry.name)
+                continue
             live = _live_database(instance, entry)
             target = mapping.get(entry.name, entry.name)
             engine = engine_for(entry.engine)
@@ -274,6 +279,8 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
     plan = make_plan(config, instance, point, options.only, options.to_db, options.files_to, paths=options.paths)
     plan.held_before = held_before
     plan.config_from_point = str(from_point) if from_point else None
+    if plan.left_alone:
+        reporter.step(f"left alone: {', '.join(plan.left_alone)} (--to-db names no target for them)")
     if plan.selection is not None:
         plan.selection.compare(repo, point, keep_items=dry_run)
     result: dict[str, object] = {"plan": plan.describe(), "dry_run": dry_run}
@@ -328,6 +335,9 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
                 for step in plan.databases:
                     comparison += _restore_database(repo, step, reporter, phases,
                                                     lambda step=step: changed.setdefault(f"database {step.target}"))
+                copies = {s.entry.name: s.database for s in plan.databases if s.target != s.entry.name}
+                if copies and hasattr(profile, "post_copy"):
+                    profile.post_copy(instance, point.manifest, copies, plan.left_alone, reporter)
                 if plan.includes:
                     changed.update(dict.fromkeys(plan.includes if plan.files_target == Path("/")
                                                  else [str(plan.files_target)]))

@@ -28,6 +28,10 @@
   the reporter.
 - `post_restore(instance, reporter, manifest, restored)`: owners, modes, caches, app switches after a
   restore; `restored` is the same `in_place` set.
+- optional `post_copy(instance, manifest, copies, left_alone, reporter)`: after `--to-db` loaded
+  databases under other names (`copies`: point database name → the loaded copy; `left_alone`: point
+  databases it did not name), what the app needs to use the copies, said in the output (i-doit: a
+  copied system database's `isys_mandator` is pointed at the tenant copies).
 - `verify_keys(instance, keys, database_name) -> list[str]`: problems found with the escrowed keys
   (`instance.databases` may point at a drill's scratch server; `database_name` is the copy to test).
 - optional `read_schema_version(instance, database_name) -> str | None`: the schema version recorded

@@ -134,10 +134,10 @@ def quiesce_proposal(root: Path, host: Path = Path("/")) -> list[Step]:
     steps = [step for name in WEB_SERVERS if (step := _service_step(host, name, "web server"))]
     steps += [step for name in PHP_FPM if (step := _service_step(host, name, "PHP-FPM"))][:1]
     if jobs := cron_jobs(root, host):
-        cron = next((s for n in CRON_SERVICES if (s := _service_step(host, n, "cron"))), None)
-        stop, start = (cron.stop, cron.start) if cron else (["systemctl", "stop", "cron"], ["systemctl", "start", "cron"])
-        steps.append(Step(stop, start, f"i-doit's cron jobs ({', '.join(jobs)}); pauses every cron job on this "
-                                       "host, one already running finishes"))
+        cron = next((s for n in CRON_SERVICES if (s := _service_step(host, n, "cron"))),
+                    Step(["systemctl", "stop", "cron"], ["systemctl", "start", "cron"], ""))
+        steps.append(Step(cron.stop, cron.start, f"i-doit's cron jobs ({', '.join(jobs)}); pauses every cron "
+                                                 "job on this host, one already running finishes"))
     return steps
 
 
@@ -339,6 +339,34 @@ def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, res
     if instance.owner and "files" in restored:
         chown_tree(instance.root, instance.owner)
         reporter.step(f"owner {instance.owner} set on {instance.root}")
+
+
+def post_copy(instance: Instance, manifest: Manifest, copies: dict[str, Database], left_alone: list[str],
+              reporter: Reporter) -> None:
+    """After `--to-db`: a copy of the system database is pointed at the tenant copies made with it (its
+    isys_mandator rows, so i-doit opened on it never writes into a live tenant); without one, the live
+    system database is left alone and the tenant copies are no tenant of i-doit until a row names them."""
+    system = str(manifest.details.get("system_database", ""))
+    tenants = [t for t in manifest.details.get("tenants", []) if not t.get("skipped")]  # type: ignore[union-attr]
+    if system not in copies:
+        for tenant in tenants:
+            if tenant["database"] in copies:
+                reporter.step(f"i-doit tenant {tenant['title']!r} copied to {copies[tenant['database']].name}; system "
+                              f"database {system} left alone, so i-doit does not list the copy (add a tenant in the "
+                              f"admin center naming it, or copy {system} too with --to-db {system}=NEW)")
+        return
+    copy = copies[system]
+    with client.cursor(copy.connection, copy.name) as cur:
+        for tenant in tenants:
+            old = str(tenant["database"])
+            label = f"tenant {tenant['title']!r} (isys_mandator__id {tenant['id']})"
+            if old in copies:
+                cur.execute("UPDATE isys_mandator SET isys_mandator__db_name = %s WHERE isys_mandator__id = %s "
+                            "AND isys_mandator__db_name = %s", (copies[old].name, tenant["id"], old))
+                reporter.step(f"in the copy {copy.name}, isys_mandator points {label} at its copy {copies[old].name}")
+            else:
+                reporter.warn(f"in the copy {copy.name}, {label} still points at the live database {old}: i-doit "
+                              f"opened on the copy would write into it (copy it too with --to-db {old}=NEW)")
 
 
 def _check_tenant_accounts(system: Database, reporter: Reporter) -> None:
