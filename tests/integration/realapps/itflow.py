@@ -7,9 +7,11 @@ clone: the same tree (`cp -a`) and the same data in a database and user of its o
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import random
+import re
 import secrets
 import subprocess
 import time
@@ -130,6 +132,14 @@ class Agent:
                     f"/agent/files.php?client_id={client_id}", files={"file[]": (name, content, "application/pdf")})
         return _id("SELECT file_id FROM files WHERE file_name = %s", name, self)
 
+    def enable_cron(self) -> None:
+        """Maintenance > Cron's master switch, by the link on admin/cron.php (it carries the csrf_token)."""
+        link = re.search(r'href="(post\.php\?enable_cron=1&amp;csrf_token=[^"]+)"', self.page("/admin/cron.php"))
+        assert link, "admin/cron.php offers no 'enable cron' link"
+        answer = self.http.get(f"/admin/{html.unescape(link.group(1))}", headers={"Referer": "/admin/cron.php"})
+        assert answer.status_code == 302, f"enable cron: {answer.status_code} {answer.text[:300]}"
+        assert sql("SELECT config_enable_cron FROM settings WHERE company_id = 1", self.database) == [(1,)]
+
     def credential(self, credential_id: int) -> tuple[str, str]:
         """Username and password as ITFlow shows them in the credential's edit form (decrypted by ITFlow)."""
         fields = dict(form_fields(self.modal(f"credential/credential_edit.php?id={credential_id}"), "edit_credential"))
@@ -186,7 +196,8 @@ def allow_plain_http(root: Path) -> None:
 
 
 def make_data(agent: Agent) -> Facts:
-    """A client, a contact, a credential (encrypted by ITFlow) and an uploaded file, through the agent pages."""
+    """A client, a contact, a credential (encrypted by ITFlow) and an uploaded file, through the agent pages;
+    cron switched on in the admin pages."""
     facts = Facts(client="Acme Logistics", contact="Grace Hopper", contact_email="grace@acme.example",
                   credential="Core router", credential_username="netadmin",
                   credential_password="Tr0ub4dor&3-" + secrets.token_hex(4), file_name="contract.pdf")
@@ -194,6 +205,7 @@ def make_data(agent: Agent) -> Facts:
     agent.add_contact(client, facts.contact, facts.contact_email)
     agent.add_credential(client, facts.credential, facts.credential_username, facts.credential_password)
     agent.upload_file(client, facts.file_name, FILE_BYTES)
+    agent.enable_cron()  # so a backup has ITFlow's cron to pause and switch back on
     return facts
 
 
