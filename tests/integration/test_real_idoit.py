@@ -174,3 +174,25 @@ def test_drill_touches_no_live_database(idoit: dict[str, object]) -> None:
     ours = [name for name in seen - live if "drill" in name or any(db in name for db in install.databases)]
     assert not ours, f"the drill created databases on the live server: {ours}"
     assert {name for (name,) in sql("SHOW DATABASES")} & set(install.databases) == set(install.databases)
+
+
+def test_one_tenant_restored_alone_under_another_name(idoit: dict[str, object]) -> None:
+    """`--to-db` naming one tenant loads that tenant alone under the new name; the system database and
+    the other tenant stay as they are, and the output says the copy is no tenant of i-doit yet."""
+    install, config = idoit["install"], Path(str(idoit["config"]))
+    assert isinstance(install, Install)
+    ok(run_cli("backup", "idoit", config=config))
+    live = {db: real_idoit.dump(db) for db in install.databases}
+    tenant, copy = install.tenants[1], f"{install.tenants[1]}_copy"
+    sql(f"GRANT ALL ON `{copy}`.* TO '{install.user}'@'localhost'")  # the admin lets the app's account load it
+    try:
+        copied = ok(run_cli("restore", "idoit", "latest", "--only", "db", "--to-db", f"{tenant}={copy}",
+                            config=config))
+        assert real_idoit.dump(copy).replace(copy.encode(), tenant.encode()) == live[tenant]
+        assert {db: real_idoit.dump(db) for db in install.databases} == live
+        assert f"left alone: {install.system}, {install.tenants[0]}" in copied.stderr
+        assert (f"i-doit tenant 'Tenant Two' copied to {copy}; system database {install.system} left alone"
+                in copied.stderr)
+    finally:
+        sql(f"DROP DATABASE IF EXISTS `{copy}`")
+        sql(f"REVOKE ALL ON `{copy}`.* FROM '{install.user}'@'localhost'")
