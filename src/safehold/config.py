@@ -258,6 +258,8 @@ class QuiesceConfig(Model):
     stop: list[list[str]] = Field(default_factory=list)
     start: list[list[str]] = Field(default_factory=list)
     enabled: bool = True
+    units: list[str] | None = Field(
+        default=None, description="systemd units the profile stops while paused (netbox: netbox, netbox-rq)")
 
 
 class ScratchServerConfig(Model):
@@ -276,8 +278,11 @@ class ScratchServerConfig(Model):
 class InstanceConfig(Model):
     """One protected application instance."""
 
-    app: Literal["itflow", "idoit", "itop", "generic"] = "generic"
+    app: Literal["itflow", "idoit", "itop", "netbox", "generic"] = "generic"
     root: str | None = None
+    config_module: str | None = Field(
+        default=None, description="netbox: the NETBOX_CONFIGURATION module its services set (default: NetBox's own "
+                                  "search: conf/configuration.py, then netbox/netbox/configuration.py)")
     repositories: list[str] = Field(min_length=1)
     files: list[str] = Field(default_factory=list)
     config_files: list[str] = Field(default_factory=list)

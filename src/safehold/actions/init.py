@@ -28,7 +28,7 @@ password = {password}   # made by `safehold init` (0600, random); keep a copy of
 # env = {{ AWS_ACCESS_KEY_ID = "env:AWS_ACCESS_KEY_ID", AWS_SECRET_ACCESS_KEY = "file:/etc/safehold/s3.secret" }}
 
 [instances.{name}]
-app = "{app}"                          # itflow | idoit | itop | generic
+app = "{app}"                          # itflow | idoit | itop | netbox | generic
 {root_line}
 repositories = ["main"]                # the first gets every run; others receive copies
 # files = ["/srv/app/uploads"]         # extra file trees to keep
@@ -77,6 +77,9 @@ GENERIC_DB = '''
 '''
 
 
+LABELS = {"itflow": "ITFlow", "idoit": "i-doit", "itop": "iTop", "netbox": "NetBox", "generic": "the application"}
+
+
 def toml_string(value: str, what: str) -> str:
     """`value` as a TOML basic string (JSON's escapes are TOML's; DEL must be escaped too)."""
     try:
@@ -116,11 +119,11 @@ def write_example(path: Path, app: str, root: Path | None, repo: str | None, for
                   host: Path = Path("/")) -> dict[str, object]:
     """Write the template for `app`; refuse to overwrite without `force`. `host` is where the i-doit
     profile looks for the web server and cron jobs to propose as quiesce steps."""
-    if app not in ("itflow", "idoit", "itop", "generic"):
-        raise ConfigError(f"--app {app!r} is not known", "use itflow, idoit, itop or generic")
+    if app not in LABELS:
+        raise ConfigError(f"--app {app!r} is not known", f"use {', '.join(LABELS)}")
     if app != "generic" and root is None:
         raise ConfigError(f"--app {app} needs --root", f"e.g. safehold init --app {app} --root /var/www/{app}")
-    label = {"itflow": "ITFlow", "idoit": "i-doit", "itop": "iTop", "generic": "the application"}[app]
+    label = LABELS[app]
     if root is not None:
         root = Path(_absolute(str(root)))
         if not root.exists():

@@ -7,6 +7,7 @@ the manifest and the comparison is part of the result.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -31,7 +32,8 @@ from safehold.lifecycle import RunRecord, tracked
 from safehold.lock import instance_lock
 from safehold.models import Database, DatabaseReport, Instance, TableReport
 from safehold.output import Reporter
-from safehold.repository.manifest import DatabaseEntry, Manifest, TableEntry
+from safehold.repository.manifest import KEYS_PATH, DatabaseEntry, Manifest, TableEntry
+from safehold.secrets import Secret
 from safehold.tempdirs import private_dir
 
 PARTS = ("db", "files", "config")
@@ -276,6 +278,7 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
     held_before = {t.root for t in point.manifest.trees if _holds_something(t.root)}
     instance, profile, from_point = _describe_live(config, name, repo, point, reporter, dry_run)
     _refuse_other_instance(point, instance, force)
+    accounts = _prepare_accounts(repo, point, profile, instance, options, reporter, dry_run)
     plan = make_plan(config, instance, point, options.only, options.to_db, options.files_to, paths=options.paths)
     plan.held_before = held_before
     plan.config_from_point = str(from_point) if from_point else None
@@ -284,6 +287,8 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
     if plan.selection is not None:
         plan.selection.compare(repo, point, keep_items=dry_run)
     result: dict[str, object] = {"plan": plan.describe(), "dry_run": dry_run}
+    if accounts:
+        result["accounts"] = accounts
     in_place = _in_place(plan)
     if "files" in in_place and (lacking := hostinfo.lacking_here(point.manifest.requirements, point.manifest.app)):
         reporter.warn(lacking)
@@ -391,6 +396,20 @@ def _holds_something(path: str) -> bool:
         return os.path.lexists(path)
     except OSError:
         return True  # unreadable: assume it holds something, so a safety point is attempted
+
+
+def _prepare_accounts(repo, point: Point, profile: ModuleType, instance: Instance,  # noqa: ANN001 - Repository
+                      options: _Options, reporter: Reporter, dry_run: bool) -> list[str]:
+    """Re-create the app's database account and database where the server lacks them (a server rebuilt from
+    nothing), from the record the point keeps with its keys, before the plan logs in to look at the targets.
+    A profile without `prepare_restore` (its engine's dumps carry no accounts) is left alone."""
+    prepare = getattr(profile, "prepare_restore", None)
+    if (prepare is None or options.to_db or options.paths or (options.only and "db" not in options.only)
+            or not point.manifest.keys_snapshot):
+        return []
+    with repo.open_file(point.manifest.keys_snapshot, KEYS_PATH) as stream:
+        data = json.loads(stream.read())
+    return list(prepare(instance, {key: Secret(value, key) for key, value in data.items()}, reporter, dry_run))
 
 
 def _app_paused(config: Config, name: str, profile: ModuleType, instance: Instance, in_place: set[str],

@@ -42,9 +42,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from safehold.apps import generic, idoit, itflow, itop
+from safehold.apps import generic, idoit, itflow, itop, netbox
 
-APPS: dict[str, ModuleType] = {"generic": generic, "itflow": itflow, "idoit": idoit, "itop": itop}
+APPS: dict[str, ModuleType] = {"generic": generic, "itflow": itflow, "idoit": idoit, "itop": itop, "netbox": netbox}
 
 
 def profile_for(app: str) -> ModuleType:

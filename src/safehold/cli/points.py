@@ -30,7 +30,7 @@ from safehold.output import Reporter
 
 @app.command()
 def init(
-    app_name: Annotated[str, typer.Option("--app", help="itflow | idoit | itop | generic")] = "generic",
+    app_name: Annotated[str, typer.Option("--app", help="itflow | idoit | itop | netbox | generic")] = "generic",
     root: Annotated[Path | None, typer.Option(help="install root of the application")] = None,
     repo: Annotated[str | None, typer.Option(help="restic repository URL or local path")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="file to write")] = Path("safehold.toml"),

@@ -27,6 +27,7 @@ SUFFIX = ".pgdump"
 METHOD = "pg_dump"
 TABLES_QUERY = ("SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables"
                 " WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")
+FIELD_SEPARATOR = "\x1f"  # ASCII unit separator: never inside a name or a version
 OBJECT_QUERIES = {
     "views": "SELECT count(*) FROM pg_views WHERE schemaname NOT IN ('pg_catalog','information_schema')",
     "routines": "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
@@ -79,14 +80,19 @@ def _error(exc: runner.ProcessFailed, db: Database, name: str) -> DatabaseError:
     return DatabaseError(f"{exc.what} failed for {name}: {last[:300]}", "see the log for details")
 
 
-def _psql(db: Database, name: str, query: str) -> list[str]:
+def _psql(db: Database, name: str, query: str, separator: str = "|") -> list[str]:
     with _environment(db, name) as env:
         try:
-            out = runner.run(["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", query], what="psql", env=env,
-                             secrets=_secrets(db))
+            out = runner.run(["psql", "-X", "-At", "-F", separator, "-v", "ON_ERROR_STOP=1", "-c", query],
+                             what="psql", env=env, secrets=_secrets(db))
         except runner.ProcessFailed as exc:
             raise _error(exc, db, name) from None
     return [line for line in out.decode().splitlines() if line]
+
+
+def rows(db: Database, name: str, query: str) -> list[list[str]]:
+    """The rows of a read query in database `name`, every field as text (NULL as '')."""
+    return [line.split(FIELD_SEPARATOR) for line in _psql(db, name, query, FIELD_SEPARATOR)]
 
 
 def _maintenance(db: Database, query: str) -> None:
