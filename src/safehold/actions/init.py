@@ -134,7 +134,8 @@ def write_example(path: Path, app: str, root: Path | None, repo: str | None, for
         from safehold.apps import profile_for
 
         if not profile_for(app).detect(root):
-            raise ConfigError(f"{root} does not look like an {label} install",
+            article = "an" if label[0].lower() in "aeiou" else "a"
+            raise ConfigError(f"{root} does not look like {article} {label} install",
                               f"give --root the folder {label} is installed in")
     if repo is not None and not repo.startswith(REMOTE_SCHEMES):
         local = repo.startswith("local:")
