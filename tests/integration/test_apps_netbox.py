@@ -180,5 +180,8 @@ def test_init_writes_a_netbox_instance(netbox_tree: Path, tmp_path: Path) -> Non
     target = tmp_path / "safehold.toml"
     made = ok(run_cli("init", "--app", "netbox", "--root", str(netbox_tree), "--output", str(target)))
     assert 'app = "netbox"' in target.read_text(), made.stdout
+    found = tmp_path / "found.toml"
+    ok(run_cli("init", "--root", str(netbox_tree), "--output", str(found)))  # no --app: found from the folder
+    assert 'app = "netbox"' in found.read_text()
     refused = run_cli("init", "--app", "netbox", "--root", str(tmp_path), "--output", str(tmp_path / "x.toml"))
     assert refused.returncode != 0 and "does not look like a NetBox install" in refused.stderr

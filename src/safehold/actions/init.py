@@ -115,10 +115,19 @@ def _idoit_quiesce(name: str, root: Path, host: Path) -> str:
     return f"{intro}[instances.{name}.quiesce]\nstop = [\n{stop}]\nstart = [   # in reverse order\n{start}]\n"
 
 
-def write_example(path: Path, app: str, root: Path | None, repo: str | None, force: bool,
+def detect_app(root: Path) -> str:
+    """The application installed in `root` (the first profile that recognises it), else generic."""
+    from safehold.apps import APPS
+
+    return next((app for app, profile in APPS.items() if app != "generic" and profile.detect(root)), "generic")
+
+
+def write_example(path: Path, app: str | None, root: Path | None, repo: str | None, force: bool,
                   host: Path = Path("/")) -> dict[str, object]:
-    """Write the template for `app`; refuse to overwrite without `force`. `host` is where the i-doit
-    profile looks for the web server and cron jobs to propose as quiesce steps."""
+    """Write the template for `app` (found from `root` when not given); refuse to overwrite without `force`.
+    `host` is where the i-doit profile looks for the web server and cron jobs to propose as quiesce steps."""
+    if app is None:
+        app = detect_app(Path(_absolute(str(root)))) if root is not None and Path(root).is_dir() else "generic"
     if app not in LABELS:
         raise ConfigError(f"--app {app!r} is not known", f"use {', '.join(LABELS)}")
     if app != "generic" and root is None:
