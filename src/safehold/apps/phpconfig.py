@@ -373,6 +373,8 @@ class PhpFile:
     path: Path
     variables: dict[str, object] = field(default_factory=dict)
     constants: dict[str, object] = field(default_factory=dict)
+    # Literal property defaults of top-level classes (GLPI's `class DB extends DBmysql { public $dbhost = …; }`).
+    classes: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def get(self, var: str, *keys: object, default: object = ConfigError) -> Any:
         """`$var[key1][key2]…`; a missing value returns `default` or raises, an expression always raises."""
@@ -399,6 +401,17 @@ class PhpFile:
             label = "$" + var + "".join(f"[{k!r}]" for k in keys)
             raise ConfigError(f"{self.path}: {label} is not a text value", "fix the application's config file")
         return "" if value is None else str(value)
+
+    def property(self, cls: str, name: str, default: object = ConfigError) -> Any:
+        """The default value of `cls::$name` as the class body declares it; an expression always raises."""
+        value = self.classes.get(cls, {}).get(name, ConfigError)
+        if isinstance(value, Unparsed | NotText):
+            raise _refusal(self.path, f"{cls}::${name}", value)
+        if value is ConfigError:
+            if default is ConfigError:
+                raise ConfigError(f"{self.path}: {cls}::${name} is not set", "is this the application's config file?")
+            return default
+        return value
 
     def constant(self, name: str) -> object:
         """A `define()`d constant, or None."""
@@ -473,8 +486,51 @@ def _known_constants(php: PhpFile) -> dict[str, object]:
     return {name: _bytes_text(value) for name, value in {**magic, **own}.items()}
 
 
+MODIFIERS = ("public", "protected", "private", "var", "static", "readonly")
+
+
+def _class(php: PhpFile, stmt: list[Token]) -> None:
+    """`class NAME [extends X] [implements Y] { [modifiers] [type] $prop = literal; … }`: the property defaults.
+    Anything else in the body (methods, constants) is skipped; a property set by an expression is Unparsed."""
+    if len(stmt) < 3 or stmt[1].kind != "name" or stmt[-1].text != "}":
+        return
+    start = next((i for i, tok in enumerate(stmt) if tok.kind == "op" and tok.text == "{"), None)
+    if start is None:
+        return
+    properties = php.classes.setdefault(_text(stmt[1].text), {})
+    for member in _statements(iter(stmt[start + 1:-1])):
+        index = 0
+        while index < len(member) and member[index].kind == "name" and member[index].text.lower() in MODIFIERS:
+            index += 1
+        if index == 0:
+            continue  # a method, constant or `use`: not a property declaration
+        if index < len(member) and member[index].kind in ("name", "op") and member[index].text not in ("=", ";"):
+            index += member[index].kind == "name" or member[index].text == "?"  # a type (`?string`, `int`)
+            index += index < len(member) and member[index].kind == "name"
+        if index >= len(member) or member[index].kind != "var":
+            continue
+        name = _text(member[index].text[1:])
+        rest = member[index + 1:]
+        if not rest:
+            properties[name] = None
+            continue
+        parser = Parser(rest, _known_constants(php))
+        try:
+            parser.take("=")
+            value = parser.value()
+            if parser.peek() is None:
+                properties[name] = value
+                continue
+        except NotLiteral:
+            pass
+        properties[name] = Unparsed(construct(rest[1:]), member[index].line)
+
+
 def _statement(php: PhpFile, stmt: list[Token]) -> None:
     head = stmt[0]
+    if head.kind == "name" and head.text.lower() in ("class", "final", "abstract"):
+        _class(php, stmt[1:] if head.text.lower() != "class" else stmt)
+        return
     parser = Parser(stmt, _known_constants(php))
     if head.kind == "var":
         parser.take()
