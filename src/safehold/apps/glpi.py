@@ -107,7 +107,8 @@ def _config_path(config: InstanceConfig) -> tuple[Path, Path]:
     root = Path(config.root or "")
     if not root.is_dir():
         raise AppConfigMissing(f"GLPI root {root} does not exist",
-                               "fix root in safehold.toml, or restore the instance from a point", root / "config")
+                               "fix root in safehold.toml, or restore the instance from a point",
+                               root / "config" / CONFIG_DB)
     path = folders(root)["GLPI_CONFIG_DIR"] / CONFIG_DB
     if not path.is_file():
         raise AppConfigMissing(f"GLPI config file {path} does not exist",
