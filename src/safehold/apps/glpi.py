@@ -37,7 +37,6 @@ from safehold.apps.common import (
     database_named,
     mariadb_connection,
     query_or_none,
-    split_host,
     stop_commands,
 )
 from safehold.apps.phpconfig import PhpFile, find_define, parse_file
@@ -97,9 +96,9 @@ def _database(config_path: Path) -> Database:
         host = next(iter(host.values()), "")
     if not isinstance(host, str):
         raise ConfigError(f"{config_path}: DB::$dbhost is not a host name", "fix GLPI's config_db.php")
-    name, port = split_host(host)
     password = unquote(str(php.property("DB", "dbpassword", default="") or ""))  # stored rawurlencode()d
-    conn = mariadb_connection(name, port, str(php.property("DB", "dbuser")), password)
+    # `host`, `host:port` and `host:/socket` are PHP's (mysqli) host rules, as dbhost's.
+    conn = mariadb_connection(host, None, str(php.property("DB", "dbuser")), password)
     return Database(conn, str(php.property("DB", "dbdefault")))
 
 

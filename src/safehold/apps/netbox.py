@@ -34,6 +34,7 @@ from typing import Any
 
 from safehold.appconfig.pyliteral import PyConfig, parse_file
 from safehold.apps.common import AppConfigMissing, base_instance, command_plan, stop_commands
+from safehold.apps.dbhost import postgres_endpoint
 from safehold.apps.quiesce import paused, resumer
 from safehold.config import InstanceConfig
 from safehold.engines import postgres, postgres_roles
@@ -50,7 +51,6 @@ PEPPERS = "netbox_api_token_peppers"
 DB_ROLE = "netbox_db_role"
 APP_KEYS = "NetBox's SECRET_KEY and API_TOKEN_PEPPERS"
 DEFAULT_UNITS = ("netbox", "netbox-rq")  # contrib/netbox.service (gunicorn), contrib/netbox-rq.service (worker)
-POSTGRES_SOCKET_DIRS = ("/var/run/postgresql", "/run/postgresql", "/tmp")
 VERSION_LINE = re.compile(r"""^version:\s*["']?([^"'\s#]+)""", re.M)
 
 
@@ -102,16 +102,11 @@ def _database_settings(cfg: PyConfig) -> dict[str, Any]:
 
 
 def postgres_connection(host: str, port: str, user: str, password: str) -> Connection:
-    """libpq's rule, as Django's backend passes the settings: an empty host or one starting with `/` is a socket
-    directory (empty: the first standard one holding the server's socket); anything else is TCP."""
-    number = int(port) if str(port).strip() else 5432
-    secret = Secret(password, "NetBox configuration") if password else None
-    if host and not host.startswith("/"):
-        return Connection(engine="postgres", host=host, port=number, user=user or None, password=secret)
-    folder = host or next((d for d in POSTGRES_SOCKET_DIRS if Path(d, f".s.PGSQL.{number}").exists()),
-                          POSTGRES_SOCKET_DIRS[0])
-    return Connection(engine="postgres", host="localhost", port=number, socket=folder, user=user or None,
-                      password=secret)
+    """The connection Django's backend makes from the settings (libpq's rules: an empty host or one starting
+    with `/` is a socket directory, anything else TCP; an empty port is 5432)."""
+    where = postgres_endpoint(host, int(port) if str(port).strip() else 5432)
+    return Connection(engine="postgres", host=where.host, port=where.port, socket=where.socket, user=user or None,
+                      password=Secret(password, "NetBox configuration") if password else None)
 
 
 def _database(cfg: PyConfig) -> Database:
