@@ -55,6 +55,7 @@ LEGACY_KEY_FILE = "glpi.key"
 CRYPT_KEY = "glpi_crypt_key"
 LEGACY_KEY = "glpi_legacy_key"
 APP_KEYS = "GLPI's security key (glpicrypt.key)"
+RUNS_ON_PHP = True  # its points record PHP's version and extensions
 VERSION_FILES = ("inc/define.php", "src/autoload/constants.php")
 RUNTIME = ("_cache", "_cron", "_graphs", "_lock", "_log", "_rss", "_sessions", "_tmp", "_uploads")
 GUARDS = (".htaccess", "index.php", "index.html", "web.config")

@@ -50,6 +50,7 @@ SECRET_KEY = "netbox_secret_key"
 PEPPERS = "netbox_api_token_peppers"
 DB_ROLE = "netbox_db_role"
 APP_KEYS = "NetBox's SECRET_KEY and API_TOKEN_PEPPERS"
+RUNS_ON_PHP = False  # a Python (Django) app: its venv is rebuilt from requirements.txt
 DEFAULT_UNITS = ("netbox", "netbox-rq")  # contrib/netbox.service (gunicorn), contrib/netbox-rq.service (worker)
 VERSION_LINE = re.compile(r"""^version:\s*["']?([^"'\s#]+)""", re.M)
 
