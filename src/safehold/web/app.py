@@ -336,7 +336,8 @@ class Console:
         # systemd), and a NUL byte cannot be a path at all: both are refused before anything is planned.
         if files_to and (not files_to.startswith("/") or "\0" in files_to):
             raise HTTPException(400, f"restore files under {files_to!r}: give a full path starting with /")
-        return {"only": parts, "to_db": to_db, "files_to": Path(files_to) if files_to else None}
+        return {"only": parts, "to_db": to_db, "files_to": Path(files_to) if files_to else None,
+                "allow_version_change": values.get("allow_version_change") == "1"}
 
     def restore_plan(self, request: Request) -> Response:
         """Steps 2 and 3: the dry-run plan and the confirmation form."""
