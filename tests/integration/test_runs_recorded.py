@@ -189,6 +189,8 @@ def test_a_verify_is_recorded_for_the_instances_it_looked_at(tmp_path: Path, rep
     config = write_config_text(tmp_path, repo, files_instances(files, app=["main"], crm=["main"]))
     ok(run_cli("backup", "app", config=config))
     run_id = json.loads(ok(run_cli("show", "app", "--json", config=config)).stdout)["run_id"]
+    several = run_cli("show", "latest", config=config)
+    assert several.returncode == 2 and "safehold show NAME latest" in several.stderr
 
     def verifies(instance: str) -> list[dict[str, object]]:
         return json.loads(ok(run_cli("history", instance, "--kind", "verify", "--json", config=config)).stdout)

@@ -107,7 +107,7 @@ def parse_to_db(values: list[str], manifest: Manifest) -> dict[str, str]:
                               "use --to-db OLD=NEW for each one to rename")
     unknown = set(mapping) - {d.name for d in manifest.databases}
     if unknown:
-        raise ConfigError(f"--to-db names {sorted(unknown)}, not in this point", "see `safehold show RUN`")
+        raise ConfigError(f"--to-db names {sorted(unknown)}, not in this point", "see `safehold show NAME RUN`")
     engines = {d.name: d.engine for d in manifest.databases}
     for old, new in mapping.items():
         if engines[old] != "sqlite" and not _server_database_name(new):

@@ -218,6 +218,10 @@ def _show_arguments(cfg: Config, first: str, run: str | None, instance: str | No
         return first, run
     if instance is None and first in cfg.instances:
         return first, "latest"
+    if instance is None and first == "latest" and len(cfg.instances) > 1:
+        raise ConfigError(f"`latest` names one point per instance and {len(cfg.instances)} are configured "
+                          f"({', '.join(cfg.instances)})", "give the instance first: safehold show NAME latest "
+                                                           "(or add --instance NAME)")
     return instance, first
 
 
