@@ -278,7 +278,7 @@ class ScratchServerConfig(Model):
 class InstanceConfig(Model):
     """One protected application instance."""
 
-    app: Literal["itflow", "idoit", "itop", "glpi", "netbox", "generic"] = "generic"
+    app: Literal["itflow", "idoit", "itop", "glpi", "snipeit", "bookstack", "netbox", "generic"] = "generic"
     root: str | None = None
     config_module: str | None = Field(
         default=None, description="netbox: the NETBOX_CONFIGURATION module its services set (default: NetBox's own "

@@ -28,7 +28,7 @@ password = {password}   # made by `safehold init` (0600, random); keep a copy of
 # env = {{ AWS_ACCESS_KEY_ID = "env:AWS_ACCESS_KEY_ID", AWS_SECRET_ACCESS_KEY = "file:/etc/safehold/s3.secret" }}
 
 [instances.{name}]
-app = "{app}"                          # itflow | idoit | itop | glpi | netbox | generic
+app = "{app}"                          # itflow | idoit | itop | glpi | snipeit | bookstack | netbox | generic
 {root_line}
 repositories = ["main"]                # the first gets every run; others receive copies
 # files = ["/srv/app/uploads"]         # extra file trees to keep
@@ -77,8 +77,8 @@ GENERIC_DB = '''
 '''
 
 
-LABELS = {"itflow": "ITFlow", "idoit": "i-doit", "itop": "iTop", "glpi": "GLPI", "netbox": "NetBox",
-          "generic": "the application"}
+LABELS = {"itflow": "ITFlow", "idoit": "i-doit", "itop": "iTop", "glpi": "GLPI", "snipeit": "Snipe-IT",
+          "bookstack": "BookStack", "netbox": "NetBox", "generic": "the application"}
 
 
 def toml_string(value: str, what: str) -> str:

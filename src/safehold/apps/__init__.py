@@ -42,10 +42,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from safehold.apps import generic, glpi, idoit, itflow, itop, netbox
+from safehold.apps import bookstack, generic, glpi, idoit, itflow, itop, netbox, snipeit
 
 APPS: dict[str, ModuleType] = {"generic": generic, "itflow": itflow, "idoit": idoit, "itop": itop, "glpi": glpi,
-                                "netbox": netbox}
+                                "snipeit": snipeit, "bookstack": bookstack, "netbox": netbox}
 
 
 def profile_for(app: str) -> ModuleType:

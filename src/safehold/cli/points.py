@@ -31,7 +31,8 @@ from safehold.output import Reporter
 @app.command()
 def init(
     app_name: Annotated[str | None, typer.Option(
-        "--app", help="itflow | idoit | itop | glpi | netbox | generic (default: found from --root)")] = None,
+        "--app", help="itflow | idoit | itop | glpi | snipeit | bookstack | netbox | generic "
+                      "(default: found from --root)")] = None,
     root: Annotated[Path | None, typer.Option(help="install root of the application")] = None,
     repo: Annotated[str | None, typer.Option(help="restic repository URL or local path")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="file to write")] = Path("safehold.toml"),

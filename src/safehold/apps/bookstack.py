@@ -1,0 +1,121 @@
+"""BookStack profile: one MySQL/MariaDB database, the whole app folder (code, `.env`, `themes/`,
+`public/uploads`, `storage/uploads`) minus what Laravel regenerates, and `APP_KEY` (see `laravel`).
+
+Facts (BookStackApp/BookStack @6f1c54d0, ../shared/APPS-NEXT.md §3): `.env` `DB_HOST` may be
+`host:port` (`app/Config/database.php` splits it on ':'), `DB_PORT`, `DB_SOCKET`, `DB_DATABASE`,
+`DB_USERNAME`, `DB_PASSWORD`, `DB_TABLE_PREFIX`; `APP_KEY` encrypts the MFA secrets in
+`mfa_values.value` (`app/Access/Mfa/MfaValue.php`): a new key locks MFA users out. Code version: the
+`version` file; DB: `migrations`. "You should only restore into an instance of the same or newer
+BookStack version" (system CLI `RestoreCommand.php`): older code is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safehold.apps import laravel
+from safehold.apps.common import AppConfigMissing, base_instance, command_plan, database_named, query_or_none
+from safehold.config import InstanceConfig
+from safehold.models import Instance
+from safehold.output import Reporter
+from safehold.repository.manifest import Manifest
+from safehold.secrets import Secret
+
+APP_KEYS = "BookStack's APP_KEY"
+RUNS_ON_PHP = True  # its points record PHP's version and extensions
+VERSION_FILE = "version"
+
+
+def detect(root: Path) -> bool:
+    """A BookStack root holds .env and the `version` file (`vYY.MM[.N]`)."""
+    return (root / laravel.ENV).is_file() and _version(root) is not None
+
+
+def _version(root: Path) -> str | None:
+    try:
+        text = (root / VERSION_FILE).read_text(errors="replace").strip()
+    except OSError:
+        return None
+    return text if text.lower().startswith("v") and laravel.version_tuple(text) else None
+
+
+def _prefix(env: laravel.Env) -> str:
+    return env.get("DB_TABLE_PREFIX", "") or ""
+
+
+def describe(name: str, config: InstanceConfig) -> Instance:
+    """Database from .env, the whole folder minus Laravel's caches, versions."""
+    root = Path(config.root or "")
+    if not (root / laravel.ENV).is_file():
+        raise AppConfigMissing(f"BookStack config file {root / laravel.ENV} does not exist",
+                               f"is {root} the BookStack folder? fix root in safehold.toml", root / laravel.ENV)
+    env = laravel.read_env(root)
+    db = laravel.database(env, host_with_port=True)
+    instance = base_instance(name, config, "bookstack")
+    instance.databases.insert(0, db)
+    laravel.add_tree(instance, root, ())
+    instance.app_version = _version(root)
+    instance.schema_version = laravel.migrations(db, _prefix(env))
+    instance.details = {"table_prefix": _prefix(env), "storage_type": env.get("STORAGE_TYPE", "local")}
+    if (env.get("STORAGE_TYPE") or "").lower() == "s3":
+        instance.warnings.append("STORAGE_TYPE=s3: BookStack's images and attachments are in S3, not on this host, "
+                                 "and not in the point; back that bucket up on its own")
+    if not env.get("APP_KEY"):
+        instance.warnings.append(f"{root / laravel.ENV} sets no APP_KEY: MFA secrets of a restore cannot be read")
+    return instance
+
+
+def read_schema_version(instance: Instance, database_name: str) -> str | None:
+    """The migrations recorded in a (restored) copy of the database."""
+    return laravel.migrations(database_named(instance, database_name), str(instance.details.get("table_prefix", "")))
+
+
+quiesce = laravel.maintenance
+restore_quiesce = laravel.maintenance
+
+
+def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) -> list[str]:
+    """The maintenance switch and the configured commands."""
+    return [laravel.maintenance_plan(instance), *command_plan(config)]
+
+
+def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
+    """APP_KEY as the .env holds it."""
+    if instance.root is None:
+        return {}
+    value = laravel.read_env(instance.root).get("APP_KEY")
+    return {laravel.APP_KEY: Secret(value, laravel.APP_KEY)} if value else {}
+
+
+def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str | None = None) -> list[str]:
+    """APP_KEY equal to the live one, and decrypting an MFA secret of the (restored) database."""
+    proof = None
+    if instance.databases:
+        db = instance.databases[0]
+        prefix = str(instance.details.get("table_prefix", ""))
+        rows = query_or_none(db.connection, database_name or db.name,
+                             f"SELECT id, value FROM `{prefix}mfa_values` WHERE value <> '' ORDER BY id LIMIT 1")
+        proof = (f"mfa_values id {rows[0][0]}", str(rows[0][1])) if rows else None
+    return laravel.verify_app_key(instance, keys, proof)
+
+
+def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
+    """BookStack restores only into the same or a newer version: older code is refused before anything changes."""
+    if "db" not in in_place or "files" in in_place:
+        return []
+    live, point = laravel.version_tuple(instance.app_version), laravel.version_tuple(manifest.app_version)
+    if live is None or point is None or live == point:
+        return []
+    if live < point:
+        return [f"BookStack version mismatch: the code here is {instance.app_version} but the point is of "
+                f"{manifest.app_version}; BookStack restores only into the same or a newer version — restore the "
+                f"files too (the point holds its BookStack code), or install BookStack {manifest.app_version} first"]
+    reporter.warn(f"the point is of BookStack {manifest.app_version} and the code here is {instance.app_version}: "
+                  "run `php artisan migrate --force` after the restore")
+    return []
+
+
+def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
+    """Laravel's caches are not in the point: say how to rebuild them."""
+    if "files" in restored:
+        reporter.step("run `php artisan optimize:clear` (as the web user) before BookStack serves again")

@@ -1,0 +1,219 @@
+"""What Laravel apps (Snipe-IT, BookStack) share: the `.env` file, `APP_KEY` and its encryption,
+maintenance mode, the migrations table.
+
+- `.env` is parsed with python-dotenv's parser (the format Laravel's vlucas/phpdotenv reads),
+  never run. `${VAR}` inside an unquoted or double-quoted value is expanded by Laravel at runtime:
+  such a value is refused when read (naming the key), never guessed. A `KEY_FILE` entry (the
+  Docker secrets form of `snipe:docker/startup.sh` `file_env`) is read from the file it names.
+- `APP_KEY` (`base64:` + 32 bytes for AES-256-CBC) encrypts with Laravel's `Encrypter`: the value
+  stored is base64 of JSON `{"iv", "value", "mac", "tag"}`, `mac` = HMAC-SHA256(key, iv . value) in
+  hex, `value` = base64 of AES-256-CBC(PKCS#7) of the (usually PHP-serialized) plaintext.
+- Maintenance mode with Laravel's default `file` driver is the file `storage/framework/down`
+  (JSON of the `artisan down` options): `artisan down` writes it, `artisan up` removes it, and the
+  `PreventRequestsDuringMaintenance` middleware and queue workers look only at it. safehold
+  writes and removes that file itself rather than run the app's code as root.
+- Regenerable (Laravel's own layout): `storage/framework/{cache,sessions,views}`, `storage/logs`,
+  `bootstrap/cache` (`artisan optimize:clear` rebuilds it); the guard files (`.gitignore`) stay.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from Crypto.Cipher import AES
+from Crypto.Util.Padding import unpad
+from dotenv.parser import parse_stream
+
+from safehold.apps.common import mariadb_connection, query_or_none, stop_commands
+from safehold.apps.quiesce import paused
+from safehold.config import InstanceConfig
+from safehold.errors import ConfigError
+from safehold.models import Database, Instance
+from safehold.output import Reporter
+from safehold.secrets import Secret
+
+ENV = ".env"
+DOWN_FILE = "storage/framework/down"
+DOWN_PAYLOAD = {"except": [], "redirect": None, "retry": None, "refresh": None, "secret": None, "status": 503,
+                "template": None}
+REGENERABLE = ("storage/framework/cache", "storage/framework/sessions", "storage/framework/views", "storage/logs",
+               "bootstrap/cache")
+GUARDS = (".gitignore", ".htaccess", "index.html", "index.php", "web.config")
+APP_KEY = "laravel_app_key"
+HINT = ("safehold reads .env files as plain values and never runs the app; write the value out, or declare the "
+        "database in safehold.toml")
+
+
+class Env:
+    """The values of one `.env` file; a value Laravel would expand at runtime is refused when read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.values: dict[str, str] = {}
+        self.expanded: dict[str, int] = {}  # key → line of a value holding ${VAR}
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}", "check the path and its permissions") from None
+        line = 1
+        for binding in parse_stream(io.StringIO(text)):
+            if binding.key is not None and binding.value is not None:
+                self.values[binding.key] = binding.value
+                raw = binding.original.string.partition("=")[2].lstrip()
+                if "${" in binding.value and not raw.startswith("'"):
+                    self.expanded[binding.key] = line
+                else:
+                    self.expanded.pop(binding.key, None)
+            line += binding.original.string.count("\n")
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """`KEY`, or the content of the file `KEY_FILE` names (Docker secrets), else `default`."""
+        if key in self.expanded:
+            raise ConfigError(f"{self.path} line {self.expanded[key]}: {key} refers to another variable (${{…}}), "
+                              "which Laravel expands at runtime", HINT)
+        if key in self.values:
+            value = self.values[key]
+            # Laravel's env() helper: (null) / null mean "not set", (empty) / empty an empty string.
+            if value.lower() in ("null", "(null)"):
+                return default
+            return "" if value.lower() in ("empty", "(empty)") else value
+        if (named := self.values.get(f"{key}_FILE")) is not None:
+            try:
+                return Path(named).read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(f"{self.path}: {key}_FILE names {named}, which cannot be read ({exc.strerror})",
+                                  "fix the path or its permissions") from None
+        return default
+
+
+def read_env(root: Path) -> Env:
+    """The app's `.env`."""
+    return Env(root / ENV)
+
+
+def database(env: Env, host_with_port: bool = False) -> Database:
+    """The MySQL/MariaDB database of a Laravel app; `host_with_port`: DB_HOST may be `host:port` (BookStack)."""
+    connection = env.get("DB_CONNECTION", "mysql") or "mysql"
+    if connection not in ("mysql", "mariadb"):
+        raise ConfigError(f"{env.path}: DB_CONNECTION={connection} is not MySQL/MariaDB",
+                          "this profile protects MySQL/MariaDB installs only")
+    host = env.get("DB_HOST", "127.0.0.1") or "127.0.0.1"
+    port_text = env.get("DB_PORT") or ""
+    if host_with_port and host.count(":") == 1 and host.partition(":")[2].isdigit():
+        host, _, port_text = host.partition(":")  # bs:app/Config/database.php splits DB_HOST on ':'
+    port = int(port_text) if port_text.isdigit() else None
+    name = env.get("DB_DATABASE")
+    if not name:
+        raise ConfigError(f"{env.path} sets no DB_DATABASE", "is this the application's .env?")
+    conn = mariadb_connection(host, port, env.get("DB_USERNAME", "") or "", env.get("DB_PASSWORD", "") or "",
+                              socket=env.get("DB_SOCKET") or None)
+    return Database(conn, name)
+
+
+def app_key(env: Env) -> bytes | None:
+    """The raw AES key of APP_KEY (`base64:…` or the legacy 32-character text form)."""
+    value = env.get("APP_KEY") or ""
+    if value.startswith("base64:"):
+        try:
+            return base64.b64decode(value[7:], validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"{env.path}: APP_KEY is not valid base64", "fix APP_KEY") from None
+    return value.encode() if value else None
+
+
+def key_bytes(secret: Secret) -> bytes:
+    """The raw key of an escrowed APP_KEY text."""
+    value = secret.reveal()
+    return base64.b64decode(value[7:]) if value.startswith("base64:") else value.encode()
+
+
+def decrypt(payload: str, key: bytes) -> bytes | None:
+    """Laravel's Encrypter::decrypt for AES-256-CBC: the plaintext, or None when the MAC or padding fails."""
+    try:
+        data = json.loads(base64.b64decode(payload))
+        iv, value = base64.b64decode(data["iv"]), base64.b64decode(data["value"])
+        expected = hmac.new(key, (data["iv"] + data["value"]).encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, str(data["mac"])):
+            return None
+        return unpad(AES.new(key, AES.MODE_CBC, iv).decrypt(value), 16)
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        return None
+
+
+def add_tree(instance: Instance, root: Path, skipped: tuple[str, ...]) -> None:
+    """The whole app folder, minus Laravel's regenerable folders and the app's own `skipped` ones (guards kept)."""
+    instance.files.insert(0, root)
+    instance.config_files.insert(0, root / ENV)
+    for folder in (*REGENERABLE, *skipped):
+        instance.exclude += [str(root / folder / "*"), *(f"!{root / folder / g}" for g in GUARDS)]
+    instance.exclude.append(str(root / DOWN_FILE))  # a restored app must not come back in maintenance
+
+
+def migrations(db: Database, prefix: str = "", database_name: str | None = None) -> str | None:
+    """The last migration Laravel ran (`migrations` table), as `N migrations, last NAME`."""
+    rows = query_or_none(db.connection, database_name or db.name,
+                         f"SELECT COUNT(*), MAX(migration) FROM `{prefix}migrations`")
+    if not rows or not rows[0][0]:
+        return None
+    return f"{rows[0][0]} migrations, last {rows[0][1]}"
+
+
+def version_tuple(version: str | None) -> tuple[int, ...] | None:
+    """`v8.1.4` / `v24.10.2` / `v24.10-dev` → (8, 1, 4) …"""
+    digits = [int(p) for p in (version or "").lstrip("vV").split("-")[0].split(".") if p.isdigit()]
+    return tuple(digits) or None
+
+
+@contextlib.contextmanager
+def maintenance(instance: Instance, config: InstanceConfig, reporter: Reporter,
+                state_dir: Path) -> Iterator[dict[str, object]]:
+    """`artisan down` with the file driver (storage/framework/down; removed afterwards only if safehold made it),
+    then the configured stop commands."""
+    assert instance.root is not None
+    flag = instance.root / DOWN_FILE
+    with paused(state_dir, instance.name, instance.app, reporter) as pause:
+        if flag.exists():
+            reporter.step(f"the app is in maintenance mode already ({flag}): it stays that way")
+        else:
+            pause.record("remove_file", path=str(flag), what=f"Laravel maintenance mode ({flag})")
+            flag.parent.mkdir(parents=True, exist_ok=True)
+            flag.write_text(json.dumps(DOWN_PAYLOAD, indent=4))
+            pause.methods("artisan-down")
+            reporter.step(f"maintenance mode on ({flag}, as `php artisan down`)")
+        stop_commands(pause, config, reporter)
+        yield pause.window
+
+
+def maintenance_plan(instance: Instance) -> str:
+    """The maintenance switch `maintenance` would make (looked at, not made)."""
+    assert instance.root is not None
+    flag = instance.root / DOWN_FILE
+    return (f"in maintenance mode already ({flag} exists): left as it is" if flag.exists() else
+            f"maintenance mode on (write {flag}, as `php artisan down`), afterwards off (`php artisan up`)")
+
+
+def verify_app_key(instance: Instance, keys: dict[str, Secret], proof: tuple[str, str] | None) -> list[str]:
+    """The point's APP_KEY must equal the live .env's and decrypt `proof` ((where, payload)) when there is one."""
+    if APP_KEY not in keys:
+        return ["the point holds no APP_KEY: encrypted fields of the restored database cannot be read"]
+    problems = []
+    assert instance.root is not None
+    try:
+        live = read_env(instance.root).get("APP_KEY")
+    except ConfigError as exc:
+        live, problems = None, [exc.line()]
+    if live is not None and live != keys[APP_KEY].reveal():
+        problems.append(f"{instance.root / ENV} has another APP_KEY than the point: encrypted fields of the restored "
+                        "database do not decrypt with it; put the point's APP_KEY back (restore .env with the DB)")
+    if proof is not None and decrypt(proof[1], key_bytes(keys[APP_KEY])) is None:
+        problems.append(f"the point's APP_KEY does not decrypt {proof[0]}: it is not the key that database was "
+                        "encrypted with")
+    return problems

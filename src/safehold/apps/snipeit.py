@@ -1,0 +1,136 @@
+"""Snipe-IT profile: one MySQL/MariaDB database, the whole app folder minus what Snipe-IT or Laravel
+regenerate, and `APP_KEY` (see `laravel` for the shared parts).
+
+Facts (snipe/snipe-it @5aa5c480 = v8.1.4-12, ../shared/APPS-NEXT.md §2): `.env` `DB_*` (Docker:
+`*_FILE` secrets, `docker/startup.sh`); `APP_KEY` encrypts encrypted custom fields (asset columns
+of `custom_fields.field_encrypted = 1`) and `settings.ldap_pword`; code version `app_version` in
+`config/version.php`; DB `migrations`. Skippable: `public/uploads/barcodes` ("let the barcodes be
+regenerated", `app/Console/Commands/RestoreFromBackup.php`), `storage/app/backups` and
+`storage/app/backup-temp` (Snipe's own backup zips and their scratch space, `upgrade.php`,
+`config/backup.php`). A database never goes into older code: migrations have no down-path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+
+from safehold.apps import laravel
+from safehold.apps.common import AppConfigMissing, base_instance, command_plan, database_named, query_or_none
+from safehold.config import InstanceConfig
+from safehold.models import Database, Instance
+from safehold.output import Reporter
+from safehold.repository.manifest import Manifest
+from safehold.secrets import Secret
+
+APP_KEYS = "Snipe-IT's APP_KEY"
+RUNS_ON_PHP = True  # its points record PHP's version and extensions
+VERSION_FILE = "config/version.php"
+SKIPPED = ("public/uploads/barcodes", "storage/app/backups", "storage/app/backup-temp")
+APP_VERSION = re.compile(r"""['"]app_version['"]\s*=>\s*['"]([^'"]+)['"]""")
+
+
+def detect(root: Path) -> bool:
+    """A Snipe-IT root holds .env and config/version.php naming app_version."""
+    return (root / laravel.ENV).is_file() and _version(root) is not None
+
+
+def _version(root: Path) -> str | None:
+    with contextlib.suppress(OSError):
+        if match := APP_VERSION.search((root / VERSION_FILE).read_text(errors="replace")):
+            return match.group(1)
+    return None
+
+
+def _prefix(env: laravel.Env) -> str:
+    return env.get("DB_PREFIX", "") or ""
+
+
+def describe(name: str, config: InstanceConfig) -> Instance:
+    """Database from .env, the whole folder minus barcodes, own backup zips and Laravel's caches, versions."""
+    root = Path(config.root or "")
+    if not (root / laravel.ENV).is_file():
+        raise AppConfigMissing(f"Snipe-IT config file {root / laravel.ENV} does not exist",
+                               f"is {root} the Snipe-IT folder? fix root in safehold.toml", root / laravel.ENV)
+    # Only .env is required: a restore from nothing brings it back first and the code afterwards.
+    env = laravel.read_env(root)
+    db = laravel.database(env)
+    instance = base_instance(name, config, "snipeit")
+    instance.databases.insert(0, db)
+    laravel.add_tree(instance, root, SKIPPED)
+    instance.app_version = _version(root)
+    instance.schema_version = laravel.migrations(db, _prefix(env))
+    instance.details = {"table_prefix": _prefix(env)}
+    if not env.get("APP_KEY"):
+        instance.warnings.append(f"{root / laravel.ENV} sets no APP_KEY: encrypted custom fields and the LDAP "
+                                 "password cannot be decrypted by any restore of this point")
+    return instance
+
+
+def read_schema_version(instance: Instance, database_name: str) -> str | None:
+    """The migrations recorded in a (restored) copy of the database."""
+    return laravel.migrations(database_named(instance, database_name), str(instance.details.get("table_prefix", "")))
+
+
+quiesce = laravel.maintenance
+restore_quiesce = laravel.maintenance  # Snipe's own restore runs with the app down as well (upgrade.php)
+
+
+def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) -> list[str]:
+    """The maintenance switch and the configured commands."""
+    return [laravel.maintenance_plan(instance), *command_plan(config)]
+
+
+def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
+    """APP_KEY as the .env holds it."""
+    if instance.root is None:
+        return {}
+    value = laravel.read_env(instance.root).get("APP_KEY")
+    return {laravel.APP_KEY: Secret(value, laravel.APP_KEY)} if value else {}
+
+
+def _proof(db: Database, database_name: str, prefix: str) -> tuple[str, str] | None:
+    """One value encrypted with APP_KEY: settings.ldap_pword, else an encrypted custom field of an asset."""
+    rows = query_or_none(db.connection, database_name, f"SELECT ldap_pword FROM `{prefix}settings` "
+                         "WHERE ldap_pword IS NOT NULL AND ldap_pword <> '' LIMIT 1")
+    if rows:
+        return "settings.ldap_pword", str(rows[0][0])
+    for (column,) in query_or_none(db.connection, database_name, f"SELECT db_column FROM `{prefix}custom_fields` "
+                                   "WHERE field_encrypted = 1 AND db_column IS NOT NULL") or []:
+        found = query_or_none(db.connection, database_name, f"SELECT id, `{column}` FROM `{prefix}assets` "
+                              f"WHERE `{column}` IS NOT NULL AND `{column}` <> '' LIMIT 1")
+        if found:
+            return f"assets.{column} id {found[0][0]}", str(found[0][1])
+    return None
+
+
+def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str | None = None) -> list[str]:
+    """APP_KEY equal to the live one, and decrypting an encrypted value of the (restored) database."""
+    proof = None
+    if instance.databases:
+        db = instance.databases[0]
+        proof = _proof(db, database_name or db.name, str(instance.details.get("table_prefix", "")))
+    return laravel.verify_app_key(instance, keys, proof)
+
+
+def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
+    """A database never goes into older code (no down-migrations); newer code migrates it (`artisan migrate`)."""
+    if "db" not in in_place or "files" in in_place:
+        return []
+    live, point = laravel.version_tuple(instance.app_version), laravel.version_tuple(manifest.app_version)
+    if live is None or point is None or live == point:
+        return []
+    if live < point:
+        return [f"Snipe-IT version mismatch: the code here is {instance.app_version} but the point's database is of "
+                f"{manifest.app_version}; its migrations have no down-path — restore the files too (the point holds "
+                f"its Snipe-IT code), or install Snipe-IT {manifest.app_version} first"]
+    reporter.warn(f"the point is of Snipe-IT {manifest.app_version} and the code here is {instance.app_version}: run "
+                  "`php artisan migrate --force` after the restore")
+    return []
+
+
+def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
+    """Laravel's caches are not in the point: say how to rebuild them."""
+    if "files" in restored:
+        reporter.step("run `php artisan optimize:clear` (as the web user) before Snipe-IT serves again")
