@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import random
-import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -304,9 +303,3 @@ def protective_files(root: Path) -> set[str]:
     """Every guard file in the tree (what keeps a web server from listing, serving or running a folder)."""
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.name in GUARDS}
 
-
-def config_password(root: Path) -> str:
-    """db_pwd as config-itop.php holds it (what a restored iTop logs in with)."""
-    found = re.search(r"'db_pwd' => '((?:[^'\\]|\\.)*)',", (root / itop_profile.CONFIG).read_text())
-    assert found, "config-itop.php has no literal db_pwd"
-    return found.group(1)
