@@ -290,11 +290,17 @@ def test_version_guard_and_config_errors(itop: dict[str, object], tmp_path: Path
     assert refused.returncode == 1
     assert "schema version 3.2.1-1 here but 3.2.0-1 in the point" in refused.stderr
     assert "app version 3.2.1 here but 3.2.0 in the point" in refused.stderr and "setup" in refused.stderr
-    assert "--allow-version-change" in refused.stderr
+    assert "--allow-version-change" in refused.stderr and "restore the files too" in refused.stderr
     ok(run_cli("restore", "itop", "latest", "--only", "db", "--force", "--allow-version-change", config=config))
     assert sql("SELECT COUNT(*) FROM wiki_page", database) == [(1,)]
     instance = itop_profile.describe("itop", config_module.load(config).instance("itop"))
     assert itop_profile.read_schema_version(instance, database) == "3.2.0-1"
+    # Database and files together: the point's root brings the code that goes with its database.
+    sql(f"INSERT INTO `{PREFIX}priv_module_install` (name, version, installed, comment, parent_id) VALUES "
+        "('iTop', '3.2.1-1', '2026-06-02 10:00:00', 'Done', 0)", database)
+    whole = ok(run_cli("restore", "itop", "latest", "--force", config=config))
+    assert "version mismatch" not in whole.stderr
+    assert itop_profile.find_define(root / itop_profile.VERSION_FILE, "ITOP_VERSION") == "3.2.0"
 
     settings = root / "conf" / "production" / "config-itop.php"
     original = settings.read_text()

@@ -6,8 +6,9 @@ iTop regenerates.
 Facts (Combodo/iTop 3.x): `conf/production/config-itop.php` defines `$MySettings` with `db_host`
 (`host`, `host:port`, `p:host`), `db_user`, `db_pwd`, `db_name`, `db_subname` (table prefix),
 `encryption_library`, `encryption_key`. Code version: `define('ITOP_VERSION', …)` in
-`core/config.class.inc.php`; installed version: root rows (`parent_id = 0`) of
-`<prefix>priv_module_install`, the last one wins. Read-only mode is the flag file
+`core/config.class.inc.php` (`3.2.0-dev` in the 3.2.0 release's git tree); installed version:
+root rows (`parent_id = 0`: `datamodel`, then `iTop` as `3.2.0-dev-svn`) of
+`<prefix>priv_module_install`, the last one wins (checked on a real 3.2.0 install). Read-only mode is the flag file
 `data/.readonly`, exactly what iTop's own `SetupUtils::EnterReadOnlyMode` touches; cron.php
 exits while it exists and holds the MySQL lock `itop.md5('cron'.db_name.db_subname)` while it runs.
 """
@@ -23,11 +24,13 @@ from pathlib import Path
 
 from safehold import hostinfo
 from safehold.apps.common import (
+    GUARD_FILES,
     app_config_file,
     base_instance,
     chown_tree,
     command_plan,
     database_named,
+    guarded_contents,
     mariadb_connection,
     query_or_none,
     stop_commands,
@@ -71,8 +74,6 @@ DISPOSABLE_FILES = (
 # The read-only flag quiesce sets is in the point on purpose: a restore swaps the whole root in, and the
 # flag it carries keeps iTop read-only until the restore's own pause removes it (a copy restored
 # elsewhere with --files-to starts read-only: delete data/.readonly there to write to it).
-# Files that protect a folder from the web: kept even inside a disposable folder (iTop ships them in log/).
-GUARDS = (".htaccess", "web.config", "index.php", "index.html")
 PHP_EXTENSION = {"Sodium": "sodium", "OpenSSL": "openssl", "OpenSSLMcryptCompatibility": "openssl",
                  "Mcrypt": "mcrypt"}
 KEY = "itop_encryption_key"
@@ -96,12 +97,10 @@ def _settings(config_path: Path) -> dict[str, str]:
 
 
 def excludes(root: Path) -> list[str]:
-    """restic exclude patterns for what iTop regenerates; `!` patterns keep each disposable folder's guards."""
-    patterns = [str(root / rel) for rel in DISPOSABLE_FILES]
-    for folder in DISPOSABLE_FOLDERS:
-        patterns.append(str(root / folder / "*"))
-        patterns += [f"!{root / folder / guard}" for guard in GUARDS]
-    return patterns
+    """restic exclude patterns for what iTop regenerates; each disposable folder keeps its guards (iTop ships
+    `.htaccess`, `web.config` and `index.php` in log/)."""
+    return [str(root / rel) for rel in DISPOSABLE_FILES] + [
+        pattern for folder in DISPOSABLE_FOLDERS for pattern in guarded_contents(root / folder)]
 
 
 def _installed_version(db: Database) -> tuple[str | None, str | None]:
@@ -236,9 +235,9 @@ def _has_mcrypt(modules: set[str] | None) -> bool | None:
 
 
 def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
-    """Refuse a database from another iTop version; warn when the encryption library is missing here,
-    or mcrypt is loaded on one side only (iTop 3.0 "Data backup": it must be present on both systems
-    or on neither, or reversibly encrypted fields do not decrypt)."""
+    """Refuse a database alone under another iTop version (the files bring the point's code); warn when
+    the encryption library is missing here, or mcrypt is loaded on one side only (iTop 3.0 "Data backup":
+    it must be present on both systems or on neither, or reversibly encrypted fields do not decrypt)."""
     library = manifest.details.get("encryption_library")
     modules = hostinfo.php_modules()
     had_mcrypt, has_mcrypt = manifest.details.get("php_mcrypt"), _has_mcrypt(modules)
@@ -254,11 +253,12 @@ def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], re
         elif wanted not in modules:
             reporter.warn(f"the point's iTop encrypts with {library} but PHP here lacks the {wanted} extension: "
                           "encrypted fields will be unreadable until it is installed")
-    if "db" not in in_place:
+    if "files" in in_place or "db" not in in_place:  # the point's install root brings its own code back
         return []
     return version_mismatch(
         "iTop", versions(instance), versions(manifest),
-        f"install iTop {manifest.app_version} code first, or restore with --allow-version-change and then run "
+        f"restore the files too (the point holds its iTop code), or install iTop {manifest.app_version} first, "
+        "or restore with --allow-version-change and then run "
         "iTop's setup to align the database with this code")
 
 
@@ -270,7 +270,7 @@ def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, res
     cache = instance.root / CACHE
     # Emptied, not removed: the folder (its mode, owner, and data/'s times) comes back from the point.
     for entry in cache.iterdir() if cache.is_dir() else ():
-        if entry.name in GUARDS:
+        if entry.name in GUARD_FILES:
             continue
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     if data.is_dir() and not cache.is_dir():

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from safehold.apps import itop as itop_profile
+from safehold.apps.common import GUARD_FILES
 from tests.conftest import sql
 from tests.integration.realapps.common import (
     SOCKET,
@@ -42,7 +43,6 @@ ADMIN_PASSWORD = "Correct-Horse-9-Battery"
 REST_PROFILE = "REST Services User"  # webservices/rest.php refuses users without it (secure_rest_services)
 # What the profile leaves out (contents only; each folder's guard files stay).
 DISPOSABLE = itop_profile.DISPOSABLE_FOLDERS
-GUARDS = itop_profile.GUARDS
 ATTACHMENT = b"\x89PNG\r\n\x1a\n" + random.Random(32).randbytes(40 * 1024)  # a ticket's attached file
 PARAMS = """<?xml version="1.0" encoding="UTF-8"?>
 <installation>
@@ -289,7 +289,7 @@ def tree_state(root: Path, skip: tuple[str, ...] = DISPOSABLE) -> dict[str, tupl
             path = Path(folder) / name
             rel = str(path.relative_to(root))
             inside = next((s for s in skip if rel.startswith(s + "/")), None)
-            if inside and not (name in GUARDS and str(path.parent.relative_to(root)) == inside):
+            if inside and not (name in GUARD_FILES and str(path.parent.relative_to(root)) == inside):
                 continue
             info = path.lstat()
             target = os.readlink(path) if path.is_symlink() else None
@@ -301,5 +301,5 @@ def tree_state(root: Path, skip: tuple[str, ...] = DISPOSABLE) -> dict[str, tupl
 
 def protective_files(root: Path) -> set[str]:
     """Every guard file in the tree (what keeps a web server from listing, serving or running a folder)."""
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.name in GUARDS}
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.name in GUARD_FILES}
 
