@@ -6,6 +6,7 @@ with no rights beyond the app's own database."""
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 import threading
 import time
@@ -25,9 +26,6 @@ from tests.integration.realapps.itop import (
     protective_files,
     tree_state,
 )
-
-# How a config says "no administrative DB access" (the transport helper's setting).
-NO_ADMIN = 'admin_connection = "none"'
 
 
 @pytest.fixture
@@ -94,7 +92,9 @@ def test_restore_without_admin_access_prints_the_sql(itop: Install, tmp_path: Pa
     ok(run_cli("backup", "itop", config=config))
     dump_before, tree_before = _dump(itop), tree_state(itop.root)
     _destroy(itop)
-    no_admin = write_config(tmp_path, repo, "itop", "itop", itop.root, NO_ADMIN)
+    # The administrative login is one the server does not know (there is no other way to lack root here).
+    no_admin = write_config(tmp_path, repo, "itop", "itop", itop.root,
+                            f'db_admin = {{ user = "t_no_admin_{secrets.token_hex(3)}" }}')
 
     stopped = run_cli("restore", "itop", "latest", config=no_admin)
     assert stopped.returncode != 0, stopped.stdout + stopped.stderr
