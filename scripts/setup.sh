@@ -9,7 +9,9 @@ packages=(restic mariadb-client libmariadb-dev pkg-config zstd sqlite3 openssh-s
           chromium mydumper age gzip procps
           # the real applications the integration tests install (ITFlow, iTop, i-doit): PHP 8.2 and its extensions
           php-cli php-mysql php-curl php-gd php-intl php-mbstring php-xml php-zip php-imap php-soap php-ldap
-          php-apcu php-bcmath graphviz)
+          php-apcu php-bcmath graphviz
+          # the real NetBox test: psycopg[c] builds against libpq-dev; NetBox's queue and cache need a redis-server
+          libpq-dev redis-server)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
