@@ -68,6 +68,12 @@ class Server:
     begun: float = field(default_factory=time.monotonic)
     start_seconds: float | None = None  # from the folder's creation until it answered
 
+    def __post_init__(self) -> None:
+        wanted = Path(tempfile.gettempdir())
+        if self.folder.parent != wanted:  # the loaded data is there: the admin may have sized $TMPDIR for it
+            self.notes.append(f"server folder in {self.folder.parent}, not in {wanted}: its account cannot enter "
+                              f"{wanted} or the socket path would be too long")
+
     def describe(self) -> dict[str, object]:
         """What the drill records about the server (no secrets: it has none)."""
         return {"engine": self.engine, "kind": "private", "version": self.version, "folder": str(self.folder),
