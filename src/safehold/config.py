@@ -275,6 +275,19 @@ class ScratchServerConfig(Model):
     _secret_password = field_validator("password")(_check_secret)
 
 
+class DbAdminConfig(Model):
+    """An administrative MariaDB login that re-creates the app's missing database account and databases on
+    restore (default: root over the local server's Unix socket without a password, i.e. unix_socket auth)."""
+
+    user: str = "root"
+    password: SecretRef | None = None
+    host: str = Field(default="localhost", description="localhost = the Unix socket, as for the app's own host")
+    port: int | None = Field(default=None, ge=1, le=65535)
+    socket: str | None = None
+
+    _secret_password = field_validator("password")(_check_secret)
+
+
 class InstanceConfig(Model):
     """One protected application instance."""
 
@@ -293,6 +306,9 @@ class InstanceConfig(Model):
     quiesce: QuiesceConfig = Field(default_factory=QuiesceConfig)
     owner: str | None = Field(default=None, description="user:group the app's files belong to")
     drill_interval_hours: int = Field(default=8 * 24, ge=1)
+    db_admin: DbAdminConfig | None = Field(
+        default=None, description="administrative database login for re-creating a missing app account or "
+                                  "database on restore (default: root over the local socket, no password)")
     drill_server: ScratchServerConfig | None = Field(
         default=None, description="server for drill scratch databases (default: a private throwaway server "
                                   "started from this host's MariaDB binaries, else the instance's own server)")

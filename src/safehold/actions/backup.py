@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from safehold import __version__, hostinfo
+from safehold.actions.accounts import apply_defaults
+from safehold.actions.accounts import record as record_accounts
 from safehold.actions.common import describe, each_instance, open_repository
 from safehold.actions.prune import retention_after_backup
 from safehold.actions.replicate import host_only_warning, replicate
@@ -34,6 +36,7 @@ from safehold.models import Database, DatabaseReport, Instance
 from safehold.output import Reporter
 from safehold.repository import damage
 from safehold.repository.manifest import (
+    ACCOUNTS_PATH,
     DB_DIR,
     KEYS_PATH,
     MANIFEST_PATH,
@@ -296,6 +299,10 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
     reporter.step(f"{'safety point' if safety_point else 'backup'} {run_id} of {instance.name} "
                   f"→ repository {repo.name}")
     keys = profile.keys(instance, config.state_dir)
+    accounts = record_accounts(instance, instance_config, reporter)
+    for warning in accounts.warnings:
+        reporter.warn(warning)
+        manifest.warnings.append(warning)
     pause = (contextlib.nullcontext(dict(paused)) if paused is not None
              else profile.quiesce(instance, instance_config, reporter, config.state_dir))
     with pause as window:
@@ -303,6 +310,13 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
         added = _store_parts(repo, instance, tags, manifest, reporter, with_files, keys)
         window["end"] = now().isoformat()
     manifest.quiesce = dict(window)
+    apply_defaults(manifest.databases, accounts.defaults)
+    if accounts.payload is not None:
+        payload_accounts = accounts.payload
+        summary, _ = repo.backup_stream(ACCOUNTS_PATH, [*tags, "part=accounts"],
+                                        lambda out: out.write(payload_accounts), reporter, "database accounts")
+        manifest.accounts = accounts.names
+        manifest.accounts_snapshot = summary.snapshot_id
     manifest.finished = now()
     summary, _ = repo.backup_stream(MANIFEST_PATH, [*tags, "part=manifest"],
                                     lambda out: out.write(manifest.to_bytes()), reporter, "manifest")

@@ -128,6 +128,8 @@ def points(config: Config, repo: Repository, instance: str | None = None,
             manifest.files_snapshot = local_id.get(manifest.files_snapshot, manifest.files_snapshot)
         if manifest.keys_snapshot:
             manifest.keys_snapshot = local_id.get(manifest.keys_snapshot, manifest.keys_snapshot)
+        if manifest.accounts_snapshot:
+            manifest.accounts_snapshot = local_id.get(manifest.accounts_snapshot, manifest.accounts_snapshot)
         result.append(Point(manifest, snap["id"], repo.name))
     result.sort(key=lambda p: p.manifest.started, reverse=True)
     return result

@@ -134,6 +134,11 @@ def _write_tar(config: Config, repo: Repository, point: Point, sink: IO[bytes], 
             writer.add_snapshot(repo, manifest.keys_snapshot, ROOT)
         elif manifest.keys_snapshot:
             reporter.warn("escrowed keys are left out of an unencrypted export (name it *.age to include them)")
+        if manifest.accounts_snapshot and encrypted:
+            writer.add_snapshot(repo, manifest.accounts_snapshot, ROOT)
+        elif manifest.accounts_snapshot:
+            reporter.warn("the database accounts (password hashes) are left out of an unencrypted export (name it "
+                          "*.age to include them)")
         if manifest.files_snapshot:
             writer.add_snapshot(repo, manifest.files_snapshot, f"{ROOT}/files")
         if config.source and config.source.is_file():

@@ -19,6 +19,9 @@ from types import ModuleType
 from typing import IO, Any
 
 from safehold import hostinfo
+from safehold.actions.accounts import AccountStep
+from safehold.actions.accounts import apply as apply_accounts
+from safehold.actions.accounts import plan as plan_accounts
 from safehold.actions.backup import backup_instance
 from safehold.actions.browse import Selection, locate_all
 from safehold.actions.common import Point, describe, open_point
@@ -145,12 +148,14 @@ def _live_database(instance: Instance, entry: DatabaseEntry) -> Database:
 
 
 def make_plan(config: Config, instance: Instance, point: Point, only: list[str], to_db: list[str],
-              files_to: Path | None, targets: dict[str, str] | None = None, paths: Sequence[str] = ()) -> Plan:
+              files_to: Path | None, targets: dict[str, str] | None = None, paths: Sequence[str] = (),
+              unreachable: set[str] | frozenset[str] = frozenset()) -> Plan:
     """Work out what goes where, checking targets without changing anything.
 
     `targets` (database name in the point → target name) replaces `--to-db` parsing for callers
     that choose the names themselves, like the drill's scratch databases. `paths` (`--path`)
-    restores only those files and folders, and no database.
+    restores only those files and folders, and no database. `unreachable` databases cannot be looked
+    at yet (their account is re-created first, see actions.accounts): they count as empty.
     """
     for part in only:
         if part not in PARTS:
@@ -172,6 +177,9 @@ def make_plan(config: Config, instance: Instance, point: Point, only: list[str],
             target = mapping.get(entry.name, entry.name)
             engine = engine_for(entry.engine)
             step_db = Database(live.connection, target, table_prefix=entry.table_prefix, method=entry.method)
+            if target in unreachable:
+                plan.databases.append(DatabaseStep(entry, step_db, target, False))
+                continue
             engine.check_load(step_db, entry.method)
             plan.databases.append(DatabaseStep(entry, step_db, target, not engine.is_empty(step_db, target)))
     kinds = {"files"} if "files" in parts else set()
@@ -278,17 +286,19 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
     held_before = {t.root for t in point.manifest.trees if _holds_something(t.root)}
     instance, profile, from_point = _describe_live(config, name, repo, point, reporter, dry_run)
     _refuse_other_instance(point, instance, force)
-    accounts = _prepare_accounts(repo, point, profile, instance, options, reporter, dry_run)
-    plan = make_plan(config, instance, point, options.only, options.to_db, options.files_to, paths=options.paths)
+    accounts = _account_step(config, name, instance, repo, point, options, dry_run)
+    prepared = _prepare_accounts(repo, point, profile, instance, options, reporter, dry_run)
+    plan = make_plan(config, instance, point, options.only, options.to_db, options.files_to, paths=options.paths,
+                     unreachable=accounts.unreachable)
     plan.held_before = held_before
     plan.config_from_point = str(from_point) if from_point else None
     if plan.left_alone:
         reporter.step(f"left alone: {', '.join(plan.left_alone)} (--to-db names no target for them)")
     if plan.selection is not None:
         plan.selection.compare(repo, point, keep_items=dry_run)
-    result: dict[str, object] = {"plan": plan.describe(), "dry_run": dry_run}
-    if accounts:
-        result["accounts"] = accounts
+    result: dict[str, object] = {"plan": {**plan.describe(), "accounts": accounts.describe()}, "dry_run": dry_run}
+    if prepared:
+        result["accounts"] = prepared
     in_place = _in_place(plan)
     if "files" in in_place and (lacking := hostinfo.lacking_here(point.manifest.requirements, point.manifest.app)):
         reporter.warn(lacking)
@@ -321,6 +331,7 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
         record.details["paths"] = list(plan.includes)
     with lock:
         started = time.monotonic()
+        apply_accounts(accounts, reporter)
         phases: dict[str, float] = {}
         overwrites_files = _overwrites_files(plan)
         comparison: list[dict[str, object]] = []
@@ -367,6 +378,17 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
             reporter.step("restore complete" + ("; every table's row count matches the manifest" if comparison
                                                 else ""))
     return result
+
+
+def _account_step(config: Config, name: str, instance: Instance, repo, point: Point,  # noqa: ANN001
+                  options: _Options, dry_run: bool) -> AccountStep:
+    """The database accounts and databases to re-create for the databases going back under their own names."""
+    if options.paths or (options.only and "db" not in options.only):
+        return AccountStep()
+    renamed = parse_to_db(options.to_db, point.manifest)
+    steps = [(entry, _live_database(instance, entry)) for entry in point.manifest.databases
+             if entry.name not in renamed]
+    return plan_accounts(name, config.instance(name), repo, point.manifest, steps, dry_run)
 
 
 NOTHING_TO_SAVE = "nothing to save: no safety point (no database holds data and no file would be replaced)"

@@ -48,7 +48,7 @@ def verify_point(repo: Repository, point: Point, snapshot_ids: set[str]) -> list
             problems.append(f"{m.run_id}: dump {db.path} is missing")
         elif db.bytes and node.get("size") != db.bytes:
             problems.append(f"{m.run_id}: dump {db.path} has {node.get('size')} bytes, manifest says {db.bytes}")
-    for snap, what in ((m.files_snapshot, "files"), (m.keys_snapshot, "keys")):
+    for snap, what in ((m.files_snapshot, "files"), (m.keys_snapshot, "keys"), (m.accounts_snapshot, "accounts")):
         if snap and not _present(snap, snapshot_ids):
             problems.append(f"{m.run_id}: snapshot of {what} is missing")
     if _present(m.files_snapshot, snapshot_ids):

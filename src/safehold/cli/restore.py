@@ -127,6 +127,7 @@ def restore(
         for db in plan["databases"]:
             note = [" ", ("(has data)", "yellow")] if db["target_has_data"] else []
             out.print(Text.assemble(f"  database {db['from']} → {db['into']} ({db['tables']} tables)", *note))
+        _print_accounts(plan.get("accounts") or {}, res["dry_run"])
         for included in plan["paths"]:
             note = [" ", ("(replaces the live one)", "yellow")] if included in plan["replaces"] else []
             out.print(Text.assemble(f"  files {shown(included)} → {shown(plan['files_into'])}", *note), soft_wrap=True)
@@ -186,6 +187,22 @@ def _instance_and_run(cfg: config_module.Config, instance: str | None, run: str)
     if instance not in cfg.instances and run == "latest" and len(cfg.instances) == 1:
         return next(iter(cfg.instances)), instance
     return instance, run
+
+
+def _print_accounts(step: dict[str, Any], dry_run: bool) -> None:
+    """The database accounts and databases a restore re-creates first (and how, or why it cannot)."""
+    via = f" through {step['via']}" if step.get("via") else ""
+    verb = "is" if dry_run else "was"
+    for name in step.get("create_databases", []):
+        out.print(f"  database {name} {verb} missing: created with its recorded character set and collation{via}",
+                  soft_wrap=True)
+    for name in step.get("create_accounts", []):
+        out.print(f"  database account {name} {verb} missing: re-created as recorded (auth, grants){via}",
+                  soft_wrap=True)
+    if step.get("problem"):
+        out.print(Text.assemble(("the restore would stop: ", "red"), f"{step['problem']}; an administrator runs "
+                                "this SQL first (the app's password in place of the placeholder):"), soft_wrap=True)
+        out.print(step["sql"], soft_wrap=True, markup=False, highlight=False)
 
 
 def _print_selection(selection: dict[str, Any] | None) -> None:

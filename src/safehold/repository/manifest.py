@@ -17,6 +17,7 @@ FORMAT = 1
 MANIFEST_PATH = "/safehold/manifest.json"
 DB_DIR = "/safehold/db"
 KEYS_PATH = "/safehold/keys.json"
+ACCOUNTS_PATH = "/safehold/accounts.json"
 
 
 class TableEntry(BaseModel):
@@ -37,6 +38,8 @@ class DatabaseEntry(BaseModel):
     objects: dict[str, int] = Field(default_factory=dict)
     table_prefix: str | None = None
     notes: list[str] = Field(default_factory=list)
+    character_set: str | None = Field(default=None, description="the database's default character set")
+    collation: str | None = Field(default=None, description="the database's default collation")
     self_reference: str | None = Field(
         default=None, description="a dump statement naming the database itself, '' for none; "
                                   "absent when not known at backup time (the restore then reads the dump)")
@@ -72,6 +75,9 @@ class Manifest(BaseModel):
     files_snapshot: str | None = None
     keys: list[str] = Field(default_factory=list, description="names of escrowed keys, never values")
     keys_snapshot: str | None = None
+    accounts: list[str] = Field(default_factory=list, description="database accounts the app logs in as "
+                                "('user'@'host'); their CREATE USER and grants are in the accounts part")
+    accounts_snapshot: str | None = None
     quiesce: dict[str, Any] = Field(default_factory=dict)
     details: dict[str, Any] = Field(default_factory=dict)
     safety_point: bool = False
@@ -94,7 +100,7 @@ class Manifest(BaseModel):
     def snapshot_ids(self) -> list[str]:
         """Every restic snapshot this point is made of (the manifest's own excluded)."""
         ids = [db.snapshot for db in self.databases]
-        ids += [s for s in (self.files_snapshot, self.keys_snapshot) if s]
+        ids += [s for s in (self.files_snapshot, self.keys_snapshot, self.accounts_snapshot) if s]
         return ids
 
     def to_bytes(self) -> bytes:
