@@ -76,6 +76,7 @@ class TableReport:
 
     rows: int
     checksum: str | None = None
+    read: str | None = None  # snapshot | locked | unlocked: how the dump read it (None: not recorded)
 
 
 @dataclass
@@ -91,6 +92,7 @@ class DatabaseReport:
     server_version: str | None = None
     bytes: int = 0
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # said by the backup and kept in the point's warnings
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase (load, indexes…)
     # A statement of the dump that names the database itself ("" = none; None = not known at dump time).
     self_reference: str | None = None

@@ -134,8 +134,11 @@ class AccountStep:
 def _recorded(repo: Any, manifest: Manifest) -> list[sql.Account]:  # noqa: ANN401 - Repository or an export
     if not manifest.accounts_snapshot:
         return []
-    with repo.open_file(manifest.accounts_snapshot, ACCOUNTS_PATH) as stream:
-        data = json.loads(stream.read())
+    try:
+        with repo.open_file(manifest.accounts_snapshot, ACCOUNTS_PATH) as stream:
+            data = json.loads(stream.read())
+    except FileNotFoundError:  # an unencrypted export leaves the accounts part out
+        return []
     return [sql.Account.from_json(item) for item in data.get("accounts", [])]
 
 

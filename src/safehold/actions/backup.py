@@ -87,7 +87,7 @@ def _database_entry(report: DatabaseReport, path: str, snapshot: str, prefix: st
     return DatabaseEntry(
         key=report.key, engine=report.engine, name=report.name, method=report.method, path=path,
         snapshot=snapshot, server_version=report.server_version, bytes=report.bytes,
-        tables={t: TableEntry(rows=r.rows, checksum=r.checksum) for t, r in report.tables.items()},
+        tables={t: TableEntry(rows=r.rows, checksum=r.checksum, read=r.read) for t, r in report.tables.items()},
         objects=report.objects, table_prefix=prefix, notes=report.notes, self_reference=report.self_reference,
     )
 
@@ -106,6 +106,9 @@ def _store_databases(repo: Repository, instance: Instance, tags: list[str], mani
         summary, report = repo.backup_stream(path, [*tags, f"part=db:{db.key}"], produce, reporter,
                                              f"database {db.name}", engine.compressed(db))
         manifest.databases.append(_database_entry(report, path, summary.snapshot_id, db.table_prefix))
+        for warning in report.warnings:
+            reporter.warn(warning)
+            manifest.warnings.append(warning)
         added += summary.data_added
         reporter.step(f"database {db.name}: {len(report.tables)} tables, {report.bytes / 1e6:.1f} MB dumped, "
                       f"{summary.data_added / 1e6:.2f} MB new in repository")

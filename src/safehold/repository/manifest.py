@@ -23,6 +23,9 @@ ACCOUNTS_PATH = "/safehold/accounts.json"
 class TableEntry(BaseModel):
     rows: int
     checksum: str | None = None
+    read: str | None = Field(default=None, description="how the dump read it: snapshot (consistent snapshot), "
+                             "locked (non-transactional, under a read lock) or unlocked (non-transactional, "
+                             "no lock: a warning says so)")
 
 
 class DatabaseEntry(BaseModel):

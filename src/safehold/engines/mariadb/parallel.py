@@ -157,7 +157,7 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
     writer.add(POST_MEMBER, post)
     report.self_reference = dumptool.foreign_reference(io.BytesIO(post), db.name) or ""
     t0 = time.monotonic()
-    snapshot = Snapshot(db, workers(db))
+    snapshot = Snapshot(db, workers(db), tables)
     report.notes += snapshot.notes
     try:
         with client.cursor(db.connection, db.name) as cur:
@@ -176,15 +176,23 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
         snapshot.close()
     report.phases["data"] = round(time.monotonic() - t0, 3)
     report.phases["global lock"] = snapshot.lock_seconds
-    unlocked = [t.name for t in tables if not t.transactional]
-    if unlocked and not snapshot.lock_seconds:
-        report.notes.append(f"non-transactional tables read without a global lock: {', '.join(unlocked)}")
+    _record_reads(db, tables, snapshot.lock, report)
     summary = {"tables": {name: {"rows": t.rows, "checksum": t.checksum} for name, t in report.tables.items()},
                "objects": report.objects}
     writer.add(REPORT_MEMBER, json.dumps(summary, indent=1, sort_keys=True).encode())
     writer.close()
     report.bytes = writer.size  # the stored file's size, which `verify` compares
     return report
+
+
+def _record_reads(db: Database, tables: list[Table], lock: str | None, report: DatabaseReport) -> None:
+    """How each table was read (`snapshot`, `locked`, `unlocked`); unlocked ones are a warning."""
+    for table in tables:
+        report.tables[table.name].read = "snapshot" if table.transactional else "locked" if lock else "unlocked"
+    if unlocked := [t.name for t in tables if report.tables[t.name].read == "unlocked"]:
+        report.warnings.append(f"database {db.name}: non-transactional table(s) {', '.join(unlocked)} read without "
+                               "a lock, so writes during the backup can leave them inconsistent with the rest — "
+                               f"grant the backup user LOCK TABLES on {db.name} (or RELOAD)")
 
 
 def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: DatabaseReport,

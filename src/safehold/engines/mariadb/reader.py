@@ -107,6 +107,8 @@ class ParallelReader:
                 self._read(connection, task)
             if first:  # the lock holder: non-transactional tables are read, let writers go on
                 self.snapshot.unlock()
+                if self.snapshot.lock == "tables":  # it holds no snapshot: the others read the rest
+                    return
             while not self.stop.is_set():
                 try:
                     task = self.shared.get_nowait()
