@@ -192,14 +192,14 @@ def locked_by_another_host(repo: dict[str, str]) -> Iterator[None]:
 @pytest.fixture
 def busy_repository(tmp_path: Path, repo: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Path:
     """A config whose repository holds enough data (400 MB) that another host's check takes seconds."""
-    from safehold.repository import restic
+    from safehold.repository.restic import process
 
     data = tmp_path / "data"
     data.mkdir()
     (data / "big.bin").write_bytes(os.urandom(400 << 20))
     config = write_config(tmp_path, repo, files_instances(data, app=["main"]))
     assert run_cli("backup", config=config).returncode == 0
-    monkeypatch.setattr(restic, "LOCK_RETRY_SECONDS", 1)
+    monkeypatch.setattr(process, "LOCK_RETRY_SECONDS", 1)
     return config
 
 
