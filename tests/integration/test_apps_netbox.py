@@ -125,6 +125,8 @@ def test_key_verify_names_the_key_that_differs(netbox: dict[str, object]) -> Non
     config, root = Path(str(netbox["config"])), Path(str(netbox["root"]))
     ok(run_cli("backup", "nb", config=config))
     ok(run_cli("key", "verify", "nb", "latest", config=config))
+    drill = ok(run_cli("drill", "nb", "--json", config=config))
+    assert all(run["ok"] for run in json.loads(drill.stdout)), drill.stdout
     path = root / "netbox" / "netbox" / "configuration.py"
     path.write_text(re.sub(r"^API_TOKEN_PEPPERS = .*$", "API_TOKEN_PEPPERS = {1: '" + "q" * 50 + "'}",
                            path.read_text(), flags=re.M))
@@ -133,6 +135,8 @@ def test_key_verify_names_the_key_that_differs(netbox: dict[str, object]) -> Non
     assert "API_TOKEN_PEPPERS differs from the point's" in failed.stdout + failed.stderr
     assert "SECRET_KEY" not in failed.stdout + failed.stderr
     assert "q" * 50 not in failed.stdout + failed.stderr and "p" * 50 not in failed.stdout + failed.stderr
+    drill = run_cli("drill", "nb", config=config)
+    assert drill.returncode != 0 and "API_TOKEN_PEPPERS differs" in drill.stdout + drill.stderr
 
 
 def test_version_guard_refuses_older_code_before_anything_changes(netbox: dict[str, object]) -> None:
