@@ -167,10 +167,13 @@ def test_a_key_that_does_not_open_the_stored_secrets_is_reported(glpi: dict[str,
     failed = run_cli("key", "verify", "glpi", "latest", config=config)
     assert failed.returncode != 0
     assert "does not decrypt glpi_configs smtp_passwd" in failed.stdout + failed.stderr
+    drill = run_cli("drill", "glpi", config=config)  # the drill proves the key on its restored copy
+    assert drill.returncode != 0 and "does not decrypt glpi_configs smtp_passwd" in drill.stdout + drill.stderr
     sql(f"UPDATE glpi_configs SET value = '{glpi_encrypt('x', other)}' WHERE name = 'smtp_passwd'", database)
     sql(f"UPDATE glpi_authldaps SET rootdn_passwd = '{glpi_encrypt('y', other)}'", database)
     ok(run_cli("backup", "glpi", config=config))
     ok(run_cli("key", "verify", "glpi", "latest", config=config))
+    ok(run_cli("drill", "glpi", config=config))
 
 
 def test_killed_backup_left_in_maintenance_is_resumed_by_check(glpi: dict[str, object]) -> None:
