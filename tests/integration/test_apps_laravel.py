@@ -179,6 +179,7 @@ def test_app_key_checked_and_missing_key_warned(laravel_app: dict[str, object]) 
     env = root / ".env"
     original = env.read_text()
     ok(run_cli("backup", app.name, config=config))
+    ok(run_cli("drill", app.name, config=config))
     other = "APP_KEY=base64:" + base64.b64encode(secrets.token_bytes(32)).decode()
     env.write_text("\n".join(other if line.startswith("APP_KEY=") else line for line in original.splitlines()) + "\n")
     failed = run_cli("key", "verify", app.name, "latest", config=config)
@@ -187,6 +188,8 @@ def test_app_key_checked_and_missing_key_warned(laravel_app: dict[str, object]) 
     wrong = run_cli("key", "verify", app.name, "latest", config=config)
     assert wrong.returncode != 0
     assert f"does not decrypt {app.secret_table}" in wrong.stdout + wrong.stderr
+    drill = run_cli("drill", app.name, config=config)  # the drill proves the key on its restored copy
+    assert drill.returncode != 0 and f"does not decrypt {app.secret_table}" in drill.stdout + drill.stderr
     env.write_text("\n".join(line for line in original.splitlines() if not line.startswith("APP_KEY=")) + "\n")
     missing = ok(run_cli("backup", app.name, config=config))
     assert "sets no APP_KEY" in missing.stderr
