@@ -46,6 +46,9 @@ retention = {{ last = 14 }}            # or {{ daily = 7, weekly = 4, monthly = 
 # drill_server = {{ host = "127.0.0.1", user = "safehold_drill", password = "env:DRILL_DB_PASSWORD" }}
 #                                      # where `safehold drill` may create scratch databases (default: a private
 #                                      # server from this host's mariadbd/initdb, else the app's own server)
+# db_admin = {{ user = "root", password = "env:DB_ADMIN_PASSWORD", host = "localhost" }}
+#                                      # re-creates a missing app DB account/database on restore (default: root
+#                                      # over the local socket, no password); without it restore prints the SQL
 {databases}
 # [notify]                             # failure, recovery (and with on_success = true every run)
 # urls = ["mailtos://user:pass@mail.example?to=ops@example.com", "env:SAFEHOLD_SLACK_URL"]   # apprise URLs
