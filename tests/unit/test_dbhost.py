@@ -148,6 +148,10 @@ def test_connections_from_config_and_app_strings(fake_socket: str) -> None:
     assert local.connection.socket == fake_socket
     assert local.connection.describe() == f"mariadb app@localhost via socket {fake_socket}"
     assert tcp.connection.socket is None and tcp.connection.describe() == "mariadb app@127.0.0.1:3306"
+    (ported,) = databases_from_config("x", [DatabaseConfig(engine="mariadb", host="db.example:3307", names=["c"])])
+    assert (ported.connection.host, ported.connection.port, ported.connection.socket) == ("db.example", 3307, None)
+    (pg,) = databases_from_config("x", [DatabaseConfig(engine="postgres", host="/srv/pg", names=["d"])])
+    assert pg.connection.socket == "/srv/pg" and pg.connection.describe() == "postgres localhost via socket /srv/pg"
     app = mariadb_connection("p:localhost", None, "app", "pw")
     assert (app.socket, app.user, app.password.reveal()) == (fake_socket, "app", "pw")
     assert mariadb_connection("db:3307", None, "app", "").describe() == "mariadb app@db:3307"

@@ -19,7 +19,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from safehold.apps.dbhost import default_mariadb_socket, mariadb_endpoint
+from safehold.apps.common import server_connection
+from safehold.apps.dbhost import default_mariadb_socket
 from safehold.config import InstanceConfig
 from safehold.engines.mariadb import accounts as sql
 from safehold.engines.mariadb import client
@@ -37,10 +38,8 @@ def admin_connection(name: str, instance_config: InstanceConfig, app: Connection
     server is on this host; None when there is none to try (a remote server and nothing configured)."""
     admin = instance_config.db_admin
     if admin is not None:
-        where = mariadb_endpoint(admin.host, admin.port, admin.socket)
         password = resolve(admin.password, f"instances.{name}.db_admin.password") if admin.password else None
-        return Connection("mariadb", host=where.host, port=where.port, socket=where.socket, user=admin.user,
-                          password=password)
+        return server_connection("mariadb", admin.host, admin.port, admin.socket, admin.user, password)
     if app.socket or app.host in LOCAL_HOSTS:
         return Connection("mariadb", host="localhost", socket=app.socket or default_mariadb_socket(), user="root")
     return None

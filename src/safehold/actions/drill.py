@@ -37,6 +37,7 @@ from types import ModuleType
 
 from safehold.actions.common import Point, describe, find_point, open_repository
 from safehold.actions.restore import DatabaseStep, Plan, compare, load_database, make_plan, self_reference
+from safehold.apps.common import server_connection
 from safehold.config import Config, InstanceConfig
 from safehold.engines import engine_for, scratch
 from safehold.errors import ConfigError, SafeholdError
@@ -343,8 +344,7 @@ def scratch_server(name: str, instance_config: InstanceConfig) -> Connection | N
     if server is None:
         return None
     password = resolve(server.password, f"instances.{name}.drill_server.password") if server.password else None
-    return Connection(engine=server.engine, host=server.host, port=server.port, socket=server.socket,
-                      user=server.user, password=password)
+    return server_connection(server.engine, server.host, server.port, server.socket, server.user, password)
 
 
 def _choose_servers(instance: Instance, entries: list[DatabaseEntry], configured: Connection | None,

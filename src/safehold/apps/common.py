@@ -22,15 +22,23 @@ from safehold.secrets import Secret, resolve
 ENDPOINTS = {"mariadb": mariadb_endpoint, "postgres": postgres_endpoint}
 
 
+def server_connection(engine: str, host: str, port: int | None, socket: str | None, user: str | None,
+                      password: Secret | None, path: Path | None = None) -> Connection:
+    """A connection to a configured server, reached as the app's client would (PHP's `localhost` is the
+    MariaDB socket, libpq's empty host or `/dir` a socket directory; see dbhost)."""
+    if engine in ENDPOINTS:
+        where = ENDPOINTS[engine](host, port, socket)
+        host, port, socket = where.host, where.port, where.socket
+    return Connection(engine=engine, host=host, port=port, socket=socket, user=user, password=password, path=path)
+
+
 def databases_from_config(name: str, items: list[DatabaseConfig]) -> list[Database]:
     """Typed databases from [[instances.NAME.databases]] entries, secrets resolved."""
     result: list[Database] = []
     for index, item in enumerate(items):
         password = resolve(item.password, f"instances.{name}.databases.{index}.password") if item.password else None
-        where = ENDPOINTS[item.engine](item.host, item.port, item.socket) if item.engine in ENDPOINTS else None
-        conn = Connection(engine=item.engine, host=where.host if where else item.host, port=item.port,
-                          socket=where.socket if where else None, user=item.user, password=password,
-                          path=Path(item.path) if item.path else None)
+        conn = server_connection(item.engine, item.host, item.port, item.socket, item.user, password,
+                                 Path(item.path) if item.path else None)
         if item.engine == "sqlite":
             result.append(Database(conn, str(item.path), method=item.method))
             continue
