@@ -7,10 +7,10 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from safehold.apps import profile_for
+from safehold.apps.contract import AppProfile
 from safehold.config import Config, InstanceConfig
 from safehold.errors import (
     AmbiguousPoint,
@@ -66,7 +66,7 @@ def lock_instance(config: Config, name: str, what: str, reporter: Reporter,
                          config.settings.lock_wait_seconds)
 
 
-def describe(config: Config, name: str) -> tuple[Instance, ModuleType, InstanceConfig]:
+def describe(config: Config, name: str) -> tuple[Instance, AppProfile, InstanceConfig]:
     """The live instance as its profile sees it, the profile module and the instance config."""
     instance_config = config.instance(name)
     profile = profile_for(instance_config.app)

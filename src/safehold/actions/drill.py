@@ -33,13 +33,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 from safehold.actions.common import Point, describe, find_point, open_repository
 from safehold.actions.restore import DatabaseStep, Plan, compare, load_database, make_plan, self_reference
 from safehold.apps.common import server_connection
+from safehold.apps.contract import AppProfile
 from safehold.config import Config, InstanceConfig
 from safehold.engines import engine_for, scratch
+from safehold.engines.contract import Engine
 from safehold.errors import ConfigError, SafeholdError
 from safehold.files import file_sha256, tree_stats
 from safehold.history import History
@@ -128,7 +129,7 @@ class Scratch:
     stem: str
     folder: Path
     prefix: str = PREFIX
-    databases: list[tuple[ModuleType, Database, str]] = dataclasses.field(default_factory=list)
+    databases: list[tuple[Engine, Database, str]] = dataclasses.field(default_factory=list)
     private: Privates = dataclasses.field(default_factory=dict)  # servers that go away with the drill
 
     def target(self, entry: DatabaseEntry, index: int) -> str:
@@ -302,7 +303,7 @@ def _drill_files(repo: Repository, point: Point, plan: Plan, outcome: Outcome, r
                       f"{tree.files} files, {tree.bytes} bytes, {len(tree.samples)} sampled hashes match")
 
 
-def _drill_app(repo: Repository, point: Point, instance: Instance, profile: ModuleType, plan: Plan,
+def _drill_app(repo: Repository, point: Point, instance: Instance, profile: AppProfile, plan: Plan,
                outcome: Outcome) -> None:
     manifest = point.manifest
     if manifest.app != "generic":
@@ -394,7 +395,7 @@ def _on_servers(instance: Instance, entries: list[DatabaseEntry], servers: dict[
     return dataclasses.replace(instance, databases=databases)
 
 
-def _run_drill(config: Config, repo: Repository, instance: Instance, profile: ModuleType, run: str,
+def _run_drill(config: Config, repo: Repository, instance: Instance, profile: AppProfile, run: str,
                configured: Connection | None, result: dict[str, object], outcome: Outcome,
                reporter: Reporter) -> None:
     prefix = config.settings.drill_prefix

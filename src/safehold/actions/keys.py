@@ -9,10 +9,10 @@ profiles' keys live in their config files and are taken with each point automati
 from __future__ import annotations
 
 import json
-from types import ModuleType
 
 from safehold.actions.common import describe, find_point, open_repository
 from safehold.apps import profile_for
+from safehold.apps.contract import AppProfile
 from safehold.config import Config
 from safehold.errors import ConfigError, SafeholdError
 from safehold.output import Reporter
@@ -20,7 +20,7 @@ from safehold.repository.manifest import KEYS_PATH
 from safehold.secrets import Secret
 
 
-def key_profile(config: Config, name: str) -> ModuleType:
+def key_profile(config: Config, name: str) -> AppProfile:
     """The profile of instance `name`, refused (exit 2, like an unknown instance) when its app has no
     application keys at all: escrowing or verifying them is a request that cannot apply, and the
     advice for a missing key (`safehold key escrow`) could not be followed for such an app."""
@@ -32,7 +32,7 @@ def key_profile(config: Config, name: str) -> ModuleType:
     return profile
 
 
-def check_escrow(config: Config, name: str) -> ModuleType:
+def check_escrow(config: Config, name: str) -> AppProfile:
     """The profile of instance `name`, refused when its app has no key to escrow (before any password is asked)."""
     profile = key_profile(config, name)
     if not hasattr(profile, "escrow"):
