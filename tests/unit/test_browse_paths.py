@@ -12,7 +12,7 @@ import pytest
 from safehold.actions.browse import clean_path, locate, locate_all, within
 from safehold.actions.common import Point
 from safehold.actions.restore import make_plan
-from safehold.errors import EXIT_USAGE, ConfigError
+from safehold.errors import EXIT_USAGE, ConfigError, RestoreRefused
 from safehold.files import live_state, node_filemode, node_permissions, not_a_folder_on_the_way
 from safehold.models import Instance
 from safehold.repository.manifest import Manifest, TreeEntry
@@ -104,10 +104,20 @@ def test_path_with_database_options_is_a_usage_error(only: list[str], to_db: lis
 
 
 def test_a_path_restore_plans_no_database_and_only_the_path() -> None:
-    instance = Instance(name="app", app="generic", root=None)
+    instance = Instance(name="app", app="generic", root=None, files=[Path("/srv/itflow-26/uploads")])
     plan = make_plan(None, instance, _point(UPLOADS, CONFIG), [], [], None,  # type: ignore[arg-type]
                      paths=["/var/www/itflow/uploads/x.pdf"])
     assert plan.databases == [] and plan.includes == ["/srv/itflow-26/uploads/x.pdf"]
+
+
+def test_a_path_of_a_tree_the_instance_no_longer_declares_goes_back_only_elsewhere() -> None:
+    instance = Instance(name="app", app="generic", root=None, files=[Path("/srv/other")])
+    with pytest.raises(RestoreRefused, match="/srv/itflow-26/uploads/x.pdf of point r1 lies outside every tree"):
+        make_plan(None, instance, _point(UPLOADS, CONFIG), [], [], None,  # type: ignore[arg-type]
+                  paths=["/var/www/itflow/uploads/x.pdf"])
+    plan = make_plan(None, instance, _point(UPLOADS, CONFIG), [], [], Path("/tmp/elsewhere"),  # type: ignore[arg-type]
+                     paths=["/var/www/itflow/uploads/x.pdf"])
+    assert plan.includes == ["/srv/itflow-26/uploads/x.pdf"]
 
 
 def test_go_file_modes_become_unix_permissions() -> None:

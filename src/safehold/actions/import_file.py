@@ -30,7 +30,7 @@ from safehold.agestream import AgeError, Decryptor, is_passphrase_file
 from safehold.config import Config
 from safehold.errors import ConfigError, SafeholdError, os_reason
 from safehold.output import Reporter
-from safehold.repository.manifest import MANIFEST_PATH, Manifest
+from safehold.repository.manifest import MANIFEST_PATH, MAX_BYTES, Manifest, too_big
 from safehold.secrets import resolve
 from safehold.tempdirs import private_dir
 
@@ -197,6 +197,8 @@ class Staged:
         path = self.root / MANIFEST_PATH.lstrip("/")
         if not path.is_file():
             raise Damaged(f"{source} holds no {MANIFEST_PATH}", "this is not a safehold export; nothing was restored")
+        if (size := path.stat().st_size) > MAX_BYTES:  # refused before it is read into memory
+            raise too_big(str(source), size)
         manifest = Manifest.from_bytes(path.read_bytes(), str(source))
         for entry in manifest.databases:  # refused here, before the restore changes anything
             self.path(entry.path)

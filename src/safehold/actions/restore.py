@@ -25,12 +25,13 @@ from safehold.actions.accounts import plan as plan_accounts
 from safehold.actions.backup import backup_instance
 from safehold.actions.browse import Selection, locate_all
 from safehold.actions.common import Point, describe, open_point
+from safehold.actions.targets import check_in_place_database, check_in_place_paths, in_place_trees
 from safehold.apps import profile_for
 from safehold.apps.common import AppConfigMissing
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, RestoreRefused, SafeholdError
-from safehold.files import make_folder, own_folder_inside, real_path, restore_in_place, restore_paths_in_place
+from safehold.files import make_folder, own_folder_inside, restore_in_place, restore_paths_in_place
 from safehold.lifecycle import RunRecord, tracked
 from safehold.lock import instance_lock
 from safehold.models import Database, DatabaseReport, Instance, TableReport
@@ -175,6 +176,8 @@ def make_plan(config: Config, instance: Instance, point: Point, only: list[str],
                 continue
             live = _live_database(instance, entry)
             target = mapping.get(entry.name, entry.name)
+            if entry.name not in mapping:  # under its own name: the config decides, never the point
+                check_in_place_database(instance, manifest, entry)
             engine = engine_for(entry.engine)
             step_db = Database(live.connection, target, table_prefix=entry.table_prefix, method=entry.method)
             if target in unreachable:
@@ -187,8 +190,11 @@ def make_plan(config: Config, instance: Instance, point: Point, only: list[str],
     if paths:
         plan.selection = Selection(locate_all(point, list(paths), kinds), in_place=plan.files_target == Path("/"))
         plan.includes = plan.selection.paths
+        if plan.selection.in_place:
+            check_in_place_paths(instance, manifest, plan.includes)
     else:
-        plan.includes = [t.root for t in manifest.trees if t.kind in kinds]
+        plan.includes = (in_place_trees(instance, manifest, kinds) if plan.files_target == Path("/")
+                         else [t.root for t in manifest.trees if t.kind in kinds])
         if to_db and not only and files_to is None and plan.includes:
             # `--to-db NAME` reads as "a copy to look at": the trees going back over the live ones with it is
             # seldom meant, so the parts are chosen out loud.
@@ -472,22 +478,10 @@ def _restore_files(repo, point: Point, plan: Plan,  # noqa: ANN001 - Repository 
         repo.restore(snapshot, plan.files_target, plan.includes, reporter)
         return None if selection is None else {"files": selection.files, "bytes": selection.bytes}
     if selection is None:
-        _warn_moved_links(point.manifest, plan.includes, reporter)
         restore_in_place(repo, snapshot, plan.includes, reporter)
         return None
     files, size = restore_paths_in_place(repo, snapshot, plan.includes, set(selection.conflicts), reporter)
     return {"files": files, "bytes": size, "unchanged": selection.unchanged}
-
-
-def _warn_moved_links(manifest: Manifest, includes: list[str], reporter: Reporter) -> None:
-    """Say so when a symlinked root followed at backup time now leads elsewhere (the files go where it led)."""
-    for tree in manifest.trees:
-        if not tree.link or tree.root not in includes or not Path(tree.link).exists():
-            continue
-        now_real = real_path(Path(tree.link), tree.kind)
-        if now_real != Path(tree.root):
-            reporter.warn(f"{tree.link} now leads to {now_real}, but led to {tree.root} when the point was made: "
-                          f"the files go back into {tree.root}")
 
 
 def _stopped_part_way(name: str, changed: list[str], safety_point: object) -> str:

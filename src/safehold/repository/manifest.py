@@ -18,6 +18,9 @@ MANIFEST_PATH = "/safehold/manifest.json"
 DB_DIR = "/safehold/db"
 KEYS_PATH = "/safehold/keys.json"
 ACCOUNTS_PATH = "/safehold/accounts.json"
+# Far above any manifest safehold writes (one line per table: 100,000 tables stay under 16 MiB); a larger
+# one is not a point safehold made, and parsing it would only cost memory.
+MAX_BYTES = 16 << 20
 
 
 class TableEntry(BaseModel):
@@ -111,7 +114,9 @@ class Manifest(BaseModel):
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> Manifest:
-        """Parse a manifest; a damaged or foreign one gives a clear error."""
+        """Parse a manifest; a damaged, foreign or enormous one gives a clear error."""
+        if len(data) > MAX_BYTES:
+            raise too_big(where, len(data))
         try:
             manifest = cls.model_validate_json(data)
         except ValidationError as exc:
@@ -121,6 +126,12 @@ class Manifest(BaseModel):
             raise RepositoryError(f"manifest of {where} has format {manifest.format}, newer than this safehold",
                                   "upgrade safehold to read it")
         return manifest
+
+
+def too_big(where: str, size: int) -> RepositoryError:
+    """The error for a manifest larger than any safehold writes."""
+    return RepositoryError(f"manifest of {where} is {size / (1 << 20):.0f} MiB, larger than any safehold writes "
+                           f"({MAX_BYTES >> 20} MiB)", "it is not a point safehold made; nothing was restored")
 
 
 def now() -> datetime:
