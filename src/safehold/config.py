@@ -428,6 +428,16 @@ class WebConfig(Model):
     def _host_names(cls, value: list[str]) -> list[str]:
         return [host_pattern(entry) for entry in value]
 
+    @model_validator(mode="after")
+    def _proxy_header_needs_proxies(self) -> WebConfig:
+        # Honoured from any address, the header would let every local process (the backed-up PHP apps
+        # among them) name itself an operator.
+        if self.proxy_auth_header and not self.trusted_proxies:
+            raise ValueError("proxy_auth_header is set but trusted_proxies is empty: the header would be believed "
+                             "from any address (give the reverse proxy's address in trusted_proxies, e.g. "
+                             "[\"127.0.0.1\"], or remove proxy_auth_header)")
+        return self
+
 
 class Settings(Model):
     """Process-wide settings."""

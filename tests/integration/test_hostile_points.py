@@ -151,8 +151,9 @@ def _store_manifest(s: Scene, manifest: dict) -> str:
     run = "29991231T000000Z-beef"
     manifest["run_id"] = run
     subprocess.run(["restic", "-r", str(s.repo), "--password-file", str(s.password), "backup", "--stdin",
-                    "--stdin-filename", "/safehold/manifest.json", "--tag", "safehold", "--tag", "instance=app", "--tag", f"run={run}",
-                    "--tag", "part=manifest"], input=json.dumps(manifest).encode(), check=True, capture_output=True)
+                    "--stdin-filename", "/safehold/manifest.json", "--tag", "safehold", "--tag", "instance=app",
+                    "--tag", f"run={run}", "--tag", "part=manifest"],
+                   input=json.dumps(manifest).encode(), check=True, capture_output=True)
     return run
 
 

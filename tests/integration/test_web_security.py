@@ -359,6 +359,7 @@ def test_proxy_header_auth_is_off_by_default_and_needs_a_known_user(app, env: we
     assert anonymous.get("/", headers={"X-Remote-User": OPERATOR[0]}).status_code == 303
     config = config_module.load(env.config)
     config.web.proxy_auth_header = "X-Remote-User"
+    config.web.trusted_proxies = ["10.0.0.1"]  # the test client's address: the proxy
     proxied = client(create_app(config, app.state.console.store))
     assert proxied.get("/", headers={"X-Remote-User": "stranger"}).status_code == 403
     page = proxied.get("/instances/alpha", headers={"X-Remote-User": VIEWER[0]})

@@ -34,6 +34,7 @@ from safehold.web.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     Auth,
+    ProxyAuthGate,
     set_login_cookie,
     set_session_cookie,
 )
@@ -454,6 +455,10 @@ def create_app(config: Config, store: Store | None = None, jobs: JobRunner | Non
         # Here rather than in uvicorn (whose default trusts 127.0.0.1): only a configured proxy may set the
         # client address and scheme that the rate limit, the audit log and the Secure cookie flag rely on.
         middleware.insert(0, Middleware(ProxyHeadersMiddleware, trusted_hosts=config.web.trusted_proxies))
+    if config.web.proxy_auth_header:
+        # Outside the proxy headers middleware: it judges the peer that really connected.
+        middleware.insert(0, Middleware(ProxyAuthGate, header=config.web.proxy_auth_header,
+                                        trusted_proxies=config.web.trusted_proxies))
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: c.http_error})
     app.state.console = console
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import threading
 import time
@@ -11,7 +12,8 @@ from collections import defaultdict, deque
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from safehold.web.store import SESSION_SECONDS, Session, Store
 
@@ -81,6 +83,40 @@ class RateLimiter:
             self._failures.pop(user_key, None)
             if address_key is not None and (times := self._failures.get(address_key)):
                 times.pop()
+
+
+class ProxyAuthGate:
+    """ASGI middleware that refuses (403) every request carrying the proxy's user header whose peer is not
+    a trusted proxy.
+
+    Outermost, so it sees the real peer before X-Forwarded-For (from a trusted proxy) replaces it: the
+    header names a user only when the reverse proxy set it, never when a local process (a backed-up PHP
+    app among them) or a browser sends it straight to the console. Refused rather than ignored: such a
+    request is an attempt to pass as someone, and is answered as one on every route.
+    """
+
+    def __init__(self, app: ASGIApp, header: str, trusted_proxies: list[str]) -> None:
+        self.app = app
+        self.header = header.lower().encode("latin-1")
+        self.networks = [ipaddress.ip_network(entry, strict=False) for entry in trusted_proxies]
+
+    def trusted(self, peer: object) -> bool:
+        """Whether the connection's peer ((host, port) of the ASGI scope) is one of the trusted proxies."""
+        if not isinstance(peer, (tuple, list)) or not peer:
+            return False
+        try:
+            address = ipaddress.ip_address(peer[0])
+        except ValueError:  # a Unix socket or a test client's name: not an address a proxy was given as
+            return False
+        return any(address in network for network in self.networks)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and not self.trusted(scope.get("client")) and \
+                any(k.lower() == self.header for k, _ in scope["headers"]):
+            refusal = PlainTextResponse(f"{self.header.decode()} is accepted only from web.trusted_proxies", 403)
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class Auth:
