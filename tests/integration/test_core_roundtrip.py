@@ -190,7 +190,11 @@ def test_force_into_other_databases_holding_data_saves_those_databases_first(ins
     # The safety point holds what was overwritten (the targets), not the point's untouched source databases.
     shown = json.loads(run_cli("show", safety, "--json", config=config).stdout)
     assert sorted(d["name"] for d in shown["databases"]) == sorted([other, str(copy)])
+    # Databases the instance does not declare go back under their own names only when named on purpose.
     back = run_cli("restore", "app", safety, "--only", "db", "--force", config=config)
+    assert back.returncode == 1 and f"--to-db {other}={other}" in back.stderr, back.stderr
+    back = run_cli("restore", "app", safety, "--only", "db", "--to-db", f"{other}={other}", "--to-db",
+                   f"{copy}={copy}", "--force", config=config)
     assert back.returncode == 0, back.stderr
     assert sql("SELECT id FROM keep", other) == [(42,)]
     assert "only here" in sqlite_dump(copy)

@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from safehold import __version__, hostinfo
+from safehold import __version__, hostinfo, restoring
 from safehold.actions.accounts import apply_defaults
 from safehold.actions.accounts import record as record_accounts
 from safehold.actions.common import describe, each_instance, open_repository
@@ -226,7 +226,7 @@ def _check_trees(config: Config, instance: Instance, safety_point: bool) -> None
 def backup_instance(config: Config, name: str, reporter: Reporter, safety_point: bool = False,
                     databases: list[Database] | None = None, with_files: bool = True, note: str | None = None,
                     keep_days: int | None = None, trees: list[tuple[Path, str]] | None = None,
-                    paused: dict[str, object] | None = None) -> dict[str, object]:
+                    paused: dict[str, object] | None = None, run_id: str | None = None) -> dict[str, object]:
     """Make one recovery point of instance `name` in its first repository; return a summary.
 
     A safety point (taken by restore before overwriting) passes `databases` (in place of the instance's)
@@ -236,12 +236,18 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
     recorded in the run history (failures too) and followed by retention, notifications and metrics;
     a safety point is part of the restore that makes it, so it is not a run of its own.
     `note` (why the point was made) and `keep_days` (prune keeps it that long) are kept in the
-    manifest; a bad one is refused before anything is recorded or stored.
+    manifest; a bad one is refused before anything is recorded or stored. `run_id` is a safety point's
+    id chosen in advance (the restore records it before the point exists).
+    A regular backup of an instance whose in-place restore was interrupted is refused before anything
+    is recorded or stored: it would store the half-restored state as a good point (`check` stays
+    CRITICAL about the restore until it is finished or undone).
     """
     if safety_point:
-        return _backup(config, name, reporter, safety_point, databases, with_files, trees=trees, paused=paused)
+        return _backup(config, name, reporter, safety_point, databases, with_files, trees=trees, paused=paused,
+                       run_id=run_id)
     note = check_note(note)
     check_keep_days(keep_days)
+    restoring.refuse_backup(config.state_dir, name)
     with tracked(config, name, "backup", reporter, after_stored=retention_after_backup) as record:
         result = _backup(config, name, reporter, safety_point, databases, with_files, record.listings,
                          note, keep_days)
@@ -257,7 +263,7 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
 def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, databases: list[Database] | None,
             with_files: bool, listings: dict[str, list[dict[str, Any]]] | None = None, note: str | None = None,
             keep_days: int | None = None, trees: list[tuple[Path, str]] | None = None,
-            paused: dict[str, object] | None = None) -> dict[str, object]:
+            paused: dict[str, object] | None = None, run_id: str | None = None) -> dict[str, object]:
     resume_leftovers(config.state_dir, reporter)
     instance, profile, instance_config = describe(config, name)
     if databases is not None:
@@ -268,7 +274,7 @@ def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, d
         instance.files = [path for path, kind in trees if kind == "files" and not path.is_symlink()]
         instance.config_files = [path for path, kind in trees if kind != "files" or path.is_symlink()]
     repo = open_repository(config, instance_config.repositories[0])
-    run_id = new_run_id()
+    run_id = run_id or new_run_id()
     # A safety point runs inside a restore that already holds the instance lock.
     lock = contextlib.nullcontext() if safety_point else instance_lock(
         config.state_dir, name, run_id, "backup", reporter, config.settings.lock_wait_seconds)

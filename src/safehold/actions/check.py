@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from safehold import restoring
 from safehold.apps.quiesce import RESUME_SECONDS, look_at_marker, marker_path, resume_marker
 from safehold.config import Config, InstanceConfig
 from safehold.errors import ConfigError
@@ -131,6 +132,7 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
     findings.extend(_notify([("run", last), ("drill", history.last_drill(name)),
                              ("verify", history.last_run(name, "verify")), *((run.kind, run) for run in others)]))
     findings.extend(paused_findings(config, name))
+    findings.extend(restore_findings(config, name))
     if is_locked(config.state_dir, name):
         findings.append(Finding("running", OK, "a run is in progress"))
 
@@ -199,6 +201,16 @@ def paused_findings(config: Config, name: str, resume: bool = True) -> list[Find
                                             "at once")]
     return [Finding("paused", CRITICAL, f"{left}; resuming failed: {'; '.join(found.problems)} — fix that and run "
                                         f"`safehold check {name}` again, or resume by hand and delete {marker}")]
+
+
+def restore_findings(config: Config, name: str) -> list[Finding]:
+    """CRITICAL while an in-place restore of the instance stands interrupted (see safehold.restoring)."""
+    record = restoring.read(config.state_dir, name)
+    if record is None:
+        return []
+    if is_locked(config.state_dir, name):  # the restore (or the one finishing it) is running now
+        return [Finding("restore", OK, f"an in-place restore of point {record.run_id} is running")]
+    return [Finding("restore", CRITICAL, record.message())]
 
 
 def _size(history: History, name: str) -> list[Finding]:

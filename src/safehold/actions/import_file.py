@@ -189,9 +189,10 @@ class Staged:
 
     name = "file"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, origin: Path) -> None:
         self.folder = folder
         self.root = folder / ROOT
+        self.origin = origin  # the export file, named in the command that finishes an interrupted restore
 
     def manifest(self, source: Path) -> Manifest:
         path = self.root / MANIFEST_PATH.lstrip("/")
@@ -286,7 +287,7 @@ def restore_from_file(config: Config, name: str, path: Path, reporter: Reporter,
                                 ("free space there, or restore with --files-to on a disk with room (the export is "
                                  "unpacked beside it)" if full else "check that folder and the export file")
                                 + "; nothing was restored") from None
-        staged = Staged(staging)
+        staged = Staged(staging, path.resolve())
         manifest = staged.manifest(path)
         reporter.step(f"{path}: point {manifest.run_id} of {manifest.instance}, every checksum matches")
         point = Point(manifest, snapshot="", repository=f"file {path.name}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
 
-from safehold import hostinfo
+from safehold import hostinfo, restoring
 from safehold.actions.accounts import AccountStep
 from safehold.actions.accounts import apply as apply_accounts
 from safehold.actions.accounts import plan as plan_accounts
@@ -36,7 +36,7 @@ from safehold.lifecycle import RunRecord, tracked
 from safehold.lock import instance_lock
 from safehold.models import Database, DatabaseReport, Instance, TableReport
 from safehold.output import Reporter
-from safehold.repository.manifest import KEYS_PATH, DatabaseEntry, Manifest, TableEntry
+from safehold.repository.manifest import KEYS_PATH, DatabaseEntry, Manifest, TableEntry, new_run_id
 from safehold.secrets import Secret
 from safehold.tempdirs import private_dir
 
@@ -342,17 +342,27 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
         overwrites_files = _overwrites_files(plan)
         comparison: list[dict[str, object]] = []
         changed: dict[str, None] = {}  # what the restore began to change, in order: all a failure can leave incomplete
+        safety_id = new_run_id() if busy or overwrites_files else None
+        unfinished = _record_unfinished(config, name, repo, plan, in_place, options, safety_id)
         with _app_paused(config, name, profile, instance, in_place, plan, reporter) as window:
-            if busy or overwrites_files:
+            if safety_id:
                 reporter.step("taking a safety point of the current state before overwriting it")
-                safety = backup_instance(config, name, reporter, safety_point=True,
-                                         databases=[_as_found(s) for s in plan.databases if s.non_empty],
-                                         with_files=overwrites_files,
-                                         trees=plan.selection.on_host() if plan.selection else None, paused=window)
+                try:
+                    safety = backup_instance(config, name, reporter, safety_point=True,
+                                             databases=[_as_found(s) for s in plan.databases if s.non_empty],
+                                             with_files=overwrites_files,
+                                             trees=plan.selection.on_host() if plan.selection else None,
+                                             paused=window, run_id=safety_id)
+                except BaseException:
+                    _nothing_changed(config, name, unfinished)
+                    raise
                 result["safety_point"] = safety["run_id"]
                 record.details["safety_point"] = safety["run_id"]
             elif in_place:
                 reporter.step(NOTHING_TO_SAVE)
+            if unfinished is not None:
+                unfinished.stage = "changing"
+                restoring.save(config.state_dir, unfinished)
             try:
                 for step in plan.databases:
                     comparison += _restore_database(repo, step, reporter, phases,
@@ -371,6 +381,8 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
                     profile.post_restore(instance, reporter, point.manifest, in_place)
             except BaseException:  # failed, interrupted or stopped: say what may now be half-restored
                 reporter.warn(_stopped_part_way(name, list(changed), result.get("safety_point")))
+                if not changed:
+                    _nothing_changed(config, name, unfinished)
                 raise
         mismatches = [row for row in comparison if not row["ok"]]
         result.update(comparison=comparison, phases=phases, seconds=round(time.monotonic() - started, 2),
@@ -381,6 +393,8 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
             record.result = "failed"
             record.error = f"{len(mismatches)} table(s) differ from the manifest"
         else:
+            if unfinished is not None:
+                restoring.clear(config.state_dir, name)
             reporter.step("restore complete" + ("; every table's row count matches the manifest" if comparison
                                                 else ""))
     return result
@@ -438,6 +452,32 @@ def _prepare_accounts(repo, point: Point, profile: ModuleType, instance: Instanc
     with repo.open_file(point.manifest.keys_snapshot, KEYS_PATH) as stream:
         data = json.loads(stream.read())
     return list(prepare(instance, {key: Secret(value, key) for key, value in data.items()}, reporter, dry_run))
+
+
+def _nothing_changed(config: Config, name: str, unfinished: restoring.Unfinished | None) -> None:
+    """A restore that stopped before changing anything leaves no record (but one of an earlier
+    interrupted restore stands: the instance is still as that one left it)."""
+    if unfinished is not None and not unfinished.earlier:
+        restoring.clear(config.state_dir, name)
+
+
+def _record_unfinished(config: Config, name: str, repo, plan: Plan,  # noqa: ANN001 - Repository or Staged
+                       in_place: set[str], options: _Options, safety_id: str | None) -> restoring.Unfinished | None:
+    """Record, before anything changes, that an in-place restore is changing the live instance and how to
+    finish it (the same restore again); None for a restore that goes elsewhere."""
+    if not in_place:
+        return None
+    point = plan.point
+    origin = getattr(repo, "origin", None)  # an unpacked export file names the file it came from
+    finish = [name, *(["--from-file", str(origin)] if origin else [point.run_id, "--repository", point.repository])]
+    finish += [arg for part in options.only for arg in ("--only", part)]
+    finish += [arg for db in options.to_db for arg in ("--to-db", db)]
+    finish += [arg for path in (plan.selection.paths if plan.selection else []) for arg in ("--path", path)]
+    finish += [*([VERSION_FLAG] if options.allow_version_change else []), "--force"]
+    finish += ["--config", str(config.source)] if config.source else []
+    record = restoring.Unfinished(name, point.run_id, sorted(in_place), safety_id, finish,
+                                  stage="safety point" if safety_id else "changing")
+    return restoring.begin(config.state_dir, record)
 
 
 def _app_paused(config: Config, name: str, profile: ModuleType, instance: Instance, in_place: set[str],

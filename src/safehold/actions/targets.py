@@ -79,5 +79,6 @@ def check_in_place_database(instance: Instance, manifest: Manifest, entry: Datab
     if not owns_database(instance, entry, entry.name):
         raise RestoreRefused(f"point {manifest.run_id} holds the database {entry.name} ({entry.engine}), which "
                              f"instance {instance.name!r} does not declare: it is never restored in place",
-                             f"restore it elsewhere with --to-db {entry.name}=NEWNAME (or --only files); "
-                             "nothing was changed")
+                             f"restore it elsewhere with --to-db {entry.name}=NEWNAME, or over that database on "
+                             f"purpose with --to-db {entry.name}={entry.name} (as a safety point of a --to-db restore "
+                             "is put back); nothing was changed")

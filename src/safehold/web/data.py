@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from safehold.actions import drill, export, replicate
-from safehold.actions.check import drill_overdue, paused_findings
+from safehold.actions.check import OK, drill_overdue, paused_findings, restore_findings
 from safehold.actions.points import list_points
 from safehold.config import WEEK_DAYS, Config, InstanceConfig, ScheduleConfig
 from safehold.errors import SafeholdError
@@ -224,7 +224,9 @@ class Data:
         view.last_drill = self._last(name, "drill", console)
         view.last_verify = _from_run(History(self.config.state_dir).last_run(name, "verify"))
         # Only looked at: a page view must not start services (`safehold serve` resumes every few minutes).
-        view.paused = [f.as_dict() for f in paused_findings(self.config, name, resume=False)]
+        # ... and an interrupted in-place restore, red until it is finished or undone.
+        view.paused = [f.as_dict() for f in [*paused_findings(self.config, name, resume=False),
+                                             *restore_findings(self.config, name)] if f.status != OK]
         view.running = self.jobs.busy(name)
         if cfg.schedule is not None and cfg.schedule.enabled:
             now = datetime.now(UTC)
