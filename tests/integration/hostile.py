@@ -23,6 +23,7 @@ from tests.conftest import mariadb_dump
 Members = list[tuple[tarfile.TarInfo, bytes]]
 ROOT = "safehold-export"
 MANIFEST = f"{ROOT}/safehold/manifest.json"
+SIGNATURE = f"{ROOT}/SIGNATURE"
 
 
 def read_export(path: Path) -> Members:
@@ -34,15 +35,15 @@ def read_export(path: Path) -> Members:
     return members
 
 
-def write_export(path: Path, members: Members, sums: bool = True) -> Path:
-    """Pack members into an export; with `sums`, SHA256SUMS is recomputed (and kept last, as safehold writes it)."""
-    members = [(i, d) for i, d in members if not (sums and i.name == f"{ROOT}/SHA256SUMS")]
-    if sums:
-        lines = "".join(f"{hashlib.sha256(d).hexdigest()}  {i.name.removeprefix(ROOT + '/')}\n"
-                        for i, d in members if i.isfile())
-        info = tarfile.TarInfo(f"{ROOT}/SHA256SUMS")
-        info.mode = 0o600
-        members.append((info, lines.encode()))
+def write_export(path: Path, members: Members, sign: Callable[[bytes], bytes] | None = None) -> Path:
+    """Pack members into an export with fresh SHA256SUMS and, when `sign` is given, a SIGNATURE of them made
+    by `sign` (last, as safehold writes them); the members' own SHA256SUMS and SIGNATURE are dropped."""
+    members = [(i, d) for i, d in members if i.name not in (f"{ROOT}/SHA256SUMS", SIGNATURE)]
+    sums = "".join(f"{hashlib.sha256(d).hexdigest()}  {i.name.removeprefix(ROOT + '/')}\n"
+                   for i, d in members if i.isfile()).encode()
+    members.append((_file("SHA256SUMS"), sums))
+    if sign is not None:
+        members.append((_file("SIGNATURE"), sign(sums)))
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for info, data in members:
@@ -50,6 +51,17 @@ def write_export(path: Path, members: Members, sums: bool = True) -> Path:
             tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
     path.write_bytes(zstandard.ZstdCompressor().compress(raw.getvalue()))
     return path
+
+
+def _file(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(f"{ROOT}/{name}")
+    info.mode = 0o600
+    return info
+
+
+def signature_of(members: Members) -> bytes:
+    """The SIGNATURE member's content of an export."""
+    return next(data for info, data in members if info.name == SIGNATURE)
 
 
 def edit_manifest(members: Members, change: Callable[[dict], None]) -> Members:
@@ -65,10 +77,8 @@ def edit_manifest(members: Members, change: Callable[[dict], None]) -> Members:
 
 
 def add_file(members: Members, name: str, data: bytes) -> Members:
-    """Members with one more file (folders on the way added), before SHA256SUMS."""
-    info = tarfile.TarInfo(f"{ROOT}/{name}")
-    info.mode = 0o644
-    return [*members, (info, data)]
+    """Members with one more file."""
+    return [*members, (_file(name), data)]
 
 
 def area_state(area: Path, databases: list[str]) -> str:

@@ -13,8 +13,18 @@ from pathlib import Path
 
 import pytest
 
+from safehold import signing
 from tests.conftest import run_cli, sql
-from tests.integration.hostile import MANIFEST, Members, add_file, area_state, edit_manifest, read_export, write_export
+from tests.integration.hostile import (
+    MANIFEST,
+    Members,
+    add_file,
+    area_state,
+    edit_manifest,
+    read_export,
+    signature_of,
+    write_export,
+)
 from tests.integration.offhost_servers import make_tree, password_file, write_config
 
 
@@ -31,6 +41,10 @@ class Scene:
 
     def state(self) -> str:
         return area_state(self.area, [self.db, self.victim_db])
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.parent / "state"
 
 
 @pytest.fixture
@@ -101,13 +115,16 @@ def assert_refused(result: subprocess.CompletedProcess[str], expected: str) -> N
     assert len(errors) == 1 and expected in errors[0], result.stderr
 
 
-def hostile_export(s: Scene, case: str, out: Path) -> Path:
-    """The real export with the case's manifest edit (and, for an extra root, its files), repacked."""
+def hostile_export(s: Scene, case: str, out: Path, sign: Callable[[bytes], bytes] | None | str = "trusted") -> Path:
+    """The real export with the case's manifest edit (and, for an extra root, its files), repacked and, by
+    default, signed with the installation's own key: a trusted host's export crafted to harm, which only
+    the target rule stops."""
     change, _ = _cases(s)[case]
     members: Members = edit_manifest(read_export(s.export), change)
     if case == "extra tree root":
         members = add_file(members, f"files{s.area / 'other' / 'keep.txt'}", b"the attacker's version\n")
-    return write_export(out, members)
+    return write_export(out, members, (lambda sums: signing.sign(s.state_dir, sums)) if sign == "trusted"
+                        else sign)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -119,6 +136,44 @@ def test_a_hostile_export_is_refused_in_place_and_changes_nothing(scene: Scene, 
         assert_refused(result, _cases(scene)[case][1])
         assert scene.state() == before, f"{case}: the refused restore changed the scratch area or a database"
     assert not list(scene.area.rglob(".safehold-*")), "a staging folder was left behind"
+
+
+SIGNATURE_CASES = {
+    "valid signature over a different manifest": "signature does not match its content",
+    "untrusted signer": "a key this installation does not trust",
+    "unsigned": "the export is not signed",
+    "truncated signature": "signature is damaged or truncated",
+}
+
+
+@pytest.mark.parametrize("case", list(SIGNATURE_CASES))
+def test_an_export_without_a_trusted_signature_is_refused_before_it_is_read(scene: Scene, tmp_path: Path,
+                                                                            case: str) -> None:
+    original = signature_of(read_export(scene.export))
+    sign = {
+        "valid signature over a different manifest": lambda sums: original,
+        "untrusted signer": lambda sums: signing.sign(tmp_path / "another-installation", sums),
+        "unsigned": None,
+        "truncated signature": lambda sums: signing.sign(scene.state_dir, sums)[:120],
+    }[case]
+    hostile = hostile_export(scene, "extra tree root", tmp_path / "hostile.tar.zst", sign)
+    before = scene.state()
+    for where in ((), ("--files-to", str(tmp_path / "elsewhere"), "--to-db", f"{scene.db}_never")):
+        result = run_cli("restore", "app", "--from-file", str(hostile), "--force", *where, config=scene.config)
+        assert_refused(result, SIGNATURE_CASES[case])
+        assert "nothing was restored" in result.stderr
+        assert scene.state() == before
+        assert not (tmp_path / "elsewhere").exists()
+    assert not sql(f"SHOW DATABASES LIKE '{scene.db}_never'")
+
+
+def test_allow_unsigned_still_writes_only_where_the_config_says(scene: Scene, tmp_path: Path) -> None:
+    hostile = hostile_export(scene, "extra tree root", tmp_path / "hostile.tar.zst", None)
+    before = scene.state()
+    result = run_cli("restore", "app", "--from-file", str(hostile), "--force", "--allow-unsigned",
+                     config=scene.config)
+    assert_refused(result, _cases(scene)["extra tree root"][1])
+    assert scene.state() == before
 
 
 def test_a_hostile_export_still_restores_elsewhere(scene: Scene, tmp_path: Path, new_db: Callable[[str], str]) -> None:

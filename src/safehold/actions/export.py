@@ -8,7 +8,8 @@ name ends in `.age`. Layout, all under `safehold-export/`:
     safehold/keys.json          escrowed application keys (encrypted exports only)
     files/<absolute path>       file trees and config files, owners, modes and mtimes kept
     safehold.toml               the configuration (secrets are references, never values)
-    SHA256SUMS                  last member; `sha256sum -c` format, checked before any restore
+    SHA256SUMS                  `sha256sum -c` format, checked before any restore
+    SIGNATURE                   last member: the installation's Ed25519 signature over SHA256SUMS
 
 Everything streams (restic dump → tar → zstd → age → file): no size limit and no temporary copy.
 """
@@ -28,6 +29,7 @@ from typing import IO
 
 import zstandard
 
+from safehold import signing
 from safehold.actions.common import Point, search_point
 from safehold.agestream import Encryptor
 from safehold.config import Config
@@ -39,6 +41,7 @@ from safehold.secrets import resolve
 
 ROOT = "safehold-export"
 SUMS = "SHA256SUMS"
+SIGNATURE = "SIGNATURE"  # the installation's Ed25519 signature over SHA256SUMS (see safehold.signing)
 BUFFER = 1 << 20
 ZSTD_LEVEL = 3
 
@@ -115,8 +118,11 @@ class _Writer:
                 member.name = f"{prefix}/{member.name.lstrip('/')}".rstrip("/")
                 self.add(member, source.extractfile(member) if member.isfile() else None)
 
-    def finish(self) -> None:
-        self.add_bytes(SUMS, "".join(f"{digest}  {name}\n" for digest, name in self.sums).encode())
+    def finish(self, state_dir: Path) -> None:
+        """SHA256SUMS, then the installation's signature over exactly those bytes (the last member)."""
+        sums = "".join(f"{digest}  {name}\n" for digest, name in self.sums).encode()
+        self.add_bytes(SUMS, sums)
+        self.add_bytes(SIGNATURE, signing.sign(state_dir, sums))
 
 
 def _write_tar(config: Config, repo: Repository, point: Point, sink: IO[bytes], encrypted: bool,
@@ -143,7 +149,7 @@ def _write_tar(config: Config, repo: Repository, point: Point, sink: IO[bytes], 
             writer.add_snapshot(repo, manifest.files_snapshot, f"{ROOT}/files")
         if config.source and config.source.is_file():
             writer.add_bytes("safehold.toml", config.source.read_bytes())
-        writer.finish()
+        writer.finish(config.state_dir)
     return writer.bytes
 
 

@@ -3,7 +3,8 @@
 The file is unpacked into a staging folder next to the destination, refusing any member that
 could land outside it (absolute paths, `..`, writes through symlinks, links climbing out, device
 files), and every file's SHA-256 is compared with the archive's SHA256SUMS. Only when the whole
-archive is proven intact does the normal restore run, reading from the staging folder; a damaged,
+archive is proven intact — its SHA256SUMS signed by a key this installation trusts, and every file
+matching it — does the normal restore run, reading from the staging folder; a damaged,
 truncated or hostile file therefore writes nothing to the destination.
 """
 
@@ -17,14 +18,15 @@ import shutil
 import stat
 import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 import zstandard
 
+from safehold import signing
 from safehold.actions.common import Point
-from safehold.actions.export import BUFFER, ROOT, SUMS, identities, is_encrypted
+from safehold.actions.export import BUFFER, ROOT, SIGNATURE, SUMS, identities, is_encrypted
 from safehold.actions.restore import restore
 from safehold.agestream import AgeError, Decryptor, is_passphrase_file
 from safehold.config import Config
@@ -32,6 +34,7 @@ from safehold.errors import ConfigError, SafeholdError, os_reason
 from safehold.output import Reporter
 from safehold.repository.manifest import MANIFEST_PATH, MAX_BYTES, Manifest, too_big
 from safehold.secrets import resolve
+from safehold.signing import MAX_SIGNATURE_BYTES
 from safehold.tempdirs import private_dir
 
 ZEROS = bytes(BUFFER)
@@ -142,21 +145,30 @@ def _apply_meta(member: tarfile.TarInfo, target: Path) -> None:
     os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
 
 
-def _unpack(stream: IO[bytes], staging: Path) -> None:
-    """Unpack and verify; raises Damaged on any problem."""
+def _unpack(stream: IO[bytes], staging: Path, check_signature: Callable[[bytes, bytes | None], object]) -> None:
+    """Unpack and verify (the signature over SHA256SUMS first, with `check_signature`, then every checksum);
+    raises Damaged or SignatureRefused on any problem."""
     sums: dict[str, str] = {}
     expected: dict[str, str] | None = None
+    sums_bytes = b""
+    signature: bytes | None = None
     folders: list[tuple[tarfile.TarInfo, Path]] = []
     reader = zstandard.ZstdDecompressor().stream_reader(stream, read_size=BUFFER, read_across_frames=True)
     with tarfile.open(fileobj=reader, mode="r|", bufsize=BUFFER) as tar:
         for member in tar:
             target = _check_member(member, staging)
             relative = member.name.removeprefix(ROOT + "/")
-            if expected is not None:
+            if expected is not None and (member.name != f"{ROOT}/{SIGNATURE}" or signature is not None):
                 raise _hostile(member.name, f"follows {SUMS}")
+            if member.name == f"{ROOT}/{SIGNATURE}":
+                if expected is None or not member.isfile():
+                    raise _hostile(member.name, f"comes before {SUMS}")
+                signature = tar.extractfile(member).read(MAX_SIGNATURE_BYTES + 1)  # type: ignore[union-attr]
+                continue
             if member.name == f"{ROOT}/{SUMS}":
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                expected = {line[66:]: line[:64] for line in data.decode().splitlines() if len(line) > 66}
+                sums_bytes = tar.extractfile(member).read()  # type: ignore[union-attr]
+                expected = {line[66:]: line[:64] for line in sums_bytes.decode(errors="replace").splitlines()
+                            if len(line) > 66}
                 continue
             again = os.path.lexists(target)
             if again and not (member.isdir() and target.is_dir() and not target.is_symlink()):
@@ -178,6 +190,7 @@ def _unpack(stream: IO[bytes], staging: Path) -> None:
         _apply_meta(member, target)
     if expected is None:
         raise Damaged(f"the export ends before its {SUMS} (truncated)", "use an intact copy; nothing was restored")
+    check_signature(sums_bytes, signature)  # who made it, before any checksum or content is believed
     bad = sorted(name for name in set(sums) | set(expected) if sums.get(name) != expected.get(name))
     if bad:
         raise Damaged(f"{len(bad)} file(s) in the export do not match their checksum ({bad[0]})",
@@ -265,8 +278,19 @@ def _staging_parent(config: Config, files_to: Path | None) -> Path:
 
 def restore_from_file(config: Config, name: str, path: Path, reporter: Reporter, *, only: list[str] | None = None,
                       to_db: list[str] | None = None, files_to: Path | None = None, dry_run: bool = False,
-                      force: bool = False, allow_version_change: bool = False) -> dict[str, object]:
-    """Verify and unpack an export, then restore its point into instance `name`."""
+                      force: bool = False, allow_version_change: bool = False, trust_signer: str | None = None,
+                      allow_unsigned: bool = False) -> dict[str, object]:
+    """Verify and unpack an export, then restore its point into instance `name`.
+
+    The export's signature must be made by a key this installation trusts (see safehold.signing), or by
+    the one `trust_signer` names by fingerprint; `allow_unsigned` accepts one without a valid signature.
+    Either way the restore writes only where the instance's config says (see safehold.actions.targets).
+    """
+    signers: list[str | None] = []
+
+    def check_signature(sums: bytes, signature: bytes | None) -> None:
+        signers.append(signing.verify(config.state_dir, sums, signature, trust_signer, allow_unsigned))
+
     if path.is_dir():
         raise ConfigError(f"{path} is a folder, not an export file",
                           "give the NAME.tar.zst or NAME.tar.zst.age file that `safehold export` wrote")
@@ -277,7 +301,7 @@ def restore_from_file(config: Config, name: str, path: Path, reporter: Reporter,
         reporter.step(f"unpacking and verifying {path}")
         try:
             with _decrypted(config, path) as stream:
-                _unpack(stream, staging)
+                _unpack(stream, staging, check_signature)
         except (zstandard.ZstdError, tarfile.TarError, EOFError) as exc:
             raise Damaged(f"{path} is damaged or truncated ({exc})",
                           "use an intact copy of the export; nothing was restored") from None
@@ -289,7 +313,10 @@ def restore_from_file(config: Config, name: str, path: Path, reporter: Reporter,
                                 + "; nothing was restored") from None
         staged = Staged(staging, path.resolve())
         manifest = staged.manifest(path)
-        reporter.step(f"{path}: point {manifest.run_id} of {manifest.instance}, every checksum matches")
+        if signers and signers[0] is None:
+            reporter.warn(f"{path} has no valid signature; restored because --allow-unsigned was given")
+        reporter.step(f"{path}: point {manifest.run_id} of {manifest.instance}, signed by "
+                      f"{signers[0] if signers else '?'}, every checksum matches")
         point = Point(manifest, snapshot="", repository=f"file {path.name}")
         result = restore(config, name, manifest.run_id, reporter, only=only, to_db=to_db, files_to=files_to,
                          dry_run=dry_run, force=force, allow_version_change=allow_version_change,

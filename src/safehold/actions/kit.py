@@ -18,7 +18,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from safehold import __version__, hostinfo
+from safehold import __version__, hostinfo, signing
 from safehold.config import Config
 from safehold.errors import SafeholdError
 from safehold.output import Reporter
@@ -265,6 +265,9 @@ def render(config: Config) -> str:
             setup.append(f"mkdir -p state/keys && {_heredoc(f'state/keys/{path.name}', path.read_text())}")
     setup.append(_heredoc("safehold.toml", "\n".join(toml)))
     setup.append(f'sed -i "s#{PLACEHOLDER}#$KIT#g" safehold.toml && export SAFEHOLD_CONFIG="$KIT/safehold.toml"')
+    # The new state folder makes a key of its own: exports this host signed stay restorable there.
+    signer = signing.own_public(config.state_dir)
+    setup.append(f"safehold trust add '{signer.line}'")
     restore = [f"safehold list {name} && safehold restore {name} latest" for name in instances]
     escrow = _escrowed(config)
     parts = [
@@ -281,6 +284,11 @@ def render(config: Config) -> str:
         "<h2>1. Repositories (where the recovery points are) and their passwords</h2>", *sections,
         "<h2>2. Escrowed application keys</h2>",
         _table(escrow) if escrow else "<p>No application keys were escrowed on this host (none needed).</p>",
+        "<h3>Export signing key (public: not a secret)</h3>",
+        "<p>Every export this host writes is signed with this key. Another installation restores them once it "
+        "trusts it (<code>safehold trust add 'KEY'</code>, done by the steps below), or with "
+        "<code>--trust-signer FINGERPRINT</code> after comparing the fingerprint it names with this one.</p>",
+        _table([("fingerprint", signer.fingerprint), ("key", signer.line)]),
     ]
     if db_rows:
         parts += ["<h2>Database passwords</h2>",

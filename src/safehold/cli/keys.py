@@ -120,3 +120,41 @@ def repo_passwd(name: Annotated[str, typer.Argument(help="repository name")],
 
     run_action(json_out, lambda r: change_password(load_config(config), name, new_password_ref, remove_old_keys, r),
                render)
+
+
+trust_app = typer.Typer(no_args_is_help=True, help="Keys whose signed exports this installation restores.")
+app.add_typer(trust_app, name="trust")
+
+
+@trust_app.command("add")
+def trust_add(key: Annotated[str, typer.Argument(help="the key line `safehold-ed25519 ...` (from the other "
+                                                      "installation's `trust list` or recovery kit), or a file "
+                                                      "holding it")],
+              config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Trust exports signed by another installation's key."""
+    from safehold.actions.trust import add
+
+    run_action(json_out, lambda r: add(load_config(config), key),
+               lambda res: out.print(f"trusted {res['fingerprint']}"))
+
+
+@trust_app.command("list")
+def trust_list(config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """This installation's signing key and the keys it trusts, with their fingerprints."""
+    from safehold.actions.trust import listing
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            out.print(f"{row['fingerprint']}  {row['which']}\n  {row['key']}", soft_wrap=True)
+
+    run_action(json_out, lambda r: listing(load_config(config)), render)
+
+
+@trust_app.command("remove")
+def trust_remove(fingerprint: Annotated[str, typer.Argument(help="SHA256:... as `safehold trust list` shows")],
+                 config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Stop trusting an added key."""
+    from safehold.actions.trust import remove
+
+    run_action(json_out, lambda r: remove(load_config(config), fingerprint),
+               lambda res: out.print(f"no longer trusted: {res['fingerprint']}"))

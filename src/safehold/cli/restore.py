@@ -110,6 +110,12 @@ def restore(
                                                                   "host (repeatable; no database)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="list every restored table's row count, "
                                                                   "not only those that differ")] = False,
+    trust_signer: Annotated[str | None, typer.Option("--trust-signer", help="with --from-file: accept an export "
+                                                     "signed by this key fingerprint (SHA256:...), checked by hand "
+                                                     "against the kit of the installation that made it")] = None,
+    allow_unsigned: Annotated[bool, typer.Option("--allow-unsigned", help="with --from-file: accept an export "
+                                                 "without a valid signature (the config still decides where it "
+                                                 "goes)")] = False,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -168,7 +174,11 @@ def restore(
                 raise ConfigError("--path restores from a repository, not from an export file",
                                   "restore the file's point with --files-to DIR and copy what you need from there")
             return restore_from_file(cfg, name, from_file, r, only=only, to_db=to_db, files_to=files_to,
-                                     dry_run=dry_run, force=force, allow_version_change=allow_version_change)
+                                     dry_run=dry_run, force=force, allow_version_change=allow_version_change,
+                                     trust_signer=trust_signer, allow_unsigned=allow_unsigned)
+        if trust_signer or allow_unsigned:
+            raise ConfigError("--trust-signer and --allow-unsigned are about export files",
+                              "use them with --from-file, or drop them")
         return do_restore(cfg, name, point, r, only=only, to_db=to_db, files_to=files_to, dry_run=dry_run,
                           force=force, allow_version_change=allow_version_change, repository=repository,
                           paths=path or [])
