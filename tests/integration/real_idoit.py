@@ -316,8 +316,10 @@ def dump(database: str) -> bytes:
 
 
 def tree(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[object, ...]]:
-    """Every path under root: type, mode, owner, size, mtime, and content (or link target)."""
-    state: dict[str, tuple[object, ...]] = {}
+    """Every path under root, and root itself: type, mode, owner, size, mtime, content (or link target)."""
+    top = root.lstat()
+    state: dict[str, tuple[object, ...]] = {".": ("dir", oct(top.st_mode), top.st_uid, top.st_gid, top.st_size,
+                                                  top.st_mtime_ns)}
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:
             path = Path(folder) / name

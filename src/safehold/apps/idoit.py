@@ -75,7 +75,8 @@ CRON_ENTRY_POINTS = ("console.php", "controller")
 NO_COMMANDS = ("no quiesce commands configured, so i-doit and its cron jobs keep writing during the snapshot "
                "(and the restore); "
                'set quiesce = { stop = [["systemctl", "stop", "apache2"]], '
-               'start = [["systemctl", "start", "apache2"]] }')
+               'start = [["systemctl", "start", "apache2"]] } (`safehold init --app idoit --root ROOT --output FILE` '
+               "proposes the steps found on this host)")
 
 
 @dataclass
