@@ -318,7 +318,7 @@ def dump(database: str) -> bytes:
 def tree(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[object, ...]]:
     """Every path under root, and root itself: type, mode, owner, size, mtime, content (or link target)."""
     top = root.lstat()
-    state: dict[str, tuple[object, ...]] = {".": ("dir", oct(top.st_mode), top.st_uid, top.st_gid, top.st_size,
+    state: dict[str, tuple[object, ...]] = {".": ("dir", oct(top.st_mode), top.st_uid, top.st_gid, None,
                                                   top.st_mtime_ns)}
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:
@@ -332,7 +332,8 @@ def tree(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[object, ...]
                 body = os.readlink(path)
             elif path.is_file():
                 body = path.read_bytes()
-            emptied = rel in skip  # an excluded folder comes back empty: its size and mtime are new
-            state[rel] = (body, oct(info.st_mode), info.st_uid, info.st_gid, None if emptied else info.st_size,
+            emptied = rel in skip  # an excluded folder comes back empty: its mtime is new
+            # A folder's st_size is the file system's allocation for its entries, not content: files only.
+            state[rel] = (body, oct(info.st_mode), info.st_uid, info.st_gid, None if body == "dir" else info.st_size,
                           None if emptied else info.st_mtime_ns)
     return state
