@@ -89,12 +89,6 @@ def works(web: Web, install: Install) -> None:
     web.stop()
 
 
-# Until the DB account re-creation (helper `transport`) is in main, these fail where the issue says
-# (finding 3: a new database server has no app user, restore stops with "access denied").
-NEEDS_TRANSPORT = pytest.mark.xfail(reason="issue 20 finding 3: needs the DB account re-creation", strict=False)
-
-
-@NEEDS_TRANSPORT
 def test_restore_from_nothing(idoit: dict[str, object]) -> None:
     install, config, web = idoit["install"], Path(str(idoit["config"])), idoit["web"]
     assert isinstance(install, Install) and isinstance(web, Web)
@@ -117,7 +111,8 @@ def test_restore_from_nothing(idoit: dict[str, object]) -> None:
     print(f"i-doit install {install.install_seconds}s, data {install.data_seconds}s, restore {seconds:.1f}s")
 
 
-@NEEDS_TRANSPORT
+@pytest.mark.xfail(reason="restore from nothing puts src/config.inc.php back in place (restore._describe_live) "
+                          "before the account check stops it", strict=False)
 def test_restore_without_admin_access_prints_the_sql(idoit: dict[str, object]) -> None:
     """No administrative DB access: restore stops before changing anything and prints the SQL that,
     once run by the admin, lets the same command finish."""
@@ -132,7 +127,8 @@ def test_restore_without_admin_access_prints_the_sql(idoit: dict[str, object]) -
     stopped = run_cli("restore", "idoit", "latest", config=config)
     assert stopped.returncode == 1, stopped.stderr
     assert f"'{install.user}'@'localhost' is missing" in stopped.stderr
-    assert not Path(install.root).exists()  # nothing changed
+    root = Path(install.root)
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []  # asserted last
     assert not {name for (name,) in sql("SHOW DATABASES")} & set(install.databases)
     script = [line for line in stopped.stderr.splitlines() if line.startswith(("CREATE ", "GRANT "))]
     assert script and any(PLACEHOLDER in line for line in script), stopped.stderr
@@ -144,6 +140,7 @@ def test_restore_without_admin_access_prints_the_sql(idoit: dict[str, object]) -
     ok(run_cli("restore", "idoit", "latest", config=config))
     assert state(idoit) == before
     works(web, install)
+    assert not left, f"the restore that stopped had already put back {left}"
 
 
 def test_drill_touches_no_live_database(idoit: dict[str, object]) -> None:
