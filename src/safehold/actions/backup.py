@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from safehold import __version__, hostinfo, restoring
-from safehold.actions.accounts import apply_defaults
+from safehold.actions.accounts import Recorded, apply_defaults
 from safehold.actions.accounts import record as record_accounts
 from safehold.actions.common import describe, each_instance, open_repository
 from safehold.actions.prune import retention_after_backup
@@ -124,9 +124,20 @@ def _store_keys(repo: Repository, keys: dict[str, Secret], tags: list[str], mani
     return summary.data_added
 
 
+def _store_accounts(repo: Repository, accounts: Recorded, tags: list[str], manifest: Manifest,
+                    reporter: Reporter) -> int:
+    payload = accounts.payload or b""
+    summary, _ = repo.backup_stream(ACCOUNTS_PATH, [*tags, "part=accounts"], lambda out: out.write(payload),
+                                    reporter, "database accounts")
+    manifest.accounts = accounts.names
+    manifest.accounts_snapshot = summary.snapshot_id
+    return summary.data_added
+
+
 def _store_parts(repo: Repository, instance: Instance, tags: list[str], manifest: Manifest, reporter: Reporter,
-                 with_files: bool, keys: dict[str, Secret]) -> int:
-    """Databases, file trees and keys, each its own restic process, side by side; returns the bytes added.
+                 with_files: bool, keys: dict[str, Secret], accounts: Recorded) -> int:
+    """Databases, file trees, keys and database accounts, each its own restic process, side by side;
+    returns the bytes added.
 
     Each restic process spends about half a second deriving the repository key and loading the index
     before it stores anything: on a small instance that, not the data, is the run's time, so the parts
@@ -138,6 +149,8 @@ def _store_parts(repo: Repository, instance: Instance, tags: list[str], manifest
         parts.append(lambda: _store_files(repo, instance, tags, manifest, reporter))
     if keys:
         parts.append(lambda: _store_keys(repo, keys, tags, manifest, reporter))
+    if accounts.payload is not None:
+        parts.append(lambda: _store_accounts(repo, accounts, tags, manifest, reporter))
     with ThreadPoolExecutor(len(parts)) as pool:
         futures = [pool.submit(part) for part in parts]
         wait(futures)
@@ -316,16 +329,10 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
              else profile.quiesce(instance, instance_config, reporter, config.state_dir))
     with pause as window:
         window["start"] = now().isoformat()
-        added = _store_parts(repo, instance, tags, manifest, reporter, with_files, keys)
+        added = _store_parts(repo, instance, tags, manifest, reporter, with_files, keys, accounts)
         window["end"] = now().isoformat()
     manifest.quiesce = dict(window)
     apply_defaults(manifest.databases, accounts.defaults)
-    if accounts.payload is not None:
-        payload_accounts = accounts.payload
-        summary, _ = repo.backup_stream(ACCOUNTS_PATH, [*tags, "part=accounts"],
-                                        lambda out: out.write(payload_accounts), reporter, "database accounts")
-        manifest.accounts = accounts.names
-        manifest.accounts_snapshot = summary.snapshot_id
     manifest.finished = now()
     summary, _ = repo.backup_stream(MANIFEST_PATH, [*tags, "part=manifest"],
                                     lambda out: out.write(manifest.to_bytes()), reporter, "manifest")
