@@ -165,7 +165,8 @@ def plan(name: str, instance_config: InstanceConfig, repo: Any,  # noqa: ANN401 
             raise RestoreRefused(f"{refused.message if refused else conn.describe()}, and the point holds no "
                                  f"record of that account", "create the database user the app's config names, "
                                                             "then run the same restore again; nothing was changed")
-        step.accounts.append(account)
+        if account.name not in {a.name for a in step.accounts}:  # i-doit: tenants often share the system's user
+            step.accounts.append(account)
         admin_needed += entries
         step.unreachable |= {e.name for e in entries}
     if not admin_needed:

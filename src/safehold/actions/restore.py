@@ -290,9 +290,13 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
     if record is not None:
         record.details["run_id"] = point.run_id
     held_before = {t.root for t in point.manifest.trees if _holds_something(t.root)}
-    instance, profile, from_point = _describe_live(config, name, repo, point, reporter, dry_run)
+    # Read-only first (a missing app config file is read from the point into a private folder), so a
+    # restore that stops for a missing database account has changed nothing, not even that file.
+    instance, profile, from_point = _describe_live(config, name, repo, point, reporter, True)
     _refuse_other_instance(point, instance, force)
     accounts = _account_step(config, name, instance, repo, point, options, dry_run)
+    if from_point is not None and not dry_run:
+        instance, profile, from_point = _describe_live(config, name, repo, point, reporter, False)
     prepared = _prepare_accounts(repo, point, profile, instance, options, reporter, dry_run)
     plan = make_plan(config, instance, point, options.only, options.to_db, options.files_to, paths=options.paths,
                      unreachable=accounts.unreachable)
