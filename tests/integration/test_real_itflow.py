@@ -21,14 +21,13 @@ import pytest
 from tests.conftest import mariadb_dump as dump
 from tests.conftest import run_cli, sql
 from tests.integration.appkit import ok, safehold_on_path, write_config
-from tests.integration.realapps.common import SOCKET, drop_db_account, php_server
+from tests.integration.realapps.common import SOCKET, drop_db_account, php_server, protective_files
 from tests.integration.realapps.itflow import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     Install,
     check_through_the_app,
     itflow_install,
-    protective_files,
     tree_state,
 )
 

@@ -17,13 +17,12 @@ import pytest
 
 from tests.conftest import mariadb_dump, run_cli, sql
 from tests.integration.appkit import ok, write_config
-from tests.integration.realapps.common import drop_db_account, php_server
+from tests.integration.realapps.common import drop_db_account, php_server, protective_files
 from tests.integration.realapps.itop import (
     ADMIN_PASSWORD,
     Install,
     check_through_the_app,
     itop_install,
-    protective_files,
     tree_state,
 )
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from safehold.apps.common import GUARD_FILES
 from tests.conftest import need, sql
 
 REPO = Path(__file__).resolve().parents[3]
@@ -170,3 +171,27 @@ def local_db_account(prefix: str) -> tuple[str, str, str]:
 
 def drop_db_account(database: str, user: str) -> None:
     sql([f"DROP DATABASE IF EXISTS `{database}`", f"DROP USER IF EXISTS '{user}'@'localhost'"])
+
+
+def tree_state(root: Path, skip: tuple[str, ...]) -> dict[str, tuple[object, ...]]:
+    """Paths, types, modes, owners, sizes and mtimes under root (contents of `skip` folders left out,
+    their guard files kept)."""
+    info = root.lstat()
+    state: dict[str, tuple[object, ...]] = {".": (oct(info.st_mode), info.st_uid, info.st_gid, info.st_mtime_ns)}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            rel = str(path.relative_to(root))
+            inside = next((s for s in skip if rel.startswith(s + "/")), None)
+            if inside and not (name in GUARD_FILES and str(path.parent.relative_to(root)) == inside):
+                continue
+            info = path.lstat()
+            target = os.readlink(path) if path.is_symlink() else None
+            size = info.st_size if path.is_file() and not path.is_symlink() else None
+            state[rel] = (oct(info.st_mode), info.st_uid, info.st_gid, size, info.st_mtime_ns, target)
+    return state
+
+
+def protective_files(root: Path) -> set[str]:
+    """Every guard file in the tree (what keeps a web server from listing, serving or running a folder)."""
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.name in GUARD_FILES}

@@ -23,7 +23,6 @@ import httpx
 import pytest
 
 from safehold.apps import itflow as itflow_profile
-from safehold.apps.common import GUARD_FILES
 from tests.conftest import sql
 from tests.integration.realapps.common import (
     SOCKET,
@@ -34,6 +33,9 @@ from tests.integration.realapps.common import (
     local_db_account,
     php_server,
     run_folder,
+)
+from tests.integration.realapps.common import (
+    tree_state as common_tree_state,
 )
 
 TARBALL = "itflow-26.08.2.tar.gz"
@@ -280,28 +282,9 @@ def itflow_install(factory: pytest.TempPathFactory, tmp_path: Path) -> Iterator[
         drop_db_account(install.database, install.user)
 
 
-def tree_state(root: Path, skip: tuple[str, ...] = REGENERABLE) -> dict[str, tuple[object, ...]]:
-    """Paths, types, modes, owners, sizes and mtimes under root (contents of `skip` folders left out,
-    their guard files kept)."""
-    info = root.lstat()
-    state: dict[str, tuple[object, ...]] = {".": (oct(info.st_mode), info.st_uid, info.st_gid, info.st_mtime_ns)}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(folder) / name
-            rel = str(path.relative_to(root))
-            inside = next((s for s in skip if rel.startswith(s + "/")), None)
-            if inside and not (name in GUARD_FILES and str(path.parent.relative_to(root)) == inside):
-                continue
-            info = path.lstat()
-            target = os.readlink(path) if path.is_symlink() else None
-            size = info.st_size if path.is_file() and not path.is_symlink() else None
-            state[rel] = (oct(info.st_mode), info.st_uid, info.st_gid, size, info.st_mtime_ns, target)
-    return state
-
-
-def protective_files(root: Path) -> set[str]:
-    """Every guard file in the tree (what keeps a web server from listing, serving or running a folder)."""
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.name in GUARD_FILES}
+def tree_state(root: Path) -> dict[str, tuple[object, ...]]:
+    """common.tree_state with ITFlow's regenerable folders left out."""
+    return common_tree_state(root, REGENERABLE)
 
 
 def check_through_the_app(install: Install, url: str) -> None:

@@ -23,7 +23,6 @@ import httpx
 import pytest
 
 from safehold.apps import itop as itop_profile
-from safehold.apps.common import GUARD_FILES
 from tests.conftest import sql
 from tests.integration.realapps.common import (
     SOCKET,
@@ -33,6 +32,9 @@ from tests.integration.realapps.common import (
     local_db_account,
     php_server,
     run_folder,
+)
+from tests.integration.realapps.common import (
+    tree_state as common_tree_state,
 )
 
 TARBALL = "itop-3.2.0.tar.gz"
@@ -280,26 +282,6 @@ def itop_install(factory: pytest.TempPathFactory, tmp_path: Path) -> Iterator[In
         drop_db_account(made.database, made.user)
 
 
-def tree_state(root: Path, skip: tuple[str, ...] = DISPOSABLE) -> dict[str, tuple[object, ...]]:
-    """Paths, types, modes, owners, sizes and mtimes under root (contents of `skip` folders left out,
-    their guard files kept)."""
-    state: dict[str, tuple[object, ...]] = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(folder) / name
-            rel = str(path.relative_to(root))
-            inside = next((s for s in skip if rel.startswith(s + "/")), None)
-            if inside and not (name in GUARD_FILES and str(path.parent.relative_to(root)) == inside):
-                continue
-            info = path.lstat()
-            target = os.readlink(path) if path.is_symlink() else None
-            size = info.st_size if path.is_file() and not path.is_symlink() else None
-            mtime = None if rel in skip else info.st_mtime_ns  # an emptied folder's own time says nothing
-            state[rel] = (oct(info.st_mode), info.st_uid, info.st_gid, size, mtime, target)
-    return state
-
-
-def protective_files(root: Path) -> set[str]:
-    """Every guard file in the tree (what keeps a web server from listing, serving or running a folder)."""
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.name in GUARD_FILES}
-
+def tree_state(root: Path) -> dict[str, tuple[object, ...]]:
+    """common.tree_state with the folders iTop regenerates left out."""
+    return common_tree_state(root, DISPOSABLE)
