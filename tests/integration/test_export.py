@@ -151,6 +151,11 @@ def test_damaged_export_writes_nothing(tmp_path: Path, new_db: Callable[[str], s
         result = run_cli("restore", "app", "--from-file", str(damaged), "--to-db", f"{db}_x", "--files-to",
                          str(target), config=config)
         _assert_nothing_written(result, "nothing was restored", target, f"{db}_x")
+    # Each is a failed restore in the history, with the file it was asked to read.
+    runs = json.loads(run_cli("history", "app", "--kind", "restore", "--json", config=config).stdout)
+    assert [(r["result"], r["details"]["file"]) for r in runs] == [
+        ("failed", str(tmp_path / f"{how}.tar.zst")) for how in ("bit-flipped", "truncated")]
+    assert "is damaged or truncated" in runs[0]["error"]
 
 
 @pytest.mark.parametrize("encryption", ["none", "recipients", "passphrase"])

@@ -20,7 +20,7 @@ import tarfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import zstandard
 
@@ -31,6 +31,7 @@ from safehold.actions.restore import restore
 from safehold.agestream import AgeError, Decryptor, is_passphrase_file
 from safehold.config import Config
 from safehold.errors import ConfigError, SafeholdError, os_reason
+from safehold.lifecycle import RunRecord, tracked
 from safehold.output import Reporter
 from safehold.repository.manifest import MANIFEST_PATH, MAX_BYTES, Manifest, too_big
 from safehold.secrets import resolve
@@ -280,23 +281,36 @@ def restore_from_file(config: Config, name: str, path: Path, reporter: Reporter,
                       to_db: list[str] | None = None, files_to: Path | None = None, dry_run: bool = False,
                       force: bool = False, allow_version_change: bool = False, trust_signer: str | None = None,
                       allow_unsigned: bool = False) -> dict[str, object]:
-    """Verify and unpack an export, then restore its point into instance `name`.
+    """Verify and unpack an export, then restore its point into instance `name`; recorded in the run
+    history as a restore (unless a dry run), one that fails unpacking or checking the file too.
 
     The export's signature must be made by a key this installation trusts (see safehold.signing), or by
     the one `trust_signer` names by fingerprint; `allow_unsigned` accepts one without a valid signature.
     Either way the restore writes only where the instance's config says (see safehold.actions.targets).
     """
+    options = {"only": only, "to_db": to_db, "files_to": files_to, "dry_run": dry_run, "force": force,
+               "allow_version_change": allow_version_change}
+    signed = (trust_signer, allow_unsigned)
+    if dry_run:
+        return _restore_file(config, name, path, reporter, options, signed, None)
+    config.instance(name)
+    with tracked(config, name, "restore", reporter, {"file": str(path)}) as record:
+        return _restore_file(config, name, path, reporter, options, signed, record)
+
+
+def _restore_file(config: Config, name: str, path: Path, reporter: Reporter, options: dict[str, Any],
+                  signed: tuple[str | None, bool], record: RunRecord | None) -> dict[str, object]:
     signers: list[str | None] = []
 
     def check_signature(sums: bytes, signature: bytes | None) -> None:
-        signers.append(signing.verify(config.state_dir, sums, signature, trust_signer, allow_unsigned))
+        signers.append(signing.verify(config.state_dir, sums, signature, *signed))
 
     if path.is_dir():
         raise ConfigError(f"{path} is a folder, not an export file",
                           "give the NAME.tar.zst or NAME.tar.zst.age file that `safehold export` wrote")
     if not path.is_file():
         raise ConfigError(f"export file {path} does not exist", "check the path")
-    staging = private_dir(".safehold-staging-", _staging_parent(config, files_to))
+    staging = private_dir(".safehold-staging-", _staging_parent(config, options["files_to"]))
     try:
         reporter.step(f"unpacking and verifying {path}")
         try:
@@ -318,9 +332,7 @@ def restore_from_file(config: Config, name: str, path: Path, reporter: Reporter,
         reporter.step(f"{path}: point {manifest.run_id} of {manifest.instance}, signed by "
                       f"{signers[0] if signers else '?'}, every checksum matches")
         point = Point(manifest, snapshot="", repository=f"file {path.name}")
-        result = restore(config, name, manifest.run_id, reporter, only=only, to_db=to_db, files_to=files_to,
-                         dry_run=dry_run, force=force, allow_version_change=allow_version_change,
-                         source=(staged, point))
+        result = restore(config, name, manifest.run_id, reporter, source=(staged, point), record=record, **options)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result

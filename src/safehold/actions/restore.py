@@ -250,7 +250,8 @@ def prepare_files_target(target: Path) -> None:
 def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: list[str] | None = None,
             to_db: list[str] | None = None, files_to: Path | None = None, dry_run: bool = False,
             force: bool = False, allow_version_change: bool = False, repository: str | None = None,
-            source: tuple[Any, Point] | None = None, paths: Sequence[str] = ()) -> dict[str, object]:
+            source: tuple[Any, Point] | None = None, paths: Sequence[str] = (),
+            record: RunRecord | None = None) -> dict[str, object]:
     """Restore a point of instance `name`; returns the plan and, unless dry-run, the comparison.
 
     `source` replaces the repository lookup with another holder of the point's parts (an unpacked
@@ -260,11 +261,12 @@ def restore(config: Config, name: str, run: str, reporter: Reporter, *, only: li
     point of another app or schema version go back under the live code (warned and recorded).
 
     Every restore that is not a dry run is a run in the history, one refused or failing before it
-    changed anything too (an unknown instance is a usage error, not a run).
+    changed anything too (an unknown instance is a usage error, not a run); `record` is that run when
+    the caller recorded it already (an export file's unpacking is part of its restore).
     """
     options = _Options(only or [], to_db or [], files_to, force, allow_version_change, repository, paths)
-    if dry_run:
-        return _restore(config, name, run, reporter, options, source, None)
+    if dry_run or record is not None:
+        return _restore(config, name, run, reporter, options, source, record)
     config.instance(name)
     with tracked(config, name, "restore", reporter, {"run_id": run}) as record:
         return _restore(config, name, run, reporter, options, source, record)
