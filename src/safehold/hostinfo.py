@@ -101,8 +101,8 @@ def web_servers() -> list[str]:
             found |= {unit.name.removesuffix(".service") for unit in _glob(folder, pattern)}
     path = f"{os.environ.get('PATH', '')}{os.pathsep}{SBIN}"
     found |= {binary for binary in ("apache2", "httpd", "nginx") if shutil.which(binary, path=path)}
-    for folder in ("/usr/sbin", "/usr/local/sbin"):
-        found |= {f"php{fpm.name.removeprefix('php-fpm')}-fpm" for fpm in _glob(Path(folder), "php-fpm[0-9]*")}
+    for sbin in (Path("/usr/sbin"), Path("/usr/local/sbin")):
+        found |= {f"php{fpm.name.removeprefix('php-fpm')}-fpm" for fpm in _glob(sbin, "php-fpm[0-9]*")}
     found |= {f"libapache2-mod-{module.stem}" for module in _glob(APACHE_MODS, "php*.load")}
     return sorted(found)
 
