@@ -25,7 +25,7 @@ from safehold.actions.accounts import plan as plan_accounts
 from safehold.actions.backup import backup_instance
 from safehold.actions.browse import Selection, locate_all
 from safehold.actions.common import Point, describe, open_point
-from safehold.actions.targets import check_in_place_database, check_in_place_paths, in_place_trees
+from safehold.actions.targets import check_in_place_database, check_in_place_paths, in_place_trees, owns_database
 from safehold.apps import profile_for
 from safehold.apps.common import AppConfigMissing
 from safehold.config import Config
@@ -49,6 +49,9 @@ class DatabaseStep:
     database: Database
     target: str
     non_empty: bool
+    # Declared by a database this restore loads first (i-doit's tenants by the system database's
+    # isys_mandator): checked against the instance as described once that one is back.
+    declared_later: bool = False
 
 
 @dataclass
@@ -176,15 +179,17 @@ def make_plan(config: Config, instance: Instance, point: Point, only: list[str],
                 continue
             live = _live_database(instance, entry)
             target = mapping.get(entry.name, entry.name)
-            if entry.name not in mapping:  # under its own name: the config decides, never the point
+            later = entry.name not in mapping and bool(instance.details.get("declared_later_by")) \
+                and not owns_database(instance, entry, entry.name)
+            if entry.name not in mapping and not later:  # under its own name: the config decides, never the point
                 check_in_place_database(instance, manifest, entry)
             engine = engine_for(entry.engine)
             step_db = Database(live.connection, target, table_prefix=entry.table_prefix, method=entry.method)
             if target in unreachable:
-                plan.databases.append(DatabaseStep(entry, step_db, target, False))
+                plan.databases.append(DatabaseStep(entry, step_db, target, False, later))
                 continue
             engine.check_load(step_db, entry.method)
-            plan.databases.append(DatabaseStep(entry, step_db, target, not engine.is_empty(step_db, target)))
+            plan.databases.append(DatabaseStep(entry, step_db, target, not engine.is_empty(step_db, target), later))
     kinds = {"files"} if "files" in parts else set()
     kinds |= {"config"} if "config" in parts else set()
     if paths:
@@ -371,6 +376,8 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
                 restoring.save(config.state_dir, unfinished)
             try:
                 for step in plan.databases:
+                    if step.declared_later:  # the database that declares it is back now: the config decides
+                        check_in_place_database(describe(config, name)[0], point.manifest, step.entry)
                     comparison += _restore_database(repo, step, reporter, phases,
                                                     lambda step=step: changed.setdefault(f"database {step.target}"))
                 copies = {s.entry.name: s.database for s in plan.databases if s.target != s.entry.name}

@@ -264,6 +264,8 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     instance.schema_version = _version(system)
     instance.details = {"system_database": system.name, "tenants": [info for _, info in tenants],
                         "crypto_hash_set": bool(php.text("g_crypto_hash", default=""))}
+    if instance.schema_version is None:  # system DB gone (restore from nothing): it names the tenants once back
+        instance.details["declared_later_by"] = system.name
     return instance
 
 
