@@ -141,3 +141,44 @@ def test_without_admin_access_the_sql_to_run_is_printed(app_account: dict[str, s
     grants, _, defaults, dump = _state(app_account)
     assert (grants, defaults, dump) == (before[0], before[2], before[3])
     assert _app_logs_in(app_account) == 2
+
+
+def test_postgres_role_and_database_come_back(tmp_path: Path, repo: dict[str, str]) -> None:
+    """A generic PostgreSQL instance: its login role (attributes, password hash) and its database (owner,
+    encoding, collation) are recorded and re-created by the restore through the `postgres` superuser."""
+    from tests.integration.test_postgres import need_postgres, plain_dump, psql
+
+    need_postgres()
+    role, database = f"t_pgacc_{secrets.token_hex(3)}", f"t_pgacc_db_{secrets.token_hex(3)}"
+    psql("postgres", f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD 'pw{secrets.token_hex(6)}'")
+    psql("postgres", f"CREATE DATABASE {database} OWNER {role} TEMPLATE template0 ENCODING 'UTF8'")
+    try:
+        psql(database, f"SET ROLE {role}; CREATE TABLE notes (id int PRIMARY KEY, body text);"
+                       "INSERT INTO notes VALUES (1, 'Grüße'), (2, 'x');")
+        hashed = psql("postgres", f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'").strip()
+        config = write_config(tmp_path, repo, f"""
+[instances.pg]
+repositories = ["main"]
+[[instances.pg.databases]]
+engine = "postgres"
+user = "{role}"
+names = ["{database}"]
+""")
+        before = plain_dump(database)
+        backup = ok(run_cli("backup", "pg", config=config))
+        assert json.loads(ok(run_cli("show", "latest", "--json", config=config)).stdout)["accounts"] == \
+            [f"postgres role {role}"]
+        psql("postgres", f"DROP DATABASE {database} WITH (FORCE)")
+        psql("postgres", f"DROP ROLE {role}")
+        plan = ok(run_cli("restore", "pg", "latest", "--dry-run", config=config))
+        assert "CREATE ROLE" in plan.stdout and not psql("postgres", f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'")
+        restored = ok(run_cli("restore", "pg", "latest", config=config))
+        assert psql("postgres", f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'").strip() == hashed
+        assert psql("postgres", f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{database}'"
+                    ).strip() == role
+        assert plain_dump(database) == before
+        for text in (backup.stdout, backup.stderr, plan.stdout, restored.stdout, restored.stderr):
+            assert hashed not in text
+    finally:
+        psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        psql("postgres", f"DROP ROLE IF EXISTS {role}")

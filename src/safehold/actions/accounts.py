@@ -22,6 +22,7 @@ from typing import Any
 from safehold.apps.common import server_connection
 from safehold.apps.dbhost import default_mariadb_socket
 from safehold.config import InstanceConfig
+from safehold.engines import postgres_roles
 from safehold.engines.mariadb import accounts as sql
 from safehold.engines.mariadb import client
 from safehold.errors import DatabaseError, RestoreRefused, SafeholdError
@@ -60,10 +61,20 @@ class Recorded:
     warnings: list[str] = field(default_factory=list)
 
 
-def record(instance: Instance, instance_config: InstanceConfig, reporter: Reporter) -> Recorded:
-    """Read the account of every MariaDB login of the instance and the defaults of its databases."""
+def record(instance: Instance, instance_config: InstanceConfig, reporter: Reporter,
+           postgres_roles_too: bool = True) -> Recorded:
+    """Read the account of every MariaDB login of the instance and the defaults of its databases, and
+    (unless the profile records them itself, `postgres_roles_too` False) each PostgreSQL database's role."""
     result = Recorded()
     found: list[sql.Account] = []
+    roles: list[dict[str, object]] = []
+    for db in instance.databases:
+        if db.connection.engine == "postgres" and postgres_roles_too:
+            if (role := postgres_roles.record(db)) is not None:
+                roles.append(role)
+                reporter.step(f"recorded PostgreSQL role {role['role']} of database {db.name}")
+            else:
+                result.warnings.append(f"PostgreSQL role of database {db.name} not recorded: it could not be read")
     for conn in _logins(instance.databases):
         try:
             admin = admin_connection(instance.name, instance_config, conn)
@@ -87,9 +98,10 @@ def record(instance: Instance, instance_config: InstanceConfig, reporter: Report
                     result.defaults[db.name] = defaults
             except DatabaseError:
                 pass  # the dump of that database reports it
-    if found:
-        result.payload = json.dumps({"format": 1, "accounts": [a.to_json() for a in found]}).encode()
-        result.names = [a.name for a in found]
+    if found or roles:
+        result.payload = json.dumps({"format": 1, "accounts": [a.to_json() for a in found],
+                                     "postgres_roles": roles}).encode()
+        result.names = [a.name for a in found] + list(dict.fromkeys(f"postgres role {r['role']}" for r in roles))
     return result
 
 
@@ -111,6 +123,7 @@ class AccountStep:
     admin: Connection | None = None
     app_login: Connection | None = None  # creates the missing databases when no account is missing
     problem: str | None = None  # why it cannot be done (no administrative login); the SQL says the rest
+    postgres: list[str] = field(default_factory=list)  # PostgreSQL roles/databases created (or, dry run, to be)
 
     @property
     def needed(self) -> bool:
@@ -127,18 +140,18 @@ class AccountStep:
         return {"create_accounts": [a.name for a in self.accounts],
                 "create_databases": [name for name, _, _ in self.databases],
                 "via": via.describe() if via and not self.problem else None, "problem": self.problem,
-                "sql": self.script() if self.problem else None}
+                "sql": self.script() if self.problem else None, "postgres": self.postgres}
 
 
-def _recorded(repo: Any, manifest: Manifest) -> list[sql.Account]:  # noqa: ANN401 - Repository or an export
+def _recorded(repo: Any, manifest: Manifest) -> dict[str, Any]:  # noqa: ANN401 - Repository or an export
+    """The point's accounts part (empty when it has none)."""
     if not manifest.accounts_snapshot:
-        return []
+        return {}
     try:
         with repo.open_file(manifest.accounts_snapshot, ACCOUNTS_PATH) as stream:
-            data = json.loads(stream.read())
+            return dict(json.loads(stream.read()))
     except FileNotFoundError:  # an unencrypted export leaves the accounts part out
-        return []
-    return [sql.Account.from_json(item) for item in data.get("accounts", [])]
+        return {}
 
 
 def plan(name: str, instance_config: InstanceConfig, repo: Any,  # noqa: ANN401 - Repository or an export
@@ -147,7 +160,8 @@ def plan(name: str, instance_config: InstanceConfig, repo: Any,  # noqa: ANN401 
     their own name, each with its live database); refuse, with the SQL, when that needs a login safehold lacks.
     """
     step = AccountStep()
-    recorded = {a.user: a for a in _recorded(repo, manifest)}
+    part = _recorded(repo, manifest)
+    recorded = {a.user: a for a in map(sql.Account.from_json, part.get("accounts", []))}
     by_login: dict[Connection, list[DatabaseEntry]] = {}
     for entry, live in steps:
         if entry.engine == "mariadb":
@@ -198,6 +212,21 @@ def plan(name: str, instance_config: InstanceConfig, repo: Any,  # noqa: ANN401 
                              "the app's config in place of the placeholder), then run the same restore again, "
                              f"or set [instances.{name}.db_admin]:\n{step.script()}")
     return step
+
+
+def ensure_postgres_roles(repo: Any, manifest: Manifest,  # noqa: ANN401 - Repository or an export
+                          steps: list[tuple[DatabaseEntry, Database]], reporter: Reporter, dry_run: bool,
+                          step: AccountStep) -> None:
+    """Re-create the recorded PostgreSQL role and database of each entry restored under its own name where the
+    server lacks them (engines.postgres_roles; without the `postgres` superuser it stops and prints the SQL).
+    What is (or, in a dry run, would be) done goes into `step`; a dry run's missing ones count as unreachable."""
+    roles = {str((r.get("database") or {}).get("name")): r for r in _recorded(repo, manifest).get("postgres_roles", [])}
+    for entry, live in steps:
+        if entry.engine == "postgres" and (found := roles.get(entry.name)):
+            password = live.connection.password.reveal() if live.connection.password else None
+            if lines := postgres_roles.ensure(live, found, reporter, dry_run, password):
+                step.postgres += lines
+                step.unreachable |= {entry.name} if dry_run else set()
 
 
 def apply(step: AccountStep, reporter: Reporter) -> None:

@@ -321,7 +321,8 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
     reporter.step(f"{'safety point' if safety_point else 'backup'} {run_id} of {instance.name} "
                   f"→ repository {repo.name}")
     keys = profile.keys(instance, config.state_dir)
-    accounts = record_accounts(instance, instance_config, reporter)
+    accounts = record_accounts(instance, instance_config, reporter,
+                               postgres_roles_too=getattr(profile, "prepare_restore", None) is None)
     for warning in accounts.warnings:
         reporter.warn(warning)
         manifest.warnings.append(warning)

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import IO, Any
 
 from safehold import hostinfo, restoring
-from safehold.actions.accounts import AccountStep
+from safehold.actions.accounts import AccountStep, ensure_postgres_roles
 from safehold.actions.accounts import apply as apply_accounts
 from safehold.actions.accounts import plan as plan_accounts
 from safehold.actions.backup import backup_instance
@@ -301,7 +301,7 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
     # restore that stops for a missing database account has changed nothing, not even that file.
     instance, profile, from_point = _describe_live(config, name, repo, point, reporter, True)
     _refuse_other_instance(point, instance, force)
-    accounts = _account_step(config, name, instance, repo, point, options, dry_run)
+    accounts = _account_step(config, name, instance, repo, point, options, reporter, dry_run)
     if from_point is not None and not dry_run:
         instance, profile, from_point = _describe_live(config, name, repo, point, reporter, False)
     prepared = _prepare_accounts(repo, point, profile, instance, options, reporter, dry_run)
@@ -414,14 +414,17 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
 
 
 def _account_step(config: Config, name: str, instance: Instance, repo, point: Point,  # noqa: ANN001
-                  options: _Options, dry_run: bool) -> AccountStep:
+                  options: _Options, reporter: Reporter, dry_run: bool) -> AccountStep:
     """The database accounts and databases to re-create for the databases going back under their own names."""
     if options.paths or (options.only and "db" not in options.only):
         return AccountStep()
     renamed = parse_to_db(options.to_db, point.manifest)
     steps = [(entry, _live_database(instance, entry)) for entry in point.manifest.databases
              if entry.name not in renamed]
-    return plan_accounts(name, config.instance(name), repo, point.manifest, steps, dry_run)
+    step = plan_accounts(name, config.instance(name), repo, point.manifest, steps, dry_run)
+    if getattr(profile_for(config.instance(name).app), "prepare_restore", None) is None:  # none of its own
+        ensure_postgres_roles(repo, point.manifest, steps, reporter, dry_run, step)
+    return step
 
 
 NOTHING_TO_SAVE = "nothing to save: no safety point (no database holds data and no file would be replaced)"

@@ -209,6 +209,8 @@ def _print_accounts(step: dict[str, Any], dry_run: bool) -> None:
     for name in step.get("create_accounts", []):
         out.print(f"  database account {name} {verb} missing: re-created as recorded (auth, grants){via}",
                   soft_wrap=True)
+    for line in step.get("postgres", []):
+        out.print(f"  {line}", soft_wrap=True, markup=False)
     if step.get("problem"):
         out.print(Text.assemble(("the restore would stop: ", "red"), f"{step['problem']}; an administrator runs "
                                 "this SQL first (the app's password in place of the placeholder):"), soft_wrap=True)
