@@ -34,9 +34,37 @@ SecretRef = str
 def _absolute(value: str | list[str] | None) -> str | list[str] | None:
     # Runs start from cron, systemd and the web console, each in another working folder.
     for path in [value] if isinstance(value, str) else value or []:
+        if problem := impossible_path(path):
+            raise ValueError(problem)
         if not os.path.isabs(os.path.expanduser(path)):
             raise ValueError(f"{path!r} is a relative path; give the full path (starting with /)")
     return value
+
+
+NAME_MAX, PATH_MAX = 255, 4095  # Linux: bytes in one name, in a whole path
+
+
+def impossible_path(path: str) -> str | None:
+    """Why no file system can hold `path` (a NUL byte, a name or path too long), or None."""
+    if "\0" in path:
+        return f"{path!r} holds a NUL byte, which no path can"
+    if len(path.encode(errors="surrogateescape")) > PATH_MAX:
+        return f"{path[:40]!r}... is longer than any path ({PATH_MAX} bytes)"
+    if any(len(part.encode(errors="surrogateescape")) > NAME_MAX for part in path.split("/")):
+        return f"{path!r} has a name longer than {NAME_MAX} bytes, which no file system holds"
+    return None
+
+
+def _nul_in(data: object, where: str = "") -> str | None:
+    """The key path of the first string value of the config holding a NUL byte (no path, name or secret
+    reference can), or None."""
+    if isinstance(data, str):
+        return where if "\0" in data else None
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        if (found := _nul_in(value, f"{where}.{key}" if where else str(key))) is not None:
+            return found
+    return None
 
 
 def _check_secret(value: str | None) -> str | None:
@@ -540,6 +568,9 @@ def parse(text: str, source: Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}", "fix the syntax at that line") from None
+    if (key := _nul_in(data)) is not None:
+        raise ConfigError(f"{source}: {key}: holds a NUL byte (\\u0000), which no path, name or secret reference "
+                          "can", "fix the config file")
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:

@@ -10,7 +10,7 @@ that started it; the next read notices the PID is gone and marks it failed ("int
 Writers: an action wraps its work in `safehold.lifecycle.tracked(config, instance, kind,
 reporter)`, which records here and then runs retention, notifications and metrics; plain
 `record_start`/`record_end` record without those hooks. Readers (check, metrics, web UI):
-`runs`, `last_run`, `last_success`, `last_drill`, `failures`, `running`, `recent_sizes`, `median_size`.
+`runs`, `last_run`, `last_success`, `last_stored`, `last_drill`, `failures`, `running`, `recent_sizes`, `median_size`.
 """
 
 from __future__ import annotations
@@ -260,6 +260,13 @@ class History:
         """The newest run of that kind that ended ok."""
         rows = self._query("SELECT * FROM runs WHERE instance=? AND kind=? AND result='ok' "
                            "ORDER BY started DESC, id DESC LIMIT 1", (instance, kind))
+        return rows[0] if rows else None
+
+    def last_stored(self, instance: str) -> Run | None:
+        """The newest backup whose point is stored: ok, or partial (a copy repository lacks it, the first
+        repository holds it complete)."""
+        rows = self._query("SELECT * FROM runs WHERE instance=? AND kind='backup' AND result IN ('ok', 'partial') "
+                           "ORDER BY started DESC, id DESC LIMIT 1", (instance,))
         return rows[0] if rows else None
 
     def last_drill(self, instance: str) -> Run | None:

@@ -447,7 +447,7 @@ def test_check_answers_unknown_in_one_line_when_reading_the_state_fails(tmp_path
     def broken(*_: object) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(History, "last_success", broken)
+    monkeypatch.setattr(History, "last_stored", broken)
     path = make_config(tmp_path)
     proc = CliRunner().invoke(app, ["check", "--config", str(path)])
     assert proc.exit_code == 3, proc.output
@@ -751,3 +751,13 @@ def test_schedule_install_writes_the_verify_job(tmp_path: Path) -> None:
     assert "OnCalendar=Sun *-*-* 5:0:00 UTC" in (tmp_path / "units" / "safehold-verify-app.timer").read_text()
     proc = run_cli("schedule", "install", "--format", "cron", "--dir", str(tmp_path / "cron"), config=path)
     assert proc.returncode == 0 and "0 5 * * sun root " in (tmp_path / "cron" / "safehold").read_text()
+
+
+def test_a_first_partial_run_is_a_warning_as_the_docs_say(tmp_path: Path) -> None:
+    # docs/offhost.md: the point is stored in the first repository; only a copy lacks it.
+    config = load(make_config(tmp_path))
+    add_backups(History(tmp_path / "state"), [10 * MB], result="partial",
+                error="point r1 stored in main, but copy to nas failed: connection lost")
+    result = check(config, "app")
+    assert rules(result)["freshness"] == "OK" and rules(result)["last-run"] == "WARNING"
+    assert result["status"] == "WARNING" and "copy to nas failed" in result["line"]

@@ -8,6 +8,7 @@ import pytest
 
 from safehold.config import parse
 from safehold.errors import ConfigError
+from tests.conftest import run_cli
 
 BASE = """
 [repositories.main]
@@ -97,3 +98,17 @@ def test_rate_limits_become_restic_options() -> None:
     config = parse(BASE.replace('url = "/srv/repo"', 'url = "/srv/repo"\nlimit_upload = 2048'), Path("x.toml"))
     assert config.repositories["main"].rate_limits() == ["--limit-upload", "2048"]
     assert parse(BASE, Path("x.toml")).repositories["main"].rate_limits() == []
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("/srv/app\\u0000/files", "holds a NUL byte"),
+    ("/srv/" + "n" * 300, "name longer than 255 bytes"),
+    ("/srv/" + "/".join(["d" * 200] * 25), "longer than any path"),
+])
+def test_an_impossible_path_is_a_config_error(tmp_path: Path, value: str, words: str) -> None:
+    config = tmp_path / "safehold.toml"
+    config.write_text(f'[repositories.main]\nurl = "{tmp_path}/repo"\npassword = "env:X"\n'
+                      f'[instances.app]\nrepositories = ["main"]\nfiles = ["{value}"]\n')
+    result = run_cli("backup", "app", config=config)
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr and result.stderr.count("error:") == 1 and "this is a bug" not in result.stderr

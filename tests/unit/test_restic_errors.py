@@ -124,3 +124,14 @@ def test_a_forgotten_part_snapshot_is_named_as_such(stderr: str) -> None:
     error = explain(restic_stderr(stderr), "main")
     assert "a snapshot this point needs is not in the repository" in error.message, error.line()
     assert "safehold list" in error.hint and "not reachable" not in error.line()
+
+
+def test_a_cut_sftp_connection_is_named_with_its_host() -> None:
+    # What restic 0.14 says when the ssh session under an sftp repository dies (traffic dropped).
+    cut = "Save(<data/1a2b3c4d5e>) returned error, retrying after 552ms: connection lost\n" \
+          "error in cleanup handler: ssh command exited: exit status 255\n"
+    error = explain(restic_stderr(cut), "nas", "nas.example")
+    assert error.message == "repository nas: the connection to nas.example was lost (ssh exited mid-run)"
+    assert "other repositories hold is intact" in error.hint and "log above" not in error.line()
+    # A local repository's broken pipe is not called a lost connection.
+    assert "was lost" not in explain(restic_stderr("write: broken pipe\n"), "local").message

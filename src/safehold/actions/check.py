@@ -87,7 +87,9 @@ def check_instance(config: Config, history: History, name: str, now: datetime) -
     findings: list[Finding] = []
     max_age = schedule.max_age(now) if schedule else DEFAULT_GAP + GRACE
     critical = schedule.critical_age(now) if schedule else 2 * (DEFAULT_GAP + GRACE)
-    good = history.last_success(name)
+    # A partial run's point is stored and usable (only a copy lacks it, which `last-run` names as a WARNING),
+    # so the first run being partial is no "no backup" CRITICAL (docs/offhost.md).
+    good = history.last_stored(name)
     # A point is as old as its start (the data it holds); the schedule says how old it may be now.
     fresh = good is not None and good.finished is not None and now - good.started <= max_age
 

@@ -61,7 +61,12 @@ NOT_A_REPOSITORY = r"unable to open config file|is there a repository at the fol
 CACHE_WARNING = re.compile(r"^unable to open cache: .*$", re.M)
 
 
-def explain(stderr: str, repo: str) -> RepositoryError:
+# ssh (restic's sftp transport) dying mid-run: the session was cut (traffic dropped, server gone).
+LOST_CONNECTION = (r"ssh command exited|exit status 255|connection reset by peer|broken pipe|connection closed by|"
+                   r"client_loop: send disconnect|connection to .* closed")
+
+
+def explain(stderr: str, repo: str, host: str | None = None) -> RepositoryError:
     """Turn restic's stderr into one line that says what happened and what to do.
 
     The first rule whose pattern (a regular expression on the lowered text) matches wins, so the
@@ -128,6 +133,11 @@ def explain(stderr: str, repo: str) -> RepositoryError:
             kind = RepositoryMissing if pattern == NOT_A_REPOSITORY else \
                 RepositoryLocked if pattern == LOCKED else RepositoryError
             return kind(message, hint)
+    if host is not None and re.search(LOST_CONNECTION, text):  # an sftp repository's ssh session
+        return RepositoryError(f"repository {repo}: the connection to {host} was lost (ssh exited "
+                               "mid-run)", "what the other repositories hold is intact and nothing stored here is "
+                               "lost (restic writes whole files only); check the network and the server, then run "
+                               "again: the next run copies what is missing")
     last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "no message")
     # restic may quote the repository URL, with a rest: server's password in it.
     return RepositoryError(f"repository {repo}: restic failed: {mask_url(last)[:300]}", "see the log above for details")

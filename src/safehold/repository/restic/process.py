@@ -35,6 +35,7 @@ from safehold.repository.restic.errors import (
     read_only_error,
 )
 from safehold.secrets import Secret, mask_url, secret_files
+from safehold.sftp_url import parse_sftp
 
 T = TypeVar("T")
 # What a fresh file system holds before anything was put on it: a repository may still be created there.
@@ -158,7 +159,10 @@ class ResticProcess:
         if call.ssh_log is not None:
             with contextlib.suppress(OSError):
                 stderr = call.ssh_log.read_text(errors="replace")[-4000:] + "\n" + stderr
-        error = explain(stderr, name or self.name)
+        target = None
+        with contextlib.suppress(SafeholdError):
+            target = parse_sftp(self.url)
+        error = explain(stderr, name or self.name, target.host if target else None)
         if name is None and isinstance(error, RepositoryMissing) and self._known():
             self.known_file.unlink(missing_ok=True)  # the next run checks again (and may initialise)
             return self._disappeared()
