@@ -12,6 +12,7 @@ was, and files created after the point do not survive the restore (the folder is
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import re
@@ -27,7 +28,7 @@ from typing import Any
 from safehold.errors import SafeholdError, os_reason
 from safehold.output import Reporter
 from safehold.repository.restic import Repository
-from safehold.tempdirs import private_dir
+from safehold.tempdirs import private_dir, remove_orphans, remove_tree
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SAMPLE_FILES = 16
@@ -217,6 +218,29 @@ def _staged(repo: Repository, snapshot: str, path: Path, folder: Path, reporter:
     finally:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(staging)
+
+
+def remove_leftovers(trees: list[tuple[Path, str]], staging: Path, reporter: Reporter) -> list[str]:
+    """Remove what killed runs left beside an instance's trees and in its staging folder; returns them.
+
+    Called by every run that holds the instance lock (so no restore of it is swapping right now): the
+    staging folders of dead restores (`.safehold-restore-<pid>-…`, `.safehold-staging-<pid>-…`), and a
+    tree set aside by a swap that was killed after the new tree was already in place
+    (`.NAME.safehold-old-…`; one whose tree is missing is the only copy and stays).
+    """
+    removed = [str(p) for p in remove_orphans(".safehold-staging-", staging)] if staging.is_dir() else []
+    for path, kind in trees:
+        root = real_path(path, kind)
+        if not root.parent.is_dir():
+            continue
+        removed += [str(p) for p in remove_orphans(".safehold-restore-", root.parent)]
+        if os.path.lexists(root):
+            for old in root.parent.glob(f".{glob.escape(root.name)}.safehold-old-*"):
+                if remove_tree(old):
+                    removed.append(str(old))
+    for path in removed:
+        reporter.warn(f"removed {path}, left behind by a safehold run that was killed")
+    return removed
 
 
 def restore_in_place(repo: Repository, snapshot: str, roots: list[str], reporter: Reporter) -> None:

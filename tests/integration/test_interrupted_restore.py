@@ -138,3 +138,26 @@ def test_a_killed_in_place_restore_is_loud_until_finished(tmp_path: Path, new_db
             assert after["status"] != "CRITICAL", (phase, after["problems"])
         browser.close()
     assert not [p for t in trees for p in os.listdir(t.parent) if ".safehold-" in p]
+
+
+def test_leftovers_of_killed_runs_go_with_the_next_run_of_the_instance(tmp_path: Path) -> None:
+    tree = tmp_path / "app" / "files"
+    make_tree(tree)
+    config = write_config(tmp_path / "safehold.toml",
+                          {"local": {"url": str(tmp_path / "repo"), "password": f"file:{password_file(tmp_path)}"}},
+                          {"app": {"repositories": ["local"], "files": [str(tree)]}})
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a PID whose process is gone, as a killed restore's
+    staging = tree.parent / f".safehold-restore-{dead.pid}-x1y2"
+    (staging / "half").mkdir(parents=True)
+    swapped = tree.parent / ".files.safehold-old-a1b2c3"  # a swap killed after the new tree was in place
+    (swapped / "old").mkdir(parents=True)
+    unpacked = tmp_path / "state" / "staging" / f".safehold-staging-{dead.pid}-z9"
+    unpacked.mkdir(parents=True)
+    alive = tree.parent / f".safehold-restore-{os.getpid()}-keep"  # a run still going keeps its own
+    alive.mkdir()
+    done = run_cli("backup", "app", config=config)
+    assert done.returncode == 0, done.stderr
+    assert not staging.exists() and not swapped.exists() and not unpacked.exists() and alive.exists()
+    assert f"removed {staging}" in done.stderr
+    alive.rmdir()

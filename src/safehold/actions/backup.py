@@ -29,7 +29,7 @@ from safehold.apps.quiesce import resume_leftovers
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, SafeholdError
-from safehold.files import follow_links, own_folder_inside, real_path, sample_hashes, stored_trees
+from safehold.files import follow_links, own_folder_inside, real_path, remove_leftovers, sample_hashes, stored_trees
 from safehold.lifecycle import tracked
 from safehold.lock import instance_lock
 from safehold.models import Database, DatabaseReport, Instance
@@ -292,6 +292,8 @@ def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, d
     lock = contextlib.nullcontext() if safety_point else instance_lock(
         config.state_dir, name, run_id, "backup", reporter, config.settings.lock_wait_seconds)
     with lock:
+        if not safety_point:  # a safety point is part of a restore, which cleaned up under the same lock
+            remove_leftovers(declared_trees(instance), config.state_dir / "staging", reporter)
         result = _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
                                 safety_point, with_files, note, keep_days, paused)
         if not safety_point:

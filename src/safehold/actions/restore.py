@@ -22,7 +22,7 @@ from safehold import hostinfo, restoring
 from safehold.actions.accounts import AccountStep, ensure_postgres_roles
 from safehold.actions.accounts import apply as apply_accounts
 from safehold.actions.accounts import plan as plan_accounts
-from safehold.actions.backup import backup_instance
+from safehold.actions.backup import backup_instance, declared_trees
 from safehold.actions.browse import Selection, locate_all
 from safehold.actions.common import Point, describe, open_point
 from safehold.actions.targets import check_in_place_database, check_in_place_paths, in_place_trees, owns_database
@@ -31,7 +31,7 @@ from safehold.apps.common import AppConfigMissing
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, RestoreRefused, SafeholdError
-from safehold.files import make_folder, own_folder_inside, restore_in_place, restore_paths_in_place
+from safehold.files import make_folder, own_folder_inside, remove_leftovers, restore_in_place, restore_paths_in_place
 from safehold.lifecycle import RunRecord, tracked
 from safehold.lock import instance_lock
 from safehold.models import Database, DatabaseReport, Instance, TableReport
@@ -348,6 +348,7 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
         record.details["paths"] = list(plan.includes)
     with lock:
         started = time.monotonic()
+        remove_leftovers(declared_trees(instance), config.state_dir / "staging", reporter)
         apply_accounts(accounts, reporter)
         phases: dict[str, float] = {}
         overwrites_files = _overwrites_files(plan)
