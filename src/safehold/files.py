@@ -238,8 +238,8 @@ def remove_leftovers(trees: list[tuple[Path, str]], staging: Path, reporter: Rep
             for old in root.parent.glob(f".{glob.escape(root.name)}.safehold-old-*"):
                 if remove_tree(old):
                     removed.append(str(old))
-    for path in removed:
-        reporter.warn(f"removed {path}, left behind by a safehold run that was killed")
+    for gone in removed:
+        reporter.warn(f"removed {gone}, left behind by a safehold run that was killed")
     return removed
 
 
