@@ -176,6 +176,11 @@ repositories = ["main"]
             psql("postgres", f"DROP ROLE {name}")
             shutil.rmtree(root)
 
+            planned = run_cli("restore", "nb", "latest", "--dry-run", config=config)
+            assert planned.returncode == 0, planned.stdout + planned.stderr
+            assert f"would re-create first: CREATE ROLE \"{name}\"" in planned.stderr, planned.stderr
+            assert f"CREATE DATABASE \"{name}\" OWNER \"{name}\"" in planned.stderr and "SCRAM" not in planned.stderr
+            assert not psql("postgres", f"SELECT 1 FROM pg_roles WHERE rolname = '{name}'").strip()
             restored = run_cli("restore", "nb", "latest", config=config)
             assert restored.returncode == 0, restored.stdout + restored.stderr
             assert psql("postgres", f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{name}'").strip() == "t"

@@ -315,7 +315,9 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
         plan.selection.compare(repo, point, keep_items=dry_run)
     result: dict[str, object] = {"plan": {**plan.describe(), "accounts": accounts.describe()}, "dry_run": dry_run}
     if prepared:
-        result["accounts"] = prepared
+        result["app_accounts"] = prepared
+        for line in prepared if dry_run else []:
+            reporter.step(f"would re-create first: {line}")
     in_place = _in_place(plan)
     if "files" in in_place and (lacking := hostinfo.lacking_here(point.manifest.requirements, point.manifest.app)):
         reporter.warn(lacking)
