@@ -323,6 +323,8 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
     reporter.step(f"{'safety point' if safety_point else 'backup'} {run_id} of {instance.name} "
                   f"→ repository {repo.name}")
     keys = profile.keys(instance, config.state_dir)
+    if hasattr(profile, "account_records"):  # kept with the keys (encrypted), but no key to list in the kit
+        keys |= profile.account_records(instance)
     accounts = record_accounts(instance, instance_config, reporter,
                                postgres_roles_too=getattr(profile, "prepare_restore", None) is None)
     for warning in accounts.warnings:

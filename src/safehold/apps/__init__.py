@@ -21,6 +21,10 @@ Notes on the members that the protocol's one-liners leave out:
 - optional `post_copy(instance, manifest, copies, left_alone, reporter)`: after `--to-db` loaded
   databases under other names, what the app needs to use the copies, said in the output (i-doit: a
   copied system database's `isys_mandator` is pointed at the tenant copies).
+- optional `account_records(instance) -> dict[str, Secret]`: records of the database accounts the dump
+  does not hold (NetBox's PostgreSQL role), stored in the point beside the keys (not listed as keys in
+  the kit); optional `prepare_restore(instance, point_keys, reporter, dry_run) -> list[str]` re-creates
+  them before a restore looks at the databases (what it did or would do).
 - optional `read_schema_version(instance, database_name) -> str | None`: the schema version recorded
   in a restored copy of the (first) database, for drills.
 """

@@ -251,7 +251,7 @@ def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) ->
 
 
 def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
-    """SECRET_KEY, API_TOKEN_PEPPERS (as JSON) and the record of the database role (re-created by a restore)."""
+    """SECRET_KEY and API_TOKEN_PEPPERS (as JSON)."""
     if instance.root is None:
         return {}
     cfg = parse_file(Path(str(instance.details.get("configuration") or config_path(instance.root))),
@@ -261,9 +261,14 @@ def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
         result[SECRET_KEY] = Secret(secret, SECRET_KEY)
     if peppers := cfg.get("API_TOKEN_PEPPERS", default=None):
         result[PEPPERS] = Secret(_peppers_text(peppers), PEPPERS)
-    if instance.databases and (found := postgres_roles.record(instance.databases[0])):
-        result[DB_ROLE] = Secret(postgres_roles.to_secret_text(found), DB_ROLE)
     return result
+
+
+def account_records(instance: Instance) -> dict[str, Secret]:
+    """The database role's record (with its password hash), stored beside the keys for `prepare_restore`."""
+    if instance.databases and (found := postgres_roles.record(instance.databases[0])):
+        return {DB_ROLE: Secret(postgres_roles.to_secret_text(found), DB_ROLE)}
+    return {}
 
 
 def _peppers_text(peppers: object) -> str:
@@ -291,8 +296,7 @@ def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str 
 
 def keys_from_config(instance: Instance) -> dict[str, Secret]:
     """SECRET_KEY and API_TOKEN_PEPPERS as the live configuration.py holds them."""
-    return {k: v for k, v in keys(Instance(instance.name, instance.app, instance.root, details=instance.details),
-                                  Path()).items() if k != DB_ROLE}
+    return keys(Instance(instance.name, instance.app, instance.root, details=instance.details), Path())
 
 
 def prepare_restore(instance: Instance, point_keys: dict[str, Secret], reporter: Reporter,
