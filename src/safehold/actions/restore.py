@@ -305,8 +305,10 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
     if from_point is not None and not dry_run:
         instance, profile, from_point = _describe_live(config, name, repo, point, reporter, False)
     prepared = _prepare_accounts(repo, point, profile, instance, options, reporter, dry_run)
+    # A dry run only plans the re-creation: the app's databases cannot be looked at yet, they count as empty.
+    pending = {db.name for db in instance.databases} if dry_run and prepared else set()
     plan = make_plan(config, instance, point, options.only, options.to_db, options.files_to, paths=options.paths,
-                     unreachable=accounts.unreachable)
+                     unreachable=accounts.unreachable | pending)
     plan.held_before = held_before
     plan.config_from_point = str(from_point) if from_point else None
     if plan.left_alone:
