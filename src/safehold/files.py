@@ -27,7 +27,7 @@ from typing import Any
 
 from safehold.errors import SafeholdError, os_reason
 from safehold.output import Reporter
-from safehold.repository.restic import Repository
+from safehold.repository.restic import PointReader
 from safehold.tempdirs import private_dir, remove_orphans, remove_tree
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -201,7 +201,7 @@ def own_folder_inside(roots: list[str] | list[Path], own: dict[str, Path]) -> st
 
 
 @contextlib.contextmanager
-def _staged(repo: Repository, snapshot: str, path: Path, folder: Path, reporter: Reporter) -> Iterator[Path]:
+def _staged(repo: PointReader, snapshot: str, path: Path, folder: Path, reporter: Reporter) -> Iterator[Path]:
     """`path` (and what lies in it) restored from a snapshot into a new private folder inside `folder`;
     yields where it landed, and removes the folder with whatever was not moved out of it.
 
@@ -243,7 +243,7 @@ def remove_leftovers(trees: list[tuple[Path, str]], staging: Path, reporter: Rep
     return removed
 
 
-def restore_in_place(repo: Repository, snapshot: str, roots: list[str], reporter: Reporter) -> None:
+def restore_in_place(repo: PointReader, snapshot: str, roots: list[str], reporter: Reporter) -> None:
     """Put each tree of a snapshot back at its original path, replacing what is there."""
     done: list[Path] = []
     for root in map(Path, roots):
@@ -257,7 +257,7 @@ def restore_in_place(repo: Repository, snapshot: str, roots: list[str], reporter
         done.append(root)
 
 
-def _swap_in(repo: Repository, snapshot: str, root: Path, reporter: Reporter) -> None:
+def _swap_in(repo: PointReader, snapshot: str, root: Path, reporter: Reporter) -> None:
     with _staged(repo, snapshot, root, root.parent, reporter) as restored:
         if not os.path.lexists(root):
             os.rename(restored, root)
@@ -339,7 +339,7 @@ def not_a_folder_on_the_way(root: str, path: str) -> Path | None:
     return next((folder for folder in way if os.path.lexists(folder) and not _is_folder(folder)), None)
 
 
-def restore_paths_in_place(repo: Repository, snapshot: str, paths: list[str], replace: set[str],
+def restore_paths_in_place(repo: PointReader, snapshot: str, paths: list[str], replace: set[str],
                            reporter: Reporter) -> tuple[int, int]:
     """Put single files and folders of a snapshot back at their paths, among what is there now.
 

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from types import ModuleType
 from typing import IO, Any
 
 from safehold import hostinfo, restoring
@@ -28,6 +28,7 @@ from safehold.actions.common import Point, describe, open_point
 from safehold.actions.targets import check_in_place_database, check_in_place_paths, in_place_trees, owns_database
 from safehold.apps import profile_for
 from safehold.apps.common import AppConfigMissing
+from safehold.apps.contract import AppProfile
 from safehold.config import Config
 from safehold.engines import engine_for
 from safehold.errors import ConfigError, RestoreRefused, SafeholdError
@@ -37,6 +38,7 @@ from safehold.lock import instance_lock
 from safehold.models import Database, DatabaseReport, Instance, TableReport
 from safehold.output import Reporter
 from safehold.repository.manifest import KEYS_PATH, DatabaseEntry, Manifest, TableEntry, new_run_id
+from safehold.repository.restic import PointReader
 from safehold.secrets import Secret
 from safehold.tempdirs import private_dir
 
@@ -124,9 +126,9 @@ def parse_to_db(values: list[str], manifest: Manifest) -> dict[str, str]:
     sources: dict[tuple[str, str], list[str]] = {}
     for entry in manifest.databases:
         sources.setdefault((entry.engine, mapping.get(entry.name, entry.name)), []).append(entry.name)
-    for (_, target), names in sources.items():
-        if len(names) > 1:
-            raise ConfigError(f"--to-db would restore {' and '.join(names)} into one database, {target}",
+    for (_, target), loaded in sources.items():
+        if len(loaded) > 1:
+            raise ConfigError(f"--to-db would restore {' and '.join(loaded)} into one database, {target}",
                               "give each database of the point a target of its own")
     return mapping
 
@@ -384,7 +386,7 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
                     if step.declared_later:  # the database that declares it is back now: the config decides
                         check_in_place_database(describe(config, name)[0], point.manifest, step.entry)
                     comparison += _restore_database(repo, step, reporter, phases,
-                                                    lambda step=step: changed.setdefault(f"database {step.target}"))
+                                                    partial(changed.setdefault, f"database {step.target}"))
                 copies = {s.entry.name: s.database for s in plan.databases if s.target != s.entry.name}
                 if copies and hasattr(profile, "post_copy"):
                     profile.post_copy(instance, point.manifest, copies, plan.left_alone, reporter)
@@ -418,7 +420,7 @@ def _restore(config: Config, name: str, run: str, reporter: Reporter, options: _
     return result
 
 
-def _account_step(config: Config, name: str, instance: Instance, repo, point: Point,  # noqa: ANN001
+def _account_step(config: Config, name: str, instance: Instance, repo: PointReader, point: Point,
                   options: _Options, reporter: Reporter, dry_run: bool) -> AccountStep:
     """The database accounts and databases to re-create for the databases going back under their own names."""
     if options.paths or (options.only and "db" not in options.only):
@@ -461,7 +463,7 @@ def _holds_something(path: str) -> bool:
         return True  # unreadable: assume it holds something, so a safety point is attempted
 
 
-def _prepare_accounts(repo, point: Point, profile: ModuleType, instance: Instance,  # noqa: ANN001 - Repository
+def _prepare_accounts(repo: PointReader, point: Point, profile: AppProfile, instance: Instance,
                       options: _Options, reporter: Reporter, dry_run: bool) -> list[str]:
     """Re-create the app's database account and database where the server lacks them (a server rebuilt from
     nothing), from the record the point keeps with its keys, before the plan logs in to look at the targets.
@@ -482,7 +484,7 @@ def _nothing_changed(config: Config, name: str, unfinished: restoring.Unfinished
         restoring.clear(config.state_dir, name)
 
 
-def _record_unfinished(config: Config, name: str, repo, plan: Plan,  # noqa: ANN001 - Repository or Staged
+def _record_unfinished(config: Config, name: str, repo: PointReader, plan: Plan,
                        in_place: set[str], options: _Options, safety_id: str | None) -> restoring.Unfinished | None:
     """Record, before anything changes, that an in-place restore is changing the live instance and how to
     finish it (the same restore again); None for a restore that goes elsewhere."""
@@ -501,7 +503,7 @@ def _record_unfinished(config: Config, name: str, repo, plan: Plan,  # noqa: ANN
     return restoring.begin(config.state_dir, record)
 
 
-def _app_paused(config: Config, name: str, profile: ModuleType, instance: Instance, in_place: set[str],
+def _app_paused(config: Config, name: str, profile: AppProfile, instance: Instance, in_place: set[str],
                 plan: Plan, reporter: Reporter) -> AbstractContextManager[dict[str, object] | None]:
     """The app's restore pause (stop commands, iTop read-only mode) while databases or whole trees go
     back in place: the users' guides keep the web server and cron away from a recovery as from a
@@ -530,7 +532,7 @@ def _overwrites_files(plan: Plan) -> bool:
     return bool(plan.replaced_trees())
 
 
-def _restore_files(repo, point: Point, plan: Plan,  # noqa: ANN001 - Repository or an unpacked export
+def _restore_files(repo: PointReader, point: Point, plan: Plan,
                    reporter: Reporter) -> dict[str, int] | None:
     """Put the plan's files back; for `--path`, returns the files and bytes that came back."""
     snapshot = point.manifest.files_snapshot or ""
@@ -579,8 +581,8 @@ def _refuse_other_instance(point: Point, instance: Instance, force: bool) -> Non
                              f"into {instance.name!r} on purpose; nothing was changed")
 
 
-def _describe_live(config: Config, name: str, repo, point: Point, reporter: Reporter,  # noqa: ANN001
-                   dry_run: bool) -> tuple[Instance, ModuleType, Path | None]:
+def _describe_live(config: Config, name: str, repo: PointReader, point: Point, reporter: Reporter,
+                   dry_run: bool) -> tuple[Instance, AppProfile, Path | None]:
     """The live instance; when the app's own config file is gone (a restore from nothing), it is first
     restored from the point, and its path is returned third (None when it was there). A dry run reads
     the point's copy in a private folder instead and changes nothing."""
@@ -602,8 +604,8 @@ def _describe_live(config: Config, name: str, repo, point: Point, reporter: Repo
     return instance, profile, brought_back
 
 
-def _described_from_point(config: Config, name: str, repo, point: Point,  # noqa: ANN001
-                          path: Path) -> tuple[Instance, ModuleType]:
+def _described_from_point(config: Config, name: str, repo: PointReader, point: Point,
+                          path: Path) -> tuple[Instance, AppProfile]:
     """The instance as its profile describes it from the point's copy of its config file `path` (under
     the configured root), read into a private folder that stands in for the root; paths said in
     the result are the real ones."""
@@ -615,6 +617,8 @@ def _described_from_point(config: Config, name: str, repo, point: Point,  # noqa
     try:
         copy = stand_in / path.relative_to(root)
         copy.parent.mkdir(parents=True, exist_ok=True)
+        # The config file is found among the point's trees (missing.path), so the point has a files part.
+        assert point.manifest.files_snapshot is not None
         with repo.open_file(point.manifest.files_snapshot, point.manifest.stored_path(str(path))) as stream, \
                 copy.open("wb") as out:
             shutil.copyfileobj(stream, out)
@@ -638,7 +642,7 @@ def self_reference(entry: DatabaseEntry, open_dump: Callable[[], AbstractContext
         return engine_for(entry.engine).foreign_reference(entry.method, stream, entry.name) or ""
 
 
-def check_foreign_references(repo, plan: Plan) -> None:  # noqa: ANN001 - Repository
+def check_foreign_references(repo: PointReader, plan: Plan) -> None:
     """Refuse, before anything changes, a rename whose dump would write into the original database.
 
     mariadb-dump keeps trigger statements as written: one created as `live`.`trg` would be created in
@@ -647,7 +651,7 @@ def check_foreign_references(repo, plan: Plan) -> None:  # noqa: ANN001 - Reposi
     for step in plan.databases:
         if step.target == step.entry.name:
             continue
-        statement = self_reference(step.entry, lambda step=step: repo.open_file(step.entry.snapshot, step.entry.path))
+        statement = self_reference(step.entry, partial(repo.open_file, step.entry.snapshot, step.entry.path))
         if statement:
             raise RestoreRefused(f"restoring {step.entry.name} as {step.target} would write into {step.entry.name}: "
                                  f"the dump names it in `{statement}`",
@@ -655,7 +659,7 @@ def check_foreign_references(repo, plan: Plan) -> None:  # noqa: ANN001 - Reposi
                                  "without the database name and back up again")
 
 
-def _restore_database(repo, step: DatabaseStep, reporter: Reporter,  # noqa: ANN001 - Repository
+def _restore_database(repo: PointReader, step: DatabaseStep, reporter: Reporter,
                       phases: dict[str, float], changing: Callable[[], object]) -> list[dict[str, object]]:
     with repo.open_file(step.entry.snapshot, step.entry.path) as stream:
         report = load_database(step, stream, reporter, phases, changing)
