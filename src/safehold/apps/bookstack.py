@@ -101,21 +101,10 @@ def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str 
 
 def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
     """BookStack restores only into the same or a newer version: older code is refused before anything changes."""
-    if "db" not in in_place or "files" in in_place:
-        return []
-    live, point = laravel.version_tuple(instance.app_version), laravel.version_tuple(manifest.app_version)
-    if live is None or point is None or live == point:
-        return []
-    if live < point:
-        return [f"BookStack version mismatch: the code here is {instance.app_version} but the point is of "
-                f"{manifest.app_version}; BookStack restores only into the same or a newer version — restore the "
-                f"files too (the point holds its BookStack code), or install BookStack {manifest.app_version} first"]
-    reporter.warn(f"the point is of BookStack {manifest.app_version} and the code here is {instance.app_version}: "
-                  "run `php artisan migrate --force` after the restore")
-    return []
+    return laravel.refuse_older_code("BookStack", "BookStack restores only into the same or a newer version",
+                                     instance, manifest, in_place, reporter)
 
 
 def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
     """Laravel's caches are not in the point: say how to rebuild them."""
-    if "files" in restored:
-        reporter.step("run `php artisan optimize:clear` (as the web user) before BookStack serves again")
+    laravel.caches_after_restore("BookStack", reporter, restored)

@@ -38,6 +38,7 @@ from safehold.config import InstanceConfig
 from safehold.errors import ConfigError
 from safehold.models import Database, Instance
 from safehold.output import Reporter
+from safehold.repository.manifest import Manifest
 from safehold.secrets import Secret
 
 ENV = ".env"
@@ -217,3 +218,29 @@ def verify_app_key(instance: Instance, keys: dict[str, Secret], proof: tuple[str
         problems.append(f"the point's APP_KEY does not decrypt {proof[0]}: it is not the key that database was "
                         "encrypted with")
     return problems
+
+
+def refuse_older_code(label: str, why: str, instance: Instance, manifest: Manifest, in_place: set[str],
+                      reporter: Reporter) -> list[str]:
+    """A Laravel app's database never goes into older code (`why`: the app's reason); newer code migrates it.
+
+    Restoring the files too brings the point's own code, so nothing is refused then.
+    """
+    if "db" not in in_place or "files" in in_place:
+        return []
+    live, point = version_tuple(instance.app_version), version_tuple(manifest.app_version)
+    if live is None or point is None or live == point:
+        return []
+    if live < point:
+        return [f"{label} version mismatch: the code here is {instance.app_version} but the point's database is of "
+                f"{manifest.app_version}; {why} — restore the files too (the point holds its {label} code), or "
+                f"install {label} {manifest.app_version} first"]
+    reporter.warn(f"the point is of {label} {manifest.app_version} and the code here is {instance.app_version}: run "
+                  "`php artisan migrate --force` after the restore")
+    return []
+
+
+def caches_after_restore(label: str, reporter: Reporter, restored: set[str]) -> None:
+    """Laravel's caches are not in the point: say how to rebuild them once the files came back."""
+    if "files" in restored:
+        reporter.step(f"run `php artisan optimize:clear` (as the web user) before {label} serves again")

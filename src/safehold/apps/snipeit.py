@@ -116,21 +116,10 @@ def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str 
 
 def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
     """A database never goes into older code (no down-migrations); newer code migrates it (`artisan migrate`)."""
-    if "db" not in in_place or "files" in in_place:
-        return []
-    live, point = laravel.version_tuple(instance.app_version), laravel.version_tuple(manifest.app_version)
-    if live is None or point is None or live == point:
-        return []
-    if live < point:
-        return [f"Snipe-IT version mismatch: the code here is {instance.app_version} but the point's database is of "
-                f"{manifest.app_version}; its migrations have no down-path — restore the files too (the point holds "
-                f"its Snipe-IT code), or install Snipe-IT {manifest.app_version} first"]
-    reporter.warn(f"the point is of Snipe-IT {manifest.app_version} and the code here is {instance.app_version}: run "
-                  "`php artisan migrate --force` after the restore")
-    return []
+    return laravel.refuse_older_code("Snipe-IT", "its migrations have no down-path", instance, manifest, in_place,
+                                     reporter)
 
 
 def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
     """Laravel's caches are not in the point: say how to rebuild them."""
-    if "files" in restored:
-        reporter.step("run `php artisan optimize:clear` (as the web user) before Snipe-IT serves again")
+    laravel.caches_after_restore("Snipe-IT", reporter, restored)
