@@ -111,8 +111,6 @@ def test_restore_from_nothing(idoit: dict[str, object]) -> None:
     print(f"i-doit install {install.install_seconds}s, data {install.data_seconds}s, restore {seconds:.1f}s")
 
 
-@pytest.mark.xfail(reason="restore from nothing puts src/config.inc.php back in place (restore._describe_live) "
-                          "before the account check stops it", strict=False)
 def test_restore_without_admin_access_prints_the_sql(idoit: dict[str, object]) -> None:
     """No administrative DB access: restore stops before changing anything and prints the SQL that,
     once run by the admin, lets the same command finish."""

@@ -202,4 +202,9 @@ def test_failures_of_every_kind_come_from_the_run_history(tmp_path: Path, repo: 
     assert failures[0]["message"] == f"interrupted: process {drill.pid} ended without recording a result"
     errors = [run.error for run in history.runs("app", "backup") if run.result == "failed"]
     assert len(errors) == 2 and all(errors)
-    assert [f["message"] for f in failures[1:]] == errors
+    # Parts are stored side by side, so a failed database dump may leave the run's other parts behind
+    # (prune removes them after 24 h); the report then says so after the error itself.
+    for failure, error in zip(failures[1:], errors, strict=True):
+        message = failure["message"]
+        assert message == error or (message.startswith(f"{error}; backup run ")
+                                    and message.endswith("(parts without a manifest in main)")), (message, error)
