@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,6 +173,35 @@ def local_db_account(prefix: str) -> tuple[str, str, str]:
 
 def drop_db_account(database: str, user: str) -> None:
     sql([f"DROP DATABASE IF EXISTS `{database}`", f"DROP USER IF EXISTS '{user}'@'localhost'"])
+
+
+def save_template(folder: Path, database: str, user: str, password: str, facts: dict[str, object],
+                  timings: dict[str, float]) -> None:
+    """Keep what a clone needs of a freshly built app: a dump of its database and the facts of its data."""
+    dump = subprocess.run(["mariadb-dump", "-uroot", f"--socket={SOCKET}", "--routines", "--events", "--triggers",
+                           "--hex-blob", database], check=True, capture_output=True).stdout
+    (folder / "db.sql").write_bytes(dump)
+    (folder / "facts.json").write_text(json.dumps({"facts": facts, "database": database, "user": user,
+                                                   "password": password, "timings": timings}))
+
+
+def end_build(folder: Path, database: str, user: str) -> None:
+    """After a template build, kept or failed: its database account and php -S logs go."""
+    drop_db_account(database, user)
+    for log in folder.glob("php-server-*.log"):
+        log.unlink()
+
+
+def clone_template(source: Path, tree: str, root: Path, prefix: str) -> tuple[dict[str, Any], str, str, str]:
+    """The template's `tree` copied to `root` and its data loaded into a new database and 'user'@'localhost';
+    returns the template's saved facts and the clone's database, user and password."""
+    saved = json.loads((source / "facts.json").read_text())
+    root.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", str(source / tree), str(root)], check=True)
+    database, user, password = local_db_account(prefix)
+    with (source / "db.sql").open("rb") as dump:
+        subprocess.run(["mariadb", "-uroot", f"--socket={SOCKET}", database], stdin=dump, check=True)
+    return saved, database, user, password
 
 
 def tree_state(root: Path, skip: tuple[str, ...]) -> dict[str, tuple[object, ...]]:

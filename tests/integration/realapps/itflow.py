@@ -8,7 +8,6 @@ clone: the same tree (`cp -a`) and the same data in a database and user of its o
 from __future__ import annotations
 
 import html
-import json
 import os
 import random
 import re
@@ -25,14 +24,16 @@ import pytest
 from safehold.apps import itflow as itflow_profile
 from tests.conftest import sql
 from tests.integration.realapps.common import (
-    SOCKET,
     app_source,
     build_once,
+    clone_template,
     drop_db_account,
+    end_build,
     form_fields,
     local_db_account,
     php_server,
     run_folder,
+    save_template,
 )
 from tests.integration.realapps.common import (
     tree_state as common_tree_state,
@@ -233,15 +234,9 @@ def _build(folder: Path) -> None:
             facts = make_data(agent)
             agent.close()
         timings["data"] = time.monotonic() - started
-        dump = subprocess.run(["mariadb-dump", "-uroot", f"--socket={SOCKET}", "--routines", "--events",
-                               "--triggers", "--hex-blob", database], check=True, capture_output=True).stdout
-        (folder / "db.sql").write_bytes(dump)
-        (folder / "facts.json").write_text(json.dumps({"facts": asdict(facts), "database": database, "user": user,
-                                                       "password": password, "timings": timings}))
+        save_template(folder, database, user, password, asdict(facts), timings)
     finally:
-        drop_db_account(database, user)
-        for log in folder.glob("php-server-*.log"):
-            log.unlink()
+        end_build(folder, database, user)
 
 
 def template(factory: pytest.TempPathFactory) -> Path:
@@ -255,12 +250,7 @@ def _php_export(value: str) -> str:
 
 def clone(source: Path, root: Path) -> Install:
     """The template's tree at `root` and its data in a new database and 'user'@'localhost'."""
-    saved = json.loads((source / "facts.json").read_text())
-    root.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "-a", str(source / "itflow"), str(root)], check=True)
-    database, user, password = local_db_account("t_itflow")
-    with (source / "db.sql").open("rb") as dump:
-        subprocess.run(["mariadb", "-uroot", f"--socket={SOCKET}", database], stdin=dump, check=True)
+    saved, database, user, password = clone_template(source, "itflow", root, "t_itflow")
     config = root / "config.php"
     text, stat = config.read_text(), config.stat()
     for variable, old, new in (("dbusername", saved["user"], user), ("dbpassword", saved["password"], password),

@@ -25,13 +25,15 @@ import pytest
 from safehold.apps import itop as itop_profile
 from tests.conftest import sql
 from tests.integration.realapps.common import (
-    SOCKET,
     app_source,
     build_once,
+    clone_template,
     drop_db_account,
+    end_build,
     local_db_account,
     php_server,
     run_folder,
+    save_template,
 )
 from tests.integration.realapps.common import (
     tree_state as common_tree_state,
@@ -227,15 +229,9 @@ def _build(folder: Path) -> None:
             facts = make_data(rest)
             rest.close()
         timings["data"] = round(time.monotonic() - started - timings["install"] - timings["unpack"], 1)
-        dump = subprocess.run(["mariadb-dump", "-uroot", f"--socket={SOCKET}", "--routines", "--events",
-                               "--triggers", "--hex-blob", database], check=True, capture_output=True).stdout
-        (folder / "db.sql").write_bytes(dump)
-        (folder / "facts.json").write_text(json.dumps({"facts": asdict(facts), "database": database, "user": user,
-                                                       "password": password, "timings": timings}))
+        save_template(folder, database, user, password, asdict(facts), timings)
     finally:
-        drop_db_account(database, user)
-        for log in folder.glob("php-server-*.log"):
-            log.unlink()
+        end_build(folder, database, user)
 
 
 def template(factory: pytest.TempPathFactory) -> Path:
@@ -255,12 +251,7 @@ def _php_string(value: str) -> str:
 
 def clone(source: Path, root: Path) -> Install:
     """The template's tree at `root` and its data in a new database and 'user'@'localhost'."""
-    saved = json.loads((source / "facts.json").read_text())
-    root.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "-a", str(source / "itop"), str(root)], check=True)
-    database, user, password = local_db_account("t_itop")
-    with (source / "db.sql").open("rb") as dump:
-        subprocess.run(["mariadb", "-uroot", f"--socket={SOCKET}", database], stdin=dump, check=True)
+    saved, database, user, password = clone_template(source, "itop", root, "t_itop")
     config = root / itop_profile.CONFIG
     text, stat = config.read_text(), config.stat()
     for key, old, new in (("db_user", saved["user"], user), ("db_pwd", saved["password"], password),
