@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from safehold.apps import laravel
-from safehold.apps.common import AppConfigMissing, base_instance, command_plan, database_named, query_or_none
+from safehold.apps.common import command_plan, query_or_none
 from safehold.config import InstanceConfig
 from safehold.models import Instance
 from safehold.output import Reporter
@@ -39,37 +39,21 @@ def _version(root: Path) -> str | None:
     return text if text.lower().startswith("v") and laravel.version_tuple(text) else None
 
 
-def _prefix(env: laravel.Env) -> str:
-    return env.get("DB_TABLE_PREFIX", "") or ""
-
-
 def describe(name: str, config: InstanceConfig) -> Instance:
     """Database from .env, the whole folder minus Laravel's caches, versions."""
-    root = Path(config.root or "")
-    if not (root / laravel.ENV).is_file():
-        raise AppConfigMissing(f"BookStack config file {root / laravel.ENV} does not exist",
-                               f"is {root} the BookStack folder? fix root in safehold.toml", root / laravel.ENV)
-    env = laravel.read_env(root)
-    db = laravel.database(env, host_with_port=True)
-    instance = base_instance(name, config, "bookstack")
-    instance.databases.insert(0, db)
-    laravel.add_tree(instance, root, ())
-    instance.app_version = _version(root)
-    instance.schema_version = laravel.migrations(db, _prefix(env))
-    instance.details = {"table_prefix": _prefix(env), "storage_type": env.get("STORAGE_TYPE", "local")}
+    instance, env = laravel.describe_app(name, config, "bookstack", "BookStack", "DB_TABLE_PREFIX", (), _version,
+                                         host_with_port=True)
+    instance.details["storage_type"] = env.get("STORAGE_TYPE", "local")
     if (env.get("STORAGE_TYPE") or "").lower() == "s3":
         instance.warnings.append("STORAGE_TYPE=s3: BookStack's images and attachments are in S3, not on this host, "
                                  "and not in the point; back that bucket up on its own")
     if not env.get("APP_KEY"):
-        instance.warnings.append(f"{root / laravel.ENV} sets no APP_KEY: MFA secrets of a restore cannot be read")
+        instance.warnings.append(f"{instance.root / laravel.ENV if instance.root else laravel.ENV} sets no APP_KEY: "
+                                 "MFA secrets of a restore cannot be read")
     return instance
 
 
-def read_schema_version(instance: Instance, database_name: str) -> str | None:
-    """The migrations recorded in a (restored) copy of the database."""
-    return laravel.migrations(database_named(instance, database_name), str(instance.details.get("table_prefix", "")))
-
-
+read_schema_version = laravel.read_schema_version
 quiesce = laravel.maintenance
 restore_quiesce = laravel.maintenance
 

@@ -25,14 +25,21 @@ import hashlib
 import hmac
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import unpad
 from dotenv.parser import parse_stream
 
-from safehold.apps.common import mariadb_connection, query_or_none, stop_commands
+from safehold.apps.common import (
+    AppConfigMissing,
+    base_instance,
+    database_named,
+    mariadb_connection,
+    query_or_none,
+    stop_commands,
+)
 from safehold.apps.quiesce import paused
 from safehold.config import InstanceConfig
 from safehold.errors import ConfigError
@@ -244,3 +251,31 @@ def caches_after_restore(label: str, reporter: Reporter, restored: set[str]) -> 
     """Laravel's caches are not in the point: say how to rebuild them once the files came back."""
     if "files" in restored:
         reporter.step(f"run `php artisan optimize:clear` (as the web user) before {label} serves again")
+
+
+def describe_app(name: str, config: InstanceConfig, app: str, label: str, prefix_key: str, skipped: tuple[str, ...],
+                 version: Callable[[Path], str | None], host_with_port: bool = False) -> tuple[Instance, Env]:
+    """What a Laravel app's instance is: its database from .env, the whole folder minus `skipped` and
+    Laravel's caches, the code's `version` and the migrations run; returns it with the .env it read.
+
+    Only .env is required: a restore from nothing brings it back first and the code afterwards.
+    """
+    root = Path(config.root or "")
+    if not (root / ENV).is_file():
+        raise AppConfigMissing(f"{label} config file {root / ENV} does not exist",
+                               f"is {root} the {label} folder? fix root in safehold.toml", root / ENV)
+    env = read_env(root)
+    db = database(env, host_with_port=host_with_port)
+    prefix = env.get(prefix_key, "") or ""
+    instance = base_instance(name, config, app)
+    instance.databases.insert(0, db)
+    add_tree(instance, root, skipped)
+    instance.app_version = version(root)
+    instance.schema_version = migrations(db, prefix)
+    instance.details = {"table_prefix": prefix}
+    return instance, env
+
+
+def read_schema_version(instance: Instance, database_name: str) -> str | None:
+    """The migrations recorded in a (restored) copy of the database."""
+    return migrations(database_named(instance, database_name), str(instance.details.get("table_prefix", "")))

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from safehold.apps import laravel
-from safehold.apps.common import AppConfigMissing, base_instance, command_plan, database_named, query_or_none
+from safehold.apps.common import command_plan, query_or_none
 from safehold.config import InstanceConfig
 from safehold.models import Database, Instance
 from safehold.output import Reporter
@@ -43,36 +43,17 @@ def _version(root: Path) -> str | None:
     return None
 
 
-def _prefix(env: laravel.Env) -> str:
-    return env.get("DB_PREFIX", "") or ""
-
-
 def describe(name: str, config: InstanceConfig) -> Instance:
     """Database from .env, the whole folder minus barcodes, own backup zips and Laravel's caches, versions."""
-    root = Path(config.root or "")
-    if not (root / laravel.ENV).is_file():
-        raise AppConfigMissing(f"Snipe-IT config file {root / laravel.ENV} does not exist",
-                               f"is {root} the Snipe-IT folder? fix root in safehold.toml", root / laravel.ENV)
-    # Only .env is required: a restore from nothing brings it back first and the code afterwards.
-    env = laravel.read_env(root)
-    db = laravel.database(env)
-    instance = base_instance(name, config, "snipeit")
-    instance.databases.insert(0, db)
-    laravel.add_tree(instance, root, SKIPPED)
-    instance.app_version = _version(root)
-    instance.schema_version = laravel.migrations(db, _prefix(env))
-    instance.details = {"table_prefix": _prefix(env)}
+    instance, env = laravel.describe_app(name, config, "snipeit", "Snipe-IT", "DB_PREFIX", SKIPPED, _version)
     if not env.get("APP_KEY"):
-        instance.warnings.append(f"{root / laravel.ENV} sets no APP_KEY: encrypted custom fields and the LDAP "
-                                 "password cannot be decrypted by any restore of this point")
+        instance.warnings.append(f"{instance.root / laravel.ENV if instance.root else laravel.ENV} sets no APP_KEY: "
+                                 "encrypted custom fields and the LDAP password cannot be decrypted by any restore "
+                                 "of this point")
     return instance
 
 
-def read_schema_version(instance: Instance, database_name: str) -> str | None:
-    """The migrations recorded in a (restored) copy of the database."""
-    return laravel.migrations(database_named(instance, database_name), str(instance.details.get("table_prefix", "")))
-
-
+read_schema_version = laravel.read_schema_version
 quiesce = laravel.maintenance
 restore_quiesce = laravel.maintenance  # Snipe's own restore runs with the app down as well (upgrade.php)
 
