@@ -11,8 +11,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +19,13 @@ import pytest
 from tests.conftest import mariadb_dump as dump
 from tests.conftest import run_cli, sql
 from tests.integration.appkit import ok, safehold_on_path, write_config
-from tests.integration.realapps.common import SOCKET, drop_db_account, php_server, protective_files
+from tests.integration.realapps.common import (
+    SOCKET,
+    drill_watching_the_server,
+    drop_db_account,
+    php_server,
+    protective_files,
+)
 from tests.integration.realapps.itflow import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -122,46 +126,11 @@ def test_drill_needs_no_rights_on_the_live_server(itflow: Install, tmp_path: Pat
     name = f"itflow{secrets.token_hex(3)}"  # what a drill names its scratch space after
     config = _configured(itflow, tmp_path, repo, name)
     ok(run_cli("backup", name, config=config))
-    grants = " ".join(str(r[0]) for r in sql(f"SHOW GRANTS FOR '{itflow.user}'@'localhost'"))
-    assert "ON *.*" not in grants.replace("GRANT USAGE ON *.*", "")
-    before = {r[0] for r in sql("SHOW DATABASES")}
-    seen: set[str] = set()
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            seen.update(r[0] for r in sql("SHOW DATABASES"))
-            time.sleep(0.1)
-
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        drill = run_cli("drill", name, config=config, env={"TMPDIR": str(scratch)})
-    finally:
-        stop.set()
-        watcher.join()
-    assert drill.returncode == 0, drill.stdout + drill.stderr
+    created = drill_watching_the_server(name, config, itflow.user, tmp_path)
     # Other tests create databases on this server meanwhile; the drill's would carry the instance's name or the
     # app database's.
-    ours = [db for db in seen - before if name in db.lower() or itflow.database in db]
+    ours = [db for db in created if name in db.lower() or itflow.database in db]
     assert ours == [], f"the drill created databases on the live server: {ours}"
-    assert list(scratch.iterdir()) == [], "the drill left files behind"
-    assert not _processes_under(scratch), "the drill left a process running"
-
-
-def _processes_under(folder: Path) -> list[str]:
-    """Command lines of running processes that mention `folder` (a scratch server left behind)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(folder) in cmdline:
-            found.append(cmdline)
-    return found
 
 
 def test_recovery_kit_alone_brings_itflow_back(itflow: Install, tmp_path: Path, repo: dict[str, str]) -> None:

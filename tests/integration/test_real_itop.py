@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from tests.conftest import mariadb_dump, run_cli, sql
 from tests.integration.appkit import ok, write_config
-from tests.integration.realapps.common import drop_db_account, php_server, protective_files
+from tests.integration.realapps.common import drill_watching_the_server, drop_db_account, php_server, protective_files
 from tests.integration.realapps.itop import (
     ADMIN_PASSWORD,
     Install,
@@ -121,40 +120,6 @@ def test_drill_needs_no_rights_on_the_live_server(itop: Install, tmp_path: Path,
     leaves nothing behind."""
     config = write_config(tmp_path, repo, "itop", "itop", itop.root)
     ok(run_cli("backup", "itop", config=config))
-    grants = " ".join(str(r[0]) for r in sql(f"SHOW GRANTS FOR '{itop.user}'@'localhost'"))
-    assert "ON *.*" not in grants.replace("GRANT USAGE ON *.*", "")
-    before = {r[0] for r in sql("SHOW DATABASES")}
-    seen: set[str] = set()
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            seen.update(r[0] for r in sql("SHOW DATABASES"))
-            time.sleep(0.1)
-
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        drill = run_cli("drill", "itop", config=config, env={"TMPDIR": str(scratch)})
-    finally:
-        stop.set()
-        watcher.join()
-    assert drill.returncode == 0, drill.stdout + drill.stderr
-    created = sorted(seen - before)
+    created = sorted(drill_watching_the_server("itop", config, itop.user, tmp_path))
     assert not [name for name in created if "drill" in name.lower() or itop.database in name], (
         f"the drill created databases on the live server: {created}")
-    assert list(scratch.iterdir()) == [], "the drill left files behind"
-    assert not any(str(scratch) in line for line in _cmdlines()), "the drill left a process running"
-
-
-def _cmdlines() -> list[str]:
-    """The command line of every running process."""
-    lines = []
-    for proc in Path("/proc").iterdir():
-        try:
-            lines.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-        except OSError:  # not a process, or it ended meanwhile
-            continue
-    return lines

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from safehold.apps.common import GUARD_FILES
-from tests.conftest import need, sql
+from tests.conftest import need, run_cli, sql
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -226,3 +227,46 @@ def tree_state(root: Path, skip: tuple[str, ...]) -> dict[str, tuple[object, ...
 def protective_files(root: Path) -> set[str]:
     """Every guard file in the tree (what keeps a web server from listing, serving or running a folder)."""
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.name in GUARD_FILES}
+
+
+def processes_under(folder: Path) -> list[str]:
+    """Command lines of running processes that mention `folder` (a scratch server left behind)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # not a process, or it ended meanwhile
+            continue
+        if str(folder) in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def drill_watching_the_server(name: str, config: Path, app_user: str, tmp_path: Path) -> set[str]:
+    """`safehold drill NAME` while the app's user has rights on its own database only, with SHOW DATABASES
+    polled meanwhile; asserts the drill passed and left no file or process behind, and returns the databases
+    that appeared on the live server during it (other tests create some too: the caller tells the drill's)."""
+    grants = " ".join(str(r[0]) for r in sql(f"SHOW GRANTS FOR '{app_user}'@'localhost'"))
+    assert "ON *.*" not in grants.replace("GRANT USAGE ON *.*", "")
+    before = {r[0] for r in sql("SHOW DATABASES")}
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.update(r[0] for r in sql("SHOW DATABASES"))
+            time.sleep(0.1)
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        drill = run_cli("drill", name, config=config, env={"TMPDIR": str(scratch)})
+    finally:
+        stop.set()
+        watcher.join()
+    assert drill.returncode == 0, drill.stdout + drill.stderr
+    assert list(scratch.iterdir()) == [], "the drill left files behind"
+    assert not processes_under(scratch), "the drill left a process running"
+    return seen - before
