@@ -4,8 +4,8 @@ Not a test. Run explicitly, e.g. (from the repository root):
 
     PYTHONPATH=src python bench/mariadb.py --size-mb 3000
 
-It builds an ITFlow-shaped database from ../shared/fixtures/itflow-schema.sql (the real ITFlow
-schema) filled with generated rows of realistic sizes (ticket replies ~2 KB of HTML-ish text,
+It builds an ITFlow-shaped database (bench/shapes.py, shape `itflow`) from the real ITFlow
+schema in ../shared/fixtures, filled with generated rows of realistic sizes (ticket replies ~2 KB of HTML-ish text,
 tickets ~1.5 KB, logs ~250 B, clients/contacts/assets), then times in one run, on the same server:
 backups (safehold into a fresh restic repository, mariadb-dump | gzip -9, | zstd -3, mydumper -t 2 -c,
 mariadb-dump | restic backup --stdin) and restores (safehold, gunzip | mariadb, myloader -t 2), each
@@ -26,133 +26,17 @@ import sys
 import time
 from pathlib import Path
 
-import MySQLdb
-from benchlib import best_of, du, sh, sh_quote, timed
+from benchlib import best_of, du, timed
+from shapes import ITFLOW_SCHEMA, ITFLOW_SHARES, Text, append_logs, build_itflow, connect, load, settle, stamp, tsv
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT.parent / "shared" / "fixtures" / "itflow-schema.sql"  # ../shared next to the main checkout
+SCHEMA = ITFLOW_SCHEMA
 SRC = ROOT / "src"
 HOST = ["-h127.0.0.1", "-P3306", "-uroot"]
 MYDUMPER_HOST = "-h 127.0.0.1 -P 3306 -u root"  # mydumper/myloader do not parse the glued forms
 DUMP = ["mariadb-dump", *HOST, "--single-transaction", "--routines", "--events", "--triggers", "--hex-blob",
         "--quick", "--max-allowed-packet=1G"]
-SHARES = {"ticket_replies": 0.50, "logs": 0.25, "tickets": 0.22}  # of the requested size; the rest is small tables
-SETTLED_DIRTY_PAGES = 2000  # 32 MiB of 16 KiB pages; other users of the server keep some pages dirty
 NOTES_MARKER = "<!-- notes: kept across runs -->"
-ROW_BYTES = {"ticket_replies": 2000, "logs": 250, "tickets": 1500}
-
-
-def settle(limit_seconds: float = 60) -> None:
-    """Wait until InnoDB has written back the dirty pages of earlier steps, so each run starts equal."""
-    deadline = time.monotonic() + limit_seconds
-    with connect() as conn:
-        cur = conn.cursor()
-        while time.monotonic() < deadline:
-            cur.execute("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'")
-            if int(cur.fetchone()[1]) < SETTLED_DIRTY_PAGES:
-                return
-            time.sleep(2)
-
-
-def connect(database: str | None = None) -> MySQLdb.Connection:
-    return MySQLdb.connect(host="127.0.0.1", user="root", database=database or "", local_infile=1,
-                           charset="utf8mb4", autocommit=True)
-
-
-class Text:
-    """Cheap realistic text: sentences from a big pool of random words, so compressors see real entropy."""
-
-    def __init__(self, rng: random.Random, schema: Path) -> None:
-        words = [w for w in schema.read_text().replace("_", " ").replace("`", " ").split() if w.isalpha()]
-        words += ["printer", "outlook", "password", "reset", "server", "backup", "firewall", "license", "VPN",
-                  "please", "thanks", "regards", "customer", "ticket", "issue", "resolved", "update", "laptop"]
-        vocabulary = sorted(set(words))
-        self.rng = rng
-        self.sentences = [" ".join(rng.choices(vocabulary, k=rng.randint(6, 16))).capitalize() + "."
-                          for _ in range(60_000)]
-
-    def paragraph(self, size: int) -> str:
-        parts, length = [], 0
-        while length < size:
-            sentence = self.rng.choice(self.sentences) + f" #{self.rng.randint(1, 10**6)}"
-            parts.append(sentence)
-            length += len(sentence) + 1
-        return " ".join(parts)
-
-
-def tsv(rows: list[tuple], path: Path) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write("\t".join("\\N" if v is None else str(v).replace("\\", "\\\\").replace("\n", "\\n")
-                                   .replace("\t", "\\t") for v in row) + "\n")
-
-
-def load(cur, table: str, columns: list[str], path: Path) -> None:  # noqa: ANN001
-    cur.execute(f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE `{table}` CHARACTER SET utf8mb4 ({','.join(columns)})")
-    path.unlink()
-
-
-def stamp(rng: random.Random) -> str:
-    return f"20{rng.randint(18, 25)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} " \
-           f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
-
-
-def build(database: str, size_mb: int, work: Path, schema: Path) -> None:
-    """Create and fill the ITFlow-shaped database."""
-    rng = random.Random(42)
-    text = Text(rng, schema)
-    with connect() as conn:
-        for suffix in ("", "_r1", "_r2", "_r3"):  # leftovers of an interrupted run
-            conn.cursor().execute(f"DROP DATABASE IF EXISTS `{database}{suffix}`")
-        conn.cursor().execute(f"CREATE DATABASE `{database}`")
-    sh(f"mariadb {' '.join(HOST)} {database} < {sh_quote(str(schema))}")
-    conn = connect(database)
-    cur = conn.cursor()
-    cur.execute("SET SESSION foreign_key_checks=0, unique_checks=0")
-    path = work / "rows.tsv"
-    clients = 400
-    tsv([(i, f"Client {i} GmbH", "Managed", f"https://client{i}.example", "EUR", 30, text.paragraph(300),
-          stamp(rng)) for i in range(1, clients + 1)], path)
-    load(cur, "clients", ["client_id", "client_name", "client_type", "client_website", "client_currency_code",
-                          "client_net_terms", "client_notes", "client_created_at"], path)
-    tsv([(i, f"Contact {i}", "IT", f"user{i}@client{i % clients}.example", f"+49 30 {rng.randint(10**6, 10**7)}",
-          text.paragraph(120), rng.randint(1, clients)) for i in range(1, 8001)], path)
-    load(cur, "contacts", ["contact_id", "contact_name", "contact_title", "contact_email", "contact_phone",
-                           "contact_notes", "contact_client_id"], path)
-    kinds = ["Laptop", "Server", "Firewall", "Printer"]
-    tsv([(i, rng.choice(kinds), f"ASSET-{i:06d}", "Dell", f"SN{rng.getrandbits(40)}", text.paragraph(150),
-          rng.randint(1, clients)) for i in range(1, 15001)], path)
-    load(cur, "assets", ["asset_id", "asset_type", "asset_name", "asset_make", "asset_serial", "asset_notes",
-                         "asset_client_id"], path)
-    counts = {t: int(size_mb * 1e6 * share / ROW_BYTES[t]) for t, share in SHARES.items()}
-    batch = 20_000
-    for start in range(1, counts["tickets"] + 1, batch):
-        tsv([(i, "TCK", i, f"Ticket {i}: {text.paragraph(60)}", f"<p>{text.paragraph(1200)}</p>",
-              rng.choice(["Low", "Medium", "High"]), rng.randint(1, 5), stamp(rng), rng.randint(1, 20),
-              rng.randint(1, clients)) for i in range(start, min(start + batch, counts["tickets"] + 1))], path)
-        load(cur, "tickets", ["ticket_id", "ticket_prefix", "ticket_number", "ticket_subject", "ticket_details",
-                              "ticket_priority", "ticket_status", "ticket_created_at", "ticket_created_by",
-                              "ticket_client_id"], path)
-    for start in range(1, counts["ticket_replies"] + 1, batch):
-        tsv([(i, "<p>" + text.paragraph(rng.randint(800, 3000)).replace(". ", ".</p>\n<p>", 3) + "</p>",
-              rng.choice(["public", "private"]), stamp(rng), rng.randint(1, 20), rng.randint(1, counts["tickets"]))
-             for i in range(start, min(start + batch, counts["ticket_replies"] + 1))], path)
-        load(cur, "ticket_replies", ["ticket_reply_id", "ticket_reply", "ticket_reply_type", "ticket_reply_created_at",
-                                     "ticket_reply_by", "ticket_reply_ticket_id"], path)
-    append_logs(cur, rng, text, 1, counts["logs"], path)
-    cur.execute("ANALYZE TABLE tickets, ticket_replies, logs")
-    cur.fetchall()
-    conn.close()
-
-
-def append_logs(cur, rng: random.Random, text: Text, first: int, count: int, path: Path) -> None:  # noqa: ANN001
-    for start in range(first, first + count, 50_000):
-        tsv([(i, rng.choice(["Login", "Ticket", "Client", "Asset"]), rng.choice(["Create", "Edit", "View", "Success"]),
-              text.paragraph(rng.randint(60, 180)), f"10.0.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
-              "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", stamp(rng), rng.randint(1, 400))
-             for i in range(start, min(start + 50_000, first + count))], path)
-        load(cur, "logs", ["log_id", "log_type", "log_action", "log_description", "log_ip", "log_user_agent",
-                           "log_created_at", "log_client_id"], path)
 
 
 CHANGES = {
@@ -207,7 +91,10 @@ def main() -> None:
     work.mkdir(parents=True)
     started = time.monotonic()
     print(f"building {db} (~{args.size_mb} MB of rows)", flush=True)
-    build(db, args.size_mb, work, args.schema)
+    with connect() as conn:
+        for suffix in ("_r1", "_r2", "_r3"):  # leftovers of an interrupted run
+            conn.cursor().execute(f"DROP DATABASE IF EXISTS `{db}{suffix}`")
+    build_itflow(db, args.size_mb, work, ITFLOW_SHARES["itflow"], args.schema)
     with connect(db) as conn:
         cur = conn.cursor()
         cur.execute("SELECT SUM(DATA_LENGTH + INDEX_LENGTH), SUM(TABLE_ROWS) FROM information_schema.TABLES"
