@@ -1,0 +1,111 @@
+"""[repositories.*]: where points are stored, and how a URL says whether it is on this host."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from safehold.config.base import Model, SecretRef, check_absolute, check_secret
+from safehold.errors import ConfigError
+from safehold.mounts import on_network_filesystem
+from safehold.sftp_url import parse_sftp
+
+# restic URL schemes that store somewhere else; anything else (a path, local:) is on this host.
+REMOTE_SCHEMES = ("sftp:", "s3:", "rest:", "rclone:", "b2:", "azure:", "gs:", "swift:")
+
+
+def local_path(url: str) -> Path | None:
+    """The folder of a repository on this host (a path, or local:path); None for a remote one."""
+    return None if url.startswith(REMOTE_SCHEMES) else Path(url.removeprefix("local:"))
+
+
+# What the S3 client inside restic accepts as a bucket name; it checks only when the repository is opened.
+S3_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{1,61}[A-Za-z0-9]")
+S3_FORM = "write s3:https://HOST/BUCKET or s3:https://HOST/BUCKET/PREFIX"
+
+
+def s3_location(url: str) -> tuple[str, str, str, str]:
+    """An s3: URL split as restic splits it: (scheme, endpoint, bucket, prefix); the scheme is https unless
+    the URL says http."""
+    if url.startswith("s3:http"):
+        parts = urlsplit(url.removeprefix("s3:"))
+        scheme, endpoint, path = parts.scheme, parts.netloc, parts.path.removeprefix("/")
+    else:
+        scheme = "https"
+        endpoint, _, path = url.removeprefix("s3://" if url.startswith("s3://") else "s3:").partition("/")
+    bucket, _, prefix = path.partition("/")
+    return scheme, endpoint, bucket, prefix.strip("/")
+
+
+def _check_s3_url(url: str) -> None:
+    """Refuse an s3: URL without an endpoint or a valid bucket, split as restic splits it.
+
+    restic takes the first part after the endpoint as the bucket: `s3:https://host` fails only when
+    the repository is opened, with "Bucket name cannot be empty" that reads like a repository not
+    created yet, and `s3:backups/x` (the endpoint left out) makes `backups` the host.
+    """
+    _, endpoint, bucket, _ = s3_location(url)
+    if not endpoint:
+        raise ValueError(f"the s3: URL names no endpoint; {S3_FORM}")
+    if not bucket:
+        raise ValueError(f"the s3: URL names no bucket after the endpoint; {S3_FORM}")
+    if not S3_BUCKET.fullmatch(bucket):
+        raise ValueError(f"{bucket!r} is not a valid S3 bucket name (3 to 63 letters, digits, dots and hyphens); "
+                         f"{S3_FORM}")
+
+
+class RepositoryConfig(Model):
+    """One restic repository: a local path or any restic URL (sftp:, s3:, rest:, rclone:)."""
+
+    url: str
+    password: SecretRef
+    env: dict[str, SecretRef] = Field(
+        default_factory=dict, description="extra environment for restic, e.g. AWS_ACCESS_KEY_ID"
+    )
+    known_hosts: str | None = Field(default=None, description="SSH known_hosts line(s) for sftp:")
+    ssh_key: str | None = Field(default=None, description="private key file for sftp:")
+    # An office uplink that nightly uploads must not fill: restic's own limiter, in KiB/s.
+    limit_upload: int | None = Field(default=None, ge=1, strict=True, description="upload limit in KiB/s")
+    limit_download: int | None = Field(default=None, ge=1, strict=True, description="download limit in KiB/s")
+
+    _secret_password = field_validator("password")(check_secret)
+
+    @field_validator("url")
+    @classmethod
+    def _url_shape(cls, value: str) -> str:
+        if (path := local_path(value)) is not None:
+            check_absolute(str(path))
+        elif value.startswith("s3:"):
+            _check_s3_url(value)
+        else:
+            try:
+                parse_sftp(value)
+            except ConfigError as exc:  # shown after the file and key, as the other URL errors
+                raise ValueError(f"{exc.message}; {exc.hint}") from None
+        return value
+
+    def is_remote(self) -> bool:
+        """True when the repository lies off this host: a remote URL, or a path on a network file system
+        (NFS, CIFS…), whose data survives this host's disks."""
+        folder = self.local_path()
+        return folder is None or on_network_filesystem(folder) is not None
+
+    def local_path(self) -> Path | None:
+        """The folder of a repository on this host; None for a remote one."""
+        return local_path(self.url)
+
+    def rate_limits(self) -> list[str]:
+        """restic's options for the configured upload and download limits."""
+        return [*(["--limit-upload", str(self.limit_upload)] if self.limit_upload else []),
+                *(["--limit-download", str(self.limit_download)] if self.limit_download else [])]
+
+    @field_validator("env")
+    @classmethod
+    def _env_refs(cls, value: dict[str, str]) -> dict[str, str]:
+        for item in value.values():
+            check_secret(item)
+        return value
+
