@@ -224,8 +224,9 @@ def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) ->
 
 
 def _key_files(instance: Instance) -> dict[str, Path]:
-    config_dir = Path(str(dict(instance.details.get("glpi_folders") or {}).get("GLPI_CONFIG_DIR") or
-                          (instance.root or Path()) / "config"))
+    folders = instance.details.get("glpi_folders")
+    configured = folders.get("GLPI_CONFIG_DIR") if isinstance(folders, dict) else None
+    config_dir = Path(str(configured)) if configured else (instance.root or Path()) / "config"
     return {CRYPT_KEY: config_dir / KEY_FILE, LEGACY_KEY: config_dir / LEGACY_KEY_FILE}
 
 

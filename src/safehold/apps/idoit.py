@@ -21,6 +21,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from safehold.apps.common import (
     app_config_file,
@@ -214,7 +215,7 @@ def _refuse_broken_tenants(instance: Instance) -> None:
     with where its name and account come from (isys_mandator, not safehold.toml)."""
     dumped = {db.name for db in instance.databases}
     system = str(instance.details.get("system_database"))
-    for info in instance.details.get("tenants", []):  # type: ignore[union-attr]
+    for info in _recorded_tenants(instance.details):
         if not info.get("problem") or info["database"] not in dumped:
             continue
         label = _tenant_label(info, system)
@@ -304,8 +305,14 @@ def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
     return {KEY: Secret(value, KEY)} if value else {}
 
 
-def _tenant_versions(tenants: object) -> dict[str, str | None]:
-    return {f"tenant {t['database']} schema": t.get("version") for t in tenants or []}  # type: ignore[union-attr]
+def _recorded_tenants(details: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tenants an instance's or a point's details list (none when they list none)."""
+    tenants = details.get("tenants")
+    return [t for t in tenants if isinstance(t, dict)] if isinstance(tenants, list) else []
+
+
+def _tenant_versions(details: dict[str, Any]) -> dict[str, str | None]:
+    return {f"tenant {t['database']} schema": t.get("version") for t in _recorded_tenants(details)}
 
 
 def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
@@ -313,9 +320,9 @@ def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], re
     if "files" in in_place or "db" not in in_place:
         return []
     live = {"app version": instance.app_version, "system schema": instance.schema_version,
-            **_tenant_versions(instance.details.get("tenants"))}
+            **_tenant_versions(instance.details)}
     point = {"app version": manifest.app_version, "system schema": manifest.schema_version,
-             **_tenant_versions(manifest.details.get("tenants"))}
+             **_tenant_versions(manifest.details)}
     return version_mismatch("i-doit", live, point,
                             f"restore the files too (the point holds its i-doit folder), or install i-doit "
                             f"{manifest.app_version} first; after a restore with --allow-version-change run "
@@ -350,7 +357,7 @@ def post_copy(instance: Instance, manifest: Manifest, copies: dict[str, Database
     isys_mandator rows, so i-doit opened on it never writes into a live tenant); without one, the live
     system database is left alone and the tenant copies are no tenant of i-doit until a row names them."""
     system = str(manifest.details.get("system_database", ""))
-    tenants = [t for t in manifest.details.get("tenants", []) if not t.get("skipped")]  # type: ignore[union-attr]
+    tenants = [t for t in _recorded_tenants(manifest.details) if not t.get("skipped")]
     if system not in copies:
         for tenant in tenants:
             if tenant["database"] in copies:

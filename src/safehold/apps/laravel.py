@@ -50,8 +50,8 @@ from safehold.secrets import Secret
 
 ENV = ".env"
 DOWN_FILE = "storage/framework/down"
-DOWN_PAYLOAD = {"except": [], "redirect": None, "retry": None, "refresh": None, "secret": None, "status": 503,
-                "template": None}
+DOWN_PAYLOAD: dict[str, object] = {"except": [], "redirect": None, "retry": None, "refresh": None, "secret": None,
+                                   "status": 503, "template": None}
 REGENERABLE = ("storage/framework/cache", "storage/framework/sessions", "storage/framework/views", "storage/logs",
                "bootstrap/cache")
 GUARDS = (".gitignore", ".htaccess", "index.html", "index.php", "web.config")
