@@ -12,8 +12,9 @@ import pytest
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import pad
 
+from safehold.appconfig.envfile import Env
+from safehold.appconfig.php import parse_text
 from safehold.apps import laravel
-from safehold.apps.phpconfig import parse_text
 from safehold.errors import ConfigError
 
 # As DBConnection::createMainConfig() writes it (glpi-project/glpi src/DBConnection.php): var_export per property.
@@ -52,7 +53,7 @@ def test_env_values_files_and_expansion(tmp_path: Path) -> None:
     env_path.write_text(f"APP_NAME=\"My App\"\nDB_HOST=db:3307\nDB_DATABASE=app\nDB_PASSWORD_FILE={secret}\n"
                         "DB_PREFIX=null\nMAIL_FROM_NAME=\"${APP_NAME}\"\nLITERAL='${NOT_EXPANDED}'\n"
                         "EMPTY=(empty)\n# comment\n")
-    env = laravel.Env(env_path)
+    env = Env(env_path)
     assert env.get("APP_NAME") == "My App" and env.get("DB_PASSWORD") == "s3cret"
     assert env.get("DB_PREFIX", "") == "" and env.get("EMPTY") == "" and env.get("LITERAL") == "${NOT_EXPANDED}"
     with pytest.raises(ConfigError, match="line 6: MAIL_FROM_NAME refers to another variable"):

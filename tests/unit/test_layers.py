@@ -1,6 +1,6 @@
 """The floors of src/safehold hold: no module imports one above its floor, and no import cycle exists.
 
-Floors, top to bottom (docs/architecture.md): cli → web, scheduler → actions → lifecycle → apps →
+Floors, top to bottom (docs/architecture.md): cli → web, scheduler → actions → lifecycle → apps, appconfig →
 engines, files → repository → the base modules (config, errors, secrets, models, output, runner,
 history, lock, notify, metrics…). An import inside a function counts the same as one at the top:
 hiding a cycle in a function is still a cycle.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 FLOORS = {"__main__": 8, "cli": 7, "web": 6, "scheduler": 6, "actions": 5, "lifecycle": 4, "apps": 3,
-          "engines": 2, "files": 2, "repository": 1}
+          "appconfig": 3, "engines": 2, "files": 2, "repository": 1}
 
 
 def _module_name(path: Path, src: Path) -> str:

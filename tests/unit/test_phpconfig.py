@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from safehold.apps.phpconfig import NotText, Unparsed, find_define, parse_file, parse_text
+from safehold.appconfig.php import NotText, Unparsed, find_define, parse_file, parse_text
 from safehold.errors import ConfigError
 
 ITFLOW = r"""<?php

@@ -3,7 +3,7 @@ docstrings say what each member does; mypy checks every module in `APPS` against
 application is adding one module and one entry here.
 
 Notes on the members that the protocol's one-liners leave out:
-- `describe` reads credentials from the app's own config file, never by running PHP (see `phpconfig`);
+- `describe` reads credentials from the app's own config file, never by running PHP (see `appconfig`);
   a missing app config file raises `common.AppConfigMissing` (restore then brings that file back from
   the point first).
 - `quiesce` always resumes the app (exceptions, SIGTERM; after SIGKILL `quiesce.resume_leftovers` at

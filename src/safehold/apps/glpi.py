@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from safehold.appconfig.php import PhpFile, find_define, parse_file
 from safehold.apps import glpi_crypto
 from safehold.apps.common import (
     AppConfigMissing,
@@ -39,7 +40,6 @@ from safehold.apps.common import (
     query_or_none,
     stop_commands,
 )
-from safehold.apps.phpconfig import PhpFile, find_define, parse_file
 from safehold.apps.quiesce import paused, resumer
 from safehold.config import InstanceConfig
 from safehold.engines.mariadb import client

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safehold.appconfig.php import PhpFile, parse_file
 from safehold.apps.common import (
     app_config_file,
     base_instance,
@@ -35,7 +36,6 @@ from safehold.apps.common import (
     query_or_none,
     version_mismatch,
 )
-from safehold.apps.phpconfig import PhpFile, parse_file
 from safehold.config import InstanceConfig
 from safehold.engines.mariadb import client
 from safehold.errors import DatabaseError, SafeholdError

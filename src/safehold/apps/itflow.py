@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from safehold.appconfig.php import find_define, parse_file
 from safehold.apps import itflow_crypto
 from safehold.apps.common import (
     app_config_file,
@@ -41,7 +42,6 @@ from safehold.apps.common import (
     version_mismatch,
     versions,
 )
-from safehold.apps.phpconfig import find_define, parse_file
 from safehold.apps.quiesce import paused, resumer
 from safehold.config import InstanceConfig
 from safehold.engines.mariadb import client

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from safehold import hostinfo
+from safehold.appconfig.php import find_define, parse_file
 from safehold.apps.common import (
     GUARD_FILES,
     app_config_file,
@@ -37,7 +38,6 @@ from safehold.apps.common import (
     version_mismatch,
     versions,
 )
-from safehold.apps.phpconfig import find_define, parse_file
 from safehold.apps.quiesce import folder_times_kept, paused
 from safehold.config import InstanceConfig
 from safehold.errors import SafeholdError

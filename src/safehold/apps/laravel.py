@@ -1,10 +1,8 @@
 """What Laravel apps (Snipe-IT, BookStack) share: the `.env` file, `APP_KEY` and its encryption,
 maintenance mode, the migrations table.
 
-- `.env` is parsed with python-dotenv's parser (the format Laravel's vlucas/phpdotenv reads),
-  never run. `${VAR}` inside an unquoted or double-quoted value is expanded by Laravel at runtime:
-  such a value is refused when read (naming the key), never guessed. A `KEY_FILE` entry (the
-  Docker secrets form of `snipe:docker/startup.sh` `file_env`) is read from the file it names.
+- `.env` is read by `appconfig.envfile` (never run; a `${VAR}` value is refused, a `KEY_FILE`
+  entry read from the file it names).
 - `APP_KEY` (`base64:` + 32 bytes for AES-256-CBC) encrypts with Laravel's `Encrypter`: the value
   stored is base64 of JSON `{"iv", "value", "mac", "tag"}`, `mac` = HMAC-SHA256(key, iv . value) in
   hex, `value` = base64 of AES-256-CBC(PKCS#7) of the (usually PHP-serialized) plaintext.
@@ -23,15 +21,14 @@ import binascii
 import contextlib
 import hashlib
 import hmac
-import io
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import unpad
-from dotenv.parser import parse_stream
 
+from safehold.appconfig.envfile import Env
 from safehold.apps.common import (
     AppConfigMissing,
     base_instance,
@@ -56,50 +53,6 @@ REGENERABLE = ("storage/framework/cache", "storage/framework/sessions", "storage
                "bootstrap/cache")
 GUARDS = (".gitignore", ".htaccess", "index.html", "index.php", "web.config")
 APP_KEY = "laravel_app_key"
-HINT = ("safehold reads .env files as plain values and never runs the app; write the value out, or declare the "
-        "database in safehold.toml")
-
-
-class Env:
-    """The values of one `.env` file; a value Laravel would expand at runtime is refused when read."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.values: dict[str, str] = {}
-        self.expanded: dict[str, int] = {}  # key → line of a value holding ${VAR}
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror}", "check the path and its permissions") from None
-        line = 1
-        for binding in parse_stream(io.StringIO(text)):
-            if binding.key is not None and binding.value is not None:
-                self.values[binding.key] = binding.value
-                raw = binding.original.string.partition("=")[2].lstrip()
-                if "${" in binding.value and not raw.startswith("'"):
-                    self.expanded[binding.key] = line
-                else:
-                    self.expanded.pop(binding.key, None)
-            line += binding.original.string.count("\n")
-
-    def get(self, key: str, default: str | None = None) -> str | None:
-        """`KEY`, or the content of the file `KEY_FILE` names (Docker secrets), else `default`."""
-        if key in self.expanded:
-            raise ConfigError(f"{self.path} line {self.expanded[key]}: {key} refers to another variable (${{…}}), "
-                              "which Laravel expands at runtime", HINT)
-        if key in self.values:
-            value = self.values[key]
-            # Laravel's env() helper: (null) / null mean "not set", (empty) / empty an empty string.
-            if value.lower() in ("null", "(null)"):
-                return default
-            return "" if value.lower() in ("empty", "(empty)") else value
-        if (named := self.values.get(f"{key}_FILE")) is not None:
-            try:
-                return Path(named).read_text().rstrip("\r\n")
-            except OSError as exc:
-                raise ConfigError(f"{self.path}: {key}_FILE names {named}, which cannot be read ({exc.strerror})",
-                                  "fix the path or its permissions") from None
-        return default
 
 
 def read_env(root: Path) -> Env:
