@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError, model_validator
 
 from safehold.config.base import Model
+from safehold.config.fields import keys, locate, table_of
 from safehold.config.instance import InstanceConfig
 from safehold.config.notify import ExportConfig, NotifyConfig
 from safehold.config.repository import RepositoryConfig
@@ -32,16 +33,24 @@ def _nul_in(data: object, where: str = "") -> str | None:
     return None
 
 
-
 class Config(Model):
     """The whole validated configuration file."""
 
-    settings: Settings = Field(default_factory=Settings)
-    repositories: dict[str, RepositoryConfig] = Field(default_factory=dict)
-    instances: dict[str, InstanceConfig] = Field(default_factory=dict)
-    notify: NotifyConfig = Field(default_factory=NotifyConfig)
-    export: ExportConfig = Field(default_factory=ExportConfig)
-    web: WebConfig = Field(default_factory=WebConfig)
+    settings: Settings = Field(default_factory=Settings, description="process-wide settings")
+    repositories: dict[str, RepositoryConfig] = Field(
+        default_factory=dict, description="restic repositories, each under a name the instances refer to",
+        json_schema_extra={"name_example": "main"})
+    instances: dict[str, InstanceConfig] = Field(
+        default_factory=dict, description="the applications to protect, each under its name (letters, digits, "
+                                          "_ . -; used in commands such as `safehold backup NAME`)",
+        json_schema_extra={"name_example": "myapp"})
+    notify: NotifyConfig = Field(default_factory=NotifyConfig, description="where failures (and with on_success, "
+                                                                          "every run) are announced")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="encryption of portable exports "
+                                                                          "(`safehold export`)")
+    web: WebConfig = Field(default_factory=WebConfig, description="`safehold serve`: the admin console (see "
+                                                                 "docs/web.md)")
+    # Where the file was read from: set by parse(), never a key of the file.
     source: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -110,6 +119,17 @@ def _format_loc(loc: tuple[object, ...]) -> str:
     return ".".join(str(part) for part in loc if not str(part).startswith("function-after"))
 
 
+def _hint(loc: tuple[object, ...], kind: str) -> str:
+    """What the key an error names is for (its description in the model), or the keys its table allows."""
+    table, field = locate(Config, loc)
+    if kind == "extra_forbidden":
+        return f"keys allowed here: {', '.join(keys(table))}"
+    name = next((name for name, known in keys(table).items() if known is field), None)
+    if field is None or table_of(field) is not None or not field.description:  # a table's own rule: its message says it
+        return "fix the config file"
+    return f"{name}: {field.description}"
+
+
 def parse(text: str, source: Path) -> Config:
     """Validate TOML text; errors name the file, the key path and what is allowed."""
     try:
@@ -129,7 +149,7 @@ def parse(text: str, source: Path) -> Config:
             msg = "unknown key (check the spelling; `safehold init` writes every allowed key)"
         where = f"{source}: {loc}: " if loc else f"{source}: "
         more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise ConfigError(f"{where}{msg}{more}", "fix the config file") from None
+        raise ConfigError(f"{where}{msg}{more}", _hint(first["loc"], first["type"])) from None
     config.source = source
     return config
 

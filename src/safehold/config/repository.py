@@ -60,16 +60,33 @@ def _check_s3_url(url: str) -> None:
 class RepositoryConfig(Model):
     """One restic repository: a local path or any restic URL (sftp:, s3:, rest:, rclone:)."""
 
-    url: str
-    password: SecretRef
+    url: str = Field(
+        description="where the repository lives: a full local path (or local:/path), sftp:user@host:/path, "
+                    "s3:https://host/bucket/prefix, rest:, rclone:, b2:, azure:, gs: or swift:; the first repository "
+                    "of an instance receives every run, the others receive copies",
+        examples=["/var/backups/safehold"])
+    password: SecretRef = Field(
+        description="the repository password, as a secret reference; without it no point can be read, so keep a "
+                    "copy off this host (`safehold kit`)",
+        examples=["file:/etc/safehold/repo.pass"])
     env: dict[str, SecretRef] = Field(
-        default_factory=dict, description="extra environment for restic, e.g. AWS_ACCESS_KEY_ID"
-    )
-    known_hosts: str | None = Field(default=None, description="SSH known_hosts line(s) for sftp:")
-    ssh_key: str | None = Field(default=None, description="private key file for sftp:")
-    # An office uplink that nightly uploads must not fill: restic's own limiter, in KiB/s.
-    limit_upload: int | None = Field(default=None, ge=1, strict=True, description="upload limit in KiB/s")
-    limit_download: int | None = Field(default=None, ge=1, strict=True, description="download limit in KiB/s")
+        default_factory=dict,
+        description="extra environment for restic (S3 or B2 credentials...), each value a secret reference",
+        examples=[{"AWS_ACCESS_KEY_ID": "env:AWS_ACCESS_KEY_ID",
+                   "AWS_SECRET_ACCESS_KEY": "file:/etc/safehold/s3.secret"}])
+    known_hosts: str | None = Field(
+        default=None, description="sftp: the server's SSH known_hosts line(s); unset: pinned once with "
+                                  "`safehold repo trust`",
+        examples=["backup.example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI..."])
+    ssh_key: str | None = Field(
+        default=None, description="sftp: the private key file (0600, without a passphrase); unset: ssh's own "
+                                  "default keys",
+        examples=["/etc/safehold/id_ed25519"])
+    # An office uplink that nightly uploads must not fill: restic's own limiter.
+    limit_upload: int | None = Field(default=None, ge=1, strict=True,
+                                     description="upload limit in KiB/s; unset: no limit", examples=[2048])
+    limit_download: int | None = Field(default=None, ge=1, strict=True,
+                                       description="download limit in KiB/s; unset: no limit", examples=[8192])
 
     _secret_password = field_validator("password")(check_secret)
 

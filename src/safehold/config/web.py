@@ -37,18 +37,26 @@ def parse_listen(listen: str) -> tuple[str, int]:
 class WebConfig(Model):
     """Admin console served by `safehold serve`."""
 
-    listen: str = "127.0.0.1:8750"
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    proxy_auth_header: str | None = None
+    listen: str = Field(default="127.0.0.1:8750", description="HOST:PORT the console listens on (IPv6: [::1]:8750)")
+    tls_cert: str | None = Field(default=None, description="PEM certificate for HTTPS, with tls_key; unset: plain "
+                                                           "HTTP (TLS at a reverse proxy)",
+                                 examples=["/etc/safehold/tls.crt"])
+    tls_key: str | None = Field(default=None, description="PEM private key of tls_cert",
+                                examples=["/etc/safehold/tls.key"])
+    proxy_auth_header: str | None = Field(default=None, description="the header in which an authenticating reverse "
+                                                                    "proxy names the operator (needs "
+                                                                    "trusted_proxies); unset: the console's own login",
+                                          examples=["X-Remote-User"])
     # Without a trusted proxy, X-Forwarded-For/-Proto are ignored: any local process could otherwise
     # pick its apparent address (past the per-address login limit, into the audit log) and scheme.
     trusted_proxies: list[str] = Field(
-        default_factory=list, description="addresses or networks of reverse proxies whose X-Forwarded-* count")
+        default_factory=list, description="addresses or networks of reverse proxies whose X-Forwarded-For/-Proto "
+                                          "count; only behind a reverse proxy", examples=[["127.0.0.1", "::1"]])
     # Requests naming any other host in Host are refused, so a page that rebinds its own DNS name to
     # 127.0.0.1 cannot reach the console (login, /metrics) from a browser on this host.
     allowed_hosts: list[str] = Field(
-        default_factory=list, description="host names besides the listen address and localhost (a proxy's name)")
+        default_factory=list, description="host names in the URL besides the listen address and localhost (a "
+                                          "proxy's public name)", examples=[["backup.example.org"]])
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -80,12 +88,17 @@ class WebConfig(Model):
 class Settings(Model):
     """Process-wide settings."""
 
-    state_dir: str | None = None
-    lock_wait_seconds: int = Field(default=0, ge=0, description="0: a second run exits; >0: waits this long")
+    state_dir: str | None = Field(default=None, description="run history, locks and escrowed keys; unset: "
+                                                            "/var/lib/safehold for root, else "
+                                                            "~/.local/state/safehold", examples=["/var/lib/safehold"])
+    lock_wait_seconds: int = Field(default=0, ge=0, description="seconds a second run of the same instance waits "
+                                                                "for the first; 0: it exits at once")
     repository_wait_seconds: int = Field(
-        default=4 * 3600, ge=0, description="how long a restic command waits while another safehold run on this "
+        default=4 * 3600, ge=0, description="seconds a restic command waits while another safehold run on this "
                                             "host prunes or checks the repository it needs (or the reverse)")
-    metrics_textfile: str | None = None
+    metrics_textfile: str | None = Field(default=None, description="a Prometheus textfile rewritten after every "
+                                                                   "run; unset: none",
+                                         examples=["/var/lib/prometheus/node-exporter/safehold.prom"])
     drill_prefix: str = Field(
         default="safehold_drill_", pattern=r"^[a-z][a-z0-9_]{0,14}_$",
         description="how the names of a drill's scratch databases and folders begin; a drill removes only names "
