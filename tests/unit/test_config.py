@@ -78,6 +78,19 @@ def test_plain_secret_never_echoed() -> None:
     assert "hunter2" not in line
 
 
+@pytest.mark.parametrize(("where", "extra"), [
+    ("repositories.main.env.AWS_SECRET_ACCESS_KEY", '[repositories.main.env]\nAWS_SECRET_ACCESS_KEY = "hunter2"\n'),
+    ("instances.app.databases.0.password", '[[instances.app.databases]]\nengine = "mariadb"\nnames = ["a"]\n'
+                                           'password = "hunter2"\n'),
+    ("notify.itflow.api_key", '[notify.itflow]\nurl = "https://itflow.example/"\napi_key = "hunter2"\n'),
+    ("export.passphrase", '[export]\npassphrase = "hunter2"\n'),
+])
+def test_a_secret_in_place_of_its_reference_is_refused_unshown(where: str, extra: str) -> None:
+    line = error_of(BASE + extra)
+    assert f"{where}: must be a secret reference" in line and "hunter2" not in line
+    assert parse(BASE + extra.replace('"hunter2"', '"env:SECRET"'), Path("x.toml"))
+
+
 def test_app_profile_needs_root() -> None:
     line = error_of(BASE.replace("[instances.app]", '[instances.app]\napp = "itflow"'))
     assert "needs root" in line

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 SECRET_PATTERN = r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$"
 
@@ -16,7 +17,15 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
-SecretRef = str
+def check_secret(value: str) -> str:
+    """A secret reference as it is; an error (that never shows the value) for anything else."""
+    if not re.match(SECRET_PATTERN, value):
+        raise ValueError('must be a secret reference "env:NAME" or "file:/path" (never the secret itself)')
+    return value
+
+
+SECRET_CHECK = AfterValidator(check_secret)
+SecretRef = Annotated[str, SECRET_CHECK]  # "env:NAME" or "file:/path", resolved only where it is used
 
 
 def check_absolute(value: str | list[str] | None) -> str | list[str] | None:
@@ -42,10 +51,4 @@ def impossible_path(path: str) -> str | None:
         return f"{path!r} has a name longer than {NAME_MAX} bytes, which no file system holds"
     return None
 
-
-
-def check_secret(value: str | None) -> str | None:
-    if value is not None and not re.match(SECRET_PATTERN, value):
-        raise ValueError('must be a secret reference "env:NAME" or "file:/path" (never the secret itself)')
-    return value
 

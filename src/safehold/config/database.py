@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from safehold.config.base import Model, SecretRef, check_absolute, check_secret
+from safehold.config.base import Model, SecretRef, check_absolute
 
 
 def port_field() -> Any:
@@ -52,7 +52,6 @@ class DatabaseConfig(Model):
                                 description="tables the parallel method dumps and loads at once; unset: one per "
                                             "CPU, at least 2", examples=[4])
 
-    _secret_password = field_validator("password")(check_secret)
     _absolute_path = field_validator("path")(check_absolute)
 
     @field_validator("names")
@@ -83,8 +82,6 @@ class ScratchServerConfig(Model):
                              examples=["safehold_drill"])
     password: SecretRef | None = password_field("env:DRILL_DB_PASSWORD")
 
-    _secret_password = field_validator("password")(check_secret)
-
 
 class DbAdminConfig(Model):
     """An administrative MariaDB login that re-creates the app's missing database account and databases on
@@ -96,6 +93,4 @@ class DbAdminConfig(Model):
                                                        "own host")
     port: int | None = port_field()
     socket: str | None = socket_field()
-
-    _secret_password = field_validator("password")(check_secret)
 

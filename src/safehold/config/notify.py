@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from safehold.config.base import Model, SecretRef, check_secret
+from safehold.config.base import Model, SecretRef
 
 
 class ItopTicketConfig(Model):
@@ -28,8 +28,6 @@ class ItopTicketConfig(Model):
                                          examples=[{"impact": 2, "urgency": 2}])
     api_version: str = Field(default="1.3", description="the REST API version iTop is asked for")
 
-    _secret_password = field_validator("password")(check_secret)
-
 
 class ItflowTicketConfig(Model):
     """Open an ITFlow ticket through its API (`/api/v1/tickets/create.php`) when a run fails."""
@@ -41,8 +39,6 @@ class ItflowTicketConfig(Model):
     client_id: int = Field(default=0, description="the client the ticket is opened for; 0: none (internal)")
     contact_id: int = Field(default=0, description="the client contact named on the ticket; 0: none")
     priority: Literal["Low", "Medium", "High", "Urgent"] = Field(default="High", description="ticket priority")
-
-    _secret_key = field_validator("api_key")(check_secret)
 
 
 class NotifyConfig(Model):
@@ -70,6 +66,4 @@ class ExportConfig(Model):
     identity: SecretRef | None = Field(default=None, description="an age identity file for reading exports "
                                                                  "(--from-file)",
                                        examples=["file:/etc/safehold/export.key"])
-
-    _secret_passphrase = field_validator("passphrase", "identity")(check_secret)
 

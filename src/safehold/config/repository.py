@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from safehold.config.base import Model, SecretRef, check_absolute, check_secret
+from safehold.config.base import Model, SecretRef, check_absolute
 from safehold.errors import ConfigError
 from safehold.mounts import on_network_filesystem
 from safehold.sftp_url import parse_sftp
@@ -88,8 +88,6 @@ class RepositoryConfig(Model):
     limit_download: int | None = Field(default=None, ge=1, strict=True,
                                        description="download limit in KiB/s; unset: no limit", examples=[8192])
 
-    _secret_password = field_validator("password")(check_secret)
-
     @field_validator("url")
     @classmethod
     def _url_shape(cls, value: str) -> str:
@@ -118,11 +116,4 @@ class RepositoryConfig(Model):
         """restic's options for the configured upload and download limits."""
         return [*(["--limit-upload", str(self.limit_upload)] if self.limit_upload else []),
                 *(["--limit-download", str(self.limit_download)] if self.limit_download else [])]
-
-    @field_validator("env")
-    @classmethod
-    def _env_refs(cls, value: dict[str, str]) -> dict[str, str]:
-        for item in value.values():
-            check_secret(item)
-        return value
 

@@ -13,11 +13,12 @@ import re
 import sys
 import textwrap
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from safehold.config.base import SECRET_CHECK
 from safehold.config.fields import keys, table_of, without_none
 from safehold.config.loading import Config
 from safehold.errors import ConfigError
@@ -183,9 +184,11 @@ def sample(values: Mapping[str, Any] | None = None, notes: Mapping[str, str] | N
 
 
 def type_name(annotation: Any) -> str:
-    """A key's type in words, for the reference."""
+    """A type in words, for the reference."""
     inner = without_none(annotation)
     origin, args = get_origin(inner), get_args(inner)
+    if origin is Annotated:
+        return "secret reference" if SECRET_CHECK in inner.__metadata__ else type_name(args[0])
     if origin is Literal:
         return " or ".join(f"`{json.dumps(arg)}`" for arg in args)
     if origin is list:
@@ -226,7 +229,8 @@ def reference() -> str:
             value = "required" if field.is_required() else (
                 "unset" if default(field) is None else f"`{toml_value(default(field), name)}`")
             example = f" Example: `{toml_value(field.examples[0], name)}`." if field.examples else ""
-            lines.append(f"| `{name}` | {_cell(type_name(field.annotation))} | {_cell(value)} | "
+            kind = "secret reference" if SECRET_CHECK in field.metadata else type_name(field.annotation)
+            lines.append(f"| `{name}` | {_cell(kind)} | {_cell(value)} | "
                          f"{_cell((field.description or '') + '.' + example)} |")
     return "\n".join(lines) + "\n"
 
