@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from pydantic import BaseModel
@@ -19,7 +20,7 @@ from pydantic import BaseModel
 from safehold import config as config_module
 from safehold.actions import init
 from safehold.actions.init import write_example
-from safehold.config import Config
+from safehold.config import Config, InstanceConfig
 from safehold.config.fields import keys, table_of
 from safehold.config.sample import reference, sample
 from safehold.errors import ConfigError
@@ -113,6 +114,10 @@ def test_a_key_added_to_a_model_appears_in_init_and_the_reference(tmp_path: Path
     assert text.index("probe_lanes") > text.index("# [[instances.myapp.databases]]")
     assert "| `probe_seconds` | integer | `7` | a key the test added to Settings. |" in run.stdout
     assert "probe" not in sample() and "probe" not in reference()  # the real models are untouched
+
+
+def test_init_knows_every_app_the_config_allows() -> None:
+    assert list(init.LABELS) == list(get_args(InstanceConfig.model_fields["app"].annotation))
 
 
 def test_every_default_and_example_is_valid() -> None:

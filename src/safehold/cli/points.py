@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.text import Text
@@ -23,7 +23,7 @@ from safehold.cli.common import (
     problem_line,
     run_action,
 )
-from safehold.config import Config
+from safehold.config import Config, InstanceConfig
 from safehold.errors import EXIT_FAILED, EXIT_PARTIAL, ConfigError
 from safehold.output import Reporter
 
@@ -31,7 +31,7 @@ from safehold.output import Reporter
 @app.command()
 def init(
     app_name: Annotated[str | None, typer.Option(
-        "--app", help="itflow | idoit | itop | glpi | snipeit | bookstack | netbox | generic "
+        "--app", help=f"{' | '.join(get_args(InstanceConfig.model_fields['app'].annotation))} "
                       "(default: found from --root)")] = None,
     root: Annotated[Path | None, typer.Option(help="install root of the application")] = None,
     repo: Annotated[str | None, typer.Option(help="restic repository URL or local path")] = None,
