@@ -132,6 +132,7 @@ def _post(url: str, what: str, **kwargs: Any) -> dict[str, Any]:
         response.raise_for_status()
         return response.json()
     except requests.HTTPError as exc:
+        assert exc.response is not None  # raise_for_status always attaches the response it judged
         raise NotifyError(f"{what}: {url} answered HTTP {exc.response.status_code}",
                           "check the URL and the API credentials") from None
     except requests.RequestException as exc:

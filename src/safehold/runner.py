@@ -145,7 +145,10 @@ def start(
             env=full_env,
             cwd=cwd,
             pass_fds=pass_fds,
-            **({"user": account[0], "group": account[1], "extra_groups": []} if account else {}),
+            # None is Popen's own default for each: the child keeps this process's user and groups.
+            user=account[0] if account else None,
+            group=account[1] if account else None,
+            extra_groups=[] if account else None,
         )
     except FileNotFoundError:
         raise ProcessFailed(what or argv[0], 127, f"{argv[0]}: command not found") from None

@@ -7,6 +7,7 @@ share it and tests can ask about any moment.
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from typing import overload
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -33,8 +34,7 @@ class Schedule:
     @property
     def at(self) -> time:
         """The time of day of a week_days schedule."""
-        parts = [int(p) for p in self.config.time.split(":")]
-        return time(*parts)
+        return time.fromisoformat(self.config.time)  # HH:MM or HH:MM:SS, as the config validates
 
     @property
     def names_a_day(self) -> bool:
@@ -150,6 +150,10 @@ class Schedule:
         return 2 * (following - due + GRACE)
 
 
+@overload
+def backup_schedule(config: ScheduleConfig) -> Schedule: ...
+@overload
+def backup_schedule(config: ScheduleConfig | None) -> Schedule | None: ...
 def backup_schedule(config: ScheduleConfig | None) -> Schedule | None:
     """The backup schedule of an instance (None: runs only by hand)."""
     return Schedule(config) if config is not None else None

@@ -221,7 +221,7 @@ def fingerprints(lines: list[str]) -> list[str]:
 
 def _pins(lines: list[str]) -> set[tuple[str, str, str]]:
     """(host name, key type, key) for each name of each known_hosts line (`a,b ssh-ed25519 AAAA...`)."""
-    pins = set()
+    pins: set[tuple[str, str, str]] = set()
     for line in lines:
         fields = line.split()
         if len(fields) >= 3:

@@ -103,6 +103,11 @@ def _from_job(job: Job) -> Outcome:
     return Outcome(job.kind, job.state == "ok", _aware(job.finished or job.created), job.error, rto, job.id)
 
 
+def _newest_first(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """list_points' rows (one per point per repository) by their start time, newest first."""
+    return sorted(points, key=lambda row: row["started"], reverse=True)
+
+
 def _from_run(run: Run | None) -> Outcome | None:
     # A killed run is in the history as a failed one ("interrupted: ..."): History notices its process is gone.
     if run is None:
@@ -143,7 +148,7 @@ class InstanceView:
     @property
     def last_point(self) -> dict[str, Any] | None:
         normal = [p for p in self.points if not p["safety_point"]]
-        return (normal or self.points or [None])[0]
+        return next(iter(normal or self.points), None)
 
     @property
     def last_age_hours(self) -> float | None:
@@ -186,8 +191,7 @@ class Data:
 
     def points(self, name: str) -> list[dict[str, Any]]:
         """Recovery points of an instance in all its repositories, newest first."""
-        return self._cached(name, lambda: sorted(list_points(self._browsing, name), key=lambda r: r["started"],
-                                                 reverse=True))
+        return self._cached(name, lambda: _newest_first(list_points(self._browsing, name)))
 
     def history_runs(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Runs from the run history (scheduler, CLI and console alike)."""

@@ -83,7 +83,10 @@ def split(schema: str) -> tuple[str, str, list[str], str]:
     starts = [match.start() for match in SECTION.finditer(schema)]
     if not starts:
         return schema, "", [], ""
-    prelude, before, tables, after = schema[:starts[0]], [], [], []
+    prelude = schema[:starts[0]]
+    before: list[str] = []
+    tables: list[str] = []
+    after: list[str] = []
     for start, end in zip(starts, [*starts[1:], len(schema)], strict=True):
         section = schema[start:end]
         if section.startswith(TABLE_SECTION):

@@ -163,7 +163,7 @@ class ResticProcess:
         with contextlib.suppress(SafeholdError):
             target = parse_sftp(self.url)
         error = explain(stderr, name or self.name, target.host if target else None)
-        if name is None and isinstance(error, RepositoryMissing) and self._known():
+        if name is None and isinstance(error, RepositoryMissing) and self.known_file is not None and self._known():
             self.known_file.unlink(missing_ok=True)  # the next run checks again (and may initialise)
             return self._disappeared()
         return error

@@ -9,7 +9,7 @@ import contextlib
 import json
 import re
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -84,12 +84,14 @@ class Reading(ResticProcess):
             except runner.ProcessFailed as exc:
                 raise self._explain(exc.stderr, call) from None
 
-    def walk(self, snapshot_id: str, paths: Sequence[str] = (), recursive: bool = True) -> Iterator[dict[str, Any]]:
+    def walk(self, snapshot_id: str, paths: Sequence[str] = (),
+             recursive: bool = True) -> Generator[dict[str, Any], None, None]:
         """Every node of a snapshot (path, type, size, mode, uid, gid, mtime), streamed as `restic ls --json`
         lists them (a tree may hold millions), parents before their content.
 
         With `paths` (absolute), only those and what lies in them: all of it when `recursive`, else each
-        path and its direct content; restic then reads only the folders on the way there.
+        path and its direct content; restic then reads only the folders on the way there. Closing the
+        generator before its end stops restic.
         """
         args = ["ls", "--json", *(["--recursive"] if recursive and paths else []), snapshot_id, *paths]
         with self._call(*args) as call:
