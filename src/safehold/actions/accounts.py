@@ -67,7 +67,7 @@ def record(instance: Instance, instance_config: InstanceConfig, reporter: Report
     (unless the profile records them itself, `postgres_roles_too` False) each PostgreSQL database's role."""
     result = Recorded()
     found: list[sql.Account] = []
-    roles: list[dict[str, object]] = []
+    roles: list[postgres_roles.RoleRecord] = []
     for db in instance.databases:
         if db.connection.engine == "postgres" and postgres_roles_too:
             if (role := postgres_roles.record(db)) is not None:

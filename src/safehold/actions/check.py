@@ -17,7 +17,7 @@ import pwd
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from safehold import restoring
 from safehold.apps.quiesce import RESUME_SECONDS, look_at_marker, marker_path, resume_marker
@@ -64,6 +64,16 @@ class Finding:
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {"rule": self.rule, "status": NAMES[self.status], "message": self.message}
+
+
+class InstanceStatus(TypedDict):
+    """One instance's part of `check`'s answer."""
+
+    instance: str
+    status: str  # a NAMES value
+    code: int  # its exit code (OK … UNKNOWN)
+    findings: list[dict[str, Any]]
+    problems: list[str]
 
 
 def _age(delta: timedelta) -> str:
@@ -349,7 +359,7 @@ def check(config: Config, name: str | None, now: datetime | None = None) -> dict
     now = now or datetime.now(UTC)
     _refuse_a_history_of_another_user(config)
     history = History(config.state_dir, busy_timeout=READ_TIMEOUT)
-    instances = []
+    instances: list[InstanceStatus] = []
     for instance_name in config.select(name):
         findings = check_instance(config, history, instance_name, now)
         worst = max(f.status for f in findings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 from safehold.actions.common import Point, each_instance, lock_instance, open_repository, points, tag_value
 from safehold.config import Config, RetentionConfig
@@ -17,6 +18,17 @@ from safehold.retention import reasons
 
 # Leftovers of a run with no manifest are removed only once no run could still be writing them.
 ORPHAN_AGE = timedelta(hours=24)
+
+
+class Pruned(TypedDict):
+    """What retention kept and removed (or, in a dry run, would remove) in one repository."""
+
+    repository: str
+    keep: list[str]  # run ids, newest first
+    why: dict[str, list[str]]  # run id kept → the rules that keep it
+    remove: list[str]
+    incomplete_removed: list[str]  # leftovers of runs that never wrote a manifest
+    dry_run: bool
 
 
 def keep_reasons(complete: Sequence[Point], policy: RetentionConfig, at: datetime) -> dict[str, list[str]]:
@@ -39,7 +51,7 @@ def keep_reasons(complete: Sequence[Point], policy: RetentionConfig, at: datetim
     return why
 
 
-def prune_instance(config: Config, name: str, reporter: Reporter, dry_run: bool = False) -> list[dict[str, object]]:
+def prune_instance(config: Config, name: str, reporter: Reporter, dry_run: bool = False) -> list[Pruned]:
     """Forget points the policy does not keep (and leftovers of failed runs), then free space.
 
     A real prune is recorded in the run history; a dry run changes nothing and is not.
@@ -53,14 +65,14 @@ def prune_instance(config: Config, name: str, reporter: Reporter, dry_run: bool 
     return results
 
 
-def _prune(config: Config, name: str, reporter: Reporter, dry_run: bool) -> list[dict[str, object]]:
+def _prune(config: Config, name: str, reporter: Reporter, dry_run: bool) -> list[Pruned]:
     """Apply retention in each repository of instance `name`.
 
     A repository that cannot be pruned (a copy's server down) does not stop the others: a bucket
     after it would keep every point until it came back. The run then ends partial, naming it.
     """
     instance = config.instance(name)
-    results: list[dict[str, object]] = []
+    results: list[Pruned] = []
     failures: list[tuple[str, SafeholdError]] = []
     with lock_instance(config, name, "prune", reporter):
         for repo_name in instance.repositories:
@@ -79,7 +91,7 @@ def _prune(config: Config, name: str, reporter: Reporter, dry_run: bool) -> list
 
 
 def _prune_repository(config: Config, name: str, repo_name: str, reporter: Reporter,
-                      dry_run: bool) -> dict[str, object]:
+                      dry_run: bool) -> Pruned:
     """Apply instance `name`'s retention in one repository; returns what it keeps and removes."""
     instance = config.instance(name)
     repo = open_repository(config, repo_name)

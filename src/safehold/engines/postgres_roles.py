@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import NotRequired, TypedDict
 
 from safehold.engines import postgres
 from safehold.errors import SafeholdError
@@ -28,6 +29,31 @@ from safehold.output import Reporter
 ADMIN_USER = "postgres"
 ATTRIBUTES = ("SUPERUSER", "INHERIT", "CREATEROLE", "CREATEDB", "LOGIN", "REPLICATION", "BYPASSRLS")
 PASSWORD_PLACEHOLDER = "'<the password from the app config>'"
+
+
+class DatabaseRecord(TypedDict):
+    """The role's database as `CREATE DATABASE` needs it."""
+
+    name: str
+    owner: str
+    encoding: str
+    collate: str
+    ctype: str
+
+
+class RoleRecord(TypedDict):
+    """What a point keeps of the app's role (JSON in its keys stream); `statements` re-creates it.
+
+    Only `role` and `attributes` are read unguarded: a record lacking the others still restores.
+    """
+
+    role: str
+    attributes: list[str]
+    connection_limit: NotRequired[int]
+    valid_until: NotRequired[str | None]
+    password_hash: NotRequired[str | None]
+    member_of: NotRequired[list[str] | None]
+    database: NotRequired[DatabaseRecord | None]
 
 
 def _literal(value: str) -> str:
@@ -47,7 +73,7 @@ def _admin_works(admin: Database) -> bool:
         return False
 
 
-def record(db: Database) -> dict[str, object] | None:
+def record(db: Database) -> RoleRecord | None:
     """The app role's record (with its password hash when a superuser can read it); None if it cannot be read."""
     role = db.connection.user or ADMIN_USER
     admin = admin_database(db)
@@ -71,7 +97,7 @@ def record(db: Database) -> dict[str, object] | None:
     except SafeholdError:
         return None
     flags = found[0]
-    result: dict[str, object] = {
+    result: RoleRecord = {
         "role": role,
         "attributes": [name for name, value in zip(ATTRIBUTES, flags[:7], strict=True) if value == "t"],
         "connection_limit": int(flags[7]),
@@ -87,13 +113,13 @@ def record(db: Database) -> dict[str, object] | None:
     return result
 
 
-def statements(found: dict[str, object], with_hash: bool = True) -> list[str]:
+def statements(found: RoleRecord, with_hash: bool = True) -> list[str]:
     """The SQL that re-creates the role, its memberships and its database as recorded."""
     role = postgres._quote(str(found["role"]))
-    attributes = list(found["attributes"])  # type: ignore[call-overload]
+    attributes = list(found["attributes"])
     parts = [*attributes, *(f"NO{a}" for a in ATTRIBUTES if a not in attributes)]
-    if int(found.get("connection_limit", -1)) != -1:  # type: ignore[call-overload]
-        parts.append(f"CONNECTION LIMIT {int(found['connection_limit'])}")  # type: ignore[call-overload]
+    if (limit := int(found.get("connection_limit", -1))) != -1:
+        parts.append(f"CONNECTION LIMIT {limit}")
     if found.get("valid_until"):
         parts.append(f"VALID UNTIL {_literal(str(found['valid_until']))}")
     if found.get("password_hash"):
@@ -101,7 +127,7 @@ def statements(found: dict[str, object], with_hash: bool = True) -> list[str]:
     elif "LOGIN" in attributes:
         parts.append(f"PASSWORD {PASSWORD_PLACEHOLDER}")
     sql = [f"CREATE ROLE {role} WITH {' '.join(parts)};"]
-    sql += [f"GRANT {postgres._quote(str(group))} TO {role};" for group in found.get("member_of") or []]  # type: ignore[union-attr]
+    sql += [f"GRANT {postgres._quote(str(group))} TO {role};" for group in found.get("member_of") or []]
     database = found.get("database")
     if isinstance(database, dict):
         sql.append(f"CREATE DATABASE {postgres._quote(database['name'])} OWNER {postgres._quote(database['owner'])} "
@@ -110,7 +136,7 @@ def statements(found: dict[str, object], with_hash: bool = True) -> list[str]:
     return sql
 
 
-def ensure(db: Database, found: dict[str, object], reporter: Reporter, dry_run: bool = False,
+def ensure(db: Database, found: RoleRecord, reporter: Reporter, dry_run: bool = False,
            password: str | None = None) -> list[str]:
     """Re-create the recorded role and its database where they are missing; returns what was (or would be) done.
 
@@ -157,7 +183,7 @@ def _app_login_works(db: Database) -> bool:
         return False
 
 
-def _no_admin(db: Database, found: dict[str, object]) -> SafeholdError:
+def _no_admin(db: Database, found: RoleRecord) -> SafeholdError:
     where = admin_database(db).connection.describe()
     sql = " ".join(statements(found, with_hash=False))
     return SafeholdError(f"PostgreSQL role {found['role']} or its database is missing and safehold cannot log in "
@@ -165,6 +191,6 @@ def _no_admin(db: Database, found: dict[str, object]) -> SafeholdError:
                          f"run as a superuser: {sql} — then run the same restore again")
 
 
-def to_secret_text(found: dict[str, object]) -> str:
+def to_secret_text(found: RoleRecord) -> str:
     """The record as it is kept in the point's keys stream."""
     return json.dumps(found, sort_keys=True)

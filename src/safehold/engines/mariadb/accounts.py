@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from typing import NotRequired, TypedDict
 
 import MySQLdb
 
@@ -28,6 +29,15 @@ USING = re.compile(r"USING '(?:[^'\\]|\\.)*'")
 # The clause SHOW GRANTS repeats on the USAGE line; CREATE USER sets it, so grants are run without it.
 GRANT_AUTH = re.compile(r" IDENTIFIED (?:BY PASSWORD '(?:[^'\\]|\\.)*'|VIA (?:[^'\\]|'(?:[^'\\]|\\.)*')*?)"
                         r"(?= REQUIRE | WITH |$)")
+
+
+class AccountRecord(TypedDict):
+    """An Account as the point's accounts part holds it (JSON)."""
+
+    user: str
+    host: str
+    create: NotRequired[str | None]
+    grants: NotRequired[list[str] | None]
 
 
 @dataclass
@@ -48,9 +58,9 @@ class Account:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> Account:
-        return cls(user=str(data["user"]), host=str(data["host"]), create=data.get("create"),  # type: ignore[arg-type]
-                   grants=[str(g) for g in data.get("grants") or []])  # type: ignore[union-attr]
+    def from_json(cls, data: AccountRecord) -> Account:
+        return cls(user=str(data["user"]), host=str(data["host"]), create=data.get("create"),
+                   grants=[str(g) for g in data.get("grants") or []])
 
 
 def _literal(value: str) -> str:
