@@ -29,7 +29,7 @@ from safehold.files import follow_links, tree_stats
 from safehold.models import Database, Instance
 from safehold.output import Reporter
 from safehold.repository import damage
-from safehold.secrets import mask, mask_url
+from safehold.secrets import Secret, mask, mask_url
 
 T = TypeVar("T")
 
@@ -70,13 +70,15 @@ def plan_instance(config: Config, name: str, reporter: Reporter, note: str | Non
                       warnings=list(instance.warnings))
         result["databases"] = [_database(db, reporter, problems) for db in instance.databases]
         result["trees"], result["exclude"] = _trees(config, instance, result["warnings"], problems)
-        result["quiesce"] = _guarded(lambda: profile.quiesce_plan(instance, instance_config, config.state_dir),
-                                     problems, [])
-        keys = _guarded(lambda: profile.keys(instance, config.state_dir), problems, {})
+        steps: list[str] = _guarded(lambda: profile.quiesce_plan(instance, instance_config, config.state_dir),
+                                    problems, [])
+        result["quiesce"] = steps
+        keys: dict[str, Secret] = _guarded(lambda: profile.keys(instance, config.state_dir), problems, {})
         result["keys"] = sorted(keys)
         # A backup runs without an escrowed key (or with one that no longer opens the app's data) and warns:
         # its points would not bring the app's encrypted secrets back. The dry run proves the key the same way.
-        result["warnings"] += _guarded(lambda: profile.verify_keys(instance, keys), problems, [])
+        key_problems: list[str] = _guarded(lambda: profile.verify_keys(instance, keys), problems, [])
+        result["warnings"] += key_problems
     opened = {} if opened is None else opened
     for repo_name in instance_config.repositories:
         if repo_name not in opened:

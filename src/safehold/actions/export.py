@@ -23,9 +23,9 @@ import os
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import zstandard
 
@@ -129,8 +129,10 @@ def _write_tar(config: Config, repo: Repository, point: Point, sink: IO[bytes], 
                reporter: Reporter) -> int:
     """The tar.zst stream of a point, written to `sink`; returns the payload bytes."""
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
+    # tarfile.open hands `copybufsize` on to TarFile (Lib/tarfile.py), but typeshed's overloads do not list it.
     with compressor.stream_writer(sink, closefd=False) as zstd_out, \
-            tarfile.open(fileobj=zstd_out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=BUFFER) as tar:
+            tarfile.open(fileobj=zstd_out, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+                         copybufsize=BUFFER) as tar:
         writer = _Writer(tar, reporter)
         manifest = point.manifest
         writer.add_bytes(MANIFEST_PATH.lstrip("/"), repo.cat_file(point.snapshot, MANIFEST_PATH))
@@ -169,7 +171,7 @@ def recipients(config: Config) -> list[object]:
 
 
 @contextlib.contextmanager
-def _pipe_through(worker: object) -> Iterator[tuple[IO[bytes], list[BaseException]]]:
+def _pipe_through(worker: Callable[[IO[bytes]], object]) -> Iterator[tuple[IO[bytes], list[BaseException]]]:
     """Run `worker(read_end)` in a thread while the caller writes into the yielded write end."""
     read_fd, write_fd = os.pipe()
     errors: list[BaseException] = []
@@ -178,7 +180,7 @@ def _pipe_through(worker: object) -> Iterator[tuple[IO[bytes], list[BaseExceptio
 
     def run() -> None:
         try:
-            worker(reader)  # type: ignore[operator]
+            worker(reader)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             errors.append(exc)
         finally:
@@ -223,7 +225,8 @@ def export(config: Config, run: str, target: Path, reporter: Reporter, instance:
             elif encrypted:
                 passphrase = resolve(config.export.passphrase or "", "export.passphrase")
                 encryptor = Encryptor(out, passphrase)
-                payload = _write_tar(config, repo, point, encryptor, True, reporter)
+                # A RawIOBase (write and flush, all zstd's writer calls), which typeshed does not count as an IO[bytes].
+                payload = _write_tar(config, repo, point, cast(IO[bytes], encryptor), True, reporter)
                 encryptor.close()
             else:
                 payload = _write_tar(config, repo, point, out, False, reporter)

@@ -9,15 +9,21 @@ profiles' keys live in their config files and are taken with each point automati
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 from safehold.actions.common import describe, find_point, open_repository
 from safehold.apps import profile_for
 from safehold.apps.contract import AppProfile
 from safehold.config import Config
 from safehold.errors import ConfigError, SafeholdError
+from safehold.models import Instance
 from safehold.output import Reporter
 from safehold.repository.manifest import KEYS_PATH
 from safehold.secrets import Secret
+
+# A profile's optional `escrow(instance, state_dir, password, user, reporter)` (apps/contract.py: only ITFlow has one).
+Escrow = Callable[[Instance, Path, Secret, str | None, Reporter], dict[str, object]]
 
 
 def key_profile(config: Config, name: str) -> AppProfile:
@@ -32,21 +38,23 @@ def key_profile(config: Config, name: str) -> AppProfile:
     return profile
 
 
-def check_escrow(config: Config, name: str) -> AppProfile:
-    """The profile of instance `name`, refused when its app has no key to escrow (before any password is asked)."""
+def check_escrow(config: Config, name: str) -> Escrow:
+    """The escrow of instance `name`'s profile, refused when its app has no key to escrow (before any password is
+    asked)."""
     profile = key_profile(config, name)
-    if not hasattr(profile, "escrow"):
+    escrow: Escrow | None = getattr(profile, "escrow", None)
+    if escrow is None:
         raise ConfigError(f"instance {name} is {config.instance(name).app}: only ITFlow has a master key to escrow",
                           f"{profile.APP_KEYS} is saved from its config file with every point already; "
                           f"`safehold key verify {name} latest` checks it")
-    return profile
+    return escrow
 
 
 def escrow(config: Config, name: str, password: Secret, user: str | None, reporter: Reporter) -> dict[str, object]:
     """Escrow the master key of ITFlow instance `name`, unwrapped with an account's password."""
-    profile = check_escrow(config, name)
+    unwrap = check_escrow(config, name)
     instance, _, _ = describe(config, name)
-    return profile.escrow(instance, config.state_dir, password, user, reporter)
+    return unwrap(instance, config.state_dir, password, user, reporter)
 
 
 def verify(config: Config, name: str, run: str | None, reporter: Reporter) -> dict[str, object]:

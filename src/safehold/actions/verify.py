@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from safehold.actions.common import (
     Point,
@@ -29,9 +29,11 @@ from safehold.repository.restic import Repository, RepositoryDamaged
 from safehold.schedule import EARLY, verify_schedule
 
 
-def _present(snapshot: str | None, snapshot_ids: set[str]) -> bool:
+def _present(snapshot: str | None, snapshot_ids: set[str]) -> TypeGuard[str]:
     # restic 0.14 reports short ids after a backup, newer versions full ones.
-    return bool(snapshot) and any(full.startswith(snapshot) for full in snapshot_ids)
+    if not snapshot:
+        return False
+    return any(full.startswith(snapshot) for full in snapshot_ids)
 
 
 def verify_point(repo: Repository, point: Point, snapshot_ids: set[str]) -> list[str]:

@@ -96,8 +96,9 @@ def _mb(value: int | None) -> str | None:
     return None if value is None else f"{value / 1e6:.2f}"
 
 
-# What the run history records (a typo in --kind is a usage error, not an empty history).
-RunKind = enum.StrEnum("RunKind", {kind: kind for kind in get_args(Kind)})
+# What the run history records (a typo in --kind is a usage error, not an empty history). The members come
+# from history.Kind so the two cannot drift; mypy reads members only from a literal list, hence the ignore.
+RunKind = enum.StrEnum("RunKind", {kind: kind for kind in get_args(Kind)})  # type: ignore[misc]
 
 
 @app.command()

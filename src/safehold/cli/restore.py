@@ -131,7 +131,7 @@ def restore(
             out.print(f"  config file {shown(plan['config_from_point'])} {verb} back from the point first (it is "
                       "missing here)", soft_wrap=True)
         for db in plan["databases"]:
-            note = [" ", ("(has data)", "yellow")] if db["target_has_data"] else []
+            note: list[str | tuple[str, str]] = [" ", ("(has data)", "yellow")] if db["target_has_data"] else []
             out.print(Text.assemble(f"  database {db['from']} → {db['into']} ({db['tables']} tables)", *note))
         _print_accounts(plan.get("accounts") or {}, res["dry_run"])
         for included in plan["paths"]:
