@@ -1,8 +1,9 @@
 """safehold.toml → validated models. Secrets stay references here; they are resolved at use.
 
 The models are split by the part of the file they describe (`repository`, `database`, `instance`,
-`notify`, `web`); `loading` reads and validates the whole file. Every name is importable from
-`safehold.config` itself.
+`notify`, `web`); `loading` reads and validates the whole file; `sample` writes the commented sample
+and docs/config.md from the models' field descriptions (`fields` walks how the models nest). Every
+name below is importable from `safehold.config` itself.
 """
 
 from safehold.config.base import NAME_MAX, PATH_MAX, SECRET_PATTERN, Model, SecretRef, impossible_path

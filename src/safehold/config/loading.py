@@ -124,9 +124,9 @@ def _hint(loc: tuple[object, ...], kind: str) -> str:
     table, field = locate(Config, loc)
     if kind == "extra_forbidden":
         return f"keys allowed here: {', '.join(keys(table))}"
-    name = next((name for name, known in keys(table).items() if known is field), None)
-    if field is None or table_of(field) is not None or not field.description:  # a table's own rule: its message says it
-        return "fix the config file"
+    if field is None or table_of(field) is not None or not field.description:
+        return "fix the config file"  # a table's own rule, whose message says what to change
+    name = next(name for name, known in keys(table).items() if known is field)
     return f"{name}: {field.description}"
 
 
