@@ -23,6 +23,7 @@ from safehold import __version__, hostinfo, restoring
 from safehold.actions.accounts import Recorded, apply_defaults
 from safehold.actions.accounts import record as record_accounts
 from safehold.actions.common import describe, each_instance, open_repository
+from safehold.actions.last_trees import LastTrees, keep_trees, last_trees, unchanged_trees
 from safehold.actions.prune import retention_after_backup
 from safehold.actions.replicate import host_only_warning, replicate
 from safehold.apps.quiesce import resume_leftovers
@@ -135,7 +136,7 @@ def _store_accounts(repo: Repository, accounts: Recorded, tags: list[str], manif
 
 
 def _store_parts(repo: Repository, instance: Instance, tags: list[str], manifest: Manifest, reporter: Reporter,
-                 with_files: bool, keys: dict[str, Secret], accounts: Recorded) -> int:
+                 with_files: bool, keys: dict[str, Secret], accounts: Recorded, last: LastTrees | None) -> int:
     """Databases, file trees, keys and database accounts, each its own restic process, side by side;
     returns the bytes added.
 
@@ -146,7 +147,7 @@ def _store_parts(repo: Repository, instance: Instance, tags: list[str], manifest
     """
     parts: list[Callable[[], int]] = [lambda: _store_databases(repo, instance, tags, manifest, reporter)]
     if with_files:
-        parts.append(lambda: _store_files(repo, instance, tags, manifest, reporter))
+        parts.append(lambda: _store_files(repo, instance, tags, manifest, reporter, last))
     if keys:
         parts.append(lambda: _store_keys(repo, keys, tags, manifest, reporter))
     if accounts.payload is not None:
@@ -199,7 +200,9 @@ def real_trees(instance: Instance) -> tuple[list[tuple[Path, str, Path | None]],
 
 
 def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest: Manifest,
-                 reporter: Reporter) -> int:
+                 reporter: Reporter, last: LastTrees | None) -> int:
+    """The file trees as one snapshot, and their records: from restic's listing of what it stored, or the
+    last point's when restic found every tree unchanged since that point (see actions.last_trees)."""
     present, warnings = real_trees(instance)
     for line in warnings:
         reporter.warn(line)
@@ -208,8 +211,12 @@ def _store_files(repo: Repository, instance: Instance, tags: list[str], manifest
         return 0
     reporter.step(f"saving {len(present)} file tree(s)")
     excludes = follow_links(instance.exclude, {link: real for real, _, link in present if link is not None})
-    summary = repo.backup_paths([real for real, _, _ in present], [*tags, "part=files"], excludes, reporter, "files")
+    summary = repo.backup_paths([real for real, _, _ in present], [*tags, "part=files"], excludes, reporter, "files",
+                                last.snapshot if last else None)
     manifest.files_snapshot = summary.snapshot_id
+    if (unchanged := unchanged_trees(last, summary, present)) is not None:
+        manifest.trees.extend(unchanged)
+        return summary.data_added
     # Counted from restic's listing of what it stored: the drill compares the restore with exactly that.
     stored = stored_trees(repo.walk(summary.snapshot_id), {str(real) for real, _, _ in present})
     for real, kind, link in present:
@@ -294,15 +301,17 @@ def _backup(config: Config, name: str, reporter: Reporter, safety_point: bool, d
     with lock:
         if not safety_point:  # a safety point is part of a restore, which cleaned up under the same lock
             remove_leftovers(declared_trees(instance), config.state_dir / "staging", reporter)
-        result = _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
-                                safety_point, with_files, note, keep_days, paused)
+        result, manifest = _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter,
+                                          safety_point, with_files, note, keep_days, paused)
         if not safety_point:
+            listings = {} if listings is None else listings
             result.update(replicate(config, name, run_id, reporter, listings, str(result["snapshot"])))
+            keep_trees(config.state_dir, repo, manifest, listings[repo.name])
         return result
 
 
 def _backup_locked(config, instance, profile, instance_config, repo, run_id, reporter, safety_point,
-                   with_files, note, keep_days, paused=None) -> dict[str, object]:  # noqa: ANN001 - internal continuation
+                   with_files, note, keep_days, paused=None) -> tuple[dict[str, object], Manifest]:  # noqa: ANN001
     started = time.monotonic()
     if with_files:
         _check_trees(config, instance, safety_point)
@@ -334,7 +343,8 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
              else profile.quiesce(instance, instance_config, reporter, config.state_dir))
     with pause as window:
         window["start"] = now().isoformat()
-        added = _store_parts(repo, instance, tags, manifest, reporter, with_files, keys, accounts)
+        added = _store_parts(repo, instance, tags, manifest, reporter, with_files, keys, accounts,
+                             None if safety_point else last_trees(config.state_dir, repo, instance.name))
         window["end"] = now().isoformat()
     manifest.quiesce = dict(window)
     apply_defaults(manifest.databases, accounts.defaults)
@@ -356,7 +366,7 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
         "safety_point": safety_point,
         "note": manifest.note,
         "keep_until": manifest.keep_until,
-    }
+    }, manifest
 
 
 def backup(config: Config, name: str | None, reporter: Reporter, note: str | None = None,

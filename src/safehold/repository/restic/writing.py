@@ -20,6 +20,11 @@ from safehold.repository.restic.process import ResticProcess
 T = TypeVar("T")
 TAG = "safehold"
 UNREADABLE_SOURCE = 3  # restic backup: snapshot stored, some source files could not be read
+VERBOSE = b'{"message_type":"verbose_status"'
+
+
+class _ParentMissing(Exception):
+    """The parent snapshot named for a file backup is no longer in the repository."""
 
 
 @dataclass
@@ -34,6 +39,10 @@ class Summary:
     files_new: int = 0
     files_changed: int = 0
     raw: dict[str, Any] = field(default_factory=dict)
+    # A file backup given a parent: that parent, and the saved roots restic found equal to the parent's
+    # (the root's node, so the whole tree under it: restic compares the subtree's content hash).
+    parent: str | None = None
+    unchanged: frozenset[str] = frozenset()
 
 
 class _CountingWriter:
@@ -75,9 +84,14 @@ class Writing(ResticProcess):
         raise RepositoryError(f"repository {self.name}: restic reported no snapshot", "see the log for details")
 
     def _read_json_lines(self, stream: IO[bytes], sink: list[dict[str, Any]],
-                         on_status: Callable[[dict[str, Any]], None] | None) -> threading.Thread:
+                         on_status: Callable[[dict[str, Any]], None] | None,
+                         wanted: Sequence[bytes] = ()) -> threading.Thread:
+        """Collect restic's JSON lines in `sink` (status lines go to `on_status`); of the per-file verbose
+        lines only those holding one of `wanted` are kept (a tree may have millions of files)."""
         def read() -> None:
             for raw in stream:
+                if raw.startswith(VERBOSE) and not any(marker in raw for marker in wanted):
+                    continue
                 try:
                     item = json.loads(raw)
                 except ValueError:
@@ -131,15 +145,31 @@ class Writing(ResticProcess):
         return self._summary(lines), result
 
     def backup_paths(self, paths: Sequence[Path], tags: Sequence[str], excludes: Sequence[str],
-                     reporter: Reporter, label: str) -> Summary:
-        """Store file trees (owners, modes, mtimes, symlinks kept by restic) as one snapshot."""
-        args = ["backup", "--json", "--host", socket.gethostname(), *self._tag_args(tags), *["--force"] * self.read_all]
+                     reporter: Reporter, label: str, parent: str | None = None) -> Summary:
+        """Store file trees (owners, modes, mtimes, symlinks kept by restic) as one snapshot.
+
+        With `parent` (a snapshot of the same paths), restic compares with that one and the summary
+        names the paths whose whole tree is unchanged since; a parent no longer in the repository
+        (forgotten since) is dropped and restic picks its own.
+        """
+        base = ["backup", "--json", "--host", socket.gethostname(), *self._tag_args(tags), *["--force"] * self.read_all]
         for pattern in excludes:
-            args += ["--exclude", pattern]
-        args += ["--", *[str(p) for p in paths]]
+            base += ["--exclude", pattern]
+        roots = [str(p) for p in paths]
+        if parent is not None and not self.read_all:  # --force ignores a parent
+            # restic names each saved item in a verbose line: a folder with a trailing slash.
+            wanted = [f'"item":{json.dumps(p, ensure_ascii=False)}'.encode() for r in roots for p in (r, r + "/")]
+            args = [*base, "--parent", parent, "--verbose=2", "--", *roots]
+            try:
+                return self._while_locked_elsewhere(
+                    "backup", lambda: self._backup_paths_once(args, reporter, label, parent, wanted))
+            except _ParentMissing:
+                pass
+        args = [*base, "--", *roots]
         return self._while_locked_elsewhere("backup", lambda: self._backup_paths_once(args, reporter, label))
 
-    def _backup_paths_once(self, args: list[str], reporter: Reporter, label: str) -> Summary:
+    def _backup_paths_once(self, args: list[str], reporter: Reporter, label: str, parent: str | None = None,
+                           wanted: Sequence[bytes] = ()) -> Summary:
         lines: list[dict[str, Any]] = []
 
         def status(item: dict[str, Any]) -> None:
@@ -148,11 +178,13 @@ class Writing(ResticProcess):
         with self._call(*args) as call:
             child = runner.start(call.argv(*args), what="restic backup", env=call.env, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, secrets=self.secrets)
-            reader = self._read_json_lines(child.stdout, lines, status)
+            reader = self._read_json_lines(child.stdout, lines, status, wanted)
             stderr = ""
             try:
                 child.wait()
             except runner.ProcessFailed as exc:
+                if parent is not None and f'invalid id "{parent}"' in exc.stderr:
+                    raise _ParentMissing from None
                 if exc.returncode != UNREADABLE_SOURCE:
                     raise self._explain(exc.stderr, call) from None
                 stderr = exc.stderr
@@ -162,7 +194,13 @@ class Writing(ResticProcess):
             raise unreadable_files(label, [error for error in errors if not error.vanished])
         for error in errors:  # files deleted while restic ran: the point holds the tree as it was after
             reporter.warn(f"{label}: {error.path} disappeared while it was being saved")
-        return self._summary(lines)
+        summary = self._summary(lines)
+        if parent is not None:
+            summary.parent = parent
+            summary.unchanged = frozenset(item["item"].rstrip("/") or "/" for item in lines
+                                          if item.get("message_type") == "verbose_status"
+                                          and item.get("action") == "unchanged" and not errors)
+        return summary
 
     @staticmethod
     def _tag_args(tags: Sequence[str]) -> list[str]:
