@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from safehold import __version__, hostinfo, restoring
 from safehold.actions.accounts import Recorded, apply_defaults
@@ -271,7 +271,7 @@ def backup_instance(config: Config, name: str, reporter: Reporter, safety_point:
     with tracked(config, name, "backup", reporter, after_stored=retention_after_backup) as record:
         result = _backup(config, name, reporter, safety_point, databases, with_files, record.listings,
                          note, keep_days)
-        record.bytes_added, record.bytes_total = int(result["bytes_added"]), int(result["bytes_total"])
+        record.bytes_added, record.bytes_total = cast(int, result["bytes_added"]), cast(int, result["bytes_total"])
         record.details = {"run_id": result["run_id"], "repository": result["repository"],
                           "warnings": result["warnings"]}
         if result.get("result") == "partial":  # a copy is missing: `check` names it from this error

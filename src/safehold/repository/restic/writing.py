@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 from safehold import runner
 from safehold.errors import RepositoryError
@@ -128,7 +128,8 @@ class Writing(ResticProcess):
             reader = self._read_json_lines(child.stdout, lines, None)
             writer = _CountingWriter(child.stdin, lambda n: reporter.advance(label, n))
             try:
-                result = producer(writer)
+                # Producers only write (and flush): the counting wrapper is all of IO they use.
+                result = producer(cast(IO[bytes], writer))
                 child.stdin.close()
             except BaseException as exc:
                 child.kill()
