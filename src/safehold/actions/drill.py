@@ -35,7 +35,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from safehold.actions.common import Point, describe, find_point, open_repository
-from safehold.actions.restore import DatabaseStep, Plan, compare, load_database, make_plan, self_reference
+from safehold.actions.restore_database import compare, load_database, self_reference
+from safehold.actions.restore_plan import DatabaseStep, Plan, make_plan
 from safehold.apps.common import server_connection
 from safehold.apps.contract import AppProfile
 from safehold.config import Config, InstanceConfig
