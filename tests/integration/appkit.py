@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from Crypto.Cipher import AES
@@ -87,6 +87,27 @@ def db_user(created: list[str]) -> tuple[str, str]:
     return user, password
 
 
+@contextlib.contextmanager
+def app_user(database: str, user: str, password: str) -> Iterator[None]:
+    """The app's own database account, with every right on its database, dropped afterwards."""
+    created: list[str] = []
+    try:
+        sql(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
+        created.append(user)
+        sql(f"GRANT ALL ON `{database}`.* TO '{user}'@'%'")
+        yield
+    finally:
+        drop_users(created)
+
+
+def held_instance(tmp_path: Path, repo: dict[str, str], app: str, root: Path) -> dict[str, object]:
+    """A config with one instance of `app` at `root` named after it, paused by `held_stop` commands: the
+    config, their log and hold files, the state folder and tmp_path, as the app fixtures yield them."""
+    log, hold = tmp_path / "quiesce.log", tmp_path / "hold"
+    return {"config": write_config(tmp_path, repo, app, app, root, held_stop(log, hold)), "log": log, "hold": hold,
+            "state": tmp_path / "state", "tmp": tmp_path}
+
+
 def drop_users(created: list[str]) -> None:
     for user in created:
         sql(f"DROP USER IF EXISTS '{user}'@'%'")
@@ -111,6 +132,23 @@ def kill_group(proc: subprocess.Popen[str]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def backup_killed_while_paused(fixture: dict[str, object], instance: str, paused: Callable[[], object] = lambda: None,
+                               stops: int = 1) -> None:
+    """Start a backup of `instance` and SIGKILL it inside its held stop command (the `stops`-th logged since
+    the fixture began): the app is paused then, as `paused` (the test's look at it) sees it, and stays so."""
+    log, hold, config = (Path(str(fixture[key])) for key in ("log", "hold", "config"))
+    hold.touch()
+    proc = start_cli("backup", instance, config=config)
+    try:
+        wait_for(lambda: log.exists() and log.read_text().count("stopped") >= stops)
+        paused()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        hold.unlink()
+        kill_group(proc)
 
 
 def held_stop(log: Path, hold: Path) -> str:

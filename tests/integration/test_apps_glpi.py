@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,17 +25,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import mariadb_dump, need, run_cli, sql
-from tests.integration.appkit import (
-    drop_users,
-    held_stop,
-    kill_group,
-    ok,
-    put,
-    start_cli,
-    tree_state,
-    wait_for,
-    write_config,
-)
+from tests.integration.appkit import app_user, backup_killed_while_paused, held_instance, ok, put, tree_state
 
 RUNTIME = ("files/_cache", "files/_sessions", "files/_log", "files/_tmp", "files/_lock", "files/_cron")
 SCHEMA = [
@@ -76,42 +64,34 @@ def config_db(host: str, user: str, password: str, database: str) -> str:
 @pytest.fixture
 def glpi(tmp_path: Path, new_db, repo: dict[str, str]) -> Iterator[dict[str, object]]:  # noqa: ANN001
     database = new_db("t_glpi")
-    users: list[str] = []
     user, password = f"t_glpi_{secrets.token_hex(3)}", "p@ss%w0rd/" + secrets.token_hex(4)
-    sql(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
-    users.append(user)
-    sql(f"GRANT ALL ON `{database}`.* TO '{user}'@'%'")
-    root = tmp_path / "www" / "glpi"
-    key = secrets.token_bytes(32)
-    put(root / "inc" / "based_config.php", "<?php\n// stand-in: GLPI's path logic, read by safehold as data\n")
-    put(root / "inc" / "define.php", "<?php\ndefine('GLPI_VERSION', '10.0.16');\n")
-    put(root / "config" / "config_db.php", config_db("127.0.0.1", user, password, database), 0o640)
-    put(root / "config" / "glpicrypt.key", key, 0o600)
-    put(root / "files" / ".htaccess", "Require all denied\n")
-    put(root / "files" / "PNG" / "3f" / "a1b2c3.PNG", secrets.token_bytes(2048))
-    put(root / "files" / "_pictures" / "7e" / "avatar.jpg", secrets.token_bytes(512))
-    put(root / "files" / "_dumps" / "glpi-backup.sql", "-- GLPI's own dump\n")
-    for folder in RUNTIME:
-        put(root / folder / "remove.txt", "")
-        put(root / folder / "runtime.dat", secrets.token_bytes(64))
-    put(root / "files" / "_sessions" / ".htaccess", "Require all denied\n")
-    put(root / "marketplace" / "formcreator" / "setup.php", "<?php\n")
-    put(root / "plugins" / "fields" / "setup.php", "<?php\n")
-    sql(SCHEMA, database)
-    smtp = glpi_encrypt("smtp-secret-2026", key)
-    ldap = glpi_encrypt("ldap-bind-secret", key)
-    sql([f"INSERT INTO glpi_configs (context, name, value) VALUES ('core', 'version', '10.0.16'), "
-         f"('core', 'dbversion', '10.0.16'), ('core', 'maintenance_mode', '0'), ('core', 'smtp_passwd', '{smtp}')",
-         f"INSERT INTO glpi_authldaps (name, host, rootdn, rootdn_passwd) VALUES ('AD', 'dc1', 'cn=glpi', '{ldap}')",
-         "INSERT INTO glpi_documents (name, filename, filepath, mime, sha1sum) VALUES ('photo', 'a1b2c3.PNG', "
-         "'PNG/3f/a1b2c3.PNG', 'image/png', repeat('a', 40))"], database)
-    log, hold = tmp_path / "quiesce.log", tmp_path / "hold"
-    config = write_config(tmp_path, repo, "glpi", "glpi", root, held_stop(log, hold))
-    try:
-        yield {"root": root, "db": database, "config": config, "key": key, "log": log, "hold": hold,
-               "state": tmp_path / "state", "tmp": tmp_path}
-    finally:
-        drop_users(users)
+    with app_user(database, user, password):
+        root = tmp_path / "www" / "glpi"
+        key = secrets.token_bytes(32)
+        put(root / "inc" / "based_config.php", "<?php\n// stand-in: GLPI's path logic, read by safehold as data\n")
+        put(root / "inc" / "define.php", "<?php\ndefine('GLPI_VERSION', '10.0.16');\n")
+        put(root / "config" / "config_db.php", config_db("127.0.0.1", user, password, database), 0o640)
+        put(root / "config" / "glpicrypt.key", key, 0o600)
+        put(root / "files" / ".htaccess", "Require all denied\n")
+        put(root / "files" / "PNG" / "3f" / "a1b2c3.PNG", secrets.token_bytes(2048))
+        put(root / "files" / "_pictures" / "7e" / "avatar.jpg", secrets.token_bytes(512))
+        put(root / "files" / "_dumps" / "glpi-backup.sql", "-- GLPI's own dump\n")
+        for folder in RUNTIME:
+            put(root / folder / "remove.txt", "")
+            put(root / folder / "runtime.dat", secrets.token_bytes(64))
+        put(root / "files" / "_sessions" / ".htaccess", "Require all denied\n")
+        put(root / "marketplace" / "formcreator" / "setup.php", "<?php\n")
+        put(root / "plugins" / "fields" / "setup.php", "<?php\n")
+        sql(SCHEMA, database)
+        smtp = glpi_encrypt("smtp-secret-2026", key)
+        ldap = glpi_encrypt("ldap-bind-secret", key)
+        sql([f"INSERT INTO glpi_configs (context, name, value) VALUES ('core', 'version', '10.0.16'), "
+             f"('core', 'dbversion', '10.0.16'), ('core', 'maintenance_mode', '0'), ('core', 'smtp_passwd', '{smtp}')",
+             "INSERT INTO glpi_authldaps (name, host, rootdn, rootdn_passwd) VALUES "
+             f"('AD', 'dc1', 'cn=glpi', '{ldap}')",
+             "INSERT INTO glpi_documents (name, filename, filepath, mime, sha1sum) VALUES ('photo', 'a1b2c3.PNG', "
+             "'PNG/3f/a1b2c3.PNG', 'image/png', repeat('a', 40))"], database)
+        yield {"root": root, "db": database, "key": key, **held_instance(tmp_path, repo, "glpi", root)}
 
 
 def maintenance(database: str) -> str:
@@ -177,18 +157,12 @@ def test_a_key_that_does_not_open_the_stored_secrets_is_reported(glpi: dict[str,
 
 
 def test_killed_backup_left_in_maintenance_is_resumed_by_check(glpi: dict[str, object]) -> None:
-    database, config = str(glpi["db"]), Path(str(glpi["config"]))
-    log, hold, state = Path(str(glpi["log"])), Path(str(glpi["hold"])), Path(str(glpi["state"]))
-    hold.touch()
-    proc = start_cli("backup", "glpi", config=config)
-    try:
-        wait_for(lambda: log.exists() and "stopped" in log.read_text())
+    database, config, state = str(glpi["db"]), Path(str(glpi["config"])), Path(str(glpi["state"]))
+
+    def in_maintenance() -> None:
         assert maintenance(database) == "1"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        hold.unlink()
-        kill_group(proc)
+
+    backup_killed_while_paused(glpi, "glpi", in_maintenance)
     assert maintenance(database) == "1" and (state / "quiesce" / "glpi.json").exists()
     checked = json.loads(run_cli("check", "glpi", "--json", config=config).stdout)
     found = {f["rule"]: f for f in checked["instances"][0]["findings"]}

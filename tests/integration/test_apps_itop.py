@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,13 +22,11 @@ from tests.conftest import MARIADB, run_cli, sql
 from tests.integration.appkit import (
     WEB_GID,
     WEB_UID,
+    backup_killed_while_paused,
     held_stop,
-    kill_group,
     ok,
     put,
-    start_cli,
     tree_state,
-    wait_for,
     write_config,
 )
 
@@ -260,18 +256,13 @@ def test_readonly_during_snapshot_released_after_failure(itop: dict[str, object]
 
 def test_sigkill_leaves_a_marker_and_the_next_run_resumes(itop: dict[str, object]) -> None:
     root, config = Path(str(itop["root"])), Path(str(itop["config"]))
-    log, hold, state = Path(str(itop["log"])), Path(str(itop["hold"])), Path(str(itop["state"]))
+    log, state = Path(str(itop["log"])), Path(str(itop["state"]))
     flag = root / "data" / ".readonly"
-    hold.touch()
-    proc = start_cli("backup", "itop", config=config)
-    try:
-        wait_for(lambda: log.exists() and "stopped" in log.read_text())
+
+    def read_only() -> None:
         assert flag.exists()
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        hold.unlink()
-        kill_group(proc)
+
+    backup_killed_while_paused(itop, "itop", read_only)
     assert flag.exists() and (state / "quiesce" / "itop.json").exists()  # killed: nothing could resume
 
     result = ok(run_cli("backup", "itop", config=config))

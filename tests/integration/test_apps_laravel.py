@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,17 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import mariadb_dump, need, run_cli, sql
-from tests.integration.appkit import (
-    drop_users,
-    held_stop,
-    kill_group,
-    ok,
-    put,
-    start_cli,
-    tree_state,
-    wait_for,
-    write_config,
-)
+from tests.integration.appkit import app_user, backup_killed_while_paused, held_instance, ok, put, tree_state
 
 REGENERABLE = ("storage/framework/cache", "storage/framework/sessions", "storage/framework/views", "storage/logs",
                "bootstrap/cache")
@@ -108,47 +96,39 @@ def laravel_app(request: pytest.FixtureRequest, tmp_path: Path, new_db,  # noqa:
                 repo: dict[str, str]) -> Iterator[dict[str, object]]:
     app: App = request.param
     database = new_db(f"t_{app.name}")
-    users: list[str] = []
     user, password = f"t_{app.name[:4]}_{secrets.token_hex(3)}", "pw#" + secrets.token_hex(6)
-    sql(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
-    users.append(user)
-    sql(f"GRANT ALL ON `{database}`.* TO '{user}'@'%'")
-    root = tmp_path / "www" / app.name
-    key = secrets.token_bytes(32)
-    if app is SNIPE:  # the Docker secrets form (docker/startup.sh file_env): DB_PASSWORD_FILE
-        secret_file = put(tmp_path / "secrets" / "db_password", password + "\n", 0o600)
-        password_line = f"DB_PASSWORD_FILE={secret_file}"
-    else:
-        password_line = f'DB_PASSWORD="{password}"'
-    put(root / ".env", env_text(app, database, user, password_line, key), 0o640)
-    put(root / "artisan", "#!/usr/bin/env php\n<?php\n")
-    put(root / app.version_file, app.version_text)
-    put(root / "vendor" / "autoload.php", "<?php\n")
-    for rel in app.uploads:
-        put(root / rel, secrets.token_bytes(700))
-    for rel in (*REGENERABLE, *app.skipped):
-        put(root / rel / ".gitignore", "*\n!.gitignore\n")
-        put(root / rel / "regenerable.dat", secrets.token_bytes(100))
-    sql(["CREATE TABLE migrations (id int unsigned AUTO_INCREMENT PRIMARY KEY, migration varchar(255) NOT NULL, "
-         "batch int NOT NULL) ENGINE=InnoDB",
-         "INSERT INTO migrations (migration, batch) VALUES ('2014_10_12_000000_create_users_table', 1), "
-         "('2024_09_01_000000_latest', 2)", *app.schema], database)
-    secret = laravel_encrypt("TOTP-SECRET-JBSWY3DPEHPK3PXP", key)
-    if app is SNIPE:
-        sql(["INSERT INTO settings (site_name, ldap_pword) VALUES ('Snipe', '" + secret + "')",
-             "INSERT INTO custom_fields (name, db_column, field_encrypted) VALUES ('Serial', '_snipeit_serial_2', 1)",
-             f"INSERT INTO assets (name, asset_tag, _snipeit_serial_2) VALUES ('Laptop', 'A-1', "
-             f"'{laravel_encrypt('SN-123', key)}')"], database)
-    else:
-        sql(["INSERT INTO users (name, email) VALUES ('Admin', 'admin@example.org')",
-             f"INSERT INTO mfa_values (user_id, method, value) VALUES (1, 'totp', '{secret}')"], database)
-    log, hold = tmp_path / "quiesce.log", tmp_path / "hold"
-    config = write_config(tmp_path, repo, app.name, app.name, root, held_stop(log, hold))
-    try:
-        yield {"app": app, "root": root, "db": database, "config": config, "key": key, "log": log, "hold": hold,
-               "state": tmp_path / "state", "tmp": tmp_path}
-    finally:
-        drop_users(users)
+    with app_user(database, user, password):
+        root = tmp_path / "www" / app.name
+        key = secrets.token_bytes(32)
+        if app is SNIPE:  # the Docker secrets form (docker/startup.sh file_env): DB_PASSWORD_FILE
+            secret_file = put(tmp_path / "secrets" / "db_password", password + "\n", 0o600)
+            password_line = f"DB_PASSWORD_FILE={secret_file}"
+        else:
+            password_line = f'DB_PASSWORD="{password}"'
+        put(root / ".env", env_text(app, database, user, password_line, key), 0o640)
+        put(root / "artisan", "#!/usr/bin/env php\n<?php\n")
+        put(root / app.version_file, app.version_text)
+        put(root / "vendor" / "autoload.php", "<?php\n")
+        for rel in app.uploads:
+            put(root / rel, secrets.token_bytes(700))
+        for rel in (*REGENERABLE, *app.skipped):
+            put(root / rel / ".gitignore", "*\n!.gitignore\n")
+            put(root / rel / "regenerable.dat", secrets.token_bytes(100))
+        sql(["CREATE TABLE migrations (id int unsigned AUTO_INCREMENT PRIMARY KEY, migration varchar(255) NOT NULL, "
+             "batch int NOT NULL) ENGINE=InnoDB",
+             "INSERT INTO migrations (migration, batch) VALUES ('2014_10_12_000000_create_users_table', 1), "
+             "('2024_09_01_000000_latest', 2)", *app.schema], database)
+        secret = laravel_encrypt("TOTP-SECRET-JBSWY3DPEHPK3PXP", key)
+        if app is SNIPE:
+            sql(["INSERT INTO settings (site_name, ldap_pword) VALUES ('Snipe', '" + secret + "')",
+                 "INSERT INTO custom_fields (name, db_column, field_encrypted) VALUES "
+                 "('Serial', '_snipeit_serial_2', 1)",
+                 f"INSERT INTO assets (name, asset_tag, _snipeit_serial_2) VALUES ('Laptop', 'A-1', "
+                 f"'{laravel_encrypt('SN-123', key)}')"], database)
+        else:
+            sql(["INSERT INTO users (name, email) VALUES ('Admin', 'admin@example.org')",
+                 f"INSERT INTO mfa_values (user_id, method, value) VALUES (1, 'totp', '{secret}')"], database)
+        yield {"app": app, "root": root, "db": database, "key": key, **held_instance(tmp_path, repo, app.name, root)}
 
 
 def test_restored_from_nothing_identical(laravel_app: dict[str, object]) -> None:
@@ -198,18 +178,13 @@ def test_app_key_checked_and_missing_key_warned(laravel_app: dict[str, object]) 
 def test_killed_backup_left_in_maintenance_is_resumed_by_the_next_run(laravel_app: dict[str, object]) -> None:
     app: App = laravel_app["app"]  # type: ignore[assignment]
     root, config = Path(str(laravel_app["root"])), Path(str(laravel_app["config"]))
-    log, hold, state = (Path(str(laravel_app[k])) for k in ("log", "hold", "state"))
+    state = Path(str(laravel_app["state"]))
     down = root / "storage" / "framework" / "down"
-    hold.touch()
-    proc = start_cli("backup", app.name, config=config)
-    try:
-        wait_for(lambda: log.exists() and "stopped" in log.read_text())
+
+    def down_for_maintenance() -> None:
         assert json.loads(down.read_text())["status"] == 503  # what `artisan down` writes
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        hold.unlink()
-        kill_group(proc)
+
+    backup_killed_while_paused(laravel_app, app.name, down_for_maintenance)
     assert down.exists() and (state / "quiesce" / f"{app.name}.json").exists()
     again = ok(run_cli("backup", app.name, config=config))
     assert "left paused by run pid" in again.stderr

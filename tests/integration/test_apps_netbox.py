@@ -10,7 +10,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from tests.conftest import need, run_cli, write_config
 from tests.integration import netbox_real
-from tests.integration.appkit import held_stop, kill_group, start_cli, wait_for
+from tests.integration.appkit import backup_killed_while_paused, held_stop
 from tests.integration.netbox_real import psql, unpack, write_configuration
 
 FAKE_SYSTEMCTL = """#!/bin/sh
@@ -92,7 +91,7 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
 
 def test_services_stopped_around_the_backup_and_resumed_after_a_kill(netbox: dict[str, object]) -> None:
     config, systemd = Path(str(netbox["config"])), Path(str(netbox["systemd"]))
-    log, hold, state = Path(str(netbox["log"])), Path(str(netbox["hold"])), Path(str(netbox["state"]))
+    state = Path(str(netbox["state"]))
     planned = ok(run_cli("backup", "nb", "--dry-run", config=config))
     assert "stop netbox, afterwards start it again" in planned.stdout
     assert "stop netbox-rq, afterwards start it again" in planned.stdout
@@ -102,15 +101,7 @@ def test_services_stopped_around_the_backup_and_resumed_after_a_kill(netbox: dic
     assert (systemd / "log").read_text().splitlines() == ["stop netbox", "stop netbox-rq", "start netbox-rq",
                                                          "start netbox"]
 
-    hold.touch()
-    proc = start_cli("backup", "nb", config=config)
-    try:
-        wait_for(lambda: log.exists() and log.read_text().count("stopped") == 2)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        hold.unlink()
-        kill_group(proc)
+    backup_killed_while_paused(netbox, "nb", stops=2)
     assert not (systemd / "netbox").exists() and (state / "quiesce" / "nb.json").exists()  # killed: still stopped
 
     checked = run_cli("check", "nb", "--json", config=config)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from safehold.apps import itflow_crypto
-from safehold.apps.common import contents_pattern, version_mismatch
+from safehold.apps.common import contents_pattern
+from safehold.apps.guards import version_mismatch
 from safehold.apps.quiesce import Terminated, describe_step, marker_path, paused, resume_leftovers, resume_marker
 from safehold.lock import instance_lock
 from safehold.output import Silent

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from safehold.apps import dbhost
-from safehold.apps.common import databases_from_config, mariadb_connection
+from safehold.apps.common import databases_from_config
+from safehold.apps.dbhost import mariadb_connection
 from safehold.config import DatabaseConfig
 from safehold.engines.mariadb import client
 from safehold.models import Connection

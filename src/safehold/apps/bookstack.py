@@ -14,9 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from safehold.apps import laravel
-from safehold.apps.common import command_plan, query_or_none
+from safehold.apps.guards import version_tuple
 from safehold.config import InstanceConfig
-from safehold.models import Instance
+from safehold.engines.mariadb.lookup import first_filled
+from safehold.models import Connection, Instance
 from safehold.output import Reporter
 from safehold.repository.manifest import Manifest
 from safehold.secrets import Secret
@@ -36,51 +37,34 @@ def _version(root: Path) -> str | None:
         text = (root / VERSION_FILE).read_text(errors="replace").strip()
     except OSError:
         return None
-    return text if text.lower().startswith("v") and laravel.version_tuple(text) else None
+    return text if text.lower().startswith("v") and version_tuple(text) else None
 
 
 def describe(name: str, config: InstanceConfig) -> Instance:
     """Database from .env, the whole folder minus Laravel's caches, versions."""
     instance, env = laravel.describe_app(name, config, "bookstack", "BookStack", "DB_TABLE_PREFIX", (), _version,
-                                         host_with_port=True)
+                                         "MFA secrets of a restore cannot be read", host_with_port=True)
     instance.details["storage_type"] = env.get("STORAGE_TYPE", "local")
     if (env.get("STORAGE_TYPE") or "").lower() == "s3":
         instance.warnings.append("STORAGE_TYPE=s3: BookStack's images and attachments are in S3, not on this host, "
                                  "and not in the point; back that bucket up on its own")
-    if not env.get("APP_KEY"):
-        instance.warnings.append(f"{instance.root / laravel.ENV if instance.root else laravel.ENV} sets no APP_KEY: "
-                                 "MFA secrets of a restore cannot be read")
     return instance
 
 
-read_schema_version = laravel.read_schema_version
+read_schema_version, quiesce_plan, keys = laravel.read_schema_version, laravel.quiesce_plan, laravel.keys
 quiesce = laravel.maintenance
 restore_quiesce = laravel.maintenance
 
 
-def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) -> list[str]:
-    """The maintenance switch and the configured commands."""
-    return [laravel.maintenance_plan(instance), *command_plan(config)]
-
-
-def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
-    """APP_KEY as the .env holds it."""
-    if instance.root is None:
-        return {}
-    value = laravel.read_env(instance.root).get("APP_KEY")
-    return {laravel.APP_KEY: Secret(value, laravel.APP_KEY)} if value else {}
+def _proof(conn: Connection, database_name: str, prefix: str) -> tuple[str, str] | None:
+    """One value encrypted with APP_KEY: an MFA secret."""
+    found = first_filled(conn, database_name, f"{prefix}mfa_values", "value")
+    return (f"mfa_values id {found[0]}", found[1]) if found else None
 
 
 def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str | None = None) -> list[str]:
     """APP_KEY equal to the live one, and decrypting an MFA secret of the (restored) database."""
-    proof = None
-    if instance.databases:
-        db = instance.databases[0]
-        prefix = str(instance.details.get("table_prefix", ""))
-        rows = query_or_none(db.connection, database_name or db.name,
-                             f"SELECT id, value FROM `{prefix}mfa_values` WHERE value <> '' ORDER BY id LIMIT 1")
-        proof = (f"mfa_values id {rows[0][0]}", str(rows[0][1])) if rows else None
-    return laravel.verify_app_key(instance, keys, proof)
+    return laravel.verify_app_key(instance, keys, database_name, _proof)
 
 
 def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:

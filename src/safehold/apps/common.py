@@ -1,10 +1,12 @@
-"""Pieces every profile shares: turning config into typed databases, running quiesce commands."""
+"""Pieces every profile shares: turning config into typed databases, running quiesce commands, finding the
+app's config file, excluding what the app regenerates, owners."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,6 @@ from safehold.config import DatabaseConfig, InstanceConfig
 from safehold.errors import ConfigError, SafeholdError
 from safehold.models import Connection, Database, Instance
 from safehold.output import Reporter
-from safehold.repository.manifest import Manifest
 from safehold.secrets import Secret, resolve
 
 # How each server engine reads a configured host (a socket when the app's client would use one).
@@ -48,15 +49,17 @@ def databases_from_config(name: str, items: list[DatabaseConfig]) -> list[Databa
     return result
 
 
-def base_instance(name: str, config: InstanceConfig, app: str) -> Instance:
-    """An Instance with what the config declares for any app (extra files, excludes, owner)."""
+def base_instance(name: str, config: InstanceConfig, app: str, databases: Sequence[Database] = (),
+                  files: Sequence[Path] = (), config_files: Sequence[Path] = ()) -> Instance:
+    """An Instance of the app's own `databases`, `files` and `config_files` (what its config names: they come
+    first), then what the config declares for any app (extra databases and files, excludes, owner)."""
     return Instance(
         name=name,
         app=app,
         root=Path(config.root) if config.root else None,
-        databases=databases_from_config(name, config.databases),
-        files=[Path(p) for p in config.files],
-        config_files=[Path(p) for p in config.config_files],
+        databases=[*databases, *databases_from_config(name, config.databases)],
+        files=[*files, *(Path(p) for p in config.files)],
+        config_files=[*config_files, *(Path(p) for p in config.config_files)],
         exclude=list(config.exclude),
         owner=config.owner,
     )
@@ -117,16 +120,19 @@ class AppConfigMissing(ConfigError):
         self.path = path
 
 
-def app_config_file(config: InstanceConfig, app: str, relative: str) -> tuple[Path, Path]:
-    """The install root and the app's config file under it; AppConfigMissing when either is absent."""
+def app_config_file(config: InstanceConfig, app: str, locate: str | Callable[[Path], Path],
+                    what: str = "config file", folder: str = "install folder") -> tuple[Path, Path]:
+    """The install root and the app's config file (`locate`: its path under the root, or how the app finds
+    it from the root); AppConfigMissing when either is absent, naming the file as `what` and the root as
+    the app's `folder`."""
     root = Path(config.root or "")
-    path = root / relative
+    path = root / locate if isinstance(locate, str) else locate(root)
     if not root.is_dir():
         raise AppConfigMissing(f"{app} root {root} does not exist",
                                "fix root in safehold.toml, or restore the instance from a point", path)
     if not path.is_file():
-        raise AppConfigMissing(f"{app} config file {path} does not exist",
-                               f"is {root} the {app} install folder? fix root in safehold.toml", path)
+        raise AppConfigMissing(f"{app} {what} {path} does not exist",
+                               f"is {root} the {app} {folder}? fix root in safehold.toml", path)
     return root, path
 
 
@@ -148,29 +154,16 @@ def guarded_contents(folder: str | Path) -> list[str]:
     return [pattern, *(f"!{Path(pattern).parent / name}" for name in GUARD_FILES)]
 
 
-def mariadb_connection(host: str, port: int | None, user: str, password: str,
-                       socket: str | None = None) -> Connection:
-    """The connection the app itself makes from its host string (PHP's rules: `localhost` is the Unix
-    socket; see dbhost), port and socket setting."""
-    where = mariadb_endpoint(host, port, socket)
-    return Connection(engine="mariadb", host=where.host, port=where.port, socket=where.socket, user=user,
-                      password=Secret(password, "app config") if password else None)
-
-
-def query_or_none(conn: Connection, database: str, sql: str, args: tuple[object, ...] = ()) -> list[tuple] | None:
-    """Rows of a read query, or None when it cannot run (database or table missing, server down).
-
-    Used for facts (versions, tenant lists) of an instance that may be half destroyed before a
-    restore; a backup still fails loudly when it dumps an unreachable database.
-    """
-    from safehold.engines.mariadb import client
-
-    try:
-        with client.cursor(conn, database) as cur:
-            cur.execute(sql, args)
-            return [tuple(v.decode() if isinstance(v, bytes) else v for v in row) for row in cur.fetchall()]
-    except SafeholdError:
-        return None
+def empty_but_guards(folder: Path) -> None:
+    """Delete what a folder the app regenerates holds, except its guard files; the folder itself stays
+    (its mode, owner and its parent's times come from the point). A missing folder is left missing."""
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        if entry.name in GUARD_FILES:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def owner_text(path: Path) -> str:
@@ -192,20 +185,6 @@ def chown_tree(path: Path, owner: str) -> None:
         for folder, dirs, files in os.walk(path):
             for name in dirs + files:
                 os.lchown(os.path.join(folder, name), uid, gid)
-
-
-def versions(item: Instance | Manifest) -> dict[str, str | None]:
-    """App and schema version of a live instance or of a point, keyed as version_mismatch lists them."""
-    return {"app version": item.app_version, "schema version": item.schema_version}
-
-
-def version_mismatch(app: str, live: dict[str, str | None], point: dict[str, str | None], hint: str) -> list[str]:
-    """One refusal line listing every version that differs between the live instance and the point."""
-    differ = [f"{what} {live[what]} here but {point.get(what)} in the point" for what in live
-              if live[what] is not None and point.get(what) is not None and live[what] != point.get(what)]
-    if not differ:
-        return []
-    return [f"{app} version mismatch: {'; '.join(differ)} — {hint}"]
 
 
 def database_named(instance: Instance, name: str) -> Database:

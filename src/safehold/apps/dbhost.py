@@ -33,6 +33,8 @@ import stat
 from dataclasses import dataclass
 
 from safehold import runner
+from safehold.models import Connection
+from safehold.secrets import Secret
 
 PHP_SOCKET_SETTINGS = ("mysqli.default_socket", "pdo_mysql.default_socket")
 MARIADB_SOCKETS = ("/run/mysqld/mysqld.sock", "/var/run/mysqld/mysqld.sock", "/var/lib/mysql/mysql.sock",
@@ -94,6 +96,15 @@ def postgres_endpoint(host: str | None, port: int | None = None, socket: str | N
     if not host:
         return Endpoint("localhost", port, default_postgres_socket_dir(port or 5432))
     return Endpoint(host, port)
+
+
+def mariadb_connection(host: str, port: int | None, user: str, password: str,
+                       socket: str | None = None) -> Connection:
+    """The connection the app itself makes from its host string (PHP's rules: `localhost` is the Unix
+    socket), port and socket setting; `password` as the app's config holds it."""
+    where = mariadb_endpoint(host, port, socket)
+    return Connection(engine="mariadb", host=where.host, port=where.port, socket=where.socket, user=user,
+                      password=Secret(password, "app config") if password else None)
 
 
 def default_mariadb_socket() -> str:

@@ -30,20 +30,14 @@ from typing import Any
 from urllib.parse import unquote
 
 from safehold.appconfig.php import PhpFile, find_define, parse_file
-from safehold.apps import glpi_crypto
-from safehold.apps.common import (
-    AppConfigMissing,
-    base_instance,
-    command_plan,
-    database_named,
-    mariadb_connection,
-    query_or_none,
-    stop_commands,
-)
+from safehold.apps import common, defaults, glpi_crypto
+from safehold.apps.dbhost import mariadb_connection
+from safehold.apps.guards import no_downgrade, require_install
 from safehold.apps.quiesce import paused, resumer
 from safehold.config import InstanceConfig
 from safehold.engines.mariadb import client
-from safehold.errors import ConfigError, SafeholdError
+from safehold.engines.mariadb.lookup import first_filled, query_or_none
+from safehold.errors import ConfigError
 from safehold.models import Database, Instance
 from safehold.output import Reporter
 from safehold.repository.manifest import Manifest
@@ -58,7 +52,6 @@ APP_KEYS = "GLPI's security key (glpicrypt.key)"
 RUNS_ON_PHP = True  # its points record PHP's version and extensions
 VERSION_FILES = ("inc/define.php", "src/autoload/constants.php")
 RUNTIME = ("_cache", "_cron", "_graphs", "_lock", "_log", "_rss", "_sessions", "_tmp", "_uploads")
-GUARDS = (".htaccess", "index.php", "index.html", "web.config")
 # Secured values GLPIKey lists (`$configs['core']`, `$fields`): any one proves the key.
 SECURED_CONFIGS = ("smtp_passwd", "proxy_passwd", "smtp_oauth_client_secret", "smtp_oauth_refresh_token",
                    "glpinetwork_registration_key")
@@ -104,16 +97,7 @@ def _database(config_path: Path) -> Database:
 
 
 def _config_path(config: InstanceConfig) -> tuple[Path, Path]:
-    root = Path(config.root or "")
-    if not root.is_dir():
-        raise AppConfigMissing(f"GLPI root {root} does not exist",
-                               "fix root in safehold.toml, or restore the instance from a point",
-                               root / "config" / CONFIG_DB)
-    path = folders(root)["GLPI_CONFIG_DIR"] / CONFIG_DB
-    if not path.is_file():
-        raise AppConfigMissing(f"GLPI config file {path} does not exist",
-                               f"is {root} the GLPI install folder? fix root in safehold.toml", path)
-    return root, path
+    return common.app_config_file(config, "GLPI", lambda root: folders(root)["GLPI_CONFIG_DIR"] / CONFIG_DB)
 
 
 def app_version(root: Path) -> str | None:
@@ -133,26 +117,21 @@ def _schema_version(db: Database, database_name: str | None = None) -> str | Non
 
 def read_schema_version(instance: Instance, database_name: str) -> str | None:
     """The GLPI schema version recorded in a (restored) copy of the database."""
-    return _schema_version(database_named(instance, database_name))
+    return _schema_version(common.database_named(instance, database_name))
 
 
 def describe(name: str, config: InstanceConfig) -> Instance:
     """Database from config_db.php, the whole root minus GLPI's runtime folders, key, versions."""
     root, config_path = _config_path(config)
-    if not detect(root):
-        raise SafeholdError(f"{root} does not look like a GLPI install (no inc/based_config.php)",
-                            "set root to GLPI's folder (the one holding inc/ and config/)")
+    require_install(root, detect, "a GLPI", "no inc/based_config.php",
+                    "set root to GLPI's folder (the one holding inc/ and config/)")
     paths = folders(root)
-    instance = base_instance(name, config, "glpi")
     db = _database(config_path)
-    instance.databases.insert(0, db)
-    instance.files.insert(0, root)
     config_dir, var_dir = paths["GLPI_CONFIG_DIR"], paths["GLPI_VAR_DIR"]
     outside = [p for p in (config_dir, var_dir) if not p.is_relative_to(root) and p.exists()]
-    instance.files[1:1] = outside
-    instance.config_files.insert(0, config_path)
+    instance = common.base_instance(name, config, "glpi", [db], [root, *outside], [config_path])
     for folder in RUNTIME:
-        instance.exclude += [str(var_dir / folder / "*"), *(f"!{var_dir / folder / g}" for g in GUARDS)]
+        instance.exclude += common.guarded_contents(var_dir / folder)
     instance.app_version = app_version(root)
     instance.schema_version = _schema_version(db)
     instance.details = {"glpi_folders": {k: str(v) for k, v in paths.items()}}
@@ -197,18 +176,13 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
             pause.methods("glpi-maintenance")
             pause.window["glpi_maintenance"] = before
             reporter.step("GLPI switched to maintenance mode (glpi_configs maintenance_mode = 1)")
-        stop_commands(pause, config, reporter)
+        common.stop_commands(pause, config, reporter)
         yield pause.window
 
 
-@contextlib.contextmanager
-def restore_quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
-                    state_dir: Path) -> Iterator[dict[str, object]]:
-    """Only the configured stop commands: switching the live database to maintenance first would put that
-    flag into the safety point, and the database is about to be replaced anyway."""
-    with paused(state_dir, instance.name, instance.app, reporter) as pause:
-        stop_commands(pause, config, reporter)
-        yield pause.window
+# Only the configured stop commands around a restore: switching the live database to maintenance first would
+# put that flag into the safety point, and the database is about to be replaced anyway.
+restore_quiesce = defaults.restore_quiesce
 
 
 def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) -> list[str]:
@@ -220,7 +194,7 @@ def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) ->
         line = "GLPI is in maintenance mode already: left as it is"
     else:
         line = "switch GLPI to maintenance mode (glpi_configs maintenance_mode = 1), afterwards back to " + before
-    return [line, *command_plan(config)]
+    return [line, *common.command_plan(config)]
 
 
 def _key_files(instance: Instance) -> dict[str, Path]:
@@ -247,10 +221,8 @@ def _stored_secret(db: Database, database_name: str) -> tuple[str, str] | None:
     if rows:
         return f"glpi_configs {rows[0][0]}", str(rows[0][1])
     for table, column in SECURED_FIELDS:
-        rows = query_or_none(db.connection, database_name, f"SELECT id, `{column}` FROM `{table}` WHERE `{column}` "
-                             f"IS NOT NULL AND `{column}` <> '' ORDER BY id LIMIT 1")
-        if rows:
-            return f"{table}.{column} id {rows[0][0]}", str(rows[0][1])
+        if found := first_filled(db.connection, database_name, table, column):
+            return f"{table}.{column} id {found[0]}", found[1]
     return None
 
 
@@ -276,28 +248,14 @@ def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str 
     return problems
 
 
-def _version_tuple(version: str | None) -> tuple[int, ...] | None:
-    parts = [int(p) for p in (version or "").split("-")[0].split(".") if p.isdigit()]
-    return tuple(parts) or None
-
-
 def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
     """GLPI has no downgrade path: refuse a database into older code; newer code needs `db:update`."""
-    if "db" not in in_place or "files" in in_place:
-        return []
-    live, point = _version_tuple(instance.app_version), _version_tuple(manifest.schema_version
-                                                                          or manifest.app_version)
-    if live is None or point is None or live == point:
-        return []
-    if live < point:
-        return [f"GLPI version mismatch: the code here is {instance.app_version} but the point's database is "
-                f"{manifest.schema_version or manifest.app_version}; GLPI refuses downgrades (\"Downgrading to version "
-                "… is not supported\") — restore the files too (the point holds its GLPI code), or install GLPI "
-                f"{manifest.app_version} first"]
-    reporter.warn(f"the point's database is GLPI {manifest.schema_version or manifest.app_version} and the code here "
-                  f"is {instance.app_version}: run `php bin/console db:update` afterwards, with {KEY_FILE} in place "
-                  "(without it GLPI makes a new key and the stored secrets are lost)")
-    return []
+    point = manifest.schema_version or manifest.app_version
+    return no_downgrade("GLPI", instance, manifest, in_place, reporter, point=point,
+                        database=f"is {point}; GLPI refuses downgrades (\"Downgrading to version … is not supported\")",
+                        upgrade=f"the point's database is GLPI {point} and the code here is {instance.app_version}: "
+                                f"run `php bin/console db:update` afterwards, with {KEY_FILE} in place (without it "
+                                "GLPI makes a new key and the stored secrets are lost)")
 
 
 def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:

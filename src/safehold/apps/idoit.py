@@ -17,7 +17,6 @@ profile does with the configured quiesce commands.
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +29,16 @@ from safehold.apps.common import (
     chown_tree,
     command_plan,
     command_quiesce,
-    contents_pattern,
     database_named,
-    mariadb_connection,
-    query_or_none,
-    version_mismatch,
+    empty_but_guards,
+    guarded_contents,
 )
+from safehold.apps.dbhost import mariadb_connection
+from safehold.apps.guards import require_install, same_version
 from safehold.config import InstanceConfig
 from safehold.engines.mariadb import client
-from safehold.errors import DatabaseError, SafeholdError
+from safehold.engines.mariadb.lookup import query_or_none
+from safehold.errors import DatabaseError
 from safehold.models import Database, Instance
 from safehold.output import Reporter
 from safehold.repository.manifest import Manifest
@@ -61,8 +61,8 @@ NO_SUCH_DATABASE = 1049
 # ?IDOIT_DELETE_TEMP (the admin's "clear cache") deletes all of it with isys_glob_delete_recursive; the
 # next request rebuilds it. Everything else is kept: code, vendor/, upload/, imports/, log/ (history).
 TEMP = "temp"
-# Files that guard a folder stay even inside an excluded one (none ships in temp/, an admin may add one).
-GUARDS = (".htaccess", "index.html", "index.php", "web.config")
+# Files that guard a folder stay even inside an excluded one (none ships in temp/, an admin may add one):
+# common.GUARD_FILES.
 # What i-doit's backup guide pauses ("The Webserver can be deactivated for the time of the backup/recovery
 # ... you should also deactivate Cronjobs, which are set up in i-doit"), looked for on the host by `init`.
 WEB_SERVERS = ("apache2", "httpd", "nginx", "lighttpd")
@@ -244,22 +244,20 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     """System DB + every tenant DB, the i-doit folder minus temp/'s contents (its guards kept),
     upload folders the system settings moved out of it, system config, versions."""
     root, config_path = app_config_file(config, "i-doit", CONFIG)
-    if not detect(root):
-        raise SafeholdError(f"{root} does not look like an i-doit install ({CONFIG} defines no $g_db_system)",
-                            "set root to the i-doit folder (the one holding src/ and index.php)")
+    require_install(root, detect, "an i-doit", f"{CONFIG} defines no $g_db_system",
+                    "set root to the i-doit folder (the one holding src/ and index.php)")
     php = _config(config_path)
     system = _system_database(php)
     tenants = _tenants(system)
-    instance = base_instance(name, config, "idoit")
-    instance.databases[:0] = [system, *_checked_tenants(system, tenants, instance.warnings)]
-    instance.files[:0] = [root, *_upload_dirs(system, root)]
-    instance.config_files.insert(0, config_path)
+    warnings: list[str] = []
+    kept = _checked_tenants(system, tenants, warnings)
+    instance = base_instance(name, config, "idoit", [system, *kept], [root, *_upload_dirs(system, root)], [config_path])
+    instance.warnings += warnings
     if not config.config_files:  # the guide's Apache/PHP/MariaDB config, where this host has it
         instance.config_files += [Path(p) for p in SYSTEM_CONFIG if Path(p).exists()]
     temp = php.get("g_dirs", "temp", default=None) if isinstance(php.get("g_dirs", default=None), dict) else None
     for folder in [root / TEMP, *([Path(str(temp))] if temp else [])]:
-        pattern = contents_pattern(str(folder))
-        instance.exclude += [pattern, *(f"!{Path(pattern).parent / guard}" for guard in GUARDS)]
+        instance.exclude += guarded_contents(folder)
     versions = root / VERSION_FILE
     instance.app_version = parse_file(versions).text("g_product_info", "version") if versions.is_file() else None
     instance.schema_version = _version(system)
@@ -271,10 +269,10 @@ def describe(name: str, config: InstanceConfig) -> Instance:
 
 
 @contextlib.contextmanager
-def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
-            state_dir: Path) -> Iterator[dict[str, object]]:
-    """The configured stop commands (web server unit, cron jobs), always followed by the start ones."""
-    _refuse_broken_tenants(instance)
+def restore_quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
+                    state_dir: Path) -> Iterator[dict[str, object]]:
+    """The configured stop commands (web server unit, cron jobs), always followed by the start ones; the
+    guide stops the web server for the recovery too."""
     if not (config.quiesce.enabled and config.quiesce.stop):
         reporter.warn(f"{instance.name}: {NO_COMMANDS}")
     with command_quiesce(instance, config, reporter, state_dir) as window:
@@ -282,13 +280,12 @@ def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
 
 
 @contextlib.contextmanager
-def restore_quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
-                    state_dir: Path) -> Iterator[dict[str, object]]:
-    """The guide stops the web server for the recovery too. No tenant check: a restore may be what
-    brings a lost tenant database back."""
-    if not (config.quiesce.enabled and config.quiesce.stop):
-        reporter.warn(f"{instance.name}: {NO_COMMANDS}")
-    with command_quiesce(instance, config, reporter, state_dir) as window:
+def quiesce(instance: Instance, config: InstanceConfig, reporter: Reporter,
+            state_dir: Path) -> Iterator[dict[str, object]]:
+    """Refuse a tenant database that cannot be opened (a restore has no such check: it may be what brings
+    a lost tenant database back), then the commands of restore_quiesce."""
+    _refuse_broken_tenants(instance)
+    with restore_quiesce(instance, config, reporter, state_dir) as window:
         yield window
 
 
@@ -317,16 +314,14 @@ def _tenant_versions(details: dict[str, Any]) -> dict[str, str | None]:
 
 def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
     """Refuse databases of another i-doit version under this code (the files carry the point's code)."""
-    if "files" in in_place or "db" not in in_place:
-        return []
     live = {"app version": instance.app_version, "system schema": instance.schema_version,
             **_tenant_versions(instance.details)}
     point = {"app version": manifest.app_version, "system schema": manifest.schema_version,
              **_tenant_versions(manifest.details)}
-    return version_mismatch("i-doit", live, point,
-                            f"restore the files too (the point holds its i-doit folder), or install i-doit "
-                            f"{manifest.app_version} first; after a restore with --allow-version-change run "
-                            "i-doit's updater")
+    return same_version("i-doit", live, point, in_place,
+                        f"restore the files too (the point holds its i-doit folder), or install i-doit "
+                        f"{manifest.app_version} first; after a restore with --allow-version-change run "
+                        "i-doit's updater")
 
 
 def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:
@@ -338,13 +333,7 @@ def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, res
         return
     temp = instance.root / TEMP
     if temp.is_dir():
-        for child in temp.iterdir():
-            if child.name in GUARDS:
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+        empty_but_guards(temp)
         reporter.step(f"cleared {temp}")
     if instance.owner and "files" in restored:
         chown_tree(instance.root, instance.owner)

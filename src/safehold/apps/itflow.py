@@ -36,15 +36,14 @@ from safehold.apps.common import (
     command_plan,
     database_named,
     guarded_contents,
-    mariadb_connection,
-    query_or_none,
     stop_commands,
-    version_mismatch,
-    versions,
 )
+from safehold.apps.dbhost import mariadb_connection
+from safehold.apps.guards import require_install, same_version, versions
 from safehold.apps.quiesce import paused, resumer
 from safehold.config import InstanceConfig
 from safehold.engines.mariadb import client
+from safehold.engines.mariadb.lookup import query_or_none
 from safehold.errors import SafeholdError
 from safehold.models import Database, Instance
 from safehold.output import Reporter
@@ -117,14 +116,10 @@ def app_database(instance: Instance) -> Database:
 def describe(name: str, config: InstanceConfig) -> Instance:
     """Database from config.php, the whole app folder, versions from code and database."""
     root, config_path = app_config_file(config, "ITFlow", CONFIG)
-    if not detect(root):
-        raise SafeholdError(f"{root} does not look like an ITFlow install ({CONFIG} sets no $dbhost/$database)",
-                            "set root to the folder that holds ITFlow's config.php")
-    instance = base_instance(name, config, "itflow")
+    require_install(root, detect, "an ITFlow", f"{CONFIG} sets no $dbhost/$database",
+                    "set root to the folder that holds ITFlow's config.php")
     db = _database(config_path)
-    instance.databases.insert(0, db)
-    instance.files.insert(0, root)
-    instance.config_files.insert(0, config_path)
+    instance = base_instance(name, config, "itflow", [db], [root], [config_path])
     for folder in REGENERABLE:
         instance.exclude += guarded_contents(root / folder)
     archives = parse_file(config_path).text("config_backup_path", default="")
@@ -271,10 +266,8 @@ def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
 
 def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
     """Refuse a database restore under different code; restoring the files brings the point's code back."""
-    if "files" in in_place or "db" not in in_place:
-        return []
-    return version_mismatch(
-        "ITFlow", versions(instance), versions(manifest),
+    return same_version(
+        "ITFlow", versions(instance), versions(manifest), in_place,
         f"restore the files too (the point holds its ITFlow code), or install ITFlow {manifest.app_version} first; "
         "after a restore with --allow-version-change run `php scripts/update_cli.php --update_db`")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,22 +24,20 @@ from pathlib import Path
 from safehold import hostinfo
 from safehold.appconfig.php import find_define, parse_file
 from safehold.apps.common import (
-    GUARD_FILES,
     app_config_file,
     base_instance,
     chown_tree,
     command_plan,
     database_named,
+    empty_but_guards,
     guarded_contents,
-    mariadb_connection,
-    query_or_none,
     stop_commands,
-    version_mismatch,
-    versions,
 )
-from safehold.apps.quiesce import folder_times_kept, paused
+from safehold.apps.dbhost import mariadb_connection
+from safehold.apps.guards import require_install, same_version, versions
+from safehold.apps.quiesce import folder_times_kept, paused, raise_flag
 from safehold.config import InstanceConfig
-from safehold.errors import SafeholdError
+from safehold.engines.mariadb.lookup import query_or_none
 from safehold.models import Database, Instance
 from safehold.output import Reporter
 from safehold.repository.manifest import Manifest
@@ -134,12 +131,9 @@ def describe(name: str, config: InstanceConfig) -> Instance:
     settings = _settings(config_path)
     db = _database(config_path)
     prefix = db.table_prefix
-    instance = base_instance(name, config, "itop")
-    instance.databases.insert(0, db)
-    instance.config_files.insert(0, config_path)
     # The whole root: its code is what ran against this database (the itop-backup module's extra_files
     # are paths inside it too); a restore from nothing brings the config first, the code with the rest.
-    instance.files.insert(0, root)
+    instance = base_instance(name, config, "itop", [db], [root], [config_path])
     instance.exclude += excludes(root)
     instance.app_version = find_define(root / VERSION_FILE, "ITOP_VERSION")
     instance.schema_version, datamodel = _installed_version(db)
@@ -174,9 +168,8 @@ def _wait_for_cron(db: Database, lock: str, reporter: Reporter) -> None:
 
 def _require_code(root: Path) -> None:
     """A backup of a root without iTop's code would hold no iTop (a restore brings the code back itself)."""
-    if not detect(root):
-        raise SafeholdError(f"{root} does not look like an iTop install (no approot.inc.php)",
-                            "set root to iTop's folder (the one holding approot.inc.php and conf/)")
+    require_install(root, detect, "an iTop", "no approot.inc.php",
+                    "set root to iTop's folder (the one holding approot.inc.php and conf/)")
 
 
 @contextlib.contextmanager
@@ -187,15 +180,9 @@ def restore_quiesce(instance: Instance, config: InstanceConfig, reporter: Report
     assert instance.root is not None
     flag = instance.root / READONLY_FLAG
     with paused(state_dir, instance.name, instance.app, reporter) as pause:
-        if flag.exists():
-            reporter.step(f"iTop is already read-only ({flag} exists); it stays that way")
-        else:
-            pause.record("remove_file", path=str(flag), what=f"iTop read-only mode ({flag})")
-            flag.parent.mkdir(parents=True, exist_ok=True)
-            with folder_times_kept(flag):
-                flag.touch()
-            pause.methods("itop-readonly")
-            reporter.step(f"iTop switched to read-only mode ({flag})")
+        raise_flag(pause, flag, "", what=f"iTop read-only mode ({flag})", method="itop-readonly", reporter=reporter,
+                   already=f"iTop is already read-only ({flag} exists); it stays that way",
+                   done=f"iTop switched to read-only mode ({flag})")
         _wait_for_cron(_database(instance.root / CONFIG), str(instance.details["cron_lock"]), reporter)
         stop_commands(pause, config, reporter)
         yield pause.window
@@ -253,10 +240,8 @@ def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], re
         elif wanted not in modules:
             reporter.warn(f"the point's iTop encrypts with {library} but PHP here lacks the {wanted} extension: "
                           "encrypted fields will be unreadable until it is installed")
-    if "files" in in_place or "db" not in in_place:  # the point's install root brings its own code back
-        return []
-    return version_mismatch(
-        "iTop", versions(instance), versions(manifest),
+    return same_version(
+        "iTop", versions(instance), versions(manifest), in_place,
         f"restore the files too (the point holds its iTop code), or install iTop {manifest.app_version} first, "
         "or restore with --allow-version-change and then run "
         "iTop's setup to align the database with this code")
@@ -268,11 +253,7 @@ def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, res
         return
     data = instance.root / "data"
     cache = instance.root / CACHE
-    # Emptied, not removed: the folder (its mode, owner, and data/'s times) comes back from the point.
-    for entry in cache.iterdir() if cache.is_dir() else ():
-        if entry.name in GUARD_FILES:
-            continue
-        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    empty_but_guards(cache)  # emptied, not removed: the folder comes back from the point
     if data.is_dir() and not cache.is_dir():
         with folder_times_kept(cache):
             cache.mkdir(mode=data.stat().st_mode & 0o7777)

@@ -29,18 +29,14 @@ from Crypto.Cipher import AES
 from Crypto.Util.Padding import unpad
 
 from safehold.appconfig.envfile import Env
-from safehold.apps.common import (
-    AppConfigMissing,
-    base_instance,
-    database_named,
-    mariadb_connection,
-    query_or_none,
-    stop_commands,
-)
-from safehold.apps.quiesce import paused
+from safehold.apps.common import app_config_file, base_instance, command_plan, database_named, stop_commands
+from safehold.apps.dbhost import mariadb_connection
+from safehold.apps.guards import no_downgrade
+from safehold.apps.quiesce import paused, raise_flag
 from safehold.config import InstanceConfig
+from safehold.engines.mariadb.lookup import query_or_none
 from safehold.errors import ConfigError
-from safehold.models import Database, Instance
+from safehold.models import Connection, Database, Instance
 from safehold.output import Reporter
 from safehold.repository.manifest import Manifest
 from safehold.secrets import Secret
@@ -109,10 +105,9 @@ def decrypt(payload: str, key: bytes) -> bytes | None:
         return None
 
 
-def add_tree(instance: Instance, root: Path, skipped: tuple[str, ...]) -> None:
-    """The whole app folder, minus Laravel's regenerable folders and the app's own `skipped` ones (guards kept)."""
-    instance.files.insert(0, root)
-    instance.config_files.insert(0, root / ENV)
+def exclude_regenerable(instance: Instance, root: Path, skipped: tuple[str, ...]) -> None:
+    """Leave out Laravel's regenerable folders and the app's own `skipped` ones (guards kept) and the maintenance
+    flag."""
     for folder in (*REGENERABLE, *skipped):
         instance.exclude += [str(root / folder / "*"), *(f"!{root / folder / g}" for g in GUARDS)]
     instance.exclude.append(str(root / DOWN_FILE))  # a restored app must not come back in maintenance
@@ -127,12 +122,6 @@ def migrations(db: Database, prefix: str = "", database_name: str | None = None)
     return f"{rows[0][0]} migrations, last {rows[0][1]}"
 
 
-def version_tuple(version: str | None) -> tuple[int, ...] | None:
-    """`v8.1.4` / `v24.10.2` / `v24.10-dev` → (8, 1, 4) …"""
-    digits = [int(p) for p in (version or "").lstrip("vV").split("-")[0].split(".") if p.isdigit()]
-    return tuple(digits) or None
-
-
 @contextlib.contextmanager
 def maintenance(instance: Instance, config: InstanceConfig, reporter: Reporter,
                 state_dir: Path) -> Iterator[dict[str, object]]:
@@ -141,30 +130,41 @@ def maintenance(instance: Instance, config: InstanceConfig, reporter: Reporter,
     assert instance.root is not None
     flag = instance.root / DOWN_FILE
     with paused(state_dir, instance.name, instance.app, reporter) as pause:
-        if flag.exists():
-            reporter.step(f"the app is in maintenance mode already ({flag}): it stays that way")
-        else:
-            pause.record("remove_file", path=str(flag), what=f"Laravel maintenance mode ({flag})")
-            flag.parent.mkdir(parents=True, exist_ok=True)
-            flag.write_text(json.dumps(DOWN_PAYLOAD, indent=4))
-            pause.methods("artisan-down")
-            reporter.step(f"maintenance mode on ({flag}, as `php artisan down`)")
+        raise_flag(pause, flag, json.dumps(DOWN_PAYLOAD, indent=4), what=f"Laravel maintenance mode ({flag})",
+                   method="artisan-down", reporter=reporter,
+                   already=f"the app is in maintenance mode already ({flag}): it stays that way",
+                   done=f"maintenance mode on ({flag}, as `php artisan down`)")
         stop_commands(pause, config, reporter)
         yield pause.window
 
 
-def maintenance_plan(instance: Instance) -> str:
-    """The maintenance switch `maintenance` would make (looked at, not made)."""
+def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) -> list[str]:
+    """The maintenance switch `maintenance` would make (looked at, not made) and the configured commands."""
     assert instance.root is not None
     flag = instance.root / DOWN_FILE
-    return (f"in maintenance mode already ({flag} exists): left as it is" if flag.exists() else
-            f"maintenance mode on (write {flag}, as `php artisan down`), afterwards off (`php artisan up`)")
+    return [f"in maintenance mode already ({flag} exists): left as it is" if flag.exists() else
+            f"maintenance mode on (write {flag}, as `php artisan down`), afterwards off (`php artisan up`)",
+            *command_plan(config)]
 
 
-def verify_app_key(instance: Instance, keys: dict[str, Secret], proof: tuple[str, str] | None) -> list[str]:
-    """The point's APP_KEY must equal the live .env's and decrypt `proof` ((where, payload)) when there is one."""
+def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
+    """APP_KEY as the .env holds it."""
+    if instance.root is None:
+        return {}
+    value = read_env(instance.root).get("APP_KEY")
+    return {APP_KEY: Secret(value, APP_KEY)} if value else {}
+
+
+def verify_app_key(instance: Instance, keys: dict[str, Secret], database_name: str | None,
+                   proof: Callable[[Connection, str, str], tuple[str, str] | None]) -> list[str]:
+    """The point's APP_KEY must equal the live .env's and decrypt the value `proof` finds, as (where, payload),
+    in the (restored) database `database_name` (the instance's own by default), given its table prefix."""
     if APP_KEY not in keys:
         return ["the point holds no APP_KEY: encrypted fields of the restored database cannot be read"]
+    found = None
+    if instance.databases:
+        db = instance.databases[0]
+        found = proof(db.connection, database_name or db.name, str(instance.details.get("table_prefix", "")))
     problems = []
     assert instance.root is not None
     try:
@@ -174,30 +174,19 @@ def verify_app_key(instance: Instance, keys: dict[str, Secret], proof: tuple[str
     if live is not None and live != keys[APP_KEY].reveal():
         problems.append(f"{instance.root / ENV} has another APP_KEY than the point: encrypted fields of the restored "
                         "database do not decrypt with it; put the point's APP_KEY back (restore .env with the DB)")
-    if proof is not None and decrypt(proof[1], key_bytes(keys[APP_KEY])) is None:
-        problems.append(f"the point's APP_KEY does not decrypt {proof[0]}: it is not the key that database was "
+    if found is not None and decrypt(found[1], key_bytes(keys[APP_KEY])) is None:
+        problems.append(f"the point's APP_KEY does not decrypt {found[0]}: it is not the key that database was "
                         "encrypted with")
     return problems
 
 
 def refuse_older_code(label: str, why: str, instance: Instance, manifest: Manifest, in_place: set[str],
                       reporter: Reporter) -> list[str]:
-    """A Laravel app's database never goes into older code (`why`: the app's reason); newer code migrates it.
-
-    Restoring the files too brings the point's own code, so nothing is refused then.
-    """
-    if "db" not in in_place or "files" in in_place:
-        return []
-    live, point = version_tuple(instance.app_version), version_tuple(manifest.app_version)
-    if live is None or point is None or live == point:
-        return []
-    if live < point:
-        return [f"{label} version mismatch: the code here is {instance.app_version} but the point's database is of "
-                f"{manifest.app_version}; {why} — restore the files too (the point holds its {label} code), or "
-                f"install {label} {manifest.app_version} first"]
-    reporter.warn(f"the point is of {label} {manifest.app_version} and the code here is {instance.app_version}: run "
-                  "`php artisan migrate --force` after the restore")
-    return []
+    """A Laravel app's database never goes into older code (`why`: the app's reason); newer code migrates it."""
+    return no_downgrade(label, instance, manifest, in_place, reporter,
+                        database=f"is of {manifest.app_version}; {why}",
+                        upgrade=f"the point is of {label} {manifest.app_version} and the code here is "
+                                f"{instance.app_version}: run `php artisan migrate --force` after the restore")
 
 
 def caches_after_restore(label: str, reporter: Reporter, restored: set[str]) -> None:
@@ -207,25 +196,25 @@ def caches_after_restore(label: str, reporter: Reporter, restored: set[str]) -> 
 
 
 def describe_app(name: str, config: InstanceConfig, app: str, label: str, prefix_key: str, skipped: tuple[str, ...],
-                 version: Callable[[Path], str | None], host_with_port: bool = False) -> tuple[Instance, Env]:
+                 version: Callable[[Path], str | None], keyless: str,
+                 host_with_port: bool = False) -> tuple[Instance, Env]:
     """What a Laravel app's instance is: its database from .env, the whole folder minus `skipped` and
-    Laravel's caches, the code's `version` and the migrations run; returns it with the .env it read.
+    Laravel's caches, the code's `version` and the migrations run, warned about when .env sets no APP_KEY
+    (`keyless`: what is lost then); returns it with the .env it read.
 
     Only .env is required: a restore from nothing brings it back first and the code afterwards.
     """
-    root = Path(config.root or "")
-    if not (root / ENV).is_file():
-        raise AppConfigMissing(f"{label} config file {root / ENV} does not exist",
-                               f"is {root} the {label} folder? fix root in safehold.toml", root / ENV)
+    root, _ = app_config_file(config, label, ENV, folder="folder")
     env = read_env(root)
     db = database(env, host_with_port=host_with_port)
     prefix = env.get(prefix_key, "") or ""
-    instance = base_instance(name, config, app)
-    instance.databases.insert(0, db)
-    add_tree(instance, root, skipped)
+    instance = base_instance(name, config, app, [db], [root], [root / ENV])
+    exclude_regenerable(instance, root, skipped)
     instance.app_version = version(root)
     instance.schema_version = migrations(db, prefix)
     instance.details = {"table_prefix": prefix}
+    if not env.get("APP_KEY"):
+        instance.warnings.append(f"{root / ENV} sets no APP_KEY: {keyless}")
     return instance, env
 
 

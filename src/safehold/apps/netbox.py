@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from safehold.appconfig.pyliteral import PyConfig, parse_file
-from safehold.apps.common import AppConfigMissing, base_instance, command_plan, stop_commands
+from safehold.apps.common import app_config_file, base_instance, command_plan, stop_commands
 from safehold.apps.dbhost import postgres_endpoint
+from safehold.apps.guards import no_downgrade, require_install
 from safehold.apps.quiesce import paused, resumer
 from safehold.config import InstanceConfig
 from safehold.engines import postgres, postgres_roles
@@ -76,15 +77,8 @@ def config_path(root: Path, module: str | None = None) -> Path:
 
 
 def _read_config(config: InstanceConfig) -> tuple[Path, Path, PyConfig]:
-    root = Path(config.root or "")
-    path = config_path(root, config.config_module)
-    if not root.is_dir():
-        raise AppConfigMissing(f"NetBox root {root} does not exist",
-                               "fix root in safehold.toml, or restore the instance from a point", path)
-    if not path.is_file():
-        raise AppConfigMissing(f"NetBox configuration {path} does not exist",
-                               f"is {root} the NetBox install folder (e.g. /opt/netbox)? fix root in safehold.toml",
-                               path)
+    root, path = app_config_file(config, "NetBox", lambda root: config_path(root, config.config_module),
+                                 what="configuration", folder="install folder (e.g. /opt/netbox)")
     return root, path, parse_file(path, "NetBox configuration")
 
 
@@ -154,16 +148,12 @@ def read_schema_version(instance: Instance, database_name: str) -> str | None:
 def describe(name: str, config: InstanceConfig) -> Instance:
     """Database from configuration.py, the whole install root minus what NetBox rebuilds, versions."""
     root, path, cfg = _read_config(config)
-    if not detect(root):
-        raise SafeholdError(f"{root} does not look like a NetBox install (no netbox/netbox/settings.py, "
-                            f"{WHEEL_CONFIG} or {CHECKOUT_CONFIG})", "set root to NetBox's folder, e.g. /opt/netbox")
-    instance = base_instance(name, config, "netbox")
+    require_install(root, detect, "a NetBox", f"no netbox/netbox/settings.py, {WHEEL_CONFIG} or {CHECKOUT_CONFIG}",
+                    "set root to NetBox's folder, e.g. /opt/netbox")
     db = _database(cfg)
-    instance.databases.insert(0, db)
-    instance.files.insert(0, root)
     folders = data_folders(root, cfg)
-    instance.files[1:1] = [p for p in folders.values() if not p.is_relative_to(root.absolute()) and p.exists()]
-    instance.config_files.insert(0, path)
+    outside = [p for p in folders.values() if not p.is_relative_to(root.absolute()) and p.exists()]
+    instance = base_instance(name, config, "netbox", [db], [root, *outside], [path])
     ldap = path.parent / "ldap_config.py"
     if ldap.is_file() and not ldap.is_relative_to(root):
         instance.config_files.append(ldap)
@@ -319,20 +309,14 @@ def _version_tuple(version: str | None) -> tuple[int, ...] | None:
 
 def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
     """Refuse a database into older NetBox code (no down-migrations); newer code needs `manage.py migrate`."""
-    if "db" not in in_place or "files" in in_place:
-        return []
     live, point = _version_tuple(instance.app_version), _version_tuple(manifest.app_version)
-    if live is None or point is None or live == point:
-        return []
-    if live < point:
-        return [f"NetBox version mismatch: the code here is {instance.app_version} but the point's database was "
-                f"migrated by {manifest.app_version}; NetBox has no down-migrations — restore the files too (the "
-                f"point holds its NetBox code), or install NetBox {manifest.app_version} first"]
-    reporter.warn(f"the point is of NetBox {manifest.app_version} and the code here is {instance.app_version}: run "
-                  "`manage.py migrate` (upgrade.sh) after the restore" + (
-                      "; a major upgrade must start from the last minor release of the previous major"
-                      if live[0] != point[0] else ""))
-    return []
+    major = live is not None and point is not None and live[0] != point[0]
+    return no_downgrade("NetBox", instance, manifest, in_place, reporter, parse=_version_tuple,
+                        database=f"was migrated by {manifest.app_version}; NetBox has no down-migrations",
+                        upgrade=f"the point is of NetBox {manifest.app_version} and the code here is "
+                                f"{instance.app_version}: run `manage.py migrate` (upgrade.sh) after the restore"
+                                + ("; a major upgrade must start from the last minor release of the previous major"
+                                   if major else ""))
 
 
 def post_restore(instance: Instance, reporter: Reporter, manifest: Manifest, restored: set[str]) -> None:

@@ -288,3 +288,18 @@ def _remove_file(step: dict[str, Any], reporter: Reporter) -> None:
     with folder_times_kept(path):
         path.unlink(missing_ok=True)
     reporter.step(f"removed {path}")
+
+
+def raise_flag(pause: Pause, flag: Path, content: str, *, what: str, method: str, reporter: Reporter,
+               already: str, done: str) -> None:
+    """Put an app's pause flag file in place (iTop's read-only flag, Laravel's maintenance file), removed
+    on resume; the folder's times are kept. A flag already there is the administrator's: it stays (`already`)."""
+    if flag.exists():
+        reporter.step(already)
+        return
+    pause.record("remove_file", path=str(flag), what=what)
+    flag.parent.mkdir(parents=True, exist_ok=True)
+    with folder_times_kept(flag):
+        flag.write_text(content)
+    pause.methods(method)
+    reporter.step(done)

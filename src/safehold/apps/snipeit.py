@@ -17,9 +17,9 @@ import re
 from pathlib import Path
 
 from safehold.apps import laravel
-from safehold.apps.common import command_plan, query_or_none
 from safehold.config import InstanceConfig
-from safehold.models import Database, Instance
+from safehold.engines.mariadb.lookup import first_filled, query_or_none
+from safehold.models import Connection, Instance
 from safehold.output import Reporter
 from safehold.repository.manifest import Manifest
 from safehold.secrets import Secret
@@ -45,54 +45,31 @@ def _version(root: Path) -> str | None:
 
 def describe(name: str, config: InstanceConfig) -> Instance:
     """Database from .env, the whole folder minus barcodes, own backup zips and Laravel's caches, versions."""
-    instance, env = laravel.describe_app(name, config, "snipeit", "Snipe-IT", "DB_PREFIX", SKIPPED, _version)
-    if not env.get("APP_KEY"):
-        instance.warnings.append(f"{instance.root / laravel.ENV if instance.root else laravel.ENV} sets no APP_KEY: "
-                                 "encrypted custom fields and the LDAP password cannot be decrypted by any restore "
-                                 "of this point")
+    instance, _ = laravel.describe_app(name, config, "snipeit", "Snipe-IT", "DB_PREFIX", SKIPPED, _version,
+                                       "encrypted custom fields and the LDAP password cannot be decrypted by any "
+                                       "restore of this point")
     return instance
 
 
-read_schema_version = laravel.read_schema_version
+read_schema_version, quiesce_plan, keys = laravel.read_schema_version, laravel.quiesce_plan, laravel.keys
 quiesce = laravel.maintenance
 restore_quiesce = laravel.maintenance  # Snipe's own restore runs with the app down as well (upgrade.php)
 
 
-def quiesce_plan(instance: Instance, config: InstanceConfig, state_dir: Path) -> list[str]:
-    """The maintenance switch and the configured commands."""
-    return [laravel.maintenance_plan(instance), *command_plan(config)]
-
-
-def keys(instance: Instance, state_dir: Path) -> dict[str, Secret]:
-    """APP_KEY as the .env holds it."""
-    if instance.root is None:
-        return {}
-    value = laravel.read_env(instance.root).get("APP_KEY")
-    return {laravel.APP_KEY: Secret(value, laravel.APP_KEY)} if value else {}
-
-
-def _proof(db: Database, database_name: str, prefix: str) -> tuple[str, str] | None:
+def _proof(conn: Connection, database_name: str, prefix: str) -> tuple[str, str] | None:
     """One value encrypted with APP_KEY: settings.ldap_pword, else an encrypted custom field of an asset."""
-    rows = query_or_none(db.connection, database_name, f"SELECT ldap_pword FROM `{prefix}settings` "
-                         "WHERE ldap_pword IS NOT NULL AND ldap_pword <> '' LIMIT 1")
-    if rows:
-        return "settings.ldap_pword", str(rows[0][0])
-    for (column,) in query_or_none(db.connection, database_name, f"SELECT db_column FROM `{prefix}custom_fields` "
+    if found := first_filled(conn, database_name, f"{prefix}settings", "ldap_pword"):
+        return "settings.ldap_pword", found[1]
+    for (column,) in query_or_none(conn, database_name, f"SELECT db_column FROM `{prefix}custom_fields` "
                                    "WHERE field_encrypted = 1 AND db_column IS NOT NULL") or []:
-        found = query_or_none(db.connection, database_name, f"SELECT id, `{column}` FROM `{prefix}assets` "
-                              f"WHERE `{column}` IS NOT NULL AND `{column}` <> '' LIMIT 1")
-        if found:
-            return f"assets.{column} id {found[0][0]}", str(found[0][1])
+        if found := first_filled(conn, database_name, f"{prefix}assets", column):
+            return f"assets.{column} id {found[0]}", found[1]
     return None
 
 
 def verify_keys(instance: Instance, keys: dict[str, Secret], database_name: str | None = None) -> list[str]:
     """APP_KEY equal to the live one, and decrypting an encrypted value of the (restored) database."""
-    proof = None
-    if instance.databases:
-        db = instance.databases[0]
-        proof = _proof(db, database_name or db.name, str(instance.details.get("table_prefix", "")))
-    return laravel.verify_app_key(instance, keys, proof)
+    return laravel.verify_app_key(instance, keys, database_name, _proof)
 
 
 def check_restore(instance: Instance, manifest: Manifest, in_place: set[str], reporter: Reporter) -> list[str]:
