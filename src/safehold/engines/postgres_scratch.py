@@ -111,14 +111,8 @@ def _ready(data: Path) -> bool:
 
 
 def _initdb(initdb: Path, data: Path, owner: scratch.Account | None) -> None:
-    try:
-        runner.run([str(initdb), "-D", str(data), "--auth=trust", f"--username={SUPERUSER}", "--encoding=UTF8",
-                    "--locale=C", "--no-sync"], what="initdb", account=owner.ids if owner else None,
-                   env={"LC_ALL": "C"})
-    except runner.ProcessFailed as exc:
-        last = exc.stderr.strip().splitlines()[-1:] or [f"exit {exc.returncode}"]
-        raise SafeholdError(f"initdb failed for the private drill server: {last[0][:300]}",
-                            "see the log") from None
+    scratch.initialise([str(initdb), "-D", str(data), "--auth=trust", f"--username={SUPERUSER}", "--encoding=UTF8",
+                        "--locale=C", "--no-sync"], "initdb", "see the log", owner, {"LC_ALL": "C"})
 
 
 @contextlib.contextmanager

@@ -186,6 +186,17 @@ def cache_key(engine: str, binaries: Sequence[Path], settings: str) -> str:
     return f"{engine}-{digest.hexdigest()[:16]}"
 
 
+def initialise(argv: Sequence[str], what: str, hint: str, owner: Account | None = None,
+               env: dict[str, str] | None = None) -> None:
+    """Run the engine's tool that makes a new data folder (mariadb-install-db, initdb); its failure is
+    named by the last line it printed."""
+    try:
+        runner.run(argv, what=what, env=env, account=owner.ids if owner else None)
+    except runner.ProcessFailed as exc:
+        last = exc.stderr.strip().splitlines()[-1:] or [f"exit {exc.returncode}"]
+        raise SafeholdError(f"{what} failed for the private drill server: {last[0][:300]}", hint) from None
+
+
 def start(argv: Sequence[str], owner: Account | None, what: str, env: dict[str, str] | None = None) -> runner.Child:
     """Start the server process in the background (its stderr kept for errors)."""
     try:

@@ -104,13 +104,8 @@ def _same_release(version: str, expected: str | None) -> str | None:
 
 
 def _install(installer: Path, settings: Path) -> None:
-    try:
-        runner.run([str(installer), f"--defaults-file={settings}", "--auth-root-authentication-method=normal",
-                    "--skip-test-db"], what="mariadb-install-db")
-    except runner.ProcessFailed as exc:
-        last = exc.stderr.strip().splitlines()[-1:] or [f"exit {exc.returncode}"]
-        raise SafeholdError(f"mariadb-install-db failed for the private drill server: {last[0][:300]}",
-                            "see the log, or set drill_server") from None
+    scratch.initialise([str(installer), f"--defaults-file={settings}", "--auth-root-authentication-method=normal",
+                        "--skip-test-db"], "mariadb-install-db", "see the log, or set drill_server")
 
 
 @contextlib.contextmanager
