@@ -14,7 +14,7 @@ import threading
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import MySQLdb
@@ -275,7 +275,7 @@ class ChunkLoader:
             os.rmdir(folder)
 
 
-def run_statements(db: Database, into: str, count: int, groups: list[list[str]]) -> None:
+def run_statements(db: Database, into: str, count: int, groups: Sequence[Sequence[str | bytes]]) -> None:
     """Run groups of statements in parallel (statements inside a group run in order)."""
     if not groups:
         return

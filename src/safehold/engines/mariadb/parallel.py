@@ -35,7 +35,7 @@ import time
 import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO
+from typing import IO, Any, TypedDict
 
 import MySQLdb
 import zstandard
@@ -44,7 +44,7 @@ from safehold import runner
 from safehold.engines.mariadb import client, dumptool, handscript
 from safehold.engines.mariadb.loader import ChunkLoader, run_statements, session
 from safehold.engines.mariadb.reader import ParallelReader, plan
-from safehold.engines.mariadb.schema import defer, split, statements
+from safehold.engines.mariadb.schema import Deferred, defer, split, statements
 from safehold.engines.mariadb.snapshot import Snapshot
 from safehold.engines.mariadb.stream import (
     CHUNK_MIN,
@@ -81,6 +81,20 @@ SCHEMA_OPTIONS = ["--single-transaction", "--no-data", "--skip-triggers", "--ski
                   "--default-character-set=utf8mb4", "--max-allowed-packet=1G"]
 POST_OPTIONS = ["--single-transaction", "--no-data", "--no-create-info", "--triggers", "--skip-dump-date",
                 "--default-character-set=utf8mb4", "--max-allowed-packet=1G"]
+
+
+class _Sums(TypedDict):
+    """The table being dumped so far: its rows and the CRC32 of its narrow and of its wide stream."""
+
+    rows: int
+    crc: list[int]
+
+
+class _Joined(TypedDict):
+    """The split table being restored and its paired lines not yet loaded."""
+
+    table: Table | None
+    rows: bytearray
 
 
 def workers(db: Database) -> int:
@@ -204,7 +218,7 @@ def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: 
     """
     current: Table | None = None
     chunkers: list[Chunker] = []
-    state = {"rows": 0, "crc": [0, 0]}
+    state: _Sums = {"rows": 0, "crc": [0, 0]}
     pending: deque[tuple[str, Future[bytes]]] = deque()
     held: list[IO[bytes]] = []  # the temporary file of the current split table's wide chunks
 
@@ -219,6 +233,7 @@ def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: 
                 writer.add(member, data)
 
     def emit(chunk: bytes | memoryview, wide: bool = False) -> None:
+        assert current is not None  # chunkers exist only while a table is read
         state["crc"][wide] = zlib.crc32(chunk, state["crc"][wide])
         pending.append((data_member(current.index, wide), pool.submit(compress, chunk)))
         flush(threads)
@@ -237,7 +252,7 @@ def _write_rows(reader: ParallelReader, tasks: list, writer: TarWriter, report: 
             spool.close()
         crcs = state["crc"] if current.split else state["crc"][:1]
         report.tables[current.name] = TableReport(rows=state["rows"], checksum=table_checksum(*crcs))
-        state.update(rows=0, crc=[0, 0])
+        state.update({"rows": 0, "crc": [0, 0]})
 
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="zstd") as pool:
@@ -270,20 +285,23 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
     tables: dict[int, Table] = {}
     source = ""
     post = b""
-    expected: dict = {}
-    deferred = []
+    expected: dict[str, Any] = {}
+    deferred: list[Deferred] = []
     loader: ChunkLoader | None = None
     zippers: dict[int, Zipper] = {}
-    joined = {"table": None, "rows": bytearray()}  # paired lines of a split table, not yet loaded
+    joined: _Joined = {"table": None, "rows": bytearray()}  # paired lines of a split table, not yet loaded
 
     def load_joined() -> None:
         if joined["rows"]:
+            # Rows are joined only for a table of the stream, after its schema member started the loader.
+            assert loader is not None and joined["table"] is not None
             loader.submit(joined["table"], bytes(joined["rows"]), compressed=False)
             joined["rows"] = bytearray()
 
     def end_split_table() -> None:
         load_joined()
         table, joined["table"] = joined["table"], None
+        assert table is not None  # called only while a split table is being joined
         try:
             zippers[table.index].finish()
         except ValueError as exc:
@@ -315,6 +333,7 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
             elif name == POST_MEMBER:
                 post = data
             elif part is not None:
+                assert loader is not None  # row chunks follow the schema member, which started the loader
                 index, wide = part
                 report.bytes += len(data)
                 table = tables[index]

@@ -80,7 +80,7 @@ def read_frame(spool: IO[bytes]) -> bytes | None:
 _local = threading.local()
 
 
-def compress(chunk: bytes) -> bytes:
+def compress(chunk: bytes | memoryview) -> bytes:
     """One zstd frame (deterministic for a given zstd version and level); safe to call from many threads."""
     if not hasattr(_local, "compressor"):
         _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
