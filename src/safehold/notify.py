@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import requests
@@ -227,17 +229,19 @@ def _tickets(config: Config, history: History, run: Run, title: str, body: str,
     and a line for each system that could not open one (kept for `safehold check`, like a URL that refused)."""
     opened: dict[str, str] = {}
     problems: list[str] = []
-    systems = {"itop": (config.notify.itop, open_itop_ticket), "itflow": (config.notify.itflow, open_itflow_ticket)}
-    for system, (settings, opener) in systems.items():
-        if settings is None:
-            continue
+    openers: dict[str, Callable[[str, str], str]] = {}  # system → open(title, body), for each one configured
+    if config.notify.itop is not None:
+        openers["itop"] = partial(open_itop_ticket, config.notify.itop)
+    if config.notify.itflow is not None:
+        openers["itflow"] = partial(open_itflow_ticket, config.notify.itflow)
+    for system, opener in openers.items():
         key = f"{system}:{run.kind}"
         existing = history.open_ticket(run.instance, key)
         if existing:
             reporter.step(f"{system} ticket {existing} is already open for this outage")
             continue
         try:
-            ticket = opener(settings, title, body)  # type: ignore[operator]
+            ticket = opener(title, body)
         except SafeholdError as exc:
             reporter.warn(f"could not open the {system} ticket: {exc.line()}")
             problems.append(f"notify.{system}: could not open the ticket: {exc.line()}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 from datetime import UTC, datetime
-from typing import Any, TypeGuard
+from typing import Any, TypedDict, TypeGuard
 
 from safehold.actions.common import (
     Point,
@@ -27,6 +27,23 @@ from safehold.output import Reporter
 from safehold.repository import checks, damage
 from safehold.repository.restic import Repository, RepositoryDamaged
 from safehold.schedule import EARLY, verify_schedule
+
+
+class InstanceVerified(TypedDict):
+    """What `verify` found for one instance."""
+
+    points_checked: int
+    problems: list[str]  # of its repositories and points
+
+
+class Verified(TypedDict):
+    """What `verify` found."""
+
+    points_checked: dict[str, int]  # instance@repository → points checked there
+    problems: list[str]
+    shared_checks: dict[str, str]  # repository → whose check of this round found it sound
+    ok: bool
+    instances: dict[str, InstanceVerified]
 
 
 def _present(snapshot: str | None, snapshot_ids: set[str]) -> TypeGuard[str]:
@@ -62,19 +79,19 @@ def verify_point(repo: Repository, point: Point, snapshot_ids: set[str]) -> list
 
 
 def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter, name: str | None = None,
-           subset: str | None = None, share_since: datetime | None = None) -> dict[str, object]:
+           subset: str | None = None, share_since: datetime | None = None) -> Verified:
     """restic check (reading all data, a `subset` of it, or none), then the parts of every point, of the
     points whose run id starts with `run`, or of the newest in each repository (`latest`).
 
     With `share_since` (a scheduled verify's round), a repository another instance's scheduled verify
     found sound since then, reading at least as much, is not checked again (see repository.checks).
     """
-    results: dict[str, object] = {}
+    results: dict[str, int] = {}
     problems: list[str] = []
     shared: dict[str, str] = {}
     seen: set[str] = set()
     broken: dict[str, str] = {}  # repository -> its problem, which each instance using it has too
-    per_instance: dict[str, dict[str, Any]] = {}
+    per_instance: dict[str, InstanceVerified] = {}
     for instance_name, instance in select_for_run(config, run, name).items():
         mine = per_instance.setdefault(instance_name, {"points_checked": 0, "problems": []})
         for repo_name in instance.repositories:
@@ -114,7 +131,7 @@ def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
 
 
 def verify_recorded(config: Config, run: str | None, read_data: bool, reporter: Reporter,
-                    name: str | None = None) -> dict[str, object]:
+                    name: str | None = None) -> Verified:
     """`safehold verify` as the run history keeps it: verify(), recorded as one verify run of each instance
     it looked at, failed with the problems of that instance's repositories and points. A run id
     without --instance is looked for in every instance: those that do not hold it record no run."""
@@ -125,7 +142,7 @@ def verify_recorded(config: Config, run: str | None, read_data: bool, reporter: 
                    for instance in select_for_run(config, run, name)}
         result = verify(config, run, read_data, reporter, name)
         for instance, record in records.items():
-            mine = result["instances"].get(instance, {"points_checked": 0, "problems": []})  # type: ignore[attr-defined]
+            mine = result["instances"].get(instance, {"points_checked": 0, "problems": []})
             if run not in (None, "latest") and not mine["points_checked"] and not mine["problems"]:
                 record.discard = True  # the run id is another instance's point
                 continue
@@ -158,7 +175,7 @@ def _check_in_round(config: Config, repo: Repository, instance: str, read_data: 
         return found
 
 
-def verify_instance(config: Config, name: str, reporter: Reporter, scheduled: bool = True) -> dict[str, object]:
+def verify_instance(config: Config, name: str, reporter: Reporter, scheduled: bool = True) -> Verified:
     """The scheduled verify of one instance (and, not `scheduled`, the console's Verify): its
     repositories checked, reading what schedule.verify_read_data says of the stored data (a random
     share each time, so over many runs all of it), and every point's parts listed. Recorded in the
@@ -173,7 +190,7 @@ def verify_instance(config: Config, name: str, reporter: Reporter, scheduled: bo
     with tracked(config, name, "verify", reporter, {"read_data": setting}) as record:
         result = verify(config, None, setting == "all", reporter, name=name, subset=subset,
                         share_since=due - EARLY if due is not None else None)
-        problems = list(result["problems"])  # type: ignore[call-overload]
+        problems = list(result["problems"])
         record.result = "ok" if result["ok"] else "failed"
         record.error = problems[0] if problems else None
         record.details = {"read_data": setting, "points_checked": result["points_checked"],

@@ -245,8 +245,8 @@ def verify(
     json_out: JsonOpt = False,
 ) -> None:
     """Check repository integrity and that every point holds all its parts."""
+    from safehold.actions.verify import Verified, verify_instance, verify_recorded
     from safehold.actions.verify import repair as do_repair
-    from safehold.actions.verify import verify_instance, verify_recorded
 
     def render(res: dict[str, Any]) -> None:
         for line in res["shared_checks"].values():
@@ -278,7 +278,7 @@ def verify(
 
     chosen = None if all_points else run
     if scheduled:
-        def as_scheduled(reporter: Reporter) -> dict[str, object]:
+        def as_scheduled(reporter: Reporter) -> Verified:
             if instance is None or run is not None or repair or read_data:
                 raise ConfigError("--scheduled verifies one instance as its schedule does", "give --instance NAME "
                                   "alone (schedule.verify_read_data says how much of the data it reads)")
