@@ -329,7 +329,8 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
                 progress.step(f"tables of {into} created; loading rows on {count} connections")
                 by_name = {t.name: t.index for t in tables.values()}
                 loader = ChunkLoader(db, into, count, {by_name[d.table]: d.index_statements(into)
-                                                       for d in deferred if d.indexes and d.table in by_name})
+                                                       for d in deferred if d.indexes and d.table in by_name},
+                                     _autoincrement(db, into))
             elif name == POST_MEMBER:
                 post = data
             elif part is not None:
@@ -373,6 +374,14 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
         report.notes.append(f"triggers/routines/events name the original database `{source}`; "
                             "check them after restoring under another name")
     return report
+
+
+def _autoincrement(db: Database, into: str) -> frozenset[str]:
+    """Names of the tables of `into` with an AUTO_INCREMENT column (loaded with INSERTs when shared)."""
+    with client.cursor(db.connection, into) as cur:
+        cur.execute("SELECT TABLE_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=%s"
+                    " AND EXTRA LIKE '%%auto_increment%%'", (into,))
+        return frozenset(name.decode() if isinstance(name, bytes) else name for (name,) in cur.fetchall())
 
 
 def _set_charset(db: Database, into: str, charset: list[str]) -> None:
