@@ -9,9 +9,9 @@ two chunk streams one after the other (the wide one waits in a temporary file), 
 status or a timestamp re-stores the narrow stream only; the restore pairs their lines back.
 
 Restore: tables are created without secondary indexes and foreign keys, chunks are loaded on N
-connections, one table per connection at a time (LOAD DATA LOCAL INFILE, checks off), each
-table's secondary indexes built on its connection as soon as its rows are in (while the next
-tables load), then foreign keys added, and triggers/routines/events created last so no trigger
+connections (LOAD DATA LOCAL INFILE, checks off), a table on one connection unless it holds so
+much that the others would wait (then on all, see loader.ChunkLoader and inserts.py), each
+table's secondary indexes built as soon as its rows are in (while the next tables load), then foreign keys added, and triggers/routines/events created last so no trigger
 fires during the load. Row counts and CRC32 of what was loaded are compared with the
 stream's report.
 
