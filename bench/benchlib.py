@@ -70,3 +70,14 @@ def du(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
 
+
+
+def safehold_config(work: Path, instance: str) -> Path:
+    """A safehold config in `work` with a restic repository `bench` (password file 0600) and `instance`'s TOML."""
+    password = work / "repo.pass"
+    password.write_text("bench-password\n")
+    password.chmod(0o600)
+    config = work / "safehold.toml"
+    config.write_text(f'[settings]\nstate_dir = "{work / "state"}"\n\n[repositories.bench]\nurl = "{work / "repo"}"\n'
+                      f'password = "file:{password}"\n\n{instance}')
+    return config

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import Measure, sh, timed
+from benchlib import Measure, safehold_config, sh, timed
 from mariadb import DUMP, MYDUMPER_HOST, cell
 from shapes import HOST, SHAPES, build, connect, largest_table, settle
 
@@ -66,17 +66,12 @@ def run_shape(shape: str, size_mb: int, work: Path, db: str) -> dict:
     build(shape, db, size_mb, work)
     table, share, db_mb = largest_table(db)
     print(f"{shape}: built in {time.monotonic() - started:.0f} s, {db_mb:.0f} MB, {table} {share:.0%}", flush=True)
-    password = work / "repo.pass"
-    password.write_text("bench-password\n")
-    password.chmod(0o600)
-    config = work / "safehold.toml"
-    config.write_text(f'[settings]\nstate_dir = "{work / "state"}"\n\n[repositories.bench]\n'
-                      f'url = "{work / "repo"}"\npassword = "file:{password}"\n\n[instances.lanes]\napp = "generic"\n'
-                      'repositories = ["bench"]\n\n[[instances.lanes.databases]]\nengine = "mariadb"\n'
-                      f'host = "127.0.0.1"\nport = 3306\nuser = "root"\nnames = ["{db}"]\n')
+    config = safehold_config(work, '[instances.lanes]\napp = "generic"\nrepositories = ["bench"]\n\n'
+                             '[[instances.lanes.databases]]\nengine = "mariadb"\nhost = "127.0.0.1"\nport = 3306\n'
+                             f'user = "root"\nnames = ["{db}"]\n')
     safehold = f"PYTHONPATH={ROOT / 'src'} {sys.executable} -m safehold"
     dump, host = " ".join(DUMP), " ".join(HOST)
-    sh(f"restic init -q -r {work / 'repo'} --password-file {password}")
+    sh(f"restic init -q -r {work / 'repo'} --password-file {work / 'repo.pass'}")
     backups = [
         measured("safehold backup", f"{safehold} backup lanes --config {config}", size=work / "repo"),
         measured("mariadb-dump | zstd -3", f"{dump} {db} | zstd -3 -q > {work}/dump.sql.zst",

@@ -11,9 +11,9 @@ status or a timestamp re-stores the narrow stream only; the restore pairs their 
 Restore: tables are created without secondary indexes and foreign keys, chunks are loaded on N
 connections (LOAD DATA LOCAL INFILE, checks off), a table on one connection unless it holds so
 much that the others would wait (then on all, see loader.ChunkLoader and inserts.py), each
-table's secondary indexes built as soon as its rows are in (while the next tables load), then foreign keys added, and triggers/routines/events created last so no trigger
-fires during the load. Row counts and CRC32 of what was loaded are compared with the
-stream's report.
+table's secondary indexes built as soon as its rows are in (while the next tables load), then
+foreign keys added, and triggers/routines/events created last so no trigger fires during the
+load. Row counts and CRC32 of what was loaded are compared with the stream's report.
 
 Memory bound (dump): workers × (QUEUE_DEPTH + 1) × PIECE_BYTES (5 MiB per worker) of row pieces,
 plus (workers + 3) × CHUNK_MAX (4 MiB) for the chunk being cut and those being compressed and
