@@ -104,15 +104,7 @@ def main() -> None:
                 settle=settle)
     print(f"built in {time.monotonic() - started:.0f} s; dump {raw.size_mb:.0f} MB", flush=True)
 
-    password = work / "repo.pass"
-    password.write_text("bench-password\n")
-    password.chmod(0o600)
-    config = work / "safehold.toml"
-    config.write_text(f"""[settings]\nstate_dir = "{work / 'state'}"\n
-[repositories.bench]\nurl = "{work / 'repo'}"\npassword = "file:{password}"\n
-[instances.itflow]\napp = "generic"\nrepositories = ["bench"]\n
-[[instances.itflow.databases]]\nengine = "mariadb"\nhost = "127.0.0.1"\nport = 3306\nuser = "root"
-names = ["{db}"]\n""")
+    config, password = write_config(work, db)
     safehold = f"PYTHONPATH={SRC} {sys.executable} -m safehold"
     restic_env = {"RESTIC_PASSWORD_FILE": str(password), "RESTIC_REPOSITORY": str(work / "dumprepo")}
     dump_cmd, host = " ".join(DUMP), " ".join(HOST)
@@ -168,6 +160,25 @@ names = ["{db}"]\n""")
             conn.cursor().execute(f"DROP DATABASE IF EXISTS `{db}{suffix}`")
     shutil.rmtree(work, ignore_errors=True)
     print(f"done in {time.monotonic() - started:.0f} s; results in {args.results}")
+
+
+def write_config(work: Path, db: str, instances: tuple[tuple[str, str, str], ...] = (("itflow", "repo", "auto"),)
+                 ) -> tuple[Path, Path]:
+    """safehold's config for the run, one instance per (name, repository folder in `work`, method) backing up
+    `db` into its own repository, and the repositories' password file."""
+    password = work / "repo.pass"
+    password.write_text("bench-password\n")
+    password.chmod(0o600)
+    config = work / "safehold.toml"
+    text = f'[settings]\nstate_dir = "{work / "state"}"\n'
+    for name, folder, method in instances:
+        text += f"""
+[repositories.{name}]\nurl = "{work / folder}"\npassword = "file:{password}"\n
+[instances.{name}]\napp = "generic"\nrepositories = ["{name}"]\n
+[[instances.{name}.databases]]\nengine = "mariadb"\nhost = "127.0.0.1"\nport = 3306\nuser = "root"
+names = ["{db}"]\nmethod = "{method}"\n"""
+    config.write_text(text)
+    return config, password
 
 
 def cell(text: str) -> str:

@@ -7,6 +7,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 packages=(restic mariadb-client libmariadb-dev pkg-config zstd sqlite3 openssh-server openssh-client
           chromium mydumper age gzip procps
+          # the physical MariaDB method (mariadb-backup, mbstream) and its tests
+          mariadb-backup
           # the real applications the integration tests install (ITFlow, iTop, i-doit): PHP 8.2 and its extensions
           php-cli php-mysql php-curl php-gd php-intl php-mbstring php-xml php-zip php-imap php-soap php-ldap
           php-apcu php-bcmath graphviz

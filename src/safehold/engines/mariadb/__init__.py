@@ -1,7 +1,8 @@
 """MariaDB/MySQL engine: the engine interface, dispatching to a dump method.
 
 Methods: `parallel` (default for `auto`: consistent multi-connection reader, parallel load; see
-parallel.py) and `mariadb-dump` (single consistent SQL stream from the reference tool, the fallback).
+parallel.py), `mariadb-dump` (single consistent SQL stream from the reference tool, the fallback) and
+`physical` (mariadb-backup's copy of the InnoDB files, chosen in the config; see physical.py).
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO
 
-from safehold.engines.mariadb import client, dumptool, parallel, scratch_server
+from safehold.engines.mariadb import client, dumptool, parallel, physical, scratch_server
 from safehold.engines.scratch import Server
 from safehold.models import Database, DatabaseReport
 from safehold.output import Reporter
 
-METHODS = {"parallel": parallel, "mariadb-dump": dumptool}
+METHODS = {"parallel": parallel, "mariadb-dump": dumptool, "physical": physical}
 
 
 def _method(db: Database):  # noqa: ANN202 - returns a method module
@@ -44,9 +45,12 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter, meth
 
 
 def check_load(db: Database, method: str) -> None:
-    """Refuse a server that would refuse the load (LOAD DATA LOCAL INFILE off) while nothing is changed yet."""
+    """Refuse a server that would refuse the load (LOAD DATA LOCAL INFILE off, or a physical copy it cannot
+    take here) while nothing is changed yet."""
     if method == parallel.METHOD:
         client.require_local_infile(db)
+    if method == physical.METHOD:
+        physical.check_load(db)
 
 
 def foreign_reference(method: str, stream: IO[bytes], name: str) -> str | None:
@@ -60,7 +64,13 @@ def private_server(name: str, point_version: str | None = None,
     return scratch_server.private_server(name, point_version, cache) if scratch_server.available() else None
 
 
-check_dump = dumptool.check_dump
+def check_dump(db: Database) -> None:
+    """Log in as the dump tool will (`backup --dry-run`); for the physical method, also refuse when it cannot apply."""
+    dumptool.check_dump(db)
+    if db.method == physical.METHOD:
+        physical.check(db, writing=False)
+
+
 inspect = client.inspect
 is_empty = client.is_empty
 exists = client.exists
