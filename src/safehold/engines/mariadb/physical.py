@@ -260,9 +260,10 @@ def _import(db: Database, into: str, source: Path, target: Path) -> None:
         if missing := [t for t in tables if not (source / f"{file_name(t)}.ibd").exists()]:
             raise DatabaseError(f"the physical copy of {db.name} has no data for table(s) {', '.join(missing[:5])}",
                                 "restore another point")
-        cur.execute("SELECT TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA=%s"
-                    " AND AUTO_INCREMENT IS NOT NULL", (into,))
-        counters = dict(cur.fetchall())
+        counters = _counters(cur, into)
+        cur.execute("SELECT DISTINCT TABLE_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA=%s"
+                    " AND INDEX_TYPE='FULLTEXT'", (into,))
+        fulltext = {row[0] for row in cur.fetchall()}
         for table in tables:
             cur.execute(f"ALTER TABLE {client.quote(table)} DISCARD TABLESPACE")
             for suffix in (".ibd", ".cfg"):
@@ -271,15 +272,23 @@ def _import(db: Database, into: str, source: Path, target: Path) -> None:
                 os.chown(moved, owner.st_uid, owner.st_gid)
             cur.execute(f"ALTER TABLE {client.quote(table)} IMPORT TABLESPACE")
             (target / f"{file_name(table)}.cfg").unlink()
-            _rebuild_fulltext(cur, table)  # first: no other ALTER passes a corrupt FULLTEXT index
-            if table in counters:
-                # The file holds the highest value used; the schema the server's counter, which bulk inserts
-                # move further (reserved values). The server keeps whichever is higher.
-                cur.execute(f"ALTER TABLE {client.quote(table)} AUTO_INCREMENT={int(counters[table])}")
+            if table in fulltext:
+                _rebuild_fulltext(cur, table)  # before any other ALTER: none passes a corrupt FULLTEXT index
+        # A file holds the highest value used; the schema has the server's counter, which bulk inserts move
+        # further (values reserved, not used). Put back those the import left lower.
+        for table, value in _counters(cur, into).items():
+            if value < counters.get(table, 0):
+                cur.execute(f"ALTER TABLE {client.quote(table)} AUTO_INCREMENT={counters[table]}")
     except MySQLdb.Error as exc:
         raise client.explain(exc, db.connection, into) from None
     finally:
         connection.close()
+
+
+def _counters(cur, into: str) -> dict[str, int]:  # noqa: ANN001 - a MySQLdb cursor
+    cur.execute("SELECT TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA=%s"
+                " AND AUTO_INCREMENT IS NOT NULL", (into,))
+    return {name: int(value) for name, value in cur.fetchall()}
 
 
 def _rebuild_fulltext(cur, table: str) -> None:  # noqa: ANN001 - a MySQLdb cursor
