@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import socket
 import subprocess
@@ -21,6 +23,23 @@ T = TypeVar("T")
 TAG = "safehold"
 UNREADABLE_SOURCE = 3  # restic backup: snapshot stored, some source files could not be read
 VERBOSE = b'{"message_type":"verbose_status"'
+
+
+# restic derives the repository key (about half a second) and loads the index before it reads its stdin:
+# with this much room in the pipe, a small dump is written meanwhile instead of after.
+PIPE_BYTES = 8 << 20
+PIPE_MAX = Path("/proc/sys/fs/pipe-max-size")
+
+
+def _widen(pipe: IO[bytes]) -> None:
+    """Give the pipe to restic PIPE_BYTES of room (root may; others get the system's pipe-max-size)."""
+    sizes = [PIPE_BYTES]
+    with contextlib.suppress(OSError, ValueError):
+        sizes.append(min(PIPE_BYTES, int(PIPE_MAX.read_text())))
+    for size in sizes:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, size)
+            return
 
 
 class _ParentMissing(Exception):
@@ -126,6 +145,7 @@ class Writing(ResticProcess):
             child = runner.start(call.argv(*args), what="restic backup", env=call.env, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, secrets=self.secrets)
             reader = self._read_json_lines(child.stdout, lines, None)
+            _widen(child.stdin)
             writer = _CountingWriter(child.stdin, lambda n: reporter.advance(label, n))
             try:
                 # Producers only write (and flush): the counting wrapper is all of IO they use.
