@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, sql, write_config
+from tests.conftest import run_cli, sql
+from tests.integration.test_core_roundtrip import app_config
 
 
 @pytest.fixture
@@ -70,16 +72,8 @@ def test_unchanged_trees_are_not_listed_again_and_any_change_is(tmp_path: Path, 
         (app / "uploads" / "deep" / "er" / f"file-{index}.txt").write_text(f"content {index}\n" * index)
     (app / "uploads" / "link").symlink_to("deep")
     (app / "app.ini").write_text("[app]\n")
-    config = write_config(tmp_path, repo, f"""
-[instances.app]
-repositories = ["main"]
-files = ["{app / 'uploads'}"]
-config_files = ["{app / 'app.ini'}"]
-[[instances.app.databases]]
-engine = "mariadb"
-user = "root"
-names = ["{db}"]
-""")
+    sqlite3.connect(app / "app.sqlite").close()
+    config = app_config(tmp_path, repo, db, app)
     first, commands = _backup(config, env, log)
     assert commands.count("ls") == 1
     # Nothing changed: restic compared with the last point's snapshot and found both roots unchanged.
