@@ -55,7 +55,7 @@ AUTO_INCREMENT = re.compile(rb"(?m)^(\).*) AUTO_INCREMENT=\d+")
 
 
 def _refuse(db: Database, reason: str) -> DatabaseError:
-    return DatabaseError(f"database {db.name}: the physical method cannot be used: {reason}", LOGICAL)
+    return DatabaseError(f"the physical method cannot be used for {db.name}: {reason}", LOGICAL)
 
 
 def file_name(name: str) -> str:
