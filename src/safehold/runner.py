@@ -198,12 +198,15 @@ COPY_BUFFER = 1 << 20
 
 
 def stream_out(argv: Sequence[str], sink: IO[bytes], *, what: str, env: dict[str, str] | None = None,
-               secrets: Sequence[Secret] = (), on_bytes: Callable[[int], None] | None = None) -> int:
+               secrets: Sequence[Secret] = (), on_bytes: Callable[[int], None] | None = None,
+               on_stderr_line: Callable[[str], None] | None = None) -> int:
     """Run a child and copy its stdout into `sink` (a dump into the repository); returns the bytes.
 
     If writing to the sink fails the child is killed; a non-zero exit raises ProcessFailed.
+    `on_stderr_line` sees every stderr line (scrubbed), also those before the kept tail.
     """
-    child = start(argv, what=what, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, secrets=secrets)
+    child = start(argv, what=what, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, secrets=secrets,
+                  on_stderr_line=on_stderr_line)
     total = 0
     try:
         while block := child.stdout.read(COPY_BUFFER):

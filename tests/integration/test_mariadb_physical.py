@@ -114,13 +114,26 @@ def test_where_it_cannot_apply_it_says_why(tmp_path: Path, monkeypatch: pytest.M
     assert 'method = "auto"' in missing.value.hint
 
 
-def _fake_tool(folder: Path, release: str) -> Path:
-    """A mariadb-backup of another release, first on PATH."""
+def _fake_tool(folder: Path, release: str, backup: str = "") -> Path:
+    """A mariadb-backup of `release` first on PATH, running the shell lines `backup` when not asked its version."""
     folder.mkdir(parents=True, exist_ok=True)
     tool = folder / "mariadb-backup"
-    tool.write_text(f"#!/bin/sh\necho 'mariadb-backup based on MariaDB server {release}-MariaDB' >&2\n")
+    tool.write_text(f"#!/bin/sh\nif [ \"$1\" = --version ]; then\n"
+                    f"  echo 'mariadb-backup based on MariaDB server {release}-MariaDB' >&2; exit 0\nfi\n{backup}\n")
     tool.chmod(0o755)
     return folder
+
+
+def test_a_failed_copy_is_reported_by_its_error_line(tmp_path: Path, repo: dict[str, str], new_db) -> None:
+    db = new_db("t_physical_fail")
+    sql("CREATE TABLE t (id INT PRIMARY KEY)", db)
+    release = sql("SELECT VERSION()")[0][0].split("-")[0]
+    # As mariadb-backup does: the error, then many lines of shutting down, then a non-zero exit.
+    fake = _fake_tool(tmp_path / "bin", release, "echo '[00] FATAL ERROR: log copying was too slow' >&2\n"
+                      "for i in $(seq 200); do echo \"[00] InnoDB: note $i\" >&2; done\nexit 1")
+    made = run_cli("backup", "app", config=_config(tmp_path, repo, db), env={"PATH": f"{fake}:{os.environ['PATH']}"})
+    assert made.returncode != 0
+    assert "mariadb-backup failed for " + db + " (exit 1): [00] FATAL ERROR: log copying was too slow" in made.stderr
 
 
 def test_a_mismatched_tool_refuses_the_restore_before_touching_the_live_database(

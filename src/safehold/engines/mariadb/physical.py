@@ -51,6 +51,7 @@ STAGE_PREFIX = ".safehold-physical-"
 # Names mariadb-backup's --databases takes literally and whose file name this module can derive.
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_$-]+")
 FULLTEXT_NAME = re.compile(r"FULLTEXT KEY (`(?:[^`]|``)+`)")
+TROUBLE = re.compile(r"error|fatal|fail|cannot|can't|denied", re.IGNORECASE)
 AUTO_INCREMENT = re.compile(rb"(?m)^(\).*) AUTO_INCREMENT=\d+")
 
 
@@ -152,11 +153,13 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
         # The option file must come first; --datadir: the server's own (a host can run several servers).
         argv = ["mariadb-backup", f"--defaults-extra-file={options}", "--backup", "--stream=mbstream",
                 f"--databases={db.name}", f"--datadir={datadir}", f"--target-dir={work}"]
+        said: list[str] = []  # its error lines: over a thousand lines of progress can follow them
         try:
             size = runner.stream_out(argv, out, what="mariadb-backup", secrets=dumptool._secrets(db),
-                                     on_bytes=lambda n: progress.advance(f"copy {db.name}", n))
+                                     on_bytes=lambda n: progress.advance(f"copy {db.name}", n),
+                                     on_stderr_line=lambda line: said.append(line) if TROUBLE.search(line) else None)
         except runner.ProcessFailed as exc:
-            raise _tool_failed(exc, db) from None
+            raise _tool_failed(exc, db, said) from None
     report.phases["copy"] = round(time.monotonic() - t0, 3)
     if _without_counters(_schema(db)) != _without_counters(schema):
         raise DatabaseError(f"database {db.name}: its tables or objects changed while they were copied",
@@ -173,12 +176,12 @@ def _without_counters(schema: bytes) -> bytes:
     return AUTO_INCREMENT.sub(rb"\1", schema)
 
 
-def _tool_failed(exc: runner.ProcessFailed, db: Database) -> DatabaseError:
-    """One line of a mariadb-backup/mbstream failure: its first line that says error, else its last."""
-    lines = [line.strip() for line in exc.stderr.splitlines() if line.strip()]
-    said = next((line for line in lines if "error" in line.lower() or "failed" in line.lower()),
-                lines[-1] if lines else f"exit {exc.returncode}")
-    return DatabaseError(f"{exc.what} failed for {db.name}: {said[:300]}", "see the log for details")
+def _tool_failed(exc: runner.ProcessFailed, db: Database, said: list[str] | None = None) -> DatabaseError:
+    """One line of a mariadb-backup/mbstream failure: the first line that says what went wrong, else its last."""
+    lines = [line.strip() for line in [*(said or []), *exc.stderr.splitlines()] if line.strip()]
+    line = next((line for line in lines if TROUBLE.search(line)), lines[-1] if lines else "")
+    return DatabaseError(f"{exc.what} failed for {db.name} (exit {exc.returncode}): {line[:300]}",
+                         "see the log for details")
 
 
 def _header(stream: IO[bytes]) -> tuple[dict, bytes]:
