@@ -10,7 +10,7 @@ restore does) in each of these ways, printing wall seconds, mysqld's CPU seconds
 this process's CPU seconds, and how often a sample of information_schema.INNODB_TRX (every 20 ms)
 found a loading statement RUNNING or in LOCK WAIT:
 - LOAD DATA on 1 and on 2 connections (the table's AUTO-INC lock makes the two take turns),
-- multi-row INSERTs on 2 connections (safehold's shared lanes, inserts.py),
+- multi-row INSERTs on 2 connections (bench/inserts.py: a simple insert takes no AUTO-INC table lock),
 - LOAD DATA on 2 connections into the table created without AUTO_INCREMENT, then the ALTER TABLE
   that adds it back (ALGORITHM=COPY on MariaDB 10.11; INSTANT/NOCOPY/INPLACE are refused).
 """
@@ -24,13 +24,17 @@ import resource
 import threading
 import time
 
+import inserts
 import MySQLdb
 from lanes import mysqld_cpu
 from shapes import connect
 
-from safehold.engines.mariadb import inserts, loader, tables
+from safehold.engines.mariadb import loader, tables
 
 COPY = "t_one_table_bench"
+# The first statements of two connections into the still empty table both ask for InnoDB's table-X lock
+# of its bulk-insert path; one is rolled back whole as a deadlock victim and is run again.
+DEADLOCK, DEADLOCK_RETRIES = 1213, 5
 
 
 class Chunks:
@@ -87,12 +91,12 @@ def one_way(chunks: Chunks, label: str, lanes: int, insert: bool, autoincrement:
                 with open(path, "wb") as handle:
                     handle.write(chunk)
             statement = inserts.statement(table, COPY, chunk, 1 << 30) if insert else table.load(COPY, path)
-            for _ in range(loader.DEADLOCK_RETRIES + 1):
+            for _ in range(DEADLOCK_RETRIES + 1):
                 try:
                     lane_cur.execute(statement)
                     break
                 except MySQLdb.OperationalError as exc:
-                    if exc.args[0] != loader.DEADLOCK:
+                    if exc.args[0] != DEADLOCK:
                         raise
         connection.close()
         if not insert:

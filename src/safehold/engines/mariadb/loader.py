@@ -19,8 +19,8 @@ from pathlib import Path
 
 import MySQLdb
 
-from safehold.engines.mariadb import client, inserts
-from safehold.engines.mariadb.stream import crc32_combine, decompress
+from safehold.engines.mariadb import client
+from safehold.engines.mariadb.stream import decompress
 from safehold.engines.mariadb.tables import Table
 from safehold.models import Database
 from safehold.tempdirs import private_dir, room_in
@@ -31,11 +31,6 @@ HISTORY_SESSION = "SET SESSION system_versioning_insert_history=1"
 POLL_SECONDS = 0.5
 READY = object()  # queued on every lane when a loaded table's index builds are ready to take
 SPOOL_BYTES = 2 << 30  # compressed chunks read ahead of the lanes, on disk
-# A table's lane this far ahead of the least busy lane (spooled bytes): the table is shared between lanes.
-SHARE_BYTES = 16 << 20
-PACKET_MARGIN = 4096
-DEADLOCK = 1213
-DEADLOCK_RETRIES = 5
 
 
 def session(connection: MySQLdb.Connection) -> None:
@@ -101,17 +96,13 @@ class Pool:
 
 
 class ChunkLoader:
-    """Loads tables on N connections (lanes), several tables at once, reading the stream ahead.
+    """Loads each table on one connection (a lane), several tables at once, reading the stream ahead.
 
-    A table starts on the lane with the least work queued. When its lane gets SHARE_BYTES ahead of
-    the least busy one (one table holds most of the bytes: ITFlow's ticket_replies, iTop's
-    attachments), a table with a clustered key is shared: its next chunks go to whichever lane has
-    the least queued, and, if it has an AUTO_INCREMENT column, every lane loads its chunks as
-    multi-row INSERTs (see inserts.py: LOAD DATA would hold the table's AUTO-INC lock, so the lanes
-    would take turns). Tables without a clustered key stay on one lane: their physical row order is
-    the order of the chunks. The stream holds tables one after another, so compressed chunks are
-    spooled to a private folder on disk (at most SPOOL_BYTES) until their lane takes them; each lane
-    keeps its chunks in stream order. Once a table's last chunk is loaded (on every lane it went to), its
+    Two connections filling one InnoDB table contend on the same index pages and gain nothing,
+    while different tables load side by side. The stream holds tables one after another, so
+    compressed chunks are spooled to a private folder on disk (at most SPOOL_BYTES) until their
+    lane takes them; each lane keeps its tables' chunks in stream order, which also keeps the
+    physical row order of tables without a clustered key. Once a table's last chunk is loaded, its
     `after_load` statements (its deferred secondary indexes) become ready for whichever lane is free
     first: the lane that loaded it may still have the next table's chunks queued, while another has
     run out of work (measured on the 3 GB benchmark: one lane idled for the last 7 s of 42 while the
@@ -120,10 +111,8 @@ class ChunkLoader:
     at the end each lane builds what is still ready before it stops.
     """
 
-    def __init__(self, db: Database, into: str, count: int, after_load: dict[int, list[str]] | None = None,
-                 autoincrement: frozenset[str] = frozenset()) -> None:
+    def __init__(self, db: Database, into: str, count: int, after_load: dict[int, list[str]] | None = None) -> None:
         self.into = into
-        self.autoincrement = autoincrement  # names of the tables with an AUTO_INCREMENT column
         self.after_load = after_load or {}
         self.done_after_load: set[int] = set()  # tables whose after_load statements ran
         self.after_load_seconds = 0.0
@@ -132,32 +121,21 @@ class ChunkLoader:
         self._last: Table | None = None
         self.spool = self.scratch = ""  # set below, inside the try that removes them again
         self.rows: dict[int, int] = defaultdict(int)
-        self.crcs: dict[int, int] = defaultdict(int)  # of the chunks loaded so far in stream order
-        self._crc_parts: dict[int, dict[int, tuple[int, int]]] = defaultdict(dict)  # loaded out of order
-        self._crc_next: dict[int, int] = defaultdict(int)  # sequence number the CRC waits for
-        self._counts = threading.Lock()
+        self.crcs: dict[int, int] = defaultdict(int)
         self.warnings: list[str] = []
         self.error: BaseException | None = None
         self._lane_of: dict[int, int] = {}
-        self._lanes: dict[int, set[int]] = defaultdict(set)  # every lane a table's chunks went to
-        self._waiting: dict[int, int] = {}  # lanes still to reach a finished table's end marker
-        self.shared: set[int] = set()  # tables loaded on several lanes
-        self._sequence: dict[int, int] = defaultdict(int)
         self._files = 0
         self._stopped = False
         self._spooled = 0
         self._space = threading.Condition()
         self.connections: list[MySQLdb.Connection] = []
-        self.packet = 0
         try:  # a SIGTERM or a refused login while connecting must not leave the folders behind
             self.spool = str(private_dir("safehold-spool-"))
             self.scratch = scratch_folder()
             for _ in range(count):
                 self.connections.append(client.connect(db.connection, into, autocommit=True))
                 session(self.connections[-1])
-            cur = self.connections[0].cursor()
-            cur.execute("SELECT @@max_allowed_packet")
-            self.packet = int(cur.fetchone()[0]) - PACKET_MARGIN
         except BaseException:
             self._release()
             raise
@@ -177,12 +155,9 @@ class ChunkLoader:
                 self._space.wait(POLL_SECONDS)
             if self.error is not None:
                 raise self.error
-            lane = self._pick_lane(table)
-            self._lanes[table.index].add(lane)
+            lane = self._lane_of.setdefault(table.index, min(range(len(self.queues)), key=self.pending.__getitem__))
             self._spooled += len(frame)
             self.pending[lane] += len(frame)
-            sequence = self._sequence[table.index]
-            self._sequence[table.index] += 1
         if self._last is not None and self._last.index != table.index:
             self._table_complete(self._last)
         self._last = table
@@ -190,27 +165,12 @@ class ChunkLoader:
         self._files += 1
         with room_in(self.spool, "the chunks waiting to be loaded (up to 2 GiB)"), open(path, "wb") as handle:
             handle.write(frame)
-        self.queues[lane].put((table, path, len(frame), sequence))
-
-    def _pick_lane(self, table: Table) -> int:
-        """The lane for `table`'s next chunk (see the class's notes on sharing a table)."""
-        idle = min(range(len(self.queues)), key=self.pending.__getitem__)
-        lane = self._lane_of.setdefault(table.index, idle)
-        if table.index not in self.shared:
-            if self.pending[lane] - self.pending[idle] < SHARE_BYTES or table.ordered:
-                return lane
-            if table.name in self.autoincrement and not inserts.insertable(table):
-                return lane
-            self.shared.add(table.index)
-        return idle
+        self.queues[lane].put((table, path, len(frame)))
 
     def _table_complete(self, table: Table) -> None:
-        """The stream moved past `table`: behind its chunks, each of its lanes learns that it is loaded."""
+        """The stream moved past `table`: behind its chunks, its lane learns that it is loaded."""
         if table.index in self.after_load:
-            lanes = self._lanes[table.index]
-            self._waiting[table.index] = len(lanes)
-            for lane in lanes:
-                self.queues[lane].put((table, None, 0, 0))
+            self.queues[self._lane_of[table.index]].put((table, None, 0))
 
     def _loaded(self, table: Table) -> None:
         """Every chunk of `table` is in: its after_load statements are ready for any lane."""
@@ -245,24 +205,21 @@ class ChunkLoader:
             if job is READY:
                 self._build_ready(connection)
                 continue
-            table, path, size, sequence = job
+            table, path, size = job
             if path is None:
-                with self._ready_lock:
-                    self._waiting[table.index] -= 1
-                    last = not self._waiting[table.index]
-                if last:
-                    self._loaded(table)
+                self._loaded(table)
                 continue
             try:
-                if self.error is not None:
-                    pass
-                elif path.endswith(".tsv"):  # rows checked by the reader already
+                if self.error is None and path.endswith(".tsv"):  # rows checked by the reader already
                     self._load(connection, table, path)
-                else:
+                elif self.error is None:
                     with open(path, "rb") as handle:
                         data = decompress(handle.read())
-                    self._checksum(table.index, sequence, data)
-                    self._load(connection, table, scratch, data)
+                    self.crcs[table.index] = zlib.crc32(data, self.crcs[table.index])
+                    with room_in(self.scratch, "the chunk being loaded"), open(scratch, "wb") as handle:
+                        handle.write(data)
+                    del data
+                    self._load(connection, table, scratch)
             except BaseException as exc:  # re-raised in the reading thread by submit/finish
                 self.error = self.error or exc
             finally:
@@ -275,45 +232,13 @@ class ChunkLoader:
         # take before stopping is still built here.
         self._build_ready(connection)
 
-    def _checksum(self, index: int, sequence: int, data: bytes) -> None:
-        """Add a chunk to its table's CRC, in stream order whatever order the lanes load in."""
-        part = (zlib.crc32(data), len(data))
-        with self._counts:
-            parts = self._crc_parts[index]
-            parts[sequence] = part
-            while self._crc_next[index] in parts:
-                self.crcs[index] = crc32_combine(self.crcs[index], *parts.pop(self._crc_next[index]))
-                self._crc_next[index] += 1
-
-    def _load(self, connection: MySQLdb.Connection, table: Table, path: str, data: bytes | None = None) -> None:
-        """Load one chunk: the file at `path`, or `data` (written to `path` first unless an INSERT takes it)."""
+    def _load(self, connection: MySQLdb.Connection, table: Table, path: str) -> None:
         cur = connection.cursor()
-        sql = None
-        if table.index in self.shared and table.name in self.autoincrement:
-            if data is None:
-                with open(path, "rb") as handle:
-                    sql = inserts.statement(table, self.into, handle.read(), self.packet)
-            else:
-                sql = inserts.statement(table, self.into, data, self.packet)
-        if sql is None and data is not None:
-            with room_in(self.scratch, "the chunk being loaded"), open(path, "wb") as handle:
-                handle.write(data)
-        for attempt in range(DEADLOCK_RETRIES + 1):
-            try:
-                cur.execute(sql if sql is not None else table.load(self.into, path))
-                break
-            except MySQLdb.OperationalError as exc:
-                # The first statements of two lanes into a shared, still empty table both ask for InnoDB's
-                # table lock of its bulk-insert path: one is chosen as a deadlock victim and rolled back whole.
-                if exc.args[0] != DEADLOCK or attempt == DEADLOCK_RETRIES:
-                    raise
-        with self._counts:
-            self.rows[table.index] += max(cur.rowcount, 0)
+        cur.execute(table.load(self.into, path))
+        self.rows[table.index] += max(cur.rowcount, 0)
         if connection.warning_count():
             cur.execute("SHOW WARNINGS LIMIT 3")
-            found = [f"{table.name}: {row[2]}" for row in cur.fetchall()]
-            with self._counts:
-                self.warnings += found
+            self.warnings += [f"{table.name}: {row[2]}" for row in cur.fetchall()]
 
     def _stop(self) -> None:
         if self._stopped:

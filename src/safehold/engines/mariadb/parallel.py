@@ -9,11 +9,11 @@ two chunk streams one after the other (the wide one waits in a temporary file), 
 status or a timestamp re-stores the narrow stream only; the restore pairs their lines back.
 
 Restore: tables are created without secondary indexes and foreign keys, chunks are loaded on N
-connections (LOAD DATA LOCAL INFILE, checks off), a table on one connection unless it holds so
-much that the others would wait (then on all, see loader.ChunkLoader and inserts.py), each
-table's secondary indexes built as soon as its rows are in (while the next tables load), then
-foreign keys added, and triggers/routines/events created last so no trigger fires during the
-load. Row counts and CRC32 of what was loaded are compared with the stream's report.
+connections, one table per connection at a time (LOAD DATA LOCAL INFILE, checks off), each
+table's secondary indexes built on its connection as soon as its rows are in (while the next
+tables load), then foreign keys added, and triggers/routines/events created last so no trigger
+fires during the load. Row counts and CRC32 of what was loaded are compared with the
+stream's report.
 
 Memory bound (dump): workers × (QUEUE_DEPTH + 1) × PIECE_BYTES (5 MiB per worker) of row pieces,
 plus (workers + 3) × CHUNK_MAX (4 MiB) for the chunk being cut and those being compressed and
@@ -329,8 +329,7 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
                 progress.step(f"tables of {into} created; loading rows on {count} connections")
                 by_name = {t.name: t.index for t in tables.values()}
                 loader = ChunkLoader(db, into, count, {by_name[d.table]: d.index_statements(into)
-                                                       for d in deferred if d.indexes and d.table in by_name},
-                                     _autoincrement(db, into))
+                                                       for d in deferred if d.indexes and d.table in by_name})
             elif name == POST_MEMBER:
                 post = data
             elif part is not None:
@@ -374,14 +373,6 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
         report.notes.append(f"triggers/routines/events name the original database `{source}`; "
                             "check them after restoring under another name")
     return report
-
-
-def _autoincrement(db: Database, into: str) -> frozenset[str]:
-    """Names of the tables of `into` with an AUTO_INCREMENT column (loaded with INSERTs when shared)."""
-    with client.cursor(db.connection, into) as cur:
-        cur.execute("SELECT TABLE_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=%s"
-                    " AND EXTRA LIKE '%%auto_increment%%'", (into,))
-        return frozenset(name.decode() if isinstance(name, bytes) else name for (name,) in cur.fetchall())
 
 
 def _set_charset(db: Database, into: str, charset: list[str]) -> None:

@@ -65,44 +65,6 @@ def table_checksum(*crcs: int) -> str:
     return "crc32:" + ":".join(f"{crc:08x}" for crc in crcs)
 
 
-def _multiply(a: int, b: int) -> int:
-    """a times b modulo the CRC-32 polynomial (reflected bit order), as zlib's multmodp."""
-    bit, product = 1 << 31, 0
-    while True:
-        if a & bit:
-            product ^= b
-            if a & (bit - 1) == 0:
-                return product
-        bit >>= 1
-        b = (b >> 1) ^ CRC_POLYNOMIAL if b & 1 else b >> 1
-
-
-def _powers() -> list[int]:
-    powers, power = [], 1 << 30  # x^1
-    for _ in range(32):
-        powers.append(power)
-        power = _multiply(power, power)
-    return powers
-
-
-CRC_POLYNOMIAL = 0xEDB88320
-_X_POWERS = _powers()  # x^(2^n) modulo the polynomial
-
-
-def crc32_combine(first: int, second: int, second_length: int) -> int:
-    """The CRC32 of A+B from crc32(A), crc32(B) and len(B) (zlib's crc32_combine, not in Python's zlib).
-
-    Lanes sharing a table load its chunks in any order; the table's CRC is put together in stream order.
-    """
-    shift, n, k = 1 << 31, second_length, 3  # x^0; a byte is x^8 = x^(2^3)
-    while n:
-        if n & 1:
-            shift = _multiply(_X_POWERS[k & 31], shift)
-        n >>= 1
-        k += 1
-    return _multiply(shift, first) ^ second
-
-
 def write_frame(spool: IO[bytes], frame: bytes) -> None:
     """Append one compressed chunk to a private spool file (length-prefixed)."""
     spool.write(len(frame).to_bytes(8, "big"))

@@ -1,4 +1,4 @@
-"""Multi-row INSERT statements from LOAD DATA chunks, for a table that several lanes load at once.
+"""Multi-row INSERTs from LOAD DATA chunks, for bench/one_table.py (one table loaded on two connections).
 
 LOAD DATA into a table with an AUTO_INCREMENT column holds InnoDB's table-level AUTO-INC lock for
 the whole statement (`innodb_autoinc_lock_mode=1`, the default and a read-only server variable), so
