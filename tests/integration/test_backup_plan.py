@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import private_file, run_cli, sql, write_config
+from tests.conftest import database_config, private_file, run_cli, sql, write_config
 from tests.integration.appkit import db_user, drop_users, itflow_encrypt, ok
 from tests.integration.appkit import write_config as app_config
 from tests.integration.test_apps_itflow import ADMIN_PASSWORD, MASTER, build_itflow, cron, fill_database
@@ -120,16 +120,8 @@ def test_a_database_it_cannot_reach_is_a_problem_and_no_password_shows(
         sql(f"GRANT ALL ON `{db}`.* TO '{user}'@'%'")
         wrong = "Wr0ng-" + password  # what the config holds: never printed either
         secret = private_file(tmp_path / "secrets" / "db.pass", wrong if setting == "password" else password)
-        config = write_config(tmp_path, repo, f"""
-[instances.app]
-repositories = ["main"]
-[[instances.app.databases]]
-engine = "mariadb"
-user = "{user}"
-password = "file:{secret}"
-{'port = 1' if setting == 'port' else ''}
-names = ["{db}"]
-""")
+        config = database_config(tmp_path, repo, "app", "mariadb", user, db,
+                                 f'password = "file:{secret}"\n' + ("port = 1" if setting == "port" else ""))
         for args in ((), ("--json",)):
             result = run_cli("backup", "app", "--dry-run", *args, config=config)
             assert result.returncode == 1, result.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import MySQLdb
 import pytest
 
-from tests.conftest import mariadb_dump, private_file, run_cli, sql, write_config
+from tests.conftest import database_config, mariadb_dump, private_file, run_cli, sql, write_config
 from tests.integration.appkit import ok
 
 SOCKET = "/run/mysqld/mysqld.sock"
@@ -156,14 +156,7 @@ def test_postgres_role_and_database_come_back(tmp_path: Path, repo: dict[str, st
         psql(database, f"SET ROLE {role}; CREATE TABLE notes (id int PRIMARY KEY, body text);"
                        "INSERT INTO notes VALUES (1, 'Grüße'), (2, 'x');")
         hashed = psql("postgres", f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'").strip()
-        config = write_config(tmp_path, repo, f"""
-[instances.pg]
-repositories = ["main"]
-[[instances.pg.databases]]
-engine = "postgres"
-user = "{role}"
-names = ["{database}"]
-""")
+        config = database_config(tmp_path, repo, "pg", "postgres", role, database)
         before = plain_dump(database)
         backup = ok(run_cli("backup", "pg", config=config))
         assert json.loads(ok(run_cli("show", "latest", "--json", config=config)).stdout)["accounts"] == \

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import mariadb_dump, private_file, run_cli, sql, write_config
+from tests.conftest import database_config, mariadb_dump, private_file, run_cli, sql
 from tests.integration.appkit import ok
 
 APP_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER, SHOW VIEW, TRIGGER, EVENT"
@@ -48,16 +48,8 @@ def app_user(mixed_db: str) -> Iterator[Callable[[str], dict[str, str]]]:
 
 def _backup(tmp_path: Path, repo: dict[str, str], database: str, account: dict[str, str]) -> tuple[dict, str]:
     secret = private_file(tmp_path / "secrets" / "db.pass", account["password"])
-    config = write_config(tmp_path, repo, f"""
-[instances.app]
-repositories = ["main"]
-[[instances.app.databases]]
-engine = "mariadb"
-host = "localhost"
-user = "{account['user']}"
-password = "file:{secret}"
-names = ["{database}"]
-""")
+    config = database_config(tmp_path, repo, "app", "mariadb", account["user"], database,
+                             f'host = "localhost"\npassword = "file:{secret}"')
     done = ok(run_cli("backup", "app", config=config))
     manifest = json.loads(ok(run_cli("show", "latest", "--json", config=config)).stdout)
     sql(f"DROP DATABASE `{database}`")

@@ -13,7 +13,7 @@ from pathlib import Path
 import MySQLdb
 import pytest
 
-from tests.conftest import mariadb_dump, private_file, run_cli, sql, write_config
+from tests.conftest import database_config, mariadb_dump, private_file, run_cli, sql, write_config
 from tests.integration.appkit import ok
 from tests.integration.test_apps_itflow import build_itflow, fill_database
 
@@ -54,16 +54,8 @@ def test_generic_localhost_backs_up_and_restores_over_the_socket(local_account: 
                                                                 repo: dict[str, str]) -> None:
     database = local_account["db"]
     password = private_file(tmp_path / "secrets" / "db.pass", local_account["password"])
-    config = write_config(tmp_path, repo, f"""
-[instances.local]
-repositories = ["main"]
-[[instances.local.databases]]
-engine = "mariadb"
-host = "localhost"
-user = "{local_account['user']}"
-password = "file:{password}"
-names = ["{database}"]
-""")
+    config = database_config(tmp_path, repo, "local", "mariadb", local_account["user"], database,
+                             f'host = "localhost"\npassword = "file:{password}"')
     plan = ok(run_cli("backup", "--dry-run", config=config))
     assert f"database mariadb {database} on mariadb {local_account['user']}@localhost via socket " in plan.stdout
     before = mariadb_dump(database)
