@@ -12,7 +12,10 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -133,6 +136,30 @@ def files_instances(files: Path | str, copy: tuple[Path | str, str] | None = Non
     for name, repositories in instances.items():
         text += f'\n[instances.{name}]\nrepositories = {json.dumps(repositories)}\nfiles = ["{files}"]\n'
     return text
+
+
+@contextmanager
+def databases_appearing(interval: float = 0.1) -> Iterator[set[str]]:
+    """Poll SHOW DATABASES on the test server while the block runs; once it ends, the set it gave holds the
+    databases that appeared meanwhile (also ones dropped again before the block ended)."""
+    before = {row[0] for row in sql("SHOW DATABASES")}
+    seen: set[str] = set()
+    appeared: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.update(row[0] for row in sql("SHOW DATABASES"))
+            time.sleep(interval)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield appeared
+    finally:
+        stop.set()
+        watcher.join()
+        appeared.update(seen - before)
 
 
 def database_config(tmp_path: Path, repo: dict[str, str], instance: str, engine: str, user: str, name: str,

@@ -38,7 +38,7 @@ from safehold.models import Instance
 from safehold.output import Silent
 from safehold.repository.manifest import MANIFEST_PATH, Manifest, new_run_id, now
 from safehold.secrets import Secret
-from tests.conftest import MARIADB, SRC, need, private_file, run_cli, sql
+from tests.conftest import MARIADB, SRC, databases_appearing, need, private_file, run_cli, sql
 from tests.conftest import write_config as write_repository_config
 
 UPLOADS = {"a/b.txt": b"invoice 1\n", "a/c.pdf": b"%PDF" + bytes(range(256)) * 40, "d.png": b"\x89PNG" * 999,
@@ -325,26 +325,14 @@ def test_drill_with_rights_on_its_own_database_only_uses_a_private_server(
     """No rights needed on the live server, and no database appears there while the drill runs."""
     user, password = _own_database_user(env)
     monkeypatch.setenv("T_DRILL_PW", password)
-    before = {row[0] for row in sql("SHOW DATABASES")}
-    seen: set[str] = set()
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            seen.update(row[0] for row in sql("SHOW DATABASES"))
-            time.sleep(0.01)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     try:
-        result = drill(env.run_id, write_config(env.root, env.instance, env.repo_info, env.db, env.lite, user,
-                                                "env:T_DRILL_PW"))
+        with databases_appearing(0.01) as appeared:
+            result = drill(env.run_id, write_config(env.root, env.instance, env.repo_info, env.db, env.lite, user,
+                                                    "env:T_DRILL_PW"))
     finally:
-        stop.set()
-        watcher.join()
         _drop_user(user)
     assert result["ok"], result["problems"]
-    assert not [name for name in seen - before if name.startswith(f"safehold_drill_{env.instance}")]
+    assert not [name for name in appeared if name.startswith(f"safehold_drill_{env.instance}")]
     (server,) = result["scratch"]["servers"]
     assert server["kind"] == "private" and server["engine"] == "mariadb" and server["version"]
     if os.geteuid() == 0:  # mysql cannot enter the test's 0700 temp folder: the server went to /tmp, and said so

@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 
 from safehold.apps.common import GUARD_FILES
-from tests.conftest import need, run_cli, sql
+from tests.conftest import databases_appearing, need, run_cli, sql
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -248,25 +247,11 @@ def drill_watching_the_server(name: str, config: Path, app_user: str, tmp_path: 
     that appeared on the live server during it (other tests create some too: the caller tells the drill's)."""
     grants = " ".join(str(r[0]) for r in sql(f"SHOW GRANTS FOR '{app_user}'@'localhost'"))
     assert "ON *.*" not in grants.replace("GRANT USAGE ON *.*", "")
-    before = {r[0] for r in sql("SHOW DATABASES")}
-    seen: set[str] = set()
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            seen.update(r[0] for r in sql("SHOW DATABASES"))
-            time.sleep(0.1)
-
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
+    with databases_appearing() as appeared:
         drill = run_cli("drill", name, config=config, env={"TMPDIR": str(scratch)})
-    finally:
-        stop.set()
-        watcher.join()
     assert drill.returncode == 0, drill.stdout + drill.stderr
     assert list(scratch.iterdir()) == [], "the drill left files behind"
     assert not processes_under(scratch), "the drill left a process running"
-    return seen - before
+    return appeared
