@@ -29,6 +29,10 @@ class Connection:
             return f"{self.engine} {user}localhost via socket {self.socket}"
         return f"{self.engine} {user}{self.host}:{self.port or default_port(self.engine)}"
 
+    def secrets(self) -> list[Secret]:
+        """What a client tool run against this server must keep out of its output (the password, if any)."""
+        return [self.password] if self.password else []
+
 
 def default_port(engine: str) -> int:
     """The engine's standard TCP port."""

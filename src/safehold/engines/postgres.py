@@ -21,7 +21,7 @@ from safehold.engines.scratch import Server
 from safehold.errors import DatabaseError
 from safehold.models import Database, DatabaseReport, TableReport, default_port
 from safehold.output import Reporter
-from safehold.secrets import Secret, secret_text_file
+from safehold.secrets import secret_text_file
 
 SUFFIX = ".pgdump"
 METHOD = "pg_dump"
@@ -59,10 +59,6 @@ def _environment(db: Database, name: str) -> Iterator[dict[str, str]]:
         yield {**env, "PGPASSFILE": str(passfile)}
 
 
-def _secrets(db: Database) -> list[Secret]:
-    return [s for s in [db.connection.password] if s]
-
-
 def _error(exc: runner.ProcessFailed, db: Database, name: str) -> DatabaseError:
     text = exc.stderr.lower()
     where = db.connection.describe()
@@ -84,7 +80,7 @@ def _psql(db: Database, name: str, query: str, separator: str = "|") -> list[str
     with _environment(db, name) as env:
         try:
             out = runner.run(["psql", "-X", "-At", "-F", separator, "-v", "ON_ERROR_STOP=1", "-c", query],
-                             what="psql", env=env, secrets=_secrets(db))
+                             what="psql", env=env, secrets=db.connection.secrets())
         except runner.ProcessFailed as exc:
             raise _error(exc, db, name) from None
     return [line for line in out.decode().splitlines() if line]
@@ -124,7 +120,7 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
     with _environment(db, db.name) as env:
         try:
             size = runner.stream_out(["pg_dump", "-Fc", "-Z0", "--no-password", "--", db.name], out, what="pg_dump",
-                                     env=env, secrets=_secrets(db))
+                                     env=env, secrets=db.connection.secrets())
         except runner.ProcessFailed as exc:
             raise _error(exc, db, db.name) from None
     report.method, report.bytes = METHOD, size
@@ -139,7 +135,7 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter, meth
     with _environment(db, into) as env:
         argv = ["pg_restore", "--no-password", "--no-owner", "--exit-on-error", "-d", into]
         try:
-            runner.stream_in(argv, stream, what="pg_restore", env=env, secrets=_secrets(db),
+            runner.stream_in(argv, stream, what="pg_restore", env=env, secrets=db.connection.secrets(),
                              on_bytes=lambda n: progress.advance(f"load {into}", n))
         except runner.ProcessFailed as exc:
             raise _error(exc, db, into) from None

@@ -15,7 +15,6 @@ from safehold.engines.mariadb import client
 from safehold.errors import DatabaseError
 from safehold.models import Database, DatabaseReport
 from safehold.output import Reporter
-from safehold.secrets import Secret
 
 SUFFIX = ".sql"
 COMPRESSED = False  # plain SQL: restic compresses it
@@ -49,10 +48,6 @@ def tool_error(exc: runner.ProcessFailed, db: Database) -> DatabaseError:
     return DatabaseError(f"{exc.what} failed for {db.name}: {last[:300]}", "see the log for details")
 
 
-def _secrets(db: Database) -> list[Secret]:
-    return [s for s in [db.connection.password] if s]
-
-
 def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
     """Stream `mariadb-dump` of one database into `out`."""
     before = client.inspect(db, db.name)
@@ -63,7 +58,7 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
     with client.option_file(db.connection) as options:
         argv = ["mariadb-dump", f"--defaults-extra-file={options}", *DUMP_OPTIONS, "--", db.name, *tables]
         try:
-            size = runner.stream_out(argv, out, what="mariadb-dump", secrets=_secrets(db))
+            size = runner.stream_out(argv, out, what="mariadb-dump", secrets=db.connection.secrets())
         except runner.ProcessFailed as exc:
             raise tool_error(exc, db) from None
     before.method = METHOD
@@ -79,7 +74,7 @@ def check_dump(db: Database) -> None:
         argv = ["mariadb-dump", f"--defaults-extra-file={options}", "--no-data", "--no-create-info",
                 "--skip-triggers", "--no-create-db", "--skip-comments", "--", db.name]
         try:
-            runner.run(argv, what="mariadb-dump", secrets=_secrets(db))
+            runner.run(argv, what="mariadb-dump", secrets=db.connection.secrets())
         except runner.ProcessFailed as exc:
             raise tool_error(exc, db) from None
 
@@ -91,7 +86,7 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
         argv = ["mariadb", f"--defaults-extra-file={options}", "--binary-mode", "--default-character-set=utf8mb4",
                 "--max-allowed-packet=1G", "--", into]
         try:
-            runner.stream_in(argv, stream, what="mariadb", secrets=_secrets(db),
+            runner.stream_in(argv, stream, what="mariadb", secrets=db.connection.secrets(),
                              on_bytes=lambda n: progress.advance(f"load {into}", n))
         except runner.ProcessFailed as exc:
             raise tool_error(exc, db) from None

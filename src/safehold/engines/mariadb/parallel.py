@@ -106,7 +106,7 @@ def _mariadb_dump(db: Database, options: list[str], objects: list[str]) -> bytes
     with client.option_file(db.connection) as defaults:
         argv = ["mariadb-dump", f"--defaults-extra-file={defaults}", *options, "--", db.name, *objects]
         try:
-            return runner.run(argv, what="mariadb-dump", secrets=[s for s in [db.connection.password] if s])
+            return runner.run(argv, what="mariadb-dump", secrets=db.connection.secrets())
         except runner.ProcessFailed as exc:
             raise dumptool.tool_error(exc, db) from None
 
@@ -119,7 +119,7 @@ def _run_sql(db: Database, into: str, script: bytes) -> None:
         argv = ["mariadb", f"--defaults-extra-file={defaults}", "--binary-mode", "--default-character-set=utf8mb4",
                 "--max-allowed-packet=1G", "--", into]
         try:
-            runner.run(argv, what="mariadb", input=script, secrets=[s for s in [db.connection.password] if s])
+            runner.run(argv, what="mariadb", input=script, secrets=db.connection.secrets())
         except runner.ProcessFailed as exc:
             raise dumptool.tool_error(exc, db) from None
 

@@ -155,7 +155,7 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
                 f"--databases={db.name}", f"--datadir={datadir}", f"--target-dir={work}"]
         said: list[str] = []  # its error lines: over a thousand lines of progress can follow them
         try:
-            size = runner.stream_out(argv, out, what="mariadb-backup", secrets=dumptool._secrets(db),
+            size = runner.stream_out(argv, out, what="mariadb-backup", secrets=db.connection.secrets(),
                                      on_bytes=lambda n: progress.advance(f"copy {db.name}", n),
                                      on_stderr_line=lambda line: said.append(line) if TROUBLE.search(line) else None)
         except runner.ProcessFailed as exc:
