@@ -102,7 +102,8 @@ def workers(db: Database) -> int:
     return db.workers or max(2, os.cpu_count() or 2)
 
 
-def _mariadb_dump(db: Database, options: list[str], objects: list[str]) -> bytes:
+def mariadb_dump_of(db: Database, options: list[str], objects: list[str]) -> bytes:
+    """`mariadb-dump OPTIONS -- DB OBJECTS` of `db`, whole in memory (schema and post-data objects, never rows)."""
     with client.option_file(db.connection) as defaults:
         argv = ["mariadb-dump", f"--defaults-extra-file={defaults}", *options, "--", db.name, *objects]
         try:
@@ -159,8 +160,8 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
     selection = sorted([t.name for t in tables] + views) if db.table_prefix else []
     post_options = POST_OPTIONS + ([] if db.table_prefix else ["--routines", "--events"])
     with ThreadPoolExecutor(2) as pool:  # two independent mariadb-dump runs: overlap their round trips
-        schema_run = pool.submit(_mariadb_dump, db, SCHEMA_OPTIONS, selection)
-        post_run = pool.submit(_mariadb_dump, db, post_options, selection)
+        schema_run = pool.submit(mariadb_dump_of, db, SCHEMA_OPTIONS, selection)
+        post_run = pool.submit(mariadb_dump_of, db, post_options, selection)
         schema, post = schema_run.result(), post_run.result()
     report.phases["schema"] = round(time.monotonic() - started, 3)
     writer = TarWriter(out)

@@ -135,7 +135,7 @@ def _check_tables(db: Database, datadir: Path, tables: list[tuple[str, str, str]
 
 
 def _schema(db: Database) -> bytes:
-    return parallel._mariadb_dump(db, [*dumptool.DUMP_OPTIONS, "--no-data"], [])
+    return parallel.mariadb_dump_of(db, [*dumptool.DUMP_OPTIONS, "--no-data"], [])
 
 
 def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
