@@ -80,10 +80,12 @@ def _bash_seconds(text: str) -> float:
     return int(minutes) * 60 + float(seconds)
 
 
-def restic_calls(log: Path) -> list[tuple[str, float, float]]:
-    """(command, wall seconds, CPU seconds) of every restic process the wrapper logged, in start order."""
+def restic_calls(log: Path, run_started: float) -> list[tuple[str, float, float, float]]:
+    """(command, start and end in seconds after `run_started` (epoch), CPU seconds) of every restic process
+    the wrapper logged, in start order."""
     rows = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
-    return [(row[2], float(row[1]) - float(row[0]), _bash_seconds(row[3]) + _bash_seconds(row[4]))
+    return [(row[2], float(row[0]) - run_started, float(row[1]) - run_started,
+             _bash_seconds(row[3]) + _bash_seconds(row[4]))
             for row in sorted(rows, key=lambda r: float(r[0]))]
 
 
@@ -151,19 +153,19 @@ names = ["{DATABASE}"]
     timings: dict[str, list[float]] = {"safehold backup (unchanged)": [], "iTop backup.php equivalent": [],
                                        "restic backup of the tree (unchanged)": []}
     cpu: dict[str, list[float]] = {label: [] for label in timings}
-    breakdown: list[tuple[str, float, float]] = []
+    breakdown: list[tuple[str, float, float, float]] = []
     for attempt in range(args.runs):
         for label, command, command_env in (("safehold backup (unchanged)", safehold, env),
                                             ("iTop backup.php equivalent", itop_backup, {}),
                                             ("restic backup of the tree (unchanged)",
                                              f"{real_restic} backup -q {tree}", plain_env)):
             calls.unlink(missing_ok=True)
-            started, used = time.monotonic(), children_cpu()
+            started, epoch, used = time.monotonic(), time.time(), children_cpu()
             sh(command, command_env)
             timings[label].append(time.monotonic() - started)
             cpu[label].append(children_cpu() - used)
             if label.startswith("safehold") and attempt == args.runs - 1:
-                breakdown = restic_calls(calls)
+                breakdown = restic_calls(calls, epoch)
     rows = [(label, min(values), statistics.median(values), statistics.median(cpu[label]))
             for label, values in timings.items()]
     report = [f"\n## Small instance, unchanged nightly point (bench/small_instance.py, "
@@ -177,9 +179,11 @@ names = ["{DATABASE}"]
               "stretches less than wall time.\n",
               "| tool | fastest s | median s | median CPU s |", "|---|---|---|---|",
               *[f"| {label} | {best:.2f} | {median:.2f} | {used:.2f} |" for label, best, median, used in rows],
-              "\nrestic processes of safehold's last run (start order; several run side by side):\n",
-              "| restic command | wall s | CPU s |", "|---|---|---|",
-              *[f"| {cmd} | {sec:.2f} | {used:.2f} |" for cmd, sec, used in breakdown]]
+              "\nrestic processes of safehold's last run (start order; several run side by side; seconds after "
+              "`safehold backup` was started):\n",
+              "| restic command | starts | ends | wall s | CPU s |", "|---|---|---|---|---|",
+              *[f"| {cmd} | {start:.2f} | {end:.2f} | {end - start:.2f} | {used:.2f} |"
+                for cmd, start, end, used in breakdown]]
     text = "\n".join(report) + "\n"
     print(text)
     with (ROOT / "bench" / "RESULTS.md").open("a") as results:

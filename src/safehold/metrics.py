@@ -11,9 +11,6 @@ import os
 import tempfile
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-
 from safehold.config import Config
 from safehold.history import History
 
@@ -27,6 +24,8 @@ class _HistoryCollector:
         self.config = config
 
     def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
+        from prometheus_client.core import GaugeMetricFamily  # only the /metrics page needs it (see render)
+
         history = History(self.config.state_dir)
         ir = ["instance", "repository"]
         ik = ["instance", "kind"]
@@ -74,6 +73,9 @@ class _HistoryCollector:
 
 def render(config: Config) -> str:
     """The /metrics page text (Prometheus text format 0.0.4)."""
+    # Imported here, not at the top: every command would pay for it at start (see safehold.cli).
+    from prometheus_client import CollectorRegistry, generate_latest
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_HistoryCollector(config))  # type: ignore[arg-type]
     return generate_latest(registry).decode()

@@ -26,8 +26,6 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-import requests
-
 from safehold.config import Config, ItflowTicketConfig, ItopTicketConfig
 from safehold.errors import SafeholdError
 from safehold.history import History, Run
@@ -129,6 +127,9 @@ def send(config: Config, title: str, body: str, kind: str = "failure") -> list[s
 
 
 def _post(url: str, what: str, **kwargs: Any) -> dict[str, Any]:
+    # Imported here, not at the top: every command would pay for it at start (see safehold.cli).
+    import requests
+
     try:
         response = requests.post(url, timeout=TIMEOUT_SECONDS, **kwargs)
         response.raise_for_status()

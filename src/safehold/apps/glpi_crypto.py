@@ -8,8 +8,6 @@ from __future__ import annotations
 import base64
 import binascii
 
-from Crypto.Cipher import ChaCha20_Poly1305
-
 KEY_BYTES = 32  # SODIUM_CRYPTO_AEAD_XCHACHA20POLY1305_IETF_KEYBYTES
 NONCE_BYTES = 24  # SODIUM_CRYPTO_AEAD_XCHACHA20POLY1305_IETF_NPUBBYTES
 TAG_BYTES = 16
@@ -24,6 +22,9 @@ def decrypt(stored: str, key: bytes) -> bytes | None:
     if len(key) != KEY_BYTES or len(raw) < NONCE_BYTES + TAG_BYTES:
         return None
     nonce, body, tag = raw[:NONCE_BYTES], raw[NONCE_BYTES:-TAG_BYTES], raw[-TAG_BYTES:]
+    # Imported here, not at the top: every command would pay for it at start (see safehold.cli).
+    from Crypto.Cipher import ChaCha20_Poly1305
+
     cipher = ChaCha20_Poly1305.new(key=key, nonce=nonce)
     cipher.update(nonce)
     try:

@@ -15,9 +15,6 @@ import base64
 import binascii
 import hashlib
 
-from Crypto.Cipher import AES
-from Crypto.Util.Padding import unpad
-
 from safehold.engines.mariadb import client
 from safehold.errors import SafeholdError
 from safehold.models import Database
@@ -33,6 +30,10 @@ def kek(password: str, salt: str) -> bytes:
 
 
 def _cbc_decrypt(key: bytes, iv: str, body: str) -> bytes | None:
+    # Imported here, not at the top: every command would pay for it at start (see safehold.cli).
+    from Crypto.Cipher import AES
+    from Crypto.Util.Padding import unpad
+
     try:
         return unpad(AES.new(key, AES.MODE_CBC, iv.encode()).decrypt(base64.b64decode(body)), AES.block_size)
     except (ValueError, binascii.Error):

@@ -25,9 +25,6 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from Crypto.Cipher import AES
-from Crypto.Util.Padding import unpad
-
 from safehold.appconfig.envfile import Env
 from safehold.apps.common import app_config_file, base_instance, command_plan, database_named, stop_commands
 from safehold.apps.dbhost import mariadb_connection
@@ -94,6 +91,10 @@ def key_bytes(secret: Secret) -> bytes:
 
 def decrypt(payload: str, key: bytes) -> bytes | None:
     """Laravel's Encrypter::decrypt for AES-256-CBC: the plaintext, or None when the MAC or padding fails."""
+    # Imported here, not at the top: every command would pay for it at start (see safehold.cli).
+    from Crypto.Cipher import AES
+    from Crypto.Util.Padding import unpad
+
     try:
         data = json.loads(base64.b64decode(payload))
         iv, value = base64.b64decode(data["iv"]), base64.b64decode(data["value"])

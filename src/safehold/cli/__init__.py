@@ -1,6 +1,9 @@
 """Command line: parse, call one action, print its result, set the exit code. Nothing else.
 
-Each module of this package registers its commands on `app` when it is imported here.
+Each module of this package registers its commands on `app` when it is imported here, so every command
+imports every action. Libraries only some commands use and that take tens of milliseconds to import
+(requests, pycryptodome, prometheus_client, apprise) are therefore imported inside the functions that
+use them: a nightly run of a small instance takes a few seconds, and Python's start is part of it.
 """
 
 from __future__ import annotations
