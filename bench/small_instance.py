@@ -15,6 +15,10 @@ runs of:
 - plain `restic backup` of the same tree.
 For safehold it also lists each restic process of one run and its wall and CPU time (a wrapper on PATH), which
 is where a small run's time goes. Results are appended to bench/RESULTS.md with the command.
+
+`--cheap-key` seals both repositories' keys again with scrypt N=1024 (tests/tools/cheap_init.py, what the
+test suite does) after they are made: not what users run, but it shows how much of a run is restic's key
+derivation, paid once per restic process.
 """
 
 from __future__ import annotations
@@ -99,6 +103,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="unchanged nightly runs timed per tool")
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/safehold-bench-small"))
+    parser.add_argument("--cheap-key", action="store_true",
+                        help="reseal the repositories' keys with cheap scrypt (shows the key derivation's share)")
     args = parser.parse_args()
     rng = random.Random(7)
     work = args.work
@@ -142,6 +148,12 @@ names = ["{DATABASE}"]
     plain_repo = work / "plain-repo"
     plain_env = {"RESTIC_REPOSITORY": str(plain_repo), "RESTIC_PASSWORD_FILE": str(password)}
     sh(f"{real_restic} init -q && {real_restic} backup -q {tree}", plain_env)
+    if args.cheap_key:
+        sys.path.insert(0, str(ROOT / "tests" / "tools"))
+        from cheap_init import cheapen_keys
+
+        for repository in (work / "repo", plain_repo):
+            cheapen_keys(repository, password)
     size_query = ("SELECT ROUND(SUM(data_length)/1e6, 1) FROM information_schema.tables"
                   f" WHERE table_schema = '{DATABASE}'")
     data_mb = sh(f'mariadb -uroot -N -e "{size_query}"').stdout.strip()
@@ -170,7 +182,8 @@ names = ["{DATABASE}"]
             for label, values in timings.items()]
     report = [f"\n## Small instance, unchanged nightly point (bench/small_instance.py, "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n",
-              f"Command: `PYTHONPATH=src python bench/small_instance.py --runs {args.runs}`. Database: 200 tables, "
+              f"Command: `PYTHONPATH=src python bench/small_instance.py --runs {args.runs}"
+              f"{' --cheap-key' * args.cheap_key}`. Database: 200 tables, "
               f"{data_mb} MB of data pages; tree: {tree_kind}, {tree_mb:.0f} MB. {os.cpu_count()} cores; "
               f"load average before the runs {load:.1f}.\n",
               f"Load average after the runs {os.getloadavg()[0]:.1f}. Opening the repository (`restic cat config`: "

@@ -11,7 +11,7 @@ import MySQLdb
 import pytest
 
 from safehold.engines.mariadb import client, schema, stream
-from safehold.engines.mariadb.tables import Column, Table, wide_line
+from safehold.engines.mariadb.tables import Column, Table, mark_dominant, wide_line
 from safehold.models import Connection
 
 CREATE = """--
@@ -134,6 +134,38 @@ def test_defer_takes_out_secondary_keys_and_foreign_keys_only() -> None:
                                            "ALTER TABLE `db`.`t` ADD FULLTEXT KEY `ft` (`body`)"]
     assert item.foreign_key_statement("db") == (
         "ALTER TABLE `db`.`t` ADD CONSTRAINT `fk` FOREIGN KEY (`p`) REFERENCES `t` (`id`)")
+
+
+def test_defer_leaves_a_kept_tables_plain_keys_in_and_takes_the_rest() -> None:
+    text, deferred = schema.defer(CREATE, frozenset({"t"}))
+    assert "KEY `by_p` (`p`)" in text and "UNIQUE KEY `u`" in text
+    assert "FULLTEXT" not in text and "FOREIGN KEY" not in text
+    (item,) = deferred
+    assert item.index_statements("db") == ["ALTER TABLE `db`.`t` ADD FULLTEXT KEY `ft` (`body`)"]
+    assert item.foreign_key_statement("db") is not None
+    assert schema.defer(CREATE, frozenset({"other"})) == schema.defer(CREATE)
+
+
+def test_only_a_dominant_table_of_wide_rows_keeps_its_indexes() -> None:
+    def tables(*sizes: tuple[int, int]) -> list[Table]:
+        return [Table(n, f"t{n}", "InnoDB", False, data_length=length, avg_row_length=row)
+                for n, (length, row) in enumerate(sizes)]
+
+    def kept(*sizes: tuple[int, int]) -> list[str]:
+        marked = tables(*sizes)
+        mark_dominant(marked)
+        return [t.name for t in marked if t.keep_indexes]
+
+    assert kept((700, 2000), (300, 2000)) == ["t0"]
+    assert kept((300, 100), (500, 1500), (200, 50)) == ["t1"]  # exactly half
+    assert kept((700, 200), (300, 2000)) == []  # narrow rows: an index is a large part of them
+    assert kept((400, 2000), (300, 2000), (300, 2000)) == []  # no table holds half
+    assert kept((0, 0), (0, 0)) == [] and kept() == []
+    flagged, plain = tables((700, 2000), (300, 2000))
+    flagged.keep_indexes = True
+    # The flag travels in the stream header, and only when set (other headers stay as they were).
+    assert Table.from_json(flagged.to_json()).keep_indexes and "keep_indexes" not in plain.to_json()
+    assert not Table.from_json(plain.to_json()).keep_indexes
 
 
 def test_split_orders_sequences_tables_and_views() -> None:

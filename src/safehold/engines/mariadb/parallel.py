@@ -8,12 +8,12 @@ CRC32 per table. A table with wide columns (text, blobs) is read as two column g
 two chunk streams one after the other (the wide one waits in a temporary file), so updating a
 status or a timestamp re-stores the narrow stream only; the restore pairs their lines back.
 
-Restore: tables are created without secondary indexes and foreign keys, chunks are loaded on N
-connections, one table per connection at a time (LOAD DATA LOCAL INFILE, checks off), each
-table's secondary indexes built on its connection as soon as its rows are in (while the next
-tables load), then foreign keys added, and triggers/routines/events created last so no trigger
-fires during the load. Row counts and CRC32 of what was loaded are compared with the
-stream's report.
+Restore: tables are created without secondary indexes and foreign keys (a dominant table of wide
+rows keeps its indexes: see Table.keep_indexes), chunks are loaded on N connections, one table per
+connection at a time (LOAD DATA LOCAL INFILE, checks off), each table's secondary indexes built as
+soon as its rows are in (while the next tables load), then foreign keys added, and
+triggers/routines/events created last so no trigger fires during the load. Row counts and CRC32
+of what was loaded are compared with the stream's report.
 
 Memory bound (dump): workers × (QUEUE_DEPTH + 1) × PIECE_BYTES (5 MiB per worker) of row pieces,
 plus (workers + 3) × CHUNK_MAX (4 MiB) for the chunk being cut and those being compressed and
@@ -65,7 +65,7 @@ from safehold.engines.mariadb.stream import (
     table_checksum,
     write_frame,
 )
-from safehold.engines.mariadb.tables import Table, describe
+from safehold.engines.mariadb.tables import Table, describe, mark_dominant
 from safehold.errors import DatabaseError
 from safehold.models import Database, DatabaseReport, TableReport
 from safehold.output import Reporter
@@ -154,6 +154,7 @@ def dump(db: Database, out: IO[bytes], progress: Reporter) -> DatabaseReport:
     report = DatabaseReport(key=db.key, engine="mariadb", name=db.name, method=METHOD)
     started = time.monotonic()
     tables, views, report.objects, report.server_version, charset = _objects(db)
+    mark_dominant(tables)
     if db.table_prefix and not tables:
         raise DatabaseError(f"no tables starting with {db.table_prefix!r} in {db.name}",
                             "check the table prefix (db_subname)")
@@ -324,7 +325,8 @@ def restore(db: Database, into: str, stream: IO[bytes], progress: Reporter) -> D
                 if not db.table_prefix:  # a whole database: give it back its defaults (new tables use them)
                     _set_charset(db, into, header["charset"])
             elif name == SCHEMA_MEMBER:
-                text, deferred = defer(data.decode("utf-8", "surrogateescape"))
+                text, deferred = defer(data.decode("utf-8", "surrogateescape"),
+                                       frozenset(t.name for t in tables.values() if t.keep_indexes))
                 _create_tables(db, into, count, text, source, report)
                 report.phases["schema"] = round(time.monotonic() - t0, 3)
                 progress.step(f"tables of {into} created; loading rows on {count} connections")

@@ -51,8 +51,10 @@ def unquote(identifier: str) -> str:
     return identifier[1:-1].replace("``", "`")
 
 
-def defer(schema: str) -> tuple[str, list[Deferred]]:
-    """The schema without deferrable definitions, and what was taken out per table."""
+def defer(schema: str, keep_indexes: frozenset[str] = frozenset()) -> tuple[str, list[Deferred]]:
+    """The schema without deferrable definitions, and what was taken out per table; the tables named in
+    `keep_indexes` keep their plain secondary indexes (their FULLTEXT and SPATIAL ones and their foreign
+    keys are still deferred)."""
     deferred: list[Deferred] = []
 
     def rewrite(match: re.Match[str]) -> str:
@@ -60,7 +62,10 @@ def defer(schema: str) -> tuple[str, list[Deferred]]:
         autos = [m.group(1) for line in lines if (m := AUTO_COLUMN.match(line))]
         kept, taken = [], Deferred(unquote(match.group(1)))
         for line in lines:
-            if INDEX.match(line) and not any(f"({auto}" in line for auto in autos):
+            # A kept table's FULLTEXT and SPATIAL indexes are still built after its rows: InnoDB fills
+            # those row by row through its own caches, far slower than one build from the loaded table.
+            late = taken.table not in keep_indexes or line.startswith(("FULLTEXT", "SPATIAL"))
+            if INDEX.match(line) and late and not any(f"({auto}" in line for auto in autos):
                 taken.indexes.append(line)
             elif FOREIGN.match(line):
                 taken.foreign_keys.append(line)

@@ -27,6 +27,10 @@ INTEGER_TYPES = {"tinyint", "smallint", "mediumint", "int", "bigint"}
 # are escaped here (see wide_line), tagged T. Dumps before format 3 sent long values of tables that
 # were not split through the server's REPLACE or as hex (tag H); loading still decodes both.
 WIDE_BYTES = 4096
+# A table holding at least half of a database's bytes in rows this wide keeps its secondary indexes in
+# CREATE TABLE at restore time (see Table.keep_indexes).
+DOMINANT_SHARE = 0.5
+DOMINANT_ROW_BYTES = 1024
 WIDE_TYPES = {"text", "mediumtext", "longtext", "blob", "mediumblob", "longblob", "json", "geometry", "point",
               "linestring", "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
 TRANSACTIONAL_ENGINES = {"InnoDB"}
@@ -93,6 +97,13 @@ class Table:
     # not. The server returns NULL (with a warning) for a HEX() or REPLACE() result larger than
     # max_allowed_packet, so a blob over half of it in a table without a key used to be lost.
     wide_last: bool = False
+    # The restore creates this table with its secondary indexes instead of adding them after its rows.
+    # Its load is the restore's critical path (one lane: InnoDB's AUTO-INC lock serialises LOAD DATA
+    # into one table), and an index added afterwards reads the whole table back from disk while the
+    # other lanes have nothing left to do (measured on a 3.5 GB ITFlow-shaped database: 10 s at 0.45
+    # cores after 44 s). In wide rows an index entry is a small part of each row, so keeping the index
+    # during the load costs less than that: 48.7 s instead of 55.3 s. Set by `mark_dominant`.
+    keep_indexes: bool = False
 
     @property
     def splittable(self) -> bool:
@@ -182,14 +193,28 @@ class Table:
         """What the restore needs, stored at the start of the stream."""
         return {"index": self.index, "name": self.name, "engine": self.engine, "versioned": self.versioned,
                 "columns": [[c.name, c.data_type, c.wide] for c in self.columns], "key": self.key, "split": self.split,
-                "wide_last": self.wide_last}
+                "wide_last": self.wide_last, **({"keep_indexes": True} if self.keep_indexes else {})}
 
     @classmethod
     def from_json(cls, item: dict) -> Table:
         """Inverse of to_json."""
         return cls(index=item["index"], name=item["name"], engine=item["engine"], versioned=item["versioned"],
                    columns=[Column(*column) for column in item["columns"]], key=list(item["key"]),
-                   split=bool(item.get("split")), wide_last=bool(item.get("wide_last")))
+                   split=bool(item.get("split")), wide_last=bool(item.get("wide_last")),
+                   keep_indexes=bool(item.get("keep_indexes")))
+
+
+def mark_dominant(tables: Sequence[Table]) -> None:
+    """Set `keep_indexes` on the table holding at least DOMINANT_SHARE of the bytes in rows of at least
+    DOMINANT_ROW_BYTES (the server's own estimates). Narrow rows keep deferring: there an index is a
+    large part of the table, and maintained row by row during the load it doubled a load (session 5,
+    bench/RESULTS.md)."""
+    total = sum(table.data_length for table in tables)
+    if not total:
+        return
+    largest = max(tables, key=lambda table: table.data_length)
+    if largest.data_length >= DOMINANT_SHARE * total and largest.avg_row_length >= DOMINANT_ROW_BYTES:
+        largest.keep_indexes = True
 
 
 def wide_line(values: tuple) -> bytes:
