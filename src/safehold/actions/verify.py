@@ -111,17 +111,20 @@ def verify(config: Config, run: str | None, read_data: bool, reporter: Reporter,
             if repo_name in broken:
                 mine["problems"].append(broken[repo_name])
                 continue
-            snapshot_ids = {s["id"] for s in repo.snapshots([f"instance={instance_name}"])}
-            available = points(config, repo, instance_name)
-            if run == "latest":  # as show, export and restore take it, per repository (a copy may lag behind)
-                selected = [latest(available)] if available else []
-            else:
-                selected = [p for p in available if run is None or p.run_id.startswith(run)]
-            for point in selected:
-                reporter.step(f"checking point {point.run_id} of {instance_name} in {repo_name}")
-                found_here = verify_point(repo, point, snapshot_ids)
-                problems += found_here
-                mine["problems"] += found_here
+            # This host's shared turn from the listing to the last point checked: a prune (another instance's
+            # retention after its backup) waits, instead of forgetting a listed point while it is read.
+            with repo.turn("verify", exclusive=False):
+                snapshot_ids = {s["id"] for s in repo.snapshots([f"instance={instance_name}"])}
+                available = points(config, repo, instance_name)
+                if run == "latest":  # as show, export and restore take it, per repository (a copy may lag behind)
+                    selected = [latest(available)] if available else []
+                else:
+                    selected = [p for p in available if run is None or p.run_id.startswith(run)]
+                for point in selected:
+                    reporter.step(f"checking point {point.run_id} of {instance_name} in {repo_name}")
+                    found_here = verify_point(repo, point, snapshot_ids)
+                    problems += found_here
+                    mine["problems"] += found_here
             results[f"{instance_name}@{repo_name}"] = len(selected)
             mine["points_checked"] += len(selected)
     if run is not None and not any(results.values()):
