@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,6 @@ from safehold.lock import is_locked
 from safehold.output import Silent
 from tests.conftest import SRC, files_instances, run_cli, sql, write_config
 from tests.integration import sakila_like
-from tests.integration.appkit import kill_group
 from tests.integration.unattended import make_instance
 
 
@@ -250,76 +248,3 @@ def test_a_backup_starts_its_stream_again_while_another_hosts_restic_holds_the_l
     with locked_by_another_host(repo):
         summary = repository.backup_paths([tree], ["instance=app"], [], reporter, "tree")
     assert summary.files_new == 1
-
-
-def restic_children(pid: int) -> list[int]:
-    """The restic processes `pid` started (from /proc: its threads' children)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{child}/comm").read_text().strip() == "restic":
-                    found.append(int(child))
-    return found
-
-
-def test_a_backup_killed_before_its_parts_leaves_no_point_and_no_restic_lock(tmp_path: Path,
-                                                                             repo: dict[str, str]) -> None:
-    # The manifest's restic starts with the run and waits for the manifest on its stdin. Killed alone
-    # (SIGKILL to safehold, not its group), safehold leaves that restic an empty input, which restic
-    # refuses to store: no point, no snapshot. Its lock may stay behind (restic dies of SIGPIPE writing
-    # to safehold's closed pipes), stale as a lock of a dead process on this host: prune still runs.
-    log, release = tmp_path / "window.log", tmp_path / "release"
-    config = make_instance(tmp_path, repo, quiesce_logging(log, 60, until=release))
-    release.touch()
-    assert run_cli("backup", "app", config=config).returncode == 0
-    release.unlink()
-    snapshots_before = sorted(p.name for p in (Path(repo["url"]) / "snapshots").iterdir())
-    victim = spawn_backup(config)
-    try:
-        deadline = time.monotonic() + 60
-        while log.read_text().count("start") != 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        waiting = restic_children(victim.pid)
-        assert len(waiting) == 1  # the manifest's, started before the quiesce
-        victim.kill()
-        victim.wait()
-        deadline = time.monotonic() + 30
-        while any(Path(f"/proc/{pid}").exists() for pid in waiting) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not any(Path(f"/proc/{pid}").exists() for pid in waiting)
-    finally:
-        release.touch()
-        kill_group(victim)
-    assert sorted(p.name for p in (Path(repo["url"]) / "snapshots").iterdir()) == snapshots_before
-    assert len(json.loads(run_cli("list", "--json", config=config).stdout)) == 1
-    release.touch()
-    assert run_cli("backup", "app", config=config).returncode == 0
-    pruned = run_cli("prune", config=config)  # restic's exclusive lock: a stale one is no obstacle
-    assert pruned.returncode == 0, pruned.stderr
-
-
-def test_a_started_stream_left_unstored_stores_nothing(tmp_path: Path, repo: dict[str, str]) -> None:
-    from safehold.actions.common import open_repository
-
-    data = tmp_path / "data"
-    data.mkdir()
-    config = write_config(tmp_path, repo, files_instances(data, app=["main"]))
-    repository = open_repository(load(config), "main")
-    repository.ensure(Silent())
-    with pytest.raises(RuntimeError), repository.start_stream("/manifest.json", ["instance=app", "part=manifest"]):
-        time.sleep(1)  # restic has opened the repository and waits for its input
-        raise RuntimeError("a part failed")
-    assert repository.snapshots() == []
-    assert not any((Path(repo["url"]) / "locks").iterdir())  # SIGINT: restic removed its lock
-
-
-def test_a_started_stream_stopped_by_another_hosts_lock_is_started_again(
-        busy_repository: Path, repo: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
-    from safehold.actions.common import open_repository
-
-    repository = open_repository(load(busy_repository), "main")
-    with locked_by_another_host(repo), repository.start_stream("/m.json", ["instance=app", "part=manifest"]) as pending:
-        summary, _ = pending.store(lambda out: out.write(b'{"run": 1}'), Silent(), "manifest")
-    assert repository.cat_file(summary.snapshot_id, "/m.json") == b'{"run": 1}'
-    assert "restic backup tries again every 1 s" in caplog.text

@@ -318,40 +318,39 @@ def _backup_locked(config, instance, profile, instance_config, repo, run_id, rep
     # Under the lock, so a repair that held it has finished: see safehold.repository.damage.
     repo.read_all = damage.refuse_unsafe(config.state_dir, repo.name) is not None
     repo.ensure(reporter)
+    manifest = Manifest(run_id=run_id, instance=instance.name, app=instance.app, app_version=instance.app_version,
+                        schema_version=instance.schema_version, host=socket.gethostname(),
+                        safehold_version=__version__, started=now(), safety_point=safety_point,
+                        details=instance.details, note=note,
+                        requirements=hostinfo.requirements(php=profile.RUNS_ON_PHP))
+    if keep_days:
+        manifest.keep_until = manifest.started + timedelta(days=keep_days)
+    for warning in instance.warnings:  # what the profile left out or doubts (e.g. a dropped inactive tenant)
+        reporter.warn(warning)
+        manifest.warnings.append(warning)
     tags = [f"instance={instance.name}", f"run={run_id}"] + (["safety"] if safety_point else [])
-    # The manifest's restic starts now: its key derivation overlaps the parts instead of following them.
-    with repo.start_stream(MANIFEST_PATH, [*tags, "part=manifest"]) as commit:
-        manifest = Manifest(run_id=run_id, instance=instance.name, app=instance.app, app_version=instance.app_version,
-                            schema_version=instance.schema_version, host=socket.gethostname(),
-                            safehold_version=__version__, started=now(), safety_point=safety_point,
-                            details=instance.details, note=note,
-                            requirements=hostinfo.requirements(php=profile.RUNS_ON_PHP))
-        if keep_days:
-            manifest.keep_until = manifest.started + timedelta(days=keep_days)
-        for warning in instance.warnings:  # what the profile left out or doubts (e.g. a dropped inactive tenant)
-            reporter.warn(warning)
-            manifest.warnings.append(warning)
-        reporter.step(f"{'safety point' if safety_point else 'backup'} {run_id} of {instance.name} "
-                      f"→ repository {repo.name}")
-        keys = profile.keys(instance, config.state_dir)
-        if hasattr(profile, "account_records"):  # kept with the keys (encrypted), but no key to list in the kit
-            keys |= profile.account_records(instance)
-        accounts = record_accounts(instance, instance_config, reporter,
-                                   postgres_roles_too=getattr(profile, "prepare_restore", None) is None)
-        for warning in accounts.warnings:
-            reporter.warn(warning)
-            manifest.warnings.append(warning)
-        pause = (contextlib.nullcontext(dict(paused)) if paused is not None
-                 else profile.quiesce(instance, instance_config, reporter, config.state_dir))
-        with pause as window:
-            window["start"] = now().isoformat()
-            added = _store_parts(repo, instance, tags, manifest, reporter, with_files, keys, accounts,
-                                 None if safety_point else last_trees(config.state_dir, repo, instance.name))
-            window["end"] = now().isoformat()
-        manifest.quiesce = dict(window)
-        apply_defaults(manifest.databases, accounts.defaults)
-        manifest.finished = now()
-        summary, _ = commit.store(lambda out: out.write(manifest.to_bytes()), reporter, "manifest")
+    reporter.step(f"{'safety point' if safety_point else 'backup'} {run_id} of {instance.name} "
+                  f"→ repository {repo.name}")
+    keys = profile.keys(instance, config.state_dir)
+    if hasattr(profile, "account_records"):  # kept with the keys (encrypted), but no key to list in the kit
+        keys |= profile.account_records(instance)
+    accounts = record_accounts(instance, instance_config, reporter,
+                               postgres_roles_too=getattr(profile, "prepare_restore", None) is None)
+    for warning in accounts.warnings:
+        reporter.warn(warning)
+        manifest.warnings.append(warning)
+    pause = (contextlib.nullcontext(dict(paused)) if paused is not None
+             else profile.quiesce(instance, instance_config, reporter, config.state_dir))
+    with pause as window:
+        window["start"] = now().isoformat()
+        added = _store_parts(repo, instance, tags, manifest, reporter, with_files, keys, accounts,
+                             None if safety_point else last_trees(config.state_dir, repo, instance.name))
+        window["end"] = now().isoformat()
+    manifest.quiesce = dict(window)
+    apply_defaults(manifest.databases, accounts.defaults)
+    manifest.finished = now()
+    summary, _ = repo.backup_stream(MANIFEST_PATH, [*tags, "part=manifest"],
+                                    lambda out: out.write(manifest.to_bytes()), reporter, "manifest")
     reporter.step(f"recovery point {run_id} complete")
     return {
         "instance": instance.name,

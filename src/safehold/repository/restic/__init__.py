@@ -26,13 +26,13 @@ from safehold.repository.restic.errors import (
 from safehold.repository.restic.maintenance import Maintenance
 from safehold.repository.restic.process import LOCK_RETRY_SECONDS, index_repair_command, restic_version
 from safehold.repository.restic.reading import PointReader, Reading, literal_pattern, snapshot_time
-from safehold.repository.restic.writing import TAG, PendingStream, Summary, Writing
+from safehold.repository.restic.writing import TAG, Summary, Writing
 
 
 class Repository(Writing, Reading, Maintenance):
     """One restic repository as configured, with its secrets resolved, and every command safehold runs on it."""
 
 
-__all__ = ["LOCK_RETRY_SECONDS", "REPAIR", "TAG", "PendingStream", "PointReader", "Repository", "RepositoryDamaged",
-           "RepositoryLocked", "RepositoryMissing", "Summary", "explain", "index_repair_command", "literal_pattern",
-           "restic_version", "runner", "snapshot_time", "source_errors", "target_error", "unreadable_files"]
+__all__ = ["LOCK_RETRY_SECONDS", "REPAIR", "TAG", "PointReader", "Repository", "RepositoryDamaged", "RepositoryLocked",
+           "RepositoryMissing", "Summary", "explain", "index_repair_command", "literal_pattern", "restic_version",
+           "runner", "snapshot_time", "source_errors", "target_error", "unreadable_files"]

@@ -99,7 +99,7 @@ def _shell_source(secret: Secret, as_file: bool = False) -> str:
 @dataclass
 
 
-class ResticCall:
+class _Call:
     """One restic process's environment and options, and the file its ssh writes errors to (sftp:)."""
 
     env: dict[str, str]
@@ -154,7 +154,7 @@ class ResticProcess:
     def secrets(self) -> list[Secret]:
         return [self.password, *self.env.values()]
 
-    def _explain(self, stderr: str, call: ResticCall, name: str | None = None) -> RepositoryError:
+    def _explain(self, stderr: str, call: _Call, name: str | None = None) -> RepositoryError:
         """explain(), with ssh's own errors from `call`: restic may exit before it relays them."""
         if call.ssh_log is not None:
             with contextlib.suppress(OSError):
@@ -190,7 +190,7 @@ class ResticProcess:
             return False
 
     @contextlib.contextmanager
-    def _call(self, *args: str) -> Iterator[ResticCall]:
+    def _call(self, *args: str) -> Iterator[_Call]:
         """Environment and options of one restic process running `args` (its command first).
 
         Calls run side by side (the read-back lists snapshots while it reads the manifest), so
@@ -210,7 +210,7 @@ class ResticProcess:
         return repository_lock(self.lock_file, exclusive, what, self.lock_wait)
 
     @contextlib.contextmanager
-    def _process(self) -> Iterator[ResticCall]:
+    def _process(self) -> Iterator[_Call]:
         log = None
         if self.ssh_log is not None:
             self.ssh_log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -227,7 +227,7 @@ class ResticProcess:
                 # The ssh command names the log by its path (see ssh.sftp_command); point it at this call's.
                 options = [arg.replace(str(self.ssh_log), str(log)) for arg in self.extra_args] if log else \
                     list(self.extra_args)
-                yield ResticCall(env, options, log, self.name if self.read_only else None)
+                yield _Call(env, options, log, self.name if self.read_only else None)
         finally:
             if log is not None:
                 log.unlink(missing_ok=True)

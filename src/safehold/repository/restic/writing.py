@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import signal
 import socket
 import subprocess
 import threading
@@ -17,14 +16,13 @@ from typing import IO, Any, TypeVar, cast
 from safehold import runner
 from safehold.errors import RepositoryError
 from safehold.output import Reporter
-from safehold.repository.restic.errors import RepositoryLocked, source_errors, unreadable_files
-from safehold.repository.restic.process import ResticCall, ResticProcess
+from safehold.repository.restic.errors import source_errors, unreadable_files
+from safehold.repository.restic.process import ResticProcess
 
 T = TypeVar("T")
 TAG = "safehold"
 UNREADABLE_SOURCE = 3  # restic backup: snapshot stored, some source files could not be read
 VERBOSE = b'{"message_type":"verbose_status"'
-STOP_SECONDS = 10  # for a waiting restic to clean up after SIGINT (remove its lock) before it is killed
 
 
 # restic derives the repository key (about half a second) and loads the index before it reads its stdin:
@@ -64,18 +62,6 @@ class Summary:
     # (the root's node, so the whole tree under it: restic compares the subtree's content hash).
     parent: str | None = None
     unchanged: frozenset[str] = frozenset()
-
-
-@dataclass
-class _OpenStream:
-    """A started `restic backup --stdin`: its call (password file, turn on the repository, held by `stack`
-    until the stream ends), the process, and the thread collecting its JSON lines."""
-
-    call: ResticCall
-    child: runner.Child
-    reader: threading.Thread
-    lines: list[dict[str, Any]]
-    stack: contextlib.ExitStack
 
 
 class _CountingWriter:
@@ -139,12 +125,6 @@ class Writing(ResticProcess):
         thread.start()
         return thread
 
-    @staticmethod
-    def _stream_args(filename: str, tags: Sequence[str], compressed: bool) -> list[str]:
-        # restic ignores the option for format-1 repositories, which never compress.
-        return ["backup", "--stdin", "--stdin-filename", filename, "--json", *(["--compression", "off"] * compressed),
-                "--host", socket.gethostname(), *Writing._tag_args(tags)]
-
     def backup_stream(self, filename: str, tags: Sequence[str], producer: Callable[[IO[bytes]], T],
                       reporter: Reporter, label: str, compressed: bool = False) -> tuple[Summary, T]:
         """Store what `producer` writes as one file in a new snapshot (`compressed`: it is already).
@@ -153,49 +133,27 @@ class Writing(ResticProcess):
         a truncated stream is ever created. The producer must be able to start over: it is called
         again when another host's restic lock stopped restic before it read anything.
         """
-        args = self._stream_args(filename, tags, compressed)
-        return self._while_locked_elsewhere(
-            "backup", lambda: self._fill_stream(self._open_stream(args), producer, reporter, label))
+        # restic ignores the option for format-1 repositories, which never compress.
+        args = ["backup", "--stdin", "--stdin-filename", filename, "--json", *(["--compression", "off"] * compressed),
+                "--host", socket.gethostname(), *self._tag_args(tags)]
+        return self._while_locked_elsewhere("backup", lambda: self._backup_stream_once(args, producer, reporter, label))
 
-    def start_stream(self, filename: str, tags: Sequence[str], compressed: bool = False) -> PendingStream:
-        """A `backup_stream` whose restic starts now and stores what `PendingStream.store` writes later.
-
-        restic derives the repository key and loads the index (about half a second) before it reads its
-        input, so a stream known to come last (the manifest) starts with the run and that time overlaps
-        the run's other work instead of following it. Leave the `with` block without `store` and restic
-        is stopped without storing anything.
-        """
-        return PendingStream(self, filename, tags, compressed, self._open_stream(
-            self._stream_args(filename, tags, compressed)))
-
-    def _open_stream(self, args: list[str]) -> _OpenStream:
-        """Start `restic backup --stdin` (args) with this call's password file and turn on the repository."""
-        stack = contextlib.ExitStack()
-        try:
-            call = stack.enter_context(self._call(*args))
+    def _backup_stream_once(self, args: list[str], producer: Callable[[IO[bytes]], T], reporter: Reporter,
+                            label: str) -> tuple[Summary, T]:
+        lines: list[dict[str, Any]] = []
+        with self._call(*args) as call:
             child = runner.start(call.argv(*args), what="restic backup", env=call.env, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, secrets=self.secrets)
-        except BaseException:
-            stack.close()
-            raise
-        lines: list[dict[str, Any]] = []
-        reader = self._read_json_lines(child.stdout, lines, None)
-        _widen(child.stdin)
-        return _OpenStream(call, child, reader, lines, stack)
-
-    def _fill_stream(self, stream: _OpenStream, producer: Callable[[IO[bytes]], T], reporter: Reporter,
-                     label: str) -> tuple[Summary, T]:
-        """Write the producer's bytes into a started stream, end it and return restic's summary."""
-        child, call = stream.child, stream.call
-        writer = _CountingWriter(child.stdin, lambda n: reporter.advance(label, n))
-        with stream.stack:
+            reader = self._read_json_lines(child.stdout, lines, None)
+            _widen(child.stdin)
+            writer = _CountingWriter(child.stdin, lambda n: reporter.advance(label, n))
             try:
                 # Producers only write (and flush): the counting wrapper is all of IO they use.
                 result = producer(cast(IO[bytes], writer))
                 child.stdin.close()
             except BaseException as exc:
                 child.kill()
-                stream.reader.join(timeout=5)
+                reader.join(timeout=5)
                 if isinstance(exc, BrokenPipeError | OSError) and child.popen.returncode:
                     raise self._explain(child.stderr_text(), call) from None
                 raise
@@ -203,9 +161,9 @@ class Writing(ResticProcess):
                 child.wait()
             except runner.ProcessFailed as exc:
                 raise self._explain(exc.stderr, call) from None
-            stream.reader.join()
+            reader.join()
         reporter.advance(label, writer.count, writer.count)
-        return self._summary(stream.lines), result
+        return self._summary(lines), result
 
     def backup_paths(self, paths: Sequence[Path], tags: Sequence[str], excludes: Sequence[str],
                      reporter: Reporter, label: str, parent: str | None = None) -> Summary:
@@ -268,59 +226,3 @@ class Writing(ResticProcess):
     @staticmethod
     def _tag_args(tags: Sequence[str]) -> list[str]:
         return ["--tag", ",".join([TAG, *tags])]
-
-
-class PendingStream:
-    """A `restic backup --stdin` started before its data exists (see `Writing.start_stream`).
-
-    While it waits, restic holds the repository's shared lock and this host's shared turn, as any
-    backup does. If this process dies before `store`, restic reads an empty input, which it refuses
-    to store ("snapshot is empty"); `abandon` stops it with SIGINT, on which restic removes its lock.
-    """
-
-    def __init__(self, repo: Writing, filename: str, tags: Sequence[str], compressed: bool,
-                 stream: _OpenStream) -> None:
-        self._repo, self._filename, self._tags, self._compressed = repo, filename, list(tags), compressed
-        self._stream: _OpenStream | None = stream
-
-    def __enter__(self) -> PendingStream:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.abandon()
-
-    def store(self, producer: Callable[[IO[bytes]], T], reporter: Reporter, label: str) -> tuple[Summary, T]:
-        """Write the producer's bytes and store them, as `Writing.backup_stream` does.
-
-        A restic that stopped while it waited (another host's lock, say) is started again from the
-        beginning, with that lock waited out.
-        """
-        stream, self._stream = self._stream, None
-        if stream is not None and stream.child.popen.poll() is None:
-            try:
-                return self._repo._fill_stream(stream, producer, reporter, label)
-            except RepositoryLocked:
-                pass
-        elif stream is not None:
-            self._close(stream)
-        return self._repo.backup_stream(self._filename, self._tags, producer, reporter, label, self._compressed)
-
-    def abandon(self) -> None:
-        """Stop restic without storing anything (nothing happens after `store`)."""
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            self._close(stream)
-
-    @staticmethod
-    def _close(stream: _OpenStream) -> None:
-        popen = stream.child.popen
-        with stream.stack:
-            if popen.poll() is None:
-                popen.send_signal(signal.SIGINT)
-                try:
-                    popen.wait(timeout=STOP_SECONDS)
-                except subprocess.TimeoutExpired:
-                    stream.child.kill()
-            with contextlib.suppress(OSError):
-                stream.child.stdin.close()
-            stream.reader.join(timeout=5)
